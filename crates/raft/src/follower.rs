@@ -1,0 +1,109 @@
+//! The follower's side of replication (Raft §5.3) and of reads: appends, heartbeats, and
+//! read-index answers from the leader.
+
+use crate::log_view::LogView;
+use crate::message::{MessageBody, ReadId, RejectHint};
+use crate::node::Node;
+use crate::ready::ReadState;
+use crate::types::{Entry, EntryId, LogIndex, NodeId};
+
+impl<L: LogView> Node<L> {
+    /// AppendEntries receiver (Raft Figure 2).
+    pub(crate) fn on_append(
+        &mut self,
+        from: NodeId,
+        prev: EntryId,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+    ) {
+        self.election_elapsed = 0;
+        if prev.index < self.log.committed {
+            // Everything through our commit index is settled: a late or duplicate append.
+            // Tell the leader where we stand instead of re-checking old entries.
+            let committed = self.log.committed;
+            self.send_after_persist(
+                from,
+                MessageBody::AppendResponse {
+                    result: Ok(committed),
+                },
+            );
+            return;
+        }
+        let consecutive = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index() == prev.index.plus(i as u64 + 1));
+        if !consecutive {
+            // A malformed append from a faulty peer: drop it rather than corrupt the log.
+            return;
+        }
+        match self.log.maybe_append(prev, &entries) {
+            Some(last_new) => {
+                // S5: the follower learns the commit index from the leader, but never past
+                // what it knows matches the leader's log.
+                self.log.commit_to(commit.min(last_new));
+                self.send_after_persist(
+                    from,
+                    MessageBody::AppendResponse {
+                        result: Ok(last_new),
+                    },
+                );
+            }
+            None => {
+                // The consistency check failed. Point the leader at the last entry we hold at
+                // or below its `prev` whose term is not above `prev.term`: every entry after it
+                // in the leader's log with a higher term cannot match, so the leader can skip a
+                // whole term per round trip.
+                let last_index = self.log.last_index();
+                let hint = self
+                    .log
+                    .find_at_or_below_term(prev.index.min(last_index), prev.term);
+                let reject = RejectHint {
+                    rejected: prev.index,
+                    hint,
+                    last_index,
+                };
+                self.send_after_persist(
+                    from,
+                    MessageBody::AppendResponse {
+                        result: Err(reject),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_round: u64) {
+        self.election_elapsed = 0;
+        // The leader sends min(its commit, our match), so this never commits entries that
+        // do not match its log.
+        let commit = commit.min(self.log.last_index());
+        self.log.commit_to(commit);
+        self.send(from, MessageBody::HeartbeatResponse { read_round });
+    }
+
+    pub(crate) fn on_read_index_response(&mut self, id: ReadId, index: Option<LogIndex>) {
+        let Some(pos) = self.forwarded_reads.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        self.forwarded_reads.remove(pos);
+        match index {
+            Some(index) => self.read_states.push(ReadState { id, index }),
+            None => self.dropped_reads.push(id),
+        }
+    }
+
+    /// Reads forwarded to a leader this node no longer follows cannot be answered.
+    pub(crate) fn drop_forwarded_reads(&mut self) {
+        let leader = self.leader;
+        let mut kept = Vec::new();
+        for (id, to) in self.forwarded_reads.drain(..) {
+            if Some(to) == leader {
+                kept.push((id, to));
+            } else {
+                self.dropped_reads.push(id);
+            }
+        }
+        self.forwarded_reads = kept;
+    }
+}

@@ -1,0 +1,622 @@
+//! [`Node`]: the consensus state machine. This file holds the public API, the rules every role
+//! shares (terms, S1) and the `Ready` bookkeeping; role behaviour lives in `election.rs`
+//! (follower timers, pre-candidates, candidates), `follower.rs` and `leader.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::{Config, ConfigError};
+use crate::error::{ProposeError, ReadError, StepError, TransferError};
+use crate::leader::LeaderState;
+use crate::log_view::LogView;
+use crate::membership::Membership;
+use crate::message::{Message, MessageBody, ReadId};
+use crate::raft_log::RaftLog;
+use crate::ready::{ReadState, Ready, SoftState};
+use crate::rng::Rng;
+use crate::types::{EntryId, HardState, LogIndex, NodeId, Role, Term};
+
+/// What happened to an accepted proposal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Proposed {
+    /// Appended to the leader's log at this position. It is committed when an entry with this
+    /// exact id comes out in [`Ready::committed_entries`]; if an entry with the same index but
+    /// another term comes out instead, the proposal was lost to a leader change.
+    Appended(EntryId),
+    /// Forwarded to the leader, which will assign it a position.
+    Forwarded {
+        /// The leader it was sent to.
+        to: NodeId,
+    },
+}
+
+/// A snapshot of a node's state, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Role, term, leader.
+    pub soft: SoftState,
+    /// The vote in the current term.
+    pub vote: Option<NodeId>,
+    /// Last log position.
+    pub last: EntryId,
+    /// Highest index known committed.
+    pub committed: LogIndex,
+    /// Highest index durable locally.
+    pub persisted: LogIndex,
+    /// Highest index reported applied.
+    pub applied: LogIndex,
+    /// For a leader: each follower's match index.
+    pub matched: BTreeMap<NodeId, LogIndex>,
+}
+
+/// A Raft node: a deterministic state machine with no I/O, no clock and no threads.
+///
+/// Feed it [`tick`](Node::tick), [`step`](Node::step), [`propose`](Node::propose),
+/// [`read_index`](Node::read_index) and [`transfer_leadership`](Node::transfer_leadership);
+/// take its output with [`ready`](Node::ready) and handle it as [`Ready`] describes. It reads
+/// durable state through the [`LogView`] it owns.
+pub struct Node<L: LogView> {
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) log: RaftLog<L>,
+    pub(crate) membership: Membership,
+    /// Current term (S1). Only grows.
+    pub(crate) term: Term,
+    /// Vote in `term` (S2). Invariant: reset to `None` whenever `term` grows.
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) rng: Rng,
+    /// Ticks since the last election-relevant event: for followers, since they last heard from
+    /// the leader (or started); for candidates, since the campaign started; for leaders, since
+    /// the last Check-Quorum.
+    pub(crate) election_elapsed: u32,
+    /// The current randomised election timeout, in `[election_ticks, 2 * election_ticks)`.
+    pub(crate) election_timeout: u32,
+    /// Ticks since the node started; the leader's lease clock.
+    pub(crate) now_ticks: u64,
+    /// A node that just started ignores vote requests for one election timeout when reads
+    /// use leases, since it may have promised a leader not to vote before it crashed.
+    pub(crate) boot_guard: bool,
+    /// Votes received in the current (pre-)campaign.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Leader-only state; `Some` exactly when `role == Leader`.
+    pub(crate) leader_state: Option<LeaderState>,
+    /// Proposals waiting to be forwarded to the leader in the next `Ready`.
+    pub(crate) forward_queue: Vec<Bytes>,
+    /// Reads this follower asked the leader to confirm.
+    pub(crate) forwarded_reads: Vec<(ReadId, NodeId)>,
+    // Output, drained by `ready()`.
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) msgs_after_persist: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) dropped_reads: Vec<ReadId>,
+    // Bookkeeping for the Ready contract.
+    ready_number: u64,
+    /// Readies handed out and not yet acknowledged durable, with the last entry each carried.
+    unpersisted: VecDeque<(u64, Option<EntryId>)>,
+    last_hard_state: HardState,
+    last_soft_state: SoftState,
+}
+
+impl<L: LogView> Node<L> {
+    /// Creates a node from its configuration and its durable log.
+    ///
+    /// The node starts as a follower in the persisted term; with an empty log and a
+    /// configuration that names it a voter it will campaign after an election timeout.
+    pub fn new(cfg: Config, store: L) -> Result<Node<L>, ConfigError> {
+        cfg.validate()?;
+        let init = store.initial_state();
+        init.membership
+            .validate()
+            .map_err(ConfigError::InitialState)?;
+        let hs = init.hard_state;
+        if hs.commit > store.last_index() {
+            return Err(ConfigError::InitialState(format!(
+                "commit {} is past the last log index {}",
+                hs.commit,
+                store.last_index()
+            )));
+        }
+        if cfg.applied > hs.commit.max(store.first_index().prev()) {
+            return Err(ConfigError::InitialState(format!(
+                "applied {} is past the commit index {}",
+                cfg.applied, hs.commit
+            )));
+        }
+        let committed = hs.commit.max(store.first_index().prev());
+        let log = RaftLog::new(store, committed, cfg.applied);
+        let soft = SoftState {
+            role: Role::Follower,
+            term: hs.term,
+            leader: None,
+        };
+        let mut node = Node {
+            id: cfg.id,
+            rng: Rng::new(cfg.seed),
+            boot_guard: matches!(cfg.read_mode, crate::config::ReadMode::Lease { .. }),
+            cfg,
+            log,
+            membership: init.membership,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            election_elapsed: 0,
+            election_timeout: 0,
+            now_ticks: 0,
+            votes: BTreeMap::new(),
+            leader_state: None,
+            forward_queue: Vec::new(),
+            forwarded_reads: Vec::new(),
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            read_states: Vec::new(),
+            dropped_reads: Vec::new(),
+            ready_number: 0,
+            unpersisted: VecDeque::new(),
+            last_hard_state: HardState {
+                commit: committed,
+                ..hs
+            },
+            last_soft_state: soft,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- Inputs ---------------------------------------------------------------------------
+
+    /// Advances the logical clock by one tick: election timeouts, heartbeats, Check-Quorum.
+    pub fn tick(&mut self) {
+        self.now_ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Starts an election now (as if the election timeout fired), with Pre-Vote if enabled.
+    /// Does nothing on a leader or a node that does not vote.
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader && self.membership.is_voter(self.id) {
+            self.start_election(false);
+        }
+    }
+
+    /// Handles a message from another node.
+    ///
+    /// Bad input (a message for someone else, or from "self") is an error, never a panic;
+    /// messages from an older term are answered or dropped as Raft §5.1 prescribes.
+    pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
+        if msg.to != self.id {
+            return Err(StepError::WrongRecipient {
+                to: msg.to,
+                me: self.id,
+            });
+        }
+        if msg.from == self.id {
+            return Err(StepError::FromSelf);
+        }
+        if msg.term > self.term {
+            if self.on_higher_term(&msg) == Handled::Done {
+                return Ok(());
+            }
+        } else if msg.term < self.term {
+            self.on_lower_term(&msg);
+            return Ok(());
+        }
+        let Message { from, body, .. } = msg;
+        match body {
+            MessageBody::PreVote { last } => {
+                self.on_vote_request(from, msg.term, last, true, false)
+            }
+            MessageBody::Vote { last, transfer } => {
+                self.on_vote_request(from, msg.term, last, false, transfer)
+            }
+            MessageBody::PreVoteResponse { granted } => self.on_vote_response(from, granted, true),
+            MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted, false),
+            MessageBody::Append {
+                prev,
+                entries,
+                commit,
+            } => {
+                if self.become_follower_of(from) {
+                    self.on_append(from, prev, entries, commit);
+                }
+            }
+            MessageBody::Heartbeat { commit, read_round } => {
+                if self.become_follower_of(from) {
+                    self.on_heartbeat(from, commit, read_round);
+                }
+            }
+            MessageBody::AppendResponse { result } => self.on_append_response(from, result),
+            MessageBody::HeartbeatResponse { read_round } => {
+                self.on_heartbeat_response(from, read_round)
+            }
+            MessageBody::Propose { entries } => self.on_forwarded_proposals(from, entries),
+            MessageBody::ReadIndex { id } => self.on_read_index_request(from, id),
+            MessageBody::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
+            MessageBody::TimeoutNow => self.on_timeout_now(from),
+        }
+        Ok(())
+    }
+
+    /// Proposes `data` for the log.
+    ///
+    /// On the leader the entry is appended (not yet durable, not yet committed). On a follower
+    /// it is forwarded to the leader if [`Config::forward_proposals`] is set, otherwise
+    /// refused with a leader hint (S5).
+    pub fn propose(&mut self, data: Bytes) -> Result<Proposed, ProposeError> {
+        if self.role == Role::Leader {
+            return self.append_proposal(data).map(Proposed::Appended);
+        }
+        match self.leader {
+            Some(to) if self.cfg.forward_proposals => {
+                self.forward_queue.push(data);
+                Ok(Proposed::Forwarded { to })
+            }
+            leader_hint => Err(ProposeError::NotLeader { leader_hint }),
+        }
+    }
+
+    /// Asks for a linearizable read (ReadIndex, dissertation §6.4; S12). When it is safe, a
+    /// [`ReadState`] with this `id` comes out of [`Node::ready`]; if it can no longer be
+    /// confirmed, the id comes out in [`Ready::dropped_reads`].
+    ///
+    /// A follower asks the leader; the leader confirms its leadership with one heartbeat round
+    /// shared by every read that arrived meanwhile (or, with leases, answers at once).
+    pub fn read_index(&mut self, id: ReadId) -> Result<(), ReadError> {
+        if self.role == Role::Leader {
+            self.leader_read(id, self.id);
+            return Ok(());
+        }
+        match self.leader {
+            Some(leader) => {
+                self.forwarded_reads.push((id, leader));
+                self.send(leader, MessageBody::ReadIndex { id });
+                Ok(())
+            }
+            None => Err(ReadError::NoLeader),
+        }
+    }
+
+    /// Hands leadership to `to` (dissertation §3.10): the leader stops accepting proposals,
+    /// brings `to` up to date, then tells it to campaign at once. The transfer is abandoned
+    /// after an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if !self.membership.is_voter(to) {
+            return Err(TransferError::NotAVoter(to));
+        }
+        self.start_transfer(to);
+        Ok(())
+    }
+
+    // ----- Output ---------------------------------------------------------------------------
+
+    /// Whether [`Node::ready`] would return anything.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.msgs_after_persist.is_empty()
+            || !self.forward_queue.is_empty()
+            || !self.read_states.is_empty()
+            || !self.dropped_reads.is_empty()
+            || self.log.has_unpersisted()
+            || self.log.has_applicable()
+            || self.hard_state() != self.last_hard_state
+            || self.soft_state() != self.last_soft_state
+            || self.leader_has_sends()
+    }
+
+    /// Takes everything the node wants done. See [`Ready`] for the contract.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.send_appends_to_all();
+            self.maybe_start_read_round();
+        }
+        if !self.forward_queue.is_empty() {
+            if let Some(leader) = self.leader {
+                let entries = std::mem::take(&mut self.forward_queue);
+                self.send(leader, MessageBody::Propose { entries });
+            } else {
+                self.forward_queue.clear();
+            }
+        }
+        self.ready_number += 1;
+        let mut rd = Ready {
+            number: self.ready_number,
+            ..Ready::default()
+        };
+        let soft = self.soft_state();
+        if soft != self.last_soft_state {
+            rd.soft_state = Some(soft);
+            self.last_soft_state = soft;
+        }
+        let hs = self.hard_state();
+        if hs != self.last_hard_state {
+            rd.hard_state = Some(hs);
+            self.last_hard_state = hs;
+        }
+        self.log.take_unpersisted(&mut rd.entries);
+        rd.messages = std::mem::take(&mut self.msgs);
+        rd.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
+        self.log
+            .take_applicable(self.cfg.apply_bytes_max, &mut rd.committed_entries);
+        rd.read_states = std::mem::take(&mut self.read_states);
+        rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
+        if rd.must_persist() || !rd.persisted_messages.is_empty() {
+            self.unpersisted
+                .push_back((rd.number, rd.entries.last().map(|e| e.id)));
+        }
+        rd
+    }
+
+    /// Acknowledges that the `Ready` numbered `number`, and every earlier one, is durable.
+    ///
+    /// The leader counts its own log toward commit only from here, so its write runs in
+    /// parallel with the followers'.
+    pub fn on_persisted(&mut self, number: u64) {
+        assert!(
+            number <= self.ready_number,
+            "ready {number} was never handed out"
+        );
+        let mut last = None;
+        while let Some(&(n, id)) = self.unpersisted.front() {
+            if n > number {
+                break;
+            }
+            self.unpersisted.pop_front();
+            if id.is_some() {
+                last = id;
+            }
+        }
+        if let Some(id) = last {
+            self.log.stable_to(id);
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+        }
+    }
+
+    /// Reports that the state machine applied every entry through `index`.
+    pub fn on_applied(&mut self, index: LogIndex) {
+        self.log.applied_to(index);
+    }
+
+    // ----- Accessors ------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader of the current term, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The configuration in force.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The highest index known committed.
+    pub fn committed(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    /// The last index of the log (durable or not).
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The term of the entry at `index`, if the log holds it (durable or not).
+    pub fn entry_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_opt(index)
+    }
+
+    /// The durable log this node reads.
+    pub fn log_view(&self) -> &L {
+        self.log.store()
+    }
+
+    /// The durable log, for the caller to write what a `Ready` asked for.
+    pub fn log_view_mut(&mut self) -> &mut L {
+        self.log.store_mut()
+    }
+
+    /// Role, term, leader.
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+        }
+    }
+
+    /// The hard state as it stands (possibly not yet durable).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// A summary of the node's state.
+    pub fn status(&self) -> Status {
+        let matched = match &self.leader_state {
+            Some(ls) => ls
+                .progress
+                .iter()
+                .map(|(id, p)| (*id, p.match_index))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        Status {
+            id: self.id,
+            soft: self.soft_state(),
+            vote: self.vote,
+            last: self.log.last_id(),
+            committed: self.log.committed,
+            persisted: self.log.persisted_index(),
+            applied: self.log.applied,
+            matched,
+        }
+    }
+
+    // ----- Shared rules -----------------------------------------------------------------------
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs_after_persist.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    /// S1: a message from a higher term. Returns `Done` when the message must be dropped.
+    fn on_higher_term(&mut self, msg: &Message) -> Handled {
+        match msg.body {
+            MessageBody::PreVote { .. }
+            | MessageBody::Vote {
+                transfer: false, ..
+            } if self.in_leader_lease() => {
+                // S9: a follower that hears from a live leader ignores elections, so a node
+                // rejoining from a partition cannot depose it (dissertation §4.2.3).
+                return Handled::Done;
+            }
+            // A pre-vote does not raise anyone's term (dissertation §9.6)...
+            MessageBody::PreVote { .. } => {}
+            // ...and a granted pre-vote answer carries the term we would campaign in.
+            MessageBody::PreVoteResponse { granted: true } => {}
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                self.become_follower(msg.term, Some(msg.from));
+            }
+            _ => self.become_follower(msg.term, None),
+        }
+        Handled::Continue
+    }
+
+    /// S1: a message from an older term is rejected, and the sender learns the newer term.
+    fn on_lower_term(&mut self, msg: &Message) {
+        match msg.body {
+            // A stale leader (for example one cut off by a partition, S8) must learn that it
+            // was replaced; with Pre-Vote and Check-Quorum it would otherwise never see a
+            // higher term from the nodes that ignore its elections.
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                self.send(msg.from, MessageBody::HeartbeatResponse { read_round: 0 });
+            }
+            MessageBody::PreVote { .. } => {
+                self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
+            }
+            MessageBody::Vote { .. } => {
+                self.send(msg.from, MessageBody::VoteResponse { granted: false });
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether this node heard from a leader recently enough to refuse elections.
+    pub(crate) fn in_leader_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && self.election_elapsed < self.cfg.election_ticks
+            && (self.leader.is_some() || self.boot_guard)
+    }
+
+    /// Becomes a follower in `term` (raising the term clears the vote).
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(
+            term >= self.term,
+            "term went backwards: {} -> {term}",
+            self.term
+        );
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        if self.role == Role::Leader {
+            self.step_down();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.drop_forwarded_reads();
+    }
+
+    /// On an append or heartbeat from the current term's leader: follow it. Returns false if
+    /// this node is itself the leader of this term (two leaders in one term would violate S2;
+    /// it can only come from a faulty peer, so the message is dropped).
+    fn become_follower_of(&mut self, from: NodeId) -> bool {
+        match self.role {
+            Role::Leader => false,
+            Role::Follower if self.leader == Some(from) => true,
+            _ => {
+                self.become_follower(self.term, Some(from));
+                true
+            }
+        }
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self
+            .rng
+            .range(self.cfg.election_ticks, 2 * self.cfg.election_ticks);
+    }
+
+    /// Voters other than this node, ascending.
+    pub(crate) fn other_voters(&self) -> Vec<NodeId> {
+        self.membership
+            .voters
+            .ids()
+            .into_iter()
+            .filter(|id| *id != self.id)
+            .collect()
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Handled {
+    Continue,
+    Done,
+}

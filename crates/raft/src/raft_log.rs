@@ -1,0 +1,325 @@
+//! The core's log: the durable part (read through [`LogView`]) plus the unstable tail that has
+//! been appended in memory but not yet acknowledged durable, and the commit/apply pointers.
+//!
+//! ```text
+//!   first_index            offset                 last_index
+//!   |  durable (LogView)   |  unstable (in memory)  |
+//!   [......................][.......................]
+//!          ^ applied  ^ applying     ^ committed
+//! ```
+//!
+//! Invariants (checked after every change):
+//! `first_index - 1 <= applied <= applying <= committed <= last_index`, and
+//! `applying <= persisted_index()`: only entries durable locally are handed out for apply.
+
+use std::collections::VecDeque;
+
+use crate::log_view::{LogError, LogView};
+use crate::types::{Entry, EntryId, LogIndex, Term};
+
+pub(crate) struct RaftLog<L> {
+    store: L,
+    /// Entries not yet acknowledged durable. Invariant: `unstable[i].index == offset + i`.
+    unstable: VecDeque<Entry>,
+    /// Index of `unstable[0]` (or where it would be). Everything below is durable in `store`.
+    offset: LogIndex,
+    /// Unstable entries at or above this index have not yet been handed out in a `Ready`.
+    /// Invariant: `offset <= handed_out <= last_index + 1`.
+    handed_out: LogIndex,
+    /// The highest index known committed.
+    pub(crate) committed: LogIndex,
+    /// The highest index handed to the caller to apply.
+    pub(crate) applying: LogIndex,
+    /// The highest index the caller reported applied.
+    pub(crate) applied: LogIndex,
+}
+
+fn storage_failure(e: LogError) -> ! {
+    // A failed read of the durable log leaves the node unable to proceed safely; the caller's
+    // storage is expected to have reported the failure already (file and offset).
+    panic!("raft log read failed: {e}")
+}
+
+impl<L: LogView> RaftLog<L> {
+    pub(crate) fn new(store: L, committed: LogIndex, applied: LogIndex) -> RaftLog<L> {
+        let offset = store.last_index().next();
+        let mut log = RaftLog {
+            store,
+            unstable: VecDeque::new(),
+            offset,
+            handed_out: offset,
+            committed,
+            applying: applied,
+            applied,
+        };
+        // A hard state may record a commit index beyond a log that lost its unsynced tail is
+        // impossible by contract (entries are durable before the hard state that commits them)
+        // but be strict about it.
+        assert!(
+            log.committed <= log.last_index(),
+            "hard state commit {} is past the last log index {}",
+            log.committed,
+            log.last_index()
+        );
+        if log.applied < log.first_index().prev() {
+            log.applied = log.first_index().prev();
+            log.applying = log.applied;
+        }
+        log.check();
+        log
+    }
+
+    pub(crate) fn store(&self) -> &L {
+        &self.store
+    }
+
+    pub(crate) fn store_mut(&mut self) -> &mut L {
+        &mut self.store
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.store.first_index()
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        self.offset.plus(self.unstable.len() as u64).prev()
+    }
+
+    pub(crate) fn last_id(&self) -> EntryId {
+        let last = self.last_index();
+        EntryId::new(self.term(last).unwrap_or_else(|e| storage_failure(e)), last)
+    }
+
+    /// The highest index durable locally.
+    pub(crate) fn persisted_index(&self) -> LogIndex {
+        self.offset.prev()
+    }
+
+    /// Term at `index`; `Err(Compacted)` below the snapshot point.
+    pub(crate) fn term(&self, index: LogIndex) -> Result<Term, LogError> {
+        if index >= self.offset {
+            let i = (index.0 - self.offset.0) as usize;
+            match self.unstable.get(i) {
+                Some(e) => Ok(e.term()),
+                None => Err(LogError::Unavailable {
+                    index,
+                    last_index: self.last_index(),
+                }),
+            }
+        } else {
+            self.store.term(index)
+        }
+    }
+
+    /// Term at `index`, or `None` if the index is outside the log (compacted or past the end).
+    pub(crate) fn term_opt(&self, index: LogIndex) -> Option<Term> {
+        match self.term(index) {
+            Ok(t) => Some(t),
+            Err(LogError::Storage(msg)) => storage_failure(LogError::Storage(msg)),
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) fn matches(&self, id: EntryId) -> bool {
+        self.term_opt(id.index) == Some(id.term)
+    }
+
+    /// Entries `lo..=hi`, up to `bytes_max` (at least one).
+    pub(crate) fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        bytes_max: u64,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), LogError> {
+        if lo > hi {
+            return Ok(());
+        }
+        assert!(hi <= self.last_index(), "entries past the last index");
+        let mut bytes = 0;
+        if lo < self.offset {
+            let store_hi = hi.min(self.offset.prev());
+            let before = out.len();
+            self.store.entries(lo, store_hi, bytes_max, out)?;
+            bytes = out[before..].iter().map(Entry::size_bytes).sum::<u64>();
+            let got = out.len() - before;
+            if (got as u64) < store_hi.0 - lo.0 + 1 || store_hi == hi {
+                return Ok(());
+            }
+        }
+        let start = lo.max(self.offset);
+        let from = (start.0 - self.offset.0) as usize;
+        let to = (hi.0 - self.offset.0) as usize;
+        for e in self.unstable.range(from..=to) {
+            let size = e.size_bytes();
+            if bytes > 0 && bytes + size > bytes_max {
+                break;
+            }
+            bytes += size;
+            out.push(e.clone());
+        }
+        Ok(())
+    }
+
+    /// Appends entries as the leader (they continue the log).
+    pub(crate) fn append(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index(),
+            self.last_index().next(),
+            "leader append must continue the log"
+        );
+        self.unstable.push_back(entry);
+    }
+
+    /// The follower's side of AppendEntries (Raft §5.3, receiver steps 2-5): checks `prev`,
+    /// skips entries already held, truncates a conflicting suffix and appends the rest.
+    /// Returns the index of the last new entry, or `None` if `prev` does not match.
+    pub(crate) fn maybe_append(&mut self, prev: EntryId, entries: &[Entry]) -> Option<LogIndex> {
+        if !self.matches(prev) {
+            return None;
+        }
+        let last_new = prev.index.plus(entries.len() as u64);
+        // The first entry that is not already in our log (by index and term).
+        let conflict = entries.iter().position(|e| !self.matches(e.id));
+        if let Some(pos) = conflict {
+            let first = entries[pos].index();
+            assert!(
+                first > self.committed,
+                "entry {} conflicts with committed entry (commit {})",
+                entries[pos].id,
+                self.committed
+            );
+            self.truncate_and_append(&entries[pos..]);
+        }
+        Some(last_new)
+    }
+
+    fn truncate_and_append(&mut self, entries: &[Entry]) {
+        let first = entries[0].index();
+        let end = self.last_index().next();
+        assert!(first <= end, "append at {first} leaves a gap after {end}");
+        if first == end {
+            // Plain append.
+        } else if first <= self.offset {
+            // Replaces part of the durable log: everything from `first` becomes unstable.
+            self.offset = first;
+            self.unstable.clear();
+        } else {
+            self.unstable.truncate((first.0 - self.offset.0) as usize);
+        }
+        self.handed_out = self.handed_out.min(first);
+        self.unstable.extend(entries.iter().cloned());
+        self.check();
+    }
+
+    /// Whether some unstable entries were not yet handed out.
+    pub(crate) fn has_unpersisted(&self) -> bool {
+        self.handed_out <= self.last_index()
+    }
+
+    /// Hands out the unstable entries not yet handed out, and marks them so.
+    pub(crate) fn take_unpersisted(&mut self, out: &mut Vec<Entry>) {
+        let from = (self.handed_out.0 - self.offset.0) as usize;
+        out.extend(self.unstable.range(from..).cloned());
+        self.handed_out = self.last_index().next();
+    }
+
+    /// The caller made every entry through `id` durable. Ignored if `id` was since
+    /// overwritten by a new leader or is already durable.
+    pub(crate) fn stable_to(&mut self, id: EntryId) {
+        if id.index < self.offset {
+            return;
+        }
+        let i = (id.index.0 - self.offset.0) as usize;
+        match self.unstable.get(i) {
+            Some(e) if e.term() == id.term => {
+                self.unstable.drain(..=i);
+                self.offset = id.index.next();
+                self.handed_out = self.handed_out.max(self.offset);
+            }
+            _ => {}
+        }
+        self.check();
+    }
+
+    pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        if index <= self.committed {
+            return false;
+        }
+        assert!(
+            index <= self.last_index(),
+            "commit {index} past the last index {}",
+            self.last_index()
+        );
+        self.committed = index;
+        true
+    }
+
+    /// The highest index that may be handed out for apply now.
+    pub(crate) fn applicable(&self) -> LogIndex {
+        self.committed.min(self.persisted_index())
+    }
+
+    pub(crate) fn has_applicable(&self) -> bool {
+        self.applicable() > self.applying
+    }
+
+    /// Hands out committed, durable entries after `applying`, up to `bytes_max`.
+    pub(crate) fn take_applicable(&mut self, bytes_max: u64, out: &mut Vec<Entry>) {
+        let hi = self.applicable();
+        if hi <= self.applying {
+            return;
+        }
+        let before = out.len();
+        self.entries(self.applying.next(), hi, bytes_max, out)
+            .unwrap_or_else(|e| storage_failure(e));
+        if let Some(last) = out[before..].last() {
+            self.applying = last.index();
+        }
+        self.check();
+    }
+
+    pub(crate) fn applied_to(&mut self, index: LogIndex) {
+        assert!(
+            index <= self.applying,
+            "applied {index} was never handed out (applying {})",
+            self.applying
+        );
+        if index > self.applied {
+            self.applied = index;
+        }
+    }
+
+    /// Walks back from `index` to the last entry whose term is at most `term` (the conflict
+    /// hint search, Raft §5.3). Returns that entry's id; stops at the compacted prefix.
+    pub(crate) fn find_at_or_below_term(&self, index: LogIndex, term: Term) -> EntryId {
+        let mut i = index.min(self.last_index());
+        let floor = self.first_index().prev();
+        loop {
+            match self.term_opt(i) {
+                Some(t) if t <= term => return EntryId::new(t, i),
+                Some(_) if i > floor => i = i.prev(),
+                Some(t) => return EntryId::new(t, i),
+                None => return EntryId::new(Term(0), floor),
+            }
+        }
+    }
+
+    /// Asserts the pointer chain `first-1 <= applied <= applying <= committed <= last`.
+    pub(crate) fn check(&self) {
+        let first = self.first_index();
+        assert!(
+            first.prev() <= self.applied
+                && self.applied <= self.applying
+                && self.applying <= self.committed
+                && self.committed <= self.last_index(),
+            "log pointer chain broken: first={first} applied={} applying={} committed={} last={}",
+            self.applied,
+            self.applying,
+            self.committed,
+            self.last_index()
+        );
+        assert!(self.applying <= self.persisted_index().max(first.prev()));
+        assert!(self.offset <= self.handed_out && self.handed_out <= self.last_index().next());
+    }
+}
