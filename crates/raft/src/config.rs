@@ -102,17 +102,13 @@ impl Config {
             ));
         }
         if self.election_ticks > 1_000_000 {
-            return Err(ConfigError::Invalid(
-                "election_ticks must be at most 1000000",
-            ));
+            return Err(ConfigError::Invalid("election_ticks must be at most 1000000"));
         }
         if self.append_bytes_max == 0 {
             return Err(ConfigError::Invalid("append_bytes_max must be positive"));
         }
         if self.inflight_appends_max == 0 || self.inflight_appends_max > 1 << 16 {
-            return Err(ConfigError::Invalid(
-                "inflight_appends_max must be in 1..=65536",
-            ));
+            return Err(ConfigError::Invalid("inflight_appends_max must be in 1..=65536"));
         }
         if self.inflight_bytes_max < self.append_bytes_max {
             return Err(ConfigError::Invalid(
@@ -120,9 +116,7 @@ impl Config {
             ));
         }
         if self.uncommitted_bytes_max == 0 {
-            return Err(ConfigError::Invalid(
-                "uncommitted_bytes_max must be positive",
-            ));
+            return Err(ConfigError::Invalid("uncommitted_bytes_max must be positive"));
         }
         if self.apply_bytes_max == 0 {
             return Err(ConfigError::Invalid("apply_bytes_max must be positive"));
@@ -174,15 +168,9 @@ mod tests {
             Box::new(|c| c.apply_bytes_max = 0),
             Box::new(|c| {
                 c.check_quorum = false;
-                c.read_mode = ReadMode::Lease {
-                    clock_drift_ticks: 1,
-                };
+                c.read_mode = ReadMode::Lease { clock_drift_ticks: 1 };
             }),
-            Box::new(|c| {
-                c.read_mode = ReadMode::Lease {
-                    clock_drift_ticks: c.election_ticks,
-                }
-            }),
+            Box::new(|c| c.read_mode = ReadMode::Lease { clock_drift_ticks: c.election_ticks }),
         ];
         for (i, break_it) in cases.iter().enumerate() {
             let mut c = base.clone();

@@ -71,9 +71,7 @@ impl<L: LogView> Node<L> {
     }
 
     fn tally(&self) -> VoteResult {
-        self.membership
-            .voters
-            .vote_result(|id| self.votes.get(&id).copied())
+        self.membership.voters.vote_result(|id| self.votes.get(&id).copied())
     }
 
     /// Answers a (pre-)vote request that is not from an older term.
@@ -110,11 +108,7 @@ impl<L: LogView> Node<L> {
     }
 
     pub(crate) fn on_vote_response(&mut self, from: NodeId, granted: bool, pre: bool) {
-        let expected = if pre {
-            Role::PreCandidate
-        } else {
-            Role::Candidate
-        };
+        let expected = if pre { Role::PreCandidate } else { Role::Candidate };
         if self.role != expected || !self.membership.is_voter(from) {
             return;
         }

@@ -21,18 +21,11 @@ impl<L: LogView> Node<L> {
             // Everything through our commit index is settled: a late or duplicate append.
             // Tell the leader where we stand instead of re-checking old entries.
             let committed = self.log.committed;
-            self.send_after_persist(
-                from,
-                MessageBody::AppendResponse {
-                    result: Ok(committed),
-                },
-            );
+            self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(committed) });
             return;
         }
-        let consecutive = entries
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.index() == prev.index.plus(i as u64 + 1));
+        let consecutive =
+            entries.iter().enumerate().all(|(i, e)| e.index() == prev.index.plus(i as u64 + 1));
         if !consecutive {
             // A malformed append from a faulty peer: drop it rather than corrupt the log.
             return;
@@ -42,12 +35,7 @@ impl<L: LogView> Node<L> {
                 // S5: the follower learns the commit index from the leader, but never past
                 // what it knows matches the leader's log.
                 self.log.commit_to(commit.min(last_new));
-                self.send_after_persist(
-                    from,
-                    MessageBody::AppendResponse {
-                        result: Ok(last_new),
-                    },
-                );
+                self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(last_new) });
             }
             None => {
                 // The consistency check failed. Point the leader at the last entry we hold at
@@ -55,20 +43,9 @@ impl<L: LogView> Node<L> {
                 // in the leader's log with a higher term cannot match, so the leader can skip a
                 // whole term per round trip.
                 let last_index = self.log.last_index();
-                let hint = self
-                    .log
-                    .find_at_or_below_term(prev.index.min(last_index), prev.term);
-                let reject = RejectHint {
-                    rejected: prev.index,
-                    hint,
-                    last_index,
-                };
-                self.send_after_persist(
-                    from,
-                    MessageBody::AppendResponse {
-                        result: Err(reject),
-                    },
-                );
+                let hint = self.log.find_at_or_below_term(prev.index.min(last_index), prev.term);
+                let reject = RejectHint { rejected: prev.index, hint, last_index };
+                self.send_after_persist(from, MessageBody::AppendResponse { result: Err(reject) });
             }
         }
     }

@@ -69,11 +69,7 @@ impl<L: LogView> Node<L> {
     /// Raft §5.2: a candidate with a majority becomes leader and at once appends an empty
     /// entry of its term, so earlier entries can commit (§5.4.2, §8).
     pub(crate) fn become_leader(&mut self) {
-        assert_eq!(
-            self.role,
-            Role::Candidate,
-            "only a candidate becomes leader"
-        );
+        assert_eq!(self.role, Role::Candidate, "only a candidate becomes leader");
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.votes.clear();
@@ -88,11 +84,7 @@ impl<L: LogView> Node<L> {
             .map(|id| {
                 (
                     id,
-                    Progress::new(
-                        next,
-                        self.cfg.inflight_appends_max,
-                        self.cfg.inflight_bytes_max,
-                    ),
+                    Progress::new(next, self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max),
                 )
             })
             .collect();
@@ -112,11 +104,8 @@ impl<L: LogView> Node<L> {
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
         });
-        let noop = Entry {
-            id: EntryId::new(self.term, next),
-            kind: EntryKind::Noop,
-            data: Bytes::new(),
-        };
+        let noop =
+            Entry { id: EntryId::new(self.term, next), kind: EntryKind::Noop, data: Bytes::new() };
         self.log.append(noop);
         self.maybe_commit();
     }
@@ -142,9 +131,7 @@ impl<L: LogView> Node<L> {
     }
 
     fn ls(&mut self) -> &mut LeaderState {
-        self.leader_state
-            .as_mut()
-            .expect("leader state exists while leading")
+        self.leader_state.as_mut().expect("leader state exists while leading")
     }
 
     pub(crate) fn tick_leader(&mut self) {
@@ -331,14 +318,7 @@ impl<L: LogView> Node<L> {
         pr.sent_append(last_sent, count, bytes);
         pr.commit_sent = pr.commit_sent.max(committed.min(last_sent));
         let prev = EntryId::new(prev_term, prev_index);
-        self.send(
-            to,
-            MessageBody::Append {
-                prev,
-                entries,
-                commit: committed,
-            },
-        );
+        self.send(to, MessageBody::Append { prev, entries, commit: committed });
         true
     }
 
@@ -347,11 +327,7 @@ impl<L: LogView> Node<L> {
             // The entries this follower needs were compacted into a snapshot. Snapshot
             // transfer is the snapshot issue's hook: the follower is marked and skipped.
             LogError::Compacted { .. } => {
-                self.ls()
-                    .progress
-                    .get_mut(&to)
-                    .expect("progress")
-                    .needs_snapshot = true;
+                self.ls().progress.get_mut(&to).expect("progress").needs_snapshot = true;
                 false
             }
             other => panic!("leader cannot read its own log: {other}"),
@@ -391,9 +367,7 @@ impl<L: LogView> Node<L> {
             }
             Err(reject) => {
                 // Skip back over the follower's diverged term in one step (Raft §5.3).
-                let target = self
-                    .log
-                    .find_at_or_below_term(reject.hint.index, reject.hint.term);
+                let target = self.log.find_at_or_below_term(reject.hint.index, reject.hint.term);
                 let needs_snapshot = target.term > reject.hint.term
                     || (reject.hint.index < first.prev() && first.prev().0 > 0);
                 let next = target.index.next().min(reject.last_index.next());
@@ -447,13 +421,7 @@ impl<L: LogView> Node<L> {
             })
             .collect();
         for (to, commit) in targets {
-            self.send(
-                to,
-                MessageBody::Heartbeat {
-                    commit,
-                    read_round: round,
-                },
-            );
+            self.send(to, MessageBody::Heartbeat { commit, read_round: round });
         }
         // A single-voter cluster confirms its own rounds.
         self.update_read_rounds();
@@ -466,11 +434,7 @@ impl<L: LogView> Node<L> {
         let voters = &self.membership.voters;
         let ls = self.leader_state.as_mut().expect("leader");
         let confirmed = voters.committed(|v| {
-            if v == id {
-                Some(ls.round_sent)
-            } else {
-                ls.progress.get(&v).map(|p| p.round_acked)
-            }
+            if v == id { Some(ls.round_sent) } else { ls.progress.get(&v).map(|p| p.round_acked) }
         });
         if confirmed <= ls.round_confirmed {
             return;
@@ -526,12 +490,7 @@ impl<L: LogView> Node<L> {
             return;
         }
         let round = ls.round_sent + 1;
-        ls.reads.push_back(PendingRead {
-            id,
-            from,
-            index: committed,
-            round,
-        });
+        ls.reads.push_back(PendingRead { id, from, index: committed, round });
     }
 
     fn lease_valid(&self) -> bool {
@@ -545,21 +504,14 @@ impl<L: LogView> Node<L> {
             return false;
         }
         let span = u64::from(self.cfg.election_ticks - clock_drift_ticks);
-        ls.lease_start_tick
-            .is_some_and(|start| self.now_ticks < start + span)
+        ls.lease_start_tick.is_some_and(|start| self.now_ticks < start + span)
     }
 
     fn answer_read(&mut self, id: ReadId, from: NodeId, index: LogIndex) {
         if from == self.id {
             self.read_states.push(ReadState { id, index });
         } else {
-            self.send(
-                from,
-                MessageBody::ReadIndexResponse {
-                    id,
-                    index: Some(index),
-                },
-            );
+            self.send(from, MessageBody::ReadIndexResponse { id, index: Some(index) });
         }
     }
 
@@ -577,10 +529,7 @@ impl<L: LogView> Node<L> {
         }
         let last = self.log.last_index();
         let ls = self.ls();
-        ls.transfer = Some(Transfer {
-            to,
-            elapsed_ticks: 0,
-        });
+        ls.transfer = Some(Transfer { to, elapsed_ticks: 0 });
         let caught_up = ls.progress.get(&to).is_some_and(|p| p.match_index == last);
         if caught_up {
             self.send_timeout_now(to);

@@ -107,10 +107,7 @@ impl MemLog {
 
     /// Writes the hard state.
     pub fn set_hard_state(&mut self, hard_state: HardState) {
-        assert!(
-            hard_state.term >= self.hard_state.term,
-            "term went backwards"
-        );
+        assert!(hard_state.term >= self.hard_state.term, "term went backwards");
         self.hard_state = hard_state;
     }
 
@@ -133,18 +130,10 @@ impl MemLog {
             self.snapshot
         );
         let keep = (first.index().0 - self.snapshot.index.0 - 1) as usize;
-        assert!(
-            keep <= self.entries.len(),
-            "append at {} leaves a gap",
-            first.id
-        );
+        assert!(keep <= self.entries.len(), "append at {} leaves a gap", first.id);
         self.entries.truncate(keep);
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.index(),
-                first.index().plus(i as u64),
-                "entries not consecutive"
-            );
+            assert_eq!(e.index(), first.index().plus(i as u64), "entries not consecutive");
         }
         self.entries.extend_from_slice(entries);
     }
@@ -183,10 +172,7 @@ impl MemLog {
 
 impl LogView for MemLog {
     fn initial_state(&self) -> InitialState {
-        InitialState {
-            hard_state: self.hard_state,
-            membership: self.membership.clone(),
-        }
+        InitialState { hard_state: self.hard_state, membership: self.membership.clone() }
     }
 
     fn first_index(&self) -> LogIndex {
@@ -202,18 +188,12 @@ impl LogView for MemLog {
             return Ok(self.snapshot.term);
         }
         if index < self.snapshot.index {
-            return Err(LogError::Compacted {
-                index,
-                first_index: self.first_index(),
-            });
+            return Err(LogError::Compacted { index, first_index: self.first_index() });
         }
         let offset = (index.0 - self.snapshot.index.0 - 1) as usize;
         match self.entries.get(offset) {
             Some(e) => Ok(e.term()),
-            None => Err(LogError::Unavailable {
-                index,
-                last_index: self.last_index(),
-            }),
+            None => Err(LogError::Unavailable { index, last_index: self.last_index() }),
         }
     }
 
@@ -225,16 +205,10 @@ impl LogView for MemLog {
         out: &mut Vec<Entry>,
     ) -> Result<(), LogError> {
         if lo <= self.snapshot.index {
-            return Err(LogError::Compacted {
-                index: lo,
-                first_index: self.first_index(),
-            });
+            return Err(LogError::Compacted { index: lo, first_index: self.first_index() });
         }
         if hi > self.last_index() {
-            return Err(LogError::Unavailable {
-                index: hi,
-                last_index: self.last_index(),
-            });
+            return Err(LogError::Unavailable { index: hi, last_index: self.last_index() });
         }
         let start = (lo.0 - self.snapshot.index.0 - 1) as usize;
         let end = (hi.0 - self.snapshot.index.0) as usize;
@@ -280,13 +254,9 @@ mod tests {
         log.compact(LogIndex(2));
         assert_eq!(log.first_index(), LogIndex(3));
         assert_eq!(log.term(LogIndex(2)), Ok(Term(1)));
-        assert!(matches!(
-            log.term(LogIndex(1)),
-            Err(LogError::Compacted { .. })
-        ));
+        assert!(matches!(log.term(LogIndex(1)), Err(LogError::Compacted { .. })));
         let mut out = Vec::new();
-        log.entries(LogIndex(3), LogIndex(4), u64::MAX, &mut out)
-            .unwrap();
+        log.entries(LogIndex(3), LogIndex(4), u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 2);
     }
 
@@ -298,8 +268,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         out.clear();
         let two = 2 * (1 + crate::types::ENTRY_OVERHEAD_BYTES);
-        log.entries(LogIndex(1), LogIndex(4), two, &mut out)
-            .unwrap();
+        log.entries(LogIndex(1), LogIndex(4), two, &mut out).unwrap();
         assert_eq!(out.len(), 2);
     }
 }

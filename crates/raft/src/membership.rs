@@ -22,10 +22,7 @@ pub struct Membership {
 impl Membership {
     /// A configuration of voters only.
     pub fn voters(ids: impl IntoIterator<Item = NodeId>) -> Membership {
-        Membership {
-            voters: JointConfig::simple(ids),
-            learners: BTreeSet::new(),
-        }
+        Membership { voters: JointConfig::simple(ids), learners: BTreeSet::new() }
     }
 
     /// Every member, voter or learner, ascending.

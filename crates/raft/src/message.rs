@@ -164,11 +164,7 @@ impl Message {
 
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}->{} @{} {:?}",
-            self.from, self.to, self.term, self.body
-        )
+        write!(f, "{}->{} @{} {:?}", self.from, self.to, self.term, self.body)
     }
 }
 
@@ -186,20 +182,12 @@ impl fmt::Debug for MessageBody {
                 write!(f, "PreVoteResponse {}", if *granted { "yes" } else { "no" })
             }
             MessageBody::Vote { last, transfer } => {
-                write!(
-                    f,
-                    "Vote last={last}{}",
-                    if *transfer { " transfer" } else { "" }
-                )
+                write!(f, "Vote last={last}{}", if *transfer { " transfer" } else { "" })
             }
             MessageBody::VoteResponse { granted } => {
                 write!(f, "VoteResponse {}", if *granted { "yes" } else { "no" })
             }
-            MessageBody::Append {
-                prev,
-                entries,
-                commit,
-            } => {
+            MessageBody::Append { prev, entries, commit } => {
                 write!(f, "Append prev={prev} ")?;
                 match entries.as_slice() {
                     [] => write!(f, "[]")?,

@@ -110,9 +110,7 @@ impl<L: LogView> Node<L> {
     pub fn new(cfg: Config, store: L) -> Result<Node<L>, ConfigError> {
         cfg.validate()?;
         let init = store.initial_state();
-        init.membership
-            .validate()
-            .map_err(ConfigError::InitialState)?;
+        init.membership.validate().map_err(ConfigError::InitialState)?;
         let hs = init.hard_state;
         if hs.commit > store.last_index() {
             return Err(ConfigError::InitialState(format!(
@@ -129,11 +127,7 @@ impl<L: LogView> Node<L> {
         }
         let committed = hs.commit.max(store.first_index().prev());
         let log = RaftLog::new(store, committed, cfg.applied);
-        let soft = SoftState {
-            role: Role::Follower,
-            term: hs.term,
-            leader: None,
-        };
+        let soft = SoftState { role: Role::Follower, term: hs.term, leader: None };
         let mut node = Node {
             id: cfg.id,
             rng: Rng::new(cfg.seed),
@@ -158,10 +152,7 @@ impl<L: LogView> Node<L> {
             dropped_reads: Vec::new(),
             ready_number: 0,
             unpersisted: VecDeque::new(),
-            last_hard_state: HardState {
-                commit: committed,
-                ..hs
-            },
+            last_hard_state: HardState { commit: committed, ..hs },
             last_soft_state: soft,
         };
         node.reset_election_timer();
@@ -194,10 +185,7 @@ impl<L: LogView> Node<L> {
     /// messages from an older term are answered or dropped as Raft §5.1 prescribes.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         if msg.to != self.id {
-            return Err(StepError::WrongRecipient {
-                to: msg.to,
-                me: self.id,
-            });
+            return Err(StepError::WrongRecipient { to: msg.to, me: self.id });
         }
         if msg.from == self.id {
             return Err(StepError::FromSelf);
@@ -220,11 +208,7 @@ impl<L: LogView> Node<L> {
             }
             MessageBody::PreVoteResponse { granted } => self.on_vote_response(from, granted, true),
             MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted, false),
-            MessageBody::Append {
-                prev,
-                entries,
-                commit,
-            } => {
+            MessageBody::Append { prev, entries, commit } => {
                 if self.become_follower_of(from) {
                     self.on_append(from, prev, entries, commit);
                 }
@@ -290,9 +274,7 @@ impl<L: LogView> Node<L> {
     /// after an election timeout.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
         if self.role != Role::Leader {
-            return Err(TransferError::NotLeader {
-                leader_hint: self.leader,
-            });
+            return Err(TransferError::NotLeader { leader_hint: self.leader });
         }
         if !self.membership.is_voter(to) {
             return Err(TransferError::NotAVoter(to));
@@ -332,10 +314,7 @@ impl<L: LogView> Node<L> {
             }
         }
         self.ready_number += 1;
-        let mut rd = Ready {
-            number: self.ready_number,
-            ..Ready::default()
-        };
+        let mut rd = Ready { number: self.ready_number, ..Ready::default() };
         let soft = self.soft_state();
         if soft != self.last_soft_state {
             rd.soft_state = Some(soft);
@@ -349,13 +328,11 @@ impl<L: LogView> Node<L> {
         self.log.take_unpersisted(&mut rd.entries);
         rd.messages = std::mem::take(&mut self.msgs);
         rd.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
-        self.log
-            .take_applicable(self.cfg.apply_bytes_max, &mut rd.committed_entries);
+        self.log.take_applicable(self.cfg.apply_bytes_max, &mut rd.committed_entries);
         rd.read_states = std::mem::take(&mut self.read_states);
         rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
-            self.unpersisted
-                .push_back((rd.number, rd.entries.last().map(|e| e.id)));
+            self.unpersisted.push_back((rd.number, rd.entries.last().map(|e| e.id)));
         }
         rd
     }
@@ -365,10 +342,7 @@ impl<L: LogView> Node<L> {
     /// The leader counts its own log toward commit only from here, so its write runs in
     /// parallel with the followers'.
     pub fn on_persisted(&mut self, number: u64) {
-        assert!(
-            number <= self.ready_number,
-            "ready {number} was never handed out"
-        );
+        assert!(number <= self.ready_number, "ready {number} was never handed out");
         let mut last = None;
         while let Some(&(n, id)) = self.unpersisted.front() {
             if n > number {
@@ -446,30 +420,18 @@ impl<L: LogView> Node<L> {
 
     /// Role, term, leader.
     pub fn soft_state(&self) -> SoftState {
-        SoftState {
-            role: self.role,
-            term: self.term,
-            leader: self.leader,
-        }
+        SoftState { role: self.role, term: self.term, leader: self.leader }
     }
 
     /// The hard state as it stands (possibly not yet durable).
     pub fn hard_state(&self) -> HardState {
-        HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.committed,
-        }
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
     }
 
     /// A summary of the node's state.
     pub fn status(&self) -> Status {
         let matched = match &self.leader_state {
-            Some(ls) => ls
-                .progress
-                .iter()
-                .map(|(id, p)| (*id, p.match_index))
-                .collect(),
+            Some(ls) => ls.progress.iter().map(|(id, p)| (*id, p.match_index)).collect(),
             None => BTreeMap::new(),
         };
         Status {
@@ -487,39 +449,23 @@ impl<L: LogView> Node<L> {
     // ----- Shared rules -----------------------------------------------------------------------
 
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs.push(Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        });
+        self.msgs.push(Message { from: self.id, to, term: self.term, body });
     }
 
     pub(crate) fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
-        self.msgs_after_persist.push(Message {
-            from: self.id,
-            to,
-            term: self.term,
-            body,
-        });
+        self.msgs_after_persist.push(Message { from: self.id, to, term: self.term, body });
     }
 
     pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        self.msgs.push(Message {
-            from: self.id,
-            to,
-            term,
-            body,
-        });
+        self.msgs.push(Message { from: self.id, to, term, body });
     }
 
     /// S1: a message from a higher term. Returns `Done` when the message must be dropped.
     fn on_higher_term(&mut self, msg: &Message) -> Handled {
         match msg.body {
-            MessageBody::PreVote { .. }
-            | MessageBody::Vote {
-                transfer: false, ..
-            } if self.in_leader_lease() => {
+            MessageBody::PreVote { .. } | MessageBody::Vote { transfer: false, .. }
+                if self.in_leader_lease() =>
+            {
                 // S9: a follower that hears from a live leader ignores elections, so a node
                 // rejoining from a partition cannot depose it (dissertation §4.2.3).
                 return Handled::Done;
@@ -564,11 +510,7 @@ impl<L: LogView> Node<L> {
 
     /// Becomes a follower in `term` (raising the term clears the vote).
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        assert!(
-            term >= self.term,
-            "term went backwards: {} -> {term}",
-            self.term
-        );
+        assert!(term >= self.term, "term went backwards: {} -> {term}", self.term);
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -599,19 +541,13 @@ impl<L: LogView> Node<L> {
 
     pub(crate) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        self.election_timeout = self
-            .rng
-            .range(self.cfg.election_ticks, 2 * self.cfg.election_ticks);
+        self.election_timeout =
+            self.rng.range(self.cfg.election_ticks, 2 * self.cfg.election_ticks);
     }
 
     /// Voters other than this node, ascending.
     pub(crate) fn other_voters(&self) -> Vec<NodeId> {
-        self.membership
-            .voters
-            .ids()
-            .into_iter()
-            .filter(|id| *id != self.id)
-            .collect()
+        self.membership.voters.ids().into_iter().filter(|id| *id != self.id).collect()
     }
 }
 

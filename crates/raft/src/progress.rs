@@ -31,12 +31,7 @@ impl Inflights {
     /// An empty window with the given limits.
     pub fn new(count_max: usize, bytes_max: u64) -> Inflights {
         assert!(count_max > 0 && bytes_max > 0);
-        Inflights {
-            window: VecDeque::new(),
-            bytes: 0,
-            count_max,
-            bytes_max,
-        }
+        Inflights { window: VecDeque::new(), bytes: 0, count_max, bytes_max }
     }
 
     /// Whether no more appends may be sent.
@@ -48,10 +43,7 @@ impl Inflights {
     pub fn add(&mut self, last: LogIndex, bytes: u64) {
         assert!(!self.is_full(), "inflight window overflow");
         if let Some(&(prev, _)) = self.window.back() {
-            assert!(
-                last > prev,
-                "inflight appends must move forward: {prev} then {last}"
-            );
+            assert!(last > prev, "inflight appends must move forward: {prev} then {last}");
         }
         self.window.push_back((last, bytes));
         self.bytes += bytes;
@@ -250,11 +242,7 @@ mod tests {
         assert_eq!(p.state, ProgressState::Replicate);
         assert_eq!(p.next_index, LogIndex(11));
         p.sent_append(LogIndex(15), 5, 50);
-        assert_eq!(
-            p.next_index,
-            LogIndex(16),
-            "replicate mode sends optimistically"
-        );
+        assert_eq!(p.next_index, LogIndex(16), "replicate mode sends optimistically");
     }
 
     #[test]
@@ -262,15 +250,10 @@ mod tests {
         let mut p = Progress::new(LogIndex(11), 4, 1 << 20);
         p.on_match(LogIndex(10));
         p.sent_append(LogIndex(12), 2, 20);
-        assert!(
-            !p.on_reject(LogIndex(9), LogIndex(5)),
-            "below the match: stale"
-        );
-        assert!(p.on_reject(LogIndex(10), LogIndex(11)));
+        assert!(!p.on_reject(LogIndex(10), LogIndex(5)), "at or below the match: stale");
+        assert!(p.on_reject(LogIndex(11), LogIndex(11)), "an append after a lost one");
         assert_eq!(p.state, ProgressState::Probe);
-        assert!(
-            !p.on_reject(LogIndex(3), LogIndex(2)),
-            "not the latest probe"
-        );
+        assert_eq!(p.next_index, LogIndex(11));
+        assert!(!p.on_reject(LogIndex(3), LogIndex(2)), "not the latest probe");
     }
 }

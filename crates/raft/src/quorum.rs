@@ -32,9 +32,7 @@ pub struct MajorityConfig {
 impl MajorityConfig {
     /// A config of the given voters.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> MajorityConfig {
-        MajorityConfig {
-            voters: voters.into_iter().collect(),
-        }
+        MajorityConfig { voters: voters.into_iter().collect() }
     }
 
     /// The voters, in ascending order.
@@ -127,10 +125,7 @@ pub struct JointConfig {
 impl JointConfig {
     /// A simple (non-joint) config.
     pub fn simple(voters: impl IntoIterator<Item = NodeId>) -> JointConfig {
-        JointConfig {
-            incoming: MajorityConfig::new(voters),
-            outgoing: MajorityConfig::default(),
-        }
+        JointConfig { incoming: MajorityConfig::new(voters), outgoing: MajorityConfig::default() }
     }
 
     /// Whether this is a joint config (a change is in progress).
@@ -140,11 +135,7 @@ impl JointConfig {
 
     /// Every voter of either half, ascending, without repeats.
     pub fn ids(&self) -> BTreeSet<NodeId> {
-        self.incoming
-            .voters()
-            .union(self.outgoing.voters())
-            .copied()
-            .collect()
+        self.incoming.voters().union(self.outgoing.voters()).copied().collect()
     }
 
     /// Whether `id` votes in either half.
@@ -233,9 +224,7 @@ mod tests {
         }
         let mut best = 0;
         for &candidate in acked.values().chain(std::iter::once(&0)) {
-            let n = voters
-                .iter()
-                .filter(|v| acked.get(v).copied().unwrap_or(0) >= candidate);
+            let n = voters.iter().filter(|v| acked.get(v).copied().unwrap_or(0) >= candidate);
             if n.count() > voters.len() / 2 {
                 best = best.max(candidate);
             }
@@ -247,14 +236,8 @@ mod tests {
         if voters.is_empty() {
             return VoteResult::Won;
         }
-        let yes = voters
-            .iter()
-            .filter(|v| votes.get(v) == Some(&true))
-            .count();
-        let no = voters
-            .iter()
-            .filter(|v| votes.get(v) == Some(&false))
-            .count();
+        let yes = voters.iter().filter(|v| votes.get(v) == Some(&true)).count();
+        let no = voters.iter().filter(|v| votes.get(v) == Some(&false)).count();
         if yes * 2 > voters.len() {
             VoteResult::Won
         } else if (voters.len() - no) * 2 <= voters.len() {

@@ -101,10 +101,7 @@ impl<L: LogView> RaftLog<L> {
             let i = (index.0 - self.offset.0) as usize;
             match self.unstable.get(i) {
                 Some(e) => Ok(e.term()),
-                None => Err(LogError::Unavailable {
-                    index,
-                    last_index: self.last_index(),
-                }),
+                None => Err(LogError::Unavailable { index, last_index: self.last_index() }),
             }
         } else {
             self.store.term(index)
@@ -163,11 +160,7 @@ impl<L: LogView> RaftLog<L> {
 
     /// Appends entries as the leader (they continue the log).
     pub(crate) fn append(&mut self, entry: Entry) {
-        assert_eq!(
-            entry.index(),
-            self.last_index().next(),
-            "leader append must continue the log"
-        );
+        assert_eq!(entry.index(), self.last_index().next(), "leader append must continue the log");
         self.unstable.push_back(entry);
     }
 

@@ -106,16 +106,12 @@ impl Cluster {
     /// # Panics
     /// If the node is crashed.
     pub fn node(&self, id: NodeId) -> &Node<MemLog> {
-        self.nodes
-            .get(&id)
-            .unwrap_or_else(|| panic!("{id} is down"))
+        self.nodes.get(&id).unwrap_or_else(|| panic!("{id} is down"))
     }
 
     /// A running node, mutably.
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node<MemLog> {
-        self.nodes
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("{id} is down"))
+        self.nodes.get_mut(&id).unwrap_or_else(|| panic!("{id} is down"))
     }
 
     /// Whether a node is running.
@@ -130,10 +126,7 @@ impl Cluster {
 
     /// The payloads a node applied, as strings.
     pub fn applied_data(&self, id: NodeId) -> Vec<String> {
-        self.applied[&id]
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
-            .collect()
+        self.applied[&id].iter().map(|e| String::from_utf8_lossy(&e.data).into_owned()).collect()
     }
 
     /// Reads answered on a node.
@@ -143,10 +136,7 @@ impl Cluster {
 
     /// Reads dropped on a node.
     pub fn dropped_reads(&self, id: NodeId) -> &[ReadId] {
-        self.dropped_reads
-            .get(&id)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        self.dropped_reads.get(&id).map(|v| v.as_slice()).unwrap_or(&[])
     }
 
     /// Messages waiting in the network.
@@ -193,14 +183,8 @@ impl Cluster {
             node.on_applied(last.index());
         }
         if let Some(ss) = rd.soft_state {
-            let leader = ss
-                .leader
-                .map(|l| l.to_string())
-                .unwrap_or_else(|| "none".into());
-            self.note(format!(
-                "{id} is {} at term {}, leader {leader}",
-                ss.role, ss.term
-            ));
+            let leader = ss.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+            self.note(format!("{id} is {} at term {}, leader {leader}", ss.role, ss.term));
             if ss.role == Role::Leader {
                 if let Some(prev) = self.leaders.insert(ss.term, id) {
                     assert_eq!(prev, id, "S2 violated: two leaders in term {}", ss.term);
@@ -225,11 +209,7 @@ impl Cluster {
         if !rd.committed_entries.is_empty() && self.tracing {
             let first = rd.committed_entries[0].id;
             let last = rd.committed_entries[rd.committed_entries.len() - 1].id;
-            let range = if first == last {
-                format!("{first}")
-            } else {
-                format!("{first}..{last}")
-            };
+            let range = if first == last { format!("{first}") } else { format!("{first}..{last}") };
             self.note(format!("{id} applied {range}"));
         }
         for r in &rd.read_states {
@@ -239,10 +219,7 @@ impl Cluster {
             self.note(format!("{id} read {} dropped", r.0));
         }
         self.reads.entry(id).or_default().extend(rd.read_states);
-        self.dropped_reads
-            .entry(id)
-            .or_default()
-            .extend(rd.dropped_reads);
+        self.dropped_reads.entry(id).or_default().extend(rd.dropped_reads);
         self.network.extend(rd.messages);
         self.network.extend(rd.persisted_messages);
         true
@@ -338,8 +315,7 @@ impl Cluster {
             }
             self.run_ticks(1);
         }
-        self.leader()
-            .unwrap_or_else(|| panic!("no leader after {max} ticks"))
+        self.leader().unwrap_or_else(|| panic!("no leader after {max} ticks"))
     }
 
     /// Starts an election on `id` and stabilizes.
@@ -350,8 +326,7 @@ impl Cluster {
 
     /// Proposes on `id` (without stabilizing).
     pub fn propose(&mut self, id: NodeId, data: &str) -> Result<Proposed, ProposeError> {
-        self.node_mut(id)
-            .propose(Bytes::copy_from_slice(data.as_bytes()))
+        self.node_mut(id).propose(Bytes::copy_from_slice(data.as_bytes()))
     }
 
     /// The running leader with the highest term whose majority could follow it, if any.
@@ -366,11 +341,7 @@ impl Cluster {
 
     /// Every running node that believes it is leader.
     pub fn leaders(&self) -> Vec<NodeId> {
-        self.nodes
-            .values()
-            .filter(|n| n.role() == Role::Leader)
-            .map(|n| n.id())
-            .collect()
+        self.nodes.values().filter(|n| n.role() == Role::Leader).map(|n| n.id()).collect()
     }
 
     // ----- Faults -------------------------------------------------------------------------------
@@ -424,10 +395,7 @@ impl Cluster {
     /// Restarts a crashed node from its durable log. Its state machine is rebuilt by
     /// re-applying committed entries from the start.
     pub fn restart(&mut self, id: NodeId) {
-        let log = self
-            .crashed
-            .remove(&id)
-            .unwrap_or_else(|| panic!("{id} is not crashed"));
+        let log = self.crashed.remove(&id).unwrap_or_else(|| panic!("{id} is not crashed"));
         let cfg = self.configs[&id].clone();
         let node = Node::new(cfg, log).expect("restart");
         self.note(format!("{id} restarted at term {}", node.term()));
@@ -441,11 +409,7 @@ impl Cluster {
             None => format!("{id} down"),
             Some(n) => {
                 let s = n.status();
-                let leader = s
-                    .soft
-                    .leader
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "none".into());
+                let leader = s.soft.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
                 format!(
                     "{id} {} term={} leader={leader} commit={} last={} applied={}",
                     s.soft.role, s.soft.term, s.committed, s.last, s.applied
@@ -535,11 +499,7 @@ pub fn run_script(script: &str) -> String {
 }
 
 fn parse_id(s: &str) -> NodeId {
-    NodeId(
-        s.trim_start_matches('n')
-            .parse()
-            .unwrap_or_else(|_| panic!("bad node id {s:?}")),
-    )
+    NodeId(s.trim_start_matches('n').parse().unwrap_or_else(|_| panic!("bad node id {s:?}")))
 }
 
 fn kv_args<'a>(args: &[&'a str]) -> BTreeMap<&'a str, &'a str> {
@@ -562,9 +522,7 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
             cfg.forward_proposals = forward;
             cfg.commit_broadcast = true;
             if let Some(d) = lease {
-                cfg.read_mode = crate::config::ReadMode::Lease {
-                    clock_drift_ticks: d,
-                };
+                cfg.read_mode = crate::config::ReadMode::Lease { clock_drift_ticks: d };
             }
         });
         c.tracing = true;
@@ -640,12 +598,8 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
             c.network = keep;
         }
         "drop" => {
-            let dropped: Vec<String> = c
-                .network
-                .iter()
-                .filter(|m| filter(m))
-                .map(|m| format!("dropped {m:?}"))
-                .collect();
+            let dropped: Vec<String> =
+                c.network.iter().filter(|m| filter(m)).map(|m| format!("dropped {m:?}")).collect();
             c.drop_where(filter);
             extra.extend(dropped);
         }

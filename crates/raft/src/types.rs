@@ -164,11 +164,7 @@ pub struct Entry {
 impl Entry {
     /// A normal entry with the given payload.
     pub fn new(term: Term, index: LogIndex, data: Bytes) -> Entry {
-        Entry {
-            id: EntryId::new(term, index),
-            kind: EntryKind::Normal,
-            data,
-        }
+        Entry { id: EntryId::new(term, index), kind: EntryKind::Normal, data }
     }
 
     /// The entry's term.
@@ -255,10 +251,7 @@ mod tests {
         let a = EntryId::new(Term(2), LogIndex(10));
         let b = EntryId::new(Term(3), LogIndex(1));
         let c = EntryId::new(Term(3), LogIndex(2));
-        assert!(
-            a < b,
-            "a larger last term is more up to date whatever the index"
-        );
+        assert!(a < b, "a larger last term is more up to date whatever the index");
         assert!(b < c, "on equal terms the longer log is more up to date");
         assert_eq!(format!("{a}"), "2/10");
     }

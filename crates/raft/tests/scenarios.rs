@@ -4,9 +4,7 @@
 use std::path::Path;
 
 fn check(name: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/scenarios")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(name);
     tenure_raft::testkit::check_script_file(&path);
 }
 
