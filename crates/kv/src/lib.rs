@@ -1,1 +1,68 @@
-//! Placeholder: filled by its issue.
+//! tenure's key-value state machine: a deterministic MVCC store with etcd v3 semantics.
+//!
+//! The replica layer feeds it committed log entries in order ([`Store::apply`]); the server
+//! translates etcd protobuf requests into the types of [`api`] and reads with
+//! [`Store::range`]. It depends on no other tenure crate.
+//!
+//! # Module map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`api`] | request and response types mirroring `etcdserverpb` / `mvccpb` |
+//! | [`command`] | [`Command`], the session-tagged [`Proposal`] that goes in the log, [`Response`] |
+//! | `codec` | the compact versioned binary encoding of proposals and responses |
+//! | [`error`] | [`Error`] with etcd's exact messages, [`GrpcCode`], [`DecodeError`] |
+//! | `mvcc` | the multi-version index: key -> history of versions |
+//! | [`lease`] | granted leases and their keys |
+//! | `session` | client sessions for exactly-once retries (dissertation §6.3) |
+//! | `validate` | the stateless checks etcd runs before proposing |
+//! | [`store`] | [`Store`]: apply, range, txn, compaction |
+//! | [`snapshot`] | streamed, checksummed snapshot and restore |
+//! | [`config`] | [`Config`]: request size, txn ops and session limits |
+//!
+//! # Contract
+//!
+//! - **Deterministic.** The state after an entry depends only on the state before it, the
+//!   entry's bytes, its index and the log time passed with it. No clock, no randomness, no
+//!   I/O except the reader or writer a snapshot is given; everything observable iterates in
+//!   sorted order. Every replica must run with the same [`Config`].
+//! - **etcd semantics.** Revisions start at 1 and grow by one per command that changes a key
+//!   (a delete of nothing and a read-only txn do not); `create_revision`, `mod_revision` and
+//!   `version` behave as in etcd; errors carry etcd's exact messages and code classes.
+//! - **Errors are answers or stops.** A deterministic error ([`Error::is_deterministic`]) is
+//!   the entry's result: the entry is applied and the state is unchanged. A non-deterministic
+//!   one leaves the store untouched and the node must stop.
+//! - **Bad input never panics.** Decoding proposals, responses and snapshots returns errors
+//!   on any malformed input. Panics are reserved for broken internal invariants.
+//! - **Not here:** lease expiry by time (a lease lives until revoked through the log; the
+//!   server must propose revokes when TTLs run out), watches, auth, and the physical
+//!   compaction and quota of etcd's bbolt backend (the store is in memory).
+
+#![warn(missing_docs)]
+
+pub mod api;
+mod codec;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod lease;
+mod mvcc;
+mod session;
+pub mod snapshot;
+pub mod store;
+mod validate;
+
+pub use api::{
+    CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    prefix_end,
+};
+pub use codec::{FORMAT_VERSION, TXN_DEPTH_MAX};
+pub use command::{Command, Proposal, Response, SessionTag, decode_outcome, encode_outcome};
+pub use config::{Config, ConfigError};
+pub use error::{DecodeError, Error, GrpcCode};
+pub use lease::{LEASE_TTL_MAX, Lease};
+pub use snapshot::SnapshotError;
+pub use store::{INITIAL_REVISION, Store};

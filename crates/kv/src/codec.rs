@@ -1,0 +1,818 @@
+//! The compact binary encoding of proposals, responses and snapshot records.
+//!
+//! Layout: a format version byte, then fields in declaration order. Unsigned integers are
+//! LEB128 varints, signed ones zigzag varints, booleans one byte (0 or 1), byte strings a
+//! varint length then the bytes, enums a tag byte then their fields, optional values a
+//! boolean then the value, lists a varint count then the items. Decoding checks every length
+//! against the bytes left, rejects unknown tags, non-canonical booleans, nesting deeper than
+//! [`TXN_DEPTH_MAX`] and trailing bytes, so malformed input is an error and never a panic or a
+//! huge allocation.
+
+use bytes::Bytes;
+
+use crate::api::{
+    CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+use crate::command::{Command, Proposal, Response, SessionTag};
+use crate::error::{DecodeError, Error};
+
+/// The encoding version written by this build, first byte of every proposal and outcome.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// How deeply transactions may nest (a bound etcd lacks; it keeps decoding's recursion
+/// bounded). Deeper transactions are rejected with [`Error::TooManyOps`] before proposing.
+pub const TXN_DEPTH_MAX: usize = 32;
+
+/// Appends encoded fields to a buffer.
+#[derive(Default)]
+pub(crate) struct Writer {
+    pub(crate) buf: Vec<u8>,
+}
+
+impl Writer {
+    pub(crate) fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    pub(crate) fn u64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    pub(crate) fn i64(&mut self, v: i64) {
+        self.u64(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    pub(crate) fn bool(&mut self, v: bool) {
+        self.buf.push(u8::from(v));
+    }
+
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
+        self.u64(v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+}
+
+/// Reads encoded fields from a slice; every method fails rather than reading past the end.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            // The tenth byte may only carry the top bit of a u64.
+            if shift == 63 && b > 1 {
+                return Err(DecodeError::VarintOverflow);
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::VarintOverflow)
+    }
+
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+        let z = self.u64()?;
+        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError::InvalidBool(b)),
+        }
+    }
+
+    fn slice(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u64()?;
+        if len > self.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        let start = self.pos;
+        self.pos += len as usize;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    /// A byte string, copied out so that stored values do not pin the whole entry buffer.
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        Ok(Bytes::copy_from_slice(self.slice()?))
+    }
+
+    /// A list count, bounded by the bytes left (every item takes at least one byte).
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.u64()?;
+        if n > self.remaining() as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n as usize)
+    }
+
+    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(DecodeError::TrailingBytes(n)),
+        }
+    }
+}
+
+fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+    match r.u8()? {
+        FORMAT_VERSION => Ok(()),
+        v => Err(DecodeError::UnsupportedVersion(v)),
+    }
+}
+
+pub(crate) fn encode_proposal(p: &Proposal) -> Bytes {
+    let mut w = Writer::default();
+    w.u8(FORMAT_VERSION);
+    match p.session {
+        None => w.bool(false),
+        Some(tag) => {
+            w.bool(true);
+            w.u64(tag.client_id);
+            w.u64(tag.sequence);
+        }
+    }
+    put_command(&mut w, &p.command);
+    Bytes::from(w.buf)
+}
+
+pub(crate) fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+    let mut r = Reader::new(bytes);
+    check_version(&mut r)?;
+    let session =
+        if r.bool()? { Some(SessionTag { client_id: r.u64()?, sequence: r.u64()? }) } else { None };
+    let command = get_command(&mut r)?;
+    r.finish()?;
+    Ok(Proposal { session, command })
+}
+
+pub(crate) fn encode_outcome_bytes(outcome: &Result<Response, Error>) -> Bytes {
+    let mut w = Writer::default();
+    w.u8(FORMAT_VERSION);
+    put_outcome(&mut w, outcome);
+    Bytes::from(w.buf)
+}
+
+pub(crate) fn decode_outcome_bytes(bytes: &[u8]) -> Result<Result<Response, Error>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    check_version(&mut r)?;
+    let outcome = get_outcome(&mut r)?;
+    r.finish()?;
+    Ok(outcome)
+}
+
+fn put_command(w: &mut Writer, c: &Command) {
+    match c {
+        Command::Put(p) => {
+            w.u8(1);
+            put_put(w, p);
+        }
+        Command::DeleteRange(d) => {
+            w.u8(2);
+            put_delete(w, d);
+        }
+        Command::Txn(t) => {
+            w.u8(3);
+            put_txn(w, t);
+        }
+        Command::Compact(c) => {
+            w.u8(4);
+            w.i64(c.revision);
+            w.bool(c.physical);
+        }
+        Command::LeaseGrant(g) => {
+            w.u8(5);
+            w.i64(g.id);
+            w.i64(g.ttl);
+        }
+        Command::LeaseRevoke(v) => {
+            w.u8(6);
+            w.i64(v.id);
+        }
+    }
+}
+
+fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
+    Ok(match r.u8()? {
+        1 => Command::Put(get_put(r)?),
+        2 => Command::DeleteRange(get_delete(r)?),
+        3 => Command::Txn(get_txn(r, 1)?),
+        4 => Command::Compact(CompactionRequest { revision: r.i64()?, physical: r.bool()? }),
+        5 => Command::LeaseGrant(LeaseGrantRequest { id: r.i64()?, ttl: r.i64()? }),
+        6 => Command::LeaseRevoke(LeaseRevokeRequest { id: r.i64()? }),
+        tag => return Err(DecodeError::InvalidTag { what: "command", tag }),
+    })
+}
+
+fn put_range(w: &mut Writer, q: &RangeRequest) {
+    w.bytes(&q.key);
+    w.bytes(&q.range_end);
+    w.i64(q.limit);
+    w.i64(q.revision);
+    w.u8(match q.sort_order {
+        SortOrder::None => 0,
+        SortOrder::Ascend => 1,
+        SortOrder::Descend => 2,
+    });
+    w.u8(match q.sort_target {
+        SortTarget::Key => 0,
+        SortTarget::Version => 1,
+        SortTarget::Create => 2,
+        SortTarget::Mod => 3,
+        SortTarget::Value => 4,
+    });
+    w.bool(q.keys_only);
+    w.bool(q.count_only);
+    w.i64(q.min_mod_revision);
+    w.i64(q.max_mod_revision);
+    w.i64(q.min_create_revision);
+    w.i64(q.max_create_revision);
+}
+
+fn get_range(r: &mut Reader<'_>) -> Result<RangeRequest, DecodeError> {
+    Ok(RangeRequest {
+        key: r.bytes()?,
+        range_end: r.bytes()?,
+        limit: r.i64()?,
+        revision: r.i64()?,
+        sort_order: match r.u8()? {
+            0 => SortOrder::None,
+            1 => SortOrder::Ascend,
+            2 => SortOrder::Descend,
+            tag => {
+                return Err(DecodeError::InvalidTag { what: "sort order", tag });
+            }
+        },
+        sort_target: match r.u8()? {
+            0 => SortTarget::Key,
+            1 => SortTarget::Version,
+            2 => SortTarget::Create,
+            3 => SortTarget::Mod,
+            4 => SortTarget::Value,
+            tag => {
+                return Err(DecodeError::InvalidTag { what: "sort target", tag });
+            }
+        },
+        keys_only: r.bool()?,
+        count_only: r.bool()?,
+        min_mod_revision: r.i64()?,
+        max_mod_revision: r.i64()?,
+        min_create_revision: r.i64()?,
+        max_create_revision: r.i64()?,
+    })
+}
+
+fn put_put(w: &mut Writer, p: &PutRequest) {
+    w.bytes(&p.key);
+    w.bytes(&p.value);
+    w.i64(p.lease);
+    w.bool(p.prev_kv);
+    w.bool(p.ignore_value);
+    w.bool(p.ignore_lease);
+}
+
+fn get_put(r: &mut Reader<'_>) -> Result<PutRequest, DecodeError> {
+    Ok(PutRequest {
+        key: r.bytes()?,
+        value: r.bytes()?,
+        lease: r.i64()?,
+        prev_kv: r.bool()?,
+        ignore_value: r.bool()?,
+        ignore_lease: r.bool()?,
+    })
+}
+
+fn put_delete(w: &mut Writer, d: &DeleteRangeRequest) {
+    w.bytes(&d.key);
+    w.bytes(&d.range_end);
+    w.bool(d.prev_kv);
+}
+
+fn get_delete(r: &mut Reader<'_>) -> Result<DeleteRangeRequest, DecodeError> {
+    Ok(DeleteRangeRequest { key: r.bytes()?, range_end: r.bytes()?, prev_kv: r.bool()? })
+}
+
+fn put_compare(w: &mut Writer, c: &Compare) {
+    w.bytes(&c.key);
+    w.bytes(&c.range_end);
+    w.u8(match c.result {
+        CompareResult::Equal => 0,
+        CompareResult::Greater => 1,
+        CompareResult::Less => 2,
+        CompareResult::NotEqual => 3,
+    });
+    match &c.target {
+        CompareTarget::Version(v) => {
+            w.u8(0);
+            w.i64(*v);
+        }
+        CompareTarget::CreateRevision(v) => {
+            w.u8(1);
+            w.i64(*v);
+        }
+        CompareTarget::ModRevision(v) => {
+            w.u8(2);
+            w.i64(*v);
+        }
+        CompareTarget::Value(v) => {
+            w.u8(3);
+            w.bytes(v);
+        }
+        CompareTarget::Lease(v) => {
+            w.u8(4);
+            w.i64(*v);
+        }
+    }
+}
+
+fn get_compare(r: &mut Reader<'_>) -> Result<Compare, DecodeError> {
+    let key = r.bytes()?;
+    let range_end = r.bytes()?;
+    let result = match r.u8()? {
+        0 => CompareResult::Equal,
+        1 => CompareResult::Greater,
+        2 => CompareResult::Less,
+        3 => CompareResult::NotEqual,
+        tag => {
+            return Err(DecodeError::InvalidTag { what: "compare result", tag });
+        }
+    };
+    let target = match r.u8()? {
+        0 => CompareTarget::Version(r.i64()?),
+        1 => CompareTarget::CreateRevision(r.i64()?),
+        2 => CompareTarget::ModRevision(r.i64()?),
+        3 => CompareTarget::Value(r.bytes()?),
+        4 => CompareTarget::Lease(r.i64()?),
+        tag => {
+            return Err(DecodeError::InvalidTag { what: "compare target", tag });
+        }
+    };
+    Ok(Compare { key, range_end, result, target })
+}
+
+fn put_txn(w: &mut Writer, t: &TxnRequest) {
+    w.len(t.compare.len());
+    for c in &t.compare {
+        put_compare(w, c);
+    }
+    for branch in [&t.success, &t.failure] {
+        w.len(branch.len());
+        for op in branch {
+            match op {
+                RequestOp::Range(q) => {
+                    w.u8(1);
+                    put_range(w, q);
+                }
+                RequestOp::Put(p) => {
+                    w.u8(2);
+                    put_put(w, p);
+                }
+                RequestOp::DeleteRange(d) => {
+                    w.u8(3);
+                    put_delete(w, d);
+                }
+                RequestOp::Txn(t) => {
+                    w.u8(4);
+                    put_txn(w, t);
+                }
+            }
+        }
+    }
+}
+
+fn get_txn(r: &mut Reader<'_>, depth: usize) -> Result<TxnRequest, DecodeError> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(DecodeError::TooDeep);
+    }
+    let n = r.count()?;
+    let mut compare = Vec::with_capacity(n);
+    for _ in 0..n {
+        compare.push(get_compare(r)?);
+    }
+    let mut branches = [Vec::new(), Vec::new()];
+    for branch in &mut branches {
+        let n = r.count()?;
+        branch.reserve(n);
+        for _ in 0..n {
+            branch.push(match r.u8()? {
+                1 => RequestOp::Range(get_range(r)?),
+                2 => RequestOp::Put(get_put(r)?),
+                3 => RequestOp::DeleteRange(get_delete(r)?),
+                4 => RequestOp::Txn(get_txn(r, depth + 1)?),
+                tag => {
+                    return Err(DecodeError::InvalidTag { what: "request op", tag });
+                }
+            });
+        }
+    }
+    let [success, failure] = branches;
+    Ok(TxnRequest { compare, success, failure })
+}
+
+pub(crate) fn put_kv(w: &mut Writer, kv: &KeyValue) {
+    w.bytes(&kv.key);
+    w.i64(kv.create_revision);
+    w.i64(kv.mod_revision);
+    w.i64(kv.version);
+    w.bytes(&kv.value);
+    w.i64(kv.lease);
+}
+
+pub(crate) fn get_kv(r: &mut Reader<'_>) -> Result<KeyValue, DecodeError> {
+    Ok(KeyValue {
+        key: r.bytes()?,
+        create_revision: r.i64()?,
+        mod_revision: r.i64()?,
+        version: r.i64()?,
+        value: r.bytes()?,
+        lease: r.i64()?,
+    })
+}
+
+fn put_kvs(w: &mut Writer, kvs: &[KeyValue]) {
+    w.len(kvs.len());
+    for kv in kvs {
+        put_kv(w, kv);
+    }
+}
+
+fn get_kvs(r: &mut Reader<'_>) -> Result<Vec<KeyValue>, DecodeError> {
+    let n = r.count()?;
+    let mut kvs = Vec::with_capacity(n);
+    for _ in 0..n {
+        kvs.push(get_kv(r)?);
+    }
+    Ok(kvs)
+}
+
+fn put_opt_kv(w: &mut Writer, kv: &Option<KeyValue>) {
+    match kv {
+        None => w.bool(false),
+        Some(kv) => {
+            w.bool(true);
+            put_kv(w, kv);
+        }
+    }
+}
+
+fn get_opt_kv(r: &mut Reader<'_>) -> Result<Option<KeyValue>, DecodeError> {
+    Ok(if r.bool()? { Some(get_kv(r)?) } else { None })
+}
+
+fn put_range_response(w: &mut Writer, q: &RangeResponse) {
+    w.i64(q.revision);
+    put_kvs(w, &q.kvs);
+    w.bool(q.more);
+    w.i64(q.count);
+}
+
+fn get_range_response(r: &mut Reader<'_>) -> Result<RangeResponse, DecodeError> {
+    Ok(RangeResponse { revision: r.i64()?, kvs: get_kvs(r)?, more: r.bool()?, count: r.i64()? })
+}
+
+fn put_put_response(w: &mut Writer, p: &PutResponse) {
+    w.i64(p.revision);
+    put_opt_kv(w, &p.prev_kv);
+}
+
+fn get_put_response(r: &mut Reader<'_>) -> Result<PutResponse, DecodeError> {
+    Ok(PutResponse { revision: r.i64()?, prev_kv: get_opt_kv(r)? })
+}
+
+fn put_delete_response(w: &mut Writer, d: &DeleteRangeResponse) {
+    w.i64(d.revision);
+    w.i64(d.deleted);
+    put_kvs(w, &d.prev_kvs);
+}
+
+fn get_delete_response(r: &mut Reader<'_>) -> Result<DeleteRangeResponse, DecodeError> {
+    Ok(DeleteRangeResponse { revision: r.i64()?, deleted: r.i64()?, prev_kvs: get_kvs(r)? })
+}
+
+fn put_txn_response(w: &mut Writer, t: &TxnResponse) {
+    w.i64(t.revision);
+    w.bool(t.succeeded);
+    w.len(t.responses.len());
+    for op in &t.responses {
+        match op {
+            ResponseOp::Range(q) => {
+                w.u8(1);
+                put_range_response(w, q);
+            }
+            ResponseOp::Put(p) => {
+                w.u8(2);
+                put_put_response(w, p);
+            }
+            ResponseOp::DeleteRange(d) => {
+                w.u8(3);
+                put_delete_response(w, d);
+            }
+            ResponseOp::Txn(t) => {
+                w.u8(4);
+                put_txn_response(w, t);
+            }
+        }
+    }
+}
+
+fn get_txn_response(r: &mut Reader<'_>, depth: usize) -> Result<TxnResponse, DecodeError> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(DecodeError::TooDeep);
+    }
+    let revision = r.i64()?;
+    let succeeded = r.bool()?;
+    let n = r.count()?;
+    let mut responses = Vec::with_capacity(n);
+    for _ in 0..n {
+        responses.push(match r.u8()? {
+            1 => ResponseOp::Range(get_range_response(r)?),
+            2 => ResponseOp::Put(get_put_response(r)?),
+            3 => ResponseOp::DeleteRange(get_delete_response(r)?),
+            4 => ResponseOp::Txn(get_txn_response(r, depth + 1)?),
+            tag => {
+                return Err(DecodeError::InvalidTag { what: "response op", tag });
+            }
+        });
+    }
+    Ok(TxnResponse { revision, succeeded, responses })
+}
+
+pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
+    match outcome {
+        Ok(response) => {
+            w.u8(0);
+            match response {
+                Response::Put(p) => {
+                    w.u8(1);
+                    put_put_response(w, p);
+                }
+                Response::DeleteRange(d) => {
+                    w.u8(2);
+                    put_delete_response(w, d);
+                }
+                Response::Txn(t) => {
+                    w.u8(3);
+                    put_txn_response(w, t);
+                }
+                Response::Compact(c) => {
+                    w.u8(4);
+                    w.i64(c.revision);
+                }
+                Response::LeaseGrant(g) => {
+                    w.u8(5);
+                    w.i64(g.revision);
+                    w.i64(g.id);
+                    w.i64(g.ttl);
+                }
+                Response::LeaseRevoke(v) => {
+                    w.u8(6);
+                    w.i64(v.revision);
+                }
+            }
+        }
+        Err(e) => {
+            w.u8(1);
+            put_error(w, e);
+        }
+    }
+}
+
+pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(Ok(match r.u8()? {
+            1 => Response::Put(get_put_response(r)?),
+            2 => Response::DeleteRange(get_delete_response(r)?),
+            3 => Response::Txn(get_txn_response(r, 1)?),
+            4 => Response::Compact(CompactionResponse { revision: r.i64()? }),
+            5 => Response::LeaseGrant(LeaseGrantResponse {
+                revision: r.i64()?,
+                id: r.i64()?,
+                ttl: r.i64()?,
+            }),
+            6 => Response::LeaseRevoke(LeaseRevokeResponse { revision: r.i64()? }),
+            tag => {
+                return Err(DecodeError::InvalidTag { what: "response", tag });
+            }
+        })),
+        1 => Ok(Err(get_error(r)?)),
+        tag => Err(DecodeError::InvalidTag { what: "outcome", tag }),
+    }
+}
+
+fn put_error(w: &mut Writer, e: &Error) {
+    let tag = match e {
+        Error::Compacted => 1,
+        Error::FutureRevision => 2,
+        Error::EmptyKey => 3,
+        Error::KeyNotFound => 4,
+        Error::ValueProvided => 5,
+        Error::LeaseProvided => 6,
+        Error::TooManyOps => 7,
+        Error::DuplicateKey => 8,
+        Error::RequestTooLarge => 9,
+        Error::LeaseNotFound => 10,
+        Error::LeaseExists => 11,
+        Error::LeaseTtlTooLarge => 12,
+        Error::StaleSequence => 13,
+        Error::SessionExpired => 14,
+        Error::Decode(d) => {
+            w.u8(15);
+            put_decode_error(w, d);
+            return;
+        }
+        Error::OutOfOrder { index, applied_index } => {
+            w.u8(16);
+            w.u64(*index);
+            w.u64(*applied_index);
+            return;
+        }
+    };
+    w.u8(tag);
+}
+
+fn get_error(r: &mut Reader<'_>) -> Result<Error, DecodeError> {
+    Ok(match r.u8()? {
+        1 => Error::Compacted,
+        2 => Error::FutureRevision,
+        3 => Error::EmptyKey,
+        4 => Error::KeyNotFound,
+        5 => Error::ValueProvided,
+        6 => Error::LeaseProvided,
+        7 => Error::TooManyOps,
+        8 => Error::DuplicateKey,
+        9 => Error::RequestTooLarge,
+        10 => Error::LeaseNotFound,
+        11 => Error::LeaseExists,
+        12 => Error::LeaseTtlTooLarge,
+        13 => Error::StaleSequence,
+        14 => Error::SessionExpired,
+        15 => Error::Decode(get_decode_error(r)?),
+        16 => Error::OutOfOrder { index: r.u64()?, applied_index: r.u64()? },
+        tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
+    })
+}
+
+/// The `what` strings a decoded [`DecodeError::InvalidTag`] may carry; an unknown one is
+/// mapped to "value" so that decoding never needs to allocate a `&'static str`.
+const TAG_KINDS: [&str; 12] = [
+    "value",
+    "command",
+    "sort order",
+    "sort target",
+    "compare result",
+    "compare target",
+    "request op",
+    "response op",
+    "response",
+    "outcome",
+    "error",
+    "snapshot record",
+];
+
+fn put_decode_error(w: &mut Writer, d: &DecodeError) {
+    match d {
+        DecodeError::Truncated => w.u8(1),
+        DecodeError::VarintOverflow => w.u8(2),
+        DecodeError::InvalidTag { what, tag } => {
+            w.u8(3);
+            let kind = TAG_KINDS.iter().position(|k| k == what).unwrap_or(0);
+            w.u8(kind as u8);
+            w.u8(*tag);
+        }
+        DecodeError::InvalidBool(b) => {
+            w.u8(4);
+            w.u8(*b);
+        }
+        DecodeError::TrailingBytes(n) => {
+            w.u8(5);
+            w.u64(*n as u64);
+        }
+        DecodeError::TooDeep => w.u8(6),
+        DecodeError::UnsupportedVersion(v) => {
+            w.u8(7);
+            w.u8(*v);
+        }
+    }
+}
+
+fn get_decode_error(r: &mut Reader<'_>) -> Result<DecodeError, DecodeError> {
+    Ok(match r.u8()? {
+        1 => DecodeError::Truncated,
+        2 => DecodeError::VarintOverflow,
+        3 => {
+            let kind = r.u8()?;
+            DecodeError::InvalidTag {
+                what: TAG_KINDS.get(usize::from(kind)).copied().unwrap_or("value"),
+                tag: r.u8()?,
+            }
+        }
+        4 => DecodeError::InvalidBool(r.u8()?),
+        5 => DecodeError::TrailingBytes(usize::try_from(r.u64()?).unwrap_or(usize::MAX)),
+        6 => DecodeError::TooDeep,
+        7 => DecodeError::UnsupportedVersion(r.u8()?),
+        tag => {
+            return Err(DecodeError::InvalidTag { what: "error", tag });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [0u64, 1, 127, 128, 300, u64::MAX / 2, u64::MAX] {
+            let mut w = Writer::default();
+            w.u64(v);
+            let mut r = Reader::new(&w.buf);
+            assert_eq!(r.u64(), Ok(v));
+            r.finish().unwrap();
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            let mut w = Writer::default();
+            w.i64(v);
+            assert_eq!(Reader::new(&w.buf).i64(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn overlong_varint_is_an_error() {
+        let bytes = [0xffu8; 11];
+        assert_eq!(Reader::new(&bytes).u64(), Err(DecodeError::VarintOverflow));
+        let mut ten = [0xffu8; 10];
+        ten[9] = 0x02;
+        assert_eq!(Reader::new(&ten).u64(), Err(DecodeError::VarintOverflow));
+    }
+
+    #[test]
+    fn length_beyond_input_is_truncated_not_an_allocation() {
+        let mut w = Writer::default();
+        w.u64(u64::MAX);
+        assert_eq!(Reader::new(&w.buf).bytes(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&w.buf).count(), Err(DecodeError::Truncated));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut bytes =
+            encode_proposal(&Proposal::new(Command::LeaseRevoke(LeaseRevokeRequest { id: 1 })))
+                .to_vec();
+        bytes[0] = 9;
+        assert_eq!(decode_proposal(&bytes), Err(DecodeError::UnsupportedVersion(9)));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes =
+            encode_proposal(&Proposal::new(Command::LeaseRevoke(LeaseRevokeRequest { id: 1 })))
+                .to_vec();
+        bytes.push(0);
+        assert_eq!(decode_proposal(&bytes), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn nesting_beyond_the_bound_is_rejected() {
+        let mut txn = TxnRequest::default();
+        // `txn` starts as one level; wrap it up to exactly the bound.
+        for _ in 1..TXN_DEPTH_MAX {
+            txn = TxnRequest { success: vec![RequestOp::Txn(txn)], ..Default::default() };
+        }
+        let ok = encode_proposal(&Proposal::new(Command::Txn(txn.clone())));
+        assert!(decode_proposal(&ok).is_ok());
+        let deeper = TxnRequest { success: vec![RequestOp::Txn(txn)], ..Default::default() };
+        let bad = encode_proposal(&Proposal::new(Command::Txn(deeper)));
+        assert_eq!(decode_proposal(&bad), Err(DecodeError::TooDeep));
+    }
+}

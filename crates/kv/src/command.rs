@@ -1,0 +1,116 @@
+//! What goes through the log ([`Proposal`]: a [`Command`] plus optional session metadata) and
+//! what comes back ([`Response`]).
+//!
+//! Reads that skip the log use [`crate::Store::range`] directly; a read that must be ordered
+//! with writes goes through the log as a read-only [`Command::Txn`], which does not bump the
+//! revision.
+
+use bytes::Bytes;
+
+use crate::api::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, TxnRequest, TxnResponse,
+};
+use crate::codec;
+use crate::error::{DecodeError, Error};
+
+/// A state-machine command, applied in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `KV.Put`.
+    Put(PutRequest),
+    /// `KV.DeleteRange`.
+    DeleteRange(DeleteRangeRequest),
+    /// `KV.Txn`.
+    Txn(TxnRequest),
+    /// `KV.Compact`.
+    Compact(CompactionRequest),
+    /// `Lease.LeaseGrant`.
+    LeaseGrant(LeaseGrantRequest),
+    /// `Lease.LeaseRevoke`; deletes the lease's keys.
+    LeaseRevoke(LeaseRevokeRequest),
+}
+
+/// Identifies one command of one client for exactly-once retries (dissertation §6.3).
+///
+/// A client numbers its commands 1, 2, 3, ... and reuses the number when it retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionTag {
+    /// The client's id, unique across the cluster (chosen by the client or the server).
+    pub client_id: u64,
+    /// The command's sequence number; the first command of a session is 1.
+    pub sequence: u64,
+}
+
+/// One log entry's worth of state-machine input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// Session metadata; `None` applies the command without duplicate detection.
+    pub session: Option<SessionTag>,
+    /// The command.
+    pub command: Command,
+}
+
+impl Proposal {
+    /// A proposal without session metadata.
+    pub fn new(command: Command) -> Self {
+        Proposal { session: None, command }
+    }
+
+    /// A proposal carrying `client_id` and `sequence` for duplicate detection.
+    pub fn with_session(command: Command, client_id: u64, sequence: u64) -> Self {
+        Proposal { session: Some(SessionTag { client_id, sequence }), command }
+    }
+
+    /// The versioned binary encoding to put in the log.
+    pub fn encode(&self) -> Bytes {
+        codec::encode_proposal(self)
+    }
+
+    /// Decodes [`Proposal::encode`]'s output; any other input is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        codec::decode_proposal(bytes)
+    }
+}
+
+/// The result of applying a [`Command`], one variant per command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Result of [`Command::Put`].
+    Put(PutResponse),
+    /// Result of [`Command::DeleteRange`].
+    DeleteRange(DeleteRangeResponse),
+    /// Result of [`Command::Txn`].
+    Txn(TxnResponse),
+    /// Result of [`Command::Compact`].
+    Compact(CompactionResponse),
+    /// Result of [`Command::LeaseGrant`].
+    LeaseGrant(LeaseGrantResponse),
+    /// Result of [`Command::LeaseRevoke`].
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+impl Response {
+    /// The store revision for the response header.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Response::Put(r) => r.revision,
+            Response::DeleteRange(r) => r.revision,
+            Response::Txn(r) => r.revision,
+            Response::Compact(r) => r.revision,
+            Response::LeaseGrant(r) => r.revision,
+            Response::LeaseRevoke(r) => r.revision,
+        }
+    }
+}
+
+/// Encodes an apply outcome (as cached by sessions and stored in snapshots).
+pub fn encode_outcome(outcome: &Result<Response, Error>) -> Bytes {
+    codec::encode_outcome_bytes(outcome)
+}
+
+/// Decodes [`encode_outcome`]'s output; any other input is an error, never a panic.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Result<Response, Error>, DecodeError> {
+    codec::decode_outcome_bytes(bytes)
+}

@@ -1,0 +1,279 @@
+//! The multi-version index: every key's history of versions, ordered by key.
+//!
+//! One `BTreeMap` from key to a short vector of versions, oldest first. A read at revision `r`
+//! takes, for each key, the last version with `mod_revision <= r`; a tombstone there means the
+//! key did not exist at `r`. Each key is stored once (a `Bytes`) however many versions it has,
+//! and values are `Bytes` shared with the responses that return them, never copied.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use crate::api::KeyValue;
+
+/// One version of a key: a put, or a deletion (tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    /// Revision of the write. Invariant: strictly increasing along a key's history.
+    pub(crate) mod_revision: i64,
+    /// Revision of the put that created this generation of the key; 0 for a tombstone.
+    pub(crate) create_revision: i64,
+    /// Puts since creation (1 for the creating put); 0 for a tombstone.
+    pub(crate) version: i64,
+    /// Attached lease, 0 for none (and for a tombstone).
+    pub(crate) lease: i64,
+    /// The value, `None` for a tombstone.
+    pub(crate) value: Option<Bytes>,
+}
+
+impl Version {
+    fn to_kv(&self, key: &Bytes) -> Option<KeyValue> {
+        self.value.as_ref().map(|value| KeyValue {
+            key: key.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: value.clone(),
+            lease: self.lease,
+        })
+    }
+}
+
+/// A parsed key range: etcd's `key` plus `range_end` convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyRange {
+    /// Exactly one key (`range_end` empty).
+    Single(Bytes),
+    /// `[start, end)`, or every key `>= start` when `end` is `None` (`range_end == "\0"`).
+    Span { start: Bytes, end: Option<Bytes> },
+}
+
+impl KeyRange {
+    pub(crate) fn new(key: &Bytes, range_end: &Bytes) -> KeyRange {
+        if range_end.is_empty() {
+            KeyRange::Single(key.clone())
+        } else if range_end.as_ref() == b"\0" {
+            KeyRange::Span { start: key.clone(), end: None }
+        } else {
+            KeyRange::Span { start: key.clone(), end: Some(range_end.clone()) }
+        }
+    }
+
+    /// Whether `key` lies in the range.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(k) => k.as_ref() == key,
+            KeyRange::Span { start, end } => {
+                key >= start.as_ref() && end.as_ref().is_none_or(|e| key < e.as_ref())
+            }
+        }
+    }
+
+    /// Whether the range selects no key at all (`range_end <= key`).
+    fn is_empty(&self) -> bool {
+        matches!(self, KeyRange::Span { start, end: Some(end) } if end <= start)
+    }
+
+    /// `BTreeMap::range` bounds. Callers check `is_empty` first: `range` panics on start > end.
+    fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        match self {
+            KeyRange::Single(k) => (Bound::Included(k.as_ref()), Bound::Included(k.as_ref())),
+            KeyRange::Span { start, end } => (
+                Bound::Included(start.as_ref()),
+                match end {
+                    Some(e) => Bound::Excluded(e.as_ref()),
+                    None => Bound::Unbounded,
+                },
+            ),
+        }
+    }
+}
+
+/// The index of all keys and their histories.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Index {
+    /// Invariant: every history is non-empty, strictly increasing in `mod_revision`, starts
+    /// with a put and has no two tombstones in a row.
+    pub(crate) keys: BTreeMap<Bytes, Vec<Version>>,
+}
+
+/// Appends to a history without `Vec`'s default minimum capacity of four: most keys hold one
+/// or two versions, and with a million keys the slack would outweigh the data.
+pub(crate) fn push_version(history: &mut Vec<Version>, v: Version) {
+    if history.len() < 8 {
+        history.reserve_exact(1);
+    }
+    history.push(v);
+}
+
+/// The version visible at `revision` in a history, if any (tombstones included).
+fn visible(history: &[Version], revision: i64) -> Option<&Version> {
+    let n = history.partition_point(|v| v.mod_revision <= revision);
+    n.checked_sub(1).map(|i| &history[i])
+}
+
+impl Index {
+    /// Live key-value pairs of `range` at `revision`, in key order.
+    pub(crate) fn range_at<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        revision: i64,
+    ) -> impl Iterator<Item = KeyValue> + 'a {
+        let iter =
+            if range.is_empty() { None } else { Some(self.keys.range::<[u8], _>(range.bounds())) };
+        iter.into_iter()
+            .flatten()
+            .filter_map(move |(key, history)| visible(history, revision)?.to_kv(key))
+    }
+
+    /// Number of live keys of `range` at `revision`.
+    pub(crate) fn count_at(&self, range: &KeyRange, revision: i64) -> usize {
+        if range.is_empty() {
+            return 0;
+        }
+        self.keys
+            .range::<[u8], _>(range.bounds())
+            .filter(|(_, history)| visible(history, revision).is_some_and(|v| v.value.is_some()))
+            .count()
+    }
+
+    /// The current pair for `key`, if it exists.
+    pub(crate) fn latest(&self, key: &[u8]) -> Option<KeyValue> {
+        let (key, history) = self.keys.get_key_value(key)?;
+        history.last()?.to_kv(key)
+    }
+
+    /// Writes a put at `revision` and returns the pair it replaced.
+    pub(crate) fn put(
+        &mut self,
+        key: &Bytes,
+        value: Bytes,
+        lease: i64,
+        revision: i64,
+    ) -> Option<KeyValue> {
+        let history = self.keys.entry(key.clone()).or_default();
+        let prev = history.last().and_then(|v| v.to_kv(key));
+        if let Some(last) = history.last() {
+            assert!(
+                last.mod_revision < revision,
+                "put at revision {revision} after a write at {}",
+                last.mod_revision
+            );
+        }
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (revision, 1),
+        };
+        push_version(
+            history,
+            Version { mod_revision: revision, create_revision, version, lease, value: Some(value) },
+        );
+        prev
+    }
+
+    /// Writes a tombstone for `key` at `revision` if the key exists; returns the deleted pair.
+    pub(crate) fn delete(&mut self, key: &[u8], revision: i64) -> Option<KeyValue> {
+        let (key, history) = self.keys.get_key_value(key)?;
+        let prev = history.last()?.to_kv(key)?;
+        let history = self.keys.get_mut(prev.key.as_ref()).expect("key was just found");
+        assert!(prev.mod_revision < revision, "delete at a past revision");
+        push_version(
+            history,
+            Version {
+                mod_revision: revision,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                value: None,
+            },
+        );
+        Some(prev)
+    }
+
+    /// Keys of `range` that exist now, in key order.
+    pub(crate) fn live_keys(&self, range: &KeyRange) -> Vec<Bytes> {
+        if range.is_empty() {
+            return Vec::new();
+        }
+        self.keys
+            .range::<[u8], _>(range.bounds())
+            .filter(|(_, h)| h.last().is_some_and(|v| v.value.is_some()))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Drops every version that no read at `revision` or later can see.
+    ///
+    /// Per key, the version visible at `revision` is kept unless it is a tombstone, and all
+    /// older ones go; a key left with no versions goes too. This walks every key, as etcd's
+    /// compaction does (etcd runs it in the background; here it is part of applying).
+    pub(crate) fn compact(&mut self, revision: i64) {
+        self.keys.retain(|_, history| {
+            let n = history.partition_point(|v| v.mod_revision <= revision);
+            if n == 0 {
+                return true;
+            }
+            let keep_from = if history[n - 1].value.is_some() { n - 1 } else { n };
+            if keep_from > 0 {
+                history.drain(..keep_from);
+                history.shrink_to_fit();
+            }
+            !history.is_empty()
+        });
+    }
+
+    /// Number of keys with any stored version (live or only history).
+    pub(crate) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_see_the_version_current_at_their_revision() {
+        let mut ix = Index::default();
+        ix.put(&b("k"), b("v1"), 0, 2);
+        ix.put(&b("k"), b("v2"), 0, 3);
+        ix.delete(b"k", 4);
+        let one = KeyRange::Single(b("k"));
+        assert_eq!(ix.range_at(&one, 1).count(), 0);
+        assert_eq!(ix.range_at(&one, 2).next().unwrap().value, b("v1"));
+        let kv = ix.range_at(&one, 3).next().unwrap();
+        assert_eq!((kv.value, kv.version, kv.create_revision), (b("v2"), 2, 2));
+        assert_eq!(ix.range_at(&one, 4).count(), 0);
+        assert_eq!(ix.count_at(&one, 3), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_what_later_reads_see() {
+        let mut ix = Index::default();
+        ix.put(&b("a"), b("1"), 0, 2);
+        ix.put(&b("a"), b("2"), 0, 3);
+        ix.put(&b("b"), b("1"), 0, 4);
+        ix.delete(b"b", 5);
+        ix.compact(4);
+        assert_eq!(ix.keys[&b("a")].len(), 1);
+        assert_eq!(ix.keys[&b("b")].len(), 2);
+        ix.compact(5);
+        assert!(!ix.keys.contains_key(&b("b")[..]));
+        assert_eq!(ix.range_at(&KeyRange::Single(b("a")), 5).next().unwrap().value, b("2"));
+    }
+
+    #[test]
+    fn inverted_span_is_empty() {
+        let mut ix = Index::default();
+        ix.put(&b("m"), b("1"), 0, 2);
+        let r = KeyRange::new(&b("z"), &b("a"));
+        assert_eq!(ix.range_at(&r, 2).count(), 0);
+        assert_eq!(ix.count_at(&r, 2), 0);
+        assert!(ix.live_keys(&r).is_empty());
+    }
+}

@@ -1,0 +1,500 @@
+//! Streaming snapshots of the whole store, with bounded memory both ways.
+//!
+//! Layout: the magic `TNKVSNAP`, a little-endian `u32` format version, then frames. A frame is
+//! a little-endian `u32` payload length, a little-endian `u32` CRC-32C of the length bytes and
+//! the payload, then the payload: whole records (a record never spans frames) encoded with the
+//! crate's codec. Frames are cut at about [`FRAME_TARGET_BYTES`]; one record larger than that
+//! gets a frame of its own, and readers refuse frames above [`SNAPSHOT_FRAME_BYTES_MAX`].
+//!
+//! Records, in this order: one header (revision, compaction, applied index, log time, lease
+//! id counter), the leases by id, every key by key order (a key record then one record per
+//! version, oldest first), the sessions by client id, and an end record with the counts of
+//! each kind. Restoring checks checksums, record order, every invariant of the store, the
+//! counts and that nothing follows the end record, so corrupt input is an error, never a
+//! panic or a store that answers differently.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+
+use crate::codec::{self, Reader, Writer};
+use crate::config::{Config, ConfigError};
+use crate::error::DecodeError;
+use crate::mvcc::{Version, push_version};
+use crate::session::Session;
+use crate::store::{INITIAL_REVISION, Store};
+
+/// The first bytes of every snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
+/// The snapshot format version this build writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// Frames are cut once their payload reaches this size.
+pub const FRAME_TARGET_BYTES: usize = 64 * 1024;
+/// The largest frame a reader accepts (bounds restore's memory).
+pub const SNAPSHOT_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const TAG_HEADER: u8 = 1;
+const TAG_LEASE: u8 = 2;
+const TAG_KEY: u8 = 3;
+const TAG_VERSION: u8 = 4;
+const TAG_SESSION: u8 = 5;
+const TAG_END: u8 = 6;
+
+/// Why a snapshot could not be written or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The underlying reader or writer failed.
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The input does not start with [`SNAPSHOT_MAGIC`].
+    #[error("not a tenure kv snapshot (bad magic)")]
+    BadMagic,
+    /// The input has a format version this build cannot read.
+    #[error("unsupported snapshot version {0}")]
+    UnsupportedVersion(u32),
+    /// The input ended before the end record.
+    #[error("snapshot truncated at byte {offset}")]
+    Truncated {
+        /// Bytes read before the input ended.
+        offset: u64,
+    },
+    /// A frame's checksum does not match its contents.
+    #[error("snapshot frame at byte {offset}: checksum mismatch")]
+    Checksum {
+        /// Where the frame starts.
+        offset: u64,
+    },
+    /// A frame declares a payload above [`SNAPSHOT_FRAME_BYTES_MAX`].
+    #[error("snapshot frame at byte {offset}: {len} bytes is above the limit")]
+    FrameTooLarge {
+        /// Where the frame starts.
+        offset: u64,
+        /// The declared payload length.
+        len: u64,
+    },
+    /// A record could not be decoded.
+    #[error("snapshot frame at byte {offset}: {source}")]
+    Decode {
+        /// Where the frame starts.
+        offset: u64,
+        /// What was wrong.
+        source: DecodeError,
+    },
+    /// The records decode but break an invariant of the store.
+    #[error("snapshot frame at byte {offset}: inconsistent: {what}")]
+    Invalid {
+        /// Where the frame starts.
+        offset: u64,
+        /// Which rule is broken.
+        what: &'static str,
+    },
+    /// The config given to restore is unusable.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// Buffers records and writes them out as checksummed frames.
+struct FrameWriter<'a, W: Write> {
+    out: &'a mut W,
+    rec: Writer,
+}
+
+impl<W: Write> FrameWriter<'_, W> {
+    /// Called after each record: cuts a frame once the buffer is big enough.
+    fn end_record(&mut self) -> Result<(), SnapshotError> {
+        if self.rec.buf.len() >= FRAME_TARGET_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        if self.rec.buf.is_empty() {
+            return Ok(());
+        }
+        let len = u32::try_from(self.rec.buf.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "snapshot record over 4 GiB")
+        })?;
+        let len_bytes = len.to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &self.rec.buf);
+        self.out.write_all(&len_bytes)?;
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(&self.rec.buf)?;
+        self.rec.buf.clear();
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Writes the whole state (revision, compaction, all history, leases and sessions) to
+    /// `out`. Memory use beyond the store is one frame (about [`FRAME_TARGET_BYTES`], or one
+    /// record if larger). Returns the bytes written.
+    pub fn write_snapshot<W: Write>(&self, out: &mut W) -> Result<u64, SnapshotError> {
+        let mut counting = CountingWriter { inner: out, bytes: 0 };
+        counting.write_all(&SNAPSHOT_MAGIC)?;
+        counting.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        let mut f = FrameWriter { out: &mut counting, rec: Writer::default() };
+        let w = &mut f.rec;
+        w.u8(TAG_HEADER);
+        w.i64(self.revision);
+        match self.compacted {
+            None => w.bool(false),
+            Some(c) => {
+                w.bool(true);
+                w.i64(c);
+            }
+        }
+        w.u64(self.applied_index);
+        w.u64(self.log_time_ms);
+        w.i64(self.leases.last_auto_id);
+        f.end_record()?;
+        for lease in self.leases.by_id.values() {
+            f.rec.u8(TAG_LEASE);
+            f.rec.i64(lease.id);
+            f.rec.i64(lease.ttl);
+            f.end_record()?;
+        }
+        let mut version_count: u64 = 0;
+        for (key, history) in &self.index.keys {
+            f.rec.u8(TAG_KEY);
+            f.rec.bytes(key);
+            f.rec.u64(history.len() as u64);
+            f.end_record()?;
+            for v in history {
+                let w = &mut f.rec;
+                w.u8(TAG_VERSION);
+                w.i64(v.mod_revision);
+                w.i64(v.create_revision);
+                w.i64(v.version);
+                w.i64(v.lease);
+                match &v.value {
+                    None => w.bool(false),
+                    Some(value) => {
+                        w.bool(true);
+                        w.bytes(value);
+                    }
+                }
+                f.end_record()?;
+                version_count += 1;
+            }
+        }
+        for (client, session) in &self.sessions.by_client {
+            let w = &mut f.rec;
+            w.u8(TAG_SESSION);
+            w.u64(*client);
+            w.u64(session.last_sequence);
+            w.u64(session.last_active_ms);
+            codec::put_outcome(w, &session.outcome);
+            f.end_record()?;
+        }
+        let w = &mut f.rec;
+        w.u8(TAG_END);
+        w.u64(self.leases.by_id.len() as u64);
+        w.u64(self.index.keys.len() as u64);
+        w.u64(version_count);
+        w.u64(self.sessions.by_client.len() as u64);
+        f.flush()?;
+        counting.flush()?;
+        Ok(counting.bytes)
+    }
+
+    /// Rebuilds a store from [`Store::write_snapshot`]'s output, reading one frame at a time.
+    ///
+    /// `config` must be the cluster's config (it is not part of the snapshot). Any corruption,
+    /// truncation or inconsistency is an error.
+    pub fn restore<R: Read>(config: Config, input: &mut R) -> Result<Store, SnapshotError> {
+        let mut store = Store::new(config)?;
+        let mut head = [0u8; 12];
+        read_exact_or_truncated(input, &mut head, 0)?;
+        if head[..8] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        let mut restorer = Restorer {
+            store: &mut store,
+            phase: Phase::Header,
+            last_key: None,
+            versions_left: 0,
+            version_count: 0,
+            lease_last: None,
+            client_last: None,
+        };
+        let mut offset: u64 = 12;
+        let mut frame = Vec::new();
+        loop {
+            let mut fh = [0u8; 8];
+            read_exact_or_truncated(input, &mut fh, offset)?;
+            let len_bytes: [u8; 4] = fh[..4].try_into().expect("4 bytes");
+            let len = u32::from_le_bytes(len_bytes) as usize;
+            let crc = u32::from_le_bytes(fh[4..].try_into().expect("4 bytes"));
+            if len > SNAPSHOT_FRAME_BYTES_MAX {
+                return Err(SnapshotError::FrameTooLarge { offset, len: len as u64 });
+            }
+            frame.clear();
+            frame.resize(len, 0);
+            read_exact_or_truncated(input, &mut frame, offset + 8)?;
+            if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &frame) != crc {
+                return Err(SnapshotError::Checksum { offset });
+            }
+            let mut r = Reader::new(&frame);
+            while r.remaining() > 0 {
+                restorer.record(&mut r).map_err(|e| e.at(offset))?;
+            }
+            offset += 8 + len as u64;
+            if restorer.phase == Phase::Done {
+                break;
+            }
+        }
+        let mut probe = [0u8; 1];
+        if input.read(&mut probe)? != 0 {
+            return Err(SnapshotError::Invalid { offset, what: "bytes after the end record" });
+        }
+        Ok(store)
+    }
+}
+
+fn read_exact_or_truncated<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), SnapshotError> {
+    input.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            SnapshotError::Truncated { offset }
+        } else {
+            SnapshotError::Io(e)
+        }
+    })
+}
+
+/// Counts the bytes a snapshot takes.
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Leases,
+    Keys,
+    Sessions,
+    Done,
+}
+
+/// A record-level failure, before it learns its frame's offset.
+enum RecordError {
+    Decode(DecodeError),
+    Invalid(&'static str),
+}
+
+impl From<DecodeError> for RecordError {
+    fn from(e: DecodeError) -> Self {
+        RecordError::Decode(e)
+    }
+}
+
+impl RecordError {
+    fn at(self, offset: u64) -> SnapshotError {
+        match self {
+            RecordError::Decode(source) => SnapshotError::Decode { offset, source },
+            RecordError::Invalid(what) => SnapshotError::Invalid { offset, what },
+        }
+    }
+}
+
+fn ensure(ok: bool, what: &'static str) -> Result<(), RecordError> {
+    if ok { Ok(()) } else { Err(RecordError::Invalid(what)) }
+}
+
+/// Restore's state between records.
+struct Restorer<'a> {
+    store: &'a mut Store,
+    phase: Phase,
+    last_key: Option<Bytes>,
+    /// Versions still expected for `last_key`.
+    versions_left: u64,
+    version_count: u64,
+    lease_last: Option<i64>,
+    client_last: Option<u64>,
+}
+
+impl Restorer<'_> {
+    fn record(&mut self, r: &mut Reader<'_>) -> Result<(), RecordError> {
+        let tag = r.u8()?;
+        ensure(self.phase != Phase::Done, "record after the end record")?;
+        if tag != TAG_VERSION {
+            ensure(self.versions_left == 0, "key has fewer versions than announced")?;
+            if let Some(key) = &self.last_key {
+                self.finish_key(key.clone())?;
+            }
+        }
+        match tag {
+            TAG_HEADER => {
+                ensure(self.phase == Phase::Header, "header out of place")?;
+                let s = &mut *self.store;
+                s.revision = r.i64()?;
+                s.compacted = if r.bool()? { Some(r.i64()?) } else { None };
+                s.applied_index = r.u64()?;
+                s.log_time_ms = r.u64()?;
+                s.leases.last_auto_id = r.i64()?;
+                ensure(s.revision >= INITIAL_REVISION, "revision below the initial one")?;
+                ensure(
+                    s.compacted.is_none_or(|c| c >= 0 && c <= s.revision),
+                    "compaction revision outside [0, revision]",
+                )?;
+                ensure(s.leases.last_auto_id >= 0, "negative lease counter")?;
+                self.phase = Phase::Leases;
+            }
+            TAG_LEASE => {
+                ensure(self.phase == Phase::Leases, "lease out of place")?;
+                let (id, ttl) = (r.i64()?, r.i64()?);
+                ensure(id != 0, "lease id 0")?;
+                ensure(self.lease_last.is_none_or(|l| l < id), "leases out of order")?;
+                self.lease_last = Some(id);
+                self.store.leases.grant(id, ttl, false);
+            }
+            TAG_KEY => {
+                ensure(matches!(self.phase, Phase::Leases | Phase::Keys), "key out of place")?;
+                self.phase = Phase::Keys;
+                let key = r.bytes()?;
+                let count = r.u64()?;
+                ensure(!key.is_empty(), "empty key")?;
+                ensure(count > 0, "key without versions")?;
+                ensure(self.last_key.as_ref().is_none_or(|k| *k < key), "keys out of order")?;
+                self.store.index.keys.insert(key.clone(), Vec::new());
+                self.last_key = Some(key);
+                self.versions_left = count;
+            }
+            TAG_VERSION => {
+                ensure(self.versions_left > 0, "version without a key")?;
+                let v = Version {
+                    mod_revision: r.i64()?,
+                    create_revision: r.i64()?,
+                    version: r.i64()?,
+                    lease: r.i64()?,
+                    value: if r.bool()? { Some(r.bytes()?) } else { None },
+                };
+                let key = self.last_key.as_ref().expect("versions_left > 0 implies a key");
+                let revision = self.store.revision;
+                let history = self.store.index.keys.get_mut(key).expect("inserted with the key");
+                check_version(history.last(), &v, revision)?;
+                push_version(history, v);
+                self.versions_left -= 1;
+                self.version_count += 1;
+            }
+            TAG_SESSION => {
+                ensure(
+                    matches!(self.phase, Phase::Leases | Phase::Keys | Phase::Sessions),
+                    "session out of place",
+                )?;
+                self.phase = Phase::Sessions;
+                let client = r.u64()?;
+                ensure(self.client_last.is_none_or(|c| c < client), "sessions out of order")?;
+                self.client_last = Some(client);
+                let session = Session {
+                    last_sequence: r.u64()?,
+                    last_active_ms: r.u64()?,
+                    outcome: codec::get_outcome(r)?,
+                };
+                ensure(
+                    session.outcome.as_ref().err().is_none_or(|e| e.is_deterministic()),
+                    "session caches a non-deterministic error",
+                )?;
+                ensure(
+                    session.last_active_ms <= self.store.log_time_ms,
+                    "session active after the log time",
+                )?;
+                self.store.sessions.insert(client, session);
+            }
+            TAG_END => {
+                ensure(self.phase != Phase::Header, "end before the header")?;
+                let s = &*self.store;
+                ensure(r.u64()? == s.leases.by_id.len() as u64, "lease count mismatch")?;
+                ensure(r.u64()? == s.index.keys.len() as u64, "key count mismatch")?;
+                ensure(r.u64()? == self.version_count, "version count mismatch")?;
+                ensure(r.u64()? == s.sessions.len() as u64, "session count mismatch")?;
+                ensure(r.remaining() == 0, "bytes after the end record")?;
+                self.phase = Phase::Done;
+            }
+            tag => {
+                return Err(DecodeError::InvalidTag { what: "snapshot record", tag }.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a key's complete history and attaches its current version to its lease.
+    fn finish_key(&mut self, key: Bytes) -> Result<(), RecordError> {
+        self.last_key = None;
+        let history = &self.store.index.keys[&key];
+        ensure(
+            history.first().is_some_and(|v| v.value.is_some()),
+            "history starts with a tombstone",
+        )?;
+        let last = history.last().expect("checked non-empty");
+        if last.value.is_some() && last.lease != 0 {
+            ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
+            let lease = last.lease;
+            self.store.leases.attach(lease, &key);
+        }
+        Ok(())
+    }
+}
+
+/// The invariants between consecutive versions of one key.
+fn check_version(prev: Option<&Version>, v: &Version, revision: i64) -> Result<(), RecordError> {
+    ensure(
+        v.mod_revision > INITIAL_REVISION && v.mod_revision <= revision,
+        "version revision out of range",
+    )?;
+    ensure(prev.is_none_or(|p| p.mod_revision < v.mod_revision), "versions out of order")?;
+    match &v.value {
+        None => {
+            ensure(
+                v.create_revision == 0 && v.version == 0 && v.lease == 0,
+                "tombstone with metadata",
+            )?;
+            ensure(
+                prev.is_some_and(|p| p.value.is_some()),
+                "tombstone without a live version before it",
+            )?;
+        }
+        Some(_) => {
+            ensure(v.version >= 1, "live version below 1")?;
+            ensure(
+                v.create_revision > INITIAL_REVISION && v.create_revision <= v.mod_revision,
+                "create revision out of range",
+            )?;
+            if let Some(p) = prev
+                && p.value.is_some()
+            {
+                ensure(
+                    p.create_revision == v.create_revision && p.version + 1 == v.version,
+                    "version does not follow the previous one",
+                )?;
+            } else if prev.is_some() {
+                ensure(
+                    v.version == 1 && v.create_revision == v.mod_revision,
+                    "re-creation is not version 1",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,551 @@
+//! The state machine: applies committed entries and answers reads.
+
+use std::cmp::Ordering;
+
+use crate::api::{
+    CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+use crate::command::{Command, Proposal, Response};
+use crate::config::{Config, ConfigError};
+use crate::error::Error;
+use crate::lease::{Lease, Leases};
+use crate::mvcc::{Index, KeyRange};
+use crate::session::{Check, Sessions};
+use crate::validate::{check_range, validate_command};
+
+/// The revision of a store that has applied no write (etcd starts at 1 too, so the first
+/// write is revision 2).
+pub const INITIAL_REVISION: i64 = 1;
+
+/// The replicated key-value state machine.
+///
+/// Feed it committed entries in log order with [`Store::apply`]; read it with
+/// [`Store::range`]. Two stores that applied the same entries are equal (`==`), answer every
+/// read identically and write identical snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub(crate) config: Config,
+    pub(crate) index: Index,
+    /// The current revision. Invariant: `>= INITIAL_REVISION` and `>=` every stored
+    /// `mod_revision`; it grows by one per command that changes a key.
+    pub(crate) revision: i64,
+    /// The last compaction's revision. Invariant: `<= revision`.
+    pub(crate) compacted: Option<i64>,
+    pub(crate) leases: Leases,
+    pub(crate) sessions: Sessions,
+    /// Index of the last entry passed to `apply` (0 before the first).
+    pub(crate) applied_index: u64,
+    /// Highest log time seen; log time never goes back even if an entry carries a lower one.
+    pub(crate) log_time_ms: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new(Config::default()).expect("the default config is valid")
+    }
+}
+
+impl Store {
+    /// An empty store at revision [`INITIAL_REVISION`].
+    pub fn new(config: Config) -> Result<Store, ConfigError> {
+        config.validate()?;
+        Ok(Store {
+            config,
+            index: Index::default(),
+            revision: INITIAL_REVISION,
+            compacted: None,
+            leases: Leases::default(),
+            sessions: Sessions::default(),
+            applied_index: 0,
+            log_time_ms: 0,
+        })
+    }
+
+    /// The store's limits.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The revision of the last compaction, if any.
+    pub fn compact_revision(&self) -> Option<i64> {
+        self.compacted
+    }
+
+    /// Index of the last applied entry (0 if none).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The highest log time applied.
+    pub fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
+    }
+
+    /// Number of keys with stored history (live keys plus deleted ones not yet compacted).
+    pub fn key_count(&self) -> usize {
+        self.index.key_count()
+    }
+
+    /// A granted lease.
+    pub fn lease(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(id)
+    }
+
+    /// All granted leases, by id.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.by_id.values()
+    }
+
+    /// Number of client sessions held.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The checks that need no state (empty keys, flags, txn size and duplicate keys), for the
+    /// server to run before proposing, as etcd does. `apply` repeats them.
+    pub fn validate(&self, command: &Command) -> Result<(), Error> {
+        validate_command(command, &self.config)
+    }
+
+    /// Applies the committed entry at `index`, stamped with `log_time_ms` by its proposer.
+    ///
+    /// `index` must grow from call to call (gaps are fine: the replica skips entries that are
+    /// not for the state machine). A deterministic error is the entry's answer: the entry
+    /// counts as applied and nothing else changed. A non-deterministic error leaves the store
+    /// untouched and means this replica must stop.
+    pub fn apply(&mut self, index: u64, log_time_ms: u64, entry: &[u8]) -> Result<Response, Error> {
+        self.check_index(index)?;
+        let decoded = if entry.len() > self.config.request_bytes_max {
+            Err(Error::RequestTooLarge)
+        } else {
+            Proposal::decode(entry).map_err(Error::from)
+        };
+        if let Err(e) = &decoded
+            && !e.is_deterministic()
+        {
+            return Err(e.clone());
+        }
+        self.advance(index, log_time_ms);
+        self.apply_decoded(&decoded?)
+    }
+
+    /// [`Store::apply`] for an already decoded proposal (no request size check).
+    pub fn apply_proposal(
+        &mut self,
+        index: u64,
+        log_time_ms: u64,
+        proposal: &Proposal,
+    ) -> Result<Response, Error> {
+        self.check_index(index)?;
+        self.advance(index, log_time_ms);
+        self.apply_decoded(proposal)
+    }
+
+    /// A read at the current revision (or `request.revision`) that does not go through the
+    /// log. For a linearizable read, call it once the store has applied up to the read index
+    /// (dissertation §6.4); for a serializable one, call it at any time.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, Error> {
+        check_range(request)?;
+        range_at(&self.index, self.compacted, request, self.revision)
+    }
+
+    fn check_index(&self, index: u64) -> Result<(), Error> {
+        if index <= self.applied_index {
+            return Err(Error::OutOfOrder { index, applied_index: self.applied_index });
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, index: u64, log_time_ms: u64) {
+        self.applied_index = index;
+        self.log_time_ms = self.log_time_ms.max(log_time_ms);
+        self.sessions.expire(self.log_time_ms, self.config.session_idle_ms_max);
+    }
+
+    fn apply_decoded(&mut self, proposal: &Proposal) -> Result<Response, Error> {
+        let Some(tag) = proposal.session else {
+            return self.execute(&proposal.command);
+        };
+        match self.sessions.check(tag, self.log_time_ms)? {
+            Check::Cached(outcome) => outcome,
+            Check::Apply => {
+                let outcome = self.execute(&proposal.command);
+                if outcome.as_ref().err().is_none_or(Error::is_deterministic) {
+                    self.sessions.record(
+                        tag,
+                        self.log_time_ms,
+                        outcome.clone(),
+                        self.config.sessions_max,
+                    );
+                }
+                outcome
+            }
+        }
+    }
+
+    fn execute(&mut self, command: &Command) -> Result<Response, Error> {
+        validate_command(command, &self.config)?;
+        match command {
+            Command::Put(p) => self.put(p).map(Response::Put),
+            Command::DeleteRange(d) => Ok(Response::DeleteRange(self.delete_range(d))),
+            Command::Txn(t) => self.txn(t).map(Response::Txn),
+            Command::Compact(c) => self.compact(c).map(Response::Compact),
+            Command::LeaseGrant(g) => self.lease_grant(g).map(Response::LeaseGrant),
+            Command::LeaseRevoke(r) => self.lease_revoke(r).map(Response::LeaseRevoke),
+        }
+    }
+
+    fn write(&mut self) -> WriteTxn<'_> {
+        WriteTxn {
+            begin: self.revision,
+            changed: false,
+            index: &mut self.index,
+            leases: &mut self.leases,
+            compacted: self.compacted,
+            revision: &mut self.revision,
+        }
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse, Error> {
+        check_put_state(&self.index, &self.leases, p)?;
+        let mut w = self.write();
+        let mut resp = w.put(p);
+        resp.revision = w.finish();
+        Ok(resp)
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let mut w = self.write();
+        let mut resp = w.delete_range(d);
+        resp.revision = w.finish();
+        resp
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, Error> {
+        // etcd `compareToPath`: every compare, nested ones too, sees the state before the
+        // transaction; the path records which branch each transaction takes.
+        let mut path = Vec::new();
+        self.compare_path(t, &mut path);
+        self.check_path(t, &path, &mut 0)?;
+        let mut w = self.write();
+        let mut resp = w.txn(t, &path, &mut 0);
+        let revision = w.finish();
+        set_revision(&mut resp, revision);
+        Ok(resp)
+    }
+
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) {
+        let succeeded = t.compare.iter().all(|c| self.compare(c));
+        path.push(succeeded);
+        for op in if succeeded { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(nested) = op {
+                self.compare_path(nested, path);
+            }
+        }
+    }
+
+    /// etcd `applyCompare`: every key of the range must satisfy the compare; an empty range
+    /// compares as one all-zero key, except that a value compare on it is false.
+    fn compare(&self, c: &Compare) -> bool {
+        let range = KeyRange::new(&c.key, &c.range_end);
+        let mut any = false;
+        for kv in self.index.range_at(&range, self.revision) {
+            any = true;
+            if !compare_kv(c, &kv) {
+                return false;
+            }
+        }
+        if any {
+            return true;
+        }
+        !matches!(c.target, CompareTarget::Value(_)) && compare_kv(c, &KeyValue::default())
+    }
+
+    /// etcd `checkRequests`: the state-dependent errors of the ops on the taken path, found
+    /// before anything is written so that a failing transaction changes nothing.
+    fn check_path(&self, t: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<(), Error> {
+        let succeeded = path[*cursor];
+        *cursor += 1;
+        for op in if succeeded { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Range(r) => {
+                    if r.revision > self.revision {
+                        return Err(Error::FutureRevision);
+                    }
+                    if r.revision > 0
+                        && let Some(c) = self.compacted
+                        && r.revision < c
+                    {
+                        return Err(Error::Compacted);
+                    }
+                }
+                RequestOp::Put(p) => check_put_state(&self.index, &self.leases, p)?,
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(nested) => self.check_path(nested, path, cursor)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse, Error> {
+        // etcd's compactMainRev starts at -1, so compacting at 0 once is accepted.
+        if c.revision <= self.compacted.unwrap_or(-1) {
+            return Err(Error::Compacted);
+        }
+        if c.revision > self.revision {
+            return Err(Error::FutureRevision);
+        }
+        self.index.compact(c.revision);
+        self.compacted = Some(c.revision);
+        Ok(CompactionResponse { revision: self.revision })
+    }
+
+    fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse, Error> {
+        let auto = g.id == 0;
+        let id = if auto { self.leases.next_auto_id() } else { g.id };
+        if self.leases.contains(id) {
+            return Err(Error::LeaseExists);
+        }
+        self.leases.grant(id, g.ttl, auto);
+        Ok(LeaseGrantResponse { revision: self.revision, id, ttl: g.ttl })
+    }
+
+    fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Error> {
+        let keys: Vec<_> =
+            self.leases.get(r.id).ok_or(Error::LeaseNotFound)?.keys.iter().cloned().collect();
+        let mut w = self.write();
+        for key in &keys {
+            w.delete_key(key);
+        }
+        let revision = w.finish();
+        self.leases.remove(r.id);
+        Ok(LeaseRevokeResponse { revision })
+    }
+}
+
+/// etcd `checkPut`: the errors of a put that depend on the state.
+fn check_put_state(index: &Index, leases: &Leases, p: &PutRequest) -> Result<(), Error> {
+    if (p.ignore_value || p.ignore_lease) && index.latest(&p.key).is_none() {
+        return Err(Error::KeyNotFound);
+    }
+    if !p.ignore_lease && p.lease != 0 && !leases.contains(p.lease) {
+        return Err(Error::LeaseNotFound);
+    }
+    Ok(())
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::CreateRevision(v) => kv.create_revision.cmp(v),
+        CompareTarget::ModRevision(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Value(v) => kv.value.as_ref().cmp(v.as_ref()),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
+    };
+    match c.result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Sets the header revision of a transaction response and all its nested responses to the
+/// revision after the transaction.
+fn set_revision(resp: &mut TxnResponse, revision: i64) {
+    resp.revision = revision;
+    for op in &mut resp.responses {
+        match op {
+            ResponseOp::Range(r) => r.revision = revision,
+            ResponseOp::Put(p) => p.revision = revision,
+            ResponseOp::DeleteRange(d) => d.revision = revision,
+            ResponseOp::Txn(t) => set_revision(t, revision),
+        }
+    }
+}
+
+/// etcd's `Range` (apply layer plus `rangeKeys`) at a store whose current revision is
+/// `current`.
+pub(crate) fn range_at(
+    index: &Index,
+    compacted: Option<i64>,
+    req: &RangeRequest,
+    current: i64,
+) -> Result<RangeResponse, Error> {
+    if req.revision > current {
+        return Err(Error::FutureRevision);
+    }
+    let revision = if req.revision <= 0 { current } else { req.revision };
+    if let Some(c) = compacted
+        && revision < c
+    {
+        return Err(Error::Compacted);
+    }
+    let range = KeyRange::new(&req.key, &req.range_end);
+    if req.count_only {
+        return Ok(RangeResponse {
+            revision: current,
+            kvs: Vec::new(),
+            more: false,
+            count: index.count_at(&range, revision) as i64,
+        });
+    }
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    // Sorting or filtering needs every key first; otherwise fetch one beyond the limit so
+    // that `more` can be told (as etcd does).
+    let fetch = if req.sort_order != SortOrder::None || filtered || req.limit <= 0 {
+        usize::MAX
+    } else {
+        usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1)
+    };
+    let mut kvs: Vec<KeyValue> = index.range_at(&range, revision).take(fetch).collect();
+    let count = if kvs.len() < fetch { kvs.len() } else { index.count_at(&range, revision) };
+    if filtered {
+        kvs.retain(|kv| {
+            (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+        });
+    }
+    sort(&mut kvs, req.sort_order, req.sort_target);
+    let mut more = false;
+    if req.limit > 0 && kvs.len() as u64 > req.limit as u64 {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value = bytes::Bytes::new();
+        }
+    }
+    Ok(RangeResponse { revision: current, kvs, more, count: count as i64 })
+}
+
+/// etcd's sort rules: results come in key order; a non-key target with no order sorts
+/// ascending; key order ascending is left as is. Sorting is stable (keys in key order among
+/// equals), which etcd's `sort.Sort` does not promise.
+fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => return,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    let key = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    match order {
+        SortOrder::Descend => kvs.sort_by(|a, b| key(b, a)),
+        _ => kvs.sort_by(key),
+    }
+}
+
+/// The writes of one command: all at revision `begin + 1`, which becomes the store's revision
+/// only if something changed (etcd `storeTxnWrite.End`).
+struct WriteTxn<'a> {
+    begin: i64,
+    changed: bool,
+    index: &'a mut Index,
+    leases: &'a mut Leases,
+    compacted: Option<i64>,
+    revision: &'a mut i64,
+}
+
+impl WriteTxn<'_> {
+    fn write_revision(&self) -> i64 {
+        self.begin + 1
+    }
+
+    /// Reads inside a transaction see its earlier writes.
+    fn read_revision(&self) -> i64 {
+        if self.changed { self.begin + 1 } else { self.begin }
+    }
+
+    fn finish(self) -> i64 {
+        if self.changed {
+            *self.revision = self.begin + 1;
+        }
+        *self.revision
+    }
+
+    /// Callers have run `check_put_state`.
+    fn put(&mut self, p: &PutRequest) -> PutResponse {
+        let prev = self.index.latest(&p.key);
+        let (value, lease) = match &prev {
+            Some(prev) => (
+                if p.ignore_value { prev.value.clone() } else { p.value.clone() },
+                if p.ignore_lease { prev.lease } else { p.lease },
+            ),
+            None => {
+                assert!(!p.ignore_value && !p.ignore_lease, "put flags checked before");
+                (p.value.clone(), p.lease)
+            }
+        };
+        let rev = self.write_revision();
+        self.index.put(&p.key, value, lease, rev);
+        if let Some(prev) = &prev {
+            self.leases.detach(prev.lease, &p.key);
+        }
+        self.leases.attach(lease, &p.key);
+        self.changed = true;
+        PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
+    }
+
+    fn delete_key(&mut self, key: &[u8]) -> Option<KeyValue> {
+        let rev = self.write_revision();
+        let prev = self.index.delete(key, rev)?;
+        self.leases.detach(prev.lease, key);
+        self.changed = true;
+        Some(prev)
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
+        let keys = self.index.live_keys(&KeyRange::new(&d.key, &d.range_end));
+        let mut prev_kvs = Vec::new();
+        for key in &keys {
+            let prev = self.delete_key(key).expect("live key");
+            if d.prev_kv {
+                prev_kvs.push(prev);
+            }
+        }
+        DeleteRangeResponse {
+            revision: self.write_revision(),
+            deleted: keys.len() as i64,
+            prev_kvs,
+        }
+    }
+
+    fn txn(&mut self, t: &TxnRequest, path: &[bool], cursor: &mut usize) -> TxnResponse {
+        let succeeded = path[*cursor];
+        *cursor += 1;
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(
+                    range_at(self.index, self.compacted, r, self.read_revision())
+                        .expect("range revision checked before the transaction"),
+                ),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)),
+                RequestOp::Txn(nested) => ResponseOp::Txn(self.txn(nested, path, cursor)),
+            });
+        }
+        TxnResponse { revision: 0, succeeded, responses }
+    }
+}
