@@ -1,1 +1,62 @@
-//! Placeholder: filled by its issue.
+//! # tenure-storage: durable state of one Raft node
+//!
+//! A segmented write-ahead log for the Raft entries, the hard state (term, vote, commit) and the
+//! cluster membership, plus atomic, checksummed snapshot files, all on a [`Disk`] seam so that
+//! the production runtime and the simulator run the same code.
+//!
+//! ## Module map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`log`] | [`Storage`]: open and recover, append, truncate, compact, hard state, membership, group-commit sync; implements [`tenure_raft::LogView`] |
+//! | [`record`] | the on-disk frame (length, CRC-32C, end marker) and record encodings; a decoder that never panics |
+//! | [`snapshot`] | [`SnapshotWriter`] / [`SnapshotReader`]: streamed, checksummed, atomically installed snapshot files |
+//! | [`disk`] | the [`Disk`] / [`DiskFile`] traits and [`RealDisk`] (the filesystem) |
+//! | [`sim_disk`] | [`SimDisk`]: in-memory, seeded, fault-injecting disk (lost unsynced writes, torn writes, bit flips, failed fsyncs and reads) |
+//! | [`error`] | [`StorageError`] |
+//!
+//! ## Contract
+//!
+//! - **Durability.** After [`Storage::sync`] returns `Ok`, every operation issued before it
+//!   survives any crash. After a crash, the state recovered is that of *some prefix* of the
+//!   operations issued, containing at least everything synced (see [`log`] for the details).
+//! - **Corruption stops the node.** Damage other than a torn tail is reported as
+//!   [`StorageError::Corrupt`] with the file and byte offset; it is never skipped and never a
+//!   panic. A torn tail is cut off with a `tracing` warning.
+//! - **Failed fsyncs are fatal.** After one, the storage refuses further writes and never
+//!   retries the fsync.
+//! - **One process per directory.** [`Storage::open`] takes an exclusive lock on the data
+//!   directory and fails with [`StorageError::Locked`] if it is taken.
+//! - **Bugs panic.** Misuse by the caller (a gap in appended entries, a term going backwards)
+//!   is a broken invariant and panics with a message; invariants are asserted in release
+//!   builds.
+//! - **The core only reads.** [`tenure_raft::LogView`] for [`Storage`] shows every operation at
+//!   once, synced or not; the replica loop tells the core what is durable.
+
+#![warn(missing_docs)]
+
+pub mod disk;
+pub mod error;
+pub mod log;
+pub mod record;
+pub mod sim_disk;
+pub mod snapshot;
+
+pub use disk::{DirLock, Disk, DiskFile, RealDisk};
+pub use error::StorageError;
+pub use log::{FinishedSync, Options, Storage, SyncTicket};
+pub use sim_disk::{CrashMode, SimDisk};
+pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter};
+
+impl Storage {
+    /// Starts a snapshot in this storage's directory (see [`SnapshotWriter`]). The writer
+    /// does not borrow the storage, so it can run on another thread.
+    pub fn snapshot_writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter, StorageError> {
+        SnapshotWriter::create(std::sync::Arc::clone(self.disk()), self.dir(), meta)
+    }
+
+    /// Opens the newest snapshot in this storage's directory, if any.
+    pub fn latest_snapshot(&self) -> Result<Option<SnapshotReader>, StorageError> {
+        SnapshotReader::open_latest(&**self.disk(), self.dir())
+    }
+}

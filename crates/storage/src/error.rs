@@ -1,0 +1,100 @@
+//! The one error type of the crate.
+//!
+//! Every variant that comes from the disk names the file (and, for corruption, the byte offset)
+//! so that an operator can find the damage. Corruption is never skipped: it stops the node.
+
+use std::io;
+use std::path::PathBuf;
+
+use tenure_raft::{EntryId, LogError};
+
+/// Why a storage operation failed.
+///
+/// All variants except [`StorageError::InvalidOptions`] and [`StorageError::EntryTooLarge`] are
+/// fatal for the node: after one of them the storage refuses further writes (see
+/// [`crate::Storage::sync`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The data on disk is damaged or inconsistent (bad checksum before the tail, a gap, a term
+    /// going backwards, a segment out of sequence). The node must stop; an operator decides
+    /// whether to rebuild this replica from the others.
+    #[error("corrupt data in {} at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damaged record in `file`.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O operation other than a sync failed.
+    #[error("I/O error on {}: {source}", file.display())]
+    Io {
+        /// The file or directory being accessed.
+        file: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// An fsync failed. What reached the disk is unknown (the kernel may have dropped the dirty
+    /// pages), so the storage never retries it and refuses every later write.
+    #[error("sync of {} failed: {source}; the storage refuses further writes", file.display())]
+    SyncFailed {
+        /// The file or directory whose sync failed.
+        file: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (or another `Storage` in this process) holds the directory lock.
+    #[error("data directory {} is locked by another process", dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// An earlier write or sync failed; the storage is read-only until the process restarts
+    /// and recovery runs.
+    #[error("storage refuses writes after an earlier failure: {reason}")]
+    Poisoned {
+        /// The first failure, as text.
+        reason: String,
+    },
+    /// [`crate::Options::validate`] rejected the options.
+    #[error("invalid storage options: {reason}")]
+    InvalidOptions {
+        /// Which limit is wrong and why.
+        reason: String,
+    },
+    /// An entry (or membership) is larger than the configured limit; nothing was written.
+    #[error("entry {id} is {bytes} bytes, more than the limit of {limit} bytes")]
+    EntryTooLarge {
+        /// The entry.
+        id: EntryId,
+        /// Its encoded size.
+        bytes: u64,
+        /// `Options::entry_bytes_max`.
+        limit: u64,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error on `file`.
+    pub(crate) fn io(file: impl Into<PathBuf>, source: io::Error) -> StorageError {
+        StorageError::Io { file: file.into(), source }
+    }
+
+    /// A corruption error.
+    pub(crate) fn corrupt(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> StorageError {
+        StorageError::Corrupt { file: file.into(), offset, reason: reason.into() }
+    }
+}
+
+impl From<StorageError> for LogError {
+    fn from(e: StorageError) -> LogError {
+        LogError::Storage(e.to_string())
+    }
+}
