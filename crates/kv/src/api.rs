@@ -95,9 +95,10 @@ impl RangeRequest {
     }
 
     /// A read of every key starting with `prefix` (etcdctl `get --prefix`).
+    /// An empty prefix reads every key (`"\0"` to `"\0"`, as clientv3's `WithPrefix` does).
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {
-        let key = prefix.into();
-        RangeRequest { range_end: prefix_end(&key), key, ..Default::default() }
+        let (key, range_end) = prefix_range(prefix.into());
+        RangeRequest { key, range_end, ..Default::default() }
     }
 
     /// A read of every key `>= key` (etcdctl `get --from-key`).
@@ -123,6 +124,16 @@ pub fn prefix_end(prefix: &[u8]) -> Bytes {
         }
     }
     Bytes::from_static(b"\0")
+}
+
+/// `key` and `range_end` selecting every key with `prefix` (clientv3 `WithPrefix`).
+fn prefix_range(prefix: Bytes) -> (Bytes, Bytes) {
+    if prefix.is_empty() {
+        (Bytes::from_static(b"\0"), Bytes::from_static(b"\0"))
+    } else {
+        let end = prefix_end(&prefix);
+        (prefix, end)
+    }
 }
 
 /// `etcdserverpb.RangeResponse`.
@@ -189,9 +200,10 @@ impl DeleteRangeRequest {
     }
 
     /// A delete of every key starting with `prefix`.
+    /// An empty prefix deletes every key.
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {
-        let key = prefix.into();
-        DeleteRangeRequest { range_end: prefix_end(&key), key, ..Default::default() }
+        let (key, range_end) = prefix_range(prefix.into());
+        DeleteRangeRequest { key, range_end, ..Default::default() }
     }
 }
 

@@ -168,8 +168,13 @@ impl Error {
 }
 
 impl From<DecodeError> for Error {
+    /// Nesting beyond [`TXN_DEPTH_MAX`](crate::TXN_DEPTH_MAX) is what validation reports as
+    /// too many ops, so a proposal that skipped validation gets the same answer from `apply`.
     fn from(e: DecodeError) -> Self {
-        Error::Decode(e)
+        match e {
+            DecodeError::TooDeep => Error::TooManyOps,
+            e => Error::Decode(e),
+        }
     }
 }
 
