@@ -1,0 +1,232 @@
+//! The apply entry point (ordering, determinism of errors) and client sessions
+//! (dissertation §6.3: exactly-once retries, expiry by log time, LRU eviction).
+
+mod common;
+
+use common::{Kv, b};
+use tenure_kv::{
+    Command, Config, DecodeError, Error, Proposal, PutRequest, RangeRequest, Response, Store,
+    decode_outcome, encode_outcome,
+};
+
+fn put_cmd(key: &str, value: &str) -> Command {
+    Command::Put(PutRequest::new(b(key), b(value)))
+}
+
+fn tagged(kv: &mut Kv, client: u64, seq: u64, cmd: Command) -> Result<Response, Error> {
+    kv.apply(&Proposal::with_session(cmd, client, seq))
+}
+
+// ---- apply -------------------------------------------------------------------------------
+
+#[test]
+fn apply_of_an_old_index_is_non_deterministic_and_changes_nothing() {
+    let mut store = Store::default();
+    let entry = Proposal::new(put_cmd("a", "1")).encode();
+    store.apply(5, 0, &entry).unwrap();
+    let before = store.clone();
+    let err = store.apply(5, 0, &entry).unwrap_err();
+    assert_eq!(err, Error::OutOfOrder { index: 5, applied_index: 5 });
+    assert!(!err.is_deterministic());
+    assert_eq!(store, before);
+}
+
+#[test]
+fn apply_accepts_gaps_in_indexes() {
+    let mut store = Store::default();
+    store.apply(3, 0, &Proposal::new(put_cmd("a", "1")).encode()).unwrap();
+    store.apply(10, 0, &Proposal::new(put_cmd("a", "2")).encode()).unwrap();
+    assert_eq!(store.applied_index(), 10);
+}
+
+#[test]
+fn apply_of_garbage_is_a_deterministic_error_that_counts_as_applied() {
+    let mut store = Store::default();
+    let err = store.apply(1, 0, &[1, 0, 77]).unwrap_err();
+    assert_eq!(err, Error::Decode(DecodeError::InvalidTag { what: "command", tag: 77 }));
+    assert!(err.is_deterministic());
+    assert_eq!(store.applied_index(), 1);
+    assert_eq!(store.revision(), 1);
+}
+
+#[test]
+fn apply_of_an_unknown_format_version_stops_the_node_without_applying() {
+    let mut store = Store::default();
+    let mut entry = Proposal::new(put_cmd("a", "1")).encode().to_vec();
+    entry[0] = 200;
+    let err = store.apply(1, 0, &entry).unwrap_err();
+    assert!(!err.is_deterministic());
+    assert_eq!(store.applied_index(), 0);
+}
+
+#[test]
+fn deterministic_errors_leave_the_state_unchanged_but_count_as_applied() {
+    let mut kv = Kv::new();
+    kv.put("a", "1");
+    let mut expected = kv.store.clone();
+    let err = kv.exec(Command::Put(PutRequest { lease: 4, ..PutRequest::new(b("a"), b("2")) }));
+    assert_eq!(err.unwrap_err(), Error::LeaseNotFound);
+    assert_eq!(kv.store.applied_index(), expected.applied_index() + 1);
+    // The same store with only the index advanced (by an entry that changes nothing).
+    let noop = Proposal::new(Command::DeleteRange(tenure_kv::DeleteRangeRequest::single(b("zz"))));
+    expected.apply(kv.store.applied_index(), 0, &noop.encode()).unwrap();
+    assert_eq!(kv.store, expected);
+}
+
+#[test]
+fn validate_reports_what_apply_would() {
+    let store = Store::default();
+    let cmd = Command::Put(PutRequest::new(b(""), b("x")));
+    assert_eq!(store.validate(&cmd), Err(Error::EmptyKey));
+    assert_eq!(store.validate(&put_cmd("a", "b")), Ok(()));
+}
+
+#[test]
+fn outcomes_round_trip_through_their_encoding() {
+    let mut kv = Kv::new();
+    let ok = kv.exec(put_cmd("a", "1"));
+    let err: Result<Response, Error> = Err(Error::DuplicateKey);
+    for outcome in [ok, err] {
+        assert_eq!(decode_outcome(&encode_outcome(&outcome)), Ok(outcome));
+    }
+}
+
+// ---- sessions ----------------------------------------------------------------------------
+
+#[test]
+fn duplicate_sequence_returns_cached_response_without_reapplying() {
+    let mut kv = Kv::new();
+    let first = tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    let retry = tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    assert_eq!(first, retry);
+    assert_eq!(kv.revision(), 2);
+    assert_eq!(kv.get("a").unwrap().version, 1);
+}
+
+#[test]
+fn duplicate_of_a_failed_command_returns_the_same_error() {
+    let mut kv = Kv::new();
+    let bad = || Command::Put(PutRequest { lease: 3, ..PutRequest::new(b("a"), b("1")) });
+    assert_eq!(tagged(&mut kv, 7, 1, bad()), Err(Error::LeaseNotFound));
+    kv.grant(3, 10).unwrap();
+    // The retry does not apply again, even though it would now succeed.
+    assert_eq!(tagged(&mut kv, 7, 1, bad()), Err(Error::LeaseNotFound));
+    assert!(kv.get("a").is_none());
+}
+
+#[test]
+fn next_sequence_applies() {
+    let mut kv = Kv::new();
+    tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    tagged(&mut kv, 7, 2, put_cmd("a", "2")).unwrap();
+    assert_eq!(kv.get("a").unwrap().version, 2);
+}
+
+#[test]
+fn stale_sequence_is_an_error() {
+    let mut kv = Kv::new();
+    tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    tagged(&mut kv, 7, 2, put_cmd("a", "2")).unwrap();
+    let err = tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap_err();
+    assert_eq!(err.to_string(), "session: stale sequence");
+    assert_eq!(kv.get("a").unwrap().value, b("2"));
+}
+
+#[test]
+fn unknown_client_must_start_at_sequence_one() {
+    let mut kv = Kv::new();
+    let err = tagged(&mut kv, 9, 2, put_cmd("a", "1")).unwrap_err();
+    assert_eq!(err, Error::SessionExpired);
+    assert!(kv.get("a").is_none());
+}
+
+#[test]
+fn sessions_are_independent_per_client() {
+    let mut kv = Kv::new();
+    tagged(&mut kv, 1, 1, put_cmd("a", "1")).unwrap();
+    tagged(&mut kv, 2, 1, put_cmd("a", "2")).unwrap();
+    assert_eq!(kv.get("a").unwrap().version, 2);
+    assert_eq!(kv.store.session_count(), 2);
+}
+
+#[test]
+fn session_expires_after_idle_log_time() {
+    let mut kv = Kv::with_config(Config { session_idle_ms_max: 1000, ..Config::default() });
+    kv.log_time_ms = 100;
+    tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    kv.log_time_ms = 1100;
+    kv.put("tick", "1");
+    assert_eq!(kv.store.session_count(), 1, "idle for exactly the limit is kept");
+    kv.log_time_ms = 1101;
+    kv.put("tick", "2");
+    assert_eq!(kv.store.session_count(), 0);
+    assert_eq!(tagged(&mut kv, 7, 2, put_cmd("a", "2")), Err(Error::SessionExpired));
+}
+
+#[test]
+fn retry_keeps_a_session_alive() {
+    let mut kv = Kv::with_config(Config { session_idle_ms_max: 1000, ..Config::default() });
+    tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    kv.log_time_ms = 900;
+    tagged(&mut kv, 7, 1, put_cmd("a", "1")).unwrap();
+    kv.log_time_ms = 1500;
+    kv.put("tick", "1");
+    assert_eq!(kv.store.session_count(), 1);
+}
+
+#[test]
+fn log_time_never_goes_back() {
+    let mut kv = Kv::new();
+    kv.log_time_ms = 500;
+    kv.put("a", "1");
+    kv.log_time_ms = 100;
+    kv.put("a", "2");
+    assert_eq!(kv.store.log_time_ms(), 500);
+}
+
+#[test]
+fn sessions_beyond_the_max_evict_the_least_recently_used() {
+    let mut kv = Kv::with_config(Config { sessions_max: 2, ..Config::default() });
+    kv.log_time_ms = 1;
+    tagged(&mut kv, 1, 1, put_cmd("a", "1")).unwrap();
+    kv.log_time_ms = 2;
+    tagged(&mut kv, 2, 1, put_cmd("b", "1")).unwrap();
+    kv.log_time_ms = 3;
+    tagged(&mut kv, 1, 2, put_cmd("a", "2")).unwrap();
+    kv.log_time_ms = 4;
+    tagged(&mut kv, 3, 1, put_cmd("c", "1")).unwrap();
+    assert_eq!(kv.store.session_count(), 2);
+    // Client 2 was least recently active, so it went.
+    assert_eq!(tagged(&mut kv, 2, 2, put_cmd("b", "2")), Err(Error::SessionExpired));
+    assert!(tagged(&mut kv, 1, 3, put_cmd("a", "3")).is_ok());
+}
+
+#[test]
+fn eviction_ties_break_by_client_id() {
+    let mut kv = Kv::with_config(Config { sessions_max: 2, ..Config::default() });
+    tagged(&mut kv, 5, 1, put_cmd("a", "1")).unwrap();
+    tagged(&mut kv, 3, 1, put_cmd("b", "1")).unwrap();
+    tagged(&mut kv, 9, 1, put_cmd("c", "1")).unwrap();
+    assert_eq!(tagged(&mut kv, 3, 2, put_cmd("b", "2")), Err(Error::SessionExpired));
+    assert!(tagged(&mut kv, 5, 2, put_cmd("a", "2")).is_ok());
+}
+
+#[test]
+fn replicas_applying_the_same_entries_are_equal() {
+    let entries: Vec<_> = (0..50u64)
+        .map(|i| {
+            let cmd = put_cmd(&format!("k{}", i % 7), &i.to_string());
+            Proposal::with_session(cmd, i % 3, i / 3 + 1).encode()
+        })
+        .collect();
+    let run = || {
+        let mut store = Store::new(Config { sessions_max: 2, ..Config::default() }).unwrap();
+        let outcomes: Vec<_> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| store.apply(i as u64 + 1, i as u64 * 10, e))
+            .collect();
+        (store, outcomes)
+    };
+    assert_eq!(run(), run());
+}
