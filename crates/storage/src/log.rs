@@ -1327,7 +1327,7 @@ mod tests {
         s.append(&(1..=100).map(|i| entry(1, i)).collect::<Vec<_>>()).unwrap();
         s.append(&[entry(2, 90), entry(2, 91)]).unwrap();
         s.truncate_suffix(LogIndex(91)).unwrap();
-        s.compact(LogIndex(40)).unwrap();
+        s.compact(LogIndex(70)).unwrap();
         let hs = HardState { term: Term(2), vote: Some(NodeId(3)), commit: LogIndex(80) };
         s.set_hard_state(hs).unwrap();
         let m = Membership::voters([NodeId(1), NodeId(2), NodeId(3)]);
@@ -1337,16 +1337,16 @@ mod tests {
         assert!(s.segment_count() < before, "compaction deletes old segments");
         drop(s);
         let s = open(&disk);
-        assert_eq!(s.first_index(), LogIndex(41));
+        assert_eq!(s.first_index(), LogIndex(71));
         assert_eq!(s.last_index(), LogIndex(90));
-        assert_eq!(s.term(LogIndex(40)), Ok(Term(1)));
+        assert_eq!(s.term(LogIndex(70)), Ok(Term(1)));
         assert_eq!(s.term(LogIndex(90)), Ok(Term(2)));
-        assert!(matches!(s.term(LogIndex(39)), Err(LogError::Compacted { .. })));
+        assert!(matches!(s.term(LogIndex(69)), Err(LogError::Compacted { .. })));
         assert_eq!(s.initial_state().hard_state, hs);
         assert_eq!(s.initial_state().membership, m);
         assert_eq!(
-            s.read_entries(LogIndex(41), LogIndex(89)).unwrap(),
-            (41..=89).map(|i| entry(1, i)).collect::<Vec<_>>()
+            s.read_entries(LogIndex(71), LogIndex(89)).unwrap(),
+            (71..=89).map(|i| entry(1, i)).collect::<Vec<_>>()
         );
     }
 

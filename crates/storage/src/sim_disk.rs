@@ -180,6 +180,46 @@ impl SimDisk {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An independent copy of this disk (files, names, fault settings, generator state): a
+    /// way to try several futures from one point.
+    pub fn fork(&self) -> SimDisk {
+        let s = self.lock_state();
+        let nodes = s
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                let pending = n
+                    .pending
+                    .iter()
+                    .map(|p| match p {
+                        Pending::Write { offset, bytes } => {
+                            Pending::Write { offset: *offset, bytes: bytes.clone() }
+                        }
+                        Pending::SetLen(l) => Pending::SetLen(*l),
+                    })
+                    .collect();
+                let node = Node { data: n.data.clone(), durable: n.durable.clone(), pending };
+                (*id, node)
+            })
+            .collect();
+        SimDisk {
+            state: Arc::new(Mutex::new(SimState {
+                rng: s.rng,
+                generation: s.generation + 1,
+                nodes,
+                node_next: s.node_next,
+                names: s.names.clone(),
+                durable_names: s.durable_names.clone(),
+                dirs: s.dirs.clone(),
+                locks: BTreeSet::new(),
+                op_count: s.op_count,
+                halt_after: s.halt_after,
+                syncs_to_fail: s.syncs_to_fail,
+                reads_to_fail: s.reads_to_fail,
+            })),
+        }
+    }
+
     /// How many mutating operations (write, set_len, sync, create, rename, remove, sync_dir)
     /// have succeeded so far.
     pub fn op_count(&self) -> u64 {
