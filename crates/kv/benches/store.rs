@@ -1,1 +1,152 @@
-fn main() {}
+//! Throughput of the state machine over a store of 1,000,000 keys: applied puts (decode +
+//! apply), point gets and 100-key range scans, plus memory per key measured with a counting
+//! global allocator. Run: `cargo bench -p tenure-kv`.
+
+// The counting allocator has to implement `GlobalAlloc`, an unsafe trait; it only forwards to
+// the system allocator and adds up sizes. This is the one place in the crate that needs it.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tenure_kv::{Command, CompactionRequest, Proposal, PutRequest, RangeRequest, Store};
+
+struct Counting;
+
+static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// caller's obligations pass straight through; the counter has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const KEY_COUNT: u64 = 1_000_000;
+const VALUE_BYTES: usize = 64;
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key/{i:08}"))
+}
+
+fn put_entry(i: u64) -> Bytes {
+    Proposal::new(Command::Put(PutRequest::new(key(i), vec![b'v'; VALUE_BYTES]))).encode()
+}
+
+/// Spreads consecutive operation numbers over the key space.
+fn scatter(n: u64) -> u64 {
+    n.wrapping_mul(7_919) % KEY_COUNT
+}
+
+fn bench(c: &mut Criterion) {
+    let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut store = Store::default();
+    for i in 0..KEY_COUNT {
+        store.apply(i + 1, 0, &put_entry(i)).expect("load put");
+    }
+    let load = started.elapsed();
+    let bytes = ALLOCATED_BYTES.load(Ordering::Relaxed) - before;
+    let payload = key(0).len() + VALUE_BYTES;
+    println!(
+        "load: {KEY_COUNT} puts applied in {:.2?} ({:.0} puts/s)",
+        load,
+        KEY_COUNT as f64 / load.as_secs_f64()
+    );
+    println!(
+        "memory: {:.1} MiB for {KEY_COUNT} keys = {} bytes/key ({} bytes of key+value, {} overhead)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as u64 / KEY_COUNT,
+        payload,
+        bytes as u64 / KEY_COUNT - payload as u64,
+    );
+    let mut snapshot = Vec::new();
+    let started = Instant::now();
+    store.write_snapshot(&mut snapshot).expect("snapshot");
+    let written = started.elapsed();
+    let started = Instant::now();
+    let restored =
+        Store::restore(store.config().clone(), &mut snapshot.as_slice()).expect("restore");
+    println!(
+        "snapshot: {:.1} MiB written in {:.2?}, restored in {:.2?}",
+        snapshot.len() as f64 / (1024.0 * 1024.0),
+        written,
+        started.elapsed()
+    );
+    drop((snapshot, restored));
+
+    let mut group = c.benchmark_group("store_1m_keys");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+
+    let entries: Vec<Bytes> = (0..4096).map(|n| put_entry(scatter(n))).collect();
+    let mut index = store.applied_index();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("apply_put_existing_key", |b| {
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            for n in 0..iters {
+                index += 1;
+                let entry = &entries[(n % entries.len() as u64) as usize];
+                black_box(store.apply(index, 0, entry).expect("put"));
+            }
+            let elapsed = started.elapsed();
+            // Compact outside the timing so that history (and memory) does not pile up.
+            index += 1;
+            let compact =
+                Command::Compact(CompactionRequest { revision: store.revision(), physical: false });
+            store.apply(index, 0, &Proposal::new(compact).encode()).expect("compact");
+            elapsed
+        })
+    });
+
+    let mut n = 0u64;
+    group.bench_function("range_point_get", |b| {
+        b.iter(|| {
+            n += 1;
+            let resp = store.range(&RangeRequest::single(key(scatter(n)))).expect("get");
+            black_box(resp)
+        })
+    });
+
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("range_scan_100_keys", |b| {
+        b.iter(|| {
+            n += 1;
+            let start = scatter(n) % (KEY_COUNT - 100);
+            let resp =
+                store.range(&RangeRequest::span(key(start), key(start + 100))).expect("scan");
+            assert_eq!(resp.kvs.len(), 100);
+            black_box(resp)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

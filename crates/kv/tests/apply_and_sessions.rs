@@ -5,8 +5,8 @@ mod common;
 
 use common::{Kv, b};
 use tenure_kv::{
-    Command, Config, DecodeError, Error, Proposal, PutRequest, RangeRequest, Response, Store,
-    decode_outcome, encode_outcome,
+    Command, Config, DecodeError, Error, Proposal, PutRequest, Response, Store, decode_outcome,
+    encode_outcome,
 };
 
 fn put_cmd(key: &str, value: &str) -> Command {
