@@ -62,11 +62,7 @@ impl RawFile {
             .write(true)
             .open(dir.join(name))
             .unwrap();
-        RawFile {
-            file,
-            offset: 0,
-            chunk: vec![0x5a; chunk_bytes],
-        }
+        RawFile { file, offset: 0, chunk: vec![0x5a; chunk_bytes] }
     }
 
     fn step(&mut self) {
@@ -98,8 +94,7 @@ impl Log {
     fn step(&mut self, batch_entries: usize) {
         self.batch.clear();
         for _ in 0..batch_entries {
-            self.batch
-                .push(Entry::new(Term(1), LogIndex(self.next), self.payload.clone()));
+            self.batch.push(Entry::new(Term(1), LogIndex(self.next), self.payload.clone()));
             self.next += 1;
         }
         self.storage.append(&self.batch).unwrap();
@@ -118,10 +113,7 @@ fn compare(raw: &mut RawFile, log: &mut Log, batch_entries: usize) -> (f64, f64)
         log_n += n;
         log_t += t;
     }
-    (
-        raw_n as f64 / raw_t.as_secs_f64(),
-        log_n as f64 / log_t.as_secs_f64(),
-    )
+    (raw_n as f64 / raw_t.as_secs_f64(), log_n as f64 / log_t.as_secs_f64())
 }
 
 fn main() {
@@ -131,10 +123,7 @@ fn main() {
     }
     let root = bench_root();
     fs::create_dir_all(&root).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("tenure-storage-bench")
-        .tempdir_in(&root)
-        .unwrap();
+    let tmp = tempfile::Builder::new().prefix("tenure-storage-bench").tempdir_in(&root).unwrap();
     let dir = tmp.path();
     println!("tenure-storage WAL benchmark in {}", dir.display());
     let mut out = std::io::stdout();
@@ -199,10 +188,7 @@ fn main() {
             let n = (count + 1 - log.next).min(4096) as usize;
             log.step(n);
         }
-        println!(
-            "wrote {count} entries of 100 B in {:.2} s",
-            start.elapsed().as_secs_f64()
-        );
+        println!("wrote {count} entries of 100 B in {:.2} s", start.elapsed().as_secs_f64());
     }
     let start = Instant::now();
     let storage = Storage::open(Arc::new(RealDisk), &open_dir, Options::default()).unwrap();

@@ -45,7 +45,7 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     /// Writes all of `buf` at `offset`, extending the file if needed.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// The file's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size_bytes(&self) -> io::Result<u64>;
     /// Sets the length: truncates, or extends with zeros (preallocation).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write to this file so far durable (`fdatasync`).
@@ -73,7 +73,7 @@ impl DiskFile for RealFile {
         self.file.write_all_at(buf, offset)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

@@ -10,9 +10,11 @@ use tenure_raft::{EntryId, LogError};
 
 /// Why a storage operation failed.
 ///
-/// All variants except [`StorageError::InvalidOptions`] and [`StorageError::EntryTooLarge`] are
-/// fatal for the node: after one of them the storage refuses further writes (see
-/// [`crate::Storage::sync`]).
+/// [`StorageError::InvalidOptions`], [`StorageError::EntryTooLarge`] and
+/// [`StorageError::MembershipTooLarge`] reject a request and change nothing. Every other variant
+/// is fatal for the node: after a failed write or sync the storage refuses further writes (see
+/// [`crate::Storage::sync`]), and corruption found by [`crate::Storage::open`] must be repaired
+/// by an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The data on disk is damaged or inconsistent (bad checksum before the tail, a gap, a term
@@ -65,7 +67,15 @@ pub enum StorageError {
         /// Which limit is wrong and why.
         reason: String,
     },
-    /// An entry (or membership) is larger than the configured limit; nothing was written.
+    /// A membership is larger than `Options::membership_bytes_max`; nothing was written.
+    #[error("membership of {bytes} encoded bytes is more than the limit of {limit} bytes")]
+    MembershipTooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// `Options::membership_bytes_max`.
+        limit: u64,
+    },
+    /// An entry is larger than the configured limit; nothing was written.
     #[error("entry {id} is {bytes} bytes, more than the limit of {limit} bytes")]
     EntryTooLarge {
         /// The entry.

@@ -413,6 +413,14 @@ impl Storage {
         options.validate()?;
         let dir = dir.into();
         disk.create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        // The directory's own name must be durable too, or acknowledged data could vanish
+        // with it (it may have just been created).
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        disk.sync_dir(&parent)
+            .map_err(|e| StorageError::SyncFailed { file: parent.clone(), source: e })?;
         let lock = disk.lock(&dir).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 StorageError::Locked { dir: dir.clone() }
@@ -485,7 +493,7 @@ impl Storage {
         for (k, &seq) in seqs.iter().enumerate() {
             let path = self.path_of(seq);
             let file = self.disk.open(&path, false).map_err(|e| StorageError::io(&path, e))?;
-            let len = file.len().map_err(|e| StorageError::io(&path, e))?;
+            let len = file.size_bytes().map_err(|e| StorageError::io(&path, e))?;
             let mut data = vec![0u8; len as usize];
             file.read_at(&mut data, 0).map_err(|e| StorageError::io(&path, e))?;
             let is_last = k + 1 == seqs.len();
@@ -540,7 +548,7 @@ impl Storage {
                 let (end, dirty) = tail;
                 let file = Arc::clone(&active.file);
                 let path = active.path.clone();
-                let len = file.len().map_err(|e| StorageError::io(&path, e))?;
+                let len = file.size_bytes().map_err(|e| StorageError::io(&path, e))?;
                 if dirty || len != self.options.segment_bytes_max {
                     // Zero everything after the valid end so stale bytes can never be read as
                     // records once new ones are written next to them, then restore the
@@ -937,8 +945,7 @@ impl Storage {
     fn check_membership_size(&self, m: &Membership) -> Result<(), StorageError> {
         let bytes = record::membership_bytes(m) as u64;
         if bytes > self.options.membership_bytes_max {
-            return Err(StorageError::EntryTooLarge {
-                id: self.last_id(),
+            return Err(StorageError::MembershipTooLarge {
                 bytes,
                 limit: self.options.membership_bytes_max,
             });
@@ -1381,6 +1388,23 @@ mod tests {
         disk.crash(crate::CrashMode::LoseUnsynced);
         let s = open(&disk);
         assert_eq!(s.last_index(), LogIndex(2), "entry 3 joined the next sync, which never ran");
+    }
+
+    #[test]
+    fn storage_and_sync_ticket_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Storage>();
+        send::<SyncTicket>();
+        send::<FinishedSync>();
+    }
+
+    #[test]
+    fn oversized_membership_is_refused_without_writing() {
+        let disk = SimDisk::new(3);
+        let mut s = open(&disk);
+        let m = Membership::voters((0..100).map(NodeId));
+        assert!(matches!(s.set_membership(m), Err(StorageError::MembershipTooLarge { .. })));
+        assert_eq!(s.membership(), &Membership::default());
     }
 
     #[test]

@@ -395,7 +395,7 @@ impl DiskFile for SimFile {
         })
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         let node = self.node;
         self.with(|s| Ok(s.nodes[&node].data.len() as u64))
     }
@@ -575,7 +575,7 @@ mod tests {
             None,
             "a name is durable only after sync_dir"
         );
-        assert!(other.len().is_err(), "handles go stale at a crash");
+        assert!(other.size_bytes().is_err(), "handles go stale at a crash");
     }
 
     #[test]

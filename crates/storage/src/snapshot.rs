@@ -190,7 +190,7 @@ impl SnapshotReader {
         };
         let path = dir.join(name);
         let file = disk.open(&path, false).map_err(|e| StorageError::io(&path, e))?;
-        let len = file.len().map_err(|e| StorageError::io(&path, e))?;
+        let len = file.size_bytes().map_err(|e| StorageError::io(&path, e))?;
         let corrupt = |offset: u64, reason: String| StorageError::corrupt(&path, offset, reason);
         let mut head = [0u8; 16];
         if len < 16 {
