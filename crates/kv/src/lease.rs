@@ -32,6 +32,11 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
+    /// Whether any lease exists (if none, puts can skip lease bookkeeping).
+    pub(crate) fn any(&self) -> bool {
+        !self.by_id.is_empty()
+    }
+
     pub(crate) fn contains(&self, id: i64) -> bool {
         self.by_id.contains_key(&id)
     }

@@ -6,6 +6,7 @@
 //! and values are `Bytes` shared with the responses that return them, never copied.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -90,6 +91,16 @@ impl KeyRange {
     }
 }
 
+/// What a put replaced.
+pub(crate) struct Replaced {
+    /// The previous pair, when asked for and the key existed.
+    pub(crate) prev: Option<KeyValue>,
+    /// The previous version's lease (0 if none or no previous version).
+    pub(crate) prev_lease: i64,
+    /// The lease of the new version.
+    pub(crate) lease: i64,
+}
+
 /// The index of all keys and their histories.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Index {
@@ -144,16 +155,21 @@ impl Index {
         history.last()?.to_kv(key)
     }
 
-    /// Writes a put at `revision` and returns the pair it replaced.
+    /// Writes a put at `revision`. `None` for `value` or `lease` keeps the current one (the
+    /// key must exist: callers check `ignore_value` and `ignore_lease` first). The key is moved
+    /// in, not copied, when the key is new.
     pub(crate) fn put(
         &mut self,
-        key: &Bytes,
-        value: Bytes,
-        lease: i64,
+        key: Bytes,
+        value: Option<Bytes>,
+        lease: Option<i64>,
         revision: i64,
-    ) -> Option<KeyValue> {
-        let history = self.keys.entry(key.clone()).or_default();
-        let prev = history.last().and_then(|v| v.to_kv(key));
+        want_prev: bool,
+    ) -> Replaced {
+        let (stored_key, history) = match self.keys.entry(key) {
+            Entry::Occupied(o) => (want_prev.then(|| o.key().clone()), o.into_mut()),
+            Entry::Vacant(v) => (None, v.insert(Vec::new())),
+        };
         if let Some(last) = history.last() {
             assert!(
                 last.mod_revision < revision,
@@ -161,15 +177,22 @@ impl Index {
                 last.mod_revision
             );
         }
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (revision, 1),
-        };
+        let live = history.last().filter(|v| v.value.is_some());
+        let prev = stored_key.and_then(|k| live.and_then(|v| v.to_kv(&k)));
+        let prev_lease = live.map_or(0, |v| v.lease);
+        let (create_revision, version) =
+            live.map_or((revision, 1), |v| (v.create_revision, v.version + 1));
+        let value = value
+            .or_else(|| live.and_then(|v| v.value.clone()))
+            .expect("ignore_value on a missing key is rejected before writing");
+        let lease = lease
+            .or(live.map(|v| v.lease))
+            .expect("ignore_lease on a missing key is rejected before writing");
         push_version(
             history,
             Version { mod_revision: revision, create_revision, version, lease, value: Some(value) },
         );
-        prev
+        Replaced { prev, prev_lease, lease }
     }
 
     /// Writes a tombstone for `key` at `revision` if the key exists; returns the deleted pair.
@@ -240,8 +263,8 @@ mod tests {
     #[test]
     fn reads_see_the_version_current_at_their_revision() {
         let mut ix = Index::default();
-        ix.put(&b("k"), b("v1"), 0, 2);
-        ix.put(&b("k"), b("v2"), 0, 3);
+        ix.put(b("k"), Some(b("v1")), Some(0), 2, false);
+        ix.put(b("k"), Some(b("v2")), Some(0), 3, false);
         ix.delete(b"k", 4);
         let one = KeyRange::Single(b("k"));
         assert_eq!(ix.range_at(&one, 1).count(), 0);
@@ -255,9 +278,9 @@ mod tests {
     #[test]
     fn compaction_keeps_what_later_reads_see() {
         let mut ix = Index::default();
-        ix.put(&b("a"), b("1"), 0, 2);
-        ix.put(&b("a"), b("2"), 0, 3);
-        ix.put(&b("b"), b("1"), 0, 4);
+        ix.put(b("a"), Some(b("1")), Some(0), 2, false);
+        ix.put(b("a"), Some(b("2")), Some(0), 3, false);
+        ix.put(b("b"), Some(b("1")), Some(0), 4, false);
         ix.delete(b"b", 5);
         ix.compact(4);
         assert_eq!(ix.keys[&b("a")].len(), 1);
@@ -270,7 +293,7 @@ mod tests {
     #[test]
     fn inverted_span_is_empty() {
         let mut ix = Index::default();
-        ix.put(&b("m"), b("1"), 0, 2);
+        ix.put(b("m"), Some(b("1")), Some(0), 2, false);
         let r = KeyRange::new(&b("z"), &b("a"));
         assert_eq!(ix.range_at(&r, 2).count(), 0);
         assert_eq!(ix.count_at(&r, 2), 0);

@@ -15,8 +15,6 @@
 
 use std::io::{Read, Write};
 
-use bytes::Bytes;
-
 use crate::codec::{self, Reader, Writer};
 use crate::config::{Config, ConfigError};
 use crate::error::DecodeError;
@@ -216,7 +214,7 @@ impl Store {
         let mut restorer = Restorer {
             store: &mut store,
             phase: Phase::Header,
-            last_key: None,
+            key_open: false,
             versions_left: 0,
             version_count: 0,
             lease_last: None,
@@ -326,8 +324,10 @@ fn ensure(ok: bool, what: &'static str) -> Result<(), RecordError> {
 struct Restorer<'a> {
     store: &'a mut Store,
     phase: Phase,
-    last_key: Option<Bytes>,
-    /// Versions still expected for `last_key`.
+    /// Whether versions are being read for the last key of the index (keys arrive in
+    /// increasing order, so the key being filled is always the index's last one).
+    key_open: bool,
+    /// Versions still expected for the open key.
     versions_left: u64,
     version_count: u64,
     lease_last: Option<i64>,
@@ -340,8 +340,8 @@ impl Restorer<'_> {
         ensure(self.phase != Phase::Done, "record after the end record")?;
         if tag != TAG_VERSION {
             ensure(self.versions_left == 0, "key has fewer versions than announced")?;
-            if let Some(key) = &self.last_key {
-                self.finish_key(key.clone())?;
+            if self.key_open {
+                self.finish_key()?;
             }
         }
         match tag {
@@ -376,9 +376,11 @@ impl Restorer<'_> {
                 let count = r.u64()?;
                 ensure(!key.is_empty(), "empty key")?;
                 ensure(count > 0, "key without versions")?;
-                ensure(self.last_key.as_ref().is_none_or(|k| *k < key), "keys out of order")?;
-                self.store.index.keys.insert(key.clone(), Vec::new());
-                self.last_key = Some(key);
+                let in_order =
+                    self.store.index.keys.last_key_value().is_none_or(|(last, _)| *last < key);
+                ensure(in_order, "keys out of order")?;
+                self.store.index.keys.insert(key, Vec::new());
+                self.key_open = true;
                 self.versions_left = count;
             }
             TAG_VERSION => {
@@ -390,9 +392,9 @@ impl Restorer<'_> {
                     lease: r.i64()?,
                     value: if r.bool()? { Some(r.bytes()?) } else { None },
                 };
-                let key = self.last_key.as_ref().expect("versions_left > 0 implies a key");
                 let revision = self.store.revision;
-                let history = self.store.index.keys.get_mut(key).expect("inserted with the key");
+                let mut open = self.store.index.keys.last_entry().expect("versions_left > 0");
+                let history = open.get_mut();
                 check_version(history.last(), &v, revision)?;
                 push_version(history, v);
                 self.versions_left -= 1;
@@ -440,9 +442,9 @@ impl Restorer<'_> {
     }
 
     /// Checks a key's complete history and attaches its current version to its lease.
-    fn finish_key(&mut self, key: Bytes) -> Result<(), RecordError> {
-        self.last_key = None;
-        let history = &self.store.index.keys[&key];
+    fn finish_key(&mut self) -> Result<(), RecordError> {
+        self.key_open = false;
+        let (key, history) = self.store.index.keys.last_key_value().expect("an open key");
         ensure(
             history.first().is_some_and(|v| v.value.is_some()),
             "history starts with a tombstone",
@@ -450,7 +452,7 @@ impl Restorer<'_> {
         let last = history.last().expect("checked non-empty");
         if last.value.is_some() && last.lease != 0 {
             ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
-            let lease = last.lease;
+            let (lease, key) = (last.lease, key.clone());
             self.store.leases.attach(lease, &key);
         }
         Ok(())
@@ -497,4 +499,155 @@ fn check_version(prev: Option<&Version>, v: &Version, revision: i64) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A snapshot whose frames are well formed (right magic, lengths and checksums) holding
+    /// exactly `records`, so that only the record checks can reject it.
+    fn framed(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        let mut f = FrameWriter { out: &mut out, rec: Writer::default() };
+        for r in records {
+            f.rec.buf.extend_from_slice(r);
+        }
+        f.flush().unwrap();
+        out
+    }
+
+    fn header(revision: i64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_HEADER);
+        w.i64(revision);
+        w.bool(false);
+        w.u64(0);
+        w.u64(0);
+        w.i64(0);
+        w.buf
+    }
+
+    fn lease(id: i64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_LEASE);
+        w.i64(id);
+        w.i64(10);
+        w.buf
+    }
+
+    fn key(k: &[u8], versions: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_KEY);
+        w.bytes(k);
+        w.u64(versions);
+        w.buf
+    }
+
+    fn put_version(mod_revision: i64, create_revision: i64, version: i64, lease: i64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_VERSION);
+        w.i64(mod_revision);
+        w.i64(create_revision);
+        w.i64(version);
+        w.i64(lease);
+        w.bool(true);
+        w.bytes(b"value");
+        w.buf
+    }
+
+    fn end(leases: u64, keys: u64, versions: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_END);
+        w.u64(leases);
+        w.u64(keys);
+        w.u64(versions);
+        w.u64(0);
+        w.buf
+    }
+
+    fn restore(records: &[Vec<u8>]) -> Result<Store, SnapshotError> {
+        Store::restore(Config::default(), &mut framed(records).as_slice())
+    }
+
+    fn inconsistency(records: &[Vec<u8>]) -> &'static str {
+        match restore(records) {
+            Err(SnapshotError::Invalid { what, .. }) => what,
+            other => panic!("expected an inconsistency, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn handmade_snapshot_restores() {
+        let store = restore(&[
+            header(3),
+            lease(7),
+            key(b"a", 2),
+            put_version(2, 2, 1, 0),
+            put_version(3, 2, 2, 7),
+            end(1, 1, 2),
+        ])
+        .unwrap();
+        assert_eq!(store.revision(), 3);
+        assert!(store.lease(7).unwrap().keys.contains(&Bytes::from_static(b"a")));
+    }
+
+    #[test]
+    fn key_without_versions_is_inconsistent() {
+        assert_eq!(inconsistency(&[header(3), key(b"a", 0), end(0, 1, 0)]), "key without versions");
+    }
+
+    #[test]
+    fn keys_out_of_order_are_inconsistent() {
+        let records = [
+            header(3),
+            key(b"b", 1),
+            put_version(2, 2, 1, 0),
+            key(b"a", 1),
+            put_version(3, 3, 1, 0),
+            end(0, 2, 2),
+        ];
+        assert_eq!(inconsistency(&records), "keys out of order");
+    }
+
+    #[test]
+    fn version_above_the_revision_is_inconsistent() {
+        let records = [header(3), key(b"a", 1), put_version(4, 4, 1, 0), end(0, 1, 1)];
+        assert_eq!(inconsistency(&records), "version revision out of range");
+    }
+
+    #[test]
+    fn key_on_a_missing_lease_is_inconsistent() {
+        let records = [header(3), key(b"a", 1), put_version(2, 2, 1, 9), end(0, 1, 1)];
+        assert_eq!(inconsistency(&records), "key attached to a missing lease");
+    }
+
+    #[test]
+    fn wrong_counts_are_inconsistent() {
+        let records = [header(3), key(b"a", 1), put_version(2, 2, 1, 0), end(0, 1, 5)];
+        assert_eq!(inconsistency(&records), "version count mismatch");
+    }
+
+    #[test]
+    fn missing_header_is_inconsistent() {
+        assert_eq!(inconsistency(&[key(b"a", 1)]), "key out of place");
+    }
+
+    #[test]
+    fn missing_end_record_is_truncated() {
+        let records = [header(3)];
+        assert!(matches!(restore(&records), Err(SnapshotError::Truncated { .. })));
+    }
+
+    #[test]
+    fn wrong_magic_is_rejected() {
+        let mut bytes = framed(&[header(3), end(0, 0, 0)]);
+        bytes[0] = b'X';
+        let err = Store::restore(Config::default(), &mut bytes.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::BadMagic));
+    }
 }

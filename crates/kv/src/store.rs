@@ -134,15 +134,16 @@ impl Store {
             return Err(e.clone());
         }
         self.advance(index, log_time_ms);
-        self.apply_decoded(&decoded?)
+        self.apply_decoded(decoded?)
     }
 
-    /// [`Store::apply`] for an already decoded proposal (no request size check).
+    /// [`Store::apply`] for an already decoded proposal (no request size check). Keys and
+    /// values are moved into the store, not copied.
     pub fn apply_proposal(
         &mut self,
         index: u64,
         log_time_ms: u64,
-        proposal: &Proposal,
+        proposal: Proposal,
     ) -> Result<Response, Error> {
         self.check_index(index)?;
         self.advance(index, log_time_ms);
@@ -170,14 +171,15 @@ impl Store {
         self.sessions.expire(self.log_time_ms, self.config.session_idle_ms_max);
     }
 
-    fn apply_decoded(&mut self, proposal: &Proposal) -> Result<Response, Error> {
-        let Some(tag) = proposal.session else {
-            return self.execute(&proposal.command);
+    fn apply_decoded(&mut self, proposal: Proposal) -> Result<Response, Error> {
+        let Proposal { session, command } = proposal;
+        let Some(tag) = session else {
+            return self.execute(command);
         };
         match self.sessions.check(tag, self.log_time_ms)? {
             Check::Cached(outcome) => outcome,
             Check::Apply => {
-                let outcome = self.execute(&proposal.command);
+                let outcome = self.execute(command);
                 if outcome.as_ref().err().is_none_or(Error::is_deterministic) {
                     self.sessions.record(
                         tag,
@@ -191,15 +193,15 @@ impl Store {
         }
     }
 
-    fn execute(&mut self, command: &Command) -> Result<Response, Error> {
-        validate_command(command, &self.config)?;
+    fn execute(&mut self, command: Command) -> Result<Response, Error> {
+        validate_command(&command, &self.config)?;
         match command {
             Command::Put(p) => self.put(p).map(Response::Put),
-            Command::DeleteRange(d) => Ok(Response::DeleteRange(self.delete_range(d))),
+            Command::DeleteRange(d) => Ok(Response::DeleteRange(self.delete_range(&d))),
             Command::Txn(t) => self.txn(t).map(Response::Txn),
-            Command::Compact(c) => self.compact(c).map(Response::Compact),
-            Command::LeaseGrant(g) => self.lease_grant(g).map(Response::LeaseGrant),
-            Command::LeaseRevoke(r) => self.lease_revoke(r).map(Response::LeaseRevoke),
+            Command::Compact(c) => self.compact(&c).map(Response::Compact),
+            Command::LeaseGrant(g) => self.lease_grant(&g).map(Response::LeaseGrant),
+            Command::LeaseRevoke(r) => self.lease_revoke(&r).map(Response::LeaseRevoke),
         }
     }
 
@@ -214,8 +216,8 @@ impl Store {
         }
     }
 
-    fn put(&mut self, p: &PutRequest) -> Result<PutResponse, Error> {
-        check_put_state(&self.index, &self.leases, p)?;
+    fn put(&mut self, p: PutRequest) -> Result<PutResponse, Error> {
+        check_put_state(&self.index, &self.leases, &p)?;
         let mut w = self.write();
         let mut resp = w.put(p);
         resp.revision = w.finish();
@@ -229,12 +231,12 @@ impl Store {
         resp
     }
 
-    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, Error> {
+    fn txn(&mut self, t: TxnRequest) -> Result<TxnResponse, Error> {
         // etcd `compareToPath`: every compare, nested ones too, sees the state before the
         // transaction; the path records which branch each transaction takes.
         let mut path = Vec::new();
-        self.compare_path(t, &mut path);
-        self.check_path(t, &path, &mut 0)?;
+        self.compare_path(&t, &mut path);
+        self.check_path(&t, &path, &mut 0)?;
         let mut w = self.write();
         let mut resp = w.txn(t, &path, &mut 0);
         let revision = w.finish();
@@ -484,26 +486,25 @@ impl WriteTxn<'_> {
     }
 
     /// Callers have run `check_put_state`.
-    fn put(&mut self, p: &PutRequest) -> PutResponse {
-        let prev = self.index.latest(&p.key);
-        let (value, lease) = match &prev {
-            Some(prev) => (
-                if p.ignore_value { prev.value.clone() } else { p.value.clone() },
-                if p.ignore_lease { prev.lease } else { p.lease },
-            ),
-            None => {
-                assert!(!p.ignore_value && !p.ignore_lease, "put flags checked before");
-                (p.value.clone(), p.lease)
-            }
-        };
+    fn put(&mut self, p: PutRequest) -> PutResponse {
+        let PutRequest { key, value, lease, prev_kv, ignore_value, ignore_lease } = p;
+        // Lease bookkeeping needs the key after it moved into the index; copy the handle only
+        // when some lease exists (cloning a `Bytes` makes it shared).
+        let lease_key = self.leases.any().then(|| key.clone());
         let rev = self.write_revision();
-        self.index.put(&p.key, value, lease, rev);
-        if let Some(prev) = &prev {
-            self.leases.detach(prev.lease, &p.key);
+        let replaced = self.index.put(
+            key,
+            (!ignore_value).then_some(value),
+            (!ignore_lease).then_some(lease),
+            rev,
+            prev_kv,
+        );
+        if let Some(key) = lease_key {
+            self.leases.detach(replaced.prev_lease, &key);
+            self.leases.attach(replaced.lease, &key);
         }
-        self.leases.attach(lease, &p.key);
         self.changed = true;
-        PutResponse { revision: rev, prev_kv: if p.prev_kv { prev } else { None } }
+        PutResponse { revision: rev, prev_kv: replaced.prev }
     }
 
     fn delete_key(&mut self, key: &[u8]) -> Option<KeyValue> {
@@ -530,19 +531,19 @@ impl WriteTxn<'_> {
         }
     }
 
-    fn txn(&mut self, t: &TxnRequest, path: &[bool], cursor: &mut usize) -> TxnResponse {
+    fn txn(&mut self, t: TxnRequest, path: &[bool], cursor: &mut usize) -> TxnResponse {
         let succeeded = path[*cursor];
         *cursor += 1;
-        let ops = if succeeded { &t.success } else { &t.failure };
+        let ops = if succeeded { t.success } else { t.failure };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
                 RequestOp::Range(r) => ResponseOp::Range(
-                    range_at(self.index, self.compacted, r, self.read_revision())
+                    range_at(self.index, self.compacted, &r, self.read_revision())
                         .expect("range revision checked before the transaction"),
                 ),
                 RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(&d)),
                 RequestOp::Txn(nested) => ResponseOp::Txn(self.txn(nested, path, cursor)),
             });
         }
