@@ -573,15 +573,10 @@ impl Storage {
         let n = self.segments.len();
         for k in 0..n.saturating_sub(1) {
             let seq = self.segments[k].seq;
-            let last_in = self
-                .slots
-                .iter()
-                .enumerate()
-                .rev()
-                .find(|(_, s)| s.seq <= seq)
-                .map(|(i, _)| self.base.index.plus(i as u64 + 1))
-                .unwrap_or(self.base.index);
-            self.segments[k].sealed_last = Some(last_in);
+            // Slots are in index order and their segments never go backwards, so the entries
+            // living in segments up to `seq` are a prefix of the slots.
+            let count = self.slots.partition_point(|s| s.seq <= seq);
+            self.segments[k].sealed_last = Some(self.base.index.plus(count as u64));
         }
         if let Some(last) = self.segments.back_mut() {
             last.sealed_last = None;

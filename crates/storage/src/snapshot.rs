@@ -380,6 +380,49 @@ mod tests {
     }
 
     #[test]
+    fn crash_at_every_step_of_writing_leaves_the_old_or_the_new_snapshot() {
+        let ops_to_write_new = {
+            let disk = disk();
+            write(&disk, 10, &[b"old"]);
+            let before = disk.op_count();
+            write(&disk, 20, &[b"new", b"er"]);
+            disk.op_count() - before
+        };
+        let mut saw_new = false;
+        for k in 0..=ops_to_write_new {
+            for mode in [CrashMode::LoseUnsynced, CrashMode::RandomPrefix] {
+                let disk = disk();
+                write(&disk, 10, &[b"old"]);
+                disk.halt_after(disk.op_count() + k);
+                let finished =
+                    SnapshotWriter::create(Arc::new(disk.clone()), Path::new("/d"), meta(20))
+                        .and_then(|mut w| {
+                            w.write_chunk(b"new")?;
+                            w.write_chunk(b"er")?;
+                            w.finish()
+                        })
+                        .is_ok();
+                disk.crash(mode);
+                let (m, data) = read_all(&disk)
+                    .unwrap_or_else(|e| panic!("crash after {k}: {e}"))
+                    .expect("a snapshot");
+                match m.last_included.index.0 {
+                    10 => {
+                        assert!(!finished, "a finished snapshot must survive");
+                        assert_eq!(data, b"old");
+                    }
+                    20 => {
+                        assert_eq!(data, b"newer");
+                        saw_new = true;
+                    }
+                    other => panic!("unexpected snapshot {other}"),
+                }
+            }
+        }
+        assert!(saw_new);
+    }
+
+    #[test]
     fn truncated_snapshot_is_corrupt() {
         let disk = disk();
         write(&disk, 10, &[b"abcdefgh"]);

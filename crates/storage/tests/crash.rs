@@ -189,16 +189,16 @@ fn open(disk: &SimDisk) -> Result<Storage, StorageError> {
 /// Runs the script until the disk refuses an operation. Returns the model states after each
 /// record (`states[0]` is the empty log) and how many records were issued before the last
 /// successful sync.
-fn run(disk: &SimDisk) -> (Vec<Model>, usize) {
+fn run(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize) {
     let mut states = vec![empty_model()];
     let mut model = empty_model();
     let mut synced = 0;
     let Ok(mut s) = open(disk) else {
         return (states, synced);
     };
-    for op in script() {
-        model.apply(&op, &mut states);
-        let r = match &op {
+    for op in script {
+        model.apply(op, &mut states);
+        let r = match op {
             Op::Append(es) => s.append(es),
             Op::Truncate(from) => s.truncate_suffix(LogIndex(*from)),
             Op::Compact(upto) => s.compact(LogIndex(*upto)),
@@ -237,7 +237,7 @@ fn check_recovered(disk: &SimDisk, states: &[Model], synced: usize, what: &str) 
 fn crash_after_every_disk_operation_recovers_a_prefix_containing_everything_synced() {
     let total = {
         let disk = SimDisk::new(0);
-        let (states, synced) = run(&disk);
+        let (states, synced) = run(&disk, &script());
         assert_eq!(synced + 6, states.len() - 1, "the whole script ran");
         disk.op_count()
     };
@@ -253,7 +253,7 @@ fn crash_after_every_disk_operation_recovers_a_prefix_containing_everything_sync
         for (m, mode) in modes.iter().enumerate() {
             let disk = SimDisk::new(k * 31 + m as u64);
             disk.halt_after(k);
-            let (states, synced) = run(&disk);
+            let (states, synced) = run(&disk, &script());
             disk.crash(*mode);
             let what = format!("crash after op {k} ({mode:?})");
             // Crash again at every step of the recovery itself, then recover for real.
@@ -287,11 +287,94 @@ fn crash_after_every_disk_operation_recovers_a_prefix_containing_everything_sync
     );
 }
 
+/// A small deterministic generator for random scripts.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+/// A random but valid script: appends (some overwriting), truncations, compactions, resets,
+/// hard state and membership changes and syncs, with payloads of random size.
+fn random_script(seed: u64, len: usize) -> Vec<Op> {
+    let mut rng = Rng(seed);
+    let mut model = empty_model();
+    let mut term = 1;
+    let mut ops = Vec::new();
+    while ops.len() < len {
+        let last = model.last_index();
+        let base = model.base.index.0;
+        let op = match rng.below(100) {
+            0..=44 => {
+                if rng.below(10) == 0 {
+                    term += 1;
+                }
+                let from = if last > base && rng.below(5) == 0 {
+                    base + 1 + rng.below(last - base)
+                } else {
+                    last + 1
+                };
+                let n = 1 + rng.below(8);
+                let es = (from..from + n)
+                    .map(|i| {
+                        let size = rng.below(300) as usize;
+                        Entry::new(
+                            Term(term),
+                            LogIndex(i),
+                            Bytes::from(vec![b'a' + (i % 26) as u8; size]),
+                        )
+                    })
+                    .collect();
+                Op::Append(es)
+            }
+            45..=52 if last > base => Op::Truncate(base + 1 + rng.below(last - base)),
+            53..=60 if last > base => Op::Compact(base + 1 + rng.below(last - base)),
+            61..=62 => Op::Reset(
+                EntryId::new(Term(term), LogIndex(last + rng.below(20))),
+                Membership::voters([NodeId(1 + rng.below(5))]),
+            ),
+            63..=72 => Op::HardState(HardState {
+                term: Term(term),
+                vote: Some(NodeId(rng.below(3))),
+                commit: LogIndex(rng.below(last + 1)),
+            }),
+            73..=76 => Op::Membership(Membership::voters((1..=1 + rng.below(4)).map(NodeId))),
+            _ => Op::Sync,
+        };
+        model.apply(&op, &mut Vec::new());
+        ops.push(op);
+    }
+    ops.push(Op::Append(entries(term, model.last_index() + 1, model.last_index() + 2)));
+    ops
+}
+
+#[test]
+fn random_scripts_crashed_at_every_disk_operation_recover_a_synced_prefix() {
+    for seed in 0..12 {
+        let script = random_script(seed, 60);
+        let total = {
+            let disk = SimDisk::new(seed);
+            run(&disk, &script);
+            disk.op_count()
+        };
+        for k in 0..=total {
+            let disk = SimDisk::new(seed * 1000 + k);
+            disk.halt_after(k);
+            let (states, synced) = run(&disk, &script);
+            disk.crash(CrashMode::RandomPrefix);
+            check_recovered(&disk, &states, synced, &format!("seed {seed}, crash after op {k}"));
+        }
+    }
+}
+
 #[test]
 fn the_checker_rejects_a_lost_synced_record() {
     // Show the check can fail: drop the durable tail behind the storage's back.
     let disk = SimDisk::new(1);
-    let (states, synced) = run(&disk);
+    let (states, synced) = run(&disk, &script());
     let last_segment =
         disk.paths().into_iter().rfind(|p| p.extension().is_some_and(|e| e == "wal")).unwrap();
     disk.crash(CrashMode::LoseUnsynced);
