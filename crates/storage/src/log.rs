@@ -500,6 +500,7 @@ impl Storage {
             let (end, dirty) =
                 Self::replay_segment(&mut replay, &path, seq, k == 0, is_last, &data)?;
             if end == 0 {
+                assert!(is_last, "replay_segment accepts an empty segment only at the end");
                 // Not even a header survived: the segment was created just before a crash and
                 // never synced. Only possible for the last segment (replay_segment refuses an
                 // empty sealed segment); drop it and continue in the previous one.
@@ -596,6 +597,9 @@ impl Storage {
         let mut pos = 0usize;
         loop {
             if pos == data.len() {
+                if pos == 0 && !is_last {
+                    return Err(StorageError::corrupt(path, 0, "sealed segment is empty"));
+                }
                 return Ok((pos as u64, false));
             }
             match record::decode_frame(&data[pos..]) {

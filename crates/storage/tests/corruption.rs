@@ -198,6 +198,10 @@ fn truncated_or_zeroed_sealed_segment_is_corruption() {
     expect_corrupt(&disk, &seg, offset, "runs past the end");
 
     let disk = synced_log();
+    disk.truncate_raw(&seg, 0);
+    expect_corrupt(&disk, &seg, 0, "sealed segment is empty");
+
+    let disk = synced_log();
     let (offset, _, _) = records(&disk, &seg)[10];
     disk.write_raw(&seg, offset, &[0u8; 12]);
     expect_corrupt(&disk, &seg, offset, "zeroed record header followed by data");
