@@ -55,6 +55,19 @@
 //! does not follow the last index, a term that goes backwards, a segment missing from the
 //! sequence or whose header disagrees with the replay — stops [`Storage::open`] with
 //! [`StorageError::Corrupt`] naming the file and offset.
+//!
+//! The line between "torn" and "corrupt" is drawn so that a bit flip in a complete record is
+//! never taken for a torn write, even in the very last record: a torn write leaves a prefix of
+//! what was written, so the bytes from the cut to the end of the segment are zero and in
+//! particular the record's end marker is; a complete record's end marker never is. An all-zero
+//! header ends the data; if non-zero bytes follow it in the last segment, they are writes that
+//! reached the disk out of order before a crash and were never synced (a sync covers every
+//! earlier write), and they are discarded with a warning. Two consequences to know: a disk
+//! that tears a write *out of order* (keeps a later sector of a record but not an earlier
+//! one) makes the tail look corrupt and [`Storage::open`] refuses it, which is safe but needs
+//! an operator; and a disk that silently zeroes a whole record header at the tail of the last
+//! segment loses the records after it, which no format without a separate durable "synced up
+//! to" pointer can tell from an unsynced tail.
 
 use std::collections::VecDeque;
 use std::fmt;
