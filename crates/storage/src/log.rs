@@ -1322,6 +1322,24 @@ mod tests {
     }
 
     #[test]
+    fn entries_still_in_the_write_buffer_are_readable_after_leaving_the_cache() {
+        let disk = SimDisk::new(7);
+        let options =
+            Options { write_buffer_bytes_max: 4000, cache_bytes_max: 100, ..small_options() };
+        let mut s = Storage::open(Arc::new(disk.clone()), "/data", options).unwrap();
+        let entries: Vec<Entry> = (1..=30).map(|i| entry(1, i)).collect();
+        s.append(&entries[..10]).unwrap();
+        s.sync().unwrap();
+        s.append(&entries[10..]).unwrap();
+        assert!(s.cache.len() < 5, "most entries left the cache");
+        assert!(!s.buf.is_empty(), "and some are only in the write buffer");
+        assert_eq!(s.read_entries(LogIndex(1), LogIndex(30)).unwrap(), entries);
+        let mut some = Vec::new();
+        s.entries(LogIndex(8), LogIndex(14), u64::MAX, &mut some).unwrap();
+        assert_eq!(some, entries[7..14].to_vec(), "a run across the written/buffered line");
+    }
+
+    #[test]
     fn entries_respect_the_byte_limit_like_memlog() {
         let disk = SimDisk::new(7);
         let mut s = open(&disk);
