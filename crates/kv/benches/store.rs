@@ -98,6 +98,19 @@ fn bench(c: &mut Criterion) {
     );
     drop((snapshot, restored));
 
+    // One compaction over every key, after 1,000 overwrites left some history behind.
+    let mut index = store.applied_index();
+    for n in 0..1000 {
+        index += 1;
+        store.apply(index, 0, &put_entry(scatter(n))).expect("put");
+    }
+    index += 1;
+    let compact =
+        Command::Compact(CompactionRequest { revision: store.revision(), physical: false });
+    let started = Instant::now();
+    store.apply(index, 0, &Proposal::new(compact).encode()).expect("compact");
+    println!("compaction: walked {KEY_COUNT} keys in {:.2?}", started.elapsed());
+
     let mut group = c.benchmark_group("store_1m_keys");
     group
         .sample_size(10)
@@ -105,7 +118,6 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
 
     let entries: Vec<Bytes> = (0..4096).map(|n| put_entry(scatter(n))).collect();
-    let mut index = store.applied_index();
     group.throughput(Throughput::Elements(1));
     group.bench_function("apply_put_existing_key", |b| {
         b.iter_custom(|iters| {
