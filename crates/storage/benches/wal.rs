@@ -8,7 +8,8 @@
 //! - the log's one-entry batches (append + sync each), in appends/s and as a share of the raw
 //!   rate (goal: at least 90%);
 //! - 256-entry batches of 256-byte entries, in entries/s and MB/s, against raw sequential
-//!   write-and-sync bandwidth with the same bytes per sync (goal: at least 80%);
+//!   write-and-sync bandwidth with the same payload bytes per sync (goal: at least 80%), and
+//!   the same with 4096-entry (1 MiB) batches;
 //! - the time to open a log of 1,000,000 entries (goal: under 2 s; page cache warm).
 //!
 //! Raw and log runs alternate in short rounds so that noise from other work on the machine
@@ -117,8 +118,10 @@ fn compare(raw: &mut RawFile, log: &mut Log, batch_entries: usize) -> (f64, f64)
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either way.
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and a minute of fsyncs has no place in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("wal benchmark: skipped (run it with `cargo bench -p tenure-storage`)");
         return;
     }
     let root = bench_root();
@@ -149,34 +152,32 @@ fn main() {
     out.flush().unwrap();
     drop(log);
 
-    // 2. Bandwidth: 256 entries of 256 bytes per sync, against raw writes of the same size.
-    let batch = 256;
-    let log_bytes_per_sync = batch * (256 + tenure_storage::record::entry_frame_bytes(0));
-    let mut raw = RawFile::new(dir, "raw-batch", batch * 256);
-    let mut log = Log::new(&dir.join("log-256"), 256, batch);
-    let (raw_rate, log_rate) = compare(&mut raw, &mut log, batch);
+    // 2. Bandwidth: 256-byte entries in batches, against raw writes of the same payload per
+    // sync. 256 entries (64 KiB) is the batch the goal names; 4096 entries (1 MiB) shows the
+    // log reaching the disk's bandwidth once batches are large enough to hide the fsync.
     let mb = |bytes: f64| bytes / 1e6;
-    let raw_mbps = mb(raw_rate * (batch * 256) as f64);
-    let log_payload_mbps = mb(log_rate * (batch * 256) as f64);
-    let log_disk_mbps = mb(log_rate * log_bytes_per_sync as f64);
-    println!(
-        "raw write+fdatasync, 64 KiB per sync   {:>10.0} syncs/s   {raw_mbps:>7.1} MB/s",
-        raw_rate
-    );
-    println!(
-        "log, 256 x 256 B entries per sync      {:>10.0} entries/s {log_payload_mbps:>7.1} MB/s payload, {log_disk_mbps:.1} MB/s written ({:.0}% of raw payload bandwidth, goal >= 80%)",
-        log_rate * batch as f64,
-        100.0 * log_payload_mbps / raw_mbps
-    );
-    drop(log);
-    let mut raw = RawFile::new(dir, "raw-1m", 1 << 20);
-    let (n, t) = timed(|| raw.step());
-    println!(
-        "raw write+fdatasync, 1 MiB per sync    {:>10.0} syncs/s   {:>7.1} MB/s (for context)",
-        n as f64 / t.as_secs_f64(),
-        mb(n as f64 * (1 << 20) as f64 / t.as_secs_f64())
-    );
-    out.flush().unwrap();
+    for batch in [256usize, 4096] {
+        let payload_per_sync = batch * 256;
+        let written_per_sync = batch * (256 + tenure_storage::record::entry_frame_bytes(0));
+        let mut raw = RawFile::new(dir, &format!("raw-{batch}"), payload_per_sync);
+        let mut log = Log::new(&dir.join(format!("log-{batch}")), 256, batch);
+        let (raw_rate, log_rate) = compare(&mut raw, &mut log, batch);
+        let raw_mbps = mb(raw_rate * payload_per_sync as f64);
+        let log_payload_mbps = mb(log_rate * payload_per_sync as f64);
+        let log_written_mbps = mb(log_rate * written_per_sync as f64);
+        println!(
+            "raw write+fdatasync, {:>4} KiB per sync {raw_rate:>10.0} syncs/s   {raw_mbps:>7.1} MB/s",
+            payload_per_sync >> 10
+        );
+        println!(
+            "log, {batch} x 256 B entries per sync {:>11.0} entries/s {log_payload_mbps:>7.1} MB/s payload ({:.0}% of raw{}), {log_written_mbps:.1} MB/s written ({:.0}%)",
+            log_rate * batch as f64,
+            100.0 * log_payload_mbps / raw_mbps,
+            if batch == 256 { ", goal >= 80%" } else { "" },
+            100.0 * log_written_mbps / raw_mbps,
+        );
+        out.flush().unwrap();
+    }
 
     // 3. Recovery: open a log of 1,000,000 entries.
     let count = 1_000_000u64;

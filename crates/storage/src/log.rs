@@ -177,6 +177,9 @@ struct Segment {
 }
 
 /// The durable log, hard state and membership of one node. See the module documentation.
+///
+/// Dropping a `Storage` releases the directory lock; operations issued since the last
+/// successful sync may or may not survive, exactly as in a crash.
 pub struct Storage {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
