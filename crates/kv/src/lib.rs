@@ -37,6 +37,22 @@
 //! - **Not here:** lease expiry by time (a lease lives until revoked through the log; the
 //!   server must propose revokes when TTLs run out), watches, auth, and the physical
 //!   compaction and quota of etcd's bbolt backend (the store is in memory).
+//!
+//! # Example
+//!
+//! ```
+//! use tenure_kv::{Command, Proposal, PutRequest, RangeRequest, Store};
+//!
+//! let mut store = Store::default();
+//! // The leader encodes the proposal; every replica applies the committed bytes in order.
+//! let entry = Proposal::new(Command::Put(PutRequest::new("greeting", "hello"))).encode();
+//! let response = store.apply(1, 0, &entry).unwrap();
+//! assert_eq!(response.revision(), 2);
+//! // Reads go straight to the store.
+//! let read = store.range(&RangeRequest::single("greeting")).unwrap();
+//! assert_eq!(read.kvs[0].value, "hello");
+//! assert_eq!(read.kvs[0].version, 1);
+//! ```
 
 #![warn(missing_docs)]
 

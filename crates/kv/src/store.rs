@@ -119,8 +119,9 @@ impl Store {
     ///
     /// `index` must grow from call to call (gaps are fine: the replica skips entries that are
     /// not for the state machine). A deterministic error is the entry's answer: the entry
-    /// counts as applied and nothing else changed. A non-deterministic error leaves the store
-    /// untouched and means this replica must stop.
+    /// counts as applied (the applied index and log time advance) and the keys, leases and
+    /// sessions are as before. A non-deterministic error leaves the store untouched and means
+    /// this replica must stop.
     pub fn apply(&mut self, index: u64, log_time_ms: u64, entry: &[u8]) -> Result<Response, Error> {
         self.check_index(index)?;
         let decoded = if entry.len() > self.config.request_bytes_max {
