@@ -93,6 +93,8 @@ struct SimState {
     op_count: u64,
     halt_after: Option<u64>,
     syncs_to_fail: u64,
+    /// Syncs to let through before one fails (see [`SimDisk::fail_sync_after`]).
+    sync_fail_countdown: Option<u64>,
     reads_to_fail: u64,
 }
 
@@ -136,6 +138,23 @@ impl SimState {
         if n == 0 { 0 } else { self.next_random() % n }
     }
 
+    /// Whether this sync must fail (and counts it).
+    fn sync_fails(&mut self) -> bool {
+        match self.sync_fail_countdown {
+            Some(0) => {
+                self.sync_fail_countdown = None;
+                return true;
+            }
+            Some(n) => self.sync_fail_countdown = Some(n - 1),
+            None => {}
+        }
+        if self.syncs_to_fail > 0 {
+            self.syncs_to_fail -= 1;
+            return true;
+        }
+        false
+    }
+
     /// Counts a mutating operation, or refuses it once the power is cut.
     fn mutate(&mut self) -> io::Result<()> {
         if let Some(limit) = self.halt_after
@@ -169,6 +188,7 @@ impl SimDisk {
                 op_count: 0,
                 halt_after: None,
                 syncs_to_fail: 0,
+                sync_fail_countdown: None,
                 reads_to_fail: 0,
             })),
         }
@@ -215,6 +235,7 @@ impl SimDisk {
                 op_count: s.op_count,
                 halt_after: s.halt_after,
                 syncs_to_fail: s.syncs_to_fail,
+                sync_fail_countdown: s.sync_fail_countdown,
                 reads_to_fail: s.reads_to_fail,
             })),
         }
@@ -278,6 +299,7 @@ impl SimDisk {
         s.locks.clear();
         s.halt_after = None;
         s.syncs_to_fail = 0;
+        s.sync_fail_countdown = None;
         s.reads_to_fail = 0;
     }
 
@@ -339,6 +361,12 @@ impl SimDisk {
     /// The next `n` syncs (of files or directories) fail with an I/O error.
     pub fn fail_next_syncs(&self, n: u64) {
         self.lock_state().syncs_to_fail = n;
+    }
+
+    /// Lets `n` syncs (of files or directories) succeed, then fails the one after: a way to
+    /// fail each sync of a scripted run in turn.
+    pub fn fail_sync_after(&self, n: u64) {
+        self.lock_state().sync_fail_countdown = Some(n);
     }
 
     /// The next `n` reads fail with an I/O error.
@@ -416,13 +444,12 @@ impl DiskFile for SimFile {
         let node = self.node;
         self.with(|s| {
             s.mutate()?;
-            let fail = s.syncs_to_fail > 0;
+            let fail = s.sync_fails();
             let n = s.nodes.get_mut(&node).expect("open node");
             if fail {
                 // As on Linux after a failed fsync: the dirty pages are dropped, readers still
                 // see them, but they never reach the platter.
                 n.pending.clear();
-                s.syncs_to_fail -= 1;
                 return Err(io::Error::other("simulated fsync failure (EIO)"));
             }
             // Apply the pending writes rather than copying `data`: writes dropped by an earlier
@@ -520,8 +547,7 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock_state();
         s.mutate()?;
-        if s.syncs_to_fail > 0 {
-            s.syncs_to_fail -= 1;
+        if s.sync_fails() {
             return Err(io::Error::other("simulated directory fsync failure (EIO)"));
         }
         let in_dir = |p: &PathBuf| p.parent() == Some(dir);

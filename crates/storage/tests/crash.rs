@@ -208,6 +208,10 @@ fn run(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize) {
             Op::Sync => s.sync().map(|_| ()),
         };
         if r.is_err() {
+            assert!(
+                matches!(s.sync(), Err(StorageError::Poisoned { .. })),
+                "after a failed {op:?} the storage refuses further writes"
+            );
             break;
         }
         if matches!(op, Op::Sync) {
@@ -384,6 +388,28 @@ fn the_checker_rejects_a_lost_synced_record() {
     disk.write_raw(&last_segment, header as u64, &vec![0u8; data.len() - header]);
     let result = std::panic::catch_unwind(|| check_recovered(&disk, &states, synced, "tampered"));
     assert!(result.is_err(), "losing synced records must fail the check");
+}
+
+#[test]
+fn failing_each_sync_in_turn_poisons_the_storage_and_recovers_a_synced_prefix() {
+    let mut n = 0;
+    loop {
+        let disk = SimDisk::new(n);
+        disk.fail_sync_after(n);
+        let (states, synced) = run(&disk, &script());
+        let failed = disk.op_count() < {
+            let clean = SimDisk::new(n);
+            run(&clean, &script());
+            clean.op_count()
+        };
+        if !failed {
+            assert!(n > 5, "the script syncs several times ({n})");
+            break;
+        }
+        disk.crash(CrashMode::RandomPrefix);
+        check_recovered(&disk, &states, synced, &format!("sync {n} failed"));
+        n += 1;
+    }
 }
 
 #[test]
