@@ -240,3 +240,34 @@ fn damage_found_by_a_later_read_is_a_storage_error_naming_file_and_offset() {
         Err(LogError::Storage(_))
     ));
 }
+
+#[test]
+fn unsynced_data_after_a_gap_of_zeros_at_the_tail_is_discarded_and_zeroed() {
+    // Writes that reached the disk out of order before a crash: a record after a zero gap.
+    let disk = synced_log();
+    let last = segments(&disk).pop().unwrap();
+    let (offset, frame_bytes, _) = *records(&disk, &last).last().unwrap();
+    let mut frame = Vec::new();
+    record::encode_entry(
+        &mut frame,
+        EntryId::new(Term(2), LogIndex(103)),
+        EntryKind::Normal,
+        b"late",
+    );
+    let stray = offset + frame_bytes as u64 + 2 * 82;
+    disk.write_raw(&last, stray, &frame);
+    let mut s = open(&disk).unwrap();
+    assert_eq!(s.last_index(), LogIndex(100));
+    // The stray bytes are gone: new records written over the gap never meet them.
+    s.append(&[entry(2, 101), entry(2, 102), entry(2, 103)]).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = open(&disk).unwrap();
+    assert_eq!(
+        s.read_entries(LogIndex(101), LogIndex(103)).unwrap(),
+        vec![entry(2, 101), entry(2, 102), entry(2, 103)]
+    );
+    let data = disk.read_raw(&last).unwrap();
+    let end = records(&disk, &last).last().map(|(o, n, _)| o + *n as u64).unwrap() as usize;
+    assert!(data[end..].iter().all(|&b| b == 0), "nothing stale after the valid end");
+}
