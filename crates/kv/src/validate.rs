@@ -94,7 +94,13 @@ fn check_writes(ops: &[RequestOp]) -> Result<(), Error> {
 /// that could run with it), no key is put twice and no put lands in a deleted range. The
 /// success and failure branches of one nested transaction exclude each other, so they may
 /// put the same key. Returns the branch's puts and deleted ranges.
-/// Deleted ranges are checked linearly: branches are bounded by `txn_ops_max` per level.
+///
+/// One deliberate difference: a delete whose `range_end` is `"\0"` ("from key") counts as
+/// covering every key from `key` on. etcd's interval check reads `"\0"` as an ordinary end
+/// before `key`, so it lets such a delete and a later put of a covered key through; here that
+/// is a duplicate key, since the put would otherwise write a key the txn also deletes.
+///
+/// Deleted ranges are checked linearly: each level holds at most `txn_ops_max` ops.
 fn collect_writes(ops: &[RequestOp]) -> Result<(BTreeSet<Bytes>, Vec<KeyRange>), Error> {
     let mut dels: Vec<KeyRange> = ops
         .iter()

@@ -1227,3 +1227,21 @@ fn error_messages_are_etcds_exact_strings() {
         assert!(err.is_deterministic());
     }
 }
+
+#[test]
+fn txn_cannot_put_into_a_from_key_range_it_deletes() {
+    let mut kv = Kv::new();
+    let err = kv
+        .txn(TxnRequest {
+            success: vec![
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    range_end: Bytes::from_static(b"\0"),
+                    ..DeleteRangeRequest::single(b("a"))
+                }),
+                put_op("b", "1"),
+            ],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::DuplicateKey);
+}
