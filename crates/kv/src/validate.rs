@@ -95,10 +95,10 @@ fn check_writes(ops: &[RequestOp]) -> Result<(), Error> {
 /// success and failure branches of one nested transaction exclude each other, so they may
 /// put the same key. Returns the branch's puts and deleted ranges.
 ///
-/// One deliberate difference: a delete whose `range_end` is `"\0"` ("from key") counts as
-/// covering every key from `key` on. etcd's interval check reads `"\0"` as an ordinary end
-/// before `key`, so it lets such a delete and a later put of a covered key through; here that
-/// is a duplicate key, since the put would otherwise write a key the txn also deletes.
+/// A delete whose `range_end` is `"\0"` ("from key") covers every key from `key` on, so a
+/// put of a covered key in the same branch is a duplicate key. etcd's interval tree may read
+/// `"\0"` as an ordinary (and so empty) end and let such a pair through; that was not checked
+/// against a running etcd, and refusing is the safe side.
 ///
 /// Deleted ranges are checked linearly: each level holds at most `txn_ops_max` ops.
 fn collect_writes(ops: &[RequestOp]) -> Result<(BTreeSet<Bytes>, Vec<KeyRange>), Error> {
