@@ -5,8 +5,8 @@
 //! key did not exist at `r`. Each key is stored once (a `Bytes`) however many versions it has,
 //! and values are `Bytes` shared with the responses that return them, never copied.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -107,6 +107,10 @@ pub(crate) struct Index {
     /// Invariant: every history is non-empty, strictly increasing in `mod_revision`, starts
     /// with a put and has no two tombstones in a row.
     pub(crate) keys: BTreeMap<Bytes, Vec<Version>>,
+    /// Keys compaction may shrink: those with more than one version. A key with one version
+    /// always has a live one, which compaction keeps, so compaction only walks this set.
+    /// Invariant: `key in dirty` iff `keys[key].len() > 1`.
+    pub(crate) dirty: BTreeSet<Bytes>,
 }
 
 /// Appends to a history without `Vec`'s default minimum capacity of four: most keys hold one
@@ -167,7 +171,12 @@ impl Index {
         want_prev: bool,
     ) -> Replaced {
         let (stored_key, history) = match self.keys.entry(key) {
-            Entry::Occupied(o) => (want_prev.then(|| o.key().clone()), o.into_mut()),
+            Entry::Occupied(o) => {
+                // The key is needed for the previous pair, or to mark it dirty when this put
+                // gives it a second version.
+                let k = (want_prev || o.get().len() == 1).then(|| o.key().clone());
+                (k, o.into_mut())
+            }
             Entry::Vacant(v) => (None, v.insert(Vec::new())),
         };
         if let Some(last) = history.last() {
@@ -178,7 +187,11 @@ impl Index {
             );
         }
         let live = history.last().filter(|v| v.value.is_some());
-        let prev = stored_key.and_then(|k| live.and_then(|v| v.to_kv(&k)));
+        let prev = if want_prev {
+            stored_key.as_ref().and_then(|k| live.and_then(|v| v.to_kv(k)))
+        } else {
+            None
+        };
         let prev_lease = live.map_or(0, |v| v.lease);
         let (create_revision, version) =
             live.map_or((revision, 1), |v| (v.create_revision, v.version + 1));
@@ -192,6 +205,9 @@ impl Index {
             history,
             Version { mod_revision: revision, create_revision, version, lease, value: Some(value) },
         );
+        if history.len() == 2 {
+            self.dirty.insert(stored_key.expect("cloned when the history had one version"));
+        }
         Replaced { prev, prev_lease, lease }
     }
 
@@ -211,6 +227,9 @@ impl Index {
                 value: None,
             },
         );
+        if history.len() == 2 {
+            self.dirty.insert(prev.key.clone());
+        }
         Some(prev)
     }
 
@@ -229,20 +248,27 @@ impl Index {
     /// Drops every version that no read at `revision` or later can see.
     ///
     /// Per key, the version visible at `revision` is kept unless it is a tombstone, and all
-    /// older ones go; a key left with no versions goes too. This walks every key, as etcd's
-    /// compaction does (etcd runs it in the background; here it is part of applying).
+    /// older ones go; a key left with no versions goes too. Only keys with more than one
+    /// version can lose any, so this walks the dirty set, not every key.
     pub(crate) fn compact(&mut self, revision: i64) {
-        self.keys.retain(|_, history| {
+        let keys = &mut self.keys;
+        self.dirty.retain(|key| {
+            let history = keys.get_mut(key).expect("dirty keys are in the index");
             let n = history.partition_point(|v| v.mod_revision <= revision);
-            if n == 0 {
-                return true;
-            }
-            let keep_from = if history[n - 1].value.is_some() { n - 1 } else { n };
+            let keep_from = match n.checked_sub(1) {
+                None => 0,
+                Some(i) if history[i].value.is_some() => i,
+                Some(_) => n,
+            };
             if keep_from > 0 {
                 history.drain(..keep_from);
                 history.shrink_to_fit();
             }
-            !history.is_empty()
+            if history.is_empty() {
+                keys.remove(key);
+            }
+            // After a tombstone comes a put, so a single remaining version is live.
+            keys.get(key).is_some_and(|h| h.len() > 1)
         });
     }
 
@@ -285,8 +311,10 @@ mod tests {
         ix.compact(4);
         assert_eq!(ix.keys[&b("a")].len(), 1);
         assert_eq!(ix.keys[&b("b")].len(), 2);
+        assert!(ix.dirty.contains(&b("b")[..]) && !ix.dirty.contains(&b("a")[..]));
         ix.compact(5);
         assert!(!ix.keys.contains_key(&b("b")[..]));
+        assert!(ix.dirty.is_empty());
         assert_eq!(ix.range_at(&KeyRange::Single(b("a")), 5).next().unwrap().value, b("2"));
     }
 

@@ -449,6 +449,10 @@ impl Restorer<'_> {
             history.first().is_some_and(|v| v.value.is_some()),
             "history starts with a tombstone",
         )?;
+        if history.len() > 1 {
+            self.store.index.dirty.insert(key.clone());
+        }
+        let (key, history) = self.store.index.keys.last_key_value().expect("an open key");
         let last = history.last().expect("checked non-empty");
         if last.value.is_some() && last.lease != 0 {
             ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
