@@ -38,6 +38,13 @@
 //!   server must propose revokes when TTLs run out), watches, auth, and the physical
 //!   compaction and quota of etcd's bbolt backend (the store is in memory).
 //!
+//! # Tests
+//!
+//! Unit tests sit in the leaf modules. `tests/etcd_conformance.rs` states one etcd behaviour
+//! per test; `tests/apply_and_sessions.rs` covers the apply contract and sessions;
+//! `tests/properties.rs` checks the store against a naive model (a full copy of the state per
+//! revision), snapshot round trips and corruption, and decoding of random and mutated bytes.
+//!
 //! # Example
 //!
 //! ```
