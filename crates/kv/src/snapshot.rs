@@ -353,7 +353,11 @@ impl Restorer<'_> {
                 s.applied_index = r.u64()?;
                 s.log_time_ms = r.u64()?;
                 s.leases.last_auto_id = r.i64()?;
-                ensure(s.revision >= INITIAL_REVISION, "revision below the initial one")?;
+                // The store adds one to the revision and to versions; leave room for that.
+                ensure(
+                    (INITIAL_REVISION..i64::MAX).contains(&s.revision),
+                    "revision out of range",
+                )?;
                 ensure(
                     s.compacted.is_none_or(|c| c >= 0 && c <= s.revision),
                     "compaction revision outside [0, revision]",
@@ -482,7 +486,7 @@ fn check_version(prev: Option<&Version>, v: &Version, revision: i64) -> Result<(
             )?;
         }
         Some(_) => {
-            ensure(v.version >= 1, "live version below 1")?;
+            ensure((1..i64::MAX).contains(&v.version), "live version out of range")?;
             ensure(
                 v.create_revision > INITIAL_REVISION && v.create_revision <= v.mod_revision,
                 "create revision out of range",
@@ -491,7 +495,8 @@ fn check_version(prev: Option<&Version>, v: &Version, revision: i64) -> Result<(
                 && p.value.is_some()
             {
                 ensure(
-                    p.create_revision == v.create_revision && p.version + 1 == v.version,
+                    p.create_revision == v.create_revision
+                        && p.version.checked_add(1) == Some(v.version),
                     "version does not follow the previous one",
                 )?;
             } else if prev.is_some() {
@@ -634,6 +639,13 @@ mod tests {
     fn wrong_counts_are_inconsistent() {
         let records = [header(3), key(b"a", 1), put_version(2, 2, 1, 0), end(0, 1, 5)];
         assert_eq!(inconsistency(&records), "version count mismatch");
+    }
+
+    #[test]
+    fn version_at_the_integer_limit_is_inconsistent() {
+        let records = [header(3), key(b"a", 1), put_version(2, 2, i64::MAX, 0), end(0, 1, 1)];
+        assert_eq!(inconsistency(&records), "live version out of range");
+        assert_eq!(inconsistency(&[header(i64::MAX), end(0, 0, 0)]), "revision out of range");
     }
 
     #[test]
