@@ -361,10 +361,8 @@ impl<L: LogView> Node<L> {
                     self.maybe_commit();
                 }
                 let ls = self.ls();
-                if let Some(t) = ls.transfer {
-                    if t.to == from && matched == last {
-                        self.send_timeout_now(from);
-                    }
+                if ls.transfer.is_some_and(|t| t.to == from && matched == last) {
+                    self.send_timeout_now(from);
                 }
             }
             Err(reject) => {
@@ -446,10 +444,8 @@ impl<L: LogView> Node<L> {
         while ls.round_ticks.len() > 1 && ls.round_ticks[1].0 <= confirmed {
             ls.round_ticks.pop_front();
         }
-        if let Some(&(r, tick)) = ls.round_ticks.front() {
-            if r <= confirmed {
-                ls.lease_start_tick = Some(tick);
-            }
+        if let Some(&(_, tick)) = ls.round_ticks.front().filter(|(r, _)| *r <= confirmed) {
+            ls.lease_start_tick = Some(tick);
         }
         if ls.read_round_inflight.is_some_and(|r| r <= confirmed) {
             ls.read_round_inflight = None;

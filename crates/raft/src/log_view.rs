@@ -214,14 +214,12 @@ impl LogView for MemLog {
         let end = (hi.0 - self.snapshot.index.0) as usize;
         let mut bytes = 0u64;
         for e in &self.entries[start..end.max(start)] {
-            bytes += e.size_bytes();
-            if bytes > bytes_max && out.len() > 0 {
+            let size = e.size_bytes();
+            if bytes > 0 && bytes + size > bytes_max {
                 break;
             }
+            bytes += size;
             out.push(e.clone());
-            if bytes >= bytes_max {
-                break;
-            }
         }
         Ok(())
     }

@@ -185,10 +185,10 @@ impl Cluster {
         if let Some(ss) = rd.soft_state {
             let leader = ss.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
             self.note(format!("{id} is {} at term {}, leader {leader}", ss.role, ss.term));
-            if ss.role == Role::Leader {
-                if let Some(prev) = self.leaders.insert(ss.term, id) {
-                    assert_eq!(prev, id, "S2 violated: two leaders in term {}", ss.term);
-                }
+            if let Some(prev) =
+                (ss.role == Role::Leader).then(|| self.leaders.insert(ss.term, id)).flatten()
+            {
+                assert_eq!(prev, id, "S2 violated: two leaders in term {}", ss.term);
             }
         }
         for e in &rd.committed_entries {
