@@ -158,7 +158,8 @@ mod tests {
     #[test]
     fn validate_rejects_each_bad_limit() {
         let base = Config::new(NodeId(1));
-        let cases: Vec<Box<dyn Fn(&mut Config)>> = vec![
+        type Breaker = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<Breaker> = vec![
             Box::new(|c| c.heartbeat_ticks = 0),
             Box::new(|c| c.election_ticks = c.heartbeat_ticks),
             Box::new(|c| c.append_bytes_max = 0),

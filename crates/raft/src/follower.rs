@@ -30,7 +30,7 @@ impl<L: LogView> Node<L> {
             // A malformed append from a faulty peer: drop it rather than corrupt the log.
             return;
         }
-        match self.log.maybe_append(prev, &entries) {
+        match self.log.maybe_append(prev, entries) {
             Some(last_new) => {
                 // S5: the follower learns the commit index from the leader, but never past
                 // what it knows matches the leader's log.

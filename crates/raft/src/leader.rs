@@ -275,6 +275,7 @@ impl<L: LogView> Node<L> {
                 pr.can_send()
                     && (pr.next_index <= last
                         || pr.state == ProgressState::Probe
+                        || pr.confirm_tail
                         || (self.cfg.commit_broadcast
                             && pr.commit_sent < committed.min(pr.match_index)))
             })
@@ -298,7 +299,7 @@ impl<L: LogView> Node<L> {
             if let Err(e) = self.log.entries(pr.next, last, bytes_max, &mut entries) {
                 return self.on_log_unreadable(to, e);
             }
-        } else if pr.state == ProgressState::Probe {
+        } else if pr.state == ProgressState::Probe || pr.confirm_tail {
             prev_index = pr.next.prev();
         } else if commit_broadcast && pr.commit_sent < committed.min(pr.match_index) {
             // Nothing new to send, but the follower should learn the commit index promptly.
@@ -315,6 +316,7 @@ impl<L: LogView> Node<L> {
         let last_sent = prev_index.plus(count as u64);
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let pr = self.ls().progress.get_mut(&to).expect("progress");
+        pr.confirm_tail = false;
         pr.sent_append(last_sent, count, bytes);
         pr.commit_sent = pr.commit_sent.max(committed.min(last_sent));
         let prev = EntryId::new(prev_term, prev_index);
@@ -359,10 +361,8 @@ impl<L: LogView> Node<L> {
                     self.maybe_commit();
                 }
                 let ls = self.ls();
-                if let Some(t) = ls.transfer {
-                    if t.to == from && matched == last {
-                        self.send_timeout_now(from);
-                    }
+                if ls.transfer.is_some_and(|t| t.to == from && matched == last) {
+                    self.send_timeout_now(from);
                 }
             }
             Err(reject) => {
@@ -386,6 +386,7 @@ impl<L: LogView> Node<L> {
         if self.role != Role::Leader {
             return;
         }
+        let last = self.log.last_index();
         let ls = self.ls();
         let Some(pr) = ls.progress.get_mut(&from) else {
             return;
@@ -396,7 +397,7 @@ impl<L: LogView> Node<L> {
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
             ProgressState::Replicate if pr.inflights.is_full() => pr.inflights.free_first(),
-            ProgressState::Replicate => {}
+            ProgressState::Replicate => pr.confirm_tail = pr.match_index < last,
         }
         self.update_read_rounds();
     }
@@ -443,10 +444,8 @@ impl<L: LogView> Node<L> {
         while ls.round_ticks.len() > 1 && ls.round_ticks[1].0 <= confirmed {
             ls.round_ticks.pop_front();
         }
-        if let Some(&(r, tick)) = ls.round_ticks.front() {
-            if r <= confirmed {
-                ls.lease_start_tick = Some(tick);
-            }
+        if let Some(&(_, tick)) = ls.round_ticks.front().filter(|(r, _)| *r <= confirmed) {
+            ls.lease_start_tick = Some(tick);
         }
         if ls.read_round_inflight.is_some_and(|r| r <= confirmed) {
             ls.read_round_inflight = None;
@@ -552,6 +551,7 @@ struct FlowView {
     match_index: LogIndex,
     commit_sent: LogIndex,
     state: ProgressState,
+    confirm_tail: bool,
 }
 
 impl Progress {
@@ -562,6 +562,7 @@ impl Progress {
             match_index: self.match_index,
             commit_sent: self.commit_sent,
             state: self.state,
+            confirm_tail: self.confirm_tail,
         }
     }
 }

@@ -138,6 +138,22 @@ impl MemLog {
         self.entries.extend_from_slice(entries);
     }
 
+    /// Like [`MemLog::append`], but takes the entries by value instead of cloning them.
+    pub fn append_owned(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first() else { return };
+        let first = first.id;
+        assert!(first.index > self.snapshot.index, "append at {first} overwrites the snapshot");
+        let keep = (first.index.0 - self.snapshot.index.0 - 1) as usize;
+        assert!(keep <= self.entries.len(), "append at {first} leaves a gap");
+        self.entries.truncate(keep);
+        let mut expect = first.index;
+        for e in entries {
+            assert_eq!(e.index(), expect, "entries not consecutive");
+            expect = expect.next();
+            self.entries.push(e);
+        }
+    }
+
     /// Drops every entry up to and including `index`, which becomes the snapshot point.
     pub fn compact(&mut self, index: LogIndex) {
         if index <= self.snapshot.index {
@@ -214,14 +230,12 @@ impl LogView for MemLog {
         let end = (hi.0 - self.snapshot.index.0) as usize;
         let mut bytes = 0u64;
         for e in &self.entries[start..end.max(start)] {
-            bytes += e.size_bytes();
-            if bytes > bytes_max && out.len() > 0 {
+            let size = e.size_bytes();
+            if bytes > 0 && bytes + size > bytes_max {
                 break;
             }
+            bytes += size;
             out.push(e.clone());
-            if bytes >= bytes_max {
-                break;
-            }
         }
         Ok(())
     }

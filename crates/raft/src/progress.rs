@@ -106,6 +106,10 @@ pub struct Progress {
     pub commit_sent: LogIndex,
     /// Set when the entries this follower needs next are compacted: it needs a snapshot.
     pub needs_snapshot: bool,
+    /// In replicate state: the follower answered a heartbeat while behind, so an append it
+    /// was sent may have been lost. The next send is an (empty) append at `next_index - 1`,
+    /// which it either confirms or rejects, moving the leader to probe.
+    pub confirm_tail: bool,
 }
 
 impl Progress {
@@ -125,6 +129,7 @@ impl Progress {
             round_acked: 0,
             commit_sent: LogIndex(0),
             needs_snapshot: false,
+            confirm_tail: false,
         }
     }
 

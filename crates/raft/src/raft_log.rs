@@ -165,16 +165,20 @@ impl<L: LogView> RaftLog<L> {
     }
 
     /// The follower's side of AppendEntries (Raft §5.3, receiver steps 2-5): checks `prev`,
-    /// skips entries already held, truncates a conflicting suffix and appends the rest.
-    /// Returns the index of the last new entry, or `None` if `prev` does not match.
-    pub(crate) fn maybe_append(&mut self, prev: EntryId, entries: &[Entry]) -> Option<LogIndex> {
+    /// skips entries already held, truncates a conflicting suffix and appends the rest (moved,
+    /// not copied). Returns the index of the last new entry, or `None` if `prev` does not
+    /// match.
+    pub(crate) fn maybe_append(
+        &mut self,
+        prev: EntryId,
+        mut entries: Vec<Entry>,
+    ) -> Option<LogIndex> {
         if !self.matches(prev) {
             return None;
         }
         let last_new = prev.index.plus(entries.len() as u64);
         // The first entry that is not already in our log (by index and term).
-        let conflict = entries.iter().position(|e| !self.matches(e.id));
-        if let Some(pos) = conflict {
+        if let Some(pos) = entries.iter().position(|e| !self.matches(e.id)) {
             let first = entries[pos].index();
             assert!(
                 first > self.committed,
@@ -182,12 +186,13 @@ impl<L: LogView> RaftLog<L> {
                 entries[pos].id,
                 self.committed
             );
-            self.truncate_and_append(&entries[pos..]);
+            entries.drain(..pos);
+            self.truncate_and_append(entries);
         }
         Some(last_new)
     }
 
-    fn truncate_and_append(&mut self, entries: &[Entry]) {
+    fn truncate_and_append(&mut self, entries: Vec<Entry>) {
         let first = entries[0].index();
         let end = self.last_index().next();
         assert!(first <= end, "append at {first} leaves a gap after {end}");
@@ -201,7 +206,7 @@ impl<L: LogView> RaftLog<L> {
             self.unstable.truncate((first.0 - self.offset.0) as usize);
         }
         self.handed_out = self.handed_out.min(first);
-        self.unstable.extend(entries.iter().cloned());
+        self.unstable.extend(entries);
         self.check();
     }
 

@@ -9,7 +9,10 @@ pub(crate) struct Rng {
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng { state: seed ^ 0x5DEE_CE66_D1CE_4E5B }
+        // Scramble the seed first so that nearby seeds (node ids 1, 2, 3) start far apart.
+        let mut r = Rng { state: seed.wrapping_mul(0xD605_BBB5_8C8A_BBA5) ^ 0x5DEE_CE66_D1CE_4E5B };
+        r.state = r.next_u64();
+        r
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
@@ -23,7 +26,7 @@ impl Rng {
     /// A value in `[lo, hi)`.
     pub(crate) fn range(&mut self, lo: u32, hi: u32) -> u32 {
         assert!(lo < hi, "empty range {lo}..{hi}");
-        lo + (self.next_u64() % u64::from(hi - lo)) as u32
+        lo + ((self.next_u64() >> 16) % u64::from(hi - lo)) as u32
     }
 }
 

@@ -185,10 +185,10 @@ impl Cluster {
         if let Some(ss) = rd.soft_state {
             let leader = ss.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
             self.note(format!("{id} is {} at term {}, leader {leader}", ss.role, ss.term));
-            if ss.role == Role::Leader {
-                if let Some(prev) = self.leaders.insert(ss.term, id) {
-                    assert_eq!(prev, id, "S2 violated: two leaders in term {}", ss.term);
-                }
+            if let Some(prev) =
+                (ss.role == Role::Leader).then(|| self.leaders.insert(ss.term, id)).flatten()
+            {
+                assert_eq!(prev, id, "S2 violated: two leaders in term {}", ss.term);
             }
         }
         for e in &rd.committed_entries {
@@ -410,8 +410,9 @@ impl Cluster {
             Some(n) => {
                 let s = n.status();
                 let leader = s.soft.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+                let vote = s.vote.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
                 format!(
-                    "{id} {} term={} leader={leader} commit={} last={} applied={}",
+                    "{id} {} term={} vote={vote} leader={leader} commit={} last={} applied={}",
                     s.soft.role, s.soft.term, s.committed, s.last, s.applied
                 )
             }
@@ -453,6 +454,7 @@ impl Cluster {
 /// - `campaign ID`, `tick ID [COUNT]`, `tick-all [COUNT]`, `elapse-election ID`
 /// - `propose ID DATA`, `read ID READID`, `transfer FROM TO`
 /// - `process ID`, `deliver [from=ID] [to=ID]`, `drop [from=ID] [to=ID]`, `stabilize`
+/// - `run-ticks COUNT`: tick everyone and stabilize, COUNT times; prints role changes only
 /// - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
 /// - `status`, `log ID`, `applied ID`
 ///
@@ -604,6 +606,14 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
             extra.extend(dropped);
         }
         "stabilize" => c.stabilize(),
+        "run-ticks" => {
+            // Ticks every node and stabilizes, COUNT times; only role changes, applies and
+            // crashes are printed (not every heartbeat).
+            let count: u32 = args.first().map_or(1, |n| n.parse().expect("count"));
+            c.run_ticks(count);
+            let trace = c.take_trace();
+            extra.extend(trace.into_iter().filter(|l| !l.contains("->")));
+        }
         "partition" => {
             let text = args.join(" ");
             let groups: Vec<Vec<u64>> = text
