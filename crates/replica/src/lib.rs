@@ -1,1 +1,527 @@
-//! Placeholder: filled by its issue.
+//! # tenure-replica: one node = consensus core + durable storage + key-value state machine
+//!
+//! A [`Replica`] owns a [`tenure_raft::Node`] over a [`tenure_storage::Storage`] and a
+//! [`tenure_kv::Store`], and runs the loop that carries the core's output through them in the
+//! order the core's [`tenure_raft::Ready`] contract demands:
+//!
+//! ```text
+//!   poll():   Ready ─┬─> messages ............................. sent at once (out.messages)
+//!                    ├─> hard state + entries ─> storage write ─> begin_sync() ─> SyncTicket
+//!                    ├─> committed entries ─> kv apply ─> client completions
+//!                    └─> read states ─> (once applied) kv range ─> read completions
+//!   finish_sync(ticket.wait()):  on_persisted(n) ─> persisted messages (votes, acks) released
+//! ```
+//!
+//! The sync runs wherever the caller likes (another thread in the server, instantly or later
+//! in the simulator), so the leader's own fsync overlaps replication. Readies that arrive
+//! while a sync is in flight are written at once and join the next sync (group commit).
+//!
+//! It does no I/O of its own beyond the [`tenure_storage::Disk`] it is given, reads no clock
+//! (the caller passes time to [`Replica::tick`]) and starts no threads: the server and the
+//! simulator run this same code.
+//!
+//! ## Modules
+//! - [`envelope`]: what wraps a state-machine proposal in a log entry (log time, origin,
+//!   request id).
+//! - this file: [`Replica`], its configuration, requests, completions and errors.
+
+#![warn(missing_docs)]
+
+pub mod envelope;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use tenure_kv::{Proposal, RangeRequest, RangeResponse, Response, Store};
+use tenure_raft::{
+    ConfigError, Entry, EntryKind, LogIndex, Membership, Message, Node, NodeId, ProposeError,
+    Proposed, ReadId, Role, SoftState, Term,
+};
+use tenure_storage::{Disk, FinishedSync, Storage, StorageError, SyncTicket};
+
+pub use envelope::Envelope;
+
+/// Everything a replica is configured with.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// The consensus core's configuration (its `id` is this replica's id).
+    pub raft: tenure_raft::Config,
+    /// Storage limits.
+    pub storage: tenure_storage::Options,
+    /// State-machine limits; must be identical on every replica.
+    pub kv: tenure_kv::Config,
+    /// A client request not completed within this many ticks completes with
+    /// [`ClientError::Timeout`].
+    pub request_timeout_ticks: u64,
+}
+
+impl ReplicaConfig {
+    /// Defaults for replica `id`.
+    pub fn new(id: NodeId) -> ReplicaConfig {
+        ReplicaConfig {
+            raft: tenure_raft::Config::new(id),
+            storage: tenure_storage::Options::default(),
+            kv: tenure_kv::Config::default(),
+            request_timeout_ticks: 50,
+        }
+    }
+}
+
+/// Identifies a client request within one replica; chosen by the caller, unique among its
+/// pending requests.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct RequestId(pub u64);
+
+/// Why a client request failed without a state-machine answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No leader is known.
+    #[error("no leader")]
+    NoLeader,
+    /// This replica is not the leader and does not forward.
+    #[error("not leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this replica last heard from.
+        leader_hint: Option<NodeId>,
+    },
+    /// The proposal was appended but a new leader replaced it, or a read could no longer be
+    /// confirmed: it certainly did not take effect through this request.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The request did not complete in time; it may or may not have taken effect.
+    #[error("request timed out")]
+    Timeout,
+    /// The leader refused the proposal (flow control or a leadership transfer); retry.
+    #[error("proposal refused: {0}")]
+    Refused(String),
+    /// The state machine answered with an error (a deterministic one: the entry was applied
+    /// and changed nothing).
+    #[error("{0}")]
+    Kv(tenure_kv::Error),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// The answer to a client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A write's response.
+    Write(Response),
+    /// A read's response.
+    Read(RangeResponse),
+}
+
+/// A finished client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The request.
+    pub id: RequestId,
+    /// Its outcome.
+    pub result: Result<Answer, ClientError>,
+}
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable (S12): confirmed through ReadIndex before reading.
+    Linearizable,
+    /// Serializable: served from this replica's state at once; may be stale.
+    Serializable,
+}
+
+/// A failure that stops the replica: its storage failed or its state machine hit a
+/// non-deterministic error. The node must not continue.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// Storage failed (corruption names file and offset; a failed fsync is final).
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The configuration or the recovered state is invalid.
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    /// The state machine's configuration is invalid.
+    #[error("kv config: {0}")]
+    KvConfig(String),
+    /// The state machine failed in a way that could make replicas diverge.
+    #[error("state machine failed at index {index}: {error}")]
+    StateMachine {
+        /// The entry being applied.
+        index: LogIndex,
+        /// The error.
+        error: tenure_kv::Error,
+    },
+}
+
+/// What one call handed back to the caller.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to send to peers.
+    pub messages: Vec<Message>,
+    /// Finished client requests.
+    pub completions: Vec<Completion>,
+    /// Role, term or leader changes, for logs and metrics.
+    pub changes: Vec<SoftState>,
+    /// Entries applied to the state machine (index and term), for checkers.
+    pub applied: Vec<Entry>,
+}
+
+struct PendingWrite {
+    /// Where the leader put it, if this replica was the leader; `None` if forwarded.
+    at: Option<tenure_raft::EntryId>,
+    deadline_tick: u64,
+}
+
+struct PendingRead {
+    request: RangeRequest,
+    /// The index the read waits for, once confirmed.
+    index: Option<LogIndex>,
+    deadline_tick: u64,
+}
+
+/// A `Ready` that was written and waits for a sync before its messages may leave.
+struct Unsynced {
+    number: u64,
+    needs_sync: bool,
+    messages: Vec<Message>,
+}
+
+/// One node of the cluster.
+pub struct Replica {
+    id: NodeId,
+    node: Node<Storage>,
+    kv: Store,
+    cfg: ReplicaConfig,
+    ticks: u64,
+    now_ms: u64,
+    writes: BTreeMap<RequestId, PendingWrite>,
+    reads: BTreeMap<RequestId, PendingRead>,
+    unsynced: VecDeque<Unsynced>,
+    /// The highest ready number covered by the sync in flight.
+    sync_in_flight: Option<u64>,
+    /// The highest ready number covered by a finished sync.
+    synced_upto: u64,
+}
+
+impl Replica {
+    /// Opens (or creates) a replica's storage in `dir` on `disk` and starts its node.
+    ///
+    /// A fresh directory is bootstrapped with `membership`; an existing one keeps the
+    /// configuration it recorded. The state machine is rebuilt by re-applying the committed
+    /// log (snapshots will shorten that).
+    pub fn open(
+        cfg: ReplicaConfig,
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        membership: Membership,
+    ) -> Result<Replica, ReplicaError> {
+        let mut storage = Storage::open(disk, dir, cfg.storage.clone())?;
+        if storage.membership().voters.incoming.is_empty() {
+            storage.set_membership(membership)?;
+            storage.sync()?;
+        }
+        let mut raft_cfg = cfg.raft.clone();
+        raft_cfg.applied = storage.snapshot_point().index;
+        let node = Node::new(raft_cfg, storage)?;
+        let kv = Store::new(cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
+        Ok(Replica {
+            id: cfg.raft.id,
+            node,
+            kv,
+            cfg,
+            ticks: 0,
+            now_ms: 0,
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            unsynced: VecDeque::new(),
+            sync_in_flight: None,
+            synced_upto: 0,
+        })
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The consensus node (read-only: for status and checkers).
+    pub fn node(&self) -> &Node<Storage> {
+        &self.node
+    }
+
+    /// The state machine (read-only).
+    pub fn kv(&self) -> &Store {
+        &self.kv
+    }
+
+    /// Role, term, leader.
+    pub fn soft_state(&self) -> SoftState {
+        self.node.soft_state()
+    }
+
+    /// Whether this replica leads.
+    pub fn is_leader(&self) -> bool {
+        self.node.role() == Role::Leader
+    }
+
+    /// Requests waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.writes.len() + self.reads.len()
+    }
+
+    /// Advances the clock: one tick of the core, and `now_ms` becomes the log time stamped on
+    /// new proposals. Requests past their deadline complete with [`ClientError::Timeout`].
+    pub fn tick(&mut self, now_ms: u64, out: &mut Output) {
+        self.ticks += 1;
+        self.now_ms = self.now_ms.max(now_ms);
+        self.node.tick();
+        let now = self.ticks;
+        let expired: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline_tick <= now)
+            .map(|(id, _)| *id)
+            .chain(self.reads.iter().filter(|(_, r)| r.deadline_tick <= now).map(|(id, _)| *id))
+            .collect();
+        for id in expired {
+            self.writes.remove(&id);
+            self.reads.remove(&id);
+            out.completions.push(Completion { id, result: Err(ClientError::Timeout) });
+        }
+    }
+
+    /// Handles a message from a peer. Misaddressed messages are dropped.
+    pub fn step(&mut self, msg: Message) {
+        // Bad input from the network is never a panic: a misaddressed message is dropped.
+        let _ = self.node.step(msg);
+    }
+
+    /// Proposes a state-machine command on behalf of a client. The answer comes back as a
+    /// [`Completion`] with the same `id` once the entry is applied here.
+    pub fn propose(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
+        if let Err(e) = self.kv.validate(&proposal.command) {
+            out.completions.push(Completion { id, result: Err(ClientError::Kv(e)) });
+            return;
+        }
+        let env = Envelope { log_time_ms: self.now_ms, origin: self.id.0, request: id.0 };
+        let data = env.encode(&proposal.encode());
+        let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+        match self.node.propose(data) {
+            Ok(Proposed::Appended(at)) => {
+                self.writes.insert(id, PendingWrite { at: Some(at), deadline_tick });
+            }
+            Ok(Proposed::Forwarded { .. }) => {
+                self.writes.insert(id, PendingWrite { at: None, deadline_tick });
+            }
+            Err(ProposeError::NotLeader { leader_hint: None }) => {
+                out.completions.push(Completion { id, result: Err(ClientError::NoLeader) });
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                let result = Err(ClientError::NotLeader { leader_hint });
+                out.completions.push(Completion { id, result });
+            }
+            Err(e) => {
+                let result = Err(ClientError::Refused(e.to_string()));
+                out.completions.push(Completion { id, result });
+            }
+        }
+    }
+
+    /// Reads on behalf of a client, linearizably (ReadIndex) or from local state.
+    pub fn read(
+        &mut self,
+        id: RequestId,
+        request: RangeRequest,
+        consistency: Consistency,
+        out: &mut Output,
+    ) {
+        if consistency == Consistency::Serializable {
+            let result = self.kv.range(&request).map(Answer::Read).map_err(ClientError::Kv);
+            out.completions.push(Completion { id, result });
+            return;
+        }
+        match self.node.read_index(ReadId(id.0)) {
+            Ok(()) => {
+                let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+                self.reads.insert(id, PendingRead { request, index: None, deadline_tick });
+            }
+            Err(_) => out.completions.push(Completion { id, result: Err(ClientError::NoLeader) }),
+        }
+    }
+
+    /// Runs the loop once: takes the core's output, sends, writes, applies. Returns a sync
+    /// ticket when written state must be made durable: wait on it (on any thread) and hand the
+    /// result to [`Replica::finish_sync`]. Returns whether there was any work.
+    pub fn poll(&mut self, out: &mut Output) -> Result<(bool, Option<SyncTicket>), ReplicaError> {
+        if !self.node.has_ready() {
+            return Ok((false, None));
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.soft_state {
+            out.changes.push(ss);
+        }
+        // 1. Messages that depend on nothing durable leave at once (the leader's appends go
+        //    out while its own write is in progress).
+        out.messages.append(&mut rd.messages);
+        // 2. Write; the sync comes later and may cover several readies.
+        let needs_sync = rd.must_persist();
+        let storage = self.node.log_view_mut();
+        if let Some(hs) = rd.hard_state {
+            storage.set_hard_state(hs)?;
+        }
+        if !rd.entries.is_empty() {
+            storage.append(&rd.entries)?;
+        }
+        if needs_sync || !rd.persisted_messages.is_empty() {
+            let messages = std::mem::take(&mut rd.persisted_messages);
+            self.unsynced.push_back(Unsynced { number: rd.number, needs_sync, messages });
+        }
+        // 3. Apply what is committed and durable here.
+        for entry in std::mem::take(&mut rd.committed_entries) {
+            self.apply(entry, out)?;
+        }
+        // 4. Reads.
+        for rs in rd.read_states {
+            if let Some(r) = self.reads.get_mut(&RequestId(rs.id.0)) {
+                r.index = Some(rs.index);
+            }
+        }
+        for id in rd.dropped_reads {
+            if self.reads.remove(&RequestId(id.0)).is_some() {
+                let id = RequestId(id.0);
+                out.completions.push(Completion { id, result: Err(ClientError::LeaderChanged) });
+            }
+        }
+        self.serve_reads(out);
+        self.release_unsynced(out);
+        let ticket = self.maybe_begin_sync()?;
+        Ok((true, ticket))
+    }
+
+    /// Completes a sync started by [`Replica::poll`]: acknowledges the covered readies to the
+    /// core and releases the messages that waited for them. May return the next ticket.
+    pub fn finish_sync(
+        &mut self,
+        done: FinishedSync,
+        out: &mut Output,
+    ) -> Result<Option<SyncTicket>, ReplicaError> {
+        let covered = self.sync_in_flight.take().expect("finish_sync without a sync in flight");
+        self.node.log_view_mut().finish_sync(done)?;
+        self.synced_upto = covered;
+        self.node.on_persisted(covered);
+        self.release_unsynced(out);
+        // The acknowledgement may have committed entries (leader) or produced messages.
+        self.maybe_begin_sync()
+    }
+
+    /// Polls and syncs inline until there is nothing left to do: the simple synchronous loop,
+    /// used by tests and the simulator when the disk is not slowed.
+    pub fn run_until_idle(&mut self, out: &mut Output) -> Result<(), ReplicaError> {
+        loop {
+            let (worked, mut ticket) = self.poll(out)?;
+            while let Some(t) = ticket {
+                ticket = self.finish_sync(t.wait(), out)?;
+            }
+            if !worked {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether a sync is in flight.
+    pub fn sync_in_flight(&self) -> bool {
+        self.sync_in_flight.is_some()
+    }
+
+    fn maybe_begin_sync(&mut self) -> Result<Option<SyncTicket>, ReplicaError> {
+        if self.sync_in_flight.is_some() {
+            return Ok(None);
+        }
+        let Some(last) = self.unsynced.iter().rev().find(|u| u.needs_sync).map(|u| u.number) else {
+            return Ok(None);
+        };
+        let ticket = self.node.log_view_mut().begin_sync()?;
+        self.sync_in_flight = Some(last);
+        Ok(Some(ticket))
+    }
+
+    /// Releases, in order, the messages of readies that are durable: those covered by a
+    /// finished sync, and those that wrote nothing and follow durable ones.
+    fn release_unsynced(&mut self, out: &mut Output) {
+        while let Some(front) = self.unsynced.front() {
+            if front.needs_sync && front.number > self.synced_upto {
+                break;
+            }
+            let u = self.unsynced.pop_front().expect("front exists");
+            self.node.on_persisted(u.number);
+            out.messages.extend(u.messages);
+        }
+    }
+
+    fn apply(&mut self, entry: Entry, out: &mut Output) -> Result<(), ReplicaError> {
+        let index = entry.index();
+        if entry.kind == EntryKind::Normal {
+            let (env, proposal) = match Envelope::decode(&entry.data) {
+                Some(parts) => parts,
+                None => {
+                    // Every replica sees the same bytes and skips them alike.
+                    self.node_applied(index);
+                    out.applied.push(entry);
+                    return Ok(());
+                }
+            };
+            let outcome = self.kv.apply(index.0, env.log_time_ms, proposal);
+            if let Err(e) = &outcome {
+                if !e.is_deterministic() {
+                    return Err(ReplicaError::StateMachine { index, error: e.clone() });
+                }
+            }
+            if env.origin == self.id.0 {
+                let id = RequestId(env.request);
+                if self.writes.remove(&id).is_some() {
+                    let result = outcome.map(Answer::Write).map_err(ClientError::Kv);
+                    out.completions.push(Completion { id, result });
+                }
+            }
+        }
+        self.fail_replaced_writes(index, entry.term(), out);
+        self.node_applied(index);
+        out.applied.push(entry);
+        Ok(())
+    }
+
+    /// A write this replica appended as leader at `index` but whose slot now holds an entry of
+    /// another term was lost to a leader change.
+    fn fail_replaced_writes(&mut self, index: LogIndex, term: Term, out: &mut Output) {
+        let lost: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.at.is_some_and(|at| at.index == index && at.term != term))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.writes.remove(&id);
+            out.completions.push(Completion { id, result: Err(ClientError::LeaderChanged) });
+        }
+    }
+
+    fn node_applied(&mut self, index: LogIndex) {
+        self.node.on_applied(index);
+    }
+
+    fn serve_reads(&mut self, out: &mut Output) {
+        let applied = self.node.status().applied;
+        let ready: Vec<RequestId> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let r = self.reads.remove(&id).expect("pending read");
+            let result = self.kv.range(&r.request).map(Answer::Read).map_err(ClientError::Kv);
+            out.completions.push(Completion { id, result });
+        }
+    }
+}
