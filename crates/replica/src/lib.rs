@@ -472,10 +472,8 @@ impl Replica {
                 }
             };
             let outcome = self.kv.apply(index.0, env.log_time_ms, proposal);
-            if let Err(e) = &outcome {
-                if !e.is_deterministic() {
-                    return Err(ReplicaError::StateMachine { index, error: e.clone() });
-                }
+            if let Some(e) = outcome.as_ref().err().filter(|e| !e.is_deterministic()) {
+                return Err(ReplicaError::StateMachine { index, error: e.clone() });
             }
             if env.origin == self.id.0 {
                 let id = RequestId(env.request);
