@@ -65,6 +65,22 @@ pub struct Config {
     /// The index the caller's state machine has applied (on restart: the snapshot index, or
     /// 0). The node hands out entries after it.
     pub applied: LogIndex,
+    /// Known bugs to plant, for proving that the simulator finds them. Test builds only.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bugs: PlantedBugs,
+}
+
+/// Protocol rules a test can break on purpose (feature `planted-bugs`, never in release).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Commit an entry of an earlier term by counting replicas (violates Raft §5.4.2,
+    /// Figure 8).
+    pub commit_by_counting_old_terms: bool,
+    /// Grant votes without the up-to-date check (violates Raft §5.4.1, S3).
+    pub vote_ignores_log: bool,
+    /// Send a vote before it is durable (violates S2: a crash can make the node vote twice).
+    pub vote_before_persist: bool,
 }
 
 impl Config {
@@ -88,6 +104,8 @@ impl Config {
             uncommitted_bytes_max: 64 << 20,
             apply_bytes_max: 16 << 20,
             applied: LogIndex(0),
+            #[cfg(feature = "planted-bugs")]
+            planted_bugs: PlantedBugs::default(),
         }
     }
 

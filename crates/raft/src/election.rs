@@ -57,16 +57,27 @@ impl<L: LogView> Node<L> {
         self.leader = None;
         self.votes.clear();
         self.reset_election_timer();
-        self.votes.insert(self.id, true);
-        if self.tally() == VoteResult::Won {
-            self.become_leader();
-            return;
-        }
+        // S2: the self-vote counts only once the new term and vote are durable (see
+        // `count_durable_self_vote`), and the requests leave only then too: a crash before
+        // that must leave no trace of this candidacy.
+        self.candidacy_ready = None;
         let last = self.log.last_id();
-        // S2: the self-vote must be durable before anyone can count on this candidacy, so the
-        // requests leave only after the new term and vote are persisted.
         for to in self.other_voters() {
             self.send_after_persist(to, MessageBody::Vote { last, transfer });
+        }
+    }
+
+    /// Called when readies are acknowledged durable: once the ready that carried this
+    /// candidacy's term and vote is durable, the candidate counts its own vote.
+    pub(crate) fn count_durable_self_vote(&mut self, persisted: u64) {
+        let durable = self.candidacy_ready.is_some_and(|n| n <= persisted);
+        if self.role == Role::Candidate && durable && !self.votes.contains_key(&self.id) {
+            self.votes.insert(self.id, true);
+            match self.tally() {
+                VoteResult::Won => self.become_leader(),
+                VoteResult::Lost => self.become_follower(self.term, None),
+                VoteResult::Pending => {}
+            }
         }
     }
 
@@ -89,6 +100,9 @@ impl<L: LogView> Node<L> {
             || (self.vote.is_none() && self.leader.is_none())
             || (pre && term > self.term);
         // S3 (Raft §5.4.1): only for a log at least as up to date as ours.
+        #[cfg(feature = "planted-bugs")]
+        let up_to_date = last >= self.log.last_id() || self.cfg.planted_bugs.vote_ignores_log;
+        #[cfg(not(feature = "planted-bugs"))]
         let up_to_date = last >= self.log.last_id();
         let granted = can_vote && up_to_date;
         if pre {
@@ -103,6 +117,11 @@ impl<L: LogView> Node<L> {
                 self.reset_election_timer();
             }
             // The vote is durable before the answer leaves (S2).
+            #[cfg(feature = "planted-bugs")]
+            if self.cfg.planted_bugs.vote_before_persist {
+                self.send(from, MessageBody::VoteResponse { granted });
+                return;
+            }
             self.send_after_persist(from, MessageBody::VoteResponse { granted });
         }
     }

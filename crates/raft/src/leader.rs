@@ -225,7 +225,13 @@ impl<L: LogView> Node<L> {
             }
         });
         let quorum = LogIndex(quorum);
-        if quorum <= self.log.committed || self.log.term_opt(quorum) != Some(self.term) {
+        #[cfg(feature = "planted-bugs")]
+        let own_term_rule = !self.cfg.planted_bugs.commit_by_counting_old_terms;
+        #[cfg(not(feature = "planted-bugs"))]
+        let own_term_rule = true;
+        if quorum <= self.log.committed
+            || (own_term_rule && self.log.term_opt(quorum) != Some(self.term))
+        {
             return;
         }
         self.log.commit_to(quorum);

@@ -78,6 +78,8 @@ mod rng;
 pub mod testkit;
 pub mod types;
 
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBugs;
 pub use config::{Config, ConfigError, ReadMode};
 pub use error::{ProposeError, ReadError, StepError, TransferError};
 pub use log_view::{InitialState, LogError, LogView, MemLog};

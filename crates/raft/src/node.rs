@@ -89,6 +89,8 @@ pub struct Node<L: LogView> {
     pub(crate) forward_queue: Vec<Bytes>,
     /// Reads this follower asked the leader to confirm.
     pub(crate) forwarded_reads: Vec<(ReadId, NodeId)>,
+    /// As a candidate: the number of the ready that carried the campaign's term and vote.
+    pub(crate) candidacy_ready: Option<u64>,
     // Output, drained by `ready()`.
     pub(crate) msgs: Vec<Message>,
     pub(crate) msgs_after_persist: Vec<Message>,
@@ -146,6 +148,7 @@ impl<L: LogView> Node<L> {
             leader_state: None,
             forward_queue: Vec::new(),
             forwarded_reads: Vec::new(),
+            candidacy_ready: None,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
@@ -287,7 +290,8 @@ impl<L: LogView> Node<L> {
 
     /// Whether [`Node::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
-        !self.msgs.is_empty()
+        (self.role == Role::Candidate && self.candidacy_ready.is_none())
+            || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || !self.forward_queue.is_empty()
             || !self.read_states.is_empty()
@@ -315,6 +319,9 @@ impl<L: LogView> Node<L> {
         }
         self.ready_number += 1;
         let mut rd = Ready { number: self.ready_number, ..Ready::default() };
+        if self.role == Role::Candidate && self.candidacy_ready.is_none() {
+            self.candidacy_ready = Some(rd.number);
+        }
         let soft = self.soft_state();
         if soft != self.last_soft_state {
             rd.soft_state = Some(soft);
@@ -359,6 +366,7 @@ impl<L: LogView> Node<L> {
                 self.maybe_commit();
             }
         }
+        self.count_durable_self_vote(number);
     }
 
     /// Reports that the state machine applied every entry through `index`.

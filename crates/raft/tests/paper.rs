@@ -163,6 +163,20 @@ fn s2_vote_is_persisted_before_the_granting_reply_raft_5_2() {
 }
 
 #[test]
+fn s2_candidate_counts_its_own_vote_only_once_durable_raft_5_2() {
+    // A one-node cluster wins with its own vote alone, but only after the vote is durable: a
+    // crash before that must not leave a leader of a term the node will reuse.
+    let log = MemLog::new(Membership::voters([N1]));
+    let mut n = node_with(N1, log, |c| c.pre_vote = false);
+    n.campaign();
+    assert_eq!(n.role(), Role::Candidate);
+    let rd = n.ready();
+    assert_eq!(n.role(), Role::Candidate, "handed out, not yet durable");
+    persist(&mut n, &rd);
+    assert_eq!(n.role(), Role::Leader);
+}
+
+#[test]
 fn s2_at_most_one_vote_per_term_raft_5_2() {
     let mut n = node(N3, log_with(&[], 1));
     let last = EntryId::default();
@@ -187,7 +201,8 @@ fn s2_at_most_one_vote_per_term_raft_5_2() {
 fn s2_candidate_with_majority_becomes_leader_and_minority_does_not_raft_5_2() {
     let mut n = node_with(N1, log_with(&[], 0), |c| c.pre_vote = false);
     n.campaign();
-    let _ = n.ready();
+    let rd = n.ready();
+    persist(&mut n, &rd);
     n.step(msg(N2, N1, 1, MessageBody::VoteResponse { granted: false })).unwrap();
     assert_eq!(n.role(), Role::Candidate, "1 of 3 is not a majority");
     n.step(msg(N3, N1, 1, MessageBody::VoteResponse { granted: true })).unwrap();

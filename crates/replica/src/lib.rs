@@ -120,6 +120,8 @@ pub struct Completion {
     pub id: RequestId,
     /// Its outcome.
     pub result: Result<Answer, ClientError>,
+    /// For a write that was applied: the log entry that carried it.
+    pub entry: Option<tenure_raft::EntryId>,
 }
 
 /// How a read is served.
@@ -287,7 +289,7 @@ impl Replica {
         for id in expired {
             self.writes.remove(&id);
             self.reads.remove(&id);
-            out.completions.push(Completion { id, result: Err(ClientError::Timeout) });
+            out.completions.push(Completion { id, result: Err(ClientError::Timeout), entry: None });
         }
     }
 
@@ -301,7 +303,7 @@ impl Replica {
     /// [`Completion`] with the same `id` once the entry is applied here.
     pub fn propose(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
         if let Err(e) = self.kv.validate(&proposal.command) {
-            out.completions.push(Completion { id, result: Err(ClientError::Kv(e)) });
+            out.completions.push(Completion { id, result: Err(ClientError::Kv(e)), entry: None });
             return;
         }
         let env = Envelope { log_time_ms: self.now_ms, origin: self.id.0, request: id.0 };
@@ -315,15 +317,19 @@ impl Replica {
                 self.writes.insert(id, PendingWrite { at: None, deadline_tick });
             }
             Err(ProposeError::NotLeader { leader_hint: None }) => {
-                out.completions.push(Completion { id, result: Err(ClientError::NoLeader) });
+                out.completions.push(Completion {
+                    id,
+                    result: Err(ClientError::NoLeader),
+                    entry: None,
+                });
             }
             Err(ProposeError::NotLeader { leader_hint }) => {
                 let result = Err(ClientError::NotLeader { leader_hint });
-                out.completions.push(Completion { id, result });
+                out.completions.push(Completion { id, result, entry: None });
             }
             Err(e) => {
                 let result = Err(ClientError::Refused(e.to_string()));
-                out.completions.push(Completion { id, result });
+                out.completions.push(Completion { id, result, entry: None });
             }
         }
     }
@@ -338,7 +344,7 @@ impl Replica {
     ) {
         if consistency == Consistency::Serializable {
             let result = self.kv.range(&request).map(Answer::Read).map_err(ClientError::Kv);
-            out.completions.push(Completion { id, result });
+            out.completions.push(Completion { id, result, entry: None });
             return;
         }
         match self.node.read_index(ReadId(id.0)) {
@@ -346,7 +352,10 @@ impl Replica {
                 let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
                 self.reads.insert(id, PendingRead { request, index: None, deadline_tick });
             }
-            Err(_) => out.completions.push(Completion { id, result: Err(ClientError::NoLeader) }),
+            Err(_) => {
+                let result = Err(ClientError::NoLeader);
+                out.completions.push(Completion { id, result, entry: None });
+            }
         }
     }
 
@@ -367,11 +376,14 @@ impl Replica {
         // 2. Write; the sync comes later and may cover several readies.
         let needs_sync = rd.must_persist();
         let storage = self.node.log_view_mut();
-        if let Some(hs) = rd.hard_state {
-            storage.set_hard_state(hs)?;
-        }
+        // Entries before the hard state: a crash keeps some prefix of the writes, and a
+        // durable commit index must never point past durable entries (found by the simulator,
+        // seed 217).
         if !rd.entries.is_empty() {
             storage.append(&rd.entries)?;
+        }
+        if let Some(hs) = rd.hard_state {
+            storage.set_hard_state(hs)?;
         }
         if needs_sync || !rd.persisted_messages.is_empty() {
             let messages = std::mem::take(&mut rd.persisted_messages);
@@ -390,7 +402,8 @@ impl Replica {
         for id in rd.dropped_reads {
             if self.reads.remove(&RequestId(id.0)).is_some() {
                 let id = RequestId(id.0);
-                out.completions.push(Completion { id, result: Err(ClientError::LeaderChanged) });
+                let result = Err(ClientError::LeaderChanged);
+                out.completions.push(Completion { id, result, entry: None });
             }
         }
         self.serve_reads(out);
@@ -479,7 +492,7 @@ impl Replica {
                 let id = RequestId(env.request);
                 if self.writes.remove(&id).is_some() {
                     let result = outcome.map(Answer::Write).map_err(ClientError::Kv);
-                    out.completions.push(Completion { id, result });
+                    out.completions.push(Completion { id, result, entry: Some(entry.id) });
                 }
             }
         }
@@ -500,7 +513,8 @@ impl Replica {
             .collect();
         for id in lost {
             self.writes.remove(&id);
-            out.completions.push(Completion { id, result: Err(ClientError::LeaderChanged) });
+            let result = Err(ClientError::LeaderChanged);
+            out.completions.push(Completion { id, result, entry: None });
         }
     }
 
@@ -519,7 +533,7 @@ impl Replica {
         for id in ready {
             let r = self.reads.remove(&id).expect("pending read");
             let result = self.kv.range(&r.request).map(Answer::Read).map_err(ClientError::Kv);
-            out.completions.push(Completion { id, result });
+            out.completions.push(Completion { id, result, entry: None });
         }
     }
 }

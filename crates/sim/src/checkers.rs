@@ -1,0 +1,296 @@
+//! Safety checkers that watch the world as it runs. Each takes observations (plain values, not
+//! the world), so each can be fed known-bad input in its own test.
+//!
+//! - [`Checkers::on_leader`]: at most one leader per term (S2, Raft §5.2 Election Safety), and
+//!   a new leader holds every entry committed so far (Leader Completeness, §5.4).
+//! - [`Checkers::on_leader_log`]: a leader never overwrites or deletes its entries
+//!   (Leader Append-Only, §5.3).
+//! - [`Checkers::on_logs`]: two logs holding an entry with the same index and term agree on
+//!   every entry up to it (Log Matching, §5.3).
+//! - [`Checkers::on_apply`]: no two nodes apply different entries at one index (State Machine
+//!   Safety, §5.4.3), and a node applies only what it knows committed.
+//! - [`Checkers::on_acknowledged`] / [`Checkers::check_final`]: nothing acknowledged to a
+//!   client is ever lost, across crashes.
+
+use std::collections::BTreeMap;
+
+use tenure_raft::{EntryId, LogIndex, NodeId, Term};
+
+/// A broken safety property, with what was seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: &'static str,
+    /// What was observed.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.property, self.detail)
+    }
+}
+
+/// What checkers need to know of an entry: its id and a digest of its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntrySeen {
+    /// Term and index.
+    pub id: EntryId,
+    /// A digest of kind and payload.
+    pub digest: u64,
+}
+
+/// A digest of an entry's kind and payload (FNV-1a; collisions are irrelevant at this scale).
+pub fn digest(kind: u8, data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(kind);
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// All the online checkers of one run.
+#[derive(Default)]
+pub struct Checkers {
+    leaders: BTreeMap<Term, NodeId>,
+    /// What each index was applied as, by whichever node applied it first.
+    applied: BTreeMap<LogIndex, EntrySeen>,
+    /// Each leader's log as last seen, per term: index -> term.
+    leader_logs: BTreeMap<Term, (NodeId, BTreeMap<LogIndex, Term>)>,
+    /// Entries whose application was acknowledged to a client.
+    acknowledged: BTreeMap<LogIndex, EntrySeen>,
+}
+
+impl Checkers {
+    /// A node became leader of `term`; `log_term_at` answers the term of its log at an index.
+    pub fn on_leader(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        log_term_at: impl Fn(LogIndex) -> Option<Term>,
+        first_index: LogIndex,
+    ) -> Result<(), Violation> {
+        if let Some(prev) = self.leaders.insert(term, node) {
+            if prev != node {
+                return Err(Violation {
+                    property: "election safety (one leader per term)",
+                    detail: format!("{prev} and {node} both led term {term}"),
+                });
+            }
+        }
+        for (index, seen) in &self.applied {
+            if *index < first_index {
+                continue;
+            }
+            if log_term_at(*index) != Some(seen.id.term) {
+                return Err(Violation {
+                    property: "leader completeness",
+                    detail: format!(
+                        "{node} leads term {term} without committed entry {} (has {:?})",
+                        seen.id,
+                        log_term_at(*index)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The current leader's log (`(index, term)` pairs, ascending) as it stands now.
+    pub fn on_leader_log(
+        &mut self,
+        node: NodeId,
+        term: Term,
+        log: &[(LogIndex, Term)],
+    ) -> Result<(), Violation> {
+        let (owner, seen) = self.leader_logs.entry(term).or_insert_with(|| (node, BTreeMap::new()));
+        if *owner != node {
+            return Ok(()); // Reported by the election check.
+        }
+        let now: BTreeMap<LogIndex, Term> = log.iter().copied().collect();
+        let first = log.first().map(|(i, _)| *i).unwrap_or(LogIndex(u64::MAX));
+        for (index, t) in seen.iter() {
+            if *index < first {
+                continue; // Compacted, not deleted.
+            }
+            if now.get(index) != Some(t) {
+                return Err(Violation {
+                    property: "leader append-only",
+                    detail: format!(
+                        "{node} (leader of term {term}) had {t}/{index}, now has {:?}",
+                        now.get(index)
+                    ),
+                });
+            }
+        }
+        seen.extend(now);
+        Ok(())
+    }
+
+    /// Several nodes' logs (`(index, term)` pairs each): Log Matching.
+    pub fn on_logs(&self, logs: &[(NodeId, Vec<(LogIndex, Term)>)]) -> Result<(), Violation> {
+        for (i, (a, la)) in logs.iter().enumerate() {
+            for (b, lb) in &logs[i + 1..] {
+                let mb: BTreeMap<LogIndex, Term> = lb.iter().copied().collect();
+                // The highest index where both hold the same term...
+                let common =
+                    la.iter().rev().find(|(idx, t)| mb.get(idx) == Some(t)).map(|(i, _)| *i);
+                let Some(common) = common else { continue };
+                // ...must be preceded by identical entries wherever both still hold them.
+                for (idx, t) in la.iter().filter(|(idx, _)| *idx <= common) {
+                    if let Some(tb) = mb.get(idx) {
+                        if tb != t {
+                            return Err(Violation {
+                                property: "log matching",
+                                detail: format!(
+                                    "{a} and {b} share an entry at {common} but differ at {idx} ({t} vs {tb})"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A node applied an entry; it knew the commit index `committed` at the time.
+    pub fn on_apply(
+        &mut self,
+        node: NodeId,
+        entry: EntrySeen,
+        committed: LogIndex,
+    ) -> Result<(), Violation> {
+        if entry.id.index > committed {
+            return Err(Violation {
+                property: "applied never passes committed",
+                detail: format!("{node} applied {} with commit index {committed}", entry.id),
+            });
+        }
+        match self.applied.get(&entry.id.index) {
+            Some(prev) if *prev != entry => Err(Violation {
+                property: "state machine safety",
+                detail: format!(
+                    "{node} applied {} (digest {:x}) where another node applied {} (digest {:x})",
+                    entry.id, entry.digest, prev.id, prev.digest
+                ),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.applied.insert(entry.id.index, entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// A client was told its write succeeded; the write is the entry `entry`.
+    pub fn on_acknowledged(&mut self, entry: EntrySeen) {
+        self.acknowledged.insert(entry.id.index, entry);
+    }
+
+    /// At the end: every acknowledged entry is in every node's final log (`(index, term)`),
+    /// unless compacted away.
+    pub fn check_final(&self, logs: &[(NodeId, Vec<(LogIndex, Term)>)]) -> Result<(), Violation> {
+        for (node, log) in logs {
+            let m: BTreeMap<LogIndex, Term> = log.iter().copied().collect();
+            let first = log.first().map(|(i, _)| *i).unwrap_or(LogIndex(1));
+            for (index, seen) in &self.acknowledged {
+                if *index >= first && m.get(index) != Some(&seen.id.term) {
+                    return Err(Violation {
+                        property: "durability (nothing acknowledged is lost)",
+                        detail: format!(
+                            "{node} lost acknowledged entry {} (has {:?})",
+                            seen.id,
+                            m.get(index)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries applied so far (for tests and summaries).
+    pub fn applied_count(&self) -> usize {
+        self.applied.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(term: u64, index: u64, digest: u64) -> EntrySeen {
+        EntrySeen { id: EntryId::new(Term(term), LogIndex(index)), digest }
+    }
+
+    fn log(pairs: &[(u64, u64)]) -> Vec<(LogIndex, Term)> {
+        pairs.iter().map(|(i, t)| (LogIndex(*i), Term(*t))).collect()
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_caught() {
+        let mut c = Checkers::default();
+        assert!(c.on_leader(NodeId(1), Term(2), |_| None, LogIndex(1)).is_ok());
+        assert!(
+            c.on_leader(NodeId(1), Term(2), |_| None, LogIndex(1)).is_ok(),
+            "same leader again"
+        );
+        let v = c.on_leader(NodeId(2), Term(2), |_| None, LogIndex(1)).unwrap_err();
+        assert_eq!(v.property, "election safety (one leader per term)");
+    }
+
+    #[test]
+    fn leader_missing_a_committed_entry_is_caught() {
+        let mut c = Checkers::default();
+        c.on_apply(NodeId(1), e(1, 1, 7), LogIndex(1)).unwrap();
+        let v = c.on_leader(NodeId(2), Term(3), |_| None, LogIndex(1)).unwrap_err();
+        assert_eq!(v.property, "leader completeness");
+        assert!(c.on_leader(NodeId(3), Term(4), |_| Some(Term(1)), LogIndex(1)).is_ok());
+    }
+
+    #[test]
+    fn leader_overwriting_its_entry_is_caught() {
+        let mut c = Checkers::default();
+        c.on_leader_log(NodeId(1), Term(2), &log(&[(1, 1), (2, 2)])).unwrap();
+        c.on_leader_log(NodeId(1), Term(2), &log(&[(1, 1), (2, 2), (3, 2)])).unwrap();
+        let v = c.on_leader_log(NodeId(1), Term(2), &log(&[(1, 1), (2, 2)])).unwrap_err();
+        assert_eq!(v.property, "leader append-only");
+    }
+
+    #[test]
+    fn diverging_prefixes_under_a_shared_entry_are_caught() {
+        let c = Checkers::default();
+        let good =
+            [(NodeId(1), log(&[(1, 1), (2, 2)])), (NodeId(2), log(&[(1, 1), (2, 2), (3, 3)]))];
+        assert!(c.on_logs(&good).is_ok());
+        let bad = [(NodeId(1), log(&[(1, 1), (2, 2)])), (NodeId(2), log(&[(1, 2), (2, 2)]))];
+        assert_eq!(c.on_logs(&bad).unwrap_err().property, "log matching");
+    }
+
+    #[test]
+    fn different_entries_applied_at_one_index_are_caught() {
+        let mut c = Checkers::default();
+        c.on_apply(NodeId(1), e(1, 5, 1), LogIndex(5)).unwrap();
+        c.on_apply(NodeId(2), e(1, 5, 1), LogIndex(9)).unwrap();
+        let v = c.on_apply(NodeId(3), e(2, 5, 1), LogIndex(5)).unwrap_err();
+        assert_eq!(v.property, "state machine safety");
+    }
+
+    #[test]
+    fn applying_past_the_commit_index_is_caught() {
+        let mut c = Checkers::default();
+        let v = c.on_apply(NodeId(1), e(1, 5, 1), LogIndex(4)).unwrap_err();
+        assert_eq!(v.property, "applied never passes committed");
+    }
+
+    #[test]
+    fn lost_acknowledged_write_is_caught() {
+        let mut c = Checkers::default();
+        c.on_acknowledged(e(2, 3, 9));
+        assert!(c.check_final(&[(NodeId(1), log(&[(1, 1), (2, 2), (3, 2)]))]).is_ok());
+        let v = c.check_final(&[(NodeId(2), log(&[(1, 1), (2, 2)]))]).unwrap_err();
+        assert_eq!(v.property, "durability (nothing acknowledged is lost)");
+    }
+}

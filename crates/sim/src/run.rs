@@ -1,0 +1,63 @@
+//! Running seeds: one seed is one [`World`] with the swarm profile the seed picks, run through
+//! its safety and liveness phases, then its clients' history checked for linearizability.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::world::{Failure, Profile, World};
+
+/// The outcome of one seed.
+#[derive(Debug)]
+pub struct SeedResult {
+    /// The seed.
+    pub seed: u64,
+    /// Client operations completed.
+    pub ops: u64,
+    /// Messages delivered.
+    pub messages: u64,
+    /// The failure, if any.
+    pub failure: Option<Failure>,
+    /// The readable trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+/// Runs one seed. Panics inside the nodes are caught and reported as [`Failure::Crash`].
+pub fn run_seed(seed: u64, trace: bool) -> SeedResult {
+    run_seed_with(seed, Profile::swarm(seed), trace, |_| {})
+}
+
+/// Runs one seed with an explicit profile and configuration hook.
+pub fn run_seed_with(
+    seed: u64,
+    profile: Profile,
+    trace: bool,
+    configure: fn(&mut tenure_replica::ReplicaConfig),
+) -> SeedResult {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut world = World::new(seed, profile, configure);
+        if trace {
+            world = world.with_trace();
+        }
+        let outcome = world.run();
+        let outcome = outcome.and_then(|()| crate::check_history(&world));
+        (world.ops_done, world.messages_delivered, outcome, world.trace.take().unwrap_or_default())
+    }));
+    match result {
+        Ok((ops, messages, outcome, trace)) => {
+            SeedResult { seed, ops, messages, failure: outcome.err(), trace }
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            SeedResult {
+                seed,
+                ops: 0,
+                messages: 0,
+                failure: Some(Failure::Crash(msg)),
+                trace: vec![],
+            }
+        }
+    }
+}

@@ -1,0 +1,1067 @@
+//! The simulated world: nodes running the production [`Replica`] code over [`SimDisk`]s, a
+//! network that drops, duplicates, delays and partitions, clocks that drift, clients with
+//! sessions, and a discrete-event scheduler. One [`SimRng`] drives every choice, so a seed
+//! replays exactly.
+//!
+//! A run has two phases (after TigerBeetle's VOPR): a **safety phase** with the seed's faults,
+//! checked as it goes, then a **liveness phase** in which every fault is healed and every
+//! node restarted: a leader must emerge and every pending client request complete within a
+//! bound.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tenure_kv::{
+    Command, Compare, CompareResult, CompareTarget, Proposal, PutRequest, RangeRequest, RequestOp,
+    Response, TxnRequest,
+};
+use tenure_raft::{LogIndex, Membership, Message, NodeId, Role, Term};
+use tenure_replica::{
+    Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
+};
+use tenure_storage::{CrashMode, SimDisk, SyncTicket};
+
+use crate::checkers::{Checkers, EntrySeen, Violation, digest};
+use crate::rng::SimRng;
+use crate::workload::{HistOp, OpKind, Status};
+
+/// Milliseconds of simulated time.
+pub type Millis = u64;
+
+/// Nominal tick interval of every node's clock.
+pub const TICK_MS: Millis = 10;
+/// Election timeout in ticks (`T`; timeouts are drawn from `[T, 2T)`).
+pub const ELECTION_TICKS: u32 = 10;
+
+/// Which faults a run injects and how often ("swarm testing": each seed picks its own).
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Cluster size.
+    pub nodes: u64,
+    /// Probability that a message is lost.
+    pub drop: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a message is delayed by up to several election timeouts (which also
+    /// reorders it).
+    pub long_delay: f64,
+    /// Mean time between partition changes (`None`: no partitions).
+    pub partition_every: Option<Millis>,
+    /// Mean time between crashes (`None`: no crashes).
+    pub crash_every: Option<Millis>,
+    /// Mean time between pauses (`None`: no pauses).
+    pub pause_every: Option<Millis>,
+    /// Largest clock drift, in percent of the tick interval.
+    pub drift_percent: u64,
+    /// Largest fsync latency (0: instant).
+    pub sync_ms_max: Millis,
+    /// Largest append message, in bytes (small values split appends into many messages).
+    pub append_bytes_max: u64,
+    /// Appends in flight per follower.
+    pub inflight_appends_max: usize,
+    /// Number of clients.
+    pub clients: u64,
+    /// Number of keys the clients share.
+    pub keys: u64,
+    /// Length of the safety phase.
+    pub safety_ms: Millis,
+    /// Bound on the liveness phase.
+    pub liveness_ms: Millis,
+}
+
+impl Profile {
+    /// The profile seed `seed` picks: cluster size and every fault's rate.
+    pub fn swarm(seed: u64) -> Profile {
+        let mut r = SimRng::new(seed ^ 0x5157_4152_4d00);
+        let nodes = r.pick(&[1, 3, 3, 3, 5, 5, 7]);
+        let every = |r: &mut SimRng, options: &[Millis]| {
+            let v = r.pick(options);
+            (v > 0).then_some(v)
+        };
+        Profile {
+            nodes,
+            drop: r.pick(&[0.0, 0.0, 0.01, 0.05, 0.2]),
+            duplicate: r.pick(&[0.0, 0.01, 0.05]),
+            long_delay: r.pick(&[0.0, 0.0, 0.01, 0.05]),
+            partition_every: every(&mut r, &[0, 0, 150, 400, 1000]),
+            crash_every: every(&mut r, &[0, 0, 200, 500, 1000]),
+            pause_every: every(&mut r, &[0, 0, 300, 1000]),
+            drift_percent: r.pick(&[0, 2, 10]),
+            sync_ms_max: r.pick(&[0, 0, 2, 10, 40]),
+            append_bytes_max: r.pick(&[1 << 20, 1 << 20, 64]),
+            inflight_appends_max: r.pick(&[256, 256, 2]),
+            clients: r.range(2, 6),
+            keys: r.range(1, 4),
+            safety_ms: 2_000,
+            liveness_ms: 6_000,
+        }
+    }
+
+    /// No faults at all (for scripted scenarios that inject their own).
+    pub fn quiet(nodes: u64) -> Profile {
+        Profile {
+            nodes,
+            drop: 0.0,
+            duplicate: 0.0,
+            long_delay: 0.0,
+            partition_every: None,
+            crash_every: None,
+            pause_every: None,
+            drift_percent: 0,
+            sync_ms_max: 0,
+            append_bytes_max: 1 << 20,
+            inflight_appends_max: 256,
+            clients: 0,
+            keys: 1,
+            safety_ms: 0,
+            liveness_ms: 6_000,
+        }
+    }
+}
+
+/// How a run ended badly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A checker saw a broken safety property.
+    Safety(String),
+    /// After healing, the cluster did not elect a leader or finish requests in time.
+    Liveness(String),
+    /// A node panicked or stopped with a fatal error.
+    Crash(String),
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Deliver(u64),
+    Tick(NodeId),
+    SyncDone(NodeId, u64),
+    Restart(NodeId),
+    Unpause(NodeId),
+    Nemesis,
+    Client(u64),
+}
+
+struct SimNode {
+    replica: Option<Replica>,
+    disk: SimDisk,
+    /// This node's tick interval (drift).
+    tick_ms: Millis,
+    paused: bool,
+    /// A sync in flight: its ticket and an epoch that a crash invalidates.
+    sync: Option<(SyncTicket, u64)>,
+    epoch: u64,
+    /// The leader term this node was last seen leading, for the checkers.
+    led: Option<Term>,
+}
+
+/// One client operation in progress.
+struct ClientOp {
+    kind: OpKind,
+    key: String,
+    call: Millis,
+    sequence: u64,
+    attempts: u32,
+    /// Whether some attempt may have taken effect (its outcome is unknown).
+    maybe_applied: bool,
+    /// The node and request id of the attempt in flight, and when it gives up waiting.
+    in_flight: Option<(NodeId, RequestId, Millis)>,
+}
+
+struct Client {
+    id: u64,
+    next_sequence: u64,
+    op: Option<ClientOp>,
+    leader_hint: Option<NodeId>,
+    done: u64,
+}
+
+/// A simulated cluster.
+pub struct World {
+    /// The seed.
+    pub seed: u64,
+    /// The fault profile.
+    pub profile: Profile,
+    rng: SimRng,
+    now: Millis,
+    queue: BinaryHeap<Reverse<(Millis, u64, Event)>>,
+    event_seq: u64,
+    messages: BTreeMap<u64, Message>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    clients: Vec<Client>,
+    /// Which client waits on which (node, request).
+    waiting: BTreeMap<(NodeId, RequestId), u64>,
+    next_request: u64,
+    history: Vec<HistOp>,
+    checkers: Checkers,
+    liveness: bool,
+    /// Readable event lines, when tracing.
+    pub trace: Option<Vec<String>>,
+    configure: fn(&mut ReplicaConfig),
+    /// Operations completed.
+    pub ops_done: u64,
+    /// Messages delivered.
+    pub messages_delivered: u64,
+}
+
+fn membership(n: u64) -> Membership {
+    Membership::voters((1..=n).map(NodeId))
+}
+
+impl World {
+    /// A world for `seed` with `profile`; `configure` may adjust every replica's
+    /// configuration (tests use it to plant bugs).
+    pub fn new(seed: u64, profile: Profile, configure: fn(&mut ReplicaConfig)) -> World {
+        let mut rng = SimRng::new(seed);
+        let mut nodes = BTreeMap::new();
+        for i in 1..=profile.nodes {
+            let drift = profile.drift_percent * TICK_MS;
+            let tick_ms = (TICK_MS * 100 + rng.range(0, 2 * drift + 1) - drift).max(50) / 100;
+            let node = SimNode {
+                replica: None,
+                disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(i)),
+                tick_ms: tick_ms.max(1),
+                paused: false,
+                sync: None,
+                epoch: 0,
+                led: None,
+            };
+            nodes.insert(NodeId(i), node);
+        }
+        let clients = (0..profile.clients)
+            .map(|i| Client { id: i + 1, next_sequence: 1, op: None, leader_hint: None, done: 0 })
+            .collect();
+        let mut w = World {
+            seed,
+            profile,
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            event_seq: 0,
+            messages: BTreeMap::new(),
+            nodes,
+            cut: BTreeSet::new(),
+            clients,
+            waiting: BTreeMap::new(),
+            next_request: 1,
+            history: Vec::new(),
+            checkers: Checkers::default(),
+            liveness: false,
+            trace: None,
+            configure,
+            ops_done: 0,
+            messages_delivered: 0,
+        };
+        let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
+        for id in ids {
+            w.start_node(id).expect("fresh node opens");
+            let first_tick = w.rng.range(1, TICK_MS + 1);
+            w.schedule(first_tick, Event::Tick(id));
+        }
+        for c in 0..w.clients.len() as u64 {
+            let at = w.rng.range(1, 50);
+            w.schedule(at, Event::Client(c));
+        }
+        if w.profile.partition_every.is_some()
+            || w.profile.crash_every.is_some()
+            || w.profile.pause_every.is_some()
+        {
+            let at = w.rng.range(50, 200);
+            w.schedule(at, Event::Nemesis);
+        }
+        w
+    }
+
+    /// Turns on the readable trace.
+    pub fn with_trace(mut self) -> World {
+        self.trace = Some(Vec::new());
+        self
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(t) = self.trace.as_mut() {
+            t.push(format!("{:>6}ms {}", self.now, line()));
+        }
+    }
+
+    fn schedule(&mut self, after: Millis, event: Event) {
+        self.event_seq += 1;
+        self.queue.push(Reverse((self.now + after, self.event_seq, event)));
+    }
+
+    fn start_node(&mut self, id: NodeId) -> Result<(), Failure> {
+        let n = self.profile.nodes;
+        let node = self.nodes.get_mut(&id).expect("node");
+        let mut cfg = ReplicaConfig::new(id);
+        cfg.raft.election_ticks = ELECTION_TICKS;
+        cfg.raft.heartbeat_ticks = 1;
+        cfg.raft.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0 + 7 * node.epoch);
+        cfg.storage.segment_bytes_max = 256 << 10;
+        cfg.storage.entry_bytes_max = 64 << 10;
+        cfg.storage.cache_bytes_max = 1 << 20;
+        cfg.storage.write_buffer_bytes_max = 64 << 10;
+        cfg.request_timeout_ticks = 40;
+        cfg.raft.append_bytes_max = self.profile.append_bytes_max;
+        cfg.raft.inflight_appends_max = self.profile.inflight_appends_max;
+        cfg.raft.inflight_bytes_max = cfg.raft.inflight_bytes_max.max(cfg.raft.append_bytes_max);
+        (self.configure)(&mut cfg);
+        let disk: Arc<dyn tenure_storage::Disk> = Arc::new(node.disk.clone());
+        match Replica::open(cfg, disk, Path::new("/data"), membership(n)) {
+            Ok(r) => {
+                node.replica = Some(r);
+                node.epoch += 1;
+                Ok(())
+            }
+            Err(e) => Err(Failure::Crash(format!("{id} failed to open after a crash: {e}"))),
+        }
+    }
+
+    /// Runs the safety phase, then the liveness phase. Returns the failure, if any.
+    pub fn run(&mut self) -> Result<(), Failure> {
+        let safety_end = self.profile.safety_ms;
+        self.run_until(safety_end)?;
+        self.start_liveness_phase()?;
+        let deadline = safety_end + self.profile.liveness_ms;
+        loop {
+            if self.now >= deadline {
+                return Err(Failure::Liveness(self.liveness_report()));
+            }
+            let step_end = (self.now + 100).min(deadline);
+            self.run_until(step_end)?;
+            if self.converged() {
+                break;
+            }
+        }
+        self.final_checks()
+    }
+
+    /// Processes events up to simulated time `until`.
+    pub fn run_until(&mut self, until: Millis) -> Result<(), Failure> {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > until {
+                break;
+            }
+            let Reverse((at, _, event)) = self.queue.pop().expect("peeked");
+            self.now = at;
+            self.handle(event)?;
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Failure> {
+        match event {
+            Event::Deliver(key) => {
+                let Some(m) = self.messages.remove(&key) else { return Ok(()) };
+                let to = m.to;
+                let Some(node) = self.nodes.get_mut(&to) else { return Ok(()) };
+                if node.paused {
+                    // A paused process reads its socket later.
+                    self.messages.insert(key, m);
+                    self.schedule(5, Event::Deliver(key));
+                    return Ok(());
+                }
+                let Some(r) = node.replica.as_mut() else { return Ok(()) };
+                if self.cut.contains(&(m.from, to)) {
+                    return Ok(());
+                }
+                self.messages_delivered += 1;
+                if self.trace.is_some() {
+                    let line = format!("{m:?}");
+                    self.note(|| line);
+                    let r = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()).expect("up");
+                    r.step(m);
+                } else {
+                    r.step(m);
+                }
+                self.pump(to)?;
+            }
+            Event::Tick(id) => {
+                let node = self.nodes.get_mut(&id).expect("node");
+                let next = node.tick_ms;
+                if !node.paused {
+                    if let Some(r) = node.replica.as_mut() {
+                        let mut out = Output::default();
+                        r.tick(self.now, &mut out);
+                        self.absorb(id, out)?;
+                        self.pump(id)?;
+                    }
+                }
+                self.schedule(next, Event::Tick(id));
+            }
+            Event::SyncDone(id, epoch) => {
+                let node = self.nodes.get_mut(&id).expect("node");
+                if node.epoch != epoch || node.replica.is_none() {
+                    return Ok(());
+                }
+                if node.paused {
+                    self.schedule(5, Event::SyncDone(id, epoch));
+                    return Ok(());
+                }
+                if let Some((ticket, _)) = node.sync.take() {
+                    let mut out = Output::default();
+                    let r = node.replica.as_mut().expect("up");
+                    let next = r
+                        .finish_sync(ticket.wait(), &mut out)
+                        .map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+                    self.absorb(id, out)?;
+                    if let Some(t) = next {
+                        self.start_sync(id, t);
+                    }
+                    self.pump(id)?;
+                }
+            }
+            Event::Restart(id) => {
+                if self.nodes[&id].replica.is_none() {
+                    self.note(|| format!("{id} restarts"));
+                    self.start_node(id)?;
+                    self.pump(id)?;
+                }
+            }
+            Event::Unpause(id) => {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.paused = false;
+                }
+                self.note(|| format!("{id} resumes"));
+                self.pump(id)?;
+            }
+            Event::Nemesis => self.nemesis()?,
+            Event::Client(c) => self.client_step(c)?,
+        }
+        Ok(())
+    }
+
+    /// Runs a node's replica loop until idle, sending its messages and starting syncs.
+    fn pump(&mut self, id: NodeId) -> Result<(), Failure> {
+        for _ in 0..1000 {
+            let node = self.nodes.get_mut(&id).expect("node");
+            if node.paused {
+                return Ok(());
+            }
+            let Some(r) = node.replica.as_mut() else { return Ok(()) };
+            let mut out = Output::default();
+            let polled = r.poll(&mut out);
+            let (worked, ticket) =
+                polled.map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+            self.absorb(id, out)?;
+            if let Some(t) = ticket {
+                self.start_sync(id, t);
+            }
+            if !worked {
+                return Ok(());
+            }
+        }
+        Err(Failure::Crash(format!("{id} never went idle")))
+    }
+
+    fn start_sync(&mut self, id: NodeId, ticket: SyncTicket) {
+        let latency = self.rng.range(0, self.profile.sync_ms_max + 1);
+        let node = self.nodes.get_mut(&id).expect("node");
+        let epoch = node.epoch;
+        node.sync = Some((ticket, epoch));
+        self.schedule(latency, Event::SyncDone(id, epoch));
+    }
+
+    /// Takes a replica's output: sends messages through the network, feeds the checkers,
+    /// routes completions to clients.
+    fn absorb(&mut self, id: NodeId, out: Output) -> Result<(), Failure> {
+        for ss in &out.changes {
+            let line = format!("{id} is {} at term {}", ss.role, ss.term);
+            self.note(|| line);
+        }
+        self.check_node(id).map_err(|v| Failure::Safety(v.to_string()))?;
+        for e in &out.applied {
+            let committed = self.nodes[&id].replica.as_ref().expect("up").node().committed();
+            let seen = EntrySeen { id: e.id, digest: digest(e.kind.code(), &e.data) };
+            self.checkers
+                .on_apply(id, seen, committed)
+                .map_err(|v| Failure::Safety(v.to_string()))?;
+        }
+        for m in out.messages {
+            self.send(m);
+        }
+        for c in out.completions {
+            self.complete(id, c, &out.applied);
+        }
+        Ok(())
+    }
+
+    fn check_node(&mut self, id: NodeId) -> Result<(), Violation> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let Some(r) = node.replica.as_ref() else { return Ok(()) };
+        let n = r.node();
+        if n.role() != Role::Leader {
+            return Ok(());
+        }
+        let term = n.term();
+        let first = n.log_view_first_index();
+        let newly = node.led != Some(term);
+        node.led = Some(term);
+        let log = log_of(r);
+        if newly {
+            self.checkers.on_leader(id, term, |i| n.entry_term(i), first)?;
+        }
+        self.checkers.on_leader_log(id, term, &log)
+    }
+
+    fn send(&mut self, m: Message) {
+        if self.cut.contains(&(m.from, m.to))
+            || (!self.liveness && self.rng.chance(self.profile.drop))
+        {
+            return;
+        }
+        let copies = if !self.liveness && self.rng.chance(self.profile.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = if !self.liveness && self.rng.chance(self.profile.long_delay) {
+                self.rng.range(1, 3 * 2 * u64::from(ELECTION_TICKS) * TICK_MS)
+            } else {
+                self.rng.range(1, 4)
+            };
+            self.event_seq += 1;
+            let key = self.event_seq;
+            self.messages.insert(key, m.clone());
+            self.schedule(delay, Event::Deliver(key));
+        }
+    }
+
+    // ----- Faults -------------------------------------------------------------------------------
+
+    fn nemesis(&mut self) -> Result<(), Failure> {
+        if self.liveness {
+            return Ok(());
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut choices = Vec::new();
+        if self.profile.partition_every.is_some() {
+            choices.push(0);
+        }
+        if self.profile.crash_every.is_some() {
+            choices.push(1);
+        }
+        if self.profile.pause_every.is_some() {
+            choices.push(2);
+        }
+        match self.rng.pick(&choices) {
+            0 => self.partition(&ids),
+            1 => {
+                let up: Vec<NodeId> =
+                    ids.iter().copied().filter(|i| self.nodes[i].replica.is_some()).collect();
+                if !up.is_empty() {
+                    let victim = self.pick_victim(&up);
+                    let mode = match self.rng.range(0, 3) {
+                        0 => CrashMode::LoseUnsynced,
+                        1 => CrashMode::RandomPrefix,
+                        _ => {
+                            CrashMode::TearLastWrite { keep_bytes: self.rng.range(0, 64) as usize }
+                        }
+                    };
+                    self.crash(victim, mode);
+                    let after = self.rng.range(20, 600);
+                    self.schedule(after, Event::Restart(victim));
+                }
+            }
+            _ => {
+                let victim = self.pick_victim(&ids);
+                if !self.nodes[&victim].paused {
+                    self.nodes.get_mut(&victim).expect("node").paused = true;
+                    self.note(|| format!("{victim} paused"));
+                    let after = self.rng.range(50, 800);
+                    self.schedule(after, Event::Unpause(victim));
+                }
+            }
+        }
+        let mean =
+            [self.profile.partition_every, self.profile.crash_every, self.profile.pause_every]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(1000);
+        let next = self.rng.range(mean / 2, mean * 3 / 2 + 1);
+        self.schedule(next, Event::Nemesis);
+        Ok(())
+    }
+
+    /// The leader half the time (faults that hit the leader find the most bugs), else anyone.
+    fn pick_victim(&mut self, among: &[NodeId]) -> NodeId {
+        let leader = among
+            .iter()
+            .copied()
+            .find(|id| self.nodes[id].replica.as_ref().is_some_and(|r| r.is_leader()));
+        match leader {
+            Some(l) if self.rng.chance(0.5) => l,
+            _ => self.rng.pick(among),
+        }
+    }
+
+    fn partition(&mut self, ids: &[NodeId]) {
+        self.cut.clear();
+        let kind = self.rng.range(0, 5);
+        match kind {
+            0 => self.note(|| "network healed".into()),
+            1 => {
+                // A random split into two sides.
+                let side: Vec<bool> = ids.iter().map(|_| self.rng.chance(0.5)).collect();
+                for (i, a) in ids.iter().enumerate() {
+                    for (j, b) in ids.iter().enumerate() {
+                        if side[i] != side[j] {
+                            self.cut.insert((*a, *b));
+                        }
+                    }
+                }
+                self.note(|| "network split".into());
+            }
+            2 => {
+                // Isolate the leader (or someone).
+                let v = self.pick_victim(ids);
+                for o in ids.iter().filter(|o| **o != v) {
+                    self.cut.insert((v, *o));
+                    self.cut.insert((*o, v));
+                }
+                self.note(|| format!("{v} isolated"));
+            }
+            3 => {
+                // One-way: a node can send but not receive (or the reverse).
+                let v = self.pick_victim(ids);
+                let inbound = self.rng.chance(0.5);
+                for o in ids.iter().filter(|o| **o != v) {
+                    if inbound {
+                        self.cut.insert((*o, v));
+                    } else {
+                        self.cut.insert((v, *o));
+                    }
+                }
+                self.note(|| format!("{v} cut one way ({})", if inbound { "in" } else { "out" }));
+            }
+            _ => {
+                // A bridge: two sides that only one node sees both of.
+                if ids.len() >= 3 {
+                    let bridge = self.rng.pick(ids);
+                    let others: Vec<NodeId> =
+                        ids.iter().copied().filter(|i| *i != bridge).collect();
+                    let half = others.len() / 2;
+                    for a in &others[..half] {
+                        for b in &others[half..] {
+                            self.cut.insert((*a, *b));
+                            self.cut.insert((*b, *a));
+                        }
+                    }
+                    self.note(|| format!("{bridge} bridges a split"));
+                }
+            }
+        }
+    }
+
+    /// Crashes a node: its process state is gone, its disk loses (some) unsynced writes.
+    pub fn crash(&mut self, id: NodeId, mode: CrashMode) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.replica.take().is_none() {
+            return;
+        }
+        node.sync = None;
+        node.epoch += 1;
+        node.led = None;
+        node.disk.crash(mode);
+        self.waiting.retain(|(n, _), _| *n != id);
+        self.note(|| format!("{id} crashed ({mode:?})"));
+    }
+
+    fn start_liveness_phase(&mut self) -> Result<(), Failure> {
+        self.liveness = true;
+        self.cut.clear();
+        self.note(|| "liveness phase: every fault healed".into());
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).expect("node");
+            node.paused = false;
+            if node.replica.is_none() {
+                self.start_node(id)?;
+            }
+            self.pump(id)?;
+        }
+        Ok(())
+    }
+
+    fn converged(&self) -> bool {
+        let leader = self.nodes.values().filter_map(|n| n.replica.as_ref()).find(|r| r.is_leader());
+        let Some(leader) = leader else { return false };
+        let committed = leader.node().committed();
+        let clients_done = self.clients.iter().all(|c| c.op.is_none());
+        let nodes_caught_up = self
+            .nodes
+            .values()
+            .filter_map(|n| n.replica.as_ref())
+            .all(|r| r.node().status().applied >= committed && r.pending_requests() == 0);
+        clients_done && nodes_caught_up
+    }
+
+    fn liveness_report(&self) -> String {
+        let mut s = String::from("no convergence after healing:");
+        for (id, n) in &self.nodes {
+            match &n.replica {
+                Some(r) => {
+                    let st = r.node().status();
+                    s.push_str(&format!(
+                        " [{id} {} term={} commit={} applied={} pending={}]",
+                        st.soft.role,
+                        st.soft.term,
+                        st.committed,
+                        st.applied,
+                        r.pending_requests()
+                    ));
+                }
+                None => s.push_str(&format!(" [{id} down]")),
+            }
+        }
+        let busy = self.clients.iter().filter(|c| c.op.is_some()).count();
+        s.push_str(&format!(" clients with an open operation: {busy}"));
+        s
+    }
+
+    fn final_checks(&mut self) -> Result<(), Failure> {
+        let logs: Vec<(NodeId, Vec<(LogIndex, Term)>)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.replica.as_ref().map(|r| (*id, log_of(r))))
+            .collect();
+        self.checkers.on_logs(&logs).map_err(|v| Failure::Safety(v.to_string()))?;
+        self.checkers.check_final(&logs).map_err(|v| Failure::Safety(v.to_string()))?;
+        // Every replica's state machine converged to the same state.
+        let mut states = self.nodes.iter().filter_map(|(id, n)| {
+            n.replica.as_ref().map(|r| {
+                let all = RangeRequest {
+                    key: Bytes::from_static(b"\0"),
+                    range_end: Bytes::from_static(b"\0"),
+                    ..RangeRequest::single("")
+                };
+                (*id, r.kv().revision(), r.kv().range(&all).map(|resp| resp.kvs))
+            })
+        });
+        if let Some((first_id, rev, kvs)) = states.next() {
+            for (id, rev2, kvs2) in states {
+                if rev2 != rev || kvs2 != kvs {
+                    return Err(Failure::Safety(format!(
+                        "state machines diverged: {first_id} at revision {rev}, {id} at revision {rev2}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- Clients ------------------------------------------------------------------------------
+
+    fn client_step(&mut self, c: u64) -> Result<(), Failure> {
+        let idx = c as usize;
+        let now = self.now;
+        // Give up waiting on an attempt whose node went silent (crashed, partitioned).
+        if let Some(op) = self.clients[idx].op.as_mut() {
+            if let Some((node, req, give_up)) = op.in_flight {
+                if now < give_up {
+                    self.schedule(give_up - now, Event::Client(c));
+                    return Ok(());
+                }
+                op.in_flight = None;
+                op.maybe_applied |= op.kind.is_write();
+                self.waiting.remove(&(node, req));
+            }
+        }
+        if self.clients[idx].op.is_none() {
+            let stop = !self.liveness && now >= self.profile.safety_ms;
+            if stop || self.liveness {
+                return Ok(()); // No new operations after the safety phase.
+            }
+            let op = self.new_op(idx);
+            self.clients[idx].op = Some(op);
+        }
+        self.attempt(idx);
+        Ok(())
+    }
+
+    fn new_op(&mut self, idx: usize) -> ClientOp {
+        let key = format!("k{}", self.rng.range(0, self.profile.keys));
+        let value = format!("c{}v{}", self.clients[idx].id, self.clients[idx].next_sequence);
+        let kind = match self.rng.range(0, 10) {
+            0..=3 => OpKind::Write { value },
+            4..=7 => OpKind::Read { value: None },
+            _ => {
+                let expected = format!(
+                    "c{}v{}",
+                    self.rng.range(1, self.profile.clients + 1),
+                    self.rng.range(1, 8)
+                );
+                OpKind::Cas { expected, value }
+            }
+        };
+        let sequence = if kind.is_write() {
+            let s = self.clients[idx].next_sequence;
+            self.clients[idx].next_sequence += 1;
+            s
+        } else {
+            0
+        };
+        ClientOp {
+            kind,
+            key,
+            call: self.now,
+            sequence,
+            attempts: 0,
+            maybe_applied: false,
+            in_flight: None,
+        }
+    }
+
+    fn attempt(&mut self, idx: usize) {
+        let c = idx as u64;
+        let up: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, n)| n.replica.is_some()).map(|(id, _)| *id).collect();
+        if up.is_empty() {
+            self.schedule(50, Event::Client(c));
+            return;
+        }
+        let hint = self.clients[idx].leader_hint.filter(|h| up.contains(h));
+        let target = match hint {
+            Some(h) if self.rng.chance(0.8) => h,
+            _ => self.rng.pick(&up),
+        };
+        let req = RequestId(self.next_request);
+        self.next_request += 1;
+        let client_id = self.clients[idx].id;
+        let op = self.clients[idx].op.as_mut().expect("op");
+        op.attempts += 1;
+        op.in_flight = Some((target, req, self.now + 700));
+        let key = op.key.clone();
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        match &op.kind {
+            OpKind::Read { .. } => {
+                r.read(req, RangeRequest::single(key), Consistency::Linearizable, &mut out);
+            }
+            OpKind::Write { value } => {
+                let cmd = Command::Put(PutRequest::new(key, value.clone()));
+                r.propose(req, &Proposal::with_session(cmd, client_id, op.sequence), &mut out);
+            }
+            OpKind::Cas { expected, value } => {
+                let cmd = Command::Txn(TxnRequest {
+                    compare: vec![Compare::new(
+                        key.clone(),
+                        CompareResult::Equal,
+                        CompareTarget::Value(Bytes::from(expected.clone())),
+                    )],
+                    success: vec![RequestOp::Put(PutRequest::new(key, value.clone()))],
+                    failure: vec![],
+                });
+                r.propose(req, &Proposal::with_session(cmd, client_id, op.sequence), &mut out);
+            }
+        }
+        self.waiting.insert((target, req), c);
+        self.schedule(700, Event::Client(c));
+        // Completions produced at once (for example "no leader") are handled like any other.
+        let _ = self.absorb(target, out);
+        let _ = self.pump(target);
+    }
+
+    fn complete(&mut self, node: NodeId, completion: Completion, applied: &[tenure_raft::Entry]) {
+        let Some(c) = self.waiting.remove(&(node, completion.id)) else { return };
+        let idx = c as usize;
+        let now = self.now;
+        let Some(op) = self.clients[idx].op.as_mut() else { return };
+        if op.in_flight.map(|(n, r, _)| (n, r)) != Some((node, completion.id)) {
+            return;
+        }
+        op.in_flight = None;
+        let finished = match completion.result {
+            Ok(answer) => {
+                let (status, read) = match (&op.kind, answer) {
+                    (OpKind::Read { .. }, Answer::Read(r)) => (
+                        Status::Ok,
+                        Some(
+                            r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
+                        ),
+                    ),
+                    (OpKind::Cas { .. }, Answer::Write(Response::Txn(t))) if !t.succeeded => {
+                        (Status::Fail, None)
+                    }
+                    (_, _) => (Status::Ok, None),
+                };
+                if op.kind.is_write() && status == Status::Ok {
+                    if let Some(e) =
+                        completion.entry.and_then(|id| applied.iter().find(|e| e.id == id))
+                    {
+                        self.checkers.on_acknowledged(EntrySeen {
+                            id: e.id,
+                            digest: digest(e.kind.code(), &e.data),
+                        });
+                    }
+                }
+                let mut kind = op.kind.clone();
+                if let (OpKind::Read { value }, Some(v)) = (&mut kind, read) {
+                    *value = v;
+                }
+                Some(HistOp {
+                    client: c,
+                    key: op.key.clone(),
+                    kind,
+                    call: op.call,
+                    ret: Some(now),
+                    status,
+                })
+            }
+            Err(e) => {
+                if let ClientError::NotLeader { leader_hint: Some(h) } = &e {
+                    self.clients[idx].leader_hint = Some(*h);
+                }
+                let op = self.clients[idx].op.as_mut().expect("op");
+                let unknown = matches!(e, ClientError::Timeout);
+                op.maybe_applied |= unknown && op.kind.is_write();
+                if let ClientError::Kv(_) = e {
+                    // A deterministic refusal: final.
+                    let status = if op.maybe_applied { Status::Info } else { Status::Fail };
+                    Some(HistOp {
+                        client: c,
+                        key: op.key.clone(),
+                        kind: op.kind.clone(),
+                        call: op.call,
+                        ret: Some(now),
+                        status,
+                    })
+                } else if op.attempts >= 12 || (self.liveness && op.attempts >= 40) {
+                    let status = if op.maybe_applied { Status::Info } else { Status::Fail };
+                    let ret = (status == Status::Fail).then_some(now);
+                    Some(HistOp {
+                        client: c,
+                        key: op.key.clone(),
+                        kind: op.kind.clone(),
+                        call: op.call,
+                        ret,
+                        status,
+                    })
+                } else {
+                    // Retry (the same session sequence number, so at most once: S7).
+                    let backoff = self.rng.range(5, 30);
+                    self.schedule(backoff, Event::Client(c));
+                    None
+                }
+            }
+        };
+        if let Some(h) = finished {
+            self.history.push(h);
+            self.clients[idx].op = None;
+            self.clients[idx].done += 1;
+            self.ops_done += 1;
+            if node_is_leader(&self.nodes, node) {
+                self.clients[idx].leader_hint = Some(node);
+            }
+            let think = self.rng.range(1, 20);
+            self.schedule(think, Event::Client(c));
+        }
+    }
+
+    /// The clients' history so far.
+    pub fn history(&self) -> &[HistOp] {
+        &self.history
+    }
+
+    /// Current simulated time.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    // ----- Scripted control (scenarios) ------------------------------------------------------
+
+    /// Cuts every link between the groups.
+    pub fn set_partition(&mut self, groups: &[&[u64]]) {
+        self.cut.clear();
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i != j {
+                    for x in a.iter() {
+                        for y in b.iter() {
+                            self.cut.insert((NodeId(*x), NodeId(*y)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Restarts a crashed node now.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.start_node(id)?;
+        self.pump(id)
+    }
+
+    /// The replica of a running node.
+    pub fn replica(&self, id: NodeId) -> Option<&Replica> {
+        self.nodes.get(&id).and_then(|n| n.replica.as_ref())
+    }
+
+    /// The running node that leads the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        let max_term = self
+            .nodes
+            .values()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| r.node().term())
+            .max()?;
+        self.nodes
+            .iter()
+            .find(|(_, n)| {
+                n.replica.as_ref().is_some_and(|r| r.is_leader() && r.node().term() == max_term)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Proposes a put on `node` outside the clients (scripted scenarios); returns the request.
+    pub fn put(&mut self, node: NodeId, key: &str, value: &str) -> RequestId {
+        let req = RequestId(self.next_request);
+        self.next_request += 1;
+        let mut out = Output::default();
+        if let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) {
+            let cmd = Command::Put(PutRequest::new(key.to_string(), value.to_string()));
+            r.propose(req, &Proposal::new(cmd), &mut out);
+        }
+        let _ = self.absorb(node, out);
+        let _ = self.pump(node);
+        req
+    }
+
+    /// The committed value of `key` as `node`'s state machine holds it.
+    pub fn value_at(&self, node: NodeId, key: &str) -> Option<String> {
+        let r = self.replica(node)?;
+        let resp = r.kv().range(&RangeRequest::single(key.to_string())).ok()?;
+        resp.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    }
+}
+
+fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {
+    nodes.get(&id).and_then(|n| n.replica.as_ref()).is_some_and(|r| r.is_leader())
+}
+
+/// A replica's log as `(index, term)` pairs.
+fn log_of(r: &Replica) -> Vec<(LogIndex, Term)> {
+    let n = r.node();
+    let first = n.log_view_first_index();
+    let last = n.last_index();
+    (first.0..=last.0).filter_map(|i| n.entry_term(LogIndex(i)).map(|t| (LogIndex(i), t))).collect()
+}
+
+/// Extension used by the checkers: the node's first log index.
+trait FirstIndex {
+    fn log_view_first_index(&self) -> LogIndex;
+}
+
+impl FirstIndex for tenure_raft::Node<tenure_storage::Storage> {
+    fn log_view_first_index(&self) -> LogIndex {
+        use tenure_raft::LogView;
+        self.log_view().first_index()
+    }
+}
