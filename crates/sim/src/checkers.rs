@@ -60,6 +60,8 @@ pub struct Checkers {
     leader_logs: BTreeMap<Term, (NodeId, BTreeMap<LogIndex, Term>)>,
     /// Entries whose application was acknowledged to a client.
     acknowledged: BTreeMap<LogIndex, EntrySeen>,
+    /// The term in which each index was first committed (by that term's leader).
+    commit_terms: BTreeMap<LogIndex, Term>,
 }
 
 impl Checkers {
@@ -80,7 +82,10 @@ impl Checkers {
             }
         }
         for (index, seen) in &self.applied {
-            if *index < first_index {
+            // Leader Completeness (§5.4) speaks of entries committed in earlier terms: a
+            // candidate cut off in an old term may still win it after a newer term committed.
+            let commit_term = self.commit_terms.get(index).copied().unwrap_or(seen.id.term);
+            if *index < first_index || commit_term >= term {
                 continue;
             }
             if log_term_at(*index) != Some(seen.id.term) {
@@ -153,6 +158,15 @@ impl Checkers {
             }
         }
         Ok(())
+    }
+
+    /// The leader of `term` has commit index `committed`: indexes not seen committed before
+    /// were committed in `term`.
+    pub fn on_leader_commit(&mut self, term: Term, committed: LogIndex) {
+        let from = self.commit_terms.keys().next_back().map_or(1, |i| i.0 + 1);
+        for i in from..=committed.0 {
+            self.commit_terms.insert(LogIndex(i), term);
+        }
     }
 
     /// A node applied an entry; it knew the commit index `committed` at the time.
@@ -244,10 +258,20 @@ mod tests {
     #[test]
     fn leader_missing_a_committed_entry_is_caught() {
         let mut c = Checkers::default();
+        c.on_leader_commit(Term(1), LogIndex(1));
         c.on_apply(NodeId(1), e(1, 1, 7), LogIndex(1)).unwrap();
         let v = c.on_leader(NodeId(2), Term(3), |_| None, LogIndex(1)).unwrap_err();
         assert_eq!(v.property, "leader completeness");
         assert!(c.on_leader(NodeId(3), Term(4), |_| Some(Term(1)), LogIndex(1)).is_ok());
+    }
+
+    #[test]
+    fn stale_leader_of_an_older_term_need_not_hold_newer_commits() {
+        let mut c = Checkers::default();
+        c.on_leader_commit(Term(2), LogIndex(1));
+        c.on_apply(NodeId(1), e(2, 1, 7), LogIndex(1)).unwrap();
+        // A node wins term 1 late (its votes were granted before term 2 began).
+        assert!(c.on_leader(NodeId(3), Term(1), |_| None, LogIndex(1)).is_ok());
     }
 
     #[test]

@@ -25,11 +25,14 @@ use tenure_replica::{
 use tenure_storage::{CrashMode, SimDisk, SyncTicket};
 
 use crate::checkers::{Checkers, EntrySeen, Violation, digest};
+use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::rng::SimRng;
-use crate::workload::{HistOp, OpKind, Status};
 
 /// Milliseconds of simulated time.
 pub type Millis = u64;
+
+/// A bound on the events of one run, so a runaway world fails its seed instead of the machine.
+pub const EVENTS_MAX: u64 = 3_000_000;
 
 /// Nominal tick interval of every node's clock.
 pub const TICK_MS: Millis = 10;
@@ -141,7 +144,11 @@ enum Event {
     Restart(NodeId),
     Unpause(NodeId),
     Nemesis,
+    /// A client's next step: start an operation or retry the current one.
     Client(u64),
+    /// A client stops waiting for the attempt with this request id (ignored if that attempt
+    /// is no longer the one in flight).
+    ClientTimeout(u64, RequestId),
 }
 
 struct SimNode {
@@ -206,6 +213,8 @@ pub struct World {
     pub ops_done: u64,
     /// Messages delivered.
     pub messages_delivered: u64,
+    /// Events handled so far.
+    pub events_processed: u64,
 }
 
 fn membership(n: u64) -> Membership {
@@ -255,6 +264,7 @@ impl World {
             configure,
             ops_done: 0,
             messages_delivered: 0,
+            events_processed: 0,
         };
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
         for id in ids {
@@ -347,6 +357,13 @@ impl World {
             }
             let Reverse((at, _, event)) = self.queue.pop().expect("peeked");
             self.now = at;
+            self.events_processed += 1;
+            if self.events_processed > EVENTS_MAX {
+                return Err(Failure::Crash(format!(
+                    "runaway: more than {EVENTS_MAX} events by {}ms",
+                    self.now
+                )));
+            }
             self.handle(event)?;
         }
         self.now = self.now.max(until);
@@ -431,6 +448,7 @@ impl World {
             }
             Event::Nemesis => self.nemesis()?,
             Event::Client(c) => self.client_step(c)?,
+            Event::ClientTimeout(c, req) => self.client_timeout(c, req),
         }
         Ok(())
     }
@@ -502,6 +520,7 @@ impl World {
         let newly = node.led != Some(term);
         node.led = Some(term);
         let log = log_of(r);
+        self.checkers.on_leader_commit(term, n.committed());
         if newly {
             self.checkers.on_leader(id, term, |i| n.entry_term(i), first)?;
         }
@@ -756,29 +775,35 @@ impl World {
 
     fn client_step(&mut self, c: u64) -> Result<(), Failure> {
         let idx = c as usize;
-        let now = self.now;
-        // Give up waiting on an attempt whose node went silent (crashed, partitioned).
-        if let Some(op) = self.clients[idx].op.as_mut() {
-            if let Some((node, req, give_up)) = op.in_flight {
-                if now < give_up {
-                    self.schedule(give_up - now, Event::Client(c));
-                    return Ok(());
+        match &self.clients[idx].op {
+            // An attempt is in flight: its completion or its timeout moves the client on.
+            Some(op) if op.in_flight.is_some() => return Ok(()),
+            Some(_) => {}
+            None => {
+                if self.liveness || self.now >= self.profile.safety_ms {
+                    return Ok(()); // No new operations after the safety phase.
                 }
-                op.in_flight = None;
-                op.maybe_applied |= op.kind.is_write();
-                self.waiting.remove(&(node, req));
+                let op = self.new_op(idx);
+                self.clients[idx].op = Some(op);
             }
-        }
-        if self.clients[idx].op.is_none() {
-            let stop = !self.liveness && now >= self.profile.safety_ms;
-            if stop || self.liveness {
-                return Ok(()); // No new operations after the safety phase.
-            }
-            let op = self.new_op(idx);
-            self.clients[idx].op = Some(op);
         }
         self.attempt(idx);
         Ok(())
+    }
+
+    /// The client gives up waiting on an attempt whose node went silent (crashed, cut off):
+    /// its outcome is unknown, and it retries.
+    fn client_timeout(&mut self, c: u64, req: RequestId) {
+        let idx = c as usize;
+        let Some(op) = self.clients[idx].op.as_mut() else { return };
+        let Some((node, in_flight_req, _)) = op.in_flight else { return };
+        if in_flight_req != req {
+            return;
+        }
+        op.in_flight = None;
+        op.maybe_applied |= is_write(&op.kind);
+        self.waiting.remove(&(node, req));
+        self.attempt(idx);
     }
 
     fn new_op(&mut self, idx: usize) -> ClientOp {
@@ -793,10 +818,10 @@ impl World {
                     self.rng.range(1, self.profile.clients + 1),
                     self.rng.range(1, 8)
                 );
-                OpKind::Cas { expected, value }
+                OpKind::Cas { expected: Some(expected), value }
             }
         };
-        let sequence = if kind.is_write() {
+        let sequence = if is_write(&kind) {
             let s = self.clients[idx].next_sequence;
             self.clients[idx].next_sequence += 1;
             s
@@ -837,7 +862,7 @@ impl World {
         let mut out = Output::default();
         let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
         match &op.kind {
-            OpKind::Read { .. } => {
+            OpKind::Read { .. } | OpKind::Append { .. } => {
                 r.read(req, RangeRequest::single(key), Consistency::Linearizable, &mut out);
             }
             OpKind::Write { value } => {
@@ -845,11 +870,12 @@ impl World {
                 r.propose(req, &Proposal::with_session(cmd, client_id, op.sequence), &mut out);
             }
             OpKind::Cas { expected, value } => {
+                let expected = expected.clone().unwrap_or_default();
                 let cmd = Command::Txn(TxnRequest {
                     compare: vec![Compare::new(
                         key.clone(),
                         CompareResult::Equal,
-                        CompareTarget::Value(Bytes::from(expected.clone())),
+                        CompareTarget::Value(Bytes::from(expected)),
                     )],
                     success: vec![RequestOp::Put(PutRequest::new(key, value.clone()))],
                     failure: vec![],
@@ -858,7 +884,7 @@ impl World {
             }
         }
         self.waiting.insert((target, req), c);
-        self.schedule(700, Event::Client(c));
+        self.schedule(700, Event::ClientTimeout(c, req));
         // Completions produced at once (for example "no leader") are handled like any other.
         let _ = self.absorb(target, out);
         let _ = self.pump(target);
@@ -873,91 +899,99 @@ impl World {
             return;
         }
         op.in_flight = None;
-        let finished = match completion.result {
-            Ok(answer) => {
-                let (status, read) = match (&op.kind, answer) {
-                    (OpKind::Read { .. }, Answer::Read(r)) => (
-                        Status::Ok,
-                        Some(
-                            r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
-                        ),
-                    ),
-                    (OpKind::Cas { .. }, Answer::Write(Response::Txn(t))) if !t.succeeded => {
-                        (Status::Fail, None)
-                    }
-                    (_, _) => (Status::Ok, None),
-                };
-                if op.kind.is_write() && status == Status::Ok {
-                    if let Some(e) =
-                        completion.entry.and_then(|id| applied.iter().find(|e| e.id == id))
-                    {
-                        self.checkers.on_acknowledged(EntrySeen {
-                            id: e.id,
-                            digest: digest(e.kind.code(), &e.data),
-                        });
-                    }
+        // What the operation's history entry is, once it is over: `Some(Some(status))` to
+        // record it, `Some(None)` when it certainly had no effect (nothing to record), `None`
+        // to retry.
+        let mut read_value = None;
+        let verdict: Option<Option<Status>> = match completion.result {
+            Ok(Answer::Read(r)) => {
+                read_value =
+                    Some(r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+                Some(Some(Status::Ok))
+            }
+            Ok(Answer::Write(response)) => {
+                if let Some(e) = completion.entry.and_then(|id| applied.iter().find(|e| e.id == id))
+                {
+                    self.checkers.on_acknowledged(EntrySeen {
+                        id: e.id,
+                        digest: digest(e.kind.code(), &e.data),
+                    });
                 }
-                let mut kind = op.kind.clone();
-                if let (OpKind::Read { value }, Some(v)) = (&mut kind, read) {
-                    *value = v;
+                match response {
+                    // The comparison did not match: nothing was written.
+                    Response::Txn(t) if !t.succeeded => Some(Some(Status::Fail)),
+                    _ => Some(Some(Status::Ok)),
                 }
-                Some(HistOp {
-                    client: c,
-                    key: op.key.clone(),
-                    kind,
-                    call: op.call,
-                    ret: Some(now),
-                    status,
-                })
+            }
+            Err(ClientError::Kv(tenure_kv::Error::SessionExpired)) => {
+                // The store has no session for this client id, so none of its commands
+                // applied under it: start a fresh session and send this operation again.
+                let client = &mut self.clients[idx];
+                client.id += 1000;
+                client.next_sequence = 2;
+                let op = client.op.as_mut().expect("op");
+                op.sequence = 1;
+                let backoff = self.rng.range(1, 5);
+                self.schedule(backoff, Event::Client(c));
+                None
+            }
+            Err(ClientError::Kv(_)) => {
+                // A deterministic refusal is final; the command changed nothing.
+                let op = self.clients[idx].op.as_ref().expect("op");
+                Some(op.maybe_applied.then_some(Status::Info))
             }
             Err(e) => {
                 if let ClientError::NotLeader { leader_hint: Some(h) } = &e {
                     self.clients[idx].leader_hint = Some(*h);
                 }
+                let liveness = self.liveness;
                 let op = self.clients[idx].op.as_mut().expect("op");
-                let unknown = matches!(e, ClientError::Timeout);
-                op.maybe_applied |= unknown && op.kind.is_write();
-                if let ClientError::Kv(_) = e {
-                    // A deterministic refusal: final.
-                    let status = if op.maybe_applied { Status::Info } else { Status::Fail };
-                    Some(HistOp {
-                        client: c,
-                        key: op.key.clone(),
-                        kind: op.kind.clone(),
-                        call: op.call,
-                        ret: Some(now),
-                        status,
-                    })
-                } else if op.attempts >= 12 || (self.liveness && op.attempts >= 40) {
-                    let status = if op.maybe_applied { Status::Info } else { Status::Fail };
-                    let ret = (status == Status::Fail).then_some(now);
-                    Some(HistOp {
-                        client: c,
-                        key: op.key.clone(),
-                        kind: op.kind.clone(),
-                        call: op.call,
-                        ret,
-                        status,
-                    })
+                op.maybe_applied |= matches!(e, ClientError::Timeout) && is_write(&op.kind);
+                if op.attempts >= 12 && !liveness || op.attempts >= 60 {
+                    Some(op.maybe_applied.then_some(Status::Info))
                 } else {
-                    // Retry (the same session sequence number, so at most once: S7).
+                    // Retry with the same session sequence number, so it applies at most once
+                    // (S7).
                     let backoff = self.rng.range(5, 30);
                     self.schedule(backoff, Event::Client(c));
                     None
                 }
             }
         };
-        if let Some(h) = finished {
-            self.history.push(h);
-            self.clients[idx].op = None;
-            self.clients[idx].done += 1;
-            self.ops_done += 1;
-            if node_is_leader(&self.nodes, node) {
-                self.clients[idx].leader_hint = Some(node);
+        let Some(status) = verdict else {
+            return;
+        };
+        let op = self.clients[idx].op.take().expect("op");
+        match status {
+            Some(status) => {
+                let mut kind = op.kind.clone();
+                if let (OpKind::Read { value }, Some(v)) = (&mut kind, read_value) {
+                    *value = v;
+                }
+                let ret = (status != Status::Info).then_some(now);
+                self.history.push(HistOp {
+                    client: c,
+                    key: Some(op.key),
+                    kind,
+                    call: op.call,
+                    ret,
+                    status,
+                });
             }
-            let think = self.rng.range(1, 20);
-            self.schedule(think, Event::Client(c));
+            None => {
+                // Certainly never applied: its sequence number is free for the next command.
+                if is_write(&op.kind) {
+                    self.clients[idx].next_sequence = op.sequence;
+                }
+            }
         }
+        self.clients[idx].done += 1;
+        self.ops_done += 1;
+        if node_is_leader(&self.nodes, node) {
+            self.clients[idx].leader_hint = Some(node);
+        }
+        let think = self.rng.range(1, 20);
+        self.schedule(think, Event::Client(c));
     }
 
     /// The clients' history so far.
@@ -1040,6 +1074,10 @@ impl World {
         let resp = r.kv().range(&RangeRequest::single(key.to_string())).ok()?;
         resp.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     }
+}
+
+fn is_write(kind: &OpKind) -> bool {
+    !matches!(kind, OpKind::Read { .. })
 }
 
 fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {

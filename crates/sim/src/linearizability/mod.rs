@@ -1,0 +1,437 @@
+//! A linearizability checker for histories of a replicated key-value store.
+//!
+//! The search is the one of Wing & Gong (1993) as refined by Lowe (2017) and by Porcupine
+//! ("Faster linearizability checking via P-compositionality", Horn & Kroening 2015): walk the
+//! history in call/return order, try to linearize a pending operation, backtrack when a return
+//! is reached with its operation still unplaced, and remember every (set of linearized
+//! operations, register state) pair already explored so that no configuration is searched twice.
+//!
+//! Linearizability is *local* (Herlihy & Wing 1990, Theorem 1): a history over many registers is
+//! linearizable if and only if the sub-history of every register is. [`check`] therefore splits
+//! the history per key and checks each key on its own, smallest first, which keeps the search
+//! space of a realistic history (thousands of operations, tens of clients) small.
+//!
+//! Module map:
+//! - this file: the history types ([`Operation`], [`OpKind`], [`Status`]), the verdict
+//!   ([`CheckResult`], [`Violation`]) and [`check`];
+//! - `model`: the sequential specification of one register (read, write, cas, append) over
+//!   interned values;
+//! - `search`: the memoized backtracking search over one key;
+//! - [`generate`]: a seeded generator of histories that are linearizable by construction, for
+//!   tests and benchmarks.
+//!
+//! The checker never runs unbounded: it reads the clock every few thousand search steps and
+//! answers [`CheckResult::Unknown`] once the time bound has passed.
+
+pub mod generate;
+mod model;
+mod search;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use model::Interner;
+use search::{KeyOp, KeyOutcome};
+
+/// One client operation as observed from outside the store: what was asked, what came back and
+/// when.
+///
+/// `call` and `ret` are instants on one clock shared by all clients (any unit). Intervals are
+/// closed: an operation that returns at `t` is concurrent with one called at `t`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The client that issued the operation; used only in explanations.
+    pub client: u64,
+    /// The key the operation touches; `None` for a history over one single register.
+    pub key: Option<String>,
+    /// What the operation did and, for reads, what it saw.
+    pub kind: OpKind,
+    /// When the client sent the request.
+    pub call: u64,
+    /// When the client received the response. Required for [`Status::Ok`] and [`Status::Fail`];
+    /// ignored for [`Status::Info`], whose effect may land at any time after `call`.
+    pub ret: Option<u64>,
+    /// How the operation ended.
+    pub status: Status,
+}
+
+/// The operations of the register model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Read the register; `value` is what was read, `None` if the key was absent.
+    Read {
+        /// The value observed.
+        value: Option<String>,
+    },
+    /// Overwrite the register.
+    Write {
+        /// The value written.
+        value: String,
+    },
+    /// Compare-and-swap: if the register holds `expected` (`None`: the key is absent), set it to
+    /// `value`. With [`Status::Ok`] the swap happened; with [`Status::Fail`] the comparison did
+    /// not match and nothing was written.
+    Cas {
+        /// The value the register had to hold for the swap.
+        expected: Option<String>,
+        /// The value written when the comparison matched.
+        value: String,
+    },
+    /// Append `value` to the current value (an absent key counts as the empty string).
+    Append {
+        /// The suffix appended.
+        value: String,
+    },
+}
+
+/// How an operation ended, in Jepsen's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The operation took effect, once, between `call` and `ret`.
+    Ok,
+    /// For a cas: the comparison did not match, and nothing was written. For any other
+    /// operation: it certainly did not take effect, so the checker drops it.
+    Fail,
+    /// The outcome is unknown (a timeout, a lost connection): the operation may have taken
+    /// effect at any point after `call`, even after the client gave up, or never. A read with
+    /// this status says nothing and is dropped.
+    Info,
+}
+
+/// The verdict of [`check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// Every key's history has a linearization.
+    Linearizable,
+    /// Some key's history has none; the violation describes the smallest such key.
+    NotLinearizable(Violation),
+    /// The time bound ran out before every key was decided, and no key was found to be
+    /// non-linearizable in the time given.
+    Unknown {
+        /// The key whose search was cut short.
+        key: Option<String>,
+        /// How many keys had been decided (all linearizable) when time ran out.
+        keys_decided: usize,
+        /// How many keys the history has.
+        keys_total: usize,
+    },
+}
+
+/// Why one key's history is not linearizable, as far as the search can tell.
+///
+/// The search reports the longest prefix it managed to linearize, the register value after that
+/// prefix, and the operations that had to come next (every operation called before the earliest
+/// pending return) together with why none of them could be placed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The failing key. When several keys fail, the one with the fewest operations (then the
+    /// smallest name) is reported.
+    pub key: Option<String>,
+    /// How many operations of this key took part in the search (after dropping failed writes
+    /// and reads with unknown outcome).
+    pub key_op_count: usize,
+    /// Indices into the checked history of the longest linearizable prefix found, in
+    /// linearization order.
+    pub linearized: Vec<usize>,
+    /// The register value after that prefix (`None`: absent).
+    pub state: Option<String>,
+    /// The last few operations of that prefix (at most [`Violation::CONTEXT_OPS`]), with their
+    /// indices, for the explanation.
+    pub context: Vec<(usize, Operation)>,
+    /// The operations that had to be linearized next, none of which could be.
+    pub stuck: Vec<StuckOp>,
+}
+
+impl Violation {
+    /// How many operations of the linearized prefix an explanation shows.
+    pub const CONTEXT_OPS: usize = 8;
+}
+
+/// An operation that could not be placed after the longest linearizable prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckOp {
+    /// Its index in the checked history.
+    pub index: usize,
+    /// The operation itself.
+    pub op: Operation,
+    /// Why it could not go next.
+    pub reason: StuckReason,
+}
+
+/// Why a pending operation could not be linearized next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StuckReason {
+    /// Applying it to the register is impossible: a read saw another value, a successful cas
+    /// expected another value, or a failed cas found exactly the value it expected.
+    Illegal {
+        /// What the register held at that point (`None`: absent).
+        held: Option<String>,
+    },
+    /// It can be applied, but every continuation after it fails.
+    DeadEnd,
+}
+
+/// A history that cannot be checked because it is malformed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// An operation with status `ok` or `fail` has no return time.
+    #[error("operation {index} has status {status:?} but no return time")]
+    MissingReturn {
+        /// Index of the operation in the history.
+        index: usize,
+        /// Its status.
+        status: Status,
+    },
+    /// An operation returned before it was called.
+    #[error("operation {index} returns at {ret}, before its call at {call}")]
+    ReturnBeforeCall {
+        /// Index of the operation in the history.
+        index: usize,
+        /// Its call time.
+        call: u64,
+        /// Its return time.
+        ret: u64,
+    },
+}
+
+/// Checks whether `history` is linearizable with respect to a map of independent registers.
+///
+/// Each key is checked on its own, smallest history first; the first key found not linearizable
+/// is reported. Search stops and the answer is [`CheckResult::Unknown`] once `timeout` has
+/// passed (measured from the call).
+///
+/// # Errors
+/// [`HistoryError`] if an `ok`/`fail` operation lacks a return time or returns before its call.
+pub fn check(history: &[Operation], timeout: Duration) -> Result<CheckResult, HistoryError> {
+    let deadline = Instant::now().checked_add(timeout);
+    validate(history)?;
+
+    // BTreeMap: the order keys are checked in (and so which violation is reported) must not
+    // depend on hashing.
+    let mut partitions: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+    for (index, op) in history.iter().enumerate() {
+        partitions.entry(op.key.as_deref()).or_default().push(index);
+    }
+    let mut order: Vec<(Option<&str>, Vec<usize>)> = partitions.into_iter().collect();
+    // Smallest first: a violation in a small key is found sooner and explained more briefly.
+    // The sort is stable, so ties stay in key order.
+    order.sort_by_key(|(_, indices)| indices.len());
+
+    let keys_total = order.len();
+    for (keys_decided, (key, indices)) in order.into_iter().enumerate() {
+        match check_key(history, &indices, deadline) {
+            KeyVerdict::Linearizable => {}
+            KeyVerdict::TimedOut => {
+                return Ok(CheckResult::Unknown {
+                    key: key.map(str::to_owned),
+                    keys_decided,
+                    keys_total,
+                });
+            }
+            KeyVerdict::Violation(violation) => {
+                return Ok(CheckResult::NotLinearizable(violation));
+            }
+        }
+    }
+    Ok(CheckResult::Linearizable)
+}
+
+fn validate(history: &[Operation]) -> Result<(), HistoryError> {
+    for (index, op) in history.iter().enumerate() {
+        match (op.status, op.ret) {
+            (Status::Ok | Status::Fail, None) => {
+                return Err(HistoryError::MissingReturn { index, status: op.status });
+            }
+            (_, Some(ret)) if ret < op.call => {
+                return Err(HistoryError::ReturnBeforeCall { index, call: op.call, ret });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+enum KeyVerdict {
+    Linearizable,
+    TimedOut,
+    Violation(Violation),
+}
+
+/// Checks the operations `indices` of `history`, which all touch one key.
+fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>) -> KeyVerdict {
+    let mut interner = Interner::default();
+    let mut ops = Vec::with_capacity(indices.len());
+    for &index in indices {
+        let op = &history[index];
+        if let Some(step) = interner.step_of(op) {
+            let ret = match op.status {
+                // An unknown outcome may take effect after the client stopped waiting.
+                Status::Info => u64::MAX,
+                Status::Ok | Status::Fail => op.ret.expect("validated: ok/fail ops have a return"),
+            };
+            ops.push(KeyOp { history_index: index, call: op.call, ret, step });
+        }
+    }
+    let key_op_count = ops.len();
+    match search::linearize(&ops, &mut interner, deadline) {
+        KeyOutcome::Linearizable => KeyVerdict::Linearizable,
+        KeyOutcome::TimedOut => KeyVerdict::TimedOut,
+        KeyOutcome::NotLinearizable { longest, state } => {
+            let linearized: Vec<usize> = longest.iter().map(|&i| ops[i].history_index).collect();
+            let context = linearized[linearized.len().saturating_sub(Violation::CONTEXT_OPS)..]
+                .iter()
+                .map(|&index| (index, history[index].clone()))
+                .collect();
+            let stuck = search::stuck_after(&ops, &longest, state, &mut interner)
+                .into_iter()
+                .map(|(i, illegal)| {
+                    let index = ops[i].history_index;
+                    StuckOp {
+                        index,
+                        op: history[index].clone(),
+                        reason: if illegal {
+                            StuckReason::Illegal { held: interner.value(state).map(str::to_owned) }
+                        } else {
+                            StuckReason::DeadEnd
+                        },
+                    }
+                })
+                .collect();
+            KeyVerdict::Violation(Violation {
+                key: indices.first().and_then(|&i| history[i].key.clone()),
+                key_op_count,
+                linearized,
+                state: interner.value(state).map(str::to_owned),
+                context,
+                stuck,
+            })
+        }
+    }
+}
+
+/// Writes a key the way explanations show it.
+pub fn key_name(key: Option<&str>) -> String {
+    match key {
+        Some(key) => format!("{key:?}"),
+        None => "(single register)".to_owned(),
+    }
+}
+
+fn value_name(value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("{value:?}"),
+        None => "absent".to_owned(),
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Fail => "fail",
+            Status::Info => "info",
+        })
+    }
+}
+
+/// Compact notation: `client 3 cas "1"->"4" ok [1200, 1350]`.
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client {} ", self.client)?;
+        match &self.kind {
+            OpKind::Read { value } => write!(f, "read {}", value_name(value.as_deref()))?,
+            OpKind::Write { value } => write!(f, "write {value:?}")?,
+            OpKind::Cas { expected, value } => {
+                write!(f, "cas {}->{value:?}", value_name(expected.as_deref()))?;
+            }
+            OpKind::Append { value } => write!(f, "append {value:?}")?,
+        }
+        write!(f, " {} [{}, ", self.status, self.call)?;
+        match self.ret {
+            Some(ret) => write!(f, "{ret}]"),
+            None => f.write_str("-]"),
+        }
+    }
+}
+
+impl Violation {
+    /// Explains the violation in several lines: the key, the tail of the longest linearizable
+    /// prefix, the register value after it, and each operation that could not be placed with
+    /// the reason. `name_op` turns a history index into how the reader knows that operation
+    /// (`Display` uses `#index`; the command uses the file's line number).
+    pub fn explain(&self, name_op: &dyn Fn(usize) -> String) -> String {
+        let mut text = String::new();
+        self.write_explanation(&mut text, name_op).expect("writing to a String cannot fail");
+        text
+    }
+
+    fn write_explanation(
+        &self,
+        f: &mut dyn fmt::Write,
+        name_op: &dyn Fn(usize) -> String,
+    ) -> fmt::Result {
+        writeln!(
+            f,
+            "key {} ({} operations checked)",
+            key_name(self.key.as_deref()),
+            self.key_op_count
+        )?;
+        let hidden = self.linearized.len() - self.context.len();
+        writeln!(
+            f,
+            "longest linearizable prefix: {} operations{}",
+            self.linearized.len(),
+            if hidden > 0 {
+                format!(", the last {} shown", self.context.len())
+            } else {
+                String::new()
+            }
+        )?;
+        for (index, op) in &self.context {
+            writeln!(f, "  {} {op}", name_op(*index))?;
+        }
+        writeln!(f, "register after the prefix: {}", value_name(self.state.as_deref()))?;
+        writeln!(f, "none of these could be linearized next:")?;
+        let mut info_dead_ends = 0usize;
+        for stuck in &self.stuck {
+            if stuck.op.status == Status::Info && stuck.reason == StuckReason::DeadEnd {
+                // Unknown-outcome writes can go anywhere; listing each adds only noise.
+                info_dead_ends += 1;
+                continue;
+            }
+            write!(f, "  {} {}: ", name_op(stuck.index), stuck.op)?;
+            match &stuck.reason {
+                StuckReason::DeadEnd => writeln!(f, "possible here, but every continuation fails")?,
+                StuckReason::Illegal { held } => {
+                    let held = value_name(held.as_deref());
+                    match (&stuck.op.kind, stuck.op.status) {
+                        (OpKind::Read { .. }, _) => writeln!(f, "the register held {held}")?,
+                        (OpKind::Cas { .. }, Status::Fail) => writeln!(
+                            f,
+                            "the comparison failed, but the register held the expected {held}"
+                        )?,
+                        (OpKind::Cas { .. }, _) => {
+                            writeln!(f, "the swap succeeded, but the register held {held}")?
+                        }
+                        _ => writeln!(f, "impossible with the register holding {held}")?,
+                    }
+                }
+            }
+        }
+        if info_dead_ends > 0 {
+            writeln!(
+                f,
+                "  (and {info_dead_ends} operations of unknown outcome, which fit but do not help)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The explanation of [`Violation::explain`], naming operations `#index`.
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_explanation(f, &|index| format!("#{index}"))
+    }
+}
