@@ -17,7 +17,7 @@ use crate::ids;
 
 /// `tenure`: a Raft-replicated key-value store that speaks etcd's v3 API.
 #[derive(Debug, Parser)]
-#[command(name = "tenure", version, about, long_about = None)]
+#[command(name = "tenure", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -85,11 +85,11 @@ impl Narrator<'_> {
     /// Ticks (paced) until a leader of a term newer than `after` is up.
     fn elect(&mut self, after: Term) -> std::io::Result<NodeId> {
         for _ in 0..ELECTION_TICKS_MAX {
-            if let Some(l) = self.cluster.leader() {
-                if self.cluster.node(l).term() > after {
-                    self.report()?;
-                    return Ok(l);
-                }
+            if let Some(l) = self.cluster.leader()
+                && self.cluster.node(l).term() > after
+            {
+                self.report()?;
+                return Ok(l);
             }
             self.cluster.run_ticks(1);
             if !self.pace.is_zero() {

@@ -114,6 +114,10 @@ mod tests {
         let member = member_id(&["http://localhost:2380".to_string()], "etcd-cluster");
         assert_eq!(format_id(member), "8e9e05c52164694d");
         assert_eq!(format_id(cluster_id(&[member])), "cdf818194e3a8c32");
+        // Read from a real etcd 3.4.23 started with these peer URLs and the default token.
+        let member = member_id(&["http://127.0.0.1:23801".to_string()], "etcd-cluster");
+        assert_eq!(format_id(member), "bdae9bbc11dd390d");
+        assert_eq!(format_id(cluster_id(&[member])), "d1cfaf999eb97a2a");
     }
 
     #[test]

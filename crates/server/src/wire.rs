@@ -909,7 +909,7 @@ mod tests {
         ));
         assert_eq!(&out[..], b"keep", "a failed encode writes nothing");
         assert!(matches!(
-            small.encode_batch(1, &[big.clone()], &mut out),
+            small.encode_batch(1, std::slice::from_ref(&big), &mut out),
             Err(WireError::MessageTooLarge { kind: "Propose", .. })
         ));
         assert_eq!(&out[..], b"keep");
