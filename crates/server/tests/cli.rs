@@ -131,7 +131,7 @@ impl Drop for Etcd {
 fn start_etcd() -> Option<Etcd> {
     let client = free_port();
     let peer = free_port();
-    let dir = scratch_dir("etcd");
+    let dir = scratch_dir(&format!("etcd-{client}"));
     let child = Command::new("etcd")
         .args([
             "--data-dir",
@@ -253,4 +253,114 @@ fn client_commands_and_stubs_work_against_real_etcd() {
             .into_inner();
         assert_eq!(gone.count, 0, "revoking the lease deleted its key");
     });
+}
+
+#[test]
+fn streaming_and_maintenance_messages_match_real_etcd() {
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+
+    if Command::new("etcd").arg("--version").output().is_err() {
+        eprintln!("skipped: no etcd binary installed (apt-get install etcd-server)");
+        return;
+    }
+    let etcd = start_etcd().expect("etcd starts");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", etcd.endpoint))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut kv = pb::kv_client::KvClient::new(ch.clone());
+        let mut lease = pb::lease_client::LeaseClient::new(ch.clone());
+        let mut watch = pb::watch_client::WatchClient::new(ch.clone());
+        let mut maintenance = pb::maintenance_client::MaintenanceClient::new(ch.clone());
+        let mut cluster = pb::cluster_client::ClusterClient::new(ch);
+
+        // Watch: create, then see a put with its prev_kv.
+        let create = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: Bytes::from_static(b"w"),
+                    prev_kv: true,
+                    ..Default::default()
+                },
+            )),
+        };
+        let requests = tokio_stream::iter(vec![create]).chain(tokio_stream::pending());
+        let mut events = watch.watch(requests).await.unwrap().into_inner();
+        let created = events.next().await.unwrap().unwrap();
+        assert!(created.created);
+        kv.put(pb::PutRequest {
+            key: Bytes::from_static(b"w"),
+            value: Bytes::from_static(b"1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        kv.put(pb::PutRequest {
+            key: Bytes::from_static(b"w"),
+            value: Bytes::from_static(b"2"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let r = events.next().await.unwrap().unwrap();
+            seen.extend(r.events);
+        }
+        assert_eq!(seen[0].r#type, crate_event_put());
+        assert_eq!(seen[1].kv.as_ref().unwrap().value, Bytes::from_static(b"2"));
+        assert_eq!(seen[1].prev_kv.as_ref().unwrap().value, Bytes::from_static(b"1"));
+
+        // Lease: grant, keep alive once, time to live with keys, list.
+        let id = lease
+            .lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 0x77 })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        assert_eq!(id, 0x77);
+        kv.put(pb::PutRequest { key: Bytes::from_static(b"l"), lease: id, ..Default::default() })
+            .await
+            .unwrap();
+        let keepalive = tokio_stream::iter(vec![pb::LeaseKeepAliveRequest { id }])
+            .chain(tokio_stream::pending());
+        let mut acks = lease.lease_keep_alive(keepalive).await.unwrap().into_inner();
+        let ack = acks.next().await.unwrap().unwrap();
+        assert_eq!((ack.id, ack.ttl), (id, 30));
+        let ttl = lease
+            .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: true })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((ttl.granted_ttl, ttl.keys), (30, vec![Bytes::from_static(b"l")]));
+        let leases = lease.lease_leases(pb::LeaseLeasesRequest {}).await.unwrap().into_inner();
+        assert_eq!(leases.leases.iter().map(|l| l.id).collect::<Vec<_>>(), vec![id]);
+        let missing = lease.lease_revoke(pb::LeaseRevokeRequest { id: 0x78 }).await.unwrap_err();
+        assert_eq!(
+            (missing.code(), missing.message()),
+            (tonic::Code::NotFound, "etcdserver: requested lease not found")
+        );
+
+        // Maintenance and cluster.
+        let alarms = maintenance.alarm(pb::AlarmRequest::default()).await.unwrap().into_inner();
+        assert!(alarms.alarms.is_empty());
+        let hash =
+            maintenance.hash_kv(pb::HashKvRequest { revision: 0 }).await.unwrap().into_inner();
+        assert!(hash.hash != 0);
+        let status = maintenance.status(pb::StatusRequest {}).await.unwrap().into_inner();
+        let header = status.header.unwrap();
+        assert_eq!(status.leader, header.member_id);
+        assert!(status.raft_applied_index > 0 && status.db_size > 0);
+        let members =
+            cluster.member_list(pb::MemberListRequest::default()).await.unwrap().into_inner();
+        assert_eq!(members.members[0].id, header.member_id);
+        assert_eq!(members.members[0].client_ur_ls, vec![format!("http://{}", etcd.endpoint)]);
+    });
+}
+
+fn crate_event_put() -> i32 {
+    tenure_server::pb::mvccpb::event::EventType::Put as i32
 }
