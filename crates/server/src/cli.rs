@@ -69,7 +69,7 @@ pub enum EndpointCommand {
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Pause between steps of the demo, in milliseconds (0 runs it at full speed).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 200)]
     pub pace_ms: u64,
 }
 
@@ -205,7 +205,7 @@ pub struct ServeArgs {
     /// Human-readable name of this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
     pub name: String,
-    /// Path to the data directory [default: <name>.etcd].
+    /// Path to the data directory [default: NAME.etcd].
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic [default: http://localhost:2379].
@@ -220,7 +220,7 @@ pub struct ServeArgs {
     /// This member's peer URLs to advertise to the cluster [default: http://localhost:2380].
     #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS")]
     pub initial_advertise_peer_urls: Option<String>,
-    /// Initial cluster configuration, `name=peer-url,...` [default: <name>=<initial-advertise-peer-urls>].
+    /// Initial cluster configuration, `name=peer-url,...` [default: NAME=INITIAL_ADVERTISE_PEER_URLS].
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
     /// `new` to bootstrap a cluster, `existing` to join one.

@@ -275,18 +275,20 @@ impl FrameCodec {
         out: &mut BytesMut,
     ) -> Result<usize, WireError> {
         let max = self.payload_bytes_max as usize;
-        if let Some(m) = messages.iter().find(|m| encoded_len(m) > max) {
-            return Err(WireError::MessageTooLarge {
-                kind: m.body.kind(),
-                bytes: encoded_len(m),
-                max: self.payload_bytes_max,
-            });
-        }
+        let start = out.len();
         let mut frames = 0;
         let mut frame_start = out.len();
         let mut count = 0usize;
         for m in messages {
             let len = encoded_len(m);
+            if len > max {
+                out.truncate(start);
+                return Err(WireError::MessageTooLarge {
+                    kind: m.body.kind(),
+                    bytes: len,
+                    max: self.payload_bytes_max,
+                });
+            }
             if count > 0 {
                 let payload_bytes = out.len() - frame_start - FRAME_HEADER_BYTES;
                 if payload_bytes + len > max || count == FRAME_MESSAGES_MAX {
@@ -909,10 +911,10 @@ mod tests {
         ));
         assert_eq!(&out[..], b"keep", "a failed encode writes nothing");
         assert!(matches!(
-            small.encode_batch(1, std::slice::from_ref(&big), &mut out),
+            small.encode_batch(1, &[msg(MessageBody::TimeoutNow), big.clone()], &mut out),
             Err(WireError::MessageTooLarge { kind: "Propose", .. })
         ));
-        assert_eq!(&out[..], b"keep");
+        assert_eq!(&out[..], b"keep", "frames already written for the batch are rolled back");
         // A frame a lenient sender produced is refused by a strict receiver from its header.
         let mut wire = BytesMut::new();
         codec().encode_frame(1, &[big], &mut wire).unwrap();
