@@ -111,6 +111,41 @@ impl ServerError {
     }
 }
 
+/// A refused proposal, as etcd reports the same situations: no known leader is
+/// `NoLeader`; a follower that does not forward answers `NotLeader`; a leadership transfer
+/// under way is `LeaderChanged` (retryable, as etcd's dropped proposals are); too much
+/// uncommitted data is `TooManyRequests` (etcd's answer when apply lags commit).
+impl From<tenure_raft::ProposeError> for ServerError {
+    fn from(e: tenure_raft::ProposeError) -> ServerError {
+        use tenure_raft::ProposeError as P;
+        match e {
+            P::NotLeader { leader_hint: None } => ServerError::NoLeader,
+            P::NotLeader { leader_hint: Some(_) } => ServerError::NotLeader,
+            P::TransferInProgress { .. } => ServerError::LeaderChanged,
+            P::UncommittedBytesExceeded { .. } => ServerError::TooManyRequests,
+        }
+    }
+}
+
+/// A linearizable read with no leader to confirm it.
+impl From<tenure_raft::ReadError> for ServerError {
+    fn from(e: tenure_raft::ReadError) -> ServerError {
+        match e {
+            tenure_raft::ReadError::NoLeader => ServerError::NoLeader,
+        }
+    }
+}
+
+/// A refused leadership transfer (`Maintenance.MoveLeader`), with etcd's answers.
+impl From<tenure_raft::TransferError> for ServerError {
+    fn from(e: tenure_raft::TransferError) -> ServerError {
+        match e {
+            tenure_raft::TransferError::NotLeader { .. } => ServerError::NotLeader,
+            tenure_raft::TransferError::NotAVoter(_) => ServerError::BadLeaderTransferee,
+        }
+    }
+}
+
 /// The tonic code for a state-machine error's code class.
 pub fn kv_code(e: &tenure_kv::Error) -> Code {
     match e.grpc_code() {
@@ -251,6 +286,38 @@ mod tests {
         }
         let local = E::OutOfOrder { index: 1, applied_index: 2 };
         assert_eq!(kv_status(&local).code(), Code::Internal);
+    }
+
+    #[test]
+    fn raft_refusals_map_to_etcds_retryable_or_final_answers() {
+        use tenure_raft::{NodeId, ProposeError, ReadError, TransferError};
+        let cases = [
+            (
+                ServerError::from(ProposeError::NotLeader { leader_hint: None }),
+                ServerError::NoLeader,
+            ),
+            (
+                ProposeError::NotLeader { leader_hint: Some(NodeId(2)) }.into(),
+                ServerError::NotLeader,
+            ),
+            (ProposeError::TransferInProgress { to: NodeId(2) }.into(), ServerError::LeaderChanged),
+            (
+                ProposeError::UncommittedBytesExceeded {
+                    uncommitted_bytes: 1,
+                    entry_bytes: 2,
+                    max_bytes: 2,
+                }
+                .into(),
+                ServerError::TooManyRequests,
+            ),
+            (ReadError::NoLeader.into(), ServerError::NoLeader),
+            (TransferError::NotLeader { leader_hint: None }.into(), ServerError::NotLeader),
+            (TransferError::NotAVoter(NodeId(4)).into(), ServerError::BadLeaderTransferee),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        assert_eq!(status(ServerError::NoLeader).0, Code::Unavailable, "clients retry elsewhere");
     }
 
     #[test]
