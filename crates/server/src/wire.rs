@@ -45,6 +45,32 @@
 //! - A frame from another cluster, or claiming messages from a member other than its sender,
 //!   is refused (a misconfigured peer is told apart from a corrupted stream).
 //! - Raft node ids are member ids: a message's `from`/`to` are the members' 64-bit ids.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use tenure_raft::{LogIndex, Message, MessageBody, NodeId, Term};
+//! use tenure_server::wire::FrameCodec;
+//!
+//! let (cluster, n1, n2) = (0xc1, 0x11, 0x22);
+//! let heartbeat = Message {
+//!     from: NodeId(n1),
+//!     to: NodeId(n2),
+//!     term: Term(3),
+//!     body: MessageBody::Heartbeat { commit: LogIndex(7), read_round: 0 },
+//! };
+//! // The sender packs everything queued for a peer into one buffer: one write.
+//! let mut out = BytesMut::new();
+//! let frames = FrameCodec::new(cluster, n1).encode_batch(0, &[heartbeat.clone()], &mut out)?;
+//! assert_eq!(frames, 1);
+//! // The receiver feeds what it read and takes whole frames out.
+//! let mut received = out;
+//! let frame = FrameCodec::new(cluster, n2).decode_frame(&mut received)?.expect("complete");
+//! assert_eq!((frame.group_id, frame.from_member), (0, n1));
+//! assert_eq!(frame.messages, vec![heartbeat]);
+//! # Ok::<(), tenure_server::wire::WireError>(())
+//! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tenure_raft::{
