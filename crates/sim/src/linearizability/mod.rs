@@ -274,40 +274,48 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         }
     }
     let key_op_count = ops.len();
-    match search::linearize(&ops, &mut interner, deadline) {
-        KeyOutcome::Linearizable => KeyVerdict::Linearizable,
-        KeyOutcome::TimedOut => KeyVerdict::TimedOut,
-        KeyOutcome::NotLinearizable { longest, state } => {
-            let linearized: Vec<usize> = longest.iter().map(|&i| ops[i].history_index).collect();
-            let context = linearized[linearized.len().saturating_sub(Violation::CONTEXT_OPS)..]
-                .iter()
-                .map(|&index| (index, history[index].clone()))
-                .collect();
-            let stuck = search::stuck_after(&ops, &longest, state, &mut interner)
-                .into_iter()
-                .map(|(i, illegal)| {
-                    let index = ops[i].history_index;
-                    StuckOp {
-                        index,
-                        op: history[index].clone(),
-                        reason: if illegal {
-                            StuckReason::Illegal { held: interner.value(state).map(str::to_owned) }
-                        } else {
-                            StuckReason::DeadEnd
-                        },
-                    }
-                })
-                .collect();
-            KeyVerdict::Violation(Violation {
-                key: indices.first().and_then(|&i| history[i].key.clone()),
-                key_op_count,
-                linearized,
-                state: interner.value(state).map(str::to_owned),
-                context,
-                stuck,
-            })
+    let failure = match search::linearize(&ops, &mut interner, deadline, true) {
+        KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
+        KeyOutcome::TimedOut => return KeyVerdict::TimedOut,
+        KeyOutcome::NotLinearizable { longest, state } => (longest, state),
+    };
+    // The fast search proves the violation but may stop its prefixes early; search again
+    // without the pruning for the longest prefix, if time allows, to explain it.
+    let (longest, state) = match search::linearize(&ops, &mut interner, deadline, false) {
+        KeyOutcome::NotLinearizable { longest, state } => (longest, state),
+        KeyOutcome::TimedOut => failure,
+        KeyOutcome::Linearizable => {
+            panic!("the search with pruning found no linearization, the one without found one")
         }
-    }
+    };
+    let linearized: Vec<usize> = longest.iter().map(|&i| ops[i].history_index).collect();
+    let context = linearized[linearized.len().saturating_sub(Violation::CONTEXT_OPS)..]
+        .iter()
+        .map(|&index| (index, history[index].clone()))
+        .collect();
+    let stuck = search::stuck_after(&ops, &longest, state, &mut interner)
+        .into_iter()
+        .map(|(i, illegal)| {
+            let index = ops[i].history_index;
+            StuckOp {
+                index,
+                op: history[index].clone(),
+                reason: if illegal {
+                    StuckReason::Illegal { held: interner.value(state).map(str::to_owned) }
+                } else {
+                    StuckReason::DeadEnd
+                },
+            }
+        })
+        .collect();
+    KeyVerdict::Violation(Violation {
+        key: indices.first().and_then(|&i| history[i].key.clone()),
+        key_op_count,
+        linearized,
+        state: interner.value(state).map(str::to_owned),
+        context,
+        stuck,
+    })
 }
 
 /// Writes a key the way explanations show it.
