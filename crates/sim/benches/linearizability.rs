@@ -42,9 +42,11 @@ fn main() {
         // The same history with one read made impossible: the search must exhaust the failing
         // key before it can say so.
         let mut broken = history.clone();
-        if let Some(read) = broken.iter_mut().rev().find(|op| {
-            op.status == Status::Ok && matches!(op.kind, OpKind::Read { .. }) && op.key.is_some()
-        }) {
+        if let Some(read) = broken
+            .iter_mut()
+            .rev()
+            .find(|op| op.status == Status::Ok && matches!(op.kind, OpKind::Read { .. }))
+        {
             read.kind = OpKind::Read { value: Some("#corrupt".to_owned()) };
         }
         report(&format!("{name}, one corrupt read"), &broken);

@@ -466,3 +466,136 @@ proptest! {
         }
     }
 }
+
+/// A naive oracle: tries every order of the operations (and every subset of the ones of unknown
+/// outcome), respecting real time. Exponential; only for histories of a handful of operations.
+fn oracle_linearizable(history: &[Operation]) -> bool {
+    // Drop what carries no information, as the checker's specification says.
+    let ops: Vec<&Operation> = history
+        .iter()
+        .filter(|op| match (&op.kind, op.status) {
+            (OpKind::Read { .. }, Status::Ok) => true,
+            (OpKind::Read { .. }, _) => false,
+            (OpKind::Write { .. } | OpKind::Append { .. }, Status::Fail) => false,
+            _ => true,
+        })
+        .collect();
+    let ret = |op: &Operation| match op.status {
+        Status::Info => u64::MAX,
+        _ => op.ret.expect("ok and fail ops return"),
+    };
+    fn step(
+        state: &std::collections::BTreeMap<Option<String>, String>,
+        op: &Operation,
+    ) -> Option<std::collections::BTreeMap<Option<String>, String>> {
+        let held = state.get(&op.key);
+        let mut next = state.clone();
+        match (&op.kind, op.status) {
+            (OpKind::Read { value }, _) => (held == value.as_ref()).then_some(next),
+            (OpKind::Write { value }, _) => {
+                next.insert(op.key.clone(), value.clone());
+                Some(next)
+            }
+            (OpKind::Cas { expected, value }, status) => {
+                let matches = held == expected.as_ref();
+                match status {
+                    Status::Ok if !matches => None,
+                    Status::Fail if matches => None,
+                    Status::Fail => Some(next),
+                    Status::Ok | Status::Info => {
+                        if matches {
+                            next.insert(op.key.clone(), value.clone());
+                        }
+                        Some(next)
+                    }
+                }
+            }
+            (OpKind::Append { value }, _) => {
+                let mut appended = held.cloned().unwrap_or_default();
+                appended.push_str(value);
+                next.insert(op.key.clone(), appended);
+                Some(next)
+            }
+        }
+    }
+    fn search(
+        ops: &[&Operation],
+        ret: &dyn Fn(&Operation) -> u64,
+        placed: &mut Vec<bool>,
+        state: &std::collections::BTreeMap<Option<String>, String>,
+    ) -> bool {
+        // Done when only operations of unknown outcome are left: they never took effect.
+        if (0..ops.len()).all(|i| placed[i] || ops[i].status == Status::Info) {
+            return true;
+        }
+        for i in 0..ops.len() {
+            if placed[i] {
+                continue;
+            }
+            // Some unplaced operation returned before this one was called: it must go first.
+            if (0..ops.len()).any(|j| !placed[j] && j != i && ret(ops[j]) < ops[i].call) {
+                continue;
+            }
+            if let Some(next) = step(state, ops[i]) {
+                placed[i] = true;
+                let found = search(ops, ret, placed, &next);
+                placed[i] = false;
+                if found {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let mut placed = vec![false; ops.len()];
+    search(&ops, &ret, &mut placed, &std::collections::BTreeMap::new())
+}
+
+fn arb_small_history() -> impl Strategy<Value = Vec<Operation>> {
+    let value = prop_oneof![Just("0".to_owned()), Just("1".to_owned())];
+    let kind = prop_oneof![
+        proptest::option::of(prop_oneof![
+            Just("0".to_owned()),
+            Just("1".to_owned()),
+            Just("01".to_owned()),
+            Just("1".to_owned())
+        ])
+        .prop_map(|value| OpKind::Read { value }),
+        value.clone().prop_map(|value| OpKind::Write { value }),
+        (proptest::option::of(value.clone()), value.clone())
+            .prop_map(|(expected, value)| OpKind::Cas { expected, value }),
+        value.prop_map(|value| OpKind::Append { value }),
+    ];
+    let status = prop_oneof![
+        6 => Just(Status::Ok),
+        1 => Just(Status::Fail),
+        2 => Just(Status::Info),
+    ];
+    let op =
+        (0..3u64, proptest::option::of(Just("k".to_owned())), kind, 0..20u64, 0..10u64, status)
+            .prop_map(|(client, key, kind, call, length, status)| Operation {
+                client,
+                key,
+                kind,
+                call,
+                ret: if status == Status::Info && length > 6 { None } else { Some(call + length) },
+                status,
+            });
+    proptest::collection::vec(op, 0..9)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    #[test]
+    fn checker_agrees_with_a_brute_force_oracle(history in arb_small_history()) {
+        let expected = oracle_linearizable(&history);
+        let result = verdict(&history);
+        prop_assert_eq!(
+            matches!(result, CheckResult::Linearizable),
+            expected,
+            "checker said {:?}",
+            result
+        );
+    }
+}
