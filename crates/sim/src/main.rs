@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenure_sim::history::{line_numbers, parse_history};
-use tenure_sim::linearizability::{CheckResult, check, key_name};
+use tenure_sim::linearizability::{CheckResult, Limit, MEMO_BYTES_MAX, check, key_name};
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -97,11 +97,14 @@ fn check_history(file: &PathBuf, timeout: Duration) -> u8 {
             print!("{}", violation.explain(&|index| format!("line {}:", lines[index])));
             EXIT_NOT_LINEARIZABLE
         }
-        Ok(CheckResult::Unknown { key, keys_decided, keys_total }) => {
+        Ok(CheckResult::Unknown { limit, key, keys_decided, keys_total }) => {
             println!("unknown");
+            let bound = match limit {
+                Limit::Time => format!("the time bound of {timeout:?}"),
+                Limit::Memory => format!("the memory bound of {MEMO_BYTES_MAX} bytes"),
+            };
             println!(
-                "time bound of {:?} ran out while checking key {} ({keys_decided} of {keys_total} keys decided, all linearizable)",
-                timeout,
+                "{bound} ran out while checking key {} ({keys_decided} of {keys_total} keys decided, all linearizable)",
                 key_name(key.as_deref())
             );
             EXIT_UNKNOWN

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tenure_sim::linearizability::generate::{GenerateConfig, linearizable_history};
 use tenure_sim::linearizability::{
-    CheckResult, HistoryError, OpKind, Operation, Status, StuckReason, Violation, check,
+    CheckResult, HistoryError, Limit, OpKind, Operation, Status, StuckReason, Violation, check,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -384,7 +384,8 @@ fn a_hard_history_answers_unknown_when_time_runs_out() {
     };
     let history = linearizable_history(&config, 7);
     match check(&history, Duration::ZERO).expect("well-formed") {
-        CheckResult::Unknown { key, keys_total, .. } => {
+        CheckResult::Unknown { limit, key, keys_total, .. } => {
+            assert_eq!(limit, Limit::Time);
             assert_eq!(key, None);
             assert_eq!(keys_total, 1);
         }

@@ -20,8 +20,9 @@
 //! - [`generate`]: a seeded generator of histories that are linearizable by construction, for
 //!   tests and benchmarks.
 //!
-//! The checker never runs unbounded: it reads the clock every few thousand search steps and
-//! answers [`CheckResult::Unknown`] once the time bound has passed.
+//! The checker never runs unbounded: it reads the clock every thousand search steps and answers
+//! [`CheckResult::Unknown`] once the time bound has passed, or once the memo of explored
+//! configurations of one key would outgrow [`MEMO_BYTES_MAX`].
 
 pub mod generate;
 mod model;
@@ -109,6 +110,8 @@ pub enum CheckResult {
     /// The time bound ran out before every key was decided, and no key was found to be
     /// non-linearizable in the time given.
     Unknown {
+        /// Which bound stopped the search.
+        limit: Limit,
         /// The key whose search was cut short.
         key: Option<String>,
         /// How many keys had been decided (all linearizable) when time ran out.
@@ -117,6 +120,24 @@ pub enum CheckResult {
         keys_total: usize,
     },
 }
+
+/// The bound that cut a search short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// The time given to [`check`] ran out.
+    Time,
+    /// The memo of one key's search reached [`MEMO_BYTES_MAX`].
+    Memory,
+}
+
+/// How large the memo of explored configurations of one key may grow (approximately, in
+/// bytes) before the search gives up with [`Limit::Memory`]. A hard history exhausts memory
+/// long before it exhausts a time bound of a minute.
+pub const MEMO_BYTES_MAX: usize = 1 << 30;
+
+/// How long, at most, the second search that looks for a better explanation of a violation may
+/// take (see `check_key`); past it the first search's explanation is reported.
+const EXPLAIN_TIME_MAX: Duration = Duration::from_secs(5);
 
 /// Why one key's history is not linearizable, as far as the search can tell.
 ///
@@ -222,8 +243,9 @@ pub fn check(history: &[Operation], timeout: Duration) -> Result<CheckResult, Hi
     for (keys_decided, (key, indices)) in order.into_iter().enumerate() {
         match check_key(history, &indices, deadline) {
             KeyVerdict::Linearizable => {}
-            KeyVerdict::TimedOut => {
+            KeyVerdict::GaveUp(limit) => {
                 return Ok(CheckResult::Unknown {
+                    limit,
                     key: key.map(str::to_owned),
                     keys_decided,
                     keys_total,
@@ -254,7 +276,7 @@ fn validate(history: &[Operation]) -> Result<(), HistoryError> {
 
 enum KeyVerdict {
     Linearizable,
-    TimedOut,
+    GaveUp(Limit),
     Violation(Violation),
 }
 
@@ -276,14 +298,19 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
     let key_op_count = ops.len();
     let failure = match search::linearize(&ops, &mut interner, deadline, true) {
         KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
-        KeyOutcome::TimedOut => return KeyVerdict::TimedOut,
+        KeyOutcome::GaveUp(limit) => return KeyVerdict::GaveUp(limit),
         KeyOutcome::NotLinearizable { longest, state } => (longest, state),
     };
     // The fast search proves the violation but may stop its prefixes early; search again
     // without the pruning for the longest prefix, if time allows, to explain it.
-    let (longest, state) = match search::linearize(&ops, &mut interner, deadline, false) {
+    let explain_deadline = Instant::now().checked_add(EXPLAIN_TIME_MAX);
+    let explain_deadline = match (deadline, explain_deadline) {
+        (Some(deadline), Some(explain)) => Some(deadline.min(explain)),
+        (deadline, explain) => deadline.or(explain),
+    };
+    let (longest, state) = match search::linearize(&ops, &mut interner, explain_deadline, false) {
         KeyOutcome::NotLinearizable { longest, state } => (longest, state),
-        KeyOutcome::TimedOut => failure,
+        KeyOutcome::GaveUp(_) => failure,
         KeyOutcome::Linearizable => {
             panic!("the search with pruning found no linearization, the one without found one")
         }

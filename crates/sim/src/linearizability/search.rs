@@ -13,6 +13,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
 use super::model::{Interner, StateId, Step};
+use super::{Limit, MEMO_BYTES_MAX};
 
 /// One operation of a key's history, ready for the search.
 #[derive(Clone, Debug)]
@@ -29,7 +30,7 @@ pub(super) struct KeyOp {
 #[derive(Debug)]
 pub(super) enum KeyOutcome {
     Linearizable,
-    TimedOut,
+    GaveUp(Limit),
     NotLinearizable {
         /// Indices into the key's operations of the longest linearization prefix found, in
         /// order.
@@ -183,8 +184,10 @@ impl Hasher for FxHasher {
 /// branches early and treat indistinguishable states as one.
 ///
 /// Two rules, both from the register's specification:
-/// - *doomed*: moving the register away from value `v` is a dead end if an `ok` read of `v` or
-///   an `ok` cas expecting `v` is still to be placed and no operation left can write `v` back;
+/// - *doomed*: a configuration is a dead end if an `ok` read of `v` or an `ok` cas expecting
+///   `v` is still to be placed, the register does not hold `v`, and no operation left can write
+///   `v`. No configuration the search enters is doomed: it checks the first, and refuses a step
+///   that moves away from such a `v` or places the last operation that could write it;
 /// - *inert*: a value that no remaining operation reads or compares with behaves, for the rest
 ///   of the search, exactly like any other such value, so the memo stores it as
 ///   [`StateId::INERT`]. This merges the states left by writes nobody observed, whose order is
@@ -248,9 +251,32 @@ impl ValueCounts {
         self.adjust(step, |count| *count += 1);
     }
 
-    /// Whether leaving `value` for good strands an operation that needs it.
-    fn doomed(&self, left: StateId) -> bool {
-        self.needed[left.index()] > 0 && self.producers[left.index()] == 0
+    /// Whether `value` is needed but can no longer be reached: the register does not hold it
+    /// and nothing left can write it.
+    fn unreachable(&self, value: StateId, state: StateId) -> bool {
+        value != state && self.needed[value.index()] > 0 && self.producers[value.index()] == 0
+    }
+
+    /// Whether some value is needed but can no longer be reached, in state `state`. Checked
+    /// once at the start; afterwards [`ValueCounts::strands`] keeps it false.
+    fn stranded(&self, state: StateId) -> bool {
+        (0..self.needed.len()).any(|index| {
+            self.needed[index] > 0 && self.producers[index] == 0 && index != state.index()
+        })
+    }
+
+    /// Whether `step`, already counted as placed, taking the register from `state` to
+    /// `next_state`, leaves a needed value unreachable: the value it moves away from, or the
+    /// value it was the last possible writer of.
+    fn strands(&self, step: Step, state: StateId, next_state: StateId) -> bool {
+        let produced = match step {
+            Step::Write { value }
+            | Step::CasSwapped { value, .. }
+            | Step::CasUnknown { value, .. } => Some(value),
+            Step::Read { .. } | Step::CasMismatched { .. } | Step::Append { .. } => None,
+        };
+        self.unreachable(state, next_state)
+            || produced.is_some_and(|value| self.unreachable(value, next_state))
     }
 
     fn memo_state(&self, state: StateId) -> StateId {
@@ -284,6 +310,12 @@ pub(super) fn linearize(
 
     // `entry` is where the scan of the current configuration goes on; `fresh` says the
     // configuration was just entered, so a forced step has not been looked for yet.
+    // Per memo entry: the bitset, its box, the state and the hash table's own overhead.
+    let memo_len_max = MEMO_BYTES_MAX / (ops.len().div_ceil(64) * 8 + 40);
+    if prune_doomed && search.counts.as_ref().is_some_and(|counts| counts.stranded(StateId::ABSENT))
+    {
+        return search.not_linearizable();
+    }
     let mut entry = search.entries.first();
     let mut fresh = true;
     let mut steps: u64 = 0;
@@ -292,7 +324,10 @@ pub(super) fn linearize(
         if steps.is_multiple_of(STEPS_PER_CLOCK_READ)
             && deadline.is_some_and(|deadline| Instant::now() >= deadline)
         {
-            return KeyOutcome::TimedOut;
+            return KeyOutcome::GaveUp(Limit::Time);
+        }
+        if search.explored.len() > memo_len_max {
+            return KeyOutcome::GaveUp(Limit::Memory);
         }
         if fresh {
             fresh = false;
@@ -310,7 +345,7 @@ pub(super) fn linearize(
                 continue;
             }
         }
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             // A call: try to linearize its operation now.
             let op = entry / 2;
             if let Some(next_state) = interner.apply(search.state, ops[op].step)
@@ -365,7 +400,7 @@ impl Search<'_> {
     /// held does not qualify: at its later place in the linearization it may change the state.)
     fn forced_step(&self, interner: &mut Interner) -> Option<usize> {
         let mut entry = self.entries.first();
-        while entry != NIL && entry % 2 == 0 {
+        while entry != NIL && entry.is_multiple_of(2) {
             let op = entry / 2;
             let step = self.ops[op].step;
             if step.keeps_state() && interner.apply(self.state, step).is_some() {
@@ -383,7 +418,7 @@ impl Search<'_> {
         let mut memo_state = next_state;
         if let Some(counts) = &mut self.counts {
             counts.place(step);
-            if self.prune_doomed && next_state != self.state && counts.doomed(self.state) {
+            if self.prune_doomed && counts.strands(step, self.state, next_state) {
                 counts.unplace(step);
                 return false;
             }
