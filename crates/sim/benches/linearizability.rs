@@ -39,17 +39,27 @@ fn main() {
     for (name, config) in &cases {
         let history = linearizable_history(config, 42);
         report(name, &history);
-        // The same history with one read made impossible: the search must exhaust the failing
-        // key before it can say so.
+        // The same history with one late read made impossible: the search must exhaust the
+        // failing key before it can say so. First a value nothing writes, then a stale value
+        // (the key's first write, long overwritten).
+        let Some(last_read) = history
+            .iter()
+            .rposition(|op| op.status == Status::Ok && matches!(op.kind, OpKind::Read { .. }))
+        else {
+            continue;
+        };
         let mut broken = history.clone();
-        if let Some(read) = broken
-            .iter_mut()
-            .rev()
-            .find(|op| op.status == Status::Ok && matches!(op.kind, OpKind::Read { .. }))
-        {
-            read.kind = OpKind::Read { value: Some("#corrupt".to_owned()) };
-        }
+        broken[last_read].kind = OpKind::Read { value: Some("#corrupt".to_owned()) };
         report(&format!("{name}, one corrupt read"), &broken);
+        let first_write = history.iter().find_map(|op| match &op.kind {
+            OpKind::Write { value } if op.key == history[last_read].key => Some(value.clone()),
+            _ => None,
+        });
+        if let Some(stale) = first_write {
+            let mut stale_history = history.clone();
+            stale_history[last_read].kind = OpKind::Read { value: Some(stale) };
+            report(&format!("{name}, one stale read"), &stale_history);
+        }
     }
 }
 

@@ -90,6 +90,14 @@ fn stale_read_after_a_completed_write_is_a_violation() {
     assert_eq!(violation.stuck[0].reason, StuckReason::Illegal { held: Some("2".to_owned()) });
     let text = violation.to_string();
     assert!(text.contains("#2 client 1 read \"1\" ok [40, 50]: the register held \"2\""));
+    let stale = violation.stale_read.as_ref().expect("found before the search");
+    assert_eq!(stale.read.0, 2);
+    assert_eq!(stale.sources.len(), 1);
+    assert_eq!(stale.sources[0].source.as_ref().map(|(index, _)| *index), Some(0));
+    assert_eq!(stale.sources[0].overwritten_by.as_ref().map(|(index, _)| *index), Some(1));
+    assert!(text.contains(
+        "#0 client 0 write \"1\" ok [0, 10] was overwritten by #1 client 0 write \"2\" ok [20, 30] before the read was called"
+    ));
 }
 
 #[test]
@@ -124,7 +132,10 @@ fn concurrent_writes_seen_in_both_orders_are_a_violation() {
         read(3, Some("b"), 80, 90),
         read(2, Some("a"), 100, 110),
     ];
-    violation(&history);
+    // No single write overwrites "a" between its write and the last read, so only the
+    // search can tell.
+    let violation = violation(&history);
+    assert_eq!(violation.stale_read, None);
 }
 
 #[test]

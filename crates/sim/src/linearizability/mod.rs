@@ -16,6 +16,7 @@
 //!   ([`CheckResult`], [`Violation`]) and [`check`];
 //! - `model`: the sequential specification of one register (read, write, cas, append) over
 //!   interned values;
+//! - `overwritten`: a quick proof of a stale read, tried before the search;
 //! - `search`: the memoized backtracking search over one key;
 //! - [`generate`]: a seeded generator of histories that are linearizable by construction, for
 //!   tests and benchmarks.
@@ -26,13 +27,14 @@
 
 pub mod generate;
 mod model;
+mod overwritten;
 mod search;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use model::Interner;
+use model::{Interner, StateId};
 use search::{KeyOp, KeyOutcome};
 
 /// One client operation as observed from outside the store: what was asked, what came back and
@@ -162,6 +164,31 @@ pub struct Violation {
     pub context: Vec<(usize, Operation)>,
     /// The operations that had to be linearized next, none of which could be.
     pub stuck: Vec<StuckOp>,
+    /// A read that cannot have seen its value, if the quick check before the search found one.
+    pub stale_read: Option<StaleRead>,
+}
+
+/// A read (or successful cas) that saw a value which every operation that could have written
+/// it had, in real time, been overwritten before the read was called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The read's index in the checked history, and the read.
+    pub read: (usize, Operation),
+    /// Each possible source of the value read, and what rules it out. Empty if nothing writes
+    /// the value.
+    pub sources: Vec<RuledOutSource>,
+}
+
+/// A possible source of a value read, ruled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuledOutSource {
+    /// The operation that could have set the value (with its index), or `None` for the initial
+    /// absent state.
+    pub source: Option<(usize, Operation)>,
+    /// The acknowledged operation called after `source` returned and returned before the read
+    /// was called, which set another value; `None` if `source` was called only after the read
+    /// returned.
+    pub overwritten_by: Option<(usize, Operation)>,
 }
 
 impl Violation {
@@ -296,10 +323,29 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         }
     }
     let key_op_count = ops.len();
-    let failure = match search::linearize(&ops, &mut interner, deadline, true) {
-        KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
-        KeyOutcome::GaveUp(limit) => return KeyVerdict::GaveUp(limit),
-        KeyOutcome::NotLinearizable { longest, state } => (longest, state),
+    let indexed = |op: usize| {
+        let index = ops[op].history_index;
+        (index, history[index].clone())
+    };
+    let stale_read = overwritten::stale_read(&ops).map(|proof| StaleRead {
+        read: indexed(proof.reader),
+        sources: proof
+            .sources
+            .iter()
+            .map(|&(source, overwriter)| RuledOutSource {
+                source: source.map(indexed),
+                overwritten_by: overwriter.map(indexed),
+            })
+            .collect(),
+    });
+    let failure = if stale_read.is_some() {
+        (Vec::new(), StateId::ABSENT)
+    } else {
+        match search::linearize(&ops, &mut interner, deadline, true) {
+            KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
+            KeyOutcome::GaveUp(limit) => return KeyVerdict::GaveUp(limit),
+            KeyOutcome::NotLinearizable { longest, state } => (longest, state),
+        }
     };
     // The fast search proves the violation but may stop its prefixes early; search again
     // without the pruning for the longest prefix, if time allows, to explain it.
@@ -342,6 +388,7 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         state: interner.value(state).map(str::to_owned),
         context,
         stuck,
+        stale_read,
     })
 }
 
@@ -459,6 +506,27 @@ impl Violation {
                 f,
                 "  (and {info_dead_ends} operations of unknown outcome, which fit but do not help)"
             )?;
+        }
+        if let Some(stale) = &self.stale_read {
+            let (index, read) = &stale.read;
+            writeln!(f, "{} {read} cannot have seen its value:", name_op(*index))?;
+            if stale.sources.is_empty() {
+                writeln!(f, "  no operation writes it")?;
+            }
+            for ruled_out in &stale.sources {
+                let source = match &ruled_out.source {
+                    Some((index, op)) => format!("{} {op}", name_op(*index)),
+                    None => "the initial absent state".to_owned(),
+                };
+                match &ruled_out.overwritten_by {
+                    Some((index, op)) => writeln!(
+                        f,
+                        "  {source} was overwritten by {} {op} before the read was called",
+                        name_op(*index)
+                    )?,
+                    None => writeln!(f, "  {source} was called after the read returned")?,
+                }
+            }
         }
         Ok(())
     }

@@ -20,6 +20,12 @@ impl StateId {
     /// operation can tell apart from another such state.
     pub(super) const INERT: StateId = StateId(u32::MAX);
 
+    /// An id made up by a test, standing for no interned value.
+    #[cfg(test)]
+    pub(super) fn for_test(id: u32) -> Self {
+        StateId(id)
+    }
+
     /// A position in per-value tables: `0..Interner::len()`.
     pub(super) fn index(self) -> usize {
         self.0 as usize
