@@ -63,7 +63,7 @@ fn assert_linearizable(history: &[Operation]) {
 
 fn violation(history: &[Operation]) -> Violation {
     match verdict(history) {
-        CheckResult::NotLinearizable(violation) => violation,
+        CheckResult::NotLinearizable(violation) => *violation,
         other => panic!("expected a violation, got {other:?}"),
     }
 }

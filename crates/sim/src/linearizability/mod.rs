@@ -108,7 +108,7 @@ pub enum CheckResult {
     /// Every key's history has a linearization.
     Linearizable,
     /// Some key's history has none; the violation describes the smallest such key.
-    NotLinearizable(Violation),
+    NotLinearizable(Box<Violation>),
     /// The time bound ran out before every key was decided, and no key was found to be
     /// non-linearizable in the time given.
     Unknown {
@@ -304,7 +304,7 @@ fn validate(history: &[Operation]) -> Result<(), HistoryError> {
 enum KeyVerdict {
     Linearizable,
     GaveUp(Limit),
-    Violation(Violation),
+    Violation(Box<Violation>),
 }
 
 /// Checks the operations `indices` of `history`, which all touch one key.
@@ -381,7 +381,7 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
             }
         })
         .collect();
-    KeyVerdict::Violation(Violation {
+    KeyVerdict::Violation(Box::new(Violation {
         key: indices.first().and_then(|&i| history[i].key.clone()),
         key_op_count,
         linearized,
@@ -389,7 +389,7 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         context,
         stuck,
         stale_read,
-    })
+    }))
 }
 
 /// Writes a key the way explanations show it.
