@@ -41,7 +41,7 @@ fn main() {
         report(name, &history);
         // The same history with one late read made impossible: the search must exhaust the
         // failing key before it can say so. First a value nothing writes, then a stale value
-        // (the key's first write, long overwritten).
+        // (the key's first write, long overwritten unless values repeat).
         let Some(last_read) = history
             .iter()
             .rposition(|op| op.status == Status::Ok && matches!(op.kind, OpKind::Read { .. }))
@@ -58,7 +58,7 @@ fn main() {
         if let Some(stale) = first_write {
             let mut stale_history = history.clone();
             stale_history[last_read].kind = OpKind::Read { value: Some(stale) };
-            report(&format!("{name}, one stale read"), &stale_history);
+            report(&format!("{name}, one read of the key's first write"), &stale_history);
         }
     }
 }

@@ -139,7 +139,11 @@ pub const MEMO_BYTES_MAX: usize = 1 << 30;
 
 /// How long, at most, the second search that looks for a better explanation of a violation may
 /// take (see `check_key`); past it the first search's explanation is reported.
-const EXPLAIN_TIME_MAX: Duration = Duration::from_secs(5);
+const EXPLAIN_TIME_MAX: Duration = Duration::from_secs(2);
+
+/// The memory bound of that second search, smaller than [`MEMO_BYTES_MAX`]: it only improves
+/// an explanation.
+const EXPLAIN_MEMO_BYTES_MAX: usize = 64 << 20;
 
 /// Why one key's history is not linearizable, as far as the search can tell.
 ///
@@ -341,7 +345,7 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
     let failure = if stale_read.is_some() {
         (Vec::new(), StateId::ABSENT)
     } else {
-        match search::linearize(&ops, &mut interner, deadline, true) {
+        match search::linearize(&ops, &mut interner, deadline, true, MEMO_BYTES_MAX) {
             KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
             KeyOutcome::GaveUp(limit) => return KeyVerdict::GaveUp(limit),
             KeyOutcome::NotLinearizable { longest, state } => (longest, state),
@@ -354,9 +358,13 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         (Some(deadline), Some(explain)) => Some(deadline.min(explain)),
         (deadline, explain) => deadline.or(explain),
     };
-    let (longest, state) = match search::linearize(&ops, &mut interner, explain_deadline, false) {
-        KeyOutcome::NotLinearizable { longest, state } => (longest, state),
-        KeyOutcome::GaveUp(_) => failure,
+    let explained =
+        search::linearize(&ops, &mut interner, explain_deadline, false, EXPLAIN_MEMO_BYTES_MAX);
+    let (longest, state, stuck) = match explained {
+        KeyOutcome::NotLinearizable { longest, state } => (longest, state, true),
+        // The quick proof alone explains it better than the operations that could start.
+        KeyOutcome::GaveUp(_) if stale_read.is_some() => (Vec::new(), StateId::ABSENT, false),
+        KeyOutcome::GaveUp(_) => (failure.0, failure.1, true),
         KeyOutcome::Linearizable => {
             panic!("the search with pruning found no linearization, the one without found one")
         }
@@ -366,7 +374,9 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         .iter()
         .map(|&index| (index, history[index].clone()))
         .collect();
-    let stuck = search::stuck_after(&ops, &longest, state, &mut interner)
+    let stuck =
+        if stuck { search::stuck_after(&ops, &longest, state, &mut interner) } else { vec![] };
+    let stuck = stuck
         .into_iter()
         .map(|(i, illegal)| {
             let index = ops[i].history_index;
@@ -459,6 +469,10 @@ impl Violation {
             key_name(self.key.as_deref()),
             self.key_op_count
         )?;
+        if self.stuck.is_empty() {
+            // Only the quick proof found the violation; the search for a prefix gave up.
+            return self.write_stale_read(f, name_op);
+        }
         let hidden = self.linearized.len() - self.context.len();
         writeln!(
             f,
@@ -507,6 +521,14 @@ impl Violation {
                 "  (and {info_dead_ends} operations of unknown outcome, which fit but do not help)"
             )?;
         }
+        self.write_stale_read(f, name_op)
+    }
+
+    fn write_stale_read(
+        &self,
+        f: &mut dyn fmt::Write,
+        name_op: &dyn Fn(usize) -> String,
+    ) -> fmt::Result {
         if let Some(stale) = &self.stale_read {
             let (index, read) = &stale.read;
             writeln!(f, "{} {read} cannot have seen its value:", name_op(*index))?;

@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
+use super::Limit;
 use super::model::{Interner, StateId, Step};
-use super::{Limit, MEMO_BYTES_MAX};
 
 /// One operation of a key's history, ready for the search.
 #[derive(Clone, Debug)]
@@ -294,6 +294,7 @@ pub(super) fn linearize(
     interner: &mut Interner,
     deadline: Option<Instant>,
     prune_doomed: bool,
+    memo_bytes_max: usize,
 ) -> KeyOutcome {
     let mut search = Search {
         ops,
@@ -308,14 +309,14 @@ pub(super) fn linearize(
         longest_state: StateId::ABSENT,
     };
 
-    // `entry` is where the scan of the current configuration goes on; `fresh` says the
-    // configuration was just entered, so a forced step has not been looked for yet.
     // Per memo entry: the bitset, its box, the state and the hash table's own overhead.
-    let memo_len_max = MEMO_BYTES_MAX / (ops.len().div_ceil(64) * 8 + 40);
+    let memo_len_max = memo_bytes_max / (ops.len().div_ceil(64) * 8 + 40);
     if prune_doomed && search.counts.as_ref().is_some_and(|counts| counts.stranded(StateId::ABSENT))
     {
         return search.not_linearizable();
     }
+    // `entry` is where the scan of the current configuration goes on; `fresh` says the
+    // configuration was just entered, so a forced step has not been looked for yet.
     let mut entry = search.entries.first();
     let mut fresh = true;
     let mut steps: u64 = 0;
