@@ -331,7 +331,7 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         let index = ops[op].history_index;
         (index, history[index].clone())
     };
-    let stale_read = overwritten::stale_read(&ops).map(|proof| StaleRead {
+    let stale_read = overwritten::stale_read(&ops, deadline).map(|proof| StaleRead {
         read: indexed(proof.reader),
         sources: proof
             .sources

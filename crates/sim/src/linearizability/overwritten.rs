@@ -10,6 +10,7 @@
 //! than any time bound.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::model::{StateId, Step};
 use super::search::KeyOp;
@@ -67,8 +68,9 @@ impl EarliestTwo {
 }
 
 /// The first reader, in call order, that no source can explain, or `None`. Keys with appends
-/// are not checked (an append can produce any value).
-pub(super) fn stale_read(ops: &[KeyOp]) -> Option<Proof> {
+/// are not checked (an append can produce any value), and the check stops (with `None`: it only
+/// saves the search work) once `deadline` has passed.
+pub(super) fn stale_read(ops: &[KeyOp], deadline: Option<Instant>) -> Option<Proof> {
     if ops.iter().any(|op| matches!(op.step, Step::Append { .. })) {
         return None;
     }
@@ -111,7 +113,10 @@ pub(super) fn stale_read(ops: &[KeyOp]) -> Option<Proof> {
         .filter(|&op| matches!(ops[op].step, Step::Read { .. } | Step::CasSwapped { .. }))
         .collect();
     readers.sort_by_key(|&op| (ops[op].call, op));
-    'readers: for reader in readers {
+    'readers: for (count, reader) in readers.into_iter().enumerate() {
+        if count % 1024 == 1023 && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return None;
+        }
         let value = match ops[reader].step {
             Step::Read { value } | Step::CasSwapped { expected: value, .. } => value,
             _ => unreachable!("readers are reads and successful cas"),
@@ -125,7 +130,9 @@ pub(super) fn stale_read(ops: &[KeyOp]) -> Option<Proof> {
                 _ => continue 'readers,
             }
         }
-        for &source in sources_of.get(&value).map_or(&[][..], Vec::as_slice) {
+        // Latest first: the write just before the read is the likeliest source, and one source
+        // that is not ruled out ends the reader's check.
+        for &source in sources_of.get(&value).map_or(&[][..], Vec::as_slice).iter().rev() {
             if source == reader {
                 continue;
             }
@@ -179,9 +186,9 @@ mod tests {
             key_op(20, 30, Step::Write { value: two }),
             key_op(25, 40, Step::Read { value: one }),
         ];
-        assert!(stale_read(&ops).is_none(), "the read overlaps the overwrite");
+        assert!(stale_read(&ops, None).is_none(), "the read overlaps the overwrite");
         ops[2] = key_op(31, 40, Step::Read { value: one });
-        let proof = stale_read(&ops).expect("the overwrite returned before the read");
+        let proof = stale_read(&ops, None).expect("the overwrite returned before the read");
         assert_eq!(proof.reader, 2);
         assert_eq!(proof.sources, vec![(Some(0), Some(1))]);
     }
@@ -194,7 +201,7 @@ mod tests {
             key_op(20, u64::MAX, Step::Write { value: two }),
             key_op(50, 60, Step::Read { value: one }),
         ];
-        assert!(stale_read(&ops).is_none());
+        assert!(stale_read(&ops, None).is_none());
     }
 
     #[test]
@@ -203,7 +210,7 @@ mod tests {
             key_op(0, 10, Step::Write { value: StateId::for_test(1) }),
             key_op(20, 30, Step::Read { value: StateId::ABSENT }),
         ];
-        let proof = stale_read(&ops).expect("nothing deletes");
+        let proof = stale_read(&ops, None).expect("nothing deletes");
         assert_eq!(proof.sources, vec![(None, Some(0))]);
     }
 }
