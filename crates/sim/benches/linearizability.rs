@@ -32,6 +32,10 @@ fn main() {
             GenerateConfig { value_pool: Some(5), ..realistic.clone() },
         ),
         (
+            "50 clients, 5000 ops, 10 keys, 10% info",
+            GenerateConfig { info_per_mille: 100, ..realistic.clone() },
+        ),
+        (
             "50 clients, 5000 ops, 1 register, no info",
             GenerateConfig { key_count: 0, info_per_mille: 0, ..realistic.clone() },
         ),

@@ -35,18 +35,15 @@ enum Command {
         /// The history file.
         file: PathBuf,
         /// Give up and answer `unknown` after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_timeout)]
-        timeout: f64,
+        #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+        timeout: Duration,
     },
 }
 
-fn parse_timeout(text: &str) -> Result<f64, String> {
+fn parse_timeout(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("not a number: {text}"))?;
-    if seconds.is_finite() && seconds >= 0.0 {
-        Ok(seconds)
-    } else {
-        Err(format!("not a non-negative number of seconds: {text}"))
-    }
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("not a number of seconds from 0 to 2^64: {text}"))
 }
 
 fn main() -> ExitCode {
@@ -61,7 +58,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckHistory { file, timeout }) => {
-            ExitCode::from(check_history(&file, Duration::from_secs_f64(timeout)))
+            ExitCode::from(check_history(&file, timeout))
         }
         None => {
             eprintln!("simulator not yet wired; use check-history");

@@ -7,6 +7,14 @@
 //! return entry the operation returning there was not placed, so the last choice was wrong: pop
 //! it, put its entries back and try the next call after it. An empty list is a linearization;
 //! reaching a return with an empty stack proves there is none.
+//!
+//! Three rules on top of that keep a register shared by dozens of clients tractable, each
+//! argued where it is applied:
+//! - an operation that never changes the state (a read, a failed cas) and is legal now is
+//!   placed at once, without trying the alternatives (`Search::forced_step`);
+//! - a step that leaves a needed value unreachable is refused (`ValueCounts`, *doomed*);
+//! - states that no remaining operation can tell apart share one memo entry (`ValueCounts`,
+//!   *inert*).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
