@@ -98,8 +98,12 @@ pub fn line_numbers(text: &str) -> Vec<usize> {
 /// # Errors
 /// What is wrong with the line.
 pub fn parse_operation(line: &str) -> Result<Operation, Problem> {
-    let value: Value =
-        serde_json::from_str(line).map_err(|error| Problem::InvalidJson(error.to_string()))?;
+    let value: Value = serde_json::from_str(line).map_err(|error| {
+        // serde_json names a line and column within this one line; only the column helps.
+        let message = error.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        Problem::InvalidJson(format!("{message} at column {}", error.column()))
+    })?;
     let Value::Object(object) = value else {
         return Err(Problem::NotAnObject);
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenure_sim::history::{line_numbers, parse_history};
-use tenure_sim::linearizability::{CheckResult, check, key_name};
+use tenure_sim::linearizability::{CheckResult, Limit, MEMO_BYTES_MAX, check, key_name};
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -35,18 +35,15 @@ enum Command {
         /// The history file.
         file: PathBuf,
         /// Give up and answer `unknown` after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_timeout)]
-        timeout: f64,
+        #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_timeout)]
+        timeout: Duration,
     },
 }
 
-fn parse_timeout(text: &str) -> Result<f64, String> {
+fn parse_timeout(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("not a number: {text}"))?;
-    if seconds.is_finite() && seconds >= 0.0 {
-        Ok(seconds)
-    } else {
-        Err(format!("not a non-negative number of seconds: {text}"))
-    }
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("not a number of seconds from 0 to 2^64: {text}"))
 }
 
 fn main() -> ExitCode {
@@ -61,7 +58,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckHistory { file, timeout }) => {
-            ExitCode::from(check_history(&file, Duration::from_secs_f64(timeout)))
+            ExitCode::from(check_history(&file, timeout))
         }
         None => {
             eprintln!("simulator not yet wired; use check-history");
@@ -97,11 +94,14 @@ fn check_history(file: &PathBuf, timeout: Duration) -> u8 {
             print!("{}", violation.explain(&|index| format!("line {}:", lines[index])));
             EXIT_NOT_LINEARIZABLE
         }
-        Ok(CheckResult::Unknown { key, keys_decided, keys_total }) => {
+        Ok(CheckResult::Unknown { limit, key, keys_decided, keys_total }) => {
             println!("unknown");
+            let bound = match limit {
+                Limit::Time => format!("the time bound of {timeout:?}"),
+                Limit::Memory => format!("the memory bound of {MEMO_BYTES_MAX} bytes"),
+            };
             println!(
-                "time bound of {:?} ran out while checking key {} ({keys_decided} of {keys_total} keys decided, all linearizable)",
-                timeout,
+                "{bound} ran out while checking key {} ({keys_decided} of {keys_total} keys decided, all linearizable)",
                 key_name(key.as_deref())
             );
             EXIT_UNKNOWN

@@ -1,37 +1,43 @@
 //! A linearizability checker for histories of a replicated key-value store.
 //!
-//! The search is the one of Wing & Gong (1993) as refined by Lowe (2017) and by Porcupine
-//! ("Faster linearizability checking via P-compositionality", Horn & Kroening 2015): walk the
-//! history in call/return order, try to linearize a pending operation, backtrack when a return
-//! is reached with its operation still unplaced, and remember every (set of linearized
+//! The search is the one of Wing & Gong (1993) as refined by Lowe (2017) and by Horn & Kroening
+//! ("Faster linearizability checking via P-compositionality", 2015), which Porcupine implements:
+//! walk the history in call/return order, try to linearize a pending operation, backtrack when a
+//! return is reached with its operation still unplaced, and remember every (set of linearized
 //! operations, register state) pair already explored so that no configuration is searched twice.
 //!
 //! Linearizability is *local* (Herlihy & Wing 1990, Theorem 1): a history over many registers is
 //! linearizable if and only if the sub-history of every register is. [`check`] therefore splits
 //! the history per key and checks each key on its own, smallest first, which keeps the search
-//! space of a realistic history (thousands of operations, tens of clients) small.
+//! space of a realistic history (thousands of operations, tens of clients) small. Within a key,
+//! a quick proof catches stale reads before any search, and the search places reads eagerly and
+//! cuts branches that strand a value some read still needs (see `search`), so that even one
+//! register shared by fifty clients is decided in milliseconds.
 //!
 //! Module map:
 //! - this file: the history types ([`Operation`], [`OpKind`], [`Status`]), the verdict
 //!   ([`CheckResult`], [`Violation`]) and [`check`];
 //! - `model`: the sequential specification of one register (read, write, cas, append) over
 //!   interned values;
+//! - `overwritten`: a quick proof of a stale read, tried before the search;
 //! - `search`: the memoized backtracking search over one key;
 //! - [`generate`]: a seeded generator of histories that are linearizable by construction, for
 //!   tests and benchmarks.
 //!
-//! The checker never runs unbounded: it reads the clock every few thousand search steps and
-//! answers [`CheckResult::Unknown`] once the time bound has passed.
+//! The checker never runs unbounded: it reads the clock every thousand search steps and answers
+//! [`CheckResult::Unknown`] once the time bound has passed, or once the memo of explored
+//! configurations of one key would outgrow [`MEMO_BYTES_MAX`].
 
 pub mod generate;
 mod model;
+mod overwritten;
 mod search;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use model::Interner;
+use model::{Interner, StateId};
 use search::{KeyOp, KeyOutcome};
 
 /// One client operation as observed from outside the store: what was asked, what came back and
@@ -105,10 +111,12 @@ pub enum CheckResult {
     /// Every key's history has a linearization.
     Linearizable,
     /// Some key's history has none; the violation describes the smallest such key.
-    NotLinearizable(Violation),
+    NotLinearizable(Box<Violation>),
     /// The time bound ran out before every key was decided, and no key was found to be
     /// non-linearizable in the time given.
     Unknown {
+        /// Which bound stopped the search.
+        limit: Limit,
         /// The key whose search was cut short.
         key: Option<String>,
         /// How many keys had been decided (all linearizable) when time ran out.
@@ -117,6 +125,28 @@ pub enum CheckResult {
         keys_total: usize,
     },
 }
+
+/// The bound that cut a search short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// The time given to [`check`] ran out.
+    Time,
+    /// The memo of one key's search reached [`MEMO_BYTES_MAX`].
+    Memory,
+}
+
+/// How large the memo of explored configurations of one key may grow (approximately, in
+/// bytes) before the search gives up with [`Limit::Memory`]. A hard history exhausts memory
+/// long before it exhausts a time bound of a minute.
+pub const MEMO_BYTES_MAX: usize = 1 << 30;
+
+/// How long, at most, the second search that looks for a better explanation of a violation may
+/// take (see `check_key`); past it the first search's explanation is reported.
+const EXPLAIN_TIME_MAX: Duration = Duration::from_secs(2);
+
+/// The memory bound of that second search, smaller than [`MEMO_BYTES_MAX`]: it only improves
+/// an explanation.
+const EXPLAIN_MEMO_BYTES_MAX: usize = 64 << 20;
 
 /// Why one key's history is not linearizable, as far as the search can tell.
 ///
@@ -139,8 +169,35 @@ pub struct Violation {
     /// The last few operations of that prefix (at most [`Violation::CONTEXT_OPS`]), with their
     /// indices, for the explanation.
     pub context: Vec<(usize, Operation)>,
-    /// The operations that had to be linearized next, none of which could be.
+    /// The operations that had to be linearized next, none of which could be. Empty when only
+    /// the quick proof in `stale_read` found the violation and the search for a longest prefix
+    /// ran out of its (small) budget.
     pub stuck: Vec<StuckOp>,
+    /// A read that cannot have seen its value, if the quick check before the search found one.
+    pub stale_read: Option<StaleRead>,
+}
+
+/// A read (or successful cas) that saw a value which every operation that could have written
+/// it had, in real time, been overwritten before the read was called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The read's index in the checked history, and the read.
+    pub read: (usize, Operation),
+    /// Each possible source of the value read, and what rules it out. Empty if nothing writes
+    /// the value.
+    pub sources: Vec<RuledOutSource>,
+}
+
+/// A possible source of a value read, ruled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuledOutSource {
+    /// The operation that could have set the value (with its index), or `None` for the initial
+    /// absent state.
+    pub source: Option<(usize, Operation)>,
+    /// The acknowledged operation called after `source` returned and returned before the read
+    /// was called, which set another value; `None` if `source` was called only after the read
+    /// returned.
+    pub overwritten_by: Option<(usize, Operation)>,
 }
 
 impl Violation {
@@ -222,8 +279,9 @@ pub fn check(history: &[Operation], timeout: Duration) -> Result<CheckResult, Hi
     for (keys_decided, (key, indices)) in order.into_iter().enumerate() {
         match check_key(history, &indices, deadline) {
             KeyVerdict::Linearizable => {}
-            KeyVerdict::TimedOut => {
+            KeyVerdict::GaveUp(limit) => {
                 return Ok(CheckResult::Unknown {
+                    limit,
                     key: key.map(str::to_owned),
                     keys_decided,
                     keys_total,
@@ -254,8 +312,8 @@ fn validate(history: &[Operation]) -> Result<(), HistoryError> {
 
 enum KeyVerdict {
     Linearizable,
-    TimedOut,
-    Violation(Violation),
+    GaveUp(Limit),
+    Violation(Box<Violation>),
 }
 
 /// Checks the operations `indices` of `history`, which all touch one key.
@@ -274,40 +332,79 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         }
     }
     let key_op_count = ops.len();
-    match search::linearize(&ops, &mut interner, deadline) {
-        KeyOutcome::Linearizable => KeyVerdict::Linearizable,
-        KeyOutcome::TimedOut => KeyVerdict::TimedOut,
-        KeyOutcome::NotLinearizable { longest, state } => {
-            let linearized: Vec<usize> = longest.iter().map(|&i| ops[i].history_index).collect();
-            let context = linearized[linearized.len().saturating_sub(Violation::CONTEXT_OPS)..]
-                .iter()
-                .map(|&index| (index, history[index].clone()))
-                .collect();
-            let stuck = search::stuck_after(&ops, &longest, state, &mut interner)
-                .into_iter()
-                .map(|(i, illegal)| {
-                    let index = ops[i].history_index;
-                    StuckOp {
-                        index,
-                        op: history[index].clone(),
-                        reason: if illegal {
-                            StuckReason::Illegal { held: interner.value(state).map(str::to_owned) }
-                        } else {
-                            StuckReason::DeadEnd
-                        },
-                    }
-                })
-                .collect();
-            KeyVerdict::Violation(Violation {
-                key: indices.first().and_then(|&i| history[i].key.clone()),
-                key_op_count,
-                linearized,
-                state: interner.value(state).map(str::to_owned),
-                context,
-                stuck,
+    let indexed = |op: usize| {
+        let index = ops[op].history_index;
+        (index, history[index].clone())
+    };
+    let stale_read = overwritten::stale_read(&ops, deadline).map(|proof| StaleRead {
+        read: indexed(proof.reader),
+        sources: proof
+            .sources
+            .iter()
+            .map(|&(source, overwriter)| RuledOutSource {
+                source: source.map(indexed),
+                overwritten_by: overwriter.map(indexed),
             })
+            .collect(),
+    });
+    let failure = if stale_read.is_some() {
+        (Vec::new(), StateId::ABSENT)
+    } else {
+        match search::linearize(&ops, &mut interner, deadline, true, MEMO_BYTES_MAX) {
+            KeyOutcome::Linearizable => return KeyVerdict::Linearizable,
+            KeyOutcome::GaveUp(limit) => return KeyVerdict::GaveUp(limit),
+            KeyOutcome::NotLinearizable { longest, state } => (longest, state),
         }
-    }
+    };
+    // The fast search proves the violation but may stop its prefixes early; search again
+    // without the pruning for the longest prefix, if time allows, to explain it.
+    let explain_deadline = Instant::now().checked_add(EXPLAIN_TIME_MAX);
+    let explain_deadline = match (deadline, explain_deadline) {
+        (Some(deadline), Some(explain)) => Some(deadline.min(explain)),
+        (deadline, explain) => deadline.or(explain),
+    };
+    let explained =
+        search::linearize(&ops, &mut interner, explain_deadline, false, EXPLAIN_MEMO_BYTES_MAX);
+    let (longest, state, stuck) = match explained {
+        KeyOutcome::NotLinearizable { longest, state } => (longest, state, true),
+        // The quick proof alone explains it better than the operations that could start.
+        KeyOutcome::GaveUp(_) if stale_read.is_some() => (Vec::new(), StateId::ABSENT, false),
+        KeyOutcome::GaveUp(_) => (failure.0, failure.1, true),
+        KeyOutcome::Linearizable => {
+            panic!("checker contradicts itself: a violation was proven, then a linearization found")
+        }
+    };
+    let linearized: Vec<usize> = longest.iter().map(|&i| ops[i].history_index).collect();
+    let context = linearized[linearized.len().saturating_sub(Violation::CONTEXT_OPS)..]
+        .iter()
+        .map(|&index| (index, history[index].clone()))
+        .collect();
+    let stuck =
+        if stuck { search::stuck_after(&ops, &longest, state, &mut interner) } else { vec![] };
+    let stuck = stuck
+        .into_iter()
+        .map(|(i, illegal)| {
+            let index = ops[i].history_index;
+            StuckOp {
+                index,
+                op: history[index].clone(),
+                reason: if illegal {
+                    StuckReason::Illegal { held: interner.value(state).map(str::to_owned) }
+                } else {
+                    StuckReason::DeadEnd
+                },
+            }
+        })
+        .collect();
+    KeyVerdict::Violation(Box::new(Violation {
+        key: indices.first().and_then(|&i| history[i].key.clone()),
+        key_op_count,
+        linearized,
+        state: interner.value(state).map(str::to_owned),
+        context,
+        stuck,
+        stale_read,
+    }))
 }
 
 /// Writes a key the way explanations show it.
@@ -377,6 +474,10 @@ impl Violation {
             key_name(self.key.as_deref()),
             self.key_op_count
         )?;
+        if self.stuck.is_empty() {
+            // Only the quick proof found the violation; the search for a prefix gave up.
+            return self.write_stale_read(f, name_op);
+        }
         let hidden = self.linearized.len() - self.context.len();
         writeln!(
             f,
@@ -424,6 +525,35 @@ impl Violation {
                 f,
                 "  (and {info_dead_ends} operations of unknown outcome, which fit but do not help)"
             )?;
+        }
+        self.write_stale_read(f, name_op)
+    }
+
+    fn write_stale_read(
+        &self,
+        f: &mut dyn fmt::Write,
+        name_op: &dyn Fn(usize) -> String,
+    ) -> fmt::Result {
+        if let Some(stale) = &self.stale_read {
+            let (index, read) = &stale.read;
+            writeln!(f, "{} {read} cannot have seen its value:", name_op(*index))?;
+            if stale.sources.is_empty() {
+                writeln!(f, "  no operation writes it")?;
+            }
+            for ruled_out in &stale.sources {
+                let source = match &ruled_out.source {
+                    Some((index, op)) => format!("{} {op}", name_op(*index)),
+                    None => "the initial absent state".to_owned(),
+                };
+                match &ruled_out.overwritten_by {
+                    Some((index, op)) => writeln!(
+                        f,
+                        "  {source} was overwritten by {} {op} before the read was called",
+                        name_op(*index)
+                    )?,
+                    None => writeln!(f, "  {source} was called after the read returned")?,
+                }
+            }
         }
         Ok(())
     }

@@ -15,6 +15,21 @@ pub(super) struct StateId(u32);
 impl StateId {
     /// The key does not exist (the initial state of every register).
     pub(super) const ABSENT: StateId = StateId(0);
+
+    /// Never a value: the name the search's memo uses for any state that no remaining
+    /// operation can tell apart from another such state.
+    pub(super) const INERT: StateId = StateId(u32::MAX);
+
+    /// An id made up by a test, standing for no interned value.
+    #[cfg(test)]
+    pub(super) fn for_test(id: u32) -> Self {
+        StateId(id)
+    }
+
+    /// A position in per-value tables: `0..Interner::len()`.
+    pub(super) fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 /// What one operation does to the register, with its values interned.
@@ -33,6 +48,18 @@ pub(super) enum Step {
     /// An append (ok or of unknown outcome): always legal. `suffix` indexes
     /// `Interner::suffixes`.
     Append { suffix: u32 },
+}
+
+impl Step {
+    /// Whether the step leaves the state as it is wherever it is legal (a read, a cas that
+    /// found a mismatch, a successful cas of a value onto itself).
+    pub(super) fn keeps_state(self) -> bool {
+        match self {
+            Step::Read { .. } | Step::CasMismatched { .. } => true,
+            Step::CasSwapped { expected, value } => expected == value,
+            Step::Write { .. } | Step::CasUnknown { .. } | Step::Append { .. } => false,
+        }
+    }
 }
 
 /// The values of one key's history, and the memoized results of appends.
@@ -71,6 +98,11 @@ impl Interner {
 
     fn intern_optional(&mut self, value: Option<&str>) -> StateId {
         value.map_or(StateId::ABSENT, |value| self.intern(value))
+    }
+
+    /// How many distinct values (counting absent) are interned so far.
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
     }
 
     /// The value an id stands for (`None`: absent).

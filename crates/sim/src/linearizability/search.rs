@@ -7,11 +7,20 @@
 //! return entry the operation returning there was not placed, so the last choice was wrong: pop
 //! it, put its entries back and try the next call after it. An empty list is a linearization;
 //! reaching a return with an empty stack proves there is none.
+//!
+//! Three rules on top of that keep a register shared by dozens of clients tractable, each
+//! argued where it is applied:
+//! - an operation that never changes the state (a read, a failed cas) and is legal now is
+//!   placed at once, without trying the alternatives (`Search::forced_step`);
+//! - a step that leaves a needed value unreachable is refused (`ValueCounts`, *doomed*);
+//! - states that no remaining operation can tell apart share one memo entry (`ValueCounts`,
+//!   *inert*).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
+use super::Limit;
 use super::model::{Interner, StateId, Step};
 
 /// One operation of a key's history, ready for the search.
@@ -29,7 +38,7 @@ pub(super) struct KeyOp {
 #[derive(Debug)]
 pub(super) enum KeyOutcome {
     Linearizable,
-    TimedOut,
+    GaveUp(Limit),
     NotLinearizable {
         /// Indices into the key's operations of the longest linearization prefix found, in
         /// order.
@@ -179,65 +188,293 @@ impl Hasher for FxHasher {
     }
 }
 
+/// Per-value counts over the operations not yet linearized, which let the search cut doomed
+/// branches early and treat indistinguishable states as one.
+///
+/// Two rules, both from the register's specification:
+/// - *doomed*: a configuration is a dead end if an `ok` read of `v` or an `ok` cas expecting
+///   `v` is still to be placed, the register does not hold `v`, and no operation left can write
+///   `v`. No configuration the search enters is doomed: it checks the first, and refuses a step
+///   that moves away from such a `v` or places the last operation that could write it;
+/// - *inert*: a value that no remaining operation reads or compares with behaves, for the rest
+///   of the search, exactly like any other such value, so the memo stores it as
+///   [`StateId::INERT`]. This merges the states left by writes nobody observed, whose order is
+///   otherwise searched in every permutation.
+///
+/// Both need to know every value a remaining operation can produce, which an append breaks (it
+/// makes new values), so keys with appends search without them.
+struct ValueCounts {
+    /// Per value: unplaced ok reads of it and ok cas expecting it; each must still see it.
+    needed: Vec<u32>,
+    /// Per value: unplaced operations that can set the register to it.
+    producers: Vec<u32>,
+    /// Per value: unplaced operations whose legality or effect depends on whether the register
+    /// holds it.
+    mentions: Vec<u32>,
+}
+
+impl ValueCounts {
+    /// The counts for all of `ops`, or `None` if some operation appends.
+    fn new(ops: &[KeyOp], value_count: usize) -> Option<Self> {
+        let mut counts = Self {
+            needed: vec![0; value_count],
+            producers: vec![0; value_count],
+            mentions: vec![0; value_count],
+        };
+        for op in ops {
+            if matches!(op.step, Step::Append { .. }) {
+                return None;
+            }
+            counts.adjust(op.step, |count| *count += 1);
+        }
+        Some(counts)
+    }
+
+    fn adjust(&mut self, step: Step, change: impl Fn(&mut u32)) {
+        match step {
+            Step::Read { value } => {
+                change(&mut self.needed[value.index()]);
+                change(&mut self.mentions[value.index()]);
+            }
+            Step::Write { value } => change(&mut self.producers[value.index()]),
+            Step::CasSwapped { expected, value } => {
+                change(&mut self.needed[expected.index()]);
+                change(&mut self.mentions[expected.index()]);
+                change(&mut self.producers[value.index()]);
+            }
+            Step::CasMismatched { expected } => change(&mut self.mentions[expected.index()]),
+            Step::CasUnknown { expected, value } => {
+                change(&mut self.mentions[expected.index()]);
+                change(&mut self.producers[value.index()]);
+            }
+            Step::Append { .. } => unreachable!("ValueCounts is not built for keys with appends"),
+        }
+    }
+
+    fn place(&mut self, step: Step) {
+        self.adjust(step, |count| *count -= 1);
+    }
+
+    fn unplace(&mut self, step: Step) {
+        self.adjust(step, |count| *count += 1);
+    }
+
+    /// Whether `value` is needed but can no longer be reached: the register does not hold it
+    /// and nothing left can write it.
+    fn unreachable(&self, value: StateId, state: StateId) -> bool {
+        value != state && self.needed[value.index()] > 0 && self.producers[value.index()] == 0
+    }
+
+    /// Whether some value is needed but can no longer be reached, in state `state`. Checked
+    /// once at the start; afterwards [`ValueCounts::strands`] keeps it false.
+    fn stranded(&self, state: StateId) -> bool {
+        (0..self.needed.len()).any(|index| {
+            self.needed[index] > 0 && self.producers[index] == 0 && index != state.index()
+        })
+    }
+
+    /// Whether `step`, already counted as placed, taking the register from `state` to
+    /// `next_state`, leaves a needed value unreachable: the value it moves away from, or the
+    /// value it was the last possible writer of.
+    fn strands(&self, step: Step, state: StateId, next_state: StateId) -> bool {
+        let produced = match step {
+            Step::Write { value }
+            | Step::CasSwapped { value, .. }
+            | Step::CasUnknown { value, .. } => Some(value),
+            Step::Read { .. } | Step::CasMismatched { .. } | Step::Append { .. } => None,
+        };
+        self.unreachable(state, next_state)
+            || produced.is_some_and(|value| self.unreachable(value, next_state))
+    }
+
+    fn memo_state(&self, state: StateId) -> StateId {
+        if self.mentions[state.index()] == 0 { StateId::INERT } else { state }
+    }
+}
+
 /// Searches for a linearization of `ops`, giving up once `deadline` has passed.
+///
+/// `prune_doomed` turns on the *doomed* rule of [`ValueCounts`]. It makes failing searches much
+/// shorter but also cuts their prefixes short, so a search meant to explain a known failure
+/// turns it off to report the longest linearizable prefix.
 pub(super) fn linearize(
     ops: &[KeyOp],
     interner: &mut Interner,
     deadline: Option<Instant>,
+    prune_doomed: bool,
+    memo_bytes_max: usize,
 ) -> KeyOutcome {
-    let mut entries = Entries::new(ops);
-    let mut linearized = OpSet::new(ops.len());
-    let mut explored: HashSet<Explored, BuildHasherDefault<FxHasher>> = HashSet::default();
-    // The operations linearized so far, in order, each with the state before it.
-    let mut stack: Vec<(usize, StateId)> = Vec::new();
-    let mut state = StateId::ABSENT;
-    let mut longest: Vec<usize> = Vec::new();
-    let mut longest_state = StateId::ABSENT;
+    let mut search = Search {
+        ops,
+        prune_doomed,
+        entries: Entries::new(ops),
+        counts: ValueCounts::new(ops, interner.len()),
+        linearized: OpSet::new(ops.len()),
+        explored: HashSet::default(),
+        stack: Vec::new(),
+        state: StateId::ABSENT,
+        longest: Vec::new(),
+        longest_state: StateId::ABSENT,
+    };
 
-    let mut entry = entries.first();
+    // Per memo entry: the bitset, its box, the state and the hash table's own overhead.
+    let memo_len_max = memo_bytes_max / (ops.len().div_ceil(64) * 8 + 40);
+    if prune_doomed && search.counts.as_ref().is_some_and(|counts| counts.stranded(StateId::ABSENT))
+    {
+        return search.not_linearizable();
+    }
+    // `entry` is where the scan of the current configuration goes on; `fresh` says the
+    // configuration was just entered, so a forced step has not been looked for yet.
+    let mut entry = search.entries.first();
+    let mut fresh = true;
     let mut steps: u64 = 0;
-    while entries.first() != NIL {
+    while search.entries.first() != NIL {
         steps += 1;
         if steps.is_multiple_of(STEPS_PER_CLOCK_READ)
             && deadline.is_some_and(|deadline| Instant::now() >= deadline)
         {
-            return KeyOutcome::TimedOut;
+            return KeyOutcome::GaveUp(Limit::Time);
         }
-        let op = entry / 2;
-        if entry % 2 == 0 {
-            // A call: try to linearize `op` now.
-            if let Some(next_state) = interner.apply(state, ops[op].step) {
-                linearized.insert(op);
-                let fresh =
-                    explored.insert(Explored { linearized: linearized.clone(), state: next_state });
-                if fresh {
-                    stack.push((op, state));
-                    state = next_state;
-                    entries.lift(op);
-                    entry = entries.first();
-                    continue;
+        if search.explored.len() > memo_len_max {
+            return KeyOutcome::GaveUp(Limit::Memory);
+        }
+        if fresh {
+            fresh = false;
+            if let Some(op) = search.forced_step(interner) {
+                // Placing `op` first loses nothing, so its failure is this configuration's.
+                if search.try_place(op, search.state, true) {
+                    fresh = true;
+                    entry = search.entries.first();
+                } else {
+                    match search.backtrack() {
+                        Some(next) => entry = next,
+                        None => return search.not_linearizable(),
+                    }
                 }
-                linearized.remove(op);
+                continue;
             }
-            entry = entries.next[entry];
+        }
+        if entry.is_multiple_of(2) {
+            // A call: try to linearize its operation now.
+            let op = entry / 2;
+            if let Some(next_state) = interner.apply(search.state, ops[op].step)
+                && search.try_place(op, next_state, false)
+            {
+                fresh = true;
+                entry = search.entries.first();
+                continue;
+            }
+            entry = search.entries.next[entry];
         } else {
             // A return whose operation is not linearized: undo the last choice.
-            let Some(&(top, before)) = stack.last() else {
-                return KeyOutcome::NotLinearizable { longest, state: longest_state };
-            };
-            // Every dead end is left through here, so the deepest one is recorded here.
-            if stack.len() > longest.len() {
-                longest = stack.iter().map(|&(op, _)| op).collect();
-                longest_state = state;
+            match search.backtrack() {
+                Some(next) => entry = next,
+                None => return search.not_linearizable(),
             }
-            stack.pop();
-            state = before;
-            linearized.remove(top);
-            entries.unlift(top);
-            entry = entries.next[2 * top];
         }
     }
     KeyOutcome::Linearizable
+}
+
+/// The state of the search over one key.
+struct Search<'a> {
+    ops: &'a [KeyOp],
+    prune_doomed: bool,
+    entries: Entries,
+    /// `None` for a key with appends (see [`ValueCounts`]).
+    counts: Option<ValueCounts>,
+    /// Invariant: exactly the operations on `stack`.
+    linearized: OpSet,
+    /// Configurations entered before. One that is not on the current path has failed (the
+    /// search stops at the first success), so entering it again is pointless.
+    explored: HashSet<Explored, BuildHasherDefault<FxHasher>>,
+    /// The operations linearized so far, in order: (operation, state before it, whether it was
+    /// forced, i.e. placed without alternatives).
+    stack: Vec<(usize, StateId, bool)>,
+    state: StateId,
+    /// The deepest stack seen at a dead end, and the state there.
+    longest: Vec<usize>,
+    longest_state: StateId,
+}
+
+impl Search<'_> {
+    /// A pending operation that is legal now and never changes the state ([`Step::keeps_state`]),
+    /// if any.
+    ///
+    /// Such an operation can be linearized right away without losing any linearization (the
+    /// argument Lowe 2017 makes for reads): take a linearization of the rest, move the
+    /// operation to its front. It is legal there; where it was, it changed nothing, so every
+    /// other step sees the same states as before; and no pending operation must precede it,
+    /// since it was called before the earliest pending return. (A write of the value already
+    /// held does not qualify: at its later place in the linearization it may change the state.)
+    fn forced_step(&self, interner: &mut Interner) -> Option<usize> {
+        let mut entry = self.entries.first();
+        while entry != NIL && entry.is_multiple_of(2) {
+            let op = entry / 2;
+            let step = self.ops[op].step;
+            if step.keeps_state() && interner.apply(self.state, step).is_some() {
+                return Some(op);
+            }
+            entry = self.entries.next[entry];
+        }
+        None
+    }
+
+    /// Linearizes `op` next, moving to `next_state`, unless that configuration was explored
+    /// before or strands an operation (see [`ValueCounts`]). Returns whether it did.
+    fn try_place(&mut self, op: usize, next_state: StateId, forced: bool) -> bool {
+        let step = self.ops[op].step;
+        let mut memo_state = next_state;
+        if let Some(counts) = &mut self.counts {
+            counts.place(step);
+            if self.prune_doomed && counts.strands(step, self.state, next_state) {
+                counts.unplace(step);
+                return false;
+            }
+            memo_state = counts.memo_state(next_state);
+        }
+        self.linearized.insert(op);
+        let fresh = self
+            .explored
+            .insert(Explored { linearized: self.linearized.clone(), state: memo_state });
+        if !fresh {
+            self.linearized.remove(op);
+            if let Some(counts) = &mut self.counts {
+                counts.unplace(step);
+            }
+            return false;
+        }
+        self.stack.push((op, self.state, forced));
+        self.state = next_state;
+        self.entries.lift(op);
+        true
+    }
+
+    /// Undoes linearized operations until one that had alternatives: returns the entry where
+    /// the scan goes on, or `None` when the stack runs out (no linearization exists).
+    fn backtrack(&mut self) -> Option<usize> {
+        // Every dead end is left through here, so the deepest one is recorded here.
+        if self.stack.len() > self.longest.len() {
+            self.longest = self.stack.iter().map(|&(op, _, _)| op).collect();
+            self.longest_state = self.state;
+        }
+        loop {
+            let (op, before, forced) = self.stack.pop()?;
+            if let Some(counts) = &mut self.counts {
+                counts.unplace(self.ops[op].step);
+            }
+            self.state = before;
+            self.linearized.remove(op);
+            self.entries.unlift(op);
+            if !forced {
+                return Some(self.entries.next[2 * op]);
+            }
+        }
+    }
+
+    fn not_linearizable(self) -> KeyOutcome {
+        KeyOutcome::NotLinearizable { longest: self.longest, state: self.longest_state }
+    }
 }
 
 /// The operations that had to come right after the prefix `longest` (those called no later than

@@ -1,0 +1,992 @@
+//! The `tenure` command line: subcommands and flags ([`Cli`]), and the validation of
+//! `tenure serve`'s etcd-style flags into a [`ServeConfig`].
+//!
+//! `serve` takes etcd's core flags with etcd's names, defaults and environment variables
+//! (`--name` / `ETCD_NAME`, ...), and checks them with etcd's rules, using etcd's messages
+//! where etcd has one. Every check runs before anything touches the data directory; a failed
+//! check is one line on stderr and exit code 2.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ids;
+
+/// `tenure`: a Raft-replicated key-value store that speaks etcd's v3 API.
+#[derive(Debug, Parser)]
+#[command(name = "tenure", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a cluster member (takes etcd's flags and ETCD_* environment variables).
+    Serve(Box<ServeArgs>),
+    /// Watch a three-node in-process cluster elect a leader, commit, survive a crash.
+    Dev(DevArgs),
+    /// Put a key (like `etcdctl put`).
+    Put(PutArgs),
+    /// Get a key or a range (like `etcdctl get`).
+    Get(GetArgs),
+    /// Delete a key or a range (like `etcdctl del`).
+    Del(DelArgs),
+    /// Cluster membership (like `etcdctl member`).
+    Member {
+        /// The member subcommand.
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Endpoint queries (like `etcdctl endpoint`).
+    Endpoint {
+        /// The endpoint subcommand.
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+}
+
+/// `tenure member ...`.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List the cluster's members.
+    List(ClientArgs),
+}
+
+/// `tenure endpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Show the status of each endpoint.
+    Status(ClientArgs),
+}
+
+/// `tenure dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Pause between steps of the demo, in milliseconds (0 runs it at full speed).
+    #[arg(long, default_value_t = 200)]
+    pub pace_ms: u64,
+}
+
+/// Output formats of the client commands (etcdctl's `-w`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// etcdctl's default line format.
+    Simple,
+    /// An ASCII table (member list, endpoint status).
+    Table,
+}
+
+/// Flags every client command takes (etcdctl's global flags).
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// gRPC endpoints, comma-separated (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Time allowed to connect to an endpoint (e.g. `2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+    /// Time allowed for one request (e.g. `5s`).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+    /// Output format.
+    #[arg(short = 'w', long, value_enum, default_value = "simple")]
+    pub write_out: OutputFormat,
+}
+
+/// `tenure put KEY VALUE`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key.
+    pub key: String,
+    /// The value (may be omitted with --ignore-value).
+    pub value: Option<String>,
+    /// Lease id to attach, in hexadecimal as etcdctl prints it.
+    #[arg(long, value_parser = parse_hex_lease)]
+    pub lease: Option<i64>,
+    /// Print the previous key-value pair.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Keep the current value.
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// Keep the current lease.
+    #[arg(long)]
+    pub ignore_lease: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Read consistency (etcdctl's `--consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// Linearizable: confirmed with the leader.
+    #[value(name = "l")]
+    Linearizable,
+    /// Serializable: served by the member from its local state.
+    #[value(name = "s")]
+    Serializable,
+}
+
+/// `tenure get KEY [RANGE_END]`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// End of the range (exclusive).
+    pub range_end: Option<String>,
+    /// Get every key with KEY as prefix.
+    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
+    pub prefix: bool,
+    /// Get every key >= KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub from_key: bool,
+    /// Read at this revision (0: the latest).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Linearizable (l) or serializable (s).
+    #[arg(long, value_enum, default_value = "l")]
+    pub consistency: Consistency,
+    /// Maximum number of keys (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub limit: i64,
+    /// Print keys only.
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Print only the number of keys.
+    #[arg(long)]
+    pub count_only: bool,
+    /// Print values only.
+    #[arg(long)]
+    pub print_value_only: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `tenure del KEY [RANGE_END]`.
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// End of the range (exclusive).
+    pub range_end: Option<String>,
+    /// Delete every key with KEY as prefix.
+    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
+    pub prefix: bool,
+    /// Delete every key >= KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub from_key: bool,
+    /// Print the deleted pairs.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `tenure serve`: etcd's core member flags, with etcd's environment variables and defaults.
+///
+/// Flags whose absence matters to validation (etcd requires some together) are `Option`s;
+/// [`ServeConfig::from_args`] applies the defaults.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Human-readable name of this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: NAME.etcd].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic [default: http://localhost:2379].
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
+    /// This member's client URLs to advertise to the cluster [default: http://localhost:2379].
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// URLs to listen on for peer traffic [default: http://localhost:2380].
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS")]
+    pub listen_peer_urls: Option<String>,
+    /// This member's peer URLs to advertise to the cluster [default: http://localhost:2380].
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Initial cluster configuration, `name=peer-url,...` [default: NAME=INITIAL_ADVERTISE_PEER_URLS].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster, `existing` to join one.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Token that makes ids unique to this cluster during bootstrap.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Committed entries between snapshots.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Entries kept after a snapshot so slow followers can catch up from the log.
+    #[arg(long, env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5_000)]
+    pub snapshot_catchup_entries: u64,
+    /// Time between heartbeats, in milliseconds (also the Raft tick).
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Election timeout, in milliseconds.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+}
+
+/// etcd's upper bound on the election timeout.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+
+/// Whether this member bootstraps a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap the cluster from `--initial-cluster`.
+    New,
+    /// Join a running cluster (the member was added with `member add`).
+    Existing,
+}
+
+/// URL schemes tenure serves. etcd also accepts `unix` and `unixs`; tenure does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scheme {
+    /// Plain TCP.
+    Http,
+    /// TLS.
+    Https,
+}
+
+/// A parsed client or peer URL: `scheme://host:port`, nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Url {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl Url {
+    /// Parses one URL with etcd's rules: scheme `http` or `https`, a `host:port`, no path,
+    /// query or user info.
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let (scheme, rest) =
+            s.split_once("://").ok_or_else(|| format!("URL {s:?} has no scheme"))?;
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => return Err(format!("URL scheme must be http or https: {s}")),
+        };
+        if rest.contains(['/', '?', '#']) {
+            return Err(format!("URL must not contain a path: {s}"));
+        }
+        if rest.contains('@') {
+            return Err(format!("URL must not contain user info: {s}"));
+        }
+        let bad_host_port = || format!("URL address does not have the form \"host:port\": {s}");
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(bad_host_port)?;
+            (host, after.strip_prefix(':').ok_or_else(bad_host_port)?)
+        } else {
+            let (host, port) = rest.rsplit_once(':').ok_or_else(bad_host_port)?;
+            if host.contains(':') {
+                return Err(bad_host_port());
+            }
+            (host, port)
+        };
+        if host.is_empty() {
+            return Err(bad_host_port());
+        }
+        let port = port.parse::<u16>().map_err(|_| format!("URL has an invalid port: {s}"))?;
+        Ok(Url { scheme, host: host.to_string(), port })
+    }
+
+    /// `host:port`, bracketing IPv6 addresses, for connecting or binding.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Its name.
+    pub name: String,
+    /// Its peer URLs, sorted.
+    pub peer_urls: Vec<Url>,
+    /// Its id ([`ids::member_id`] of the peer URLs and the cluster token).
+    pub id: u64,
+}
+
+/// A validated `tenure serve` configuration.
+///
+/// Invariants (checked by [`ServeConfig::from_args`]): every URL list is non-empty;
+/// `members` holds `name`, with `initial_advertise_peer_urls` as its peer URLs; no two
+/// members share a peer URL or an id; `member_id` is this member's id in `members` and
+/// `cluster_id` is [`ids::cluster_id`] of all member ids; `election_timeout >= 5 *
+/// heartbeat_interval > 0` and `election_timeout <= 50 s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// This member's name.
+    pub name: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where to listen for clients.
+    pub listen_client_urls: Vec<Url>,
+    /// Client URLs advertised to the cluster.
+    pub advertise_client_urls: Vec<Url>,
+    /// Where to listen for peers.
+    pub listen_peer_urls: Vec<Url>,
+    /// Peer URLs advertised to the cluster.
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// The initial members, sorted by name.
+    pub members: Vec<InitialMember>,
+    /// New cluster or joining one.
+    pub initial_cluster_state: ClusterState,
+    /// The bootstrap token.
+    pub initial_cluster_token: String,
+    /// Committed entries between snapshots (> 0).
+    pub snapshot_count: u64,
+    /// Entries kept after a snapshot (> 0).
+    pub snapshot_catchup_entries: u64,
+    /// Heartbeat interval, also the Raft tick.
+    pub heartbeat_interval: Duration,
+    /// Election timeout.
+    pub election_timeout: Duration,
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+}
+
+/// Why `tenure serve`'s flags are not a usable configuration. Each message is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL flag held an unusable URL.
+    #[error("invalid --{flag}: {reason}")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A URL flag was given but empty.
+    #[error("--{0} must not be empty")]
+    EmptyUrls(&'static str),
+    /// A listen flag was set without its advertise counterpart (etcd's rule).
+    #[error("--{needed} is required when --{given} is set explicitly")]
+    AdvertiseRequired {
+        /// The missing flag.
+        needed: &'static str,
+        /// The flag that was set.
+        given: &'static str,
+    },
+    /// `--name` is empty.
+    #[error("--name must not be empty")]
+    EmptyName,
+    /// An `--initial-cluster` entry is not `name=url`.
+    #[error("invalid --initial-cluster entry {0:?}: want name=peer-url")]
+    BadClusterEntry(String),
+    /// This member's name is not in `--initial-cluster` (etcd's message).
+    #[error("couldn't find local name {0:?} in the initial cluster configuration")]
+    NameNotInCluster(String),
+    /// This member's peer URLs differ between the two flags (etcd's message, without DNS).
+    #[error(
+        "--initial-cluster has {name}={cluster_urls} but missing from \
+         --initial-advertise-peer-urls={advertised}"
+    )]
+    PeerUrlsMismatch {
+        /// This member's name.
+        name: String,
+        /// Its URLs in `--initial-cluster`.
+        cluster_urls: String,
+        /// `--initial-advertise-peer-urls`.
+        advertised: String,
+    },
+    /// Two members share a peer URL.
+    #[error("--initial-cluster gives peer URL {url} to both {first} and {second}")]
+    DuplicatePeerUrl {
+        /// The URL.
+        url: String,
+        /// One member.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// Two members hash to the same id.
+    #[error("--initial-cluster members {0} and {1} have the same member id")]
+    DuplicateMemberId(String, String),
+    /// `--initial-cluster-state` is neither `new` nor `existing`.
+    #[error("invalid --initial-cluster-state {0:?}: want new or existing")]
+    BadClusterState(String),
+    /// The heartbeat interval is zero.
+    #[error("--heartbeat-interval must be greater than 0")]
+    ZeroHeartbeat,
+    /// The election timeout is below five heartbeats (etcd's rule and message).
+    #[error(
+        "--election-timeout[{election_ms}ms] should be at least as 5 times as \
+         --heartbeat-interval[{heartbeat_ms}ms]"
+    )]
+    ElectionTimeoutTooShort {
+        /// `--election-timeout`.
+        election_ms: u64,
+        /// `--heartbeat-interval`.
+        heartbeat_ms: u64,
+    },
+    /// The election timeout is above etcd's limit (etcd's message).
+    #[error(
+        "--election-timeout[{0}ms] is too long, and should be set less than \
+         {ELECTION_TIMEOUT_MS_MAX}ms"
+    )]
+    ElectionTimeoutTooLong(u64),
+    /// A count flag is zero.
+    #[error("--{0} must be greater than 0")]
+    ZeroCount(&'static str),
+}
+
+/// Parses a comma-separated URL list flag.
+fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
+    let urls = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Url::parse(s).map_err(|reason| ConfigError::BadUrl { flag, reason }))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(ConfigError::EmptyUrls(flag));
+    }
+    Ok(urls)
+}
+
+fn join_urls(urls: &[Url]) -> String {
+    urls.iter().map(Url::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Parses `name=url,name=url,...`; a name may repeat to give a member several URLs.
+fn parse_initial_cluster(value: &str) -> Result<BTreeMap<String, Vec<Url>>, ConfigError> {
+    let mut members: BTreeMap<String, Vec<Url>> = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .filter(|(n, u)| !n.trim().is_empty() && !u.trim().is_empty())
+            .ok_or_else(|| ConfigError::BadClusterEntry(entry.to_string()))?;
+        let url = Url::parse(url.trim())
+            .map_err(|reason| ConfigError::BadUrl { flag: "initial-cluster", reason })?;
+        members.entry(name.trim().to_string()).or_default().push(url);
+    }
+    if members.is_empty() {
+        return Err(ConfigError::EmptyUrls("initial-cluster"));
+    }
+    Ok(members)
+}
+
+impl ServeConfig {
+    /// Validates `tenure serve`'s flags (etcd's defaults applied) without touching the disk.
+    pub fn from_args(a: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+        if a.name.trim().is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let initial_cluster_state = match a.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => return Err(ConfigError::BadClusterState(other.to_string())),
+        };
+        let url_flag = |flag: &'static str, value: &Option<String>, default: &str| {
+            parse_urls(flag, value.as_deref().unwrap_or(default))
+        };
+        let listen_client_urls =
+            url_flag("listen-client-urls", &a.listen_client_urls, "http://localhost:2379")?;
+        let advertise_client_urls =
+            url_flag("advertise-client-urls", &a.advertise_client_urls, "http://localhost:2379")?;
+        let listen_peer_urls =
+            url_flag("listen-peer-urls", &a.listen_peer_urls, "http://localhost:2380")?;
+        let initial_advertise_peer_urls = url_flag(
+            "initial-advertise-peer-urls",
+            &a.initial_advertise_peer_urls,
+            "http://localhost:2380",
+        )?;
+        if a.listen_client_urls.is_some() && a.advertise_client_urls.is_none() {
+            return Err(ConfigError::AdvertiseRequired {
+                needed: "advertise-client-urls",
+                given: "listen-client-urls",
+            });
+        }
+        if initial_cluster_state == ClusterState::New
+            && a.listen_peer_urls.is_some()
+            && a.initial_advertise_peer_urls.is_none()
+        {
+            return Err(ConfigError::AdvertiseRequired {
+                needed: "initial-advertise-peer-urls",
+                given: "listen-peer-urls",
+            });
+        }
+
+        let cluster = match &a.initial_cluster {
+            Some(v) => parse_initial_cluster(v)?,
+            None => BTreeMap::from([(a.name.clone(), initial_advertise_peer_urls.clone())]),
+        };
+        let own =
+            cluster.get(&a.name).ok_or_else(|| ConfigError::NameNotInCluster(a.name.clone()))?;
+        let mut own_sorted = own.clone();
+        own_sorted.sort();
+        own_sorted.dedup();
+        let mut advertised = initial_advertise_peer_urls.clone();
+        advertised.sort();
+        advertised.dedup();
+        if own_sorted != advertised {
+            return Err(ConfigError::PeerUrlsMismatch {
+                name: a.name.clone(),
+                cluster_urls: join_urls(own),
+                advertised: join_urls(&initial_advertise_peer_urls),
+            });
+        }
+
+        let mut url_owner: BTreeMap<&Url, &str> = BTreeMap::new();
+        let mut id_owner: BTreeMap<u64, &str> = BTreeMap::new();
+        let mut members = Vec::new();
+        for (name, urls) in &cluster {
+            let mut urls = urls.clone();
+            urls.sort();
+            urls.dedup();
+            let strings: Vec<String> = urls.iter().map(Url::to_string).collect();
+            let id = ids::member_id(&strings, &a.initial_cluster_token);
+            if let Some(first) = id_owner.insert(id, name) {
+                return Err(ConfigError::DuplicateMemberId(first.to_string(), name.clone()));
+            }
+            members.push(InitialMember { name: name.clone(), peer_urls: urls, id });
+        }
+        for m in &members {
+            for u in &m.peer_urls {
+                if let Some(first) = url_owner.insert(u, &m.name) {
+                    return Err(ConfigError::DuplicatePeerUrl {
+                        url: u.to_string(),
+                        first: first.to_string(),
+                        second: m.name.clone(),
+                    });
+                }
+            }
+        }
+
+        if a.heartbeat_interval == 0 {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        if a.election_timeout < 5 * a.heartbeat_interval {
+            return Err(ConfigError::ElectionTimeoutTooShort {
+                election_ms: a.election_timeout,
+                heartbeat_ms: a.heartbeat_interval,
+            });
+        }
+        if a.election_timeout > ELECTION_TIMEOUT_MS_MAX {
+            return Err(ConfigError::ElectionTimeoutTooLong(a.election_timeout));
+        }
+        if a.snapshot_count == 0 {
+            return Err(ConfigError::ZeroCount("snapshot-count"));
+        }
+        if a.snapshot_catchup_entries == 0 {
+            return Err(ConfigError::ZeroCount("snapshot-catchup-entries"));
+        }
+
+        let member_id = members
+            .iter()
+            .find(|m| m.name == a.name)
+            .map(|m| m.id)
+            .expect("own name checked above");
+        let cluster_id = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+        Ok(ServeConfig {
+            name: a.name.clone(),
+            data_dir: a
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", a.name))),
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            members,
+            initial_cluster_state,
+            initial_cluster_token: a.initial_cluster_token.clone(),
+            snapshot_count: a.snapshot_count,
+            snapshot_catchup_entries: a.snapshot_catchup_entries,
+            heartbeat_interval: Duration::from_millis(a.heartbeat_interval),
+            election_timeout: Duration::from_millis(a.election_timeout),
+            member_id,
+            cluster_id,
+        })
+    }
+
+    /// The Raft tick: one heartbeat interval (so `heartbeat_ticks` is 1, as in etcd).
+    pub fn tick_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// The election timeout in ticks (`election_timeout / heartbeat_interval`, at least 5).
+    pub fn election_ticks(&self) -> u32 {
+        let ticks = self.election_timeout.as_millis() / self.heartbeat_interval.as_millis();
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    /// A one-line summary for logs.
+    pub fn summary(&self) -> String {
+        format!(
+            "member {} ({}) of cluster {} with {} member(s), data dir {}",
+            ids::format_id(self.member_id),
+            self.name,
+            ids::format_id(self.cluster_id),
+            self.members.len(),
+            self.data_dir.display()
+        )
+    }
+}
+
+/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    }
+}
+
+/// Parses a lease id written in hexadecimal (as etcdctl prints and takes them).
+pub fn parse_hex_lease(s: &str) -> Result<i64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map(|v| v as i64)
+        .map_err(|_| format!("invalid lease id {s:?}: want hexadecimal"))
+}
+
+/// Reduces a clap error to one line (help and version output are not errors and pass
+/// through unchanged).
+pub fn one_line(err: &clap::Error) -> String {
+    err.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tenure").chain(args.iter().copied()))
+    }
+
+    fn serve(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        match parse(&full).expect("flags parse").command {
+            Command::Serve(a) => ServeConfig::from_args(&a),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    const THREE: &[&str] = &[
+        "--name",
+        "infra1",
+        "--initial-advertise-peer-urls",
+        "http://10.0.1.11:2380",
+        "--listen-peer-urls",
+        "http://10.0.1.11:2380",
+        "--initial-cluster",
+        "infra0=http://10.0.1.10:2380,infra1=http://10.0.1.11:2380,infra2=http://10.0.1.12:2380",
+        "--initial-cluster-token",
+        "etcd-cluster-1",
+    ];
+
+    fn three_with(extra: &[&str]) -> Result<ServeConfig, ConfigError> {
+        let mut args = THREE.to_vec();
+        args.extend_from_slice(extra);
+        serve(&args)
+    }
+
+    #[test]
+    fn defaults_match_etcds_single_member() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.listen_client_urls[0].to_string(), "http://localhost:2379");
+        assert_eq!(c.initial_advertise_peer_urls[0].to_string(), "http://localhost:2380");
+        assert_eq!(c.initial_cluster_state, ClusterState::New);
+        assert_eq!((c.snapshot_count, c.snapshot_catchup_entries), (100_000, 5_000));
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(c.election_ticks(), 10);
+        assert_eq!(ids::format_id(c.member_id), "8e9e05c52164694d");
+        assert_eq!(ids::format_id(c.cluster_id), "cdf818194e3a8c32");
+    }
+
+    #[test]
+    fn three_member_cluster_validates_with_distinct_stable_ids() {
+        let c = three_with(&[]).unwrap();
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(
+            c.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["infra0", "infra1", "infra2"]
+        );
+        assert_eq!(c.member_id, c.members[1].id);
+        let again = three_with(&[]).unwrap();
+        assert_eq!((c.member_id, c.cluster_id), (again.member_id, again.cluster_id));
+        // Another member of the same cluster computes the same cluster id.
+        let other = serve(&[
+            "--name",
+            "infra0",
+            "--initial-advertise-peer-urls",
+            "http://10.0.1.10:2380",
+            "--initial-cluster",
+            THREE[7],
+            "--initial-cluster-token",
+            "etcd-cluster-1",
+        ])
+        .unwrap();
+        assert_eq!(other.cluster_id, c.cluster_id);
+        assert_ne!(other.member_id, c.member_id);
+        // A different token is a different cluster.
+        let mut args = THREE.to_vec();
+        args[9] = "etcd-cluster-2";
+        assert_ne!(serve(&args).unwrap().cluster_id, c.cluster_id);
+    }
+
+    #[test]
+    fn name_must_be_in_initial_cluster() {
+        let mut args = THREE.to_vec();
+        args[1] = "infra9";
+        assert_eq!(
+            serve(&args).unwrap_err().to_string(),
+            "couldn't find local name \"infra9\" in the initial cluster configuration"
+        );
+        assert_eq!(serve(&["--name", " "]), Err(ConfigError::EmptyName));
+    }
+
+    #[test]
+    fn advertised_peer_urls_must_match_own_initial_cluster_entry() {
+        let mut args = THREE.to_vec();
+        args[3] = "http://10.0.1.99:2380";
+        args[5] = "http://10.0.1.99:2380";
+        let err = serve(&args).unwrap_err();
+        assert!(matches!(err, ConfigError::PeerUrlsMismatch { .. }));
+        assert_eq!(
+            err.to_string(),
+            "--initial-cluster has infra1=http://10.0.1.11:2380 but missing from \
+             --initial-advertise-peer-urls=http://10.0.1.99:2380"
+        );
+        // Order of several URLs does not matter.
+        let ok = serve(&[
+            "--name",
+            "a",
+            "--initial-advertise-peer-urls",
+            "http://h2:2380,http://h1:2380",
+            "--initial-cluster",
+            "a=http://h1:2380,a=http://h2:2380",
+        ]);
+        assert_eq!(ok.unwrap().members[0].peer_urls.len(), 2);
+    }
+
+    #[test]
+    fn urls_are_checked_with_etcds_rules() {
+        let bad =
+            |u: &str| serve(&["--listen-client-urls", u, "--advertise-client-urls", "http://a:1"]);
+        assert!(
+            bad("ftp://a:1").unwrap_err().to_string().contains("URL scheme must be http or https")
+        );
+        assert!(
+            bad("http://a:1/path").unwrap_err().to_string().contains("must not contain a path")
+        );
+        assert!(bad("http://a").unwrap_err().to_string().contains("host:port"));
+        assert!(bad("http://a:99999").unwrap_err().to_string().contains("invalid port"));
+        assert!(bad("a:1").unwrap_err().to_string().contains("no scheme"));
+        assert_eq!(bad(" , "), Err(ConfigError::EmptyUrls("listen-client-urls")));
+        assert_eq!(
+            bad("http://[::1]:2379,https://0.0.0.0:2379").unwrap().listen_client_urls[0]
+                .authority(),
+            "[::1]:2379"
+        );
+        assert!(matches!(
+            serve(&["--initial-cluster", "default"]),
+            Err(ConfigError::BadClusterEntry(_))
+        ));
+        assert!(matches!(
+            serve(&["--initial-cluster", "default=localhost:2380"]),
+            Err(ConfigError::BadUrl { flag: "initial-cluster", .. })
+        ));
+    }
+
+    #[test]
+    fn listen_flags_need_their_advertise_flags() {
+        assert_eq!(
+            serve(&["--listen-client-urls", "http://0.0.0.0:2379"]).unwrap_err().to_string(),
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly"
+        );
+        assert_eq!(
+            serve(&["--listen-peer-urls", "http://0.0.0.0:2380"]).unwrap_err().to_string(),
+            "--initial-advertise-peer-urls is required when --listen-peer-urls is set explicitly"
+        );
+        // Joining an existing cluster does not need the initial advertise flag.
+        assert!(
+            serve(&[
+                "--listen-peer-urls",
+                "http://0.0.0.0:2380",
+                "--initial-cluster-state",
+                "existing"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn duplicate_peer_urls_are_refused() {
+        let err = serve(&[
+            "--initial-cluster",
+            "default=http://localhost:2380,other=http://localhost:2380",
+        ])
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::DuplicateMemberId(..) | ConfigError::DuplicatePeerUrl { .. }
+        ));
+        let err = serve(&[
+            "--initial-cluster",
+            "default=http://localhost:2380,other=http://localhost:2380,other=http://x:1",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--initial-cluster gives peer URL http://localhost:2380 to both default and other"
+        );
+    }
+
+    #[test]
+    fn cluster_state_must_be_new_or_existing() {
+        assert_eq!(
+            serve(&["--initial-cluster-state", "old"]).unwrap_err().to_string(),
+            "invalid --initial-cluster-state \"old\": want new or existing"
+        );
+        assert_eq!(
+            serve(&["--initial-cluster-state", "existing"]).unwrap().initial_cluster_state,
+            ClusterState::Existing
+        );
+    }
+
+    #[test]
+    fn election_timeout_follows_etcds_rules() {
+        assert_eq!(
+            serve(&["--heartbeat-interval", "100", "--election-timeout", "400"])
+                .unwrap_err()
+                .to_string(),
+            "--election-timeout[400ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+        );
+        assert_eq!(
+            serve(&["--election-timeout", "60000"]).unwrap_err().to_string(),
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms"
+        );
+        assert_eq!(serve(&["--heartbeat-interval", "0"]), Err(ConfigError::ZeroHeartbeat));
+        let c = serve(&["--heartbeat-interval", "50", "--election-timeout", "250"]).unwrap();
+        assert_eq!(c.election_ticks(), 5);
+    }
+
+    #[test]
+    fn counts_must_be_positive() {
+        assert_eq!(
+            serve(&["--snapshot-count", "0"]),
+            Err(ConfigError::ZeroCount("snapshot-count"))
+        );
+        assert_eq!(
+            serve(&["--snapshot-catchup-entries", "0"]),
+            Err(ConfigError::ZeroCount("snapshot-catchup-entries"))
+        );
+    }
+
+    #[test]
+    fn client_subcommands_parse_etcdctl_flags() {
+        let cli = parse(&[
+            "get",
+            "foo",
+            "--prefix",
+            "--rev",
+            "7",
+            "--consistency",
+            "s",
+            "--endpoints",
+            "a:1,b:2",
+        ])
+        .unwrap();
+        let Command::Get(g) = cli.command else { panic!() };
+        assert!(g.prefix);
+        assert_eq!((g.rev, g.consistency), (7, Consistency::Serializable));
+        assert_eq!(g.client.endpoints, ["a:1", "b:2"]);
+        let Command::Put(p) =
+            parse(&["put", "k", "v", "--lease", "694d77aa9e38260f"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(p.lease, Some(0x694d_77aa_9e38_260f));
+        let Command::Del(d) = parse(&["del", "k", "--prefix", "--prev-kv"]).unwrap().command else {
+            panic!()
+        };
+        assert!(d.prefix && d.prev_kv);
+        assert!(matches!(
+            parse(&["member", "list", "-w", "table"]).unwrap().command,
+            Command::Member {
+                command: MemberCommand::List(ClientArgs { write_out: OutputFormat::Table, .. })
+            }
+        ));
+        assert!(matches!(
+            parse(&["endpoint", "status", "--command-timeout", "500ms"]).unwrap().command,
+            Command::Endpoint { command: EndpointCommand::Status(ClientArgs { command_timeout, .. }) }
+                if command_timeout == Duration::from_millis(500)
+        ));
+        assert!(parse(&["get", "k", "--consistency", "x"]).is_err());
+        assert!(parse(&["get", "k", "z", "--prefix"]).is_err());
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = parse(&["get"]).unwrap_err();
+        let line = one_line(&err);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("<KEY>"), "{line}");
+    }
+
+    #[test]
+    fn durations_and_lease_ids_parse() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_hex_lease("ff"), Ok(255));
+        assert!(parse_hex_lease("zz").is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! The client subcommands (`tenure put/get/del/member list/endpoint status`): real gRPC calls
+//! with the generated etcd stubs, so they work against tenure and against etcd alike, and
+//! output in etcdctl's formats.
+//!
+//! Output follows etcdctl 3.4's `simple` and `table` printers, with one deviation:
+//! `get --count-only` prints the count (etcdctl's simple printer prints nothing).
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cli::{ClientArgs, Consistency, DelArgs, GetArgs, OutputFormat, PutArgs};
+use crate::convert::{delete_range_request_to_pb, put_request_to_pb, range_request_to_pb};
+use crate::ids::format_id;
+use crate::pb::etcdserverpb as pb;
+use pb::cluster_client::ClusterClient;
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+
+/// The URI to dial for an endpoint given as `host:port` or `http://host:port`.
+pub fn endpoint_uri(endpoint: &str) -> anyhow::Result<String> {
+    if endpoint.starts_with("https://") {
+        bail!("{endpoint}: TLS endpoints are not supported yet");
+    }
+    if endpoint.starts_with("http://") {
+        Ok(endpoint.to_string())
+    } else if endpoint.contains("://") {
+        bail!("{endpoint}: unsupported scheme (use host:port or http://host:port)")
+    } else {
+        Ok(format!("http://{endpoint}"))
+    }
+}
+
+/// Connects to one endpoint within the dial timeout.
+async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Channel> {
+    let uri = endpoint_uri(endpoint)?;
+    let ep = Endpoint::from_shared(uri.clone())
+        .with_context(|| format!("invalid endpoint {endpoint}"))?
+        .connect_timeout(args.dial_timeout)
+        .timeout(args.command_timeout);
+    match tokio::time::timeout(args.dial_timeout, ep.connect()).await {
+        Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(e)) => Err(anyhow!("{endpoint}: {e}")),
+        Err(_) => Err(anyhow!("{endpoint}: context deadline exceeded")),
+    }
+}
+
+/// Connects to the first endpoint that answers.
+async fn connect_any(args: &ClientArgs) -> anyhow::Result<Channel> {
+    let mut errors = Vec::new();
+    for e in &args.endpoints {
+        match connect_one(e, args).await {
+            Ok(ch) => return Ok(ch),
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    bail!("could not connect to any endpoint: {}", errors.join("; "))
+}
+
+/// Runs a request with the command timeout, turning a gRPC status into its message (which is
+/// etcd's exact error string).
+async fn call<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(anyhow!("{}", status.message())),
+        Err(_) => Err(anyhow!("context deadline exceeded")),
+    }
+}
+
+/// `tenure put`.
+pub async fn put(a: &PutArgs) -> anyhow::Result<String> {
+    let value = match (&a.value, a.ignore_value) {
+        (Some(v), _) => Bytes::copy_from_slice(v.as_bytes()),
+        (None, true) => Bytes::new(),
+        (None, false) => bail!("put command needs 1 argument and input from stdin or 2 arguments"),
+    };
+    let req = tenure_kv::PutRequest {
+        key: Bytes::copy_from_slice(a.key.as_bytes()),
+        value,
+        lease: a.lease.unwrap_or(tenure_kv::NO_LEASE),
+        prev_kv: a.prev_kv,
+        ignore_value: a.ignore_value,
+        ignore_lease: a.ignore_lease,
+    };
+    let mut kv = KvClient::new(connect_any(&a.client).await?);
+    let resp = call(a.client.command_timeout, kv.put(put_request_to_pb(&req))).await?;
+    let mut out = String::from("OK\n");
+    if let Some(prev) = &resp.prev_kv {
+        print_kv(&mut out, prev, false);
+    }
+    Ok(out)
+}
+
+/// The range request `get`/`del` flags describe.
+fn key_range(
+    key: &str,
+    range_end: &Option<String>,
+    prefix: bool,
+    from_key: bool,
+) -> tenure_kv::RangeRequest {
+    let key = Bytes::copy_from_slice(key.as_bytes());
+    if prefix {
+        tenure_kv::RangeRequest::prefix(key)
+    } else if from_key {
+        // etcdctl: an empty key with --from-key means every key.
+        let key = if key.is_empty() { Bytes::from_static(b"\0") } else { key };
+        tenure_kv::RangeRequest::from_key(key)
+    } else if let Some(end) = range_end {
+        tenure_kv::RangeRequest::span(key, Bytes::copy_from_slice(end.as_bytes()))
+    } else {
+        tenure_kv::RangeRequest::single(key)
+    }
+}
+
+/// The `RangeRequest` that `tenure get`'s flags describe.
+pub fn get_request(a: &GetArgs) -> pb::RangeRequest {
+    let mut r = key_range(&a.key, &a.range_end, a.prefix, a.from_key);
+    r.revision = a.rev;
+    r.limit = a.limit;
+    r.keys_only = a.keys_only;
+    r.count_only = a.count_only;
+    range_request_to_pb(&r, a.consistency == Consistency::Serializable)
+}
+
+/// etcdctl's `printKV`: the key (unless values only), then the value.
+fn print_kv(out: &mut String, kv: &crate::pb::mvccpb::KeyValue, value_only: bool) {
+    if !value_only {
+        out.push_str(&String::from_utf8_lossy(&kv.key));
+        out.push('\n');
+    }
+    out.push_str(&String::from_utf8_lossy(&kv.value));
+    out.push('\n');
+}
+
+/// Formats a range response as `tenure get` prints it.
+pub fn format_get(resp: &pb::RangeResponse, a: &GetArgs) -> String {
+    let mut out = String::new();
+    if a.count_only {
+        let _ = writeln!(out, "{}", resp.count);
+        return out;
+    }
+    for kv in &resp.kvs {
+        print_kv(&mut out, kv, a.print_value_only);
+    }
+    out
+}
+
+/// `tenure get`.
+pub async fn get(a: &GetArgs) -> anyhow::Result<String> {
+    let mut kv = KvClient::new(connect_any(&a.client).await?);
+    let resp = call(a.client.command_timeout, kv.range(get_request(a))).await?;
+    Ok(format_get(&resp, a))
+}
+
+/// `tenure del`.
+pub async fn del(a: &DelArgs) -> anyhow::Result<String> {
+    let r = key_range(&a.key, &a.range_end, a.prefix, a.from_key);
+    let req =
+        tenure_kv::DeleteRangeRequest { key: r.key, range_end: r.range_end, prev_kv: a.prev_kv };
+    let mut kv = KvClient::new(connect_any(&a.client).await?);
+    let resp =
+        call(a.client.command_timeout, kv.delete_range(delete_range_request_to_pb(&req))).await?;
+    let mut out = format!("{}\n", resp.deleted);
+    for prev in &resp.prev_kvs {
+        print_kv(&mut out, prev, false);
+    }
+    Ok(out)
+}
+
+/// Formats members as `etcdctl member list` does.
+pub fn format_members(members: &[pb::Member], format: OutputFormat) -> String {
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                format_id(m.id),
+                if m.name.is_empty() { "unstarted" } else { "started" }.to_string(),
+                m.name.clone(),
+                m.peer_ur_ls.join(","),
+                m.client_ur_ls.join(","),
+                m.is_learner.to_string(),
+            ]
+        })
+        .collect();
+    match format {
+        OutputFormat::Simple => rows.iter().map(|r| format!("{}\n", r.join(", "))).collect(),
+        OutputFormat::Table => {
+            table(&["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], &rows)
+        }
+    }
+}
+
+/// `tenure member list`.
+pub async fn member_list(a: &ClientArgs) -> anyhow::Result<String> {
+    let mut c = ClusterClient::new(connect_any(a).await?);
+    let resp =
+        call(a.command_timeout, c.member_list(pb::MemberListRequest { linearizable: false }))
+            .await?;
+    Ok(format_members(&resp.members, a.write_out))
+}
+
+/// One row of `endpoint status`.
+pub fn status_row(endpoint: &str, s: &pb::StatusResponse) -> Vec<String> {
+    let member = s.header.as_ref().map_or(0, |h| h.member_id);
+    vec![
+        endpoint.to_string(),
+        format_id(member),
+        s.version.clone(),
+        humanize_bytes(s.db_size.max(0) as u64),
+        (s.leader == member).to_string(),
+        s.is_learner.to_string(),
+        s.raft_term.to_string(),
+        s.raft_index.to_string(),
+        s.raft_applied_index.to_string(),
+        s.errors.join(", "),
+    ]
+}
+
+/// Formats `endpoint status` rows.
+pub fn format_status(rows: &[Vec<String>], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Simple => rows.iter().map(|r| format!("{}\n", r.join(", "))).collect(),
+        OutputFormat::Table => table(
+            &[
+                "ENDPOINT",
+                "ID",
+                "VERSION",
+                "DB SIZE",
+                "IS LEADER",
+                "IS LEARNER",
+                "RAFT TERM",
+                "RAFT INDEX",
+                "RAFT APPLIED INDEX",
+                "ERRORS",
+            ],
+            rows,
+        ),
+    }
+}
+
+/// `tenure endpoint status`: one Status call per endpoint. Failures are reported on stderr
+/// (as etcdctl does) and make the command fail after printing the endpoints that answered.
+pub async fn endpoint_status(a: &ClientArgs) -> anyhow::Result<String> {
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for ep in &a.endpoints {
+        let result = async {
+            let mut m = MaintenanceClient::new(connect_one(ep, a).await?);
+            call(a.command_timeout, m.status(pb::StatusRequest {})).await
+        }
+        .await;
+        match result {
+            Ok(s) => rows.push(status_row(ep, &s)),
+            Err(e) => {
+                eprintln!("Failed to get the status of endpoint {ep} ({e})");
+                failed.push(ep.clone());
+            }
+        }
+    }
+    let out = format_status(&rows, a.write_out);
+    if !failed.is_empty() {
+        print!("{out}");
+        bail!("unhealthy endpoint(s): {}", failed.join(", "));
+    }
+    Ok(out)
+}
+
+/// go-humanize's `Bytes` (SI units), as etcdctl prints database sizes: `20 kB`, `1.2 MB`.
+pub fn humanize_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let mut e = 0usize;
+    let mut scale = 1f64;
+    while e + 1 < UNITS.len() && (n as f64) >= scale * 1000.0 {
+        scale *= 1000.0;
+        e += 1;
+    }
+    let val = ((n as f64) / scale * 10.0 + 0.5).floor() / 10.0;
+    if val < 10.0 { format!("{val:.1} {}", UNITS[e]) } else { format!("{val:.0} {}", UNITS[e]) }
+}
+
+/// An ASCII table like etcdctl's (olekukonko/tablewriter): centered headers, right-aligned
+/// cells.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let rule: String =
+        widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
+    let mut out = rule.clone();
+    for (h, w) in headers.iter().zip(&widths) {
+        let pad = w - h.len();
+        let left = pad / 2;
+        let _ = write!(out, "| {}{}{} ", " ".repeat(left), h, " ".repeat(pad - left));
+    }
+    out.push_str("|\n");
+    out.push_str(&rule);
+    for r in rows {
+        for (i, w) in widths.iter().enumerate() {
+            let cell = r.get(i).map_or("", String::as_str);
+            let _ = write!(out, "| {cell:>w$} ");
+        }
+        out.push_str("|\n");
+    }
+    out.push_str(&rule);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn get_args(args: &[&str]) -> GetArgs {
+        let cli = Cli::try_parse_from(["tenure", "get"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Get(g) => g,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn get_flags_become_etcdctls_range_requests() {
+        let r = get_request(&get_args(&["foo", "--prefix", "--rev", "4", "--consistency", "s"]));
+        assert_eq!(
+            (&r.key[..], &r.range_end[..], r.revision, r.serializable),
+            (&b"foo"[..], &b"fop"[..], 4, true)
+        );
+        let r = get_request(&get_args(&["", "--prefix"]));
+        assert_eq!((&r.key[..], &r.range_end[..]), (&b"\0"[..], &b"\0"[..]));
+        let r = get_request(&get_args(&["a", "--from-key"]));
+        assert_eq!((&r.key[..], &r.range_end[..]), (&b"a"[..], &b"\0"[..]));
+        let r = get_request(&get_args(&["a", "c", "--limit", "2"]));
+        assert_eq!((&r.range_end[..], r.limit, r.serializable), (&b"c"[..], 2, false));
+    }
+
+    #[test]
+    fn get_prints_like_etcdctl() {
+        let kv = |k: &str, v: &str| crate::pb::mvccpb::KeyValue {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+            ..Default::default()
+        };
+        let resp = pb::RangeResponse {
+            kvs: vec![kv("a", "1"), kv("b", "2")],
+            count: 2,
+            ..Default::default()
+        };
+        assert_eq!(format_get(&resp, &get_args(&["a"])), "a\n1\nb\n2\n");
+        assert_eq!(format_get(&resp, &get_args(&["a", "--print-value-only"])), "1\n2\n");
+        assert_eq!(format_get(&resp, &get_args(&["a", "--count-only"])), "2\n");
+    }
+
+    #[test]
+    fn member_list_matches_etcdctl_formats() {
+        let m = pb::Member {
+            id: 0x8e9e_05c5_2164_694d,
+            name: "default".into(),
+            peer_ur_ls: vec!["http://localhost:2380".into()],
+            client_ur_ls: vec!["http://localhost:2379".into()],
+            is_learner: false,
+        };
+        let unstarted = pb::Member { id: 0xa, name: String::new(), ..m.clone() };
+        assert_eq!(
+            format_members(&[m.clone(), unstarted], OutputFormat::Simple),
+            "8e9e05c52164694d, started, default, http://localhost:2380, http://localhost:2379, false\n\
+             a, unstarted, , http://localhost:2380, http://localhost:2379, false\n"
+        );
+        let expected = "\
++------------------+---------+---------+-----------------------+-----------------------+------------+
+|        ID        | STATUS  |  NAME   |      PEER ADDRS       |     CLIENT ADDRS      | IS LEARNER |
++------------------+---------+---------+-----------------------+-----------------------+------------+
+| 8e9e05c52164694d | started | default | http://localhost:2380 | http://localhost:2379 |      false |
++------------------+---------+---------+-----------------------+-----------------------+------------+
+";
+        assert_eq!(format_members(&[m], OutputFormat::Table), expected);
+    }
+
+    #[test]
+    fn endpoint_status_row_marks_the_leader() {
+        let s = pb::StatusResponse {
+            header: Some(pb::ResponseHeader { member_id: 0xabc, ..Default::default() }),
+            version: "3.4.23".into(),
+            db_size: 20480,
+            leader: 0xabc,
+            raft_term: 2,
+            raft_index: 4,
+            raft_applied_index: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            format_status(&[status_row("127.0.0.1:2379", &s)], OutputFormat::Simple),
+            "127.0.0.1:2379, abc, 3.4.23, 20 kB, true, false, 2, 4, 4, \n"
+        );
+    }
+
+    #[test]
+    fn bytes_humanize_like_go_humanize() {
+        assert_eq!(humanize_bytes(0), "0 B");
+        assert_eq!(humanize_bytes(9), "9 B");
+        assert_eq!(humanize_bytes(82), "82 B");
+        assert_eq!(humanize_bytes(1000), "1.0 kB");
+        assert_eq!(humanize_bytes(20480), "20 kB");
+        assert_eq!(humanize_bytes(1_234_567), "1.2 MB");
+        assert_eq!(humanize_bytes(u64::MAX), "18 EB");
+    }
+
+    #[test]
+    fn endpoints_need_a_plain_http_scheme() {
+        assert_eq!(endpoint_uri("127.0.0.1:2379").unwrap(), "http://127.0.0.1:2379");
+        assert_eq!(endpoint_uri("http://h:1").unwrap(), "http://h:1");
+        assert!(endpoint_uri("https://h:1").is_err());
+        assert!(endpoint_uri("unix://x").is_err());
+    }
+}
