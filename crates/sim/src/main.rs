@@ -1,16 +1,27 @@
 //! The `tenure-sim` command.
 //!
-//! `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
-//! `tenure_sim::history`) and exits 0 if it is linearizable, 1 if not (with an explanation), 2
-//! if the time bound ran out, and 3 on bad input or usage.
+//! - `tenure-sim --seeds 0..1000` runs those seeds of the simulator and ends with one line
+//!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...`. Exit codes: 0 all passed, 1 a safety
+//!   failure (a checker or linearizability), 4 a liveness failure, 5 a crash (a panic or a
+//!   fatal node error), 3 bad usage. Each failure prints the command that replays it.
+//! - `tenure-sim --seed N --trace` replays one seed and prints its event trace.
+//! - `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
+//!   `tenure_sim::history`) and exits 0 if it is linearizable, 1 if not (with an explanation), 2
+//!   if the time bound ran out, and 3 on bad input or usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use clap::{Parser, Subcommand};
 use tenure_sim::history::{line_numbers, parse_history};
 use tenure_sim::linearizability::{CheckResult, Limit, MEMO_BYTES_MAX, check, key_name};
+use tenure_sim::run::{SeedResult, run_seed};
+use tenure_sim::world::{Failure, Profile};
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -20,12 +31,40 @@ const EXIT_NOT_LINEARIZABLE: u8 = 1;
 const EXIT_UNKNOWN: u8 = 2;
 /// Exit code for bad input: an unreadable or malformed history, or a bad command line.
 const EXIT_BAD_INPUT: u8 = 3;
+/// Exit code when a seed failed a safety check (same meaning as "not linearizable").
+const EXIT_SAFETY: u8 = 1;
+/// Exit code when a seed failed its liveness phase.
+const EXIT_LIVENESS: u8 = 4;
+/// Exit code when a node panicked or stopped with a fatal error.
+const EXIT_CRASH: u8 = 5;
 
 #[derive(Parser)]
 #[command(name = "tenure-sim", about = "Simulation testing tools for tenure")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Run these seeds, e.g. `0..1000` (end exclusive).
+    #[arg(long, value_name = "A..B", value_parser = parse_range, conflicts_with = "seed")]
+    seeds: Option<(u64, u64)>,
+    /// Run (replay) this one seed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Print the run's event trace (with --seed).
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Worker threads for --seeds (default: the machine's cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text.split_once("..").ok_or_else(|| format!("expected A..B, got {text}"))?;
+    let a: u64 = a.parse().map_err(|_| format!("not a seed: {a}"))?;
+    let b: u64 = b.parse().map_err(|_| format!("not a seed: {b}"))?;
+    if b <= a {
+        return Err(format!("empty range {text}"));
+    }
+    Ok((a, b))
 }
 
 #[derive(Subcommand)]
@@ -60,11 +99,108 @@ fn main() -> ExitCode {
         Some(Command::CheckHistory { file, timeout }) => {
             ExitCode::from(check_history(&file, timeout))
         }
-        None => {
-            eprintln!("simulator not yet wired; use check-history");
-            ExitCode::from(EXIT_UNKNOWN)
+        None => match (cli.seeds, cli.seed) {
+            (Some((a, b)), _) => ExitCode::from(run_seeds(a, b, cli.threads)),
+            (None, Some(seed)) => ExitCode::from(replay(seed, cli.trace)),
+            (None, None) => {
+                eprintln!(
+                    "usage: tenure-sim --seeds A..B | --seed N [--trace] | check-history FILE"
+                );
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+    }
+}
+
+fn exit_code(failure: &Failure) -> u8 {
+    match failure {
+        Failure::Safety(_) => EXIT_SAFETY,
+        Failure::Liveness(_) => EXIT_LIVENESS,
+        Failure::Crash(_) => EXIT_CRASH,
+    }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Safety(m) => format!("safety failure: {m}"),
+        Failure::Liveness(m) => format!("liveness failure: {m}"),
+        Failure::Crash(m) => format!("crash: {m}"),
+    }
+}
+
+fn replay(seed: u64, trace: bool) -> u8 {
+    use std::io::Write;
+    // Write errors (a closed pipe, as with `| head`) end the output, not the run's verdict.
+    let mut out = std::io::stdout().lock();
+    let profile = Profile::swarm(seed);
+    let _ = writeln!(out, "seed {seed}: {profile:?}");
+    let r = run_seed(seed, trace);
+    for line in &r.trace {
+        if writeln!(out, "{line}").is_err() {
+            break;
         }
     }
+    match &r.failure {
+        None => {
+            let _ = writeln!(out, "seed {seed} passed: ops={} messages={}", r.ops, r.messages);
+            EXIT_LINEARIZABLE
+        }
+        Some(f) => {
+            let _ = writeln!(out, "seed {seed} FAILED: {}", describe(f));
+            exit_code(f)
+        }
+    }
+}
+
+fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
+    // Panics are caught and reported per seed; keep the default hook from printing them.
+    std::panic::set_hook(Box::new(|_| {}));
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let next = AtomicU64::new(first);
+    let started = Instant::now();
+    let results: Mutex<Vec<SeedResult>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        return;
+                    }
+                    let r = run_seed(seed, false);
+                    if let Some(f) = &r.failure {
+                        println!("seed {seed} FAILED: {}", describe(f));
+                        println!(
+                            "  replay: cargo run --release -p tenure-sim -- --seed {seed} --trace"
+                        );
+                    }
+                    results.lock().expect("results").push(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("results");
+    let failed: Vec<&SeedResult> = results.iter().filter(|r| r.failure.is_some()).collect();
+    let ops: u64 = results.iter().map(|r| r.ops).sum();
+    let messages: u64 = results.iter().map(|r| r.messages).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "seeds={} passed={} failed={} ops={ops} messages={messages} seconds={seconds:.1} seeds_per_second={:.1}",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len(),
+        results.len() as f64 / seconds.max(1e-9),
+    );
+    // The most severe failure decides the exit code.
+    let worst =
+        failed.iter().filter_map(|r| r.failure.as_ref()).map(exit_code).min_by_key(|c| match *c {
+            EXIT_SAFETY => 0,
+            EXIT_CRASH => 1,
+            _ => 2,
+        });
+    worst.unwrap_or(EXIT_LINEARIZABLE)
 }
 
 fn check_history(file: &PathBuf, timeout: Duration) -> u8 {

@@ -202,6 +202,8 @@ pub struct World {
     clients: Vec<Client>,
     /// Which client waits on which (node, request).
     waiting: BTreeMap<(NodeId, RequestId), u64>,
+    /// Completions of scripted requests (not from the clients).
+    scripted: BTreeMap<RequestId, Completion>,
     next_request: u64,
     history: Vec<HistOp>,
     checkers: Checkers,
@@ -215,7 +217,11 @@ pub struct World {
     pub messages_delivered: u64,
     /// Events handled so far.
     pub events_processed: u64,
+    scripted_seq: u64,
 }
+
+/// Request ids at or above this are scripted requests (see [`World::put`]).
+const SCRIPTED_REQUEST_BASE: u64 = 1 << 62;
 
 fn membership(n: u64) -> Membership {
     Membership::voters((1..=n).map(NodeId))
@@ -256,6 +262,7 @@ impl World {
             cut: BTreeSet::new(),
             clients,
             waiting: BTreeMap::new(),
+            scripted: BTreeMap::new(),
             next_request: 1,
             history: Vec::new(),
             checkers: Checkers::default(),
@@ -265,6 +272,7 @@ impl World {
             ops_done: 0,
             messages_delivered: 0,
             events_processed: 0,
+            scripted_seq: 0,
         };
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
         for id in ids {
@@ -891,7 +899,12 @@ impl World {
     }
 
     fn complete(&mut self, node: NodeId, completion: Completion, applied: &[tenure_raft::Entry]) {
-        let Some(c) = self.waiting.remove(&(node, completion.id)) else { return };
+        let Some(c) = self.waiting.remove(&(node, completion.id)) else {
+            if completion.id.0 >= SCRIPTED_REQUEST_BASE {
+                self.scripted.insert(completion.id, completion);
+            }
+            return;
+        };
         let idx = c as usize;
         let now = self.now;
         let Some(op) = self.clients[idx].op.as_mut() else { return };
@@ -1054,18 +1067,60 @@ impl World {
             .map(|(id, _)| *id)
     }
 
-    /// Proposes a put on `node` outside the clients (scripted scenarios); returns the request.
-    pub fn put(&mut self, node: NodeId, key: &str, value: &str) -> RequestId {
-        let req = RequestId(self.next_request);
-        self.next_request += 1;
+    /// Proposes a put on `node` outside the clients (scripted scenarios), optionally with a
+    /// client session; returns the request, whose completion [`World::completion`] shows.
+    pub fn put(
+        &mut self,
+        node: NodeId,
+        key: &str,
+        value: &str,
+        session: Option<(u64, u64)>,
+    ) -> RequestId {
+        self.scripted_seq += 1;
+        let req = RequestId(SCRIPTED_REQUEST_BASE + self.scripted_seq);
         let mut out = Output::default();
         if let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) {
             let cmd = Command::Put(PutRequest::new(key.to_string(), value.to_string()));
-            r.propose(req, &Proposal::new(cmd), &mut out);
+            let proposal = match session {
+                Some((client, seq)) => Proposal::with_session(cmd, client, seq),
+                None => Proposal::new(cmd),
+            };
+            r.propose(req, &proposal, &mut out);
         }
         let _ = self.absorb(node, out);
         let _ = self.pump(node);
         req
+    }
+
+    /// The completion of a scripted request, once it arrived.
+    pub fn completion(&self, req: RequestId) -> Option<&Completion> {
+        self.scripted.get(&req)
+    }
+
+    /// The full key-value record of `key` on `node` (value, version, revisions).
+    pub fn record_at(&self, node: NodeId, key: &str) -> Option<tenure_kv::KeyValue> {
+        let r = self.replica(node)?;
+        r.kv().range(&RangeRequest::single(key.to_string())).ok()?.kvs.into_iter().next()
+    }
+
+    /// Every running node's current term.
+    pub fn terms(&self) -> BTreeMap<NodeId, Term> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| n.replica.as_ref().map(|r| (*id, r.node().term())))
+            .collect()
+    }
+
+    /// Drops messages to and from `node` from now on only in the direction given; see
+    /// [`World::set_partition`] for symmetric cuts.
+    pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    /// Runs the final safety checks (log matching, durability, converged state machines)
+    /// and the linearizability of the clients' history, now.
+    pub fn check_now(&mut self) -> Result<(), Failure> {
+        self.final_checks()
     }
 
     /// The committed value of `key` as `node`'s state machine holds it.

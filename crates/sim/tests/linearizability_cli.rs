@@ -88,11 +88,11 @@ fn explicit_timeout_is_accepted() {
 }
 
 #[test]
-fn no_subcommand_says_the_simulator_is_not_wired_and_exits_2() {
+fn no_arguments_print_usage_and_exit_3() {
     let output = tenure_sim(&[]);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
-    assert!(stderr.contains("simulator not yet wired; use check-history"));
+    assert!(stderr.contains("usage: tenure-sim --seeds A..B"));
 }
 
 #[test]
