@@ -654,36 +654,3 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
     }
     lines
 }
-
-/// Compares a script file with its output; with the environment variable `REWRITE=1`,
-/// writes the output over the file instead.
-///
-/// # Panics
-/// On a mismatch, with a line diff.
-pub fn check_script_file(path: &std::path::Path) {
-    let script =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let got = run_script(&script);
-    if std::env::var("REWRITE").is_ok_and(|v| v == "1") {
-        std::fs::write(path, &got).expect("rewrite script");
-        return;
-    }
-    if got != script {
-        let mut diff = String::new();
-        for (i, (a, b)) in script.lines().zip(got.lines()).enumerate() {
-            if a != b {
-                let _ = writeln!(diff, "line {}:\n  expected: {a}\n  got:      {b}", i + 1);
-            }
-        }
-        let _ = writeln!(
-            diff,
-            "(expected {} lines, got {})",
-            script.lines().count(),
-            got.lines().count()
-        );
-        panic!(
-            "scenario {} differs; run with REWRITE=1 to accept the new output after reviewing it\n{diff}",
-            path.display()
-        );
-    }
-}

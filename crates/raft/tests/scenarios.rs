@@ -4,11 +4,31 @@
 //! property of the state machine's client sessions and is tested in `tenure-kv` and the
 //! simulator.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
+/// Runs a script file and compares the output with the file; with `REWRITE=1` in the
+/// environment, writes the output over the file instead (review the diff before committing).
 fn check(name: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(name);
-    tenure_raft::testkit::check_script_file(&path);
+    let script =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let got = tenure_raft::testkit::run_script(&script);
+    if std::env::var("REWRITE").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &got).expect("rewrite script");
+        return;
+    }
+    if got != script {
+        let mut diff = String::new();
+        for (i, (a, b)) in script.lines().zip(got.lines()).enumerate() {
+            if a != b {
+                let _ = writeln!(diff, "line {}:\n  expected: {a}\n  got:      {b}", i + 1);
+            }
+        }
+        let (want, have) = (script.lines().count(), got.lines().count());
+        let _ = writeln!(diff, "(expected {want} lines, got {have})");
+        panic!("scenario {name} differs; run with REWRITE=1 to accept after reviewing\n{diff}");
+    }
 }
 
 #[test]

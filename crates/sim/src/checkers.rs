@@ -73,13 +73,13 @@ impl Checkers {
         log_term_at: impl Fn(LogIndex) -> Option<Term>,
         first_index: LogIndex,
     ) -> Result<(), Violation> {
-        if let Some(prev) = self.leaders.insert(term, node) {
-            if prev != node {
-                return Err(Violation {
-                    property: "election safety (one leader per term)",
-                    detail: format!("{prev} and {node} both led term {term}"),
-                });
-            }
+        if let Some(prev) = self.leaders.insert(term, node)
+            && prev != node
+        {
+            return Err(Violation {
+                property: "election safety (one leader per term)",
+                detail: format!("{prev} and {node} both led term {term}"),
+            });
         }
         for (index, seen) in &self.applied {
             // Leader Completeness (§5.4) speaks of entries committed in earlier terms: a
@@ -144,15 +144,15 @@ impl Checkers {
                 let Some(common) = common else { continue };
                 // ...must be preceded by identical entries wherever both still hold them.
                 for (idx, t) in la.iter().filter(|(idx, _)| *idx <= common) {
-                    if let Some(tb) = mb.get(idx) {
-                        if tb != t {
-                            return Err(Violation {
-                                property: "log matching",
-                                detail: format!(
-                                    "{a} and {b} share an entry at {common} but differ at {idx} ({t} vs {tb})"
-                                ),
-                            });
-                        }
+                    if let Some(tb) = mb.get(idx)
+                        && tb != t
+                    {
+                        return Err(Violation {
+                            property: "log matching",
+                            detail: format!(
+                                "{a} and {b} share an entry at {common} but differ at {idx} ({t} vs {tb})"
+                            ),
+                        });
                     }
                 }
             }

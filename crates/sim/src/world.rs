@@ -408,13 +408,13 @@ impl World {
             Event::Tick(id) => {
                 let node = self.nodes.get_mut(&id).expect("node");
                 let next = node.tick_ms;
-                if !node.paused {
-                    if let Some(r) = node.replica.as_mut() {
-                        let mut out = Output::default();
-                        r.tick(self.now, &mut out);
-                        self.absorb(id, out)?;
-                        self.pump(id)?;
-                    }
+                if !node.paused
+                    && let Some(r) = node.replica.as_mut()
+                {
+                    let mut out = Output::default();
+                    r.tick(self.now, &mut out);
+                    self.absorb(id, out)?;
+                    self.pump(id)?;
                 }
                 self.schedule(next, Event::Tick(id));
             }

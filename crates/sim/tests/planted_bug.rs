@@ -32,3 +32,12 @@ fn the_same_seeds_pass_without_the_bug() {
     let found = failures(|_| {});
     assert!(found.is_empty(), "{found:?}");
 }
+
+#[test]
+fn liveness_phase_fails_a_cluster_that_cannot_elect_in_time() {
+    // Election timeouts far beyond the liveness bound: after healing, no leader emerges and
+    // the clients' requests never complete, which the liveness phase must report.
+    let profile = Profile { clients: 2, ..Profile::quiet(3) };
+    let r = run_seed_with(1, profile, false, |c| c.raft.election_ticks = 100_000);
+    assert!(matches!(r.failure, Some(Failure::Liveness(_))), "{:?}", r.failure);
+}
