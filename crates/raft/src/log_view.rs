@@ -80,6 +80,26 @@ pub trait LogView {
     ) -> Result<(), LogError>;
 }
 
+/// Appends clones of `entries` to `out` under the byte rule of [`LogView::entries`]: stop
+/// before the total [`Entry::size_bytes`] (counting `bytes_so_far` already taken) would exceed
+/// `bytes_max`, but always take at least one entry overall. Returns the new byte total.
+pub fn push_within_bytes<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    mut bytes_so_far: u64,
+    bytes_max: u64,
+    out: &mut Vec<Entry>,
+) -> u64 {
+    for e in entries {
+        let size = e.size_bytes();
+        if bytes_so_far > 0 && bytes_so_far + size > bytes_max {
+            break;
+        }
+        bytes_so_far += size;
+        out.push(e.clone());
+    }
+    bytes_so_far
+}
+
 /// An in-memory [`LogView`] that the caller also writes to.
 ///
 /// It implements the caller's half of the contract with plain methods: [`MemLog::append`]
@@ -228,15 +248,7 @@ impl LogView for MemLog {
         }
         let start = (lo.0 - self.snapshot.index.0 - 1) as usize;
         let end = (hi.0 - self.snapshot.index.0) as usize;
-        let mut bytes = 0u64;
-        for e in &self.entries[start..end.max(start)] {
-            let size = e.size_bytes();
-            if bytes > 0 && bytes + size > bytes_max {
-                break;
-            }
-            bytes += size;
-            out.push(e.clone());
-        }
+        push_within_bytes(&self.entries[start..end.max(start)], 0, bytes_max, out);
         Ok(())
     }
 }

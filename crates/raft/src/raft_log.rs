@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::log_view::{LogError, LogView};
+use crate::log_view::{LogError, LogView, push_within_bytes};
 use crate::types::{Entry, EntryId, LogIndex, Term};
 
 pub(crate) struct RaftLog<L> {
@@ -147,14 +147,7 @@ impl<L: LogView> RaftLog<L> {
         let start = lo.max(self.offset);
         let from = (start.0 - self.offset.0) as usize;
         let to = (hi.0 - self.offset.0) as usize;
-        for e in self.unstable.range(from..=to) {
-            let size = e.size_bytes();
-            if bytes > 0 && bytes + size > bytes_max {
-                break;
-            }
-            bytes += size;
-            out.push(e.clone());
-        }
+        push_within_bytes(self.unstable.range(from..=to), bytes, bytes_max, out);
         Ok(())
     }
 
