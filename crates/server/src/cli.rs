@@ -29,8 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a cluster member (takes etcd's flags and ETCD_* environment variables).
     Serve(Box<ServeArgs>),
-    /// Watch a three-node in-process cluster elect a leader, commit, survive a crash.
+    /// Run a real three-node cluster on loopback (clients on :2379, :12379, :22379).
     Dev(DevArgs),
+    /// Watch a simulated three-node cluster elect a leader, commit, survive a crash.
+    Demo(DemoArgs),
     /// Put a key (like `etcdctl put`).
     Put(PutArgs),
     /// Get a key or a range (like `etcdctl get`).
@@ -68,6 +70,14 @@ pub enum EndpointCommand {
 /// `tenure dev`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
+    /// Keep the members' data here (in `n1`, `n2`, `n3`) instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `tenure demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
     /// Pause between steps of the demo, in milliseconds (0 runs it at full speed).
     #[arg(long, default_value_t = 200)]
     pub pace_ms: u64,

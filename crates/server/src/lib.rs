@@ -1,8 +1,9 @@
 //! # tenure-server: the `tenure` binary's library
 //!
 //! The etcd v3 gRPC API, the translation between it and the state machine, the peer wire
-//! format, and the command line. The replica runtime (consensus driving storage and the
-//! state machine) lives in `tenure-replica`; this crate will serve it once it lands.
+//! format, and the command line. The replica (consensus driving storage and the state
+//! machine) lives in `tenure-replica`; this crate runs it on threads ([`runtime`]) and serves
+//! it to peers ([`transport`]) and clients ([`grpc`]).
 //!
 //! ## Modules
 //!
@@ -15,7 +16,12 @@
 //! | [`ids`] | etcd-compatible member and cluster ids (SHA-1 based) |
 //! | [`cli`] | the `tenure` command line: `serve` flags and their validation into [`cli::ServeConfig`], client subcommands |
 //! | [`client`] | `tenure put/get/del/member list/endpoint status` over gRPC, with etcdctl-style output |
-//! | [`demo`] | `tenure dev`: a three-node in-process cluster narrating an election, commits and a crash |
+//! | [`demo`] | `tenure demo`: a simulated three-node cluster narrating an election, commits and a crash |
+//! | [`runtime`] | the replica thread, its sync thread and ticker, and [`runtime::RuntimeHandle`] |
+//! | [`transport`] | peer TCP connections carrying [`wire`] frames to and from the runtime |
+//! | [`grpc`] | the etcd services (`KV`, `Cluster/MemberList`, `Maintenance/Status`, `Alarm`) |
+//! | [`server`] | [`server::Member`]: listeners, storage, runtime, transport and gRPC of one member |
+//! | [`dev`] | `tenure dev`: three real members in one process on loopback |
 //!
 //! ## Contract
 //!
@@ -32,8 +38,13 @@ pub mod cli;
 pub mod client;
 pub mod convert;
 pub mod demo;
+pub mod dev;
 pub mod error;
+pub mod grpc;
 pub mod ids;
+pub mod runtime;
+pub mod server;
+pub mod transport;
 pub mod wire;
 
 pub use error::ServerError;

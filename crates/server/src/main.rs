@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use tenure_server::cli::{Cli, Command, EndpointCommand, MemberCommand, ServeConfig, one_line};
-use tenure_server::{client, demo};
+use tenure_server::cli::{
+    Cli, Command, DevArgs, EndpointCommand, MemberCommand, ServeConfig, one_line,
+};
+use tenure_server::server::Member;
+use tenure_server::{client, demo, dev};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,20 +31,15 @@ fn main() -> ExitCode {
                 eprintln!("tenure serve: {e}");
                 ExitCode::from(2)
             }
-            Ok(cfg) => {
-                eprintln!(
-                    "tenure serve: configuration valid ({}); not yet wired to the replica runtime",
-                    cfg.summary()
-                );
-                ExitCode::from(2)
-            }
+            Ok(cfg) => serve(cfg),
         },
-        Command::Dev(args) => {
+        Command::Dev(args) => run_dev(args),
+        Command::Demo(args) => {
             let mut out = std::io::stdout().lock();
             match demo::run(&mut out, Duration::from_millis(args.pace_ms)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("tenure dev: {e}");
+                    eprintln!("tenure demo: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -68,7 +66,9 @@ fn run_client(command: Command) -> ExitCode {
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await
             }
-            Command::Serve(_) | Command::Dev(_) => unreachable!("handled by main"),
+            Command::Serve(_) | Command::Dev(_) | Command::Demo(_) => {
+                unreachable!("handled by main")
+            }
         }
     });
     match result {
@@ -78,6 +78,125 @@ fn run_client(command: Command) -> ExitCode {
         }
         Err(e) => {
             eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, one readable line each; `RUST_LOG` overrides the level.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The server's tokio runtime: the replica runs on its own threads, so two workers serve
+/// gRPC and the peer transport.
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn serve(cfg: ServeConfig) -> ExitCode {
+    init_logs();
+    let runtime = match server_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tenure serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        tracing::info!("starting {}", cfg.summary());
+        let member = Member::start(&cfg, &Default::default()).await?;
+        let urls: Vec<String> = cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect();
+        tracing::info!("{} serving clients on {}", cfg.name, urls.join(","));
+        shutdown_signal().await;
+        tracing::info!("{} shutting down", cfg.name);
+        member.shutdown().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenure serve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_dev(args: DevArgs) -> ExitCode {
+    init_logs();
+    let runtime = match server_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tenure dev: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        // The temporary directory lives until the cluster has stopped.
+        let temp;
+        let data_dir = match args.data_dir {
+            Some(d) => d,
+            None => {
+                temp = tempfile::Builder::new().prefix("tenure-dev-").tempdir()?;
+                temp.path().to_path_buf()
+            }
+        };
+        let configs = dev::configs(&dev::DEV_PORTS, &data_dir, dev::Timing::default())?;
+        let members = dev::start(&configs).await?;
+        let endpoints = dev::endpoints(&configs);
+        println!("tenure dev: 3 members on loopback, data in {}", data_dir.display());
+        for c in &configs {
+            let client = c.advertise_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+            let peer =
+                c.initial_advertise_peer_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+            println!("  {}: clients {}  peers {}", c.name, client.join(","), peer.join(","));
+        }
+        println!("try:");
+        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world");
+        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} get hello");
+        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table");
+        println!("Ctrl-C stops the cluster.");
+        shutdown_signal().await;
+        println!("tenure dev: stopping");
+        for m in members {
+            m.shutdown().await?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenure dev: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,5 @@
 //! End-to-end tests of the `tenure` binary: exit codes and messages of `serve`'s validation,
-//! the `dev` demo, and the client commands. When an `etcd` binary is installed (Debian's
+//! the `demo`, `serve` starting and stopping on SIGTERM, and the client commands. When an `etcd` binary is installed (Debian's
 //! `etcd-server`), the client commands and the generated stubs are also checked against a
 //! real etcd on loopback, which proves the hand-written protos match etcd's wire format.
 
@@ -71,26 +71,56 @@ fn serve_reads_etcd_environment_variables() {
     let o = tenure_env(&["serve"], &[("ETCD_INITIAL_CLUSTER_STATE", "sideways")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("invalid --initial-cluster-state \"sideways\""), "{}", stderr(&o));
-    let o = tenure_env(
-        &["serve"],
-        &[
+    let client = format!("http://127.0.0.1:{}", free_port());
+    let dir = scratch_dir("env");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .arg("serve")
+        .envs([
             ("ETCD_NAME", "n1"),
             ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://127.0.0.1:23801"),
+            ("ETCD_LISTEN_PEER_URLS", "http://127.0.0.1:23801"),
             ("ETCD_INITIAL_CLUSTER", "n1=http://127.0.0.1:23801"),
-            ("ETCD_DATA_DIR", scratch_dir("env").to_str().unwrap()),
-        ],
-    );
+            ("ETCD_LISTEN_CLIENT_URLS", client.as_str()),
+            ("ETCD_ADVERTISE_CLIENT_URLS", client.as_str()),
+            ("ETCD_DATA_DIR", dir.to_str().unwrap()),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs tenure serve");
+    // Read the log on a thread so a silent server fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.contains("became leader") {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => log.push_str(&(line + "\n")),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tenure serve did not elect itself: {log}");
+            }
+        }
+    }
     // Valid configuration: the same member and cluster ids etcd derives from these flags.
-    let err = stderr(&o);
-    assert!(err.contains("member bdae9bbc11dd390d (n1) of cluster d1cfaf999eb97a2a"), "{err}");
-    assert!(err.contains("not yet wired to the replica runtime"), "{err}");
-    assert_eq!(o.status.code(), Some(2));
-    assert!(!scratch_dir("env").exists());
+    assert!(log.contains("member bdae9bbc11dd390d (n1) of cluster d1cfaf999eb97a2a"), "{log}");
+    assert!(dir.exists(), "the data dir is created once the configuration is valid");
+    // SIGTERM is a graceful shutdown with exit code 0.
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(term.expect("runs kill").success());
+    let status = child.wait().expect("waits");
+    assert_eq!(status.code(), Some(0), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn dev_runs_the_demo_and_exits_zero() {
-    let o = tenure(&["dev", "--pace-ms", "0"]);
+fn demo_runs_and_exits_zero() {
+    let o = tenure(&["demo", "--pace-ms", "0"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("elected leader for term"), "{out}");

@@ -1,0 +1,361 @@
+//! The etcd v3 gRPC services one member serves: `KV`, `Cluster/MemberList`,
+//! `Maintenance/Status` and `Maintenance/Alarm`. Everything else answers `Unimplemented`.
+//!
+//! Writes (`Put`, `DeleteRange`, `Txn`, `Compact`) become a [`Proposal`] and wait for the
+//! replica to apply it; a follower forwards the proposal to the leader and answers once it
+//! has applied the entry itself. `Range` is linearizable (ReadIndex) unless the request sets
+//! `serializable`, which reads this member's state at once. A proposal carries a session tag
+//! (exactly-once retries) only when tenure's own client sends `x-tenure-client-id` and
+//! `x-tenure-sequence` metadata; etcd clients get etcd's at-least-once behaviour.
+
+use std::pin::Pin;
+
+use tenure_kv::{Command, Proposal, RangeRequest, Response};
+use tenure_replica::{Answer, ClientError, Consistency};
+use tonic::{Request, Status};
+
+use crate::convert::{self, HeaderContext};
+use crate::error::ServerError;
+use crate::pb::etcdserverpb as pb;
+use crate::runtime::{RuntimeHandle, SubmitError};
+
+/// The version `Maintenance/Status` reports: etcd's API level, marked as tenure.
+pub const VERSION: &str = "3.4.23-tenure";
+
+/// One member as `MemberList` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs, where known (see [`ClusterInfo`]).
+    pub client_urls: Vec<String>,
+}
+
+/// What a member knows about its cluster.
+///
+/// Client URLs: `tenure dev` knows every member's; `tenure serve` knows only its own
+/// `--advertise-client-urls` (members do not yet publish theirs through the log, as etcd
+/// does), so other members show none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// Every member, sorted by name.
+    pub members: Vec<MemberInfo>,
+}
+
+/// The services of one member, all over one [`RuntimeHandle`].
+#[derive(Clone)]
+pub struct Services {
+    runtime: RuntimeHandle,
+    cluster: std::sync::Arc<ClusterInfo>,
+}
+
+impl Services {
+    /// Services for the member `cluster.member_id`.
+    pub fn new(runtime: RuntimeHandle, cluster: ClusterInfo) -> Services {
+        Services { runtime, cluster: std::sync::Arc::new(cluster) }
+    }
+
+    /// A tonic router serving every service.
+    pub fn router(self, request_bytes_max: usize) -> tonic::transport::server::Router {
+        // Leave room for the protobuf framing around the largest proposal the store accepts;
+        // the store itself answers "etcdserver: request is too large" past its limit.
+        let decode_max = request_bytes_max + 64 * 1024;
+        tonic::transport::Server::builder()
+            .add_service(
+                pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
+            )
+            .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
+            .add_service(pb::maintenance_server::MaintenanceServer::new(self))
+    }
+
+    fn ctx(&self) -> HeaderContext {
+        HeaderContext {
+            cluster_id: self.cluster.cluster_id,
+            member_id: self.cluster.member_id,
+            raft_term: self.runtime.status().term,
+        }
+    }
+
+    async fn write<T>(&self, request: &Request<T>, command: Command) -> Result<Response, Status> {
+        let proposal = match session(request)? {
+            Some((client_id, sequence)) => Proposal::with_session(command, client_id, sequence),
+            None => Proposal::new(command),
+        };
+        let rx = self.runtime.propose(proposal).map_err(submit_status)?;
+        match rx.await {
+            Ok(Ok(Answer::Write(r))) => Ok(r),
+            Ok(Ok(Answer::Read(_))) => Err(Status::internal("tenure: a write answered as a read")),
+            Ok(Err(e)) => Err(client_status(e)),
+            Err(_) => Err(ServerError::Stopped.into()),
+        }
+    }
+}
+
+/// Reads tenure's session metadata; both headers or neither.
+fn session<T>(request: &Request<T>) -> Result<Option<(u64, u64)>, Status> {
+    let md = request.metadata();
+    let get = |k: &str| -> Result<Option<u64>, Status> {
+        match md.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Some)
+                .ok_or_else(|| Status::invalid_argument(format!("tenure: bad {k} metadata"))),
+        }
+    };
+    match (get("x-tenure-client-id")?, get("x-tenure-sequence")?) {
+        (Some(c), Some(s)) => Ok(Some((c, s))),
+        (None, None) => Ok(None),
+        _ => Err(Status::invalid_argument(
+            "tenure: x-tenure-client-id and x-tenure-sequence go together",
+        )),
+    }
+}
+
+fn submit_status(e: SubmitError) -> Status {
+    match e {
+        SubmitError::Full => ServerError::TooManyRequests.into(),
+        SubmitError::Stopped => ServerError::Stopped.into(),
+    }
+}
+
+/// A request that failed without a state-machine answer, as etcd reports it.
+fn client_status(e: ClientError) -> Status {
+    let err = match e {
+        ClientError::NoLeader => ServerError::NoLeader,
+        ClientError::NotLeader { .. } => ServerError::NotLeader,
+        ClientError::LeaderChanged => ServerError::LeaderChanged,
+        ClientError::Timeout => ServerError::Timeout,
+        // The core refuses during a leadership transfer (retry: the leader is changing) or
+        // when too much is uncommitted (back off).
+        ClientError::Refused(why) if why.contains("transfer") => ServerError::LeaderChanged,
+        ClientError::Refused(_) => ServerError::TooManyRequests,
+        ClientError::Kv(e) => ServerError::Kv(e),
+        ClientError::Invalid(why) => return Status::invalid_argument(why),
+    };
+    err.into()
+}
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("tenure: unexpected response to {what}"))
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Services {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
+        let r = request.into_inner();
+        let consistency =
+            if r.serializable { Consistency::Serializable } else { Consistency::Linearizable };
+        let req: RangeRequest =
+            convert::range_request_from_pb(r).map_err(|e| Status::from(ServerError::from(e)))?;
+        let rx = self.runtime.read(req, consistency).map_err(submit_status)?;
+        match rx.await {
+            Ok(Ok(Answer::Read(r))) => {
+                Ok(tonic::Response::new(convert::range_response_to_pb(r, &self.ctx())))
+            }
+            Ok(Ok(Answer::Write(_))) => Err(unexpected("Range")),
+            Ok(Err(e)) => Err(client_status(e)),
+            Err(_) => Err(ServerError::Stopped.into()),
+        }
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutResponse>, Status> {
+        let cmd = Command::Put(convert::put_request_from_pb(request.get_ref().clone()));
+        match self.write(&request, cmd).await? {
+            Response::Put(r) => {
+                Ok(tonic::Response::new(convert::put_response_to_pb(r, &self.ctx())))
+            }
+            _ => Err(unexpected("Put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<tonic::Response<pb::DeleteRangeResponse>, Status> {
+        let cmd =
+            Command::DeleteRange(convert::delete_range_request_from_pb(request.get_ref().clone()));
+        match self.write(&request, cmd).await? {
+            Response::DeleteRange(r) => {
+                Ok(tonic::Response::new(convert::delete_range_response_to_pb(r, &self.ctx())))
+            }
+            _ => Err(unexpected("DeleteRange")),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<tonic::Response<pb::TxnResponse>, Status> {
+        let txn = convert::txn_request_from_pb(request.get_ref().clone())
+            .map_err(|e| Status::from(ServerError::from(e)))?;
+        match self.write(&request, Command::Txn(txn)).await? {
+            Response::Txn(r) => {
+                Ok(tonic::Response::new(convert::txn_response_to_pb(r, &self.ctx())))
+            }
+            _ => Err(unexpected("Txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<tonic::Response<pb::CompactionResponse>, Status> {
+        let cmd = Command::Compact(convert::compaction_request_from_pb(*request.get_ref()));
+        match self.write(&request, cmd).await? {
+            Response::Compact(r) => {
+                Ok(tonic::Response::new(convert::compaction_response_to_pb(r, &self.ctx())))
+            }
+            _ => Err(unexpected("Compact")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Services {
+    async fn member_add(
+        &self,
+        _: Request<pb::MemberAddRequest>,
+    ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
+        Err(ServerError::Unsupported("MemberAdd").into())
+    }
+
+    async fn member_remove(
+        &self,
+        _: Request<pb::MemberRemoveRequest>,
+    ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
+        Err(ServerError::Unsupported("MemberRemove").into())
+    }
+
+    async fn member_update(
+        &self,
+        _: Request<pb::MemberUpdateRequest>,
+    ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
+        Err(ServerError::Unsupported("MemberUpdate").into())
+    }
+
+    async fn member_list(
+        &self,
+        _: Request<pb::MemberListRequest>,
+    ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
+        let members = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: m.client_urls.clone(),
+                is_learner: false,
+            })
+            .collect();
+        let header = Some(self.ctx().header(self.runtime.status().revision));
+        Ok(tonic::Response::new(pb::MemberListResponse { header, members }))
+    }
+
+    async fn member_promote(
+        &self,
+        _: Request<pb::MemberPromoteRequest>,
+    ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
+        Err(ServerError::Unsupported("MemberPromote").into())
+    }
+}
+
+/// A stream that never yields; `Snapshot` is not served.
+type NoSnapshots = Pin<
+    Box<
+        dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::SnapshotResponse, Status>>
+            + Send
+            + 'static,
+    >,
+>;
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Services {
+    async fn alarm(
+        &self,
+        _: Request<pb::AlarmRequest>,
+    ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
+        let header = Some(self.ctx().header(self.runtime.status().revision));
+        Ok(tonic::Response::new(pb::AlarmResponse { header, alarms: Vec::new() }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<tonic::Response<pb::StatusResponse>, Status> {
+        let st = self.runtime.status();
+        if st.stopped {
+            return Err(ServerError::Stopped.into());
+        }
+        // The store is in memory; this is a rough estimate of what etcd's bbolt file would
+        // hold, not a measurement.
+        let db_size = i64::try_from(st.key_count).unwrap_or(i64::MAX).saturating_mul(256) + 16384;
+        Ok(tonic::Response::new(pb::StatusResponse {
+            header: Some(self.ctx().header(st.revision)),
+            version: VERSION.to_string(),
+            db_size,
+            leader: st.leader.unwrap_or(0),
+            raft_index: st.committed,
+            raft_term: st.term,
+            raft_applied_index: st.applied,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<pb::DefragmentRequest>,
+    ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
+        Err(ServerError::Unsupported("Defragment").into())
+    }
+
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<tonic::Response<pb::HashResponse>, Status> {
+        Err(ServerError::Unsupported("Hash").into())
+    }
+
+    async fn hash_kv(
+        &self,
+        _: Request<pb::HashKvRequest>,
+    ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
+        Err(ServerError::Unsupported("HashKV").into())
+    }
+
+    type SnapshotStream = NoSnapshots;
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        Err(ServerError::Unsupported("Snapshot").into())
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<pb::MoveLeaderRequest>,
+    ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
+        Err(ServerError::Unsupported("MoveLeader").into())
+    }
+}

@@ -1,0 +1,410 @@
+//! The replica runtime: one OS thread owns a [`Replica`] and drives it from a bounded queue of
+//! [`Input`]s; a second thread runs the fsyncs.
+//!
+//! ```text
+//!   gRPC tasks ──Propose/Read (+oneshot)──┐
+//!   transport  ──Peer(msg)────────────────┤
+//!   ticker     ──Tick every tick_interval─┼──> bounded queue ──> replica thread
+//!   sync thread──Synced(FinishedSync)─────┘                        │  poll()
+//!                                                                  ├─ messages ──> Outbox (transport)
+//!                                                                  ├─ completions ──> oneshot by RequestId
+//!                                                                  └─ SyncTicket ──> sync thread (fsync)
+//! ```
+//!
+//! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
+//! [`SyncTicket`] to the sync thread, so the leader's fsync overlaps replication and readies
+//! that arrive meanwhile join the next sync (group commit). All queued inputs are drained
+//! before each `poll`, so one poll serves a batch.
+//!
+//! Nothing async ever blocks on the queue: clients and the transport use `try_send`; a full
+//! queue is `TooManyRequests` for a client and a dropped message for a peer (Raft
+//! retransmits). Only the ticker and the sync thread block on a full queue.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tenure_kv::{Proposal, RangeRequest};
+use tenure_raft::{Message, NodeId, Role};
+use tenure_replica::{
+    Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaError, RequestId,
+};
+use tenure_storage::{FinishedSync, SyncTicket};
+use tokio::sync::oneshot;
+
+/// Inputs the replica thread accepts at most this many of before it stops taking more.
+pub const INPUT_QUEUE_MAX: usize = 4096;
+
+/// Inputs handled before each poll at most, so a flood cannot starve the output.
+const INPUTS_PER_POLL_MAX: usize = 1024;
+
+/// Where a client's answer goes.
+pub type Reply = oneshot::Sender<Result<Answer, ClientError>>;
+
+/// Something for the replica thread to do.
+pub enum Input {
+    /// A client's write.
+    Propose {
+        /// The command.
+        proposal: Proposal,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// A client's read.
+    Read {
+        /// What to read.
+        request: RangeRequest,
+        /// How.
+        consistency: Consistency,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// A message from a peer.
+    Peer(Message),
+    /// One clock tick.
+    Tick,
+    /// The sync thread finished a sync.
+    Synced(FinishedSync),
+    /// Finish the sync in flight, make everything written durable, and exit.
+    Shutdown,
+}
+
+/// Where the replica's outgoing messages go (the peer transport, or a test's network).
+pub trait Outbox: Send + 'static {
+    /// Sends `messages` (best effort: Raft retransmits whatever is lost).
+    fn send(&mut self, messages: Vec<Message>);
+}
+
+/// What the replica thread publishes after every loop turn, for response headers and
+/// `Maintenance/Status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// The last log index.
+    pub last_index: u64,
+    /// The commit index.
+    pub committed: u64,
+    /// The applied index.
+    pub applied: u64,
+    /// The store's revision.
+    pub revision: i64,
+    /// Keys in the store (for a rough size estimate).
+    pub key_count: usize,
+    /// Whether the replica thread has stopped (shutdown or a fatal error).
+    pub stopped: bool,
+}
+
+/// Why a request could not be handed to the replica thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The input queue is full.
+    #[error("input queue full")]
+    Full,
+    /// The replica thread has stopped.
+    #[error("replica stopped")]
+    Stopped,
+}
+
+/// A cheap, cloneable handle for talking to a running replica.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    tx: SyncSender<Input>,
+    status: Arc<Mutex<NodeStatus>>,
+}
+
+impl RuntimeHandle {
+    /// Queues a write; the answer arrives on the returned receiver (a dropped sender means the
+    /// replica stopped).
+    pub fn propose(
+        &self,
+        proposal: Proposal,
+    ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Propose { proposal, reply })?;
+        Ok(rx)
+    }
+
+    /// Queues a read.
+    pub fn read(
+        &self,
+        request: RangeRequest,
+        consistency: Consistency,
+    ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Read { request, consistency, reply })?;
+        Ok(rx)
+    }
+
+    /// Hands a peer's message to the replica; dropped if the queue is full.
+    pub fn step(&self, message: Message) -> Result<(), SubmitError> {
+        self.submit(Input::Peer(message))
+    }
+
+    /// The status published after the last loop turn.
+    pub fn status(&self) -> NodeStatus {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit(&self, input: Input) -> Result<(), SubmitError> {
+        self.tx.try_send(input).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::Full,
+            TrySendError::Disconnected(_) => SubmitError::Stopped,
+        })
+    }
+}
+
+/// A running replica: its threads and a handle to them.
+pub struct Runtime {
+    handle: RuntimeHandle,
+    thread: Option<JoinHandle<Result<(), ReplicaError>>>,
+}
+
+impl Runtime {
+    /// Starts the replica thread, its sync thread and its ticker. `name` labels log lines;
+    /// `tick_interval` is the Raft tick (etcd's heartbeat interval).
+    pub fn start(
+        name: String,
+        replica: Replica,
+        outbox: Box<dyn Outbox>,
+        tick_interval: Duration,
+    ) -> std::io::Result<Runtime> {
+        let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
+
+        let synced_tx = tx.clone();
+        std::thread::Builder::new().name(format!("{name}-sync")).spawn(move || {
+            // One ticket at a time: the replica starts the next sync only after this one is
+            // handed back. Ends when the replica thread drops its sender.
+            for ticket in sync_rx {
+                if synced_tx.send(Input::Synced(ticket.wait())).is_err() {
+                    return;
+                }
+            }
+        })?;
+
+        let tick_tx = tx.clone();
+        std::thread::Builder::new().name(format!("{name}-tick")).spawn(move || {
+            // Ends when the replica thread is gone and the send fails.
+            loop {
+                std::thread::sleep(tick_interval);
+                if tick_tx.send(Input::Tick).is_err() {
+                    return;
+                }
+            }
+        })?;
+
+        let mut worker = Worker {
+            name: name.clone(),
+            replica,
+            outbox,
+            sync_tx,
+            rx,
+            status: Arc::clone(&status),
+            replies: BTreeMap::new(),
+            next_request: 1,
+            start: Instant::now(),
+            last: None,
+        };
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let result = worker.run();
+            if let Err(e) = &result {
+                tracing::error!("{}: replica stopped: {e}", worker.name);
+            }
+            worker.status.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
+            result
+        })?;
+        Ok(Runtime { handle: RuntimeHandle { tx, status }, thread: Some(thread) })
+    }
+
+    /// A handle for clients and the transport.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Asks the replica thread to make what it wrote durable and exit, and waits for it.
+    pub fn shutdown(mut self) -> Result<(), ReplicaError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), ReplicaError> {
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        // A blocking send: shutdown waits its turn behind queued inputs.
+        let _ = self.handle.tx.send(Input::Shutdown);
+        thread.join().unwrap_or_else(|_| panic!("replica thread panicked"))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The state the replica thread owns.
+struct Worker {
+    name: String,
+    replica: Replica,
+    outbox: Box<dyn Outbox>,
+    sync_tx: mpsc::Sender<SyncTicket>,
+    rx: Receiver<Input>,
+    status: Arc<Mutex<NodeStatus>>,
+    /// Clients waiting, by the request id the runtime gave them.
+    replies: BTreeMap<RequestId, Reply>,
+    /// Invariant: greater than every id in `replies`.
+    next_request: u64,
+    start: Instant,
+    /// Role, term and leader last logged.
+    last: Option<(Role, u64, Option<NodeId>)>,
+}
+
+/// Whether the loop goes on after an input.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Worker {
+    fn run(&mut self) -> Result<(), ReplicaError> {
+        self.publish();
+        loop {
+            let Ok(first) = self.rx.recv() else { return self.drain_for_exit() };
+            let mut out = Output::default();
+            let mut flow = self.handle(first, &mut out)?;
+            let mut handled = 1;
+            while flow == Flow::Continue && handled < INPUTS_PER_POLL_MAX {
+                let Ok(next) = self.rx.try_recv() else { break };
+                flow = self.handle(next, &mut out)?;
+                handled += 1;
+            }
+            loop {
+                let (worked, ticket) = self.replica.poll(&mut out)?;
+                if let Some(t) = ticket {
+                    self.begin_sync(t);
+                }
+                if !worked {
+                    break;
+                }
+            }
+            self.dispatch(out);
+            self.publish();
+            if flow == Flow::Stop {
+                return self.drain_for_exit();
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input, out: &mut Output) -> Result<Flow, ReplicaError> {
+        match input {
+            Input::Propose { proposal, reply } => {
+                let id = self.register(reply);
+                self.replica.propose(id, &proposal, out);
+            }
+            Input::Read { request, consistency, reply } => {
+                let id = self.register(reply);
+                self.replica.read(id, request, consistency, out);
+            }
+            Input::Peer(m) => self.replica.step(m),
+            Input::Tick => {
+                let now_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.replica.tick(now_ms, out);
+            }
+            Input::Synced(done) => {
+                if let Some(t) = self.replica.finish_sync(done, out)? {
+                    self.begin_sync(t);
+                }
+            }
+            Input::Shutdown => return Ok(Flow::Stop),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn register(&mut self, reply: Reply) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.replies.insert(id, reply);
+        id
+    }
+
+    fn begin_sync(&mut self, ticket: SyncTicket) {
+        // The sync thread lives as long as this sender; a failed send means it is gone, which
+        // only happens on exit.
+        let _ = self.sync_tx.send(ticket);
+    }
+
+    fn dispatch(&mut self, out: Output) {
+        if !out.messages.is_empty() {
+            self.outbox.send(out.messages);
+        }
+        for Completion { id, result, .. } in out.completions {
+            if let Some(reply) = self.replies.remove(&id) {
+                // The client may have given up; that is fine.
+                let _ = reply.send(result);
+            }
+        }
+        for ss in out.changes {
+            self.log_change(ss.role, ss.term.0, ss.leader);
+        }
+    }
+
+    fn log_change(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
+        let was_leader = self.last.is_some_and(|(r, _, _)| r == Role::Leader);
+        let is_leader = role == Role::Leader;
+        if is_leader && self.last != Some((role, term, leader)) {
+            tracing::info!("{} became leader at term {term}", self.name);
+        } else if was_leader && !is_leader {
+            tracing::info!("{} stepped down at term {term}", self.name);
+        }
+        self.last = Some((role, term, leader));
+    }
+
+    fn publish(&self) {
+        let st = self.replica.node().status();
+        let kv = self.replica.kv();
+        let status = NodeStatus {
+            term: st.soft.term.0,
+            leader: st.soft.leader.map(|n| n.0),
+            is_leader: st.soft.role == Role::Leader,
+            last_index: st.last.index.0,
+            committed: st.committed.0,
+            applied: st.applied.0,
+            revision: kv.revision(),
+            key_count: kv.key_count(),
+            stopped: false,
+        };
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// On the way out: waits for the sync in flight, then writes and syncs whatever is left
+    /// inline. Clients still waiting get no answer (their senders drop: "server stopped").
+    fn drain_for_exit(&mut self) -> Result<(), ReplicaError> {
+        let mut out = Output::default();
+        while self.replica.sync_in_flight() {
+            match self.rx.recv() {
+                Ok(Input::Synced(done)) => {
+                    if let Some(t) = self.replica.finish_sync(done, &mut out)? {
+                        let mut next = Some(t);
+                        while let Some(t) = next {
+                            next = self.replica.finish_sync(t.wait(), &mut out)?;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.replica.run_until_idle(&mut out)?;
+        self.dispatch(out);
+        self.replies.clear();
+        tracing::info!("{} stopped", self.name);
+        Ok(())
+    }
+}

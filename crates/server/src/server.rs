@@ -1,0 +1,163 @@
+//! One running member: storage, the replica runtime, the peer transport and the gRPC
+//! services, started from a [`ServeConfig`] and stopped gracefully.
+//!
+//! Start order matters for clear errors: every listener is bound first (a port in use is a
+//! one-line error before anything touches the disk), then the data directory is opened
+//! (bootstrapped with `--initial-cluster` when new), then the threads and tasks start.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tenure_raft::{Membership, NodeId};
+use tenure_replica::{Replica, ReplicaConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cli::{ServeConfig, Url};
+use crate::grpc::{ClusterInfo, MemberInfo, Services};
+use crate::runtime::{Runtime, RuntimeHandle};
+use crate::transport::{self, PeerSender};
+use crate::wire::FrameCodec;
+
+/// A member serving clients and peers until [`Member::shutdown`].
+pub struct Member {
+    name: String,
+    runtime: Option<Runtime>,
+    tasks: Vec<JoinHandle<()>>,
+    stop_clients: watch::Sender<bool>,
+}
+
+async fn bind(url: &Url, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(url.authority())
+        .await
+        .with_context(|| format!("cannot listen for {what} on {url}"))
+}
+
+impl Member {
+    /// Binds, opens storage and starts serving. `client_urls` supplies the client URLs of
+    /// other members for `MemberList`, where the caller knows them (`tenure dev` does).
+    pub async fn start(
+        cfg: &ServeConfig,
+        client_urls: &BTreeMap<u64, Vec<String>>,
+    ) -> anyhow::Result<Member> {
+        let mut peer_listeners = Vec::new();
+        for url in &cfg.listen_peer_urls {
+            peer_listeners.push(bind(url, "peers").await?);
+        }
+        let mut client_listeners = Vec::new();
+        for url in &cfg.listen_client_urls {
+            client_listeners.push(bind(url, "clients").await?);
+        }
+
+        let replica = open_replica(cfg)?;
+        let request_bytes_max = replica.kv().config().request_bytes_max;
+
+        let codec = FrameCodec::new(cfg.cluster_id, cfg.member_id);
+        let peers: Vec<(u64, String)> = cfg
+            .members
+            .iter()
+            .filter(|m| m.id != cfg.member_id)
+            .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.authority())))
+            .collect();
+        let sender = PeerSender::start(codec, &peers);
+        let runtime =
+            Runtime::start(cfg.name.clone(), replica, Box::new(sender), cfg.tick_interval())
+                .context("cannot start the replica threads")?;
+        let handle = runtime.handle();
+
+        let mut tasks = Vec::new();
+        for l in peer_listeners {
+            tasks.push(tokio::spawn(transport::accept_loop(l, codec, handle.clone())));
+        }
+        let (stop_clients, stopped) = watch::channel(false);
+        let services = Services::new(handle, cluster_info(cfg, client_urls));
+        for l in client_listeners {
+            let router = services.clone().router(request_bytes_max);
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            let mut stopped = stopped.clone();
+            let name = cfg.name.clone();
+            tasks.push(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!("{name}: client listener failed: {e}");
+                }
+            }));
+        }
+        Ok(Member { name: cfg.name.clone(), runtime: Some(runtime), tasks, stop_clients })
+    }
+
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A handle to the member's replica.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.runtime.as_ref().expect("running until shutdown").handle()
+    }
+
+    /// Stops serving clients and peers, makes everything written durable and stops the
+    /// replica.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop_clients.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(runtime) = self.runtime.take() {
+            tokio::task::spawn_blocking(move || runtime.shutdown())
+                .await
+                .context("replica shutdown task failed")?
+                .context("replica stopped with an error")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens (or bootstraps) the member's storage and replica.
+fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let mut rc = ReplicaConfig::new(NodeId(cfg.member_id));
+    rc.raft.election_ticks = cfg.election_ticks();
+    rc.raft.heartbeat_ticks = 1;
+    // Ticks are heartbeat intervals: a request waits at most about one election timeout
+    // times five before it times out (etcd waits a fixed 5 s plus the election timeout).
+    rc.request_timeout_ticks = u64::from(cfg.election_ticks()) * 5;
+    let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
+    Replica::open(rc, Arc::new(tenure_storage::RealDisk), &cfg.data_dir, membership)
+        .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))
+}
+
+fn cluster_info(cfg: &ServeConfig, client_urls: &BTreeMap<u64, Vec<String>>) -> ClusterInfo {
+    let members = cfg
+        .members
+        .iter()
+        .map(|m| {
+            let client = if m.id == cfg.member_id {
+                cfg.advertise_client_urls.iter().map(Url::to_string).collect()
+            } else {
+                client_urls.get(&m.id).cloned().unwrap_or_default()
+            };
+            MemberInfo {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.iter().map(Url::to_string).collect(),
+                client_urls: client,
+            }
+        })
+        .collect();
+    ClusterInfo { cluster_id: cfg.cluster_id, member_id: cfg.member_id, members }
+}

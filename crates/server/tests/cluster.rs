@@ -1,0 +1,331 @@
+//! End-to-end tests of a real three-member cluster in one process: each member has its own
+//! data directory, replica thread, sync thread, TCP peer transport and gRPC listener on free
+//! loopback ports. Clients are the generated tonic stubs and, where installed, etcdctl.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tenure_server::cli::ServeConfig;
+use tenure_server::dev::{self, Timing};
+use tenure_server::pb::etcdserverpb as pb;
+use tenure_server::server::Member;
+use tonic::transport::Channel;
+
+/// Short timeouts so elections take well under a second; the tests only wait on outcomes,
+/// never assert on timings.
+const TIMING: Timing = Timing { heartbeat_ms: 50, election_ms: 500 };
+
+/// How long anything may take before the test fails (generous: machines are shared).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Three (client, peer) port pairs that were free a moment ago.
+fn free_ports() -> Vec<(u16, u16)> {
+    // Hold every listener until all are chosen so no port is picked twice.
+    let listeners: Vec<std::net::TcpListener> =
+        (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+    ports.chunks(2).map(|c| (c[0], c[1])).collect()
+}
+
+struct Cluster {
+    configs: Vec<ServeConfig>,
+    members: Vec<Option<Member>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let configs = dev::configs(&free_ports(), dir.path(), TIMING).expect("configs");
+        let members = dev::start(&configs).await.expect("cluster starts");
+        Cluster { configs, members: members.into_iter().map(Some).collect(), _dir: dir }
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        self.configs[i].advertise_client_urls[0].to_string()
+    }
+
+    async fn kv(&self, i: usize) -> pb::kv_client::KvClient<Channel> {
+        pb::kv_client::KvClient::connect(self.endpoint(i)).await.expect("connect")
+    }
+
+    /// Waits until a running member leads and every running member knows it; returns its
+    /// position.
+    async fn leader(&self) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let running: Vec<(usize, _)> = self
+                .members
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.as_ref().map(|m| (i, m.handle().status())))
+                .collect();
+            let leaders: Vec<usize> =
+                running.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
+            if let [l] = leaders[..] {
+                let id = self.configs[l].member_id;
+                if running.iter().all(|(_, s)| s.leader == Some(id)) {
+                    return l;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader elected: {running:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(&mut self, i: usize) {
+        let m = self.members[i].take().expect("running");
+        m.shutdown().await.expect("clean shutdown");
+    }
+
+    async fn restart(&mut self, i: usize) {
+        assert!(self.members[i].is_none());
+        let urls = self
+            .configs
+            .iter()
+            .map(|c| (c.member_id, vec![c.advertise_client_urls[0].to_string()]))
+            .collect();
+        self.members[i] = Some(Member::start(&self.configs[i], &urls).await.expect("restart"));
+    }
+
+    async fn shutdown(mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].is_some() {
+                self.stop(i).await;
+            }
+        }
+    }
+}
+
+fn put(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        ..Default::default()
+    }
+}
+
+fn get(key: &str, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        serializable,
+        ..Default::default()
+    }
+}
+
+/// The values a range returned, as strings.
+fn values(r: &pb::RangeResponse) -> Vec<String> {
+    r.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()).collect()
+}
+
+/// Retries a write until the cluster accepts it: right after an election a member may still
+/// answer "no leader" or "leader changed", which etcd clients retry too.
+async fn put_retrying(
+    kv: &mut pb::kv_client::KvClient<Channel>,
+    req: pb::PutRequest,
+) -> pb::PutResponse {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match kv.put(req.clone()).await {
+            Ok(r) => return r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("put failed: {s}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_member_are_read_linearizably_on_another() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+
+    // A put through a follower is forwarded to the leader and answered once applied.
+    let mut kv_f = cluster.kv(follower).await;
+    let r = put_retrying(&mut kv_f, put("greeting", "hello")).await;
+    let h = r.header.expect("header");
+    assert_eq!(h.cluster_id, cluster.configs[0].cluster_id);
+    assert_eq!(h.member_id, cluster.configs[follower].member_id);
+    assert!(h.revision >= 2, "{h:?}");
+    assert!(h.raft_term >= 1, "{h:?}");
+
+    // A linearizable read on the third member sees it at once.
+    let mut kv_o = cluster.kv(other).await;
+    let r = kv_o.range(get("greeting", false)).await.expect("range").into_inner();
+    assert_eq!(values(&r), ["hello"]);
+    assert_eq!(r.header.expect("header").member_id, cluster.configs[other].member_id);
+
+    // Having served that read, the member's own state holds the write: serializable agrees.
+    let r = kv_o.range(get("greeting", true)).await.expect("serializable range").into_inner();
+    assert_eq!(values(&r), ["hello"]);
+
+    // A txn: compare the value, then put on success.
+    let txn = pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Value as i32,
+            key: Bytes::from_static(b"greeting"),
+            target_union: Some(pb::compare::TargetUnion::Value(Bytes::from_static(b"hello"))),
+            range_end: Bytes::new(),
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(put("answer", "42"))),
+        }],
+        failure: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(put("answer", "wrong"))),
+        }],
+    };
+    let mut kv_l = cluster.kv(leader).await;
+    let r = kv_l.txn(txn).await.expect("txn").into_inner();
+    assert!(r.succeeded);
+    let r = kv_f.range(get("answer", false)).await.expect("range").into_inner();
+    assert_eq!(values(&r), ["42"]);
+
+    // A delete, seen by a linearizable read elsewhere.
+    let del = pb::DeleteRangeRequest {
+        key: Bytes::from_static(b"greeting"),
+        prev_kv: true,
+        ..Default::default()
+    };
+    let r = kv_o.delete_range(del).await.expect("delete").into_inner();
+    assert_eq!(r.deleted, 1);
+    assert_eq!(r.prev_kvs.len(), 1);
+    let r = kv_f.range(get("greeting", false)).await.expect("range").into_inner();
+    assert!(r.kvs.is_empty(), "{r:?}");
+
+    // Maintenance and cluster views agree on who leads.
+    let mut m = pb::maintenance_client::MaintenanceClient::connect(cluster.endpoint(other))
+        .await
+        .expect("connect");
+    let s = m.status(pb::StatusRequest {}).await.expect("status").into_inner();
+    assert_eq!(s.leader, cluster.configs[leader].member_id);
+    assert!(s.version.starts_with("3.4.23"), "{}", s.version);
+    assert!(s.raft_applied_index >= 4, "{s:?}");
+    let a = m.alarm(pb::AlarmRequest::default()).await.expect("alarm").into_inner();
+    assert!(a.alarms.is_empty());
+    let mut c =
+        pb::cluster_client::ClusterClient::connect(cluster.endpoint(other)).await.expect("connect");
+    let l = c.member_list(pb::MemberListRequest::default()).await.expect("list").into_inner();
+    let names: Vec<&str> = l.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    assert!(l.members.iter().all(|m| m.client_ur_ls.len() == 1));
+
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
+    let mut cluster = Cluster::start().await;
+    let old = cluster.leader().await;
+    let mut kv = cluster.kv(old).await;
+    put_retrying(&mut kv, put("before", "1")).await;
+
+    cluster.stop(old).await;
+    let new = cluster.leader().await;
+    assert_ne!(new, old);
+    let mut kv = cluster.kv(new).await;
+    put_retrying(&mut kv, put("after", "2")).await;
+
+    cluster.restart(old).await;
+    // The restarted member recovered its log from disk and learns the new write: a
+    // linearizable read through it returns both keys.
+    let deadline = Instant::now() + PATIENCE;
+    let mut kv = cluster.kv(old).await;
+    loop {
+        let range = pb::RangeRequest {
+            key: Bytes::from_static(b"a"),
+            range_end: Bytes::from_static(b"c"),
+            ..Default::default()
+        };
+        match kv.range(range).await {
+            Ok(r) => {
+                assert_eq!(values(&r.into_inner()), ["2", "1"]);
+                break;
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("read on the restarted member failed: {s}"),
+        }
+    }
+    cluster.shutdown().await;
+}
+
+/// Runs etcdctl 3.4 (API v3) with `args`; `None` if it is not installed.
+fn etcdctl(endpoints: &str, args: &[&str]) -> Option<std::process::Output> {
+    let bin = Path::new("/usr/bin/etcdctl");
+    let bin = if bin.exists() { bin.to_path_buf() } else { which("etcdctl")? };
+    let out = std::process::Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("runs etcdctl");
+    Some(out)
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_the_cluster() {
+    if etcdctl("127.0.0.1:1", &["version"]).is_none() {
+        eprintln!("note: etcdctl is not installed; skipping the etcdctl test");
+        return;
+    }
+    let cluster = Cluster::start().await;
+    cluster.leader().await;
+    let endpoints = dev::endpoints(&cluster.configs);
+    let one = cluster.configs[2].advertise_client_urls[0].authority();
+    let eps = endpoints.clone();
+    // etcdctl blocks; run it off the runtime's workers, which serve the cluster.
+    let run = move |args: Vec<&'static str>, eps: String| {
+        tokio::task::spawn_blocking(move || etcdctl(&eps, &args).expect("etcdctl present"))
+    };
+
+    let o = run(vec!["put", "hello", "world"], eps.clone()).await.expect("join");
+    assert_eq!(ok(&o).trim(), "OK");
+    let o = run(vec!["get", "hello"], one.clone()).await.expect("join");
+    assert_eq!(ok(&o), "hello\nworld\n");
+    let o = run(vec!["get", "hello", "--consistency=s", "-w", "json"], one.clone())
+        .await
+        .expect("join");
+    assert!(ok(&o).contains("\"count\":1"), "{}", ok(&o));
+    let o = run(vec!["del", "hello"], eps.clone()).await.expect("join");
+    assert_eq!(ok(&o).trim(), "1");
+    let o = run(vec!["get", "hello"], one.clone()).await.expect("join");
+    assert_eq!(ok(&o), "");
+
+    let o = run(vec!["member", "list"], eps.clone()).await.expect("join");
+    let list = ok(&o);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    for c in &cluster.configs {
+        let line = list.lines().find(|l| l.contains(&format!(", {}, ", c.name))).expect("member");
+        assert!(line.contains("started"), "{line}");
+        assert!(line.contains(&c.advertise_client_urls[0].to_string()), "{line}");
+    }
+
+    let o = run(vec!["endpoint", "status"], eps.clone()).await.expect("join");
+    let status = ok(&o);
+    assert_eq!(status.lines().count(), 3, "{status}");
+    // Exactly one member says it leads.
+    assert_eq!(status.lines().filter(|l| l.contains(", true, false, ")).count(), 1, "{status}");
+    assert!(status.contains("3.4.23-tenure"), "{status}");
+
+    cluster.shutdown().await;
+}
