@@ -65,6 +65,10 @@ pub struct Profile {
     pub append_bytes_max: u64,
     /// Appends in flight per follower.
     pub inflight_appends_max: usize,
+    /// Serve reads from a lease (with a drift bound covering the profile's drift) instead of
+    /// a heartbeat round. Never combined with pauses: a paused leader's clock stops, which no
+    /// drift bound covers (the lease's documented assumption).
+    pub lease_reads: bool,
     /// Number of clients.
     pub clients: u64,
     /// Number of keys the clients share.
@@ -84,7 +88,7 @@ impl Profile {
             let v = r.pick(options);
             (v > 0).then_some(v)
         };
-        Profile {
+        let mut p = Profile {
             nodes,
             drop: r.pick(&[0.0, 0.0, 0.01, 0.05, 0.2]),
             duplicate: r.pick(&[0.0, 0.01, 0.05]),
@@ -96,11 +100,14 @@ impl Profile {
             sync_ms_max: r.pick(&[0, 0, 2, 10, 40]),
             append_bytes_max: r.pick(&[1 << 20, 1 << 20, 64]),
             inflight_appends_max: r.pick(&[256, 256, 2]),
+            lease_reads: false,
             clients: r.range(2, 6),
             keys: r.range(1, 4),
             safety_ms: 2_000,
             liveness_ms: 6_000,
-        }
+        };
+        p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
+        p
     }
 
     /// No faults at all (for scripted scenarios that inject their own).
@@ -117,6 +124,7 @@ impl Profile {
             sync_ms_max: 0,
             append_bytes_max: 1 << 20,
             inflight_appends_max: 256,
+            lease_reads: false,
             clients: 0,
             keys: 1,
             safety_ms: 0,
@@ -326,6 +334,10 @@ impl World {
         cfg.raft.append_bytes_max = self.profile.append_bytes_max;
         cfg.raft.inflight_appends_max = self.profile.inflight_appends_max;
         cfg.raft.inflight_bytes_max = cfg.raft.inflight_bytes_max.max(cfg.raft.append_bytes_max);
+        if self.profile.lease_reads {
+            // Drift of up to 10% over an election timeout of 10 ticks is one tick; allow two.
+            cfg.raft.read_mode = tenure_raft::ReadMode::Lease { clock_drift_ticks: 2 };
+        }
         (self.configure)(&mut cfg);
         let disk: Arc<dyn tenure_storage::Disk> = Arc::new(node.disk.clone());
         match Replica::open(cfg, disk, Path::new("/data"), membership(n)) {
