@@ -63,17 +63,23 @@ impl Services {
         Services { runtime, cluster: std::sync::Arc::new(cluster) }
     }
 
-    /// A tonic router serving every service.
+    /// A router serving every gRPC service and, on the same port over HTTP/1.1 or HTTP/2,
+    /// etcd's `/health` and `/version` endpoints.
     pub fn router(self, request_bytes_max: usize) -> tonic::transport::server::Router {
         // Leave room for the protobuf framing around the largest proposal the store accepts;
         // the store itself answers "etcdserver: request is too large" past its limit.
         let decode_max = request_bytes_max + 64 * 1024;
-        tonic::transport::Server::builder()
-            .add_service(
-                pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
-            )
-            .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
-            .add_service(pb::maintenance_server::MaintenanceServer::new(self))
+        let runtime = self.runtime.clone();
+        let grpc = tonic::service::Routes::new(
+            pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
+        )
+        .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
+        .add_service(pb::maintenance_server::MaintenanceServer::new(self));
+        let http = axum::Router::new()
+            .route("/health", axum::routing::get(move || health(runtime.clone())))
+            .route("/version", axum::routing::get(version));
+        let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
+        tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
     }
 
     fn ctx(&self) -> HeaderContext {
@@ -97,6 +103,29 @@ impl Services {
             Err(_) => Err(ServerError::Stopped.into()),
         }
     }
+}
+
+/// A JSON body with its content type.
+type JsonReply = (axum::http::StatusCode, [(axum::http::HeaderName, &'static str); 1], String);
+
+fn json(status: axum::http::StatusCode, body: String) -> JsonReply {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// etcd's `/health`: healthy when the member knows a leader (there are no alarms).
+async fn health(runtime: RuntimeHandle) -> JsonReply {
+    let st = runtime.status();
+    if st.leader.is_some() && !st.stopped {
+        json(axum::http::StatusCode::OK, r#"{"health":"true"}"#.to_string())
+    } else {
+        json(axum::http::StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#.to_string())
+    }
+}
+
+/// etcd's `/version`.
+async fn version() -> JsonReply {
+    let body = format!(r#"{{"etcdserver":"{VERSION}","etcdcluster":"3.4.0"}}"#);
+    json(axum::http::StatusCode::OK, body)
 }
 
 /// Reads tenure's session metadata; both headers or neither.

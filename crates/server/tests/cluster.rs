@@ -329,3 +329,68 @@ async fn etcdctl_works_against_the_cluster() {
 
     cluster.shutdown().await;
 }
+
+/// One HTTP/1.1 GET on a client port; returns the status line and the body.
+fn http_get(authority: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(authority).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    let status = reply.lines().next().unwrap_or_default().to_string();
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_version_are_served_over_http_on_the_client_port() {
+    let mut cluster = Cluster::start().await;
+    cluster.leader().await;
+    let authority = cluster.configs[0].advertise_client_urls[0].authority();
+    let a = authority.clone();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(&a, "/health")).await.unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, r#"{"health":"true"}"#);
+    let a = authority.clone();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(&a, "/version")).await.unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains(r#""etcdserver":"3.4.23-tenure""#), "{body}");
+
+    // A member alone knows no leader: unhealthy.
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let a = authority.clone();
+        let (status, body) =
+            tokio::task::spawn_blocking(move || http_get(&a, "/health")).await.unwrap();
+        if status.contains("503") {
+            assert_eq!(body, r#"{"health":"false"}"#);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still healthy without a quorum: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_a_one_line_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = free_ports();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", ports[1].0)).expect("bind");
+    let configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
+    let err = match dev::start(&configs).await {
+        Ok(_) => panic!("started on a port in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    let want = format!("cannot listen for clients on http://127.0.0.1:{}", ports[1].0);
+    assert!(err.contains("cannot start member n2") && err.contains(&want), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    drop(taken);
+}
