@@ -167,7 +167,8 @@ impl Progress {
             self.next_index = index.next();
         }
         self.inflights.free_to(index);
-        if self.state == ProgressState::Probe && (moved || index == self.match_index) {
+        // Any success answers the probe: the logs match through the match index.
+        if self.state == ProgressState::Probe {
             self.become_replicate();
         }
         self.check();
