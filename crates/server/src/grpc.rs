@@ -55,20 +55,25 @@ pub struct ClusterInfo {
 pub struct Services {
     runtime: RuntimeHandle,
     cluster: std::sync::Arc<ClusterInfo>,
+    /// Largest encoded write request accepted (etcd's `--max-request-bytes`).
+    request_bytes_max: usize,
 }
 
+/// What gRPC may receive beyond the largest request, as etcd allows (`grpcOverheadBytes`);
+/// bigger messages are refused by gRPC itself before they are decoded.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 impl Services {
-    /// Services for the member `cluster.member_id`.
-    pub fn new(runtime: RuntimeHandle, cluster: ClusterInfo) -> Services {
-        Services { runtime, cluster: std::sync::Arc::new(cluster) }
+    /// Services for the member `cluster.member_id`, refusing writes whose encoding exceeds
+    /// `request_bytes_max` with etcd's "request is too large".
+    pub fn new(runtime: RuntimeHandle, cluster: ClusterInfo, request_bytes_max: usize) -> Services {
+        Services { runtime, cluster: std::sync::Arc::new(cluster), request_bytes_max }
     }
 
     /// A router serving every gRPC service and, on the same port over HTTP/1.1 or HTTP/2,
     /// etcd's `/health` and `/version` endpoints.
-    pub fn router(self, request_bytes_max: usize) -> tonic::transport::server::Router {
-        // Leave room for the protobuf framing around the largest proposal the store accepts;
-        // the store itself answers "etcdserver: request is too large" past its limit.
-        let decode_max = request_bytes_max + 64 * 1024;
+    pub fn router(self) -> tonic::transport::server::Router {
+        let decode_max = self.request_bytes_max + GRPC_OVERHEAD_BYTES;
         let runtime = self.runtime.clone();
         let grpc = tonic::service::Routes::new(
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
@@ -90,7 +95,15 @@ impl Services {
         }
     }
 
-    async fn write<T>(&self, request: &Request<T>, command: Command) -> Result<Response, Status> {
+    async fn write<T: prost::Message>(
+        &self,
+        request: &Request<T>,
+        command: Command,
+    ) -> Result<Response, Status> {
+        // etcd measures the marshalled request against --max-request-bytes before proposing.
+        if request.get_ref().encoded_len() > self.request_bytes_max {
+            return Err(ServerError::RequestTooLarge.into());
+        }
         let proposal = match session(request)? {
             Some((client_id, sequence)) => Proposal::with_session(command, client_id, sequence),
             None => Proposal::new(command),

@@ -72,9 +72,9 @@ impl Member {
             tasks.push(tokio::spawn(transport::accept_loop(l, codec, handle.clone())));
         }
         let (stop_clients, stopped) = watch::channel(false);
-        let services = Services::new(handle, cluster_info(cfg, client_urls));
+        let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max);
         for l in client_listeners {
-            let router = services.clone().router(request_bytes_max);
+            let router = services.clone().router();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
             let mut stopped = stopped.clone();
             let name = cfg.name.clone();

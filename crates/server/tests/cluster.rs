@@ -379,6 +379,22 @@ async fn health_and_version_are_served_over_http_on_the_client_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_put_is_refused_with_etcds_message() {
+    let cluster = Cluster::start().await;
+    cluster.leader().await;
+    let mut kv = cluster.kv(0).await;
+    // Over etcd's default --max-request-bytes (1.5 MiB), within what gRPC accepts.
+    let big = "x".repeat(1536 * 1024 + 1);
+    let err = kv.put(put("big", &big)).await.expect_err("too large");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "etcdserver: request is too large");
+    // Nothing was written.
+    let r = kv.range(get("big", true)).await.expect("range").into_inner();
+    assert!(r.kvs.is_empty());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_in_use_is_a_one_line_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = free_ports();
