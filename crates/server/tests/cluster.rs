@@ -395,6 +395,28 @@ async fn an_oversized_put_is_refused_with_etcds_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_from_another_cluster_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let cfg = &cluster.configs[leader];
+    let stranger = tenure_server::wire::FrameCodec::new(cfg.cluster_id ^ 1, 42);
+    let mut frame = bytes::BytesMut::new();
+    stranger.encode_frame(0, &[], &mut frame).expect("encode");
+    let peer = cfg.initial_advertise_peer_urls[0].authority();
+    let mut s = tokio::net::TcpStream::connect(&peer).await.expect("connect");
+    s.write_all(&frame).await.expect("send");
+    // The member closes the connection instead of reading on.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, s.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // And the cluster carries on.
+    let mut kv = cluster.kv(leader).await;
+    put_retrying(&mut kv, put("still", "here")).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_in_use_is_a_one_line_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports = free_ports();
