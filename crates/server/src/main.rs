@@ -139,7 +139,15 @@ fn serve(cfg: ServeConfig) -> ExitCode {
         let member = Member::start(&cfg, &Default::default()).await?;
         let urls: Vec<String> = cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect();
         tracing::info!("{} serving clients on {}", cfg.name, urls.join(","));
-        shutdown_signal().await;
+        let replica = member.handle();
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            // The replica stopped by itself: its storage or state machine failed (logged).
+            _ = replica.exited() => {
+                member.shutdown().await?;
+                anyhow::bail!("the replica stopped; see the log above");
+            }
+        }
         tracing::info!("{} shutting down", cfg.name);
         member.shutdown().await
     });

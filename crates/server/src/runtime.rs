@@ -117,6 +117,8 @@ pub enum SubmitError {
 pub struct RuntimeHandle {
     tx: SyncSender<Input>,
     status: Arc<Mutex<NodeStatus>>,
+    /// Becomes `true` when the replica thread has exited.
+    exited: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RuntimeHandle {
@@ -145,6 +147,13 @@ impl RuntimeHandle {
     /// Hands a peer's message to the replica; dropped if the queue is full.
     pub fn step(&self, message: Message) -> Result<(), SubmitError> {
         self.submit(Input::Peer(message))
+    }
+
+    /// Resolves once the replica thread has exited (after a shutdown, or a storage or state
+    /// machine failure that stops the node).
+    pub async fn exited(&self) {
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(|e| *e).await;
     }
 
     /// The status published after the last loop turn.
@@ -176,6 +185,7 @@ impl Runtime {
         tick_interval: Duration,
     ) -> std::io::Result<Runtime> {
         let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
 
@@ -219,9 +229,10 @@ impl Runtime {
                 tracing::error!("{}: replica stopped: {e}", worker.name);
             }
             worker.status.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
+            let _ = exit_tx.send(true);
             result
         })?;
-        Ok(Runtime { handle: RuntimeHandle { tx, status }, thread: Some(thread) })
+        Ok(Runtime { handle: RuntimeHandle { tx, status, exited }, thread: Some(thread) })
     }
 
     /// A handle for clients and the transport.
@@ -493,5 +504,26 @@ mod tests {
             replica.run_until_idle(&mut out).expect("run");
         }
         panic!("acknowledged write lost after a crash");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_stops_the_replica_and_its_waiting_clients_hear_it() {
+        let disk = SimDisk::new(8);
+        let rt = start(&disk);
+        let h = rt.handle();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !h.status().is_leader {
+            assert!(std::time::Instant::now() < deadline, "no election: {:?}", h.status());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        disk.fail_next_syncs(1_000);
+        let w = h.propose(put("doomed", "x")).unwrap();
+        // A failed fsync is final: the thread exits and the caller's answer never comes.
+        tokio::time::timeout(std::time::Duration::from_secs(20), h.exited())
+            .await
+            .expect("the replica stops");
+        assert!(w.await.is_err(), "the waiting client sees the replica gone");
+        assert!(h.status().stopped);
+        assert!(rt.shutdown().is_err(), "shutdown reports the storage failure");
     }
 }
