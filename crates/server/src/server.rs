@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cli::{ServeConfig, Url};
+use crate::cli::{ClusterState, ServeConfig, Url};
 use crate::grpc::{ClusterInfo, MemberInfo, Services};
 use crate::runtime::{Runtime, RuntimeHandle};
 use crate::transport::{self, PeerSender};
@@ -128,6 +128,16 @@ impl Drop for Member {
 
 /// Opens (or bootstraps) the member's storage and replica.
 fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
+    let fresh = std::fs::read_dir(&cfg.data_dir).map_or(true, |mut d| d.next().is_none());
+    if fresh && cfg.initial_cluster_state == ClusterState::Existing {
+        // Joining needs a member add through the log, which tenure does not do yet; bootstrapping
+        // a fresh directory with someone else's membership would split the cluster.
+        anyhow::bail!(
+            "--initial-cluster-state=existing with an empty data dir {}: joining a running \
+             cluster is not supported yet",
+            cfg.data_dir.display()
+        );
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let mut rc = ReplicaConfig::new(NodeId(cfg.member_id));

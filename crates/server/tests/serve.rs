@@ -133,3 +133,23 @@ async fn three_serve_processes_form_a_cluster_and_recover_after_a_restart() {
         s.terminate();
     }
 }
+
+#[test]
+fn joining_an_existing_cluster_with_an_empty_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = Plan::new();
+    let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
+        .arg("--data-dir")
+        .arg(dir.path().join("s1"))
+        .args(["--listen-client-urls", &plan.clients[0]])
+        .args(["--advertise-client-urls", &plan.clients[0]])
+        .args(["--listen-peer-urls", &plan.peers[0]])
+        .args(["--initial-advertise-peer-urls", &plan.peers[0]])
+        .args(["--initial-cluster", &format!("s1={}", plan.peers[0])])
+        .output()
+        .expect("runs tenure serve");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("joining a running cluster is not supported yet"), "{err}");
+}
