@@ -1,5 +1,6 @@
 //! The etcd v3 gRPC services one member serves: `KV`, `Cluster/MemberList`,
 //! `Maintenance/Status` and `Maintenance/Alarm`. Everything else answers `Unimplemented`.
+//! Over HTTP on the same port: `/health`, `/version` and `/metrics`.
 //!
 //! Writes (`Put`, `DeleteRange`, `Txn`, `Compact`) become a [`Proposal`] and wait for the
 //! replica to apply it; a follower forwards the proposal to the leader and answers once it
@@ -75,6 +76,7 @@ impl Services {
     pub fn router(self) -> tonic::transport::server::Router {
         let decode_max = self.request_bytes_max + GRPC_OVERHEAD_BYTES;
         let runtime = self.runtime.clone();
+        let metrics_runtime = self.runtime.clone();
         let grpc = tonic::service::Routes::new(
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
@@ -82,7 +84,8 @@ impl Services {
         .add_service(pb::maintenance_server::MaintenanceServer::new(self));
         let http = axum::Router::new()
             .route("/health", axum::routing::get(move || health(runtime.clone())))
-            .route("/version", axum::routing::get(version));
+            .route("/version", axum::routing::get(version))
+            .route("/metrics", axum::routing::get(move || metrics(metrics_runtime.clone())));
         let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
         tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
     }
@@ -139,6 +142,18 @@ async fn health(runtime: RuntimeHandle) -> JsonReply {
 async fn version() -> JsonReply {
     let body = format!(r#"{{"etcdserver":"{VERSION}","etcdcluster":"3.4.0"}}"#);
     json(axum::http::StatusCode::OK, body)
+}
+
+/// This member's metrics in OpenMetrics text, which Prometheus scrapes.
+async fn metrics(
+    runtime: RuntimeHandle,
+) -> (axum::http::StatusCode, [(axum::http::HeaderName, &'static str); 1], String) {
+    let body = runtime.metrics().render();
+    (
+        axum::http::StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        body,
+    )
 }
 
 /// Reads tenure's session metadata; both headers or neither.

@@ -17,6 +17,7 @@
 //! | [`cli`] | the `tenure` command line: `serve` flags and their validation into [`cli::ServeConfig`], client subcommands |
 //! | [`client`] | `tenure put/get/del/member list/endpoint status` over gRPC, with etcdctl-style output |
 //! | [`demo`] | `tenure demo`: a simulated three-node cluster narrating an election, commits and a crash |
+//! | [`metrics`] | one member's Prometheus metrics, served on `/metrics` |
 //! | [`runtime`] | the replica thread, its sync thread and ticker, and [`runtime::RuntimeHandle`] |
 //! | [`transport`] | peer TCP connections carrying [`wire`] frames to and from the runtime |
 //! | [`grpc`] | the etcd services (`KV`, `Cluster/MemberList`, `Maintenance/Status`, `Alarm`) |
@@ -42,6 +43,7 @@ pub mod dev;
 pub mod error;
 pub mod grpc;
 pub mod ids;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod transport;

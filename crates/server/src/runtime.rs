@@ -34,6 +34,8 @@ use tenure_replica::{
 use tenure_storage::{FinishedSync, SyncTicket};
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
+
 /// Inputs the replica thread accepts at most this many of before it stops taking more.
 pub const INPUT_QUEUE_MAX: usize = 4096;
 
@@ -119,6 +121,7 @@ pub struct RuntimeHandle {
     status: Arc<Mutex<NodeStatus>>,
     /// Becomes `true` when the replica thread has exited.
     exited: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl RuntimeHandle {
@@ -156,6 +159,11 @@ impl RuntimeHandle {
         let _ = exited.wait_for(|e| *e).await;
     }
 
+    /// This member's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The status published after the last loop turn.
     pub fn status(&self) -> NodeStatus {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
@@ -184,17 +192,32 @@ impl Runtime {
         outbox: Box<dyn Outbox>,
         tick_interval: Duration,
     ) -> std::io::Result<Runtime> {
+        Runtime::start_with_metrics(name, replica, outbox, tick_interval, Arc::default())
+    }
+
+    /// [`Runtime::start`], recording into `metrics` (shared with the member's transport).
+    pub fn start_with_metrics(
+        name: String,
+        replica: Replica,
+        outbox: Box<dyn Outbox>,
+        tick_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Runtime> {
         let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
 
         let synced_tx = tx.clone();
+        let sync_metrics = Arc::clone(&metrics);
         std::thread::Builder::new().name(format!("{name}-sync")).spawn(move || {
             // One ticket at a time: the replica starts the next sync only after this one is
             // handed back. Ends when the replica thread drops its sender.
             for ticket in sync_rx {
-                if synced_tx.send(Input::Synced(ticket.wait())).is_err() {
+                let began = Instant::now();
+                let done = ticket.wait();
+                sync_metrics.fsync(began.elapsed());
+                if synced_tx.send(Input::Synced(done)).is_err() {
                     return;
                 }
             }
@@ -222,6 +245,7 @@ impl Runtime {
             next_request: 1,
             start: Instant::now(),
             last: None,
+            metrics: Arc::clone(&metrics),
         };
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let result = worker.run();
@@ -232,7 +256,7 @@ impl Runtime {
             let _ = exit_tx.send(true);
             result
         })?;
-        Ok(Runtime { handle: RuntimeHandle { tx, status, exited }, thread: Some(thread) })
+        Ok(Runtime { handle: RuntimeHandle { tx, status, exited, metrics }, thread: Some(thread) })
     }
 
     /// A handle for clients and the transport.
@@ -267,13 +291,15 @@ struct Worker {
     sync_tx: mpsc::Sender<SyncTicket>,
     rx: Receiver<Input>,
     status: Arc<Mutex<NodeStatus>>,
-    /// Clients waiting, by the request id the runtime gave them.
-    replies: BTreeMap<RequestId, Reply>,
+    /// Clients waiting, by the request id the runtime gave them, with whether each asked for
+    /// a write (for the proposal counters).
+    replies: BTreeMap<RequestId, (Reply, bool)>,
     /// Invariant: greater than every id in `replies`.
     next_request: u64,
     start: Instant,
     /// Role, term and leader last logged.
     last: Option<(Role, u64, Option<NodeId>)>,
+    metrics: Arc<Metrics>,
 }
 
 /// Whether the loop goes on after an input.
@@ -316,11 +342,11 @@ impl Worker {
     fn handle(&mut self, input: Input, out: &mut Output) -> Result<Flow, ReplicaError> {
         match input {
             Input::Propose { proposal, reply } => {
-                let id = self.register(reply);
+                let id = self.register(reply, true);
                 self.replica.propose(id, &proposal, out);
             }
             Input::Read { request, consistency, reply } => {
-                let id = self.register(reply);
+                let id = self.register(reply, false);
                 self.replica.read(id, request, consistency, out);
             }
             Input::Peer(m) => self.replica.step(m),
@@ -338,10 +364,10 @@ impl Worker {
         Ok(Flow::Continue)
     }
 
-    fn register(&mut self, reply: Reply) -> RequestId {
+    fn register(&mut self, reply: Reply, write: bool) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        self.replies.insert(id, reply);
+        self.replies.insert(id, (reply, write));
         id
     }
 
@@ -356,7 +382,13 @@ impl Worker {
             self.outbox.send(out.messages);
         }
         for Completion { id, result, .. } in out.completions {
-            if let Some(reply) = self.replies.remove(&id) {
+            if let Some((reply, write)) = self.replies.remove(&id) {
+                if write {
+                    match &result {
+                        Ok(_) => self.metrics.proposal_committed(),
+                        Err(_) => self.metrics.proposal_failed(),
+                    }
+                }
                 // The client may have given up; that is fine.
                 let _ = reply.send(result);
             }
@@ -391,7 +423,9 @@ impl Worker {
             key_count: kv.key_count(),
             stopped: false,
         };
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        self.metrics.observe_status(&published, &status);
+        *published = status;
     }
 
     /// On the way out: waits for the sync in flight, then writes and syncs whatever is left

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cli::{ClusterState, ServeConfig, Url};
 use crate::grpc::{ClusterInfo, MemberInfo, Services};
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, RuntimeHandle};
 use crate::transport::{self, PeerSender};
 use crate::wire::FrameCodec;
@@ -61,10 +62,16 @@ impl Member {
             .filter(|m| m.id != cfg.member_id)
             .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.authority())))
             .collect();
-        let sender = PeerSender::start(codec, &peers);
-        let runtime =
-            Runtime::start(cfg.name.clone(), replica, Box::new(sender), cfg.tick_interval())
-                .context("cannot start the replica threads")?;
+        let metrics = Arc::new(Metrics::new());
+        let sender = PeerSender::start(codec, &peers, Arc::clone(&metrics));
+        let runtime = Runtime::start_with_metrics(
+            cfg.name.clone(),
+            replica,
+            Box::new(sender),
+            cfg.tick_interval(),
+            metrics,
+        )
+        .context("cannot start the replica threads")?;
         let handle = runtime.handle();
 
         let mut tasks = Vec::new();

@@ -12,6 +12,7 @@
 //! ones it accepted.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::ids::format_id;
+use crate::metrics::Metrics;
 use crate::runtime::{Outbox, RuntimeHandle, SubmitError};
 use crate::wire::{FrameCodec, WireError};
 
@@ -42,35 +44,48 @@ const CONNECT_FAILURES_QUIET: u32 = 5;
 /// The sending side: one queue per peer. Implements [`Outbox`] for the runtime.
 pub struct PeerSender {
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerSender {
     /// Starts one connection task per peer (`peers`: member id and `host:port`) on the
-    /// current tokio runtime.
-    pub fn start(codec: FrameCodec, peers: &[(u64, String)]) -> PeerSender {
+    /// current tokio runtime, counting messages in `metrics`.
+    pub fn start(codec: FrameCodec, peers: &[(u64, String)], metrics: Arc<Metrics>) -> PeerSender {
         let mut queues = BTreeMap::new();
         for (id, addr) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(peer_loop(codec, *id, addr.clone(), rx));
+            tokio::spawn(peer_loop(codec, *id, addr.clone(), rx, Arc::clone(&metrics)));
             queues.insert(NodeId(*id), tx);
         }
-        PeerSender { queues }
+        PeerSender { queues, metrics }
     }
 }
 
 impl Outbox for PeerSender {
     fn send(&mut self, messages: Vec<Message>) {
+        let (mut sent, mut dropped) = (0, 0);
         for m in messages {
             if let Some(q) = self.queues.get(&m.to) {
                 // Full or closed: drop it; Raft retransmits.
-                let _ = q.try_send(m);
+                match q.try_send(m) {
+                    Ok(()) => sent += 1,
+                    Err(_) => dropped += 1,
+                }
             }
         }
+        self.metrics.peer_messages_sent(sent);
+        self.metrics.peer_messages_dropped(dropped);
     }
 }
 
 /// Keeps one connection to a peer and writes its queue to it.
-async fn peer_loop(codec: FrameCodec, peer: u64, addr: String, mut rx: mpsc::Receiver<Message>) {
+async fn peer_loop(
+    codec: FrameCodec,
+    peer: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut warned = false;
     let mut failures = 0u32;
@@ -94,7 +109,11 @@ async fn peer_loop(codec: FrameCodec, peer: u64, addr: String, mut rx: mpsc::Rec
                     warned = true;
                 }
                 // What was queued for a peer we cannot reach is stale by the time we can.
-                while rx.try_recv().is_ok() {}
+                let mut stale = 0;
+                while rx.try_recv().is_ok() {
+                    stale += 1;
+                }
+                metrics.peer_messages_dropped(stale);
                 if rx.is_closed() {
                     return;
                 }

@@ -432,3 +432,61 @@ async fn a_port_in_use_is_a_one_line_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     drop(taken);
 }
+
+/// The value of an unlabelled sample `name` in a `/metrics` body.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("sample {name} is not a number ({e}) in:\n{body}"))
+}
+
+#[test]
+fn sample_reader_fails_on_a_missing_or_unparsable_sample() {
+    let body = "a_total 3\nb_total x\n";
+    assert_eq!(sample(body, "a_total"), 3.0);
+    assert!(std::panic::catch_unwind(|| sample(body, "c_total")).is_err());
+    assert!(std::panic::catch_unwind(|| sample(body, "b_total")).is_err());
+    // A longer name with the same prefix is not the sample asked for.
+    assert!(std::panic::catch_unwind(|| sample("a_total_x 1\n", "a_total")).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_per_member_and_move_with_writes() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let scrape = |i: usize| {
+        let a = cluster.configs[i].advertise_client_urls[0].authority();
+        async move { tokio::task::spawn_blocking(move || http_get(&a, "/metrics")).await.unwrap() }
+    };
+    let (_, before) = scrape(leader).await;
+    let mut kv = cluster.kv(leader).await;
+    for i in 0..5 {
+        put_retrying(&mut kv, put(&format!("m{i}"), "v")).await;
+    }
+    let (status, after) = scrape(leader).await;
+    assert!(status.contains("200"), "{status}");
+    let committed = "etcd_server_proposals_committed_total";
+    assert!(sample(&after, committed) >= sample(&before, committed) + 5.0, "{after}");
+    assert_eq!(sample(&after, "etcd_server_is_leader"), 1.0, "{after}");
+    assert_eq!(sample(&after, "etcd_server_has_leader"), 1.0, "{after}");
+    assert!(sample(&after, "etcd_server_term") >= 1.0, "{after}");
+    assert!(sample(&after, "etcd_server_leader_changes_seen_total") >= 1.0, "{after}");
+    assert!(sample(&after, "etcd_disk_wal_fsync_duration_seconds_count") >= 5.0, "{after}");
+    assert!(sample(&after, "tenure_peer_messages_sent_total") > 0.0, "{after}");
+    assert!(after.contains("tenure_peer_messages_dropped_total "), "{after}");
+    assert!(after.contains("tenure_server_apply_lag_entries "), "{after}");
+    assert_eq!(sample(&after, "tenure_snapshots_total"), 0.0, "{after}");
+    assert!(after.contains("snapshots are not implemented yet"), "{after}");
+
+    // Each member reports its own numbers: a follower does not lead and proposed nothing.
+    let follower = (leader + 1) % 3;
+    let (_, theirs) = scrape(follower).await;
+    assert_eq!(sample(&theirs, "etcd_server_is_leader"), 0.0, "{theirs}");
+    assert_eq!(sample(&theirs, committed), 0.0, "{theirs}");
+    // But it syncs the log it is sent.
+    assert!(sample(&theirs, "etcd_disk_wal_fsync_duration_seconds_count") >= 1.0, "{theirs}");
+    cluster.shutdown().await;
+}
