@@ -2,6 +2,13 @@
 //! with the generated etcd stubs, so they work against tenure and against etcd alike, and
 //! output in etcdctl's formats.
 //!
+//! `put`, `get` and `del` try the endpoints in turn: an endpoint that cannot be reached, or an
+//! answer of `Unavailable` (etcd's "leader changed", "no leader", "request timed out"), sends
+//! the request to the next endpoint, round after round, until the command timeout. Writes
+//! carry tenure's session metadata (`x-tenure-client-id`, random per invocation, and
+//! `x-tenure-sequence: 1`), so a retry of a write that did apply gets the first answer
+//! instead of applying twice. etcd ignores the metadata.
+//!
 //! Output follows etcdctl 3.4's `simple` and `table` printers, with one deviation:
 //! `get --count-only` prints the count (etcdctl's simple printer prints nothing).
 
@@ -61,6 +68,83 @@ async fn connect_any(args: &ClientArgs) -> anyhow::Result<Channel> {
     bail!("could not connect to any endpoint: {}", errors.join("; "))
 }
 
+/// Pause between rounds over every endpoint, so a cluster between leaders is not hammered.
+const RETRY_ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether a failed request may go to the next endpoint: etcd answers `Unavailable` when the
+/// cluster is between leaders or the request timed out, and tonic when the endpoint is gone.
+fn retryable(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+}
+
+/// A client id for one invocation's writes: random (std's per-process random hash keys,
+/// mixed with the time and process id), never 0.
+fn random_client_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// `req` with tenure's session metadata: the write is sequence 1 of client `client_id`.
+fn with_session<T>(req: T, client_id: u64) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req);
+    let id = tonic::metadata::MetadataValue::from(client_id);
+    r.metadata_mut().insert("x-tenure-client-id", id);
+    r.metadata_mut().insert("x-tenure-sequence", tonic::metadata::MetadataValue::from(1u64));
+    r
+}
+
+/// Sends a request built by `attempt` to each endpoint in turn (from the first, round after
+/// round) until one answers with something other than a retryable error, all within the
+/// command timeout. Returns the answer, or the last error (etcd's exact message). A round in
+/// which no endpoint can be reached ends the retries: nobody is there to answer.
+async fn with_retries<T, F, Fut>(args: &ClientArgs, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    // A malformed endpoint is the user's mistake, not worth retrying.
+    for ep in &args.endpoints {
+        endpoint_uri(ep)?;
+    }
+    let deadline = tokio::time::Instant::now() + args.command_timeout;
+    let mut last: Option<anyhow::Error> = None;
+    loop {
+        let mut unreachable = Vec::new();
+        for ep in &args.endpoints {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last.unwrap_or_else(|| anyhow!("context deadline exceeded")));
+            }
+            let channel = match tokio::time::timeout_at(deadline, connect_one(ep, args)).await {
+                Ok(Ok(ch)) => ch,
+                Ok(Err(e)) => {
+                    unreachable.push(e.to_string());
+                    continue;
+                }
+                Err(_) => return Err(anyhow!("context deadline exceeded")),
+            };
+            match tokio::time::timeout_at(deadline, attempt(channel)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) if retryable(&status) => {
+                    last = Some(anyhow!("{}", status.message()));
+                }
+                Ok(Err(status)) => return Err(anyhow!("{}", status.message())),
+                Err(_) => return Err(anyhow!("context deadline exceeded")),
+            }
+        }
+        if unreachable.len() == args.endpoints.len() {
+            bail!("could not connect to any endpoint: {}", unreachable.join("; "));
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RETRY_ROUND_PAUSE))
+            .await;
+    }
+}
+
 /// Runs a request with the command timeout, turning a gRPC status into its message (which is
 /// etcd's exact error string).
 async fn call<T>(
@@ -89,8 +173,13 @@ pub async fn put(a: &PutArgs) -> anyhow::Result<String> {
         ignore_value: a.ignore_value,
         ignore_lease: a.ignore_lease,
     };
-    let mut kv = KvClient::new(connect_any(&a.client).await?);
-    let resp = call(a.client.command_timeout, kv.put(put_request_to_pb(&req))).await?;
+    let req = put_request_to_pb(&req);
+    let client_id = random_client_id();
+    let resp = with_retries(&a.client, |ch| {
+        let req = with_session(req.clone(), client_id);
+        async move { KvClient::new(ch).put(req).await }
+    })
+    .await?;
     let mut out = String::from("OK\n");
     if let Some(prev) = &resp.prev_kv {
         print_kv(&mut out, prev, false);
@@ -154,8 +243,12 @@ pub fn format_get(resp: &pb::RangeResponse, a: &GetArgs) -> String {
 
 /// `tenure get`.
 pub async fn get(a: &GetArgs) -> anyhow::Result<String> {
-    let mut kv = KvClient::new(connect_any(&a.client).await?);
-    let resp = call(a.client.command_timeout, kv.range(get_request(a))).await?;
+    let req = get_request(a);
+    let resp = with_retries(&a.client, |ch| {
+        let req = req.clone();
+        async move { KvClient::new(ch).range(req).await }
+    })
+    .await?;
     Ok(format_get(&resp, a))
 }
 
@@ -164,9 +257,13 @@ pub async fn del(a: &DelArgs) -> anyhow::Result<String> {
     let r = key_range(&a.key, &a.range_end, a.prefix, a.from_key);
     let req =
         tenure_kv::DeleteRangeRequest { key: r.key, range_end: r.range_end, prev_kv: a.prev_kv };
-    let mut kv = KvClient::new(connect_any(&a.client).await?);
-    let resp =
-        call(a.client.command_timeout, kv.delete_range(delete_range_request_to_pb(&req))).await?;
+    let req = delete_range_request_to_pb(&req);
+    let client_id = random_client_id();
+    let resp = with_retries(&a.client, |ch| {
+        let req = with_session(req.clone(), client_id);
+        async move { KvClient::new(ch).delete_range(req).await }
+    })
+    .await?;
     let mut out = format!("{}\n", resp.deleted);
     for prev in &resp.prev_kvs {
         print_kv(&mut out, prev, false);

@@ -490,3 +490,107 @@ async fn metrics_are_served_per_member_and_move_with_writes() {
     assert!(sample(&theirs, "etcd_disk_wal_fsync_duration_seconds_count") >= 1.0, "{theirs}");
     cluster.shutdown().await;
 }
+
+/// A member that loses its answers: it hands each put (with its metadata) to a real member,
+/// then tells the client the leader changed, as a member does when an election interrupts a
+/// write that nonetheless applied.
+#[derive(Clone)]
+struct ForgetfulKv {
+    target: String,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for ForgetfulKv {
+    async fn range(
+        &self,
+        _: tonic::Request<pb::RangeRequest>,
+    ) -> Result<tonic::Response<pb::RangeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("range"))
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutResponse>, tonic::Status> {
+        let mut kv = pb::kv_client::KvClient::connect(self.target.clone()).await.expect("connect");
+        let (metadata, _, req) = request.into_parts();
+        let mut forwarded = tonic::Request::new(req);
+        *forwarded.metadata_mut() = metadata;
+        kv.put(forwarded).await?;
+        self.forwarded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(tonic::Status::unavailable("etcdserver: leader changed"))
+    }
+
+    async fn delete_range(
+        &self,
+        _: tonic::Request<pb::DeleteRangeRequest>,
+    ) -> Result<tonic::Response<pb::DeleteRangeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delete_range"))
+    }
+
+    async fn txn(
+        &self,
+        _: tonic::Request<pb::TxnRequest>,
+    ) -> Result<tonic::Response<pb::TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("txn"))
+    }
+
+    async fn compact(
+        &self,
+        _: tonic::Request<pb::CompactionRequest>,
+    ) -> Result<tonic::Response<pb::CompactionResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("compact"))
+    }
+}
+
+/// The version of `key` as a linearizable read on `kv` sees it.
+async fn version_of(kv: &mut pb::kv_client::KvClient<Channel>, key: &str) -> i64 {
+    let r = kv.range(get(key, false)).await.expect("range").into_inner();
+    assert_eq!(r.kvs.len(), 1, "{key} missing: {r:?}");
+    r.kvs[0].version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenure_put_retried_after_leader_changed_applies_once() {
+    use clap::Parser;
+    use tenure_server::cli::{Cli, Command};
+
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fake = ForgetfulKv { target: cluster.endpoint(leader), forwarded: forwarded.clone() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let fake_addr = listener.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::kv_server::KvServer::new(fake.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut kv = cluster.kv(leader).await;
+    // The cluster takes writes before the client runs.
+    put_retrying(&mut kv, put("warm", "up")).await;
+
+    // The forgetful endpoint first: the put applies there, the client hears "leader changed"
+    // and sends the same write (same client id, sequence 1) to the next endpoint.
+    let endpoints = format!("{fake_addr},{}", cluster.configs[leader].advertise_client_urls[0]);
+    let cli = Cli::try_parse_from(["tenure", "put", "once", "v", "--endpoints", &endpoints])
+        .expect("parses");
+    let Command::Put(args) = cli.command else { panic!("not a put") };
+    let out = tenure_server::client::put(&args).await.expect("the retried put succeeds");
+    assert_eq!(out, "OK\n");
+    assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 1, "the first try applied");
+    assert_eq!(version_of(&mut kv, "once").await, 1, "the retry applied a second time");
+
+    // The same two tries without session metadata apply twice: the check above can fail.
+    let mut via_fake =
+        pb::kv_client::KvClient::connect(format!("http://{fake_addr}")).await.expect("connect");
+    let err = via_fake.put(put("twice", "v")).await.expect_err("the fake always fails");
+    assert_eq!(err.message(), "etcdserver: leader changed");
+    put_retrying(&mut kv, put("twice", "v")).await;
+    assert_eq!(version_of(&mut kv, "twice").await, 2);
+
+    server.abort();
+    let _ = server.await;
+    cluster.shutdown().await;
+}
