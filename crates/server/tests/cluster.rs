@@ -269,6 +269,26 @@ fn etcdctl(endpoints: &str, args: &[&str]) -> Option<std::process::Output> {
     Some(out)
 }
 
+/// Runs etcdctl with `input` on its standard input (for `txn`).
+fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let bin = Path::new("/usr/bin/etcdctl");
+    let bin = if bin.exists() { bin.to_path_buf() } else { which("etcdctl").expect("etcdctl") };
+    let mut child = std::process::Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs etcdctl");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("etcdctl output")
+}
+
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -310,6 +330,27 @@ async fn etcdctl_works_against_the_cluster() {
     assert_eq!(ok(&o).trim(), "1");
     let o = run(vec!["get", "hello"], one.clone()).await.expect("join");
     assert_eq!(ok(&o), "");
+
+    // A transaction: compare, then the success branch (etcdctl's interactive format on stdin).
+    let o = run(vec!["put", "x", "1"], eps.clone()).await.expect("join");
+    assert_eq!(ok(&o).trim(), "OK");
+    let txn_eps = eps.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        etcdctl_with_input(&txn_eps, &["txn"], "value(\"x\") = \"1\"\n\nput x 2\n\nput x 3\n\n")
+    })
+    .await
+    .expect("join");
+    assert_eq!(ok(&o), "SUCCESS\n\nOK\n", "txn output");
+    let o = run(vec!["get", "x", "--print-value-only"], one.clone()).await.expect("join");
+    assert_eq!(ok(&o), "2\n");
+
+    let o = run(vec!["endpoint", "health"], eps.clone()).await.expect("join");
+    let health = ok(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        health.matches("is healthy: successfully committed proposal").count(),
+        3,
+        "{health}"
+    );
 
     let o = run(vec!["member", "list"], eps.clone()).await.expect("join");
     let list = ok(&o);
