@@ -128,14 +128,26 @@ fn json(status: axum::http::StatusCode, body: String) -> JsonReply {
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
 }
 
-/// etcd's `/health`: healthy when the member knows a leader (there are no alarms).
+/// How long `/health` waits for its quorum read, as etcd 3.4 does.
+const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// etcd's `/health`: healthy when the member knows a leader and a linearizable read (which
+/// needs a quorum to confirm the leader) completes within a second (there are no alarms).
 async fn health(runtime: RuntimeHandle) -> JsonReply {
     let st = runtime.status();
-    if st.leader.is_some() && !st.stopped {
+    let healthy = st.leader.is_some() && !st.stopped && quorum_read_succeeds(&runtime).await;
+    if healthy {
         json(axum::http::StatusCode::OK, r#"{"health":"true"}"#.to_string())
     } else {
         json(axum::http::StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#.to_string())
     }
+}
+
+/// A linearizable read of the key `health` (what etcd's check reads), bounded in time.
+async fn quorum_read_succeeds(runtime: &RuntimeHandle) -> bool {
+    let request = RangeRequest::single("health");
+    let Ok(rx) = runtime.read(request, Consistency::Linearizable) else { return false };
+    matches!(tokio::time::timeout(HEALTH_READ_TIMEOUT, rx).await, Ok(Ok(Ok(_))))
 }
 
 /// etcd's `/version`.

@@ -401,7 +401,8 @@ async fn health_and_version_are_served_over_http_on_the_client_port() {
     assert!(status.contains("200"), "{status}");
     assert!(body.contains(r#""etcdserver":"3.4.23-tenure""#), "{body}");
 
-    // A member alone knows no leader: unhealthy.
+    // A member cut off from the quorum is unhealthy: its quorum read fails (and soon it
+    // knows no leader either).
     cluster.stop(1).await;
     cluster.stop(2).await;
     let deadline = Instant::now() + PATIENCE;
