@@ -5,7 +5,9 @@
 //! Names follow etcd where etcd has the metric (dashboards and alerts written for etcd keep
 //! working); the rest are `tenure_*`. Counters get their `_total` suffix from the encoder.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,7 +33,14 @@ pub struct Metrics {
     peer_sent: Counter,
     peer_dropped: Counter,
     snapshots: Counter,
+    peer_rtt_seconds: Histogram,
+    /// Heartbeat rounds sent and not yet answered: (peer, round) -> when sent.
+    heartbeats_in_flight: Mutex<HashMap<(u64, u64), Instant>>,
 }
+
+/// Most unanswered heartbeat rounds remembered; past it the oldest are forgotten (a peer that
+/// is down never answers).
+const HEARTBEATS_IN_FLIGHT_MAX: usize = 4096;
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -55,6 +64,12 @@ impl Metrics {
         let peer_sent = Counter::default();
         let peer_dropped = Counter::default();
         let snapshots = Counter::default();
+        let peer_rtt_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "etcd_network_peer_round_trip_time_seconds",
+            "Round trip of a heartbeat to a peer and its answer, over all peers.",
+            peer_rtt_seconds.clone(),
+        );
         registry.register("etcd_server_term", "The current Raft term.", term.clone());
         registry.register(
             "etcd_server_is_leader",
@@ -119,6 +134,29 @@ impl Metrics {
             peer_sent,
             peer_dropped,
             snapshots,
+            peer_rtt_seconds,
+            heartbeats_in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A heartbeat of round `round` left for `peer`.
+    pub fn heartbeat_sent(&self, peer: u64, round: u64) {
+        let mut m = self.heartbeats_in_flight.lock().expect("heartbeat map");
+        if m.len() >= HEARTBEATS_IN_FLIGHT_MAX {
+            let cutoff = Instant::now() - Duration::from_secs(10);
+            m.retain(|_, sent| *sent > cutoff);
+            if m.len() >= HEARTBEATS_IN_FLIGHT_MAX {
+                m.clear();
+            }
+        }
+        m.entry((peer, round)).or_insert_with(Instant::now);
+    }
+
+    /// `peer` answered the heartbeat of round `round`: records the round trip.
+    pub fn heartbeat_answered(&self, peer: u64, round: u64) {
+        let sent = self.heartbeats_in_flight.lock().expect("heartbeat map").remove(&(peer, round));
+        if let Some(sent) = sent {
+            self.peer_rtt_seconds.observe(sent.elapsed().as_secs_f64());
         }
     }
 

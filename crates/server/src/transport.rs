@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tenure_raft::{Message, NodeId};
+use tenure_raft::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -65,6 +65,9 @@ impl Outbox for PeerSender {
     fn send(&mut self, messages: Vec<Message>) {
         let (mut sent, mut dropped) = (0, 0);
         for m in messages {
+            if let MessageBody::Heartbeat { read_round, .. } = m.body {
+                self.metrics.heartbeat_sent(m.to.0, read_round);
+            }
             if let Some(q) = self.queues.get(&m.to) {
                 // Full or closed: drop it; Raft retransmits.
                 match q.try_send(m) {
@@ -179,6 +182,9 @@ async fn read_loop(mut stream: TcpStream, from: String, codec: FrameCodec, runti
                         // A peer speaks only for itself and only to us.
                         if m.from.0 != frame.from_member || m.to != me {
                             continue;
+                        }
+                        if let MessageBody::HeartbeatResponse { read_round } = m.body {
+                            runtime.metrics().heartbeat_answered(m.from.0, read_round);
                         }
                         match runtime.step(m) {
                             // Full queue: drop; Raft retransmits.
