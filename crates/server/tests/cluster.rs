@@ -518,8 +518,17 @@ async fn metrics_are_served_per_member_and_move_with_writes() {
     assert!(sample(&after, "etcd_server_leader_changes_seen_total") >= 1.0, "{after}");
     assert!(sample(&after, "etcd_disk_wal_fsync_duration_seconds_count") >= 5.0, "{after}");
     assert!(sample(&after, "tenure_peer_messages_sent_total") > 0.0, "{after}");
-    // The leader times its heartbeats' round trips.
-    assert!(sample(&after, "etcd_network_peer_round_trip_time_seconds_count") > 0.0, "{after}");
+    // The leader times its heartbeats' round trips (one every heartbeat interval: wait for one).
+    let rtt = "etcd_network_peer_round_trip_time_seconds_count";
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, now) = scrape(leader).await;
+        if sample(&now, rtt) > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat round trip recorded: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(after.contains("tenure_peer_messages_dropped_total "), "{after}");
     assert!(after.contains("tenure_server_apply_lag_entries "), "{after}");
     assert_eq!(sample(&after, "tenure_snapshots_total"), 0.0, "{after}");
