@@ -4,10 +4,11 @@
 //! data directory, and every write the client saw acknowledged is then readable, with its
 //! value, from every member.
 
+mod common;
+
+use common::{Plan, Server};
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,67 +17,6 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 
 /// How long anything may take before the test fails (generous: machines are shared).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A `tenure serve` child, killed (by its own pid) when dropped.
-struct Server(Option<Child>);
-
-impl Server {
-    /// SIGKILL: no shutdown, no final sync.
-    fn kill(mut self) {
-        let mut child = self.0.take().expect("running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct Plan {
-    names: Vec<String>,
-    clients: Vec<String>,
-    peers: Vec<String>,
-}
-
-impl Plan {
-    fn new() -> Plan {
-        // Hold every listener until all are chosen so no port is picked twice.
-        let listeners: Vec<TcpListener> =
-            (0..6).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-        let url = |l: &TcpListener| format!("http://{}", l.local_addr().expect("addr"));
-        Plan {
-            names: (1..=3).map(|i| format!("e{i}")).collect(),
-            clients: listeners[..3].iter().map(url).collect(),
-            peers: listeners[3..].iter().map(url).collect(),
-        }
-    }
-
-    fn start(&self, i: usize, dir: &Path) -> Server {
-        let cluster: Vec<String> =
-            self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
-            .args(["serve", "--name", &self.names[i]])
-            .arg("--data-dir")
-            .arg(dir.join(&self.names[i]))
-            .args(["--listen-client-urls", &self.clients[i]])
-            .args(["--advertise-client-urls", &self.clients[i]])
-            .args(["--listen-peer-urls", &self.peers[i]])
-            .args(["--initial-advertise-peer-urls", &self.peers[i]])
-            .args(["--initial-cluster", &cluster.join(",")])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runs tenure serve");
-        Server(Some(child))
-    }
-}
 
 fn options() -> ConnectOptions {
     ConnectOptions::new()
@@ -136,7 +76,7 @@ async fn wait_acked(acked: &Acked, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_killed_leader_as_seen_by_etcd_client() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let plan = Plan::new();
+    let plan = Plan::new("e");
     let mut servers: Vec<Option<Server>> =
         (0..3).map(|i| Some(plan.start(i, dir.path()))).collect();
     let old = leader(&plan, &[0, 1, 2]).await;

@@ -2,77 +2,17 @@
 //! `--initial-cluster`: they elect a leader, serve writes and linearizable reads, stop
 //! gracefully on SIGTERM, and recover their data when started again.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Plan, Server};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenure_server::pb::etcdserverpb as pb;
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A `tenure serve` child, killed (by its own pid) if the test fails before stopping it.
-struct Server(Option<Child>);
-
-impl Server {
-    /// Sends SIGTERM and expects a clean exit.
-    fn terminate(mut self) {
-        let mut child = self.0.take().expect("running");
-        let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        assert!(kill.expect("runs kill").success());
-        let status = child.wait().expect("waits");
-        assert_eq!(status.code(), Some(0), "tenure serve exits 0 on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct Plan {
-    names: Vec<String>,
-    clients: Vec<String>,
-    peers: Vec<String>,
-}
-
-impl Plan {
-    fn new() -> Plan {
-        let listeners: Vec<TcpListener> =
-            (0..6).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-        let url = |l: &TcpListener| format!("http://{}", l.local_addr().expect("addr"));
-        Plan {
-            names: (1..=3).map(|i| format!("s{i}")).collect(),
-            clients: listeners[..3].iter().map(url).collect(),
-            peers: listeners[3..].iter().map(url).collect(),
-        }
-    }
-
-    fn start(&self, i: usize, dir: &Path) -> Server {
-        let cluster: Vec<String> =
-            self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
-            .args(["serve", "--name", &self.names[i]])
-            .arg("--data-dir")
-            .arg(dir.join(&self.names[i]))
-            .args(["--listen-client-urls", &self.clients[i]])
-            .args(["--advertise-client-urls", &self.clients[i]])
-            .args(["--listen-peer-urls", &self.peers[i]])
-            .args(["--initial-advertise-peer-urls", &self.peers[i]])
-            .args(["--initial-cluster", &cluster.join(",")])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runs tenure serve");
-        Server(Some(child))
-    }
-}
 
 /// Retries `op` on member `endpoint` until it succeeds: the process may not listen yet, or
 /// the cluster may have no leader yet.
@@ -103,7 +43,7 @@ fn get(key: &'static str) -> pb::RangeRequest {
 #[tokio::test]
 async fn three_serve_processes_form_a_cluster_and_recover_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let plan = Plan::new();
+    let plan = Plan::new("s");
     let servers: Vec<Server> = (0..3).map(|i| plan.start(i, dir.path())).collect();
 
     let put = pb::PutRequest {
@@ -137,7 +77,7 @@ async fn three_serve_processes_form_a_cluster_and_recover_after_a_restart() {
 #[test]
 fn joining_an_existing_cluster_with_an_empty_data_dir_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let plan = Plan::new();
+    let plan = Plan::new("s");
     let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
         .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
         .arg("--data-dir")
