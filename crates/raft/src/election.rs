@@ -86,14 +86,7 @@ impl<L: LogView> Node<L> {
     }
 
     /// Answers a (pre-)vote request that is not from an older term.
-    pub(crate) fn on_vote_request(
-        &mut self,
-        from: NodeId,
-        term: Term,
-        last: EntryId,
-        pre: bool,
-        _transfer: bool,
-    ) {
+    pub(crate) fn on_vote_request(&mut self, from: NodeId, term: Term, last: EntryId, pre: bool) {
         // S2: one vote per term: we may vote for `from` if we already did, or if we have not
         // voted and know of no leader. A pre-vote for a future term promises nothing.
         let can_vote = self.vote == Some(from)
@@ -144,7 +137,7 @@ impl<L: LogView> Node<L> {
     }
 
     /// Leadership transfer: the old leader says "campaign now" (dissertation §3.10).
-    pub(crate) fn on_timeout_now(&mut self, _from: NodeId) {
+    pub(crate) fn on_timeout_now(&mut self) {
         if self.role != Role::Leader && self.membership.is_voter(self.id) {
             self.start_election(true);
         }

@@ -198,7 +198,7 @@ impl<L: LogView> Node<L> {
         Ok(id)
     }
 
-    pub(crate) fn on_forwarded_proposals(&mut self, _from: NodeId, entries: Vec<Bytes>) {
+    pub(crate) fn on_forwarded_proposals(&mut self, entries: Vec<Bytes>) {
         if self.role != Role::Leader {
             // Not forwarded again: a proposal chasing a moving leader could loop. The
             // proposer times out and retries.

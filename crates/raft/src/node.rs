@@ -203,12 +203,8 @@ impl<L: LogView> Node<L> {
         }
         let Message { from, body, .. } = msg;
         match body {
-            MessageBody::PreVote { last } => {
-                self.on_vote_request(from, msg.term, last, true, false)
-            }
-            MessageBody::Vote { last, transfer } => {
-                self.on_vote_request(from, msg.term, last, false, transfer)
-            }
+            MessageBody::PreVote { last } => self.on_vote_request(from, msg.term, last, true),
+            MessageBody::Vote { last, .. } => self.on_vote_request(from, msg.term, last, false),
             MessageBody::PreVoteResponse { granted } => self.on_vote_response(from, granted, true),
             MessageBody::VoteResponse { granted } => self.on_vote_response(from, granted, false),
             MessageBody::Append { prev, entries, commit } => {
@@ -225,10 +221,10 @@ impl<L: LogView> Node<L> {
             MessageBody::HeartbeatResponse { read_round } => {
                 self.on_heartbeat_response(from, read_round)
             }
-            MessageBody::Propose { entries } => self.on_forwarded_proposals(from, entries),
+            MessageBody::Propose { entries } => self.on_forwarded_proposals(entries),
             MessageBody::ReadIndex { id } => self.on_read_index_request(from, id),
             MessageBody::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
-            MessageBody::TimeoutNow => self.on_timeout_now(from),
+            MessageBody::TimeoutNow => self.on_timeout_now(),
         }
         Ok(())
     }

@@ -486,6 +486,15 @@ mod tests {
         Runtime::start("n1".into(), open(disk), Box::new(NoPeers), tick).expect("start")
     }
 
+    /// Waits (bounded) for the lone member to elect itself.
+    async fn wait_until_leader(h: &super::RuntimeHandle) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !h.status().is_leader {
+            assert!(std::time::Instant::now() < deadline, "no election: {:?}", h.status());
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     fn put(key: &str, value: &str) -> tenure_kv::Proposal {
         tenure_kv::Proposal::new(Command::Put(PutRequest::new(key.to_string(), value.to_string())))
     }
@@ -496,11 +505,7 @@ mod tests {
         let rt = start(&disk);
         let h = rt.handle();
         // Until it elects itself the member refuses; a client would retry the same way.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !h.status().is_leader {
-            assert!(std::time::Instant::now() < deadline, "no election: {:?}", h.status());
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        wait_until_leader(&h).await;
         // Several requests in flight at once: each answer goes to its own receiver.
         let waits: Vec<_> =
             (0..20).map(|i| h.propose(put(&format!("k{i:02}"), &i.to_string())).unwrap()).collect();
@@ -545,11 +550,7 @@ mod tests {
         let disk = SimDisk::new(8);
         let rt = start(&disk);
         let h = rt.handle();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !h.status().is_leader {
-            assert!(std::time::Instant::now() < deadline, "no election: {:?}", h.status());
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        wait_until_leader(&h).await;
         disk.fail_next_syncs(1_000);
         let w = h.propose(put("doomed", "x")).unwrap();
         // A failed fsync is final: the thread exits and the caller's answer never comes.

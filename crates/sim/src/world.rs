@@ -18,7 +18,7 @@ use tenure_kv::{
     Command, Compare, CompareResult, CompareTarget, Proposal, PutRequest, RangeRequest, RequestOp,
     Response, TxnRequest,
 };
-use tenure_raft::{LogIndex, Membership, Message, NodeId, Role, Term};
+use tenure_raft::{LogIndex, LogView, Membership, Message, NodeId, Role, Term};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
 };
@@ -190,7 +190,6 @@ struct Client {
     next_sequence: u64,
     op: Option<ClientOp>,
     leader_hint: Option<NodeId>,
-    done: u64,
 }
 
 /// A simulated cluster.
@@ -256,7 +255,7 @@ impl World {
             nodes.insert(NodeId(i), node);
         }
         let clients = (0..profile.clients)
-            .map(|i| Client { id: i + 1, next_sequence: 1, op: None, leader_hint: None, done: 0 })
+            .map(|i| Client { id: i + 1, next_sequence: 1, op: None, leader_hint: None })
             .collect();
         let mut w = World {
             seed,
@@ -536,7 +535,7 @@ impl World {
             return Ok(());
         }
         let term = n.term();
-        let first = n.log_view_first_index();
+        let first = n.log_view().first_index();
         let newly = node.led != Some(term);
         node.led = Some(term);
         let log = log_of(r);
@@ -1010,7 +1009,6 @@ impl World {
                 }
             }
         }
-        self.clients[idx].done += 1;
         self.ops_done += 1;
         if node_is_leader(&self.nodes, node) {
             self.clients[idx].leader_hint = Some(node);
@@ -1154,19 +1152,7 @@ fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {
 /// A replica's log as `(index, term)` pairs.
 fn log_of(r: &Replica) -> Vec<(LogIndex, Term)> {
     let n = r.node();
-    let first = n.log_view_first_index();
+    let first = n.log_view().first_index();
     let last = n.last_index();
     (first.0..=last.0).filter_map(|i| n.entry_term(LogIndex(i)).map(|t| (LogIndex(i), t))).collect()
-}
-
-/// Extension used by the checkers: the node's first log index.
-trait FirstIndex {
-    fn log_view_first_index(&self) -> LogIndex;
-}
-
-impl FirstIndex for tenure_raft::Node<tenure_storage::Storage> {
-    fn log_view_first_index(&self) -> LogIndex {
-        use tenure_raft::LogView;
-        self.log_view().first_index()
-    }
 }
