@@ -2,11 +2,11 @@
 //!
 //! Layout: a format version byte, then fields in declaration order. Unsigned integers are
 //! LEB128 varints, signed ones zigzag varints, booleans one byte (0 or 1), byte strings a
-//! varint length then the bytes, enums a tag byte then their fields, optional values a
-//! boolean then the value, lists a varint count then the items. Decoding checks every length
-//! against the bytes left, rejects unknown tags, non-canonical booleans, nesting deeper than
-//! [`TXN_DEPTH_MAX`] and trailing bytes, so malformed input is an error and never a panic or a
-//! huge allocation.
+//! varint length then the bytes (text, such as a member's name, is a byte string that must be
+//! UTF-8), enums a tag byte then their fields, optional values a boolean then the value, lists
+//! a varint count then the items. Decoding checks every length against the bytes left, rejects
+//! unknown tags, non-canonical booleans, invalid UTF-8, nesting deeper than [`TXN_DEPTH_MAX`]
+//! and trailing bytes, so malformed input is an error and never a panic or a huge allocation.
 
 use bytes::Bytes;
 
@@ -18,9 +18,17 @@ use crate::api::{
 };
 use crate::command::{Command, Proposal, Response, SessionTag};
 use crate::error::{DecodeError, Error};
+use crate::members::{MemberAttributes, MemberError, PublishMemberRequest, PublishMemberResponse};
 
 /// The encoding version written by this build, first byte of every proposal and outcome.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// Version 2 added member publications (a command, a response and an error). Version 1
+/// input still decodes (it is a subset); a build that only knows version 1 stops on a version
+/// 2 entry (a non-deterministic error) instead of skipping a publication the others apply.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest encoding version this build still reads.
+const FORMAT_VERSION_OLDEST: u8 = 1;
 
 /// How deeply transactions may nest (a bound etcd lacks; it keeps decoding's recursion
 /// bounded). Deeper transactions are rejected with [`Error::TooManyOps`] before proposing.
@@ -58,7 +66,7 @@ impl Writer {
         self.buf.extend_from_slice(v);
     }
 
-    fn len(&mut self, n: usize) {
+    pub(crate) fn len(&mut self, n: usize) {
         self.u64(n as u64);
     }
 }
@@ -128,8 +136,14 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.slice()?))
     }
 
+    /// A byte string that must be UTF-8.
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        let s = std::str::from_utf8(self.slice()?).map_err(|_| DecodeError::InvalidUtf8)?;
+        Ok(s.to_owned())
+    }
+
     /// A list count, bounded by the bytes left (every item takes at least one byte).
-    fn count(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.u64()?;
         if n > self.remaining() as u64 {
             return Err(DecodeError::Truncated);
@@ -147,7 +161,7 @@ impl<'a> Reader<'a> {
 
 fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
     match r.u8()? {
-        FORMAT_VERSION => Ok(()),
+        FORMAT_VERSION_OLDEST..=FORMAT_VERSION => Ok(()),
         v => Err(DecodeError::UnsupportedVersion(v)),
     }
 }
@@ -220,7 +234,31 @@ fn put_command(w: &mut Writer, c: &Command) {
             w.u8(6);
             w.i64(v.id);
         }
+        Command::PublishMember(p) => {
+            w.u8(7);
+            w.u64(p.member_id);
+            put_member_attributes(w, &p.attributes);
+        }
     }
+}
+
+/// A member's attributes: the name, then the client URLs as a list of strings.
+pub(crate) fn put_member_attributes(w: &mut Writer, a: &MemberAttributes) {
+    w.bytes(a.name.as_bytes());
+    w.len(a.client_urls.len());
+    for url in &a.client_urls {
+        w.bytes(url.as_bytes());
+    }
+}
+
+pub(crate) fn get_member_attributes(r: &mut Reader<'_>) -> Result<MemberAttributes, DecodeError> {
+    let name = r.string()?;
+    let n = r.count()?;
+    let mut client_urls = Vec::with_capacity(n);
+    for _ in 0..n {
+        client_urls.push(r.string()?);
+    }
+    Ok(MemberAttributes { name, client_urls })
 }
 
 fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
@@ -231,6 +269,10 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
         4 => Command::Compact(CompactionRequest { revision: r.i64()?, physical: r.bool()? }),
         5 => Command::LeaseGrant(LeaseGrantRequest { id: r.i64()?, ttl: r.i64()? }),
         6 => Command::LeaseRevoke(LeaseRevokeRequest { id: r.i64()? }),
+        7 => Command::PublishMember(PublishMemberRequest {
+            member_id: r.u64()?,
+            attributes: get_member_attributes(r)?,
+        }),
         tag => return Err(DecodeError::InvalidTag { what: "command", tag }),
     })
 }
@@ -599,6 +641,10 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                     w.u8(6);
                     w.i64(v.revision);
                 }
+                Response::PublishMember(p) => {
+                    w.u8(7);
+                    w.i64(p.revision);
+                }
             }
         }
         Err(e) => {
@@ -621,6 +667,7 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
                 ttl: r.i64()?,
             }),
             6 => Response::LeaseRevoke(LeaseRevokeResponse { revision: r.i64()? }),
+            7 => Response::PublishMember(PublishMemberResponse { revision: r.i64()? }),
             tag => {
                 return Err(DecodeError::InvalidTag { what: "response", tag });
             }
@@ -657,6 +704,16 @@ fn put_error(w: &mut Writer, e: &Error) {
             w.u64(*applied_index);
             return;
         }
+        Error::InvalidMember(m) => {
+            w.u8(17);
+            w.u8(match m {
+                MemberError::IdZero => 1,
+                MemberError::NameTooLong => 2,
+                MemberError::TooManyClientUrls => 3,
+                MemberError::ClientUrlTooLong => 4,
+            });
+            return;
+        }
     };
     w.u8(tag);
 }
@@ -679,6 +736,13 @@ fn get_error(r: &mut Reader<'_>) -> Result<Error, DecodeError> {
         14 => Error::SessionExpired,
         15 => Error::Decode(get_decode_error(r)?),
         16 => Error::OutOfOrder { index: r.u64()?, applied_index: r.u64()? },
+        17 => Error::InvalidMember(match r.u8()? {
+            1 => MemberError::IdZero,
+            2 => MemberError::NameTooLong,
+            3 => MemberError::TooManyClientUrls,
+            4 => MemberError::ClientUrlTooLong,
+            tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
+        }),
         tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
     })
 }
@@ -723,6 +787,7 @@ fn put_decode_error(w: &mut Writer, d: &DecodeError) {
             w.u8(7);
             w.u8(*v);
         }
+        DecodeError::InvalidUtf8 => w.u8(8),
     }
 }
 
@@ -741,6 +806,7 @@ fn get_decode_error(r: &mut Reader<'_>) -> Result<DecodeError, DecodeError> {
         5 => DecodeError::TrailingBytes(usize::try_from(r.u64()?).unwrap_or(usize::MAX)),
         6 => DecodeError::TooDeep,
         7 => DecodeError::UnsupportedVersion(r.u8()?),
+        8 => DecodeError::InvalidUtf8,
         tag => {
             return Err(DecodeError::InvalidTag { what: "error", tag });
         }

@@ -14,6 +14,7 @@ use crate::api::{
 };
 use crate::codec;
 use crate::error::{DecodeError, Error};
+use crate::members::{PublishMemberRequest, PublishMemberResponse};
 
 /// A state-machine command, applied in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub enum Command {
     LeaseGrant(LeaseGrantRequest),
     /// `Lease.LeaseRevoke`; deletes the lease's keys.
     LeaseRevoke(LeaseRevokeRequest),
+    /// Sets a member's name and client URLs in the member table (a member proposes its own
+    /// when it starts, as etcd does). Idempotent; does not bump the revision.
+    PublishMember(PublishMemberRequest),
 }
 
 /// Identifies one command of one client for exactly-once retries (dissertation §6.3).
@@ -89,6 +93,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     /// Result of [`Command::LeaseRevoke`].
     LeaseRevoke(LeaseRevokeResponse),
+    /// Result of [`Command::PublishMember`].
+    PublishMember(PublishMemberResponse),
 }
 
 impl Response {
@@ -101,6 +107,7 @@ impl Response {
             Response::Compact(r) => r.revision,
             Response::LeaseGrant(r) => r.revision,
             Response::LeaseRevoke(r) => r.revision,
+            Response::PublishMember(r) => r.revision,
         }
     }
 }

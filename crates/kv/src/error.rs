@@ -53,6 +53,9 @@ pub enum DecodeError {
     /// The encoding names a format version this build does not know.
     #[error("unsupported encoding version {0}")]
     UnsupportedVersion(u8),
+    /// A text field (a member name or URL) is not valid UTF-8.
+    #[error("invalid UTF-8 in a text field")]
+    InvalidUtf8,
 }
 
 impl DecodeError {
@@ -121,6 +124,9 @@ pub enum Error {
     /// The committed entry could not be decoded.
     #[error("kv: undecodable entry: {0}")]
     Decode(DecodeError),
+    /// A member publication broke a limit of the member table.
+    #[error("member: {0}")]
+    InvalidMember(crate::members::MemberError),
     /// The caller applied an entry whose index is not above the last applied index.
     #[error("kv: entry index {index} applied after index {applied_index}")]
     OutOfOrder {
@@ -156,7 +162,8 @@ impl Error {
             | Error::LeaseProvided
             | Error::TooManyOps
             | Error::DuplicateKey
-            | Error::RequestTooLarge => GrpcCode::InvalidArgument,
+            | Error::RequestTooLarge
+            | Error::InvalidMember(_) => GrpcCode::InvalidArgument,
             Error::LeaseNotFound => GrpcCode::NotFound,
             Error::LeaseExists | Error::StaleSequence | Error::SessionExpired => {
                 GrpcCode::FailedPrecondition

@@ -14,6 +14,7 @@
 //! | [`error`] | [`Error`] with etcd's exact messages, [`GrpcCode`], [`DecodeError`] |
 //! | `mvcc` | the multi-version index: key -> history of versions |
 //! | [`lease`] | granted leases and their keys |
+//! | [`members`] | the replicated member attributes (name, client URLs) behind `MemberList` |
 //! | `session` | client sessions for exactly-once retries (dissertation §6.3) |
 //! | `validate` | the stateless checks etcd runs before proposing |
 //! | [`store`] | [`Store`]: apply, range, txn, compaction |
@@ -27,8 +28,9 @@
 //!   I/O except the reader or writer a snapshot is given; everything observable iterates in
 //!   sorted order. Every replica must run with the same [`Config`].
 //! - **etcd semantics.** Revisions start at 1 and grow by one per command that changes a key
-//!   (a delete of nothing and a read-only txn do not); `create_revision`, `mod_revision` and
-//!   `version` behave as in etcd; errors carry etcd's exact messages and code classes.
+//!   (a delete of nothing, a read-only txn and a member publication do not);
+//!   `create_revision`, `mod_revision` and `version` behave as in etcd; errors carry etcd's
+//!   exact messages and code classes.
 //! - **Errors are answers or stops.** A deterministic error ([`Error::is_deterministic`]) is
 //!   the entry's result: the entry is applied and the state is unchanged. A non-deterministic
 //!   one leaves the store untouched and the node must stop.
@@ -69,6 +71,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod lease;
+pub mod members;
 mod mvcc;
 mod session;
 pub mod snapshot;
@@ -87,5 +90,9 @@ pub use command::{Command, Proposal, Response, SessionTag, decode_outcome, encod
 pub use config::{Config, ConfigError};
 pub use error::{DecodeError, Error, GrpcCode};
 pub use lease::{LEASE_TTL_MAX, Lease};
+pub use members::{
+    MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX, MEMBER_NAME_BYTES_MAX, MemberAttributes,
+    MemberError, PublishMemberRequest, PublishMemberResponse,
+};
 pub use snapshot::SnapshotError;
 pub use store::{INITIAL_REVISION, Store};

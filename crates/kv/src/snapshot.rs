@@ -8,8 +8,9 @@
 //!
 //! Records, in this order: one header (revision, compaction, applied index, log time, lease
 //! id counter), the leases by id, every key by key order (a key record then one record per
-//! version, oldest first), the sessions by client id, and an end record with the counts of
-//! each kind. Restoring checks checksums, record order, every invariant of the store, the
+//! version, oldest first), the sessions by client id, the published member attributes by
+//! member id, and an end record with the counts of each kind. Version 1 (before the member
+//! table) has no member records and no member count; it still restores, with an empty table. Restoring checks checksums, record order, every invariant of the store, the
 //! counts and that nothing follows the end record, so corrupt input is an error, never a
 //! panic or a store that answers differently.
 
@@ -18,14 +19,17 @@ use std::io::{Read, Write};
 use crate::codec::{self, Reader, Writer};
 use crate::config::{Config, ConfigError};
 use crate::error::DecodeError;
+use crate::members::check_attributes;
 use crate::mvcc::{Version, push_version};
 use crate::session::Session;
 use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format version this build writes. It also reads version 1 (no member table).
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest snapshot format version this build reads.
+const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
 pub const FRAME_TARGET_BYTES: usize = 64 * 1024;
 /// The largest frame a reader accepts (bounds restore's memory).
@@ -37,6 +41,7 @@ const TAG_KEY: u8 = 3;
 const TAG_VERSION: u8 = 4;
 const TAG_SESSION: u8 = 5;
 const TAG_END: u8 = 6;
+const TAG_MEMBER: u8 = 7;
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +129,8 @@ impl<W: Write> FrameWriter<'_, W> {
 }
 
 impl Store {
-    /// Writes the whole state (revision, compaction, all history, leases and sessions) to
+    /// Writes the whole state (revision, compaction, all history, leases, sessions and member
+    /// attributes) to
     /// `out`. Memory use beyond the store is one frame (about [`FRAME_TARGET_BYTES`], or one
     /// record if larger). Returns the bytes written.
     pub fn write_snapshot<W: Write>(&self, out: &mut W) -> Result<u64, SnapshotError> {
@@ -185,12 +191,20 @@ impl Store {
             codec::put_outcome(w, &session.outcome);
             f.end_record()?;
         }
+        for (id, attributes) in &self.members.by_id {
+            let w = &mut f.rec;
+            w.u8(TAG_MEMBER);
+            w.u64(*id);
+            codec::put_member_attributes(w, attributes);
+            f.end_record()?;
+        }
         let w = &mut f.rec;
         w.u8(TAG_END);
         w.u64(self.leases.by_id.len() as u64);
         w.u64(self.index.keys.len() as u64);
         w.u64(version_count);
         w.u64(self.sessions.by_client.len() as u64);
+        w.u64(self.members.by_id.len() as u64);
         f.flush()?;
         counting.flush()?;
         Ok(counting.bytes)
@@ -208,7 +222,7 @@ impl Store {
             return Err(SnapshotError::BadMagic);
         }
         let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if version != SNAPSHOT_VERSION {
+        if !(SNAPSHOT_VERSION_OLDEST..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let mut restorer = Restorer {
@@ -219,6 +233,8 @@ impl Store {
             version_count: 0,
             lease_last: None,
             client_last: None,
+            member_last: None,
+            version,
         };
         let mut offset: u64 = 12;
         let mut frame = Vec::new();
@@ -292,6 +308,7 @@ enum Phase {
     Leases,
     Keys,
     Sessions,
+    Members,
     Done,
 }
 
@@ -332,6 +349,9 @@ struct Restorer<'a> {
     version_count: u64,
     lease_last: Option<i64>,
     client_last: Option<u64>,
+    member_last: Option<u64>,
+    /// The snapshot's format version (1 has no member records and no member count).
+    version: u32,
 }
 
 impl Restorer<'_> {
@@ -428,6 +448,24 @@ impl Restorer<'_> {
                 )?;
                 self.store.sessions.insert(client, session);
             }
+            TAG_MEMBER => {
+                ensure(self.version >= 2, "member record in a version 1 snapshot")?;
+                ensure(
+                    matches!(
+                        self.phase,
+                        Phase::Leases | Phase::Keys | Phase::Sessions | Phase::Members
+                    ),
+                    "member out of place",
+                )?;
+                self.phase = Phase::Members;
+                let id = r.u64()?;
+                ensure(id != 0, "member id 0")?;
+                ensure(self.member_last.is_none_or(|m| m < id), "members out of order")?;
+                self.member_last = Some(id);
+                let attributes = codec::get_member_attributes(r)?;
+                ensure(check_attributes(&attributes).is_ok(), "member attributes over a limit")?;
+                self.store.members.publish(id, attributes);
+            }
             TAG_END => {
                 ensure(self.phase != Phase::Header, "end before the header")?;
                 let s = &*self.store;
@@ -435,6 +473,9 @@ impl Restorer<'_> {
                 ensure(r.u64()? == s.index.keys.len() as u64, "key count mismatch")?;
                 ensure(r.u64()? == self.version_count, "version count mismatch")?;
                 ensure(r.u64()? == s.sessions.len() as u64, "session count mismatch")?;
+                if self.version >= 2 {
+                    ensure(r.u64()? == s.members.len() as u64, "member count mismatch")?;
+                }
                 ensure(r.remaining() == 0, "bytes after the end record")?;
                 self.phase = Phase::Done;
             }
@@ -519,9 +560,14 @@ mod tests {
     /// A snapshot whose frames are well formed (right magic, lengths and checksums) holding
     /// exactly `records`, so that only the record checks can reject it.
     fn framed(records: &[Vec<u8>]) -> Vec<u8> {
+        framed_as(SNAPSHOT_VERSION, records)
+    }
+
+    /// [`framed`] with the format version `version` in the head.
+    fn framed_as(version: u32, records: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         let mut f = FrameWriter { out: &mut out, rec: Writer::default() };
         for r in records {
             f.rec.buf.extend_from_slice(r);
@@ -570,12 +616,35 @@ mod tests {
     }
 
     fn end(leases: u64, keys: u64, versions: u64) -> Vec<u8> {
+        end_with_members(leases, keys, versions, 0)
+    }
+
+    fn end_with_members(leases: u64, keys: u64, versions: u64, members: u64) -> Vec<u8> {
+        let mut w = Writer { buf: end_v1(leases, keys, versions) };
+        w.u64(members);
+        w.buf
+    }
+
+    /// A version 1 end record: no member count.
+    fn end_v1(leases: u64, keys: u64, versions: u64) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(TAG_END);
         w.u64(leases);
         w.u64(keys);
         w.u64(versions);
         w.u64(0);
+        w.buf
+    }
+
+    fn member(id: u64, name: &str, urls: &[&str]) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_MEMBER);
+        w.u64(id);
+        let attributes = crate::MemberAttributes {
+            name: name.to_string(),
+            client_urls: urls.iter().map(|u| u.to_string()).collect(),
+        };
+        codec::put_member_attributes(&mut w, &attributes);
         w.buf
     }
 
@@ -603,6 +672,73 @@ mod tests {
         .unwrap();
         assert_eq!(store.revision(), 3);
         assert!(store.lease(7).unwrap().keys.contains(&Bytes::from_static(b"a")));
+    }
+
+    #[test]
+    fn handmade_snapshot_with_members_restores() {
+        let store = restore(&[
+            header(1),
+            member(1, "n1", &["http://a:2379"]),
+            member(7, "n7", &[]),
+            end_with_members(0, 0, 0, 2),
+        ])
+        .unwrap();
+        assert_eq!(store.member(1).unwrap().client_urls, ["http://a:2379"]);
+        assert_eq!(store.member(7).unwrap().name, "n7");
+        assert_eq!(store.member_count(), 2);
+    }
+
+    #[test]
+    fn bad_member_records_are_inconsistent() {
+        let two = |a: Vec<u8>, b: Vec<u8>| [header(1), a, b, end_with_members(0, 0, 0, 2)];
+        assert_eq!(
+            inconsistency(&two(member(2, "b", &[]), member(1, "a", &[]))),
+            "members out of order"
+        );
+        assert_eq!(
+            inconsistency(&two(member(1, "a", &[]), member(1, "a", &[]))),
+            "members out of order"
+        );
+        let records = [header(1), member(0, "z", &[]), end_with_members(0, 0, 0, 1)];
+        assert_eq!(inconsistency(&records), "member id 0");
+        let long = "n".repeat(crate::MEMBER_NAME_BYTES_MAX + 1);
+        let records = [header(1), member(1, &long, &[]), end_with_members(0, 0, 0, 1)];
+        assert_eq!(inconsistency(&records), "member attributes over a limit");
+        let records = [header(1), member(1, "a", &[]), end_with_members(0, 0, 0, 0)];
+        assert_eq!(inconsistency(&records), "member count mismatch");
+        let records = [header(1), member(1, "a", &[]), lease(3), end_with_members(1, 0, 0, 1)];
+        assert_eq!(inconsistency(&records), "lease out of place");
+    }
+
+    #[test]
+    fn member_name_that_is_not_utf8_is_a_decode_error() {
+        let mut bad = member(1, "ab", &[]);
+        // The record is: tag, id, name length, name bytes, URL count.
+        bad[3] = 0xff;
+        let records = [header(1), bad, end_with_members(0, 0, 0, 1)];
+        assert!(matches!(
+            restore(&records),
+            Err(SnapshotError::Decode { source: DecodeError::InvalidUtf8, .. })
+        ));
+    }
+
+    #[test]
+    fn version_1_snapshot_restores_without_members_and_refuses_member_records() {
+        let v1 = framed_as(1, &[header(3), key(b"a", 1), put_version(2, 2, 1, 0), end_v1(0, 1, 1)]);
+        let store = Store::restore(Config::default(), &mut v1.as_slice()).unwrap();
+        assert_eq!((store.revision(), store.member_count()), (3, 0));
+        let v1 = framed_as(1, &[header(1), member(1, "a", &[]), end_v1(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v1.as_slice()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Invalid { what: "member record in a version 1 snapshot", .. }
+            ),
+            "{err:?}"
+        );
+        let v3 = framed_as(3, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v3.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(3)));
     }
 
     #[test]

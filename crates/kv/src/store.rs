@@ -12,6 +12,7 @@ use crate::command::{Command, Proposal, Response};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::lease::{Lease, Leases};
+use crate::members::{MemberAttributes, Members, PublishMemberRequest, PublishMemberResponse};
 use crate::mvcc::{Index, KeyRange};
 use crate::session::{Check, Sessions};
 use crate::validate::{check_range, validate_command};
@@ -36,6 +37,8 @@ pub struct Store {
     pub(crate) compacted: Option<i64>,
     pub(crate) leases: Leases,
     pub(crate) sessions: Sessions,
+    /// Published member attributes (not keys: they never move the revision).
+    pub(crate) members: Members,
     /// Index of the last entry passed to `apply` (0 before the first).
     pub(crate) applied_index: u64,
     /// Highest log time seen; log time never goes back even if an entry carries a lower one.
@@ -59,6 +62,7 @@ impl Store {
             compacted: None,
             leases: Leases::default(),
             sessions: Sessions::default(),
+            members: Members::default(),
             applied_index: 0,
             log_time_ms: 0,
         })
@@ -107,6 +111,21 @@ impl Store {
     /// Number of client sessions held.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The attributes `member_id` last published, if it has published any.
+    pub fn member(&self, member_id: u64) -> Option<&MemberAttributes> {
+        self.members.get(member_id)
+    }
+
+    /// Every published member's attributes, by member id.
+    pub fn members(&self) -> impl Iterator<Item = (u64, &MemberAttributes)> {
+        self.members.by_id.iter().map(|(id, a)| (*id, a))
+    }
+
+    /// Number of members that have published attributes.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     /// The checks that need no state (empty keys, flags, txn size and duplicate keys), for the
@@ -203,6 +222,7 @@ impl Store {
             Command::Compact(c) => self.compact(&c).map(Response::Compact),
             Command::LeaseGrant(g) => self.lease_grant(&g).map(Response::LeaseGrant),
             Command::LeaseRevoke(r) => self.lease_revoke(&r).map(Response::LeaseRevoke),
+            Command::PublishMember(p) => Ok(Response::PublishMember(self.publish_member(p))),
         }
     }
 
@@ -331,6 +351,13 @@ impl Store {
         let revision = w.finish();
         self.leases.remove(r.id);
         Ok(LeaseRevokeResponse { revision })
+    }
+
+    /// Validated by `execute`. Last write wins; the revision stays where it is (etcd's member
+    /// attributes are not keys either).
+    fn publish_member(&mut self, p: PublishMemberRequest) -> PublishMemberResponse {
+        self.members.publish(p.member_id, p.attributes);
+        PublishMemberResponse { revision: self.revision }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Checks that need no state: empty keys, flag combinations, transaction size, nesting and
-//! duplicate writes. The server should run them before proposing (as etcd does in
+//! Checks that need no state: empty keys, flag combinations, transaction size, nesting,
+//! duplicate writes and the member table's limits. The server should run them before proposing (as etcd does in
 //! `v3rpc/key.go`); `apply` runs them again, so a proposal that skipped them still gets the
 //! same deterministic error on every replica.
 
@@ -13,6 +13,7 @@ use crate::command::Command;
 use crate::config::Config;
 use crate::error::Error;
 use crate::lease::LEASE_TTL_MAX;
+use crate::members::check_publish;
 use crate::mvcc::KeyRange;
 
 /// Checks `command` against the rules that do not depend on the store's state.
@@ -33,6 +34,7 @@ pub fn validate_command(command: &Command, config: &Config) -> Result<(), Error>
             }
             Ok(())
         }
+        Command::PublishMember(p) => check_publish(p).map_err(Error::InvalidMember),
     }
 }
 

@@ -5,8 +5,9 @@ mod common;
 
 use common::{Kv, b};
 use tenure_kv::{
-    Command, Config, DecodeError, Error, Proposal, PutRequest, Response, Store, decode_outcome,
-    encode_outcome,
+    Command, Config, DecodeError, Error, MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX,
+    MEMBER_NAME_BYTES_MAX, MemberAttributes, MemberError, Proposal, PublishMemberRequest,
+    PublishMemberResponse, PutRequest, Response, Store, decode_outcome, encode_outcome,
 };
 
 fn put_cmd(key: &str, value: &str) -> Command {
@@ -229,4 +230,142 @@ fn replicas_applying_the_same_entries_are_equal() {
         (store, outcomes)
     };
     assert_eq!(run(), run());
+}
+
+// ---- member attributes -------------------------------------------------------------------
+
+fn publish(id: u64, name: &str, urls: &[&str]) -> Command {
+    let urls = urls.iter().map(|u| u.to_string()).collect();
+    Command::PublishMember(PublishMemberRequest::new(id, name, urls))
+}
+
+fn attributes(name: &str, urls: &[&str]) -> MemberAttributes {
+    MemberAttributes {
+        name: name.to_string(),
+        client_urls: urls.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+#[test]
+fn publish_member_sets_attributes_without_moving_the_revision() {
+    let mut kv = Kv::new();
+    kv.put("a", "1");
+    let revision = kv.store.revision();
+    let got = kv.exec(publish(7, "n7", &["http://127.0.0.1:2379", "http://10.0.0.7:2379"]));
+    assert_eq!(got, Ok(Response::PublishMember(PublishMemberResponse { revision })));
+    assert_eq!(kv.store.revision(), revision);
+    assert_eq!(
+        kv.store.member(7),
+        Some(&attributes("n7", &["http://127.0.0.1:2379", "http://10.0.0.7:2379"]))
+    );
+    assert_eq!(kv.store.member(8), None);
+    // Keys are untouched: the next put is the next revision.
+    assert_eq!(kv.put("b", "1").revision, revision + 1);
+}
+
+#[test]
+fn publish_member_last_write_wins_and_repeating_it_changes_nothing() {
+    let mut kv = Kv::new();
+    kv.exec(publish(2, "n2", &["http://a:1"])).unwrap();
+    kv.exec(publish(1, "n1", &[])).unwrap();
+    kv.exec(publish(2, "n2", &["http://b:1"])).unwrap();
+    let before = kv.store.clone();
+    kv.exec(publish(2, "n2", &["http://b:1"])).unwrap();
+    assert_eq!(kv.store.applied_index(), before.applied_index() + 1);
+    let members: Vec<_> = kv.store.members().map(|(id, a)| (id, a.clone())).collect();
+    assert_eq!(members, [(1, attributes("n1", &[])), (2, attributes("n2", &["http://b:1"]))]);
+    assert_eq!(kv.store.member_count(), 2);
+    assert_eq!(kv.store.revision(), before.revision());
+}
+
+#[test]
+fn publish_member_beyond_a_limit_is_a_clear_deterministic_error() {
+    let name = "n".repeat(MEMBER_NAME_BYTES_MAX + 1);
+    let url = "u".repeat(MEMBER_CLIENT_URL_BYTES_MAX + 1);
+    let many = vec!["u"; MEMBER_CLIENT_URLS_MAX + 1];
+    let cases = [
+        (publish(0, "n", &[]), MemberError::IdZero),
+        (publish(1, &name, &[]), MemberError::NameTooLong),
+        (publish(1, "n", &many), MemberError::TooManyClientUrls),
+        (publish(1, "n", &["http://ok", &url]), MemberError::ClientUrlTooLong),
+    ];
+    for (cmd, why) in cases {
+        let mut kv = Kv::new();
+        assert_eq!(kv.store.validate(&cmd), Err(Error::InvalidMember(why)));
+        let err = kv.exec(cmd).unwrap_err();
+        assert_eq!(err, Error::InvalidMember(why));
+        assert!(err.is_deterministic());
+        assert_eq!(kv.store.member_count(), 0);
+        assert_eq!(kv.store.applied_index(), 1);
+    }
+    assert_eq!(
+        Error::InvalidMember(MemberError::NameTooLong).to_string(),
+        "member: member name longer than 256 bytes"
+    );
+}
+
+#[test]
+fn member_name_that_is_not_utf8_is_a_deterministic_decode_error() {
+    let mut entry = Proposal::new(publish(1, "ab", &[])).encode().to_vec();
+    // version, no session, command tag, member id, name length, then the name.
+    assert_eq!(&entry[5..7], b"ab");
+    entry[5] = 0xff;
+    let mut store = Store::default();
+    let err = store.apply(1, 0, &entry).unwrap_err();
+    assert_eq!(err, Error::Decode(DecodeError::InvalidUtf8));
+    assert!(err.is_deterministic());
+    assert_eq!(store.member_count(), 0);
+}
+
+#[test]
+fn member_outcomes_round_trip_through_their_encoding() {
+    let ok: Result<Response, Error> =
+        Ok(Response::PublishMember(PublishMemberResponse { revision: 9 }));
+    let err: Result<Response, Error> = Err(Error::InvalidMember(MemberError::ClientUrlTooLong));
+    let decode: Result<Response, Error> = Err(Error::Decode(DecodeError::InvalidUtf8));
+    for outcome in [ok, err, decode] {
+        assert_eq!(decode_outcome(&encode_outcome(&outcome)), Ok(outcome));
+    }
+}
+
+#[test]
+fn entries_of_the_previous_format_version_still_apply() {
+    let mut entry = Proposal::new(put_cmd("a", "1")).encode().to_vec();
+    assert_eq!(entry[0], tenure_kv::FORMAT_VERSION);
+    entry[0] = 1;
+    let mut store = Store::default();
+    assert!(store.apply(1, 0, &entry).is_ok());
+}
+
+#[test]
+fn member_table_survives_a_snapshot_and_replicas_agree_on_it() {
+    let entries: Vec<_> = (0..30u64)
+        .map(|i| {
+            let cmd = if i % 3 == 0 {
+                let url = format!("http://10.0.0.{}:2379", i);
+                publish(i % 4 + 1, &format!("n{}", i % 4 + 1), &[&url])
+            } else {
+                put_cmd(&format!("k{}", i % 5), &i.to_string())
+            };
+            Proposal::new(cmd).encode()
+        })
+        .collect();
+    let run = || {
+        let mut store = Store::default();
+        for (i, e) in entries.iter().enumerate() {
+            store.apply(i as u64 + 1, 0, e).unwrap();
+        }
+        store
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a, b);
+    assert_eq!(a.member_count(), 4);
+    assert_eq!(a.member(2), Some(&attributes("n2", &["http://10.0.0.21:2379"])));
+    let mut bytes = Vec::new();
+    a.write_snapshot(&mut bytes).unwrap();
+    let restored = Store::restore(Config::default(), &mut bytes.as_slice()).unwrap();
+    assert_eq!(restored, a);
+    let mut again = Vec::new();
+    restored.write_snapshot(&mut again).unwrap();
+    assert_eq!(again, bytes);
 }

@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use tenure_kv::{
     Command, CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget, Config,
     DeleteRangeRequest, DeleteRangeResponse, Error, KeyValue, LeaseGrantRequest,
-    LeaseRevokeRequest, Proposal, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    Response, ResponseOp, SortOrder, SortTarget, Store, TxnRequest, TxnResponse, decode_outcome,
+    LeaseRevokeRequest, Proposal, PublishMemberRequest, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, RequestOp, Response, ResponseOp, SortOrder, SortTarget, Store, TxnRequest,
+    TxnResponse, decode_outcome,
 };
 
 // ---- the model ---------------------------------------------------------------------------
@@ -362,6 +363,15 @@ fn build(ops: &[Op]) -> Store {
                 revision: store.revision() - back,
                 physical: false,
             }),
+            // Member publications (ids 1 to 3, so later ones overwrite earlier ones).
+            Op::Range { key, span, .. } if span % 2 == 1 => {
+                let urls = (0..*span % 4).map(|u| format!("http://m{key}:{u}")).collect();
+                Command::PublishMember(PublishMemberRequest::new(
+                    u64::from(*key % 3) + 1,
+                    format!("n{key}"),
+                    urls,
+                ))
+            }
             Op::Range { key, .. } if key % 2 == 0 => {
                 Command::LeaseGrant(LeaseGrantRequest { id: i64::from(*key) + 1, ttl: 5 })
             }
@@ -584,6 +594,9 @@ fn proposal() -> impl Strategy<Value = Proposal> {
         (any::<i64>(), any::<i64>())
             .prop_map(|(id, ttl)| Command::LeaseGrant(LeaseGrantRequest { id, ttl })),
         any::<i64>().prop_map(|id| Command::LeaseRevoke(LeaseRevokeRequest { id })),
+        (any::<u64>(), ".{0,8}", prop::collection::vec(".{0,12}", 0..3)).prop_map(
+            |(id, name, urls)| Command::PublishMember(PublishMemberRequest::new(id, name, urls))
+        ),
     ];
     (command, prop::option::of((any::<u64>(), any::<u64>()))).prop_map(|(command, session)| {
         match session {
