@@ -1,7 +1,7 @@
 //! The follower's side of replication (Raft §5.3) and of reads: appends, heartbeats, and
 //! read-index answers from the leader.
 
-use crate::log_view::LogView;
+use crate::log_view::{LogView, SnapshotMeta};
 use crate::message::{MessageBody, ReadId, RejectHint};
 use crate::node::Node;
 use crate::ready::ReadState;
@@ -48,6 +48,30 @@ impl<L: LogView> Node<L> {
                 self.send_after_persist(from, MessageBody::AppendResponse { result: Err(reject) });
             }
         }
+    }
+
+    /// InstallSnapshot receiver (Raft §7, Figure 13). The caller already holds the data.
+    pub(crate) fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        self.election_elapsed = 0;
+        let snap = meta.last_included;
+        if snap.index <= self.log.committed {
+            // Old news: everything it covers is committed here already.
+            let committed = self.log.committed;
+            self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(committed) });
+            return;
+        }
+        if self.log.matches(snap) {
+            // Figure 13 step 6: the log holds the snapshot's last entry, so it holds every
+            // entry the snapshot covers; keep the log and just learn the commit index.
+            self.log.commit_to(snap.index);
+            self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(snap.index) });
+            return;
+        }
+        // Steps 7-8: discard the log and install the snapshot.
+        self.log.restore(snap);
+        self.membership = meta.membership.clone();
+        self.snapshot_to_install = Some(meta);
+        self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(snap.index) });
     }
 
     pub(crate) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_round: u64) {

@@ -332,14 +332,27 @@ impl<L: LogView> Node<L> {
 
     fn on_log_unreadable(&mut self, to: NodeId, e: LogError) -> bool {
         match e {
-            // The entries this follower needs were compacted into a snapshot. Snapshot
-            // transfer is the snapshot issue's hook: the follower is marked and skipped.
-            LogError::Compacted { .. } => {
-                self.ls().progress.get_mut(&to).expect("progress").needs_snapshot = true;
-                false
-            }
+            // The entries this follower needs were compacted into a snapshot (Raft §7).
+            LogError::Compacted { .. } => self.send_snapshot(to),
             other => panic!("leader cannot read its own log: {other}"),
         }
+    }
+
+    /// Asks the caller to send `to` the latest snapshot, and pauses appends to it. Returns
+    /// whether a message was sent: if no snapshot covers the compacted log yet (the caller is
+    /// still writing one), the follower waits and is retried on its next heartbeat answer.
+    fn send_snapshot(&mut self, to: NodeId) -> bool {
+        let floor = self.log.first_index().prev();
+        let meta = self.log.store().snapshot().filter(|m| m.last_included.index >= floor);
+        let pr = self.ls().progress.get_mut(&to).expect("progress");
+        let Some(meta) = meta else {
+            pr.become_probe();
+            pr.probe_sent = true;
+            return false;
+        };
+        pr.become_snapshot(meta.last_included.index);
+        self.send(to, MessageBody::Snapshot { meta });
+        true
     }
 
     pub(crate) fn on_append_response(
@@ -374,15 +387,19 @@ impl<L: LogView> Node<L> {
             Err(reject) => {
                 // Skip back over the follower's diverged term in one step (Raft §5.3).
                 let target = self.log.find_at_or_below_term(reject.hint.index, reject.hint.term);
-                let needs_snapshot = target.term > reject.hint.term
-                    || (reject.hint.index < first.prev() && first.prev().0 > 0);
+                // The follower does not hold our snapshot point, or disagrees with it: no
+                // entry we still have can be matched, so it needs the snapshot (Raft §7).
+                let floor = first.prev();
+                let needs_snapshot = floor.0 > 0
+                    && (reject.rejected <= floor
+                        || (target.index <= floor && target.term > reject.hint.term));
                 let next = target.index.next().min(reject.last_index.next());
                 let Some(pr) = self.ls().progress.get_mut(&from) else {
                     return;
                 };
                 pr.recent_active = true;
                 if pr.on_reject(reject.rejected, next) && needs_snapshot {
-                    pr.needs_snapshot = true;
+                    self.send_snapshot(from);
                 }
             }
         }
@@ -402,6 +419,8 @@ impl<L: LogView> Node<L> {
         // A probe or a window lost to the network is retried on the heartbeat's answer.
         match pr.state {
             ProgressState::Probe => pr.probe_sent = false,
+            // Waits for the snapshot's acknowledgement or report.
+            ProgressState::Snapshot => {}
             ProgressState::Replicate if pr.inflights.is_full() => pr.inflights.free_first(),
             ProgressState::Replicate => pr.confirm_tail = pr.match_index < last,
         }

@@ -43,6 +43,17 @@ pub struct InitialState {
     pub membership: Membership,
 }
 
+/// What a snapshot covers: the state machine after applying every entry through
+/// `last_included`, and the configuration in force there. The snapshot's data is the caller's
+/// business; the core only names snapshots by this metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The last entry the snapshot includes.
+    pub last_included: EntryId,
+    /// The membership in force at `last_included`.
+    pub membership: Membership,
+}
+
 /// Read-only access to the durable part of the log.
 ///
 /// Indexes run from `first_index()` to `last_index()` inclusive. The entry just before the first
@@ -67,6 +78,12 @@ pub trait LogView {
 
     /// The term of the entry at `index`, for `index` in `first_index()-1 ..= last_index()`.
     fn term(&self, index: LogIndex) -> Result<Term, LogError>;
+
+    /// The newest snapshot the caller can send to a follower, if any. When the log has been
+    /// compacted (`first_index() > 1`), it must cover the compacted prefix:
+    /// `last_included.index >= first_index() - 1`, and its data must be durable. The leader
+    /// sends it to followers that need compacted entries (Raft §7).
+    fn snapshot(&self) -> Option<SnapshotMeta>;
 
     /// Appends to `out` the entries from `lo` through `hi` inclusive, stopping early once their
     /// total [`Entry::size_bytes`] would exceed `bytes_max`; at least one entry is always
@@ -103,7 +120,9 @@ pub fn push_within_bytes<'a>(
 /// An in-memory [`LogView`] that the caller also writes to.
 ///
 /// It implements the caller's half of the contract with plain methods: [`MemLog::append`]
-/// (overwriting a conflicting suffix), [`MemLog::set_hard_state`] and [`MemLog::compact`].
+/// (overwriting a conflicting suffix), [`MemLog::set_hard_state`], [`MemLog::compact`] and
+/// [`MemLog::reset_to_snapshot`]. Its snapshot (for [`LogView::snapshot`]) is its compaction
+/// point: the caller keeps the matching state-machine data.
 #[derive(Clone, Debug)]
 pub struct MemLog {
     hard_state: HardState,
@@ -209,6 +228,13 @@ impl MemLog {
 impl LogView for MemLog {
     fn initial_state(&self) -> InitialState {
         InitialState { hard_state: self.hard_state, membership: self.membership.clone() }
+    }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        (self.snapshot.index.0 > 0).then(|| SnapshotMeta {
+            last_included: self.snapshot,
+            membership: self.membership.clone(),
+        })
     }
 
     fn first_index(&self) -> LogIndex {

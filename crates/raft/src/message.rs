@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use crate::log_view::SnapshotMeta;
 use crate::types::{Entry, EntryId, LogIndex, NodeId, Term};
 
 /// An opaque id the caller attaches to a read request, returned with the read's
@@ -103,6 +104,16 @@ pub enum MessageBody {
     },
     /// Leadership transfer: "campaign now, skipping Pre-Vote" (dissertation §3.10).
     TimeoutNow,
+    /// InstallSnapshot (Raft §7): the leader's log no longer holds entries this follower
+    /// needs. The message only names the snapshot; the caller streams the snapshot's data
+    /// beside it (outside the append stream) and steps the message into the follower once the
+    /// data is staged there, durable and checked. The caller may send a newer snapshot than
+    /// the one named, and then names that one. The leader learns the outcome from the
+    /// follower's `AppendResponse` and from [`crate::Node::report_snapshot`].
+    Snapshot {
+        /// Which snapshot: its last included entry and configuration.
+        meta: SnapshotMeta,
+    },
 }
 
 /// Why a follower rejected an `Append`, and where the leader should look next.
@@ -138,6 +149,7 @@ impl MessageBody {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::Snapshot { .. } => "Snapshot",
         }
     }
 
@@ -235,6 +247,7 @@ impl fmt::Debug for MessageBody {
                 None => write!(f, "ReadIndexResponse id={} refused", id.0),
             },
             MessageBody::TimeoutNow => write!(f, "TimeoutNow"),
+            MessageBody::Snapshot { meta } => write!(f, "Snapshot last={}", meta.last_included),
         }
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::config::{Config, ConfigError};
 use crate::error::{ProposeError, ReadError, StepError, TransferError};
 use crate::leader::LeaderState;
-use crate::log_view::LogView;
+use crate::log_view::{LogView, SnapshotMeta};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody, ReadId};
 use crate::raft_log::RaftLog;
@@ -31,6 +31,16 @@ pub enum Proposed {
     },
 }
 
+/// How a snapshot transfer to a follower ended, as the caller's transport saw it (see
+/// [`Node::report_snapshot`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SnapshotStatus {
+    /// The data was delivered and the message stepped into the follower.
+    Delivered,
+    /// The transfer failed or was abandoned; the leader will probe and send a snapshot again.
+    Failed,
+}
+
 /// A snapshot of a node's state, for status pages and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -48,6 +58,8 @@ pub struct Status {
     pub persisted: LogIndex,
     /// Highest index reported applied.
     pub applied: LogIndex,
+    /// First index still in the log (everything before is compacted into a snapshot).
+    pub first_index: LogIndex,
     /// For a leader: each follower's match index.
     pub matched: BTreeMap<NodeId, LogIndex>,
 }
@@ -96,10 +108,13 @@ pub struct Node<L: LogView> {
     pub(crate) msgs_after_persist: Vec<Message>,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) dropped_reads: Vec<ReadId>,
+    /// A snapshot accepted from the leader, to hand to the caller in the next `Ready`.
+    pub(crate) snapshot_to_install: Option<SnapshotMeta>,
     // Bookkeeping for the Ready contract.
     ready_number: u64,
-    /// Readies handed out and not yet acknowledged durable, with the last entry each carried.
-    unpersisted: VecDeque<(u64, Option<EntryId>)>,
+    /// Readies handed out and not yet acknowledged durable, with the last entry each carried
+    /// and whether it carried a snapshot to install.
+    unpersisted: VecDeque<(u64, Option<EntryId>, bool)>,
     last_hard_state: HardState,
     last_soft_state: SoftState,
 }
@@ -153,6 +168,7 @@ impl<L: LogView> Node<L> {
             msgs_after_persist: Vec::new(),
             read_states: Vec::new(),
             dropped_reads: Vec::new(),
+            snapshot_to_install: None,
             ready_number: 0,
             unpersisted: VecDeque::new(),
             last_hard_state: HardState { commit: committed, ..hs },
@@ -225,6 +241,11 @@ impl<L: LogView> Node<L> {
             MessageBody::ReadIndex { id } => self.on_read_index_request(from, id),
             MessageBody::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
             MessageBody::TimeoutNow => self.on_timeout_now(),
+            MessageBody::Snapshot { meta } => {
+                if self.become_follower_of(from) {
+                    self.on_snapshot(from, meta);
+                }
+            }
         }
         Ok(())
     }
@@ -282,11 +303,23 @@ impl<L: LogView> Node<L> {
         Ok(())
     }
 
+    /// Reports how the transfer of a snapshot to `to` (asked for by a
+    /// [`MessageBody::Snapshot`] message) ended. The leader sends nothing else to `to` but
+    /// heartbeats until the follower acknowledges the snapshot or this is called, so the
+    /// caller's transport must call it for every snapshot message it could not deliver.
+    /// Ignored unless this node leads and is sending `to` a snapshot.
+    pub fn report_snapshot(&mut self, to: NodeId, status: SnapshotStatus) {
+        if let Some(pr) = self.leader_state.as_mut().and_then(|ls| ls.progress.get_mut(&to)) {
+            pr.snapshot_done(status == SnapshotStatus::Failed);
+        }
+    }
+
     // ----- Output ---------------------------------------------------------------------------
 
     /// Whether [`Node::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
         (self.role == Role::Candidate && self.candidacy_ready.is_none())
+            || self.snapshot_to_install.is_some()
             || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || !self.forward_queue.is_empty()
@@ -328,6 +361,7 @@ impl<L: LogView> Node<L> {
             rd.hard_state = Some(hs);
             self.last_hard_state = hs;
         }
+        rd.snapshot = self.snapshot_to_install.take();
         self.log.take_unpersisted(&mut rd.entries);
         rd.messages = std::mem::take(&mut self.msgs);
         rd.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
@@ -335,7 +369,8 @@ impl<L: LogView> Node<L> {
         rd.read_states = std::mem::take(&mut self.read_states);
         rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
-            self.unpersisted.push_back((rd.number, rd.entries.last().map(|e| e.id)));
+            let last = rd.entries.last().map(|e| e.id);
+            self.unpersisted.push_back((rd.number, last, rd.snapshot.is_some()));
         }
         rd
     }
@@ -347,11 +382,14 @@ impl<L: LogView> Node<L> {
     pub fn on_persisted(&mut self, number: u64) {
         assert!(number <= self.ready_number, "ready {number} was never handed out");
         let mut last = None;
-        while let Some(&(n, id)) = self.unpersisted.front() {
+        while let Some(&(n, id, snapshot)) = self.unpersisted.front() {
             if n > number {
                 break;
             }
             self.unpersisted.pop_front();
+            if snapshot {
+                self.log.snapshot_installed();
+            }
             if id.is_some() {
                 last = id;
             }
@@ -446,6 +484,7 @@ impl<L: LogView> Node<L> {
             committed: self.log.committed,
             persisted: self.log.persisted_index(),
             applied: self.log.applied,
+            first_index: self.log.first_index(),
             matched,
         }
     }
@@ -478,7 +517,9 @@ impl<L: LogView> Node<L> {
             MessageBody::PreVote { .. } => {}
             // ...and a granted pre-vote answer carries the term we would campaign in.
             MessageBody::PreVoteResponse { granted: true } => {}
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
                 self.become_follower(msg.term, Some(msg.from));
             }
             _ => self.become_follower(msg.term, None),
@@ -492,7 +533,9 @@ impl<L: LogView> Node<L> {
             // A stale leader (for example one cut off by a partition, S8) must learn that it
             // was replaced; with Pre-Vote and Check-Quorum it would otherwise never see a
             // higher term from the nodes that ignore its elections.
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
                 self.send(msg.from, MessageBody::HeartbeatResponse { read_round: 0 });
             }
             MessageBody::PreVote { .. } => {

@@ -16,6 +16,10 @@ pub enum ProgressState {
     Probe,
     /// The follower matches through `match_index`: pipeline appends optimistically.
     Replicate,
+    /// The follower needs entries the leader compacted: a snapshot through
+    /// `pending_snapshot` is being sent to it, and appends wait until it is acknowledged or
+    /// reported (one transfer per follower at a time, Raft §7).
+    Snapshot,
 }
 
 /// Appends in flight to one follower, oldest first: the last index each carried and its bytes.
@@ -104,8 +108,8 @@ pub struct Progress {
     pub round_acked: u64,
     /// The highest commit index sent to the follower.
     pub commit_sent: LogIndex,
-    /// Set when the entries this follower needs next are compacted: it needs a snapshot.
-    pub needs_snapshot: bool,
+    /// In snapshot state: the last index of the snapshot being sent.
+    pub pending_snapshot: LogIndex,
     /// In replicate state: the follower answered a heartbeat while behind, so an append it
     /// was sent may have been lost. The next send is an (empty) append at `next_index - 1`,
     /// which it either confirms or rejects, moving the leader to probe.
@@ -128,24 +132,25 @@ impl Progress {
             recent_active: false,
             round_acked: 0,
             commit_sent: LogIndex(0),
-            needs_snapshot: false,
+            pending_snapshot: LogIndex(0),
             confirm_tail: false,
         }
     }
 
     /// Whether an append may be sent now.
     pub fn can_send(&self) -> bool {
-        !self.needs_snapshot
-            && match self.state {
-                ProgressState::Probe => !self.probe_sent,
-                ProgressState::Replicate => !self.inflights.is_full(),
-            }
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => !self.inflights.is_full(),
+            ProgressState::Snapshot => false,
+        }
     }
 
     /// Records that an append ending at `last` (carrying `bytes`) was sent.
     pub fn sent_append(&mut self, last: LogIndex, entry_count: usize, bytes: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => unreachable!("no appends while a snapshot is pending"),
             ProgressState::Replicate => {
                 if entry_count > 0 {
                     assert_eq!(last, self.next_index.plus(entry_count as u64 - 1));
@@ -167,9 +172,14 @@ impl Progress {
             self.next_index = index.next();
         }
         self.inflights.free_to(index);
-        // Any success answers the probe: the logs match through the match index.
-        if self.state == ProgressState::Probe {
-            self.become_replicate();
+        match self.state {
+            // Any success answers the probe: the logs match through the match index.
+            ProgressState::Probe => self.become_replicate(),
+            // The follower holds the snapshot (it installed it, or already had its entries).
+            ProgressState::Snapshot if self.match_index >= self.pending_snapshot => {
+                self.become_replicate()
+            }
+            _ => {}
         }
         self.check();
         moved
@@ -184,6 +194,8 @@ impl Progress {
             ProgressState::Replicate if rejected <= self.match_index => return false,
             // In probe mode only the answer to the latest probe counts.
             ProgressState::Probe if rejected != self.next_index.prev() => return false,
+            // Appends sent before the snapshot: stale.
+            ProgressState::Snapshot => return false,
             _ => {}
         }
         self.become_probe();
@@ -197,13 +209,41 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.probe_sent = false;
         self.next_index = self.match_index.next();
+        self.pending_snapshot = LogIndex(0);
         self.inflights.reset();
+    }
+
+    /// Start sending a snapshot through `index`; appends pause until it is acknowledged.
+    pub fn become_snapshot(&mut self, index: LogIndex) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.pending_snapshot = index;
+        self.inflights.reset();
+    }
+
+    /// The snapshot transfer ended (`failed` or not) without the follower acknowledging it.
+    /// Probe again: after a delivered snapshot from just past it, so the follower confirms
+    /// it; after a failed one from just past the match, which leads to a new snapshot if the
+    /// entries are still compacted. The probe waits for the next heartbeat answer, so a
+    /// failing transfer is retried at most once per heartbeat.
+    pub fn snapshot_done(&mut self, failed: bool) {
+        if self.state != ProgressState::Snapshot {
+            return;
+        }
+        let pending = self.pending_snapshot;
+        self.become_probe();
+        if !failed {
+            self.next_index = self.next_index.max(pending.next());
+        }
+        self.probe_sent = true;
+        self.check();
     }
 
     /// Switch to pipelining from just after the match.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.probe_sent = false;
+        self.pending_snapshot = LogIndex(0);
         self.next_index = self.match_index.next();
         self.inflights.reset();
     }
@@ -261,5 +301,30 @@ mod tests {
         assert_eq!(p.state, ProgressState::Probe);
         assert_eq!(p.next_index, LogIndex(11));
         assert!(!p.on_reject(LogIndex(3), LogIndex(2)), "not the latest probe");
+    }
+
+    #[test]
+    fn snapshot_state_pauses_appends_until_acknowledged() {
+        let mut p = Progress::new(LogIndex(11), 4, 1 << 20);
+        p.become_snapshot(LogIndex(50));
+        assert!(!p.can_send(), "one snapshot at a time, no appends beside it");
+        assert!(!p.on_reject(LogIndex(10), LogIndex(5)), "rejections of older appends are stale");
+        p.on_match(LogIndex(20));
+        assert_eq!(p.state, ProgressState::Snapshot, "a match below the snapshot is not its ack");
+        p.on_match(LogIndex(50));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, LogIndex(51));
+    }
+
+    #[test]
+    fn snapshot_report_returns_to_probe() {
+        let mut p = Progress::new(LogIndex(11), 4, 1 << 20);
+        p.become_snapshot(LogIndex(50));
+        p.snapshot_done(false);
+        assert_eq!((p.state, p.next_index), (ProgressState::Probe, LogIndex(51)));
+        assert!(!p.can_send(), "the probe waits for a heartbeat answer");
+        p.become_snapshot(LogIndex(50));
+        p.snapshot_done(true);
+        assert_eq!((p.state, p.next_index), (ProgressState::Probe, LogIndex(1)));
     }
 }

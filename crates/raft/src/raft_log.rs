@@ -32,6 +32,10 @@ pub(crate) struct RaftLog<L> {
     pub(crate) applying: LogIndex,
     /// The highest index the caller reported applied.
     pub(crate) applied: LogIndex,
+    /// A snapshot this node accepted from the leader whose installation is not yet durable.
+    /// While set, the log below `offset` is this snapshot point and nothing else: the store
+    /// still shows the old log until the caller installs the snapshot.
+    installing: Option<EntryId>,
 }
 
 fn storage_failure(e: LogError) -> ! {
@@ -51,6 +55,7 @@ impl<L: LogView> RaftLog<L> {
             committed,
             applying: applied,
             applied,
+            installing: None,
         };
         // A hard state may record a commit index beyond a log that lost its unsynced tail is
         // impossible by contract (entries are durable before the hard state that commits them)
@@ -78,7 +83,10 @@ impl<L: LogView> RaftLog<L> {
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        self.store.first_index()
+        match self.installing {
+            Some(snap) => snap.index.next(),
+            None => self.store.first_index(),
+        }
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
@@ -102,6 +110,13 @@ impl<L: LogView> RaftLog<L> {
             match self.unstable.get(i) {
                 Some(e) => Ok(e.term()),
                 None => Err(LogError::Unavailable { index, last_index: self.last_index() }),
+            }
+        } else if let Some(snap) = self.installing {
+            // `offset == snap.index + 1` while installing: only the snapshot point is left.
+            if index == snap.index {
+                Ok(snap.term)
+            } else {
+                Err(LogError::Compacted { index, first_index: snap.index.next() })
             }
         } else {
             self.store.term(index)
@@ -134,6 +149,9 @@ impl<L: LogView> RaftLog<L> {
         }
         assert!(hi <= self.last_index(), "entries past the last index");
         let mut bytes = 0;
+        if lo < self.offset && self.installing.is_some() {
+            return Err(LogError::Compacted { index: lo, first_index: self.first_index() });
+        }
         if lo < self.offset {
             let store_hi = hi.min(self.offset.prev());
             let before = out.len();
@@ -230,6 +248,39 @@ impl<L: LogView> RaftLog<L> {
             }
             _ => {}
         }
+        self.check();
+    }
+
+    /// Replaces the whole log by the snapshot point `snap` (a follower accepting a snapshot
+    /// from the leader, Raft §7): nothing is left to persist or apply below it, and the state
+    /// machine counts as applied through it once the caller installs it. Until
+    /// [`RaftLog::snapshot_installed`], the store is not read.
+    pub(crate) fn restore(&mut self, snap: EntryId) {
+        assert!(snap.index > self.committed, "restoring {snap} at or below the commit index");
+        self.unstable.clear();
+        self.offset = snap.index.next();
+        self.handed_out = self.offset;
+        self.committed = snap.index;
+        self.applying = snap.index;
+        self.applied = snap.index;
+        self.installing = Some(snap);
+        self.check();
+    }
+
+    /// The caller made the snapshot installed by [`RaftLog::restore`] durable: the store shows
+    /// it now.
+    ///
+    /// # Panics
+    /// If the store does not show the snapshot point (the caller broke the `Ready` contract).
+    pub(crate) fn snapshot_installed(&mut self) {
+        let Some(snap) = self.installing.take() else { return };
+        let term = self.store.term(snap.index);
+        assert!(
+            term == Ok(snap.term) && self.store.first_index() <= snap.index.next(),
+            "the caller's log does not show the installed snapshot {snap} (term there: {term:?}, \
+             first index {})",
+            self.store.first_index()
+        );
         self.check();
     }
 

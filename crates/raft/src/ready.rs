@@ -1,5 +1,6 @@
 //! The node's output: [`Ready`], and the contract for handling it.
 
+use crate::log_view::SnapshotMeta;
 use crate::message::{Message, ReadId};
 use crate::types::{Entry, HardState, LogIndex, NodeId, Role, Term};
 
@@ -35,9 +36,13 @@ pub struct ReadState {
 ///    leader's appends to followers go out while the leader's own write of the same entries is
 ///    still in progress (Raft dissertation §10.2.1), and heartbeats and pre-votes promise
 ///    nothing. They may be sent in any order and over any number of connections.
-/// 2. **Persist `hard_state` and `entries`.** Entries overwrite any existing entries from
+/// 2. **Install `snapshot`, then persist `entries` and `hard_state`.** A snapshot (accepted
+///    from the leader, Raft §7) replaces the state machine with the snapshot's data and the
+///    whole log with an empty one that starts after `snapshot.last_included`, before this
+///    `Ready`'s entries are written. Entries overwrite any existing entries from
 ///    `entries[0].index` on (a new leader replaced a conflicting suffix). The write may be
-///    asynchronous, but `Ready`s must become durable in number order.
+///    asynchronous, but `Ready`s must become durable in number order, and the store must show
+///    the snapshot point once this `Ready` is acknowledged.
 /// 3. **When the write is durable, call [`crate::Node::on_persisted`] with `number`**, then send
 ///    `persisted_messages`. These promise durable state to their receiver (a vote, S2; an
 ///    append acknowledgement, S10) and must never leave before it.
@@ -48,6 +53,14 @@ pub struct ReadState {
 ///
 /// A caller that does everything synchronously simply does 2, 3, 1 and 4 in a loop; a caller
 /// that persists on another thread keeps taking `Ready`s while earlier ones are being written.
+///
+/// # Snapshots
+///
+/// A leader whose log no longer holds what a follower needs emits a
+/// [`crate::MessageBody::Snapshot`] naming its [`crate::LogView::snapshot`]. The caller streams
+/// that snapshot's data to the follower beside the normal messages (it must not hold up
+/// heartbeats), the follower's caller stages the data durably and then steps the message, and
+/// the sender reports the outcome with [`crate::Node::report_snapshot`].
 #[derive(Debug, Default)]
 #[must_use = "a Ready must be handled: persist, send, apply, and acknowledge by number"]
 pub struct Ready {
@@ -57,6 +70,10 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// The hard state to persist, if it changed.
     pub hard_state: Option<HardState>,
+    /// A snapshot from the leader to install before anything else in this `Ready`: the
+    /// caller has its data staged (it stepped the [`crate::MessageBody::Snapshot`] that named
+    /// it). Installing it counts as applying every entry through its last index.
+    pub snapshot: Option<SnapshotMeta>,
     /// Entries to persist (append, overwriting from `entries[0].index`).
     pub entries: Vec<Entry>,
     /// Messages to send now.
@@ -74,7 +91,7 @@ pub struct Ready {
 impl Ready {
     /// Whether this `Ready` has anything to make durable (and so the write needs a sync).
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 
     /// Whether this `Ready` asks for nothing at all.

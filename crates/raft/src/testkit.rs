@@ -15,13 +15,13 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::ProposeError;
-use crate::log_view::MemLog;
+use crate::log_view::{LogView, MemLog};
 use crate::membership::Membership;
-use crate::message::{Message, ReadId};
-use crate::node::{Node, Proposed};
+use crate::message::{Message, MessageBody, ReadId};
+use crate::node::{Node, Proposed, SnapshotStatus};
 use crate::ready::ReadState;
 use crate::rng::Rng;
-use crate::types::{Entry, EntryKind, LogIndex, NodeId, Role, Term};
+use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId, Role, Term};
 
 /// An in-memory cluster with a controllable network.
 pub struct Cluster {
@@ -35,6 +35,13 @@ pub struct Cluster {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Applied normal entries per node, in order (what each state machine saw).
     applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Each node's durable snapshot: the normal entries applied through its log's compaction
+    /// point (the "state machine data" of a snapshot in this harness). Survives crashes.
+    snapshot_data: BTreeMap<NodeId, Vec<Entry>>,
+    /// Snapshot data travelling beside a `Snapshot` message, by (from, to).
+    snapshots_in_flight: BTreeMap<(NodeId, NodeId), (EntryId, Vec<Entry>)>,
+    /// Snapshot data a node received, waiting for its core to ask for the install.
+    staged: BTreeMap<NodeId, (EntryId, Vec<Entry>)>,
     /// Reads answered per node.
     reads: BTreeMap<NodeId, Vec<ReadState>>,
     /// Reads dropped per node.
@@ -73,6 +80,9 @@ impl Cluster {
             network: VecDeque::new(),
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),
+            snapshot_data: BTreeMap::new(),
+            snapshots_in_flight: BTreeMap::new(),
+            staged: BTreeMap::new(),
             reads: BTreeMap::new(),
             dropped_reads: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -174,6 +184,19 @@ impl Cluster {
             return false;
         }
         let rd = node.ready();
+        if let Some(meta) = &rd.snapshot {
+            // Install before anything else in the Ready (the contract's step 2).
+            let (staged_id, data) =
+                self.staged.remove(&id).expect("a snapshot to install was received first");
+            assert_eq!(staged_id, meta.last_included, "installing a snapshot that was not staged");
+            node.log_view_mut().reset_to_snapshot(meta.last_included, meta.membership.clone());
+            self.applied.insert(id, data.clone());
+            self.snapshot_data.insert(id, data);
+            if self.tracing {
+                self.trace.push(format!("{id} installed snapshot {}", meta.last_included));
+            }
+        }
+        let node = self.nodes.get_mut(&id).expect("running");
         if let Some(hs) = rd.hard_state {
             node.log_view_mut().set_hard_state(hs);
         }
@@ -220,6 +243,12 @@ impl Cluster {
         }
         self.reads.entry(id).or_default().extend(rd.read_states);
         self.dropped_reads.entry(id).or_default().extend(rd.dropped_reads);
+        for m in &rd.messages {
+            if let MessageBody::Snapshot { meta } = &m.body {
+                let data = self.snapshot_data.get(&id).cloned().unwrap_or_default();
+                self.snapshots_in_flight.insert((m.from, m.to), (meta.last_included, data));
+            }
+        }
         self.network.extend(rd.messages);
         self.network.extend(rd.persisted_messages);
         true
@@ -246,6 +275,7 @@ impl Cluster {
         let mut n = 0;
         for m in batch {
             if self.loss > 0.0 && (self.rng.next_u64() % 10_000) < (self.loss * 10_000.0) as u64 {
+                self.lost(&m);
                 continue;
             }
             n += usize::from(self.deliver(m));
@@ -253,26 +283,68 @@ impl Cluster {
         n
     }
 
-    /// Delivers one message unless its link is cut or its receiver is down.
+    /// Delivers one message unless its link is cut or its receiver is down. A snapshot's data
+    /// is staged at the receiver before its message is stepped, and the transfer's outcome is
+    /// reported to the sender, as a real transport does.
     pub fn deliver(&mut self, m: Message) -> bool {
-        if self.cut.contains(&(m.from, m.to)) {
+        if self.cut.contains(&(m.from, m.to)) || !self.nodes.contains_key(&m.to) {
+            self.lost(&m);
             return false;
         }
-        let Some(node) = self.nodes.get_mut(&m.to) else {
-            return false;
-        };
+        let (from, to) = (m.from, m.to);
+        let snapshot = matches!(m.body, MessageBody::Snapshot { .. });
+        if snapshot && let Some(data) = self.snapshots_in_flight.remove(&(from, to)) {
+            self.staged.insert(to, data);
+        }
         let line = format!("{m:?}");
-        node.step(m).expect("well-formed message");
+        self.nodes.get_mut(&to).expect("checked").step(m).expect("well-formed message");
         self.delivered_count += 1;
         self.note(line);
+        if snapshot && let Some(sender) = self.nodes.get_mut(&from) {
+            sender.report_snapshot(to, SnapshotStatus::Delivered);
+        }
         true
+    }
+
+    /// A message that will never arrive: a snapshot's sender learns that its transfer failed.
+    fn lost(&mut self, m: &Message) {
+        if let MessageBody::Snapshot { .. } = m.body {
+            self.snapshots_in_flight.remove(&(m.from, m.to));
+            if let Some(sender) = self.nodes.get_mut(&m.from) {
+                sender.report_snapshot(m.to, SnapshotStatus::Failed);
+            }
+            self.note(format!("{}->{} snapshot transfer failed", m.from, m.to));
+        }
     }
 
     /// Drops every message in the network matching `pred`. Returns how many.
     pub fn drop_where(&mut self, pred: impl Fn(&Message) -> bool) -> usize {
-        let before = self.network.len();
-        self.network.retain(|m| !pred(m));
-        before - self.network.len()
+        let (dropped, kept): (Vec<Message>, Vec<Message>) =
+            self.network.drain(..).partition(|m| pred(m));
+        self.network = kept.into();
+        for m in &dropped {
+            self.lost(m);
+        }
+        dropped.len()
+    }
+
+    /// Compacts a node's log through `index` (at most its applied index), keeping the state
+    /// machine's data at that point as the node's snapshot (Raft §7).
+    ///
+    /// # Panics
+    /// If `index` is past what the node applied.
+    pub fn compact(&mut self, id: NodeId, index: LogIndex) {
+        let node = self.nodes.get_mut(&id).unwrap_or_else(|| panic!("{id} is down"));
+        let applied = node.status().applied;
+        assert!(index <= applied, "{id} cannot compact to {index}: applied only {applied}");
+        if index < node.log_view().first_index() {
+            return;
+        }
+        node.log_view_mut().compact(index);
+        let data: Vec<Entry> =
+            self.applied[&id].iter().filter(|e| e.index() <= index).cloned().collect();
+        self.snapshot_data.insert(id, data);
+        self.note(format!("{id} compacted through {index}"));
     }
 
     /// Processes and delivers until nothing is left to do.
@@ -387,6 +459,7 @@ impl Cluster {
     /// lost, messages to it are dropped; its durable log survives.
     pub fn crash(&mut self, id: NodeId) {
         if let Some(node) = self.nodes.remove(&id) {
+            self.staged.remove(&id);
             self.note(format!("{id} crashed"));
             self.crashed.insert(id, node.log_view().clone());
         }
@@ -399,7 +472,8 @@ impl Cluster {
         let cfg = self.configs[&id].clone();
         let node = Node::new(cfg, log).expect("restart");
         self.note(format!("{id} restarted at term {}", node.term()));
-        self.applied.insert(id, Vec::new());
+        // The state machine restarts from the node's snapshot, then re-applies the log.
+        self.applied.insert(id, self.snapshot_data.get(&id).cloned().unwrap_or_default());
         self.nodes.insert(id, node);
     }
 
@@ -456,6 +530,7 @@ impl Cluster {
 /// - `process ID`, `deliver [from=ID] [to=ID]`, `drop [from=ID] [to=ID]`, `stabilize`
 /// - `run-ticks COUNT`: tick everyone and stabilize, COUNT times; prints role changes only
 /// - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
+/// - `compact ID [INDEX]`: compact through INDEX (default: the node's applied index)
 /// - `status`, `log ID`, `applied ID`
 ///
 /// Lines starting with `#` are comments and are copied through.
@@ -622,6 +697,14 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
                 .collect();
             let refs: Vec<&[u64]> = groups.iter().map(|g| g.as_slice()).collect();
             c.partition(&refs);
+        }
+        "compact" => {
+            let id = parse_id(args[0]);
+            let index = match args.get(1) {
+                Some(i) => LogIndex(i.parse().expect("index")),
+                None => c.node(id).status().applied,
+            };
+            c.compact(id, index);
         }
         "isolate" => c.isolate(parse_id(args[0])),
         "heal" => c.heal(),

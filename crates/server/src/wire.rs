@@ -72,9 +72,13 @@
 //! # Ok::<(), tenure_server::wire::WireError>(())
 //! ```
 
+use std::collections::BTreeSet;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tenure_raft::quorum::{JointConfig, MajorityConfig};
 use tenure_raft::{
-    Entry, EntryId, EntryKind, LogIndex, Message, MessageBody, NodeId, ReadId, RejectHint, Term,
+    Entry, EntryId, EntryKind, LogIndex, Membership, Message, MessageBody, NodeId, ReadId,
+    RejectHint, SnapshotMeta, Term,
 };
 
 /// The four bytes every frame starts with.
@@ -168,6 +172,9 @@ pub enum WireError {
     /// Bytes were left after the last message the header counted.
     #[error("{0} bytes left after the last message")]
     TrailingBytes(usize),
+    /// A snapshot message names an impossible configuration.
+    #[error("invalid membership in a snapshot message: {0}")]
+    InvalidMembership(String),
     /// A message claims a sender other than the frame's member.
     #[error("message from {claimed} in a frame sent by member {from_member:016x}")]
     SenderMismatch {
@@ -446,6 +453,7 @@ const TAG_PROPOSE: u8 = 9;
 const TAG_READ_INDEX: u8 = 10;
 const TAG_READ_INDEX_RESPONSE: u8 = 11;
 const TAG_TIMEOUT_NOW: u8 = 12;
+const TAG_SNAPSHOT: u8 = 13;
 
 /// Smallest possible encoded entry (kind, three one-byte varints); bounds preallocation.
 const ENTRY_BYTES_MIN: usize = 4;
@@ -456,6 +464,21 @@ fn varint_len(v: u64) -> usize {
 
 fn entry_id_len(id: EntryId) -> usize {
     varint_len(id.term.0) + varint_len(id.index.0)
+}
+
+/// The three id sets of a membership, in wire order: incoming voters, outgoing voters,
+/// learners.
+fn membership_sets(m: &Membership) -> [&BTreeSet<NodeId>; 3] {
+    [m.voters.incoming.voters(), m.voters.outgoing.voters(), &m.learners]
+}
+
+fn membership_len(m: &Membership) -> usize {
+    membership_sets(m)
+        .iter()
+        .map(|set| {
+            varint_len(set.len() as u64) + set.iter().map(|id| varint_len(id.0)).sum::<usize>()
+        })
+        .sum()
 }
 
 /// The exact number of bytes [`encode_message`] writes for `m`.
@@ -492,6 +515,9 @@ pub fn encoded_len(m: &Message) -> usize {
             varint_len(id.0) + 1 + index.map_or(0, |i| varint_len(i.0))
         }
         MessageBody::TimeoutNow => 0,
+        MessageBody::Snapshot { meta } => {
+            entry_id_len(meta.last_included) + membership_len(&meta.membership)
+        }
     };
     1 + 8 + 8 + varint_len(m.term.0) + body
 }
@@ -512,6 +538,7 @@ pub fn encode_message(m: &Message, out: &mut BytesMut) {
         MessageBody::ReadIndex { .. } => TAG_READ_INDEX,
         MessageBody::ReadIndexResponse { .. } => TAG_READ_INDEX_RESPONSE,
         MessageBody::TimeoutNow => TAG_TIMEOUT_NOW,
+        MessageBody::Snapshot { .. } => TAG_SNAPSHOT,
     });
     out.put_u64_le(m.from.0);
     out.put_u64_le(m.to.0);
@@ -570,6 +597,15 @@ pub fn encode_message(m: &Message, out: &mut BytesMut) {
             }
         }
         MessageBody::TimeoutNow => {}
+        MessageBody::Snapshot { meta } => {
+            put_entry_id(out, meta.last_included);
+            for set in membership_sets(&meta.membership) {
+                put_varint(out, set.len() as u64);
+                for id in set {
+                    put_varint(out, id.0);
+                }
+            }
+        }
     }
 }
 
@@ -753,6 +789,26 @@ impl Reader {
                 MessageBody::ReadIndexResponse { id, index }
             }
             TAG_TIMEOUT_NOW => MessageBody::TimeoutNow,
+            TAG_SNAPSHOT => {
+                let last_included = self.entry_id()?;
+                let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
+                for set in &mut sets {
+                    let n = self.count(1)?;
+                    for _ in 0..n {
+                        set.insert(NodeId(self.varint()?));
+                    }
+                }
+                let [incoming, outgoing, learners] = sets;
+                let membership = Membership {
+                    voters: JointConfig {
+                        incoming: MajorityConfig::new(incoming),
+                        outgoing: MajorityConfig::new(outgoing),
+                    },
+                    learners,
+                };
+                membership.validate().map_err(WireError::InvalidMembership)?;
+                MessageBody::Snapshot { meta: SnapshotMeta { last_included, membership } }
+            }
             t => return Err(WireError::UnknownTag { what: "message", tag: t }),
         };
         Ok(Message { from, to, term, body })

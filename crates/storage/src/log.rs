@@ -82,6 +82,7 @@ use tenure_raft::{
 use crate::disk::{DirLock, Disk, DiskFile};
 use crate::error::StorageError;
 use crate::record::{self, FrameError, Record, SegmentHeader};
+use crate::snapshot::{SnapshotMeta, SnapshotReader};
 
 /// Limits of a [`Storage`]. Check them with [`Options::validate`] (also done by
 /// [`Storage::open`]).
@@ -205,6 +206,8 @@ pub struct Storage {
     poisoned: Option<String>,
     /// Whether a [`SyncTicket`] is out.
     sync_in_flight: bool,
+    /// The newest durable snapshot file's metadata, found at open or noted since.
+    snapshot: Option<SnapshotMeta>,
 }
 
 impl fmt::Debug for Storage {
@@ -487,7 +490,10 @@ impl Storage {
             membership: Membership::default(),
             poisoned: None,
             sync_in_flight: false,
+            snapshot: None,
         };
+        storage.snapshot =
+            SnapshotReader::open_latest(&*storage.disk, &storage.dir)?.map(|r| r.meta().clone());
         storage.recover(&seqs)?;
         storage.check_invariants();
         Ok(storage)
@@ -981,6 +987,19 @@ impl Storage {
         self.after_encode()
     }
 
+    /// Records that a snapshot file for `meta` is durable in this directory (written with
+    /// [`Storage::snapshot_writer`]). It becomes what [`LogView::snapshot`] reports unless a
+    /// newer one is already known. Compaction must not pass the newest snapshot.
+    pub fn note_snapshot(&mut self, meta: SnapshotMeta) {
+        let newer = self.snapshot.as_ref().is_none_or(|s| {
+            (meta.last_included.index, meta.last_included.term)
+                > (s.last_included.index, s.last_included.term)
+        });
+        if newer {
+            self.snapshot = Some(meta);
+        }
+    }
+
     /// Makes every operation issued so far durable with one fsync, then deletes segments that
     /// the now-durable snapshot point has made obsolete. Returns the last index of the log.
     ///
@@ -1168,6 +1187,10 @@ impl Storage {
 impl LogView for Storage {
     fn initial_state(&self) -> InitialState {
         InitialState { hard_state: self.hard_state, membership: self.membership.clone() }
+    }
+
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot.clone()
     }
 
     fn first_index(&self) -> LogIndex {

@@ -13,7 +13,7 @@
 //! [`SnapshotWriter`] writes to `<name>.tmp`, then on [`SnapshotWriter::finish`] fsyncs it,
 //! renames it into place and fsyncs the directory, so a crash leaves either the old snapshot or
 //! the new one, never half of one (leftover `.tmp` files are removed by
-//! [`crate::Storage::open`]). It then deletes older snapshots. [`SnapshotReader`] checks every
+//! [`crate::Storage::open`]). It then deletes older snapshots (never newer ones). [`SnapshotReader`] checks every
 //! chunk as it yields it and the whole at the end; damage is a [`StorageError::Corrupt`] naming
 //! the file and offset.
 
@@ -21,13 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tenure_raft::{EntryId, LogIndex, Membership, Term};
+use tenure_raft::{EntryId, LogIndex, Term};
 
 use crate::disk::{Disk, DiskFile};
 use crate::error::StorageError;
 use crate::record::{self, Reader};
 
 const MAGIC: &[u8; 8] = b"TNSNAP01";
+static NEXT_TEMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Largest chunk a reader accepts (and a writer writes: larger chunks are split).
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 16 << 20;
 const META_BYTES_MAX: usize = 1 << 20;
@@ -36,14 +37,7 @@ pub const SNAPSHOT_SUFFIX: &str = ".snap";
 /// Suffix of files being written; removed at open.
 pub const TEMP_SUFFIX: &str = ".tmp";
 
-/// What a snapshot covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotMeta {
-    /// The last entry the snapshot includes; the log may be compacted up to it.
-    pub last_included: EntryId,
-    /// The membership in force at `last_included`.
-    pub membership: Membership,
-}
+pub use tenure_raft::SnapshotMeta;
 
 fn snapshot_name(id: EntryId) -> String {
     format!("{:016x}-{:016x}{SNAPSHOT_SUFFIX}", id.index.0, id.term.0)
@@ -93,7 +87,10 @@ impl SnapshotWriter {
     ) -> Result<SnapshotWriter, StorageError> {
         let name = snapshot_name(meta.last_included);
         let final_path = dir.join(&name);
-        let tmp_path = dir.join(format!("{name}{TEMP_SUFFIX}"));
+        // Unique per writer: two transfers of the same snapshot (from two leaders) never
+        // write into one file.
+        let nonce = NEXT_TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp_path = dir.join(format!("{name}.{nonce}{TEMP_SUFFIX}"));
         let file = disk.open(&tmp_path, true).map_err(|e| StorageError::io(&tmp_path, e))?;
         file.set_len(0).map_err(|e| StorageError::io(&tmp_path, e))?;
         let mut head = MAGIC.to_vec();
@@ -135,8 +132,8 @@ impl SnapshotWriter {
     }
 
     /// Seals the snapshot: writes the end, fsyncs, renames into place, fsyncs the directory,
-    /// then deletes older snapshots. When this returns `Ok`, the snapshot is durable and
-    /// [`SnapshotReader::open_latest`] finds it.
+    /// then deletes older snapshots (never a newer one). When this returns `Ok`, the snapshot
+    /// is durable and [`SnapshotReader::open_latest`] finds it unless a newer one exists.
     pub fn finish(self) -> Result<SnapshotMeta, StorageError> {
         let mut end = 0u32.to_le_bytes().to_vec();
         end.extend_from_slice(&self.total_crc.to_le_bytes());
@@ -153,8 +150,10 @@ impl SnapshotWriter {
         };
         sync_dir(&*self.disk, &self.dir)?;
         let mut removed = false;
+        // Only older snapshots go: a newer one (taken locally while this one was received)
+        // stays in force.
         for (id, name) in list_snapshots(&*self.disk, &self.dir)? {
-            if id != self.meta.last_included {
+            if (id.index, id.term) < (self.meta.last_included.index, self.meta.last_included.term) {
                 let path = self.dir.join(name);
                 self.disk.remove(&path).map_err(|e| StorageError::io(&path, e))?;
                 removed = true;
@@ -294,7 +293,7 @@ impl SnapshotReader {
 mod tests {
     use super::*;
     use crate::sim_disk::{CrashMode, SimDisk};
-    use tenure_raft::NodeId;
+    use tenure_raft::{Membership, NodeId};
 
     fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta {
