@@ -20,14 +20,29 @@
 //! (the caller passes time to [`Replica::tick`]) and starts no threads: the server and the
 //! simulator run this same code.
 //!
+//! ## Snapshots
+//!
+//! When [`SnapshotPolicy`] says so, [`Replica::take_snapshot_job`] hands out a
+//! [`SnapshotJob`] (a point-in-time copy of the store and a snapshot file to write) that the
+//! caller runs on any thread; [`Replica::finish_snapshot`] then records it and compacts the log,
+//! keeping a trailing window. A leader's `Snapshot` messages ask the caller to stream
+//! [`Replica::snapshot_to_send`] to the follower, whose caller writes it through
+//! [`Replica::snapshot_receiver`] and then steps the message; the install happens in
+//! [`Replica::poll`]. [`Replica::open`] restarts from the newest snapshot plus the log after
+//! it. The pointer chain `first - 1 <= snapshot <= applied <= committed <= last` is checked
+//! after every change.
+//!
 //! ## Modules
 //! - [`envelope`]: what wraps a state-machine proposal in a log entry (log time, origin,
 //!   request id).
+//! - [`snapshot`]: snapshot jobs, the policy, and chunked adapters between the state machine
+//!   and snapshot files.
 //! - this file: [`Replica`], its configuration, requests, completions and errors.
 
 #![warn(missing_docs)]
 
 pub mod envelope;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -35,12 +50,15 @@ use std::sync::Arc;
 
 use tenure_kv::{Proposal, RangeRequest, RangeResponse, Response, Store};
 use tenure_raft::{
-    ConfigError, Entry, EntryKind, LogIndex, Membership, Message, Node, NodeId, ProposeError,
-    Proposed, ReadId, Role, SoftState, Term,
+    ConfigError, Entry, EntryId, EntryKind, LogIndex, LogView, Membership, Message, Node, NodeId,
+    ProposeError, Proposed, ReadId, Role, SnapshotMeta, SnapshotStatus, SoftState, Term,
 };
-use tenure_storage::{Disk, FinishedSync, Storage, StorageError, SyncTicket};
+use tenure_storage::{
+    Disk, FinishedSync, SnapshotReader, SnapshotWriter, Storage, StorageError, SyncTicket,
+};
 
 pub use envelope::Envelope;
+pub use snapshot::{SnapshotDone, SnapshotJob, SnapshotPolicy};
 
 /// Everything a replica is configured with.
 #[derive(Clone, Debug)]
@@ -54,6 +72,8 @@ pub struct ReplicaConfig {
     /// A client request not completed within this many ticks completes with
     /// [`ClientError::Timeout`].
     pub request_timeout_ticks: u64,
+    /// When to snapshot and compact the log.
+    pub snapshot: SnapshotPolicy,
 }
 
 impl ReplicaConfig {
@@ -64,6 +84,7 @@ impl ReplicaConfig {
             storage: tenure_storage::Options::default(),
             kv: tenure_kv::Config::default(),
             request_timeout_ticks: 50,
+            snapshot: SnapshotPolicy::default(),
         }
     }
 }
@@ -146,6 +167,9 @@ pub enum ReplicaError {
     /// The state machine's configuration is invalid.
     #[error("kv config: {0}")]
     KvConfig(String),
+    /// A snapshot could not be restored (damaged, or inconsistent with the log).
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// The state machine failed in a way that could make replicas diverge.
     #[error("state machine failed at index {index}: {error}")]
     StateMachine {
@@ -204,14 +228,36 @@ pub struct Replica {
     sync_in_flight: Option<u64>,
     /// The highest ready number covered by a finished sync.
     synced_upto: u64,
+    /// The newest snapshot taken or installed here.
+    snapshot_index: LogIndex,
+    /// Entries and bytes applied since that snapshot (the policy's inputs).
+    applied_since_snapshot: (u64, u64),
+    /// Whether a snapshot job is out.
+    snapshot_in_flight: bool,
+    stats: SnapshotStats,
+    /// The highest index applied to the state machine (or installed with a snapshot).
+    applied: LogIndex,
+}
+
+/// Snapshot counters, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshots this replica wrote of its own state.
+    pub taken: u64,
+    /// Snapshots received from a leader and installed.
+    pub installed: u64,
+    /// The last index of the newest snapshot.
+    pub index: u64,
+    /// Bytes of state-machine data in the last snapshot taken.
+    pub last_bytes: u64,
 }
 
 impl Replica {
     /// Opens (or creates) a replica's storage in `dir` on `disk` and starts its node.
     ///
     /// A fresh directory is bootstrapped with `membership`; an existing one keeps the
-    /// configuration it recorded. The state machine is rebuilt by re-applying the committed
-    /// log (snapshots will shorten that).
+    /// configuration it recorded. The state machine restarts from the newest snapshot and
+    /// re-applies the committed log after it.
     pub fn open(
         cfg: ReplicaConfig,
         disk: Arc<dyn Disk>,
@@ -219,15 +265,15 @@ impl Replica {
         membership: Membership,
     ) -> Result<Replica, ReplicaError> {
         let mut storage = Storage::open(disk, dir, cfg.storage.clone())?;
-        if storage.membership().voters.incoming.is_empty() {
+        if storage.membership().voters.incoming.is_empty() && storage.snapshot().is_none() {
             storage.set_membership(membership)?;
             storage.sync()?;
         }
+        let (kv, snapshot_index) = recover_snapshot(&mut storage, &cfg.kv)?;
         let mut raft_cfg = cfg.raft.clone();
-        raft_cfg.applied = storage.snapshot_point().index;
+        raft_cfg.applied = snapshot_index;
         let node = Node::new(raft_cfg, storage)?;
-        let kv = Store::new(cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
-        Ok(Replica {
+        let r = Replica {
             id: cfg.raft.id,
             node,
             kv,
@@ -239,7 +285,14 @@ impl Replica {
             unsynced: VecDeque::new(),
             sync_in_flight: None,
             synced_upto: 0,
-        })
+            snapshot_index,
+            applied_since_snapshot: (0, 0),
+            snapshot_in_flight: false,
+            stats: SnapshotStats { index: snapshot_index.0, ..SnapshotStats::default() },
+            applied: snapshot_index,
+        };
+        r.check_pointers();
+        Ok(r)
     }
 
     /// This replica's id.
@@ -370,6 +423,11 @@ impl Replica {
         if let Some(ss) = rd.soft_state {
             out.changes.push(ss);
         }
+        // 0. A snapshot from the leader replaces the state machine and the log before this
+        //    ready's entries are written.
+        if let Some(meta) = rd.snapshot.take() {
+            self.install_snapshot(meta)?;
+        }
         // 1. Messages that depend on nothing durable leave at once (the leader's appends go
         //    out while its own write is in progress).
         out.messages.append(&mut rd.messages);
@@ -409,6 +467,7 @@ impl Replica {
         self.serve_reads(out);
         self.release_unsynced(out);
         let ticket = self.maybe_begin_sync()?;
+        self.check_pointers();
         Ok((true, ticket))
     }
 
@@ -430,16 +489,173 @@ impl Replica {
 
     /// Polls and syncs inline until there is nothing left to do: the simple synchronous loop,
     /// used by tests and the simulator when the disk is not slowed.
+    /// Snapshot jobs run inline too.
     pub fn run_until_idle(&mut self, out: &mut Output) -> Result<(), ReplicaError> {
         loop {
             let (worked, mut ticket) = self.poll(out)?;
             while let Some(t) = ticket {
                 ticket = self.finish_sync(t.wait(), out)?;
             }
+            if let Some(job) = self.take_snapshot_job()? {
+                self.finish_snapshot(job.run())?;
+            }
             if !worked {
                 return Ok(());
             }
         }
+    }
+
+    // ----- Snapshots ------------------------------------------------------------------------
+
+    /// A snapshot job, if the policy says one is due and none is out. Run it on any thread
+    /// and pass the result to [`Replica::finish_snapshot`]. The apply loop pauses only to
+    /// copy the store's index.
+    pub fn take_snapshot_job(&mut self) -> Result<Option<SnapshotJob>, ReplicaError> {
+        let (entries, bytes) = self.applied_since_snapshot;
+        if self.snapshot_in_flight || !self.cfg.snapshot.due(entries, bytes) {
+            return Ok(None);
+        }
+        let applied = self.applied;
+        if applied <= self.snapshot_index {
+            return Ok(None);
+        }
+        self.snapshot_job_at(applied).map(Some)
+    }
+
+    /// A snapshot job of the current applied state, whatever the policy says (for operators'
+    /// "snapshot now" and tests). `None` if a job is out or nothing was applied since the last
+    /// snapshot.
+    pub fn force_snapshot_job(&mut self) -> Result<Option<SnapshotJob>, ReplicaError> {
+        let applied = self.applied;
+        if self.snapshot_in_flight || applied <= self.snapshot_index {
+            return Ok(None);
+        }
+        self.snapshot_job_at(applied).map(Some)
+    }
+
+    fn snapshot_job_at(&mut self, applied: LogIndex) -> Result<SnapshotJob, ReplicaError> {
+        let term = self.node.entry_term(applied).ok_or_else(|| {
+            ReplicaError::Snapshot(format!("no term for applied index {applied} in the log"))
+        })?;
+        let meta = SnapshotMeta {
+            last_included: EntryId::new(term, applied),
+            membership: self.node.membership().clone(),
+        };
+        let writer = self.node.log_view().snapshot_writer(meta.clone())?;
+        self.snapshot_in_flight = true;
+        self.applied_since_snapshot = (0, 0);
+        Ok(SnapshotJob { store: self.kv.clone(), writer, meta })
+    }
+
+    /// Completes a snapshot job: records the snapshot and compacts the log up to the policy's
+    /// trailing window behind it. A failed job is fatal (its error is a storage error).
+    pub fn finish_snapshot(&mut self, done: SnapshotDone) -> Result<(), ReplicaError> {
+        self.snapshot_in_flight = false;
+        let (meta, bytes) = done.result?;
+        let index = meta.last_included.index;
+        let storage = self.node.log_view_mut();
+        storage.note_snapshot(meta);
+        if index > self.snapshot_index {
+            self.snapshot_index = index;
+            self.stats.index = index.0;
+        }
+        self.stats.taken += 1;
+        self.stats.last_bytes = bytes;
+        let keep = self.cfg.snapshot.catchup_entries;
+        let upto = LogIndex(index.0.saturating_sub(keep));
+        let storage = self.node.log_view_mut();
+        if upto > storage.snapshot_point().index {
+            storage.compact(upto)?;
+        }
+        self.check_pointers();
+        Ok(())
+    }
+
+    /// Opens the newest snapshot, to stream to a follower that a `Snapshot` message names.
+    /// It may be newer than the message says; send its [`SnapshotReader::meta`] with it.
+    pub fn snapshot_to_send(&self) -> Result<Option<SnapshotReader>, ReplicaError> {
+        Ok(self.node.log_view().latest_snapshot()?)
+    }
+
+    /// A writer for a snapshot streamed from the leader. Write its chunks, `finish` it (which
+    /// makes it durable), then [`Replica::step`] the `Snapshot` message that names it.
+    pub fn snapshot_receiver(&self, meta: SnapshotMeta) -> Result<SnapshotWriter, ReplicaError> {
+        Ok(self.node.log_view().snapshot_writer(meta)?)
+    }
+
+    /// Copies the snapshot a leader's `Snapshot` message asks for from `self` (the leader) to
+    /// `receiver`'s directory, chunk by chunk, and returns the message to step into the
+    /// receiver (naming the snapshot actually sent, which may be newer). For callers whose
+    /// replicas share a process (tests, the simulator); a network transport streams the same
+    /// chunks instead.
+    pub fn copy_snapshot_to(
+        &self,
+        receiver: &Replica,
+        msg: &Message,
+    ) -> Result<Message, ReplicaError> {
+        let mut reader = self
+            .snapshot_to_send()?
+            .ok_or_else(|| ReplicaError::Snapshot("no snapshot to send".into()))?;
+        let meta = reader.meta().clone();
+        let mut writer = receiver.snapshot_receiver(meta.clone())?;
+        while let Some(chunk) = reader.next_chunk()? {
+            writer.write_chunk(&chunk)?;
+        }
+        writer.finish()?;
+        Ok(Message { body: tenure_raft::MessageBody::Snapshot { meta }, ..msg.clone() })
+    }
+
+    /// Reports how a snapshot transfer to `to` ended (see [`Node::report_snapshot`]).
+    pub fn report_snapshot(&mut self, to: NodeId, status: SnapshotStatus) {
+        self.node.report_snapshot(to, status);
+    }
+
+    /// Snapshot counters.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.stats
+    }
+
+    /// Installs a snapshot the core accepted from the leader: the state machine is restored
+    /// from the staged file and the log replaced by one that starts after it.
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), ReplicaError> {
+        let storage = self.node.log_view_mut();
+        let reader = storage.open_snapshot(meta.last_included)?;
+        // The old state goes first, so that only one copy of the state is ever in memory.
+        self.kv =
+            Store::new(self.cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
+        self.kv = restore_store(reader, &self.cfg.kv, &meta)?;
+        let storage = self.node.log_view_mut();
+        storage.note_snapshot(meta.clone());
+        storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
+        self.snapshot_index = meta.last_included.index;
+        self.applied = self.snapshot_index;
+        self.applied_since_snapshot = (0, 0);
+        self.stats.installed += 1;
+        self.stats.index = self.snapshot_index.0;
+        tracing::info!(
+            replica = %self.id,
+            snapshot = %meta.last_included,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Asserts the pointer chain `first - 1 <= snapshot <= applied <= committed <= last` (with
+    /// the snapshot being the newest one taken or installed here).
+    fn check_pointers(&self) {
+        let first = self.node.log_view().first_index();
+        let (applied, committed, last) =
+            (self.applied, self.node.committed(), self.node.last_index());
+        assert!(
+            first.prev() <= self.snapshot_index
+                && self.snapshot_index <= applied
+                && applied <= committed
+                && committed <= last,
+            "{}: log pointer chain broken: first={first} snapshot={} applied={applied} \
+             committed={committed} last={last}",
+            self.id,
+            self.snapshot_index,
+        );
     }
 
     /// Whether a sync is in flight.
@@ -474,6 +690,8 @@ impl Replica {
 
     fn apply(&mut self, entry: Entry, out: &mut Output) -> Result<(), ReplicaError> {
         let index = entry.index();
+        self.applied_since_snapshot.0 += 1;
+        self.applied_since_snapshot.1 += entry.data.len() as u64;
         if entry.kind == EntryKind::Normal {
             let (env, proposal) = match Envelope::decode(&entry.data) {
                 Some(parts) => parts,
@@ -519,6 +737,7 @@ impl Replica {
     }
 
     fn node_applied(&mut self, index: LogIndex) {
+        self.applied = index;
         self.node.on_applied(index);
     }
 
@@ -536,4 +755,80 @@ impl Replica {
             out.completions.push(Completion { id, result, entry: None });
         }
     }
+}
+
+/// Restart: brings the log in line with the newest snapshot file and restores the state
+/// machine from it. Returns the store and the snapshot's index (0 without one).
+///
+/// A snapshot file newer than the log (received from a leader just before a crash, before its
+/// install was durable) is installed now: a snapshot only ever holds committed state, so the
+/// log is reset to it unless the log already holds its last entry.
+fn recover_snapshot(
+    storage: &mut Storage,
+    kv_cfg: &tenure_kv::Config,
+) -> Result<(Store, LogIndex), ReplicaError> {
+    let new_store =
+        || Store::new(kv_cfg.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()));
+    let Some(meta) = storage.snapshot() else {
+        let base = storage.snapshot_point();
+        if base.index.0 > 0 {
+            return Err(ReplicaError::Snapshot(format!(
+                "the log in {} is compacted through {base} but no snapshot file covers it",
+                storage.dir().display()
+            )));
+        }
+        return Ok((new_store()?, LogIndex(0)));
+    };
+    let snap = meta.last_included;
+    let base = storage.snapshot_point();
+    if snap.index < base.index {
+        return Err(ReplicaError::Snapshot(format!(
+            "the log in {} is compacted through {base}, past the newest snapshot {snap}",
+            storage.dir().display()
+        )));
+    }
+    let mut changed = false;
+    if storage.term(snap.index) != Ok(snap.term) {
+        storage.reset_to_snapshot(snap, meta.membership.clone())?;
+        changed = true;
+    }
+    let hs = storage.hard_state();
+    if hs.commit < snap.index {
+        storage.set_hard_state(tenure_raft::HardState { commit: snap.index, ..hs })?;
+        changed = true;
+    }
+    if changed {
+        storage.sync()?;
+    }
+    let reader = storage.open_snapshot(snap)?;
+    let store = restore_store(reader, kv_cfg, &meta)?;
+    Ok((store, snap.index))
+}
+
+/// Restores a store from a snapshot file and checks that it is the state at `meta`.
+fn restore_store(
+    reader: SnapshotReader,
+    kv_cfg: &tenure_kv::Config,
+    meta: &SnapshotMeta,
+) -> Result<Store, ReplicaError> {
+    let path = reader.path().to_path_buf();
+    let mut input = snapshot::ChunkReader::new(reader);
+    let store = match Store::restore(kv_cfg.clone(), &mut input) {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(storage_error) = input.error.take() {
+                return Err(storage_error.into());
+            }
+            return Err(ReplicaError::Snapshot(format!("{}: {e}", path.display())));
+        }
+    };
+    if store.applied_index() > meta.last_included.index.0 {
+        return Err(ReplicaError::Snapshot(format!(
+            "{}: the state machine applied index {} is past the snapshot's {}",
+            path.display(),
+            store.applied_index(),
+            meta.last_included
+        )));
+    }
+    Ok(store)
 }

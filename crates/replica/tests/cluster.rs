@@ -2,14 +2,16 @@
 //! loop carries the core's output through storage and the state machine in the contract's
 //! order, so acknowledged writes survive crashes that lose every unsynced write (S10).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
 use tenure_kv::{Command, Proposal, PutRequest, RangeRequest};
+use tenure_raft::{LogIndex, LogView, SnapshotStatus};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
+    SnapshotPolicy,
 };
 use tenure_storage::{CrashMode, SimDisk};
 
@@ -20,19 +22,27 @@ struct Net {
     done: BTreeMap<RequestId, Completion>,
     ticks: u64,
     next_request: u64,
+    /// Nodes cut off from everyone.
+    isolated: BTreeSet<NodeId>,
+    policy: SnapshotPolicy,
 }
 
 fn members() -> Membership {
     Membership::voters([NodeId(1), NodeId(2), NodeId(3)])
 }
 
-fn open(id: NodeId, disk: &SimDisk) -> Replica {
-    let cfg = ReplicaConfig::new(id);
+fn open(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy) -> Replica {
+    let mut cfg = ReplicaConfig::new(id);
+    cfg.snapshot = policy.clone();
     Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members()).expect("open")
 }
 
 impl Net {
     fn new() -> Net {
+        Net::with_policy(SnapshotPolicy::default())
+    }
+
+    fn with_policy(policy: SnapshotPolicy) -> Net {
         let mut net = Net {
             replicas: BTreeMap::new(),
             disks: BTreeMap::new(),
@@ -40,14 +50,40 @@ impl Net {
             done: BTreeMap::new(),
             ticks: 0,
             next_request: 1,
+            isolated: BTreeSet::new(),
+            policy,
         };
         for i in 1..=3 {
             let id = NodeId(i);
             let disk = SimDisk::new(i);
-            net.replicas.insert(id, open(id, &disk));
+            net.replicas.insert(id, open(id, &disk, &net.policy));
             net.disks.insert(id, disk);
         }
         net
+    }
+
+    /// Delivers one message; a snapshot's data is copied into the receiver's directory first
+    /// and the transfer reported to the sender.
+    fn deliver(&mut self, m: Message) {
+        let (from, to) = (m.from, m.to);
+        let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
+        let is_snapshot = matches!(m.body, MessageBody::Snapshot { .. });
+        if cut || !self.replicas.contains_key(&to) {
+            if is_snapshot && let Some(r) = self.replicas.get_mut(&from) {
+                r.report_snapshot(to, SnapshotStatus::Failed);
+            }
+            return;
+        }
+        let m = if is_snapshot {
+            let sender = &self.replicas[&from];
+            sender.copy_snapshot_to(&self.replicas[&to], &m).expect("snapshot copy")
+        } else {
+            m
+        };
+        self.replicas.get_mut(&to).unwrap().step(m);
+        if is_snapshot {
+            self.replicas.get_mut(&from).unwrap().report_snapshot(to, SnapshotStatus::Delivered);
+        }
     }
 
     fn absorb(&mut self, out: Output) {
@@ -72,9 +108,7 @@ impl Net {
                 return;
             }
             while let Some(m) = self.wire.pop_front() {
-                if let Some(r) = self.replicas.get_mut(&m.to) {
-                    r.step(m);
-                }
+                self.deliver(m);
             }
         }
         panic!("did not settle");
@@ -140,7 +174,7 @@ impl Net {
         self.replicas.remove(&id);
         let disk = self.disks[&id].clone();
         disk.crash(CrashMode::LoseUnsynced);
-        self.replicas.insert(id, open(id, &disk));
+        self.replicas.insert(id, open(id, &disk, &self.policy));
     }
 }
 
@@ -200,7 +234,7 @@ fn vote_and_append_acks_wait_for_sync() {
     // Drive one follower by hand: its append acknowledgement must not leave before the sync
     // that makes the entries durable.
     let disk = SimDisk::new(9);
-    let mut r = open(NodeId(2), &disk);
+    let mut r = open(NodeId(2), &disk, &SnapshotPolicy::default());
     let mut out = Output::default();
     let entry = tenure_raft::Entry::new(tenure_raft::Term(1), tenure_raft::LogIndex(1), "x".into());
     r.step(Message {
@@ -253,4 +287,102 @@ fn serializable_read_is_served_locally() {
     let follower = NodeId(leader.0 % 3 + 1);
     let r = net.get(follower, "k", Consistency::Serializable);
     assert_eq!(net.value(r).as_deref(), Some("v"));
+}
+
+// ----- Snapshots (S11) ------------------------------------------------------------------------
+
+fn small_snapshots() -> SnapshotPolicy {
+    SnapshotPolicy { entries: 10, bytes: 0, catchup_entries: 5 }
+}
+
+fn put_all(net: &mut Net, on: NodeId, range: std::ops::Range<u32>) {
+    for i in range {
+        let w = net.put(on, &format!("k{i}"), &format!("v{i}"));
+        net.settle();
+        assert!(matches!(net.done[&w].result, Ok(Answer::Write(_))), "put k{i}");
+    }
+}
+
+#[test]
+fn s11_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    let mut net = Net::with_policy(small_snapshots());
+    let leader = net.leader();
+    let lagging = NodeId(leader.0 % 3 + 1);
+    net.isolated.insert(lagging);
+    put_all(&mut net, leader, 0..60);
+    let first = net.replicas[&leader].node().log_view().first_index();
+    assert!(first > LogIndex(20), "the leader compacted its log (first index {first})");
+    assert!(net.replicas[&leader].snapshot_stats().taken >= 5);
+    net.isolated.clear();
+    net.tick(5);
+    let r = &net.replicas[&lagging];
+    assert_eq!(r.snapshot_stats().installed, 1, "caught up by exactly one snapshot");
+    assert_eq!(r.kv(), net.replicas[&leader].kv(), "same state machine as the leader");
+    // And it follows by appends afterwards.
+    put_all(&mut net, leader, 60..63);
+    net.tick(2);
+    assert_eq!(net.replicas[&lagging].kv(), net.replicas[&leader].kv());
+    assert_eq!(net.replicas[&lagging].snapshot_stats().installed, 1);
+}
+
+#[test]
+fn s11_a_follower_within_the_catchup_window_is_served_from_the_log() {
+    let policy = SnapshotPolicy { entries: 10, bytes: 0, catchup_entries: 50 };
+    let mut net = Net::with_policy(policy);
+    let leader = net.leader();
+    let lagging = NodeId(leader.0 % 3 + 1);
+    net.isolated.insert(lagging);
+    put_all(&mut net, leader, 0..30);
+    assert!(net.replicas[&leader].snapshot_stats().taken >= 2, "snapshots were taken");
+    net.isolated.clear();
+    net.tick(5);
+    assert_eq!(net.replicas[&lagging].snapshot_stats().installed, 0, "no snapshot needed");
+    assert_eq!(net.replicas[&lagging].kv(), net.replicas[&leader].kv());
+}
+
+#[test]
+fn s11_restart_from_snapshot_plus_log_tail() {
+    let mut net = Net::with_policy(small_snapshots());
+    let leader = net.leader();
+    put_all(&mut net, leader, 0..37);
+    net.tick(2);
+    let before: Vec<_> = net.replicas.values().map(|r| r.kv().clone()).collect();
+    for i in 1..=3 {
+        net.crash_and_restart(NodeId(i));
+        let r = &net.replicas[&NodeId(i)];
+        assert!(r.snapshot_stats().index >= 30, "restarted from the snapshot");
+        assert!(r.node().log_view().first_index() > LogIndex(1), "log stays compacted");
+    }
+    let leader = net.leader();
+    net.tick(3);
+    for (i, r) in net.replicas.values().enumerate() {
+        assert_eq!(r.kv().key_count(), before[i].key_count());
+    }
+    let g = net.get(leader, "k36", Consistency::Linearizable);
+    net.settle();
+    net.tick(1);
+    assert_eq!(net.value(g).as_deref(), Some("v36"));
+}
+
+#[test]
+fn s11_crash_after_receiving_a_snapshot_before_installing_it() {
+    let mut net = Net::with_policy(small_snapshots());
+    let leader = net.leader();
+    let lagging = NodeId(leader.0 % 3 + 1);
+    net.isolated.insert(lagging);
+    put_all(&mut net, leader, 0..40);
+    // The data arrives and is durable, but the node crashes before stepping the message.
+    let msg = Message {
+        from: leader,
+        to: lagging,
+        term: net.replicas[&leader].node().term(),
+        body: MessageBody::Heartbeat { commit: LogIndex(0), read_round: 0 },
+    };
+    net.replicas[&leader].copy_snapshot_to(&net.replicas[&lagging], &msg).expect("copy");
+    net.crash_and_restart(lagging);
+    let r = &net.replicas[&lagging];
+    assert!(r.snapshot_stats().index >= 30, "restart installs the received snapshot");
+    net.isolated.clear();
+    net.tick(5);
+    assert_eq!(net.replicas[&lagging].kv(), net.replicas[&leader].kv());
 }

@@ -59,4 +59,9 @@ impl Storage {
     pub fn latest_snapshot(&self) -> Result<Option<SnapshotReader>, StorageError> {
         SnapshotReader::open_latest(&**self.disk(), self.dir())
     }
+
+    /// Opens the snapshot whose last included entry is `id`.
+    pub fn open_snapshot(&self, id: tenure_raft::EntryId) -> Result<SnapshotReader, StorageError> {
+        SnapshotReader::open(&**self.disk(), self.dir(), id)
+    }
 }

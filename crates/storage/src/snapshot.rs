@@ -187,7 +187,19 @@ impl SnapshotReader {
         let Some((id, name)) = list_snapshots(disk, dir)?.pop() else {
             return Ok(None);
         };
-        let path = dir.join(name);
+        SnapshotReader::open_file(disk, dir.join(name), id).map(Some)
+    }
+
+    /// Opens the snapshot whose last included entry is `id`, and checks its metadata.
+    pub fn open(disk: &dyn Disk, dir: &Path, id: EntryId) -> Result<SnapshotReader, StorageError> {
+        SnapshotReader::open_file(disk, dir.join(snapshot_name(id)), id)
+    }
+
+    fn open_file(
+        disk: &dyn Disk,
+        path: PathBuf,
+        id: EntryId,
+    ) -> Result<SnapshotReader, StorageError> {
         let file = disk.open(&path, false).map_err(|e| StorageError::io(&path, e))?;
         let len = file.size_bytes().map_err(|e| StorageError::io(&path, e))?;
         let corrupt = |offset: u64, reason: String| StorageError::corrupt(&path, offset, reason);
@@ -227,7 +239,7 @@ impl SnapshotReader {
                 ),
             ));
         }
-        Ok(Some(SnapshotReader {
+        Ok(SnapshotReader {
             path: path.clone(),
             file,
             offset: 16 + meta_len as u64,
@@ -235,7 +247,7 @@ impl SnapshotReader {
             total_crc: 0,
             meta,
             done: false,
-        }))
+        })
     }
 
     /// What the snapshot covers.
