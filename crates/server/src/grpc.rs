@@ -9,9 +9,10 @@
 //! (exactly-once retries) only when tenure's own client sends `x-tenure-client-id` and
 //! `x-tenure-sequence` metadata; etcd clients get etcd's at-least-once behaviour.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use tenure_kv::{Command, Proposal, RangeRequest, Response};
+use tenure_kv::{Command, MemberAttributes, Proposal, RangeRequest, Response};
 use tenure_replica::{Answer, ClientError, Consistency};
 use tonic::{Request, Status};
 
@@ -32,15 +33,19 @@ pub struct MemberInfo {
     pub name: String,
     /// Peer URLs.
     pub peer_urls: Vec<String>,
-    /// Client URLs, where known (see [`ClusterInfo`]).
+    /// Client URLs shown until the member has published its own through the log (see
+    /// [`ClusterInfo`]).
     pub client_urls: Vec<String>,
 }
 
-/// What a member knows about its cluster.
+/// What a member knows about its cluster from its configuration.
 ///
-/// Client URLs: `tenure dev` knows every member's; `tenure serve` knows only its own
-/// `--advertise-client-urls` (members do not yet publish theirs through the log, as etcd
-/// does), so other members show none.
+/// Names and peer URLs come from `--initial-cluster`. Client URLs come from the replicated
+/// member table: every member publishes its `--advertise-client-urls` through the log when it
+/// starts, as etcd does, so `MemberList` on any member shows every member that has published.
+/// Until a member has, `MemberList` shows [`MemberInfo::client_urls`]: empty under
+/// `tenure serve` (as etcd shows an unpublished member), every member's under `tenure dev`,
+/// which knows them all beforehand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterInfo {
     /// The cluster id.
@@ -96,6 +101,17 @@ impl Services {
             member_id: self.cluster.member_id,
             raft_term: self.runtime.status().term,
         }
+    }
+
+    /// The member attributes this member has applied, by member id.
+    async fn published_members(&self) -> Result<BTreeMap<u64, MemberAttributes>, Status> {
+        let rx = self
+            .runtime
+            .inspect(|replica| {
+                replica.kv().members().map(|(id, a)| (id, a.clone())).collect::<BTreeMap<_, _>>()
+            })
+            .map_err(submit_status)?;
+        rx.await.map_err(|_| ServerError::Stopped.into())
     }
 
     async fn write<T: prost::Message>(
@@ -323,6 +339,7 @@ impl pb::cluster_server::Cluster for Services {
         &self,
         _: Request<pb::MemberListRequest>,
     ) -> Result<tonic::Response<pb::MemberListResponse>, Status> {
+        let mut published = self.published_members().await?;
         let members = self
             .cluster
             .members
@@ -331,7 +348,9 @@ impl pb::cluster_server::Cluster for Services {
                 id: m.id,
                 name: m.name.clone(),
                 peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
+                client_ur_ls: published
+                    .remove(&m.id)
+                    .map_or_else(|| m.client_urls.clone(), |a| a.client_urls),
                 is_learner: false,
             })
             .collect();

@@ -63,6 +63,9 @@ pub enum Input {
         /// Where the answer goes.
         reply: Reply,
     },
+    /// A look at the replica's state on its own thread (for what is neither a proposal nor a
+    /// range read, such as the member table).
+    Inspect(Box<dyn FnOnce(&Replica) + Send>),
     /// A message from a peer.
     Peer(Message),
     /// One clock tick.
@@ -144,6 +147,17 @@ impl RuntimeHandle {
     ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Input::Read { request, consistency, reply })?;
+        Ok(rx)
+    }
+
+    /// Runs `f` on the replica thread against this member's applied state; its result arrives
+    /// on the returned receiver.
+    pub fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Input::Inspect(Box::new(move |replica| drop(tx.send(f(replica))))))?;
         Ok(rx)
     }
 
@@ -349,6 +363,7 @@ impl Worker {
                 let id = self.register(reply, false);
                 self.replica.read(id, request, consistency, out);
             }
+            Input::Inspect(f) => f(&self.replica),
             Input::Peer(m) => self.replica.step(m),
             Input::Tick => {
                 let now_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);

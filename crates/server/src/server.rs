@@ -4,13 +4,19 @@
 //! Start order matters for clear errors: every listener is bound first (a port in use is a
 //! one-line error before anything touches the disk), then the data directory is opened
 //! (bootstrapped with `--initial-cluster` when new), then the threads and tasks start.
+//!
+//! Once started, a member publishes its name and client URLs through the log (etcd's
+//! `publish`), retrying until the entry is applied, so that `MemberList` on every member shows
+//! them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use tenure_kv::{Command, Proposal, PublishMemberRequest};
 use tenure_raft::{Membership, NodeId};
-use tenure_replica::{Replica, ReplicaConfig};
+use tenure_replica::{ClientError, Replica, ReplicaConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::cli::{ClusterState, ServeConfig, Url};
 use crate::grpc::{ClusterInfo, MemberInfo, Services};
 use crate::metrics::Metrics;
-use crate::runtime::{Runtime, RuntimeHandle};
+use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
 use crate::transport::{self, PeerSender};
 use crate::wire::FrameCodec;
 
@@ -78,6 +84,17 @@ impl Member {
         for l in peer_listeners {
             tasks.push(tokio::spawn(transport::accept_loop(l, codec, handle.clone())));
         }
+        let attributes = PublishMemberRequest::new(
+            cfg.member_id,
+            cfg.name.clone(),
+            cfg.advertise_client_urls.iter().map(Url::to_string).collect(),
+        );
+        tasks.push(tokio::spawn(publish(
+            handle.clone(),
+            cfg.name.clone(),
+            attributes,
+            cfg.tick_interval(),
+        )));
         let (stop_clients, stopped) = watch::channel(false);
         let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max);
         for l in client_listeners {
@@ -130,6 +147,45 @@ impl Drop for Member {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Proposes this member's attributes once a leader is known, and again after every failure
+/// that may be transient (no leader, a leader change, a timeout, a full queue), until the
+/// entry is applied here; pausing `retry` between attempts. A publication is idempotent, so a
+/// retry of an entry that did commit changes nothing. Ends early if the replica stops or the
+/// state machine refuses the attributes (logged: a retry would be refused the same way).
+async fn publish(
+    runtime: RuntimeHandle,
+    name: String,
+    attributes: PublishMemberRequest,
+    retry: Duration,
+) {
+    let proposal = Proposal::new(Command::PublishMember(attributes));
+    loop {
+        let status = runtime.status();
+        if status.stopped {
+            return;
+        }
+        if status.leader.is_some() {
+            match runtime.propose(proposal.clone()) {
+                Err(SubmitError::Stopped) => return,
+                Err(SubmitError::Full) => {}
+                Ok(rx) => match rx.await {
+                    Err(_) => return,
+                    Ok(Ok(_)) => {
+                        tracing::info!("{name}: published its name and client URLs");
+                        return;
+                    }
+                    Ok(Err(ClientError::Kv(e))) => {
+                        tracing::error!("{name}: cannot publish its name and client URLs: {e}");
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::debug!("{name}: publishing attributes: {e}; retrying"),
+                },
+            }
+        }
+        tokio::time::sleep(retry).await;
     }
 }
 

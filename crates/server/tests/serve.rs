@@ -1,6 +1,7 @@
 //! Three `tenure serve` processes on free loopback ports, bootstrapped from
 //! `--initial-cluster`: they elect a leader, serve writes and linearizable reads, stop
-//! gracefully on SIGTERM, and recover their data when started again.
+//! gracefully on SIGTERM, and recover their data when started again. Each publishes its name
+//! and client URLs through the log, so every member's `MemberList` shows all of them.
 
 mod common;
 
@@ -92,4 +93,100 @@ fn joining_an_existing_cluster_with_an_empty_data_dir_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("joining a running cluster is not supported yet"), "{err}");
+}
+
+/// Each member's `MemberList` until every member shows its client URL (members publish them
+/// through the log once a leader is known); returns the last answer of each.
+async fn member_lists_once_published(plan: &Plan) -> Vec<pb::MemberListResponse> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut answers = Vec::new();
+    for endpoint in &plan.clients {
+        loop {
+            let last = match pb::cluster_client::ClusterClient::connect(endpoint.clone()).await {
+                Ok(mut c) => match c.member_list(pb::MemberListRequest::default()).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        let mut urls: Vec<Vec<String>> =
+                            r.members.iter().map(|m| m.client_ur_ls.clone()).collect();
+                        urls.sort();
+                        let mut want: Vec<Vec<String>> =
+                            plan.clients.iter().map(|c| vec![c.clone()]).collect();
+                        want.sort();
+                        if urls == want {
+                            answers.push(r);
+                            break;
+                        }
+                        format!("{r:?}")
+                    }
+                    Err(s) => s.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "{endpoint}: not every client URL shown: {last}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    answers
+}
+
+#[tokio::test]
+async fn member_list_on_every_member_shows_every_members_client_urls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = Plan::new("m");
+    let servers: Vec<Server> = (0..3).map(|i| plan.start(i, dir.path())).collect();
+
+    for (i, r) in member_lists_once_published(&plan).await.iter().enumerate() {
+        assert_eq!(r.members.len(), 3, "member {i}: {r:?}");
+        for m in &r.members {
+            let j = plan.names.iter().position(|n| *n == m.name).expect("a configured name");
+            assert_eq!(m.peer_ur_ls, [plan.peers[j].clone()], "member {i}: {m:?}");
+            assert_eq!(m.client_ur_ls, [plan.clients[j].clone()], "member {i}: {m:?}");
+            assert!(m.id != 0 && !m.is_learner, "member {i}: {m:?}");
+        }
+        let header = r.header.as_ref().expect("header");
+        assert!(header.cluster_id != 0 && header.member_id != 0);
+    }
+
+    match etcdctl_member_list(&plan.clients[1]) {
+        None => println!("etcdctl is not installed; skipping its member list check"),
+        Some(out) => {
+            for url in plan.clients.iter().chain(&plan.peers).chain(&plan.names) {
+                assert!(out.contains(url.as_str()), "etcdctl member list lacks {url}:\n{out}");
+            }
+            assert_eq!(out.lines().count(), 3, "{out}");
+            assert!(out.lines().all(|l| l.contains(", started, ")), "{out}");
+        }
+    }
+
+    // After a restart the table comes back from the log (and is published again).
+    for s in servers {
+        s.terminate();
+    }
+    let servers: Vec<Server> = (0..3).map(|i| plan.start(i, dir.path())).collect();
+    member_lists_once_published(&plan).await;
+    for s in servers {
+        s.terminate();
+    }
+}
+
+/// `etcdctl member list` (API v3) against `endpoint`; `None` if etcdctl is not installed.
+fn etcdctl_member_list(endpoint: &str) -> Option<String> {
+    let bin = std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join("etcdctl"))
+        .find(|p| p.exists())?;
+    let out = Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--command-timeout=10s", "member", "list"])
+        .output()
+        .expect("runs etcdctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
 }
