@@ -1329,6 +1329,30 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_snapshot_is_known_at_open_and_only_moves_forward() {
+        let disk = SimDisk::new(7);
+        let mut s = open(&disk);
+        assert_eq!(s.snapshot(), None);
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(1, i)).collect();
+        s.append(&entries).unwrap();
+        let meta = |i: u64| SnapshotMeta {
+            last_included: EntryId::new(Term(1), LogIndex(i)),
+            membership: Membership::voters([tenure_raft::NodeId(1)]),
+        };
+        let mut w = s.snapshot_writer(meta(8)).unwrap();
+        w.write_chunk(b"state at 8").unwrap();
+        s.note_snapshot(w.finish().unwrap());
+        s.note_snapshot(meta(5));
+        assert_eq!(s.snapshot(), Some(meta(8)), "an older snapshot does not replace a newer one");
+        s.compact(LogIndex(6)).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open(&disk);
+        assert_eq!(s.snapshot(), Some(meta(8)), "found again at open");
+        assert_eq!(s.first_index(), LogIndex(7));
+    }
+
+    #[test]
     fn entries_are_readable_before_and_after_sync_and_reopen_across_segments() {
         let disk = SimDisk::new(7);
         let mut s = open(&disk);

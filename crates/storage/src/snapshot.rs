@@ -352,6 +352,35 @@ mod tests {
     }
 
     #[test]
+    fn finishing_an_older_snapshot_never_deletes_a_newer_one() {
+        // A follower may receive a leader's snapshot while it writes a newer one of its own.
+        let disk = disk();
+        write(&disk, 30, &[b"newer"]);
+        let older = write(&disk, 20, &[b"older"]);
+        assert_eq!(disk.paths().len(), 2, "both stay until a newer one is finished");
+        assert_eq!(read_all(&disk).unwrap().unwrap().1, b"newer", "the newest is in force");
+        let mut r = SnapshotReader::open(&disk, Path::new("/d"), older.last_included).unwrap();
+        assert_eq!(r.meta(), &older);
+        assert_eq!(r.next_chunk().unwrap().unwrap(), &b"older"[..]);
+        write(&disk, 40, &[b"newest"]);
+        assert_eq!(disk.paths().len(), 1);
+    }
+
+    #[test]
+    fn two_writers_of_the_same_snapshot_do_not_share_a_temp_file() {
+        let disk = disk();
+        let d = Arc::new(disk.clone());
+        let mut a = SnapshotWriter::create(d.clone(), Path::new("/d"), meta(10)).unwrap();
+        let mut b = SnapshotWriter::create(d, Path::new("/d"), meta(10)).unwrap();
+        a.write_chunk(b"from a").unwrap();
+        b.write_chunk(b"from b, longer").unwrap();
+        a.finish().unwrap();
+        assert_eq!(read_all(&disk).unwrap().unwrap().1, b"from a");
+        b.finish().unwrap();
+        assert_eq!(read_all(&disk).unwrap().unwrap().1, b"from b, longer");
+    }
+
+    #[test]
     fn unfinished_snapshot_is_invisible_and_crash_keeps_the_old_one() {
         let disk = disk();
         write(&disk, 10, &[b"old"]);
