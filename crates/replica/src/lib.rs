@@ -346,8 +346,21 @@ impl Replica {
         }
     }
 
-    /// Handles a message from a peer. Misaddressed messages are dropped.
+    /// Handles a message from a peer. Misaddressed messages are dropped, and so is a
+    /// `Snapshot` message whose data was not staged first (see [`Replica::snapshot_receiver`]).
     pub fn step(&mut self, msg: Message) {
+        if let tenure_raft::MessageBody::Snapshot { meta } = &msg.body {
+            let staged = self.node.log_view().open_snapshot(meta.last_included);
+            if let Err(e) = staged {
+                tracing::warn!(
+                    replica = %self.id,
+                    from = %msg.from,
+                    snapshot = %meta.last_included,
+                    "dropping a snapshot message whose data is not here: {e}"
+                );
+                return;
+            }
+        }
         // Bad input from the network is never a panic: a misaddressed message is dropped.
         let _ = self.node.step(msg);
     }

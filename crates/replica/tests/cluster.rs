@@ -386,3 +386,23 @@ fn s11_crash_after_receiving_a_snapshot_before_installing_it() {
     net.tick(5);
     assert_eq!(net.replicas[&lagging].kv(), net.replicas[&leader].kv());
 }
+
+#[test]
+fn a_snapshot_message_without_its_data_is_dropped_not_fatal() {
+    let mut net = Net::with_policy(small_snapshots());
+    let leader = net.leader();
+    put_all(&mut net, leader, 0..5);
+    let follower = NodeId(leader.0 % 3 + 1);
+    let meta = tenure_raft::SnapshotMeta {
+        last_included: tenure_raft::EntryId::new(tenure_raft::Term(1), LogIndex(500)),
+        membership: members(),
+    };
+    let term = net.replicas[&leader].node().term();
+    let bogus = Message { from: leader, to: follower, term, body: MessageBody::Snapshot { meta } };
+    net.replicas.get_mut(&follower).unwrap().step(bogus);
+    net.settle();
+    net.tick(2);
+    put_all(&mut net, leader, 5..8);
+    assert_eq!(net.replicas[&follower].kv(), net.replicas[&leader].kv());
+    assert_eq!(net.replicas[&follower].snapshot_stats().installed, 0);
+}
