@@ -31,6 +31,8 @@ pub struct Cluster {
     crashed: BTreeMap<NodeId, MemLog>,
     /// Messages sent and not yet delivered, in send order.
     network: VecDeque<Message>,
+    /// Messages held back by the script's `hold` (a slow link), until `release`.
+    held: VecDeque<Message>,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Applied normal entries per node, in order (what each state machine saw).
@@ -38,10 +40,14 @@ pub struct Cluster {
     /// Each node's durable snapshot: the normal entries applied through its log's compaction
     /// point (the "state machine data" of a snapshot in this harness). Survives crashes.
     snapshot_data: BTreeMap<NodeId, Vec<Entry>>,
-    /// Snapshot data travelling beside a `Snapshot` message, by (from, to).
-    snapshots_in_flight: BTreeMap<(NodeId, NodeId), (EntryId, Vec<Entry>)>,
-    /// Snapshot data a node received, waiting for its core to ask for the install.
-    staged: BTreeMap<NodeId, (EntryId, Vec<Entry>)>,
+    /// Every snapshot any node took, by its last included entry. By state machine safety a
+    /// snapshot at one entry holds the same data on every node (checked when one is added), so
+    /// a `Snapshot` message's data is looked up here when it is delivered, however late,
+    /// reordered or duplicated the message is.
+    snapshots: BTreeMap<EntryId, Vec<Entry>>,
+    /// Snapshots whose data a node received (staged), waiting for its core to ask for the
+    /// install. Lost on a crash.
+    staged: BTreeMap<NodeId, BTreeSet<EntryId>>,
     /// Reads answered per node.
     reads: BTreeMap<NodeId, Vec<ReadState>>,
     /// Reads dropped per node.
@@ -78,10 +84,11 @@ impl Cluster {
             nodes: BTreeMap::new(),
             crashed: BTreeMap::new(),
             network: VecDeque::new(),
+            held: VecDeque::new(),
             cut: BTreeSet::new(),
             applied: BTreeMap::new(),
             snapshot_data: BTreeMap::new(),
-            snapshots_in_flight: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             staged: BTreeMap::new(),
             reads: BTreeMap::new(),
             dropped_reads: BTreeMap::new(),
@@ -186,9 +193,15 @@ impl Cluster {
         let rd = node.ready();
         if let Some(meta) = &rd.snapshot {
             // Install before anything else in the Ready (the contract's step 2).
-            let (staged_id, data) =
-                self.staged.remove(&id).expect("a snapshot to install was received first");
-            assert_eq!(staged_id, meta.last_included, "installing a snapshot that was not staged");
+            let staged = self.staged.entry(id).or_default();
+            assert!(
+                staged.contains(&meta.last_included),
+                "{id} installs snapshot {} whose data it never received",
+                meta.last_included
+            );
+            // Older staged snapshots are superseded by this one.
+            staged.retain(|s| s.index > meta.last_included.index);
+            let data = self.snapshots[&meta.last_included].clone();
             node.log_view_mut().reset_to_snapshot(meta.last_included, meta.membership.clone());
             self.applied.insert(id, data.clone());
             self.snapshot_data.insert(id, data);
@@ -245,8 +258,11 @@ impl Cluster {
         self.dropped_reads.entry(id).or_default().extend(rd.dropped_reads);
         for m in &rd.messages {
             if let MessageBody::Snapshot { meta } = &m.body {
-                let data = self.snapshot_data.get(&id).cloned().unwrap_or_default();
-                self.snapshots_in_flight.insert((m.from, m.to), (meta.last_included, data));
+                assert!(
+                    self.snapshots.contains_key(&meta.last_included),
+                    "{id} sends snapshot {} it does not have",
+                    meta.last_included
+                );
             }
         }
         self.network.extend(rd.messages);
@@ -293,8 +309,8 @@ impl Cluster {
         }
         let (from, to) = (m.from, m.to);
         let snapshot = matches!(m.body, MessageBody::Snapshot { .. });
-        if snapshot && let Some(data) = self.snapshots_in_flight.remove(&(from, to)) {
-            self.staged.insert(to, data);
+        if let MessageBody::Snapshot { meta } = &m.body {
+            self.staged.entry(to).or_default().insert(meta.last_included);
         }
         let line = format!("{m:?}");
         self.nodes.get_mut(&to).expect("checked").step(m).expect("well-formed message");
@@ -309,7 +325,6 @@ impl Cluster {
     /// A message that will never arrive: a snapshot's sender learns that its transfer failed.
     fn lost(&mut self, m: &Message) {
         if let MessageBody::Snapshot { .. } = m.body {
-            self.snapshots_in_flight.remove(&(m.from, m.to));
             if let Some(sender) = self.nodes.get_mut(&m.from) {
                 sender.report_snapshot(m.to, SnapshotStatus::Failed);
             }
@@ -341,8 +356,18 @@ impl Cluster {
             return;
         }
         node.log_view_mut().compact(index);
+        let snap = node.log_view().snapshot().expect("compacted").last_included;
         let data: Vec<Entry> =
             self.applied[&id].iter().filter(|e| e.index() <= index).cloned().collect();
+        match self.snapshots.get(&snap) {
+            Some(seen) => assert_eq!(
+                seen, &data,
+                "state machine safety violated: {id}'s snapshot at {snap} differs from another node's"
+            ),
+            None => {
+                self.snapshots.insert(snap, data.clone());
+            }
+        }
         self.snapshot_data.insert(id, data);
         self.note(format!("{id} compacted through {index}"));
     }
@@ -485,10 +510,15 @@ impl Cluster {
                 let s = n.status();
                 let leader = s.soft.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
                 let vote = s.vote.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
-                format!(
+                let mut line = format!(
                     "{id} {} term={} vote={vote} leader={leader} commit={} last={} applied={}",
                     s.soft.role, s.soft.term, s.committed, s.last, s.applied
-                )
+                );
+                if s.first_index > LogIndex(1) {
+                    // Only once compacted, so traces from before snapshots stay unchanged.
+                    let _ = write!(line, " first={}", s.first_index);
+                }
+                line
             }
         }
     }
@@ -527,11 +557,17 @@ impl Cluster {
 /// - `cluster N [prevote=false] [checkquorum=false] [lease=D] [forward=false]`: start N nodes
 /// - `campaign ID`, `tick ID [COUNT]`, `tick-all [COUNT]`, `elapse-election ID`
 /// - `propose ID DATA`, `read ID READID`, `transfer FROM TO`
-/// - `process ID`, `deliver [from=ID] [to=ID]`, `drop [from=ID] [to=ID]`, `stabilize`
+/// - `process ID`, `deliver [from=ID] [to=ID] [type=NAME]`, `drop [...]`, `stabilize`
+///   (`type` is the message kind as traced: `Append`, `Snapshot`, `HeartbeatResponse`, ...)
+/// - `hold [from=ID] [to=ID] [type=NAME]`: set matching messages aside (a slow link);
+///   `release` puts them back at the back of the network
+/// - `duplicate [from=ID] [to=ID] [type=NAME]`: hold a second copy of matching messages, which
+///   arrives late, on `release`
 /// - `run-ticks COUNT`: tick everyone and stabilize, COUNT times; prints role changes only
 /// - `partition 1 2 | 3`, `isolate ID`, `heal`, `crash ID`, `restart ID`
 /// - `compact ID [INDEX]`: compact through INDEX (default: the node's applied index)
-/// - `status`, `log ID`, `applied ID`
+/// - `status` (with `first=` once a log is compacted), `log ID` (with `snapshot=` once
+///   compacted), `applied ID`
 ///
 /// Lines starting with `#` are comments and are copied through.
 pub fn run_script(script: &str) -> String {
@@ -611,6 +647,7 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
     let filter = |m: &Message| {
         opts.get("from").is_none_or(|f| m.from == parse_id(f))
             && opts.get("to").is_none_or(|t| m.to == parse_id(t))
+            && opts.get("type").is_none_or(|t| m.body.kind() == *t)
     };
     let mut extra = Vec::new();
     match cmd {
@@ -674,6 +711,32 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
             keep.extend(c.network.drain(..));
             c.network = keep;
         }
+        "hold" => {
+            // A slow link: matching messages wait aside until `release`, while the rest of the
+            // network goes on (cuts and crashes still apply when they are finally delivered).
+            let msgs: Vec<Message> = c.network.drain(..).collect();
+            for m in msgs {
+                if filter(&m) {
+                    extra.push(format!("held {m:?}"));
+                    c.held.push_back(m);
+                } else {
+                    c.network.push_back(m);
+                }
+            }
+        }
+        "release" => {
+            for m in &c.held {
+                extra.push(format!("released {m:?}"));
+            }
+            let held: Vec<Message> = c.held.drain(..).collect();
+            c.network.extend(held);
+        }
+        "duplicate" => {
+            // A network that delivers some messages twice: the copies arrive late, on `release`.
+            let copies: Vec<Message> = c.network.iter().filter(|m| filter(m)).cloned().collect();
+            extra.extend(copies.iter().map(|m| format!("duplicated {m:?} (copy held)")));
+            c.held.extend(copies);
+        }
         "drop" => {
             let dropped: Vec<String> =
                 c.network.iter().filter(|m| filter(m)).map(|m| format!("dropped {m:?}")).collect();
@@ -719,6 +782,9 @@ fn run_command(cluster: &mut Option<Cluster>, line: &str) -> Vec<String> {
             let id = parse_id(args[0]);
             let n = c.node(id);
             let mut s = format!("{id} log:");
+            if let Some(meta) = n.log_view().snapshot() {
+                let _ = write!(s, " snapshot={}", meta.last_included);
+            }
             for i in n.log_view().all_entries() {
                 let _ = write!(s, " {i:?}");
             }

@@ -1,5 +1,6 @@
 //! Scenario scripts: each file in `tests/scenarios/` is a script of commands with the trace
-//! they must produce, one per seed behaviour (S1-S9, S12; S6 at all five crash points). Run
+//! they must produce, one per seed behaviour (S1-S9, S11, S12; S6 at all five crash points, S11
+//! (catch-up from a snapshot) at six: behind, crashes, leader changes, races, divergence). Run
 //! with `REWRITE=1` to regenerate after reviewing the diff. S7 (deduplicated retries) is a
 //! property of the state machine's client sessions and is tested in `tenure-kv` and the
 //! simulator.
@@ -99,4 +100,34 @@ fn s9_rejoining_node_does_not_disrupt() {
 #[test]
 fn s9_without_prevote_rejoining_node_disrupts() {
     check("s9_without_prevote_rejoining_node_disrupts.txt");
+}
+
+#[test]
+fn s11a_follower_behind_compacted_log_gets_snapshot() {
+    check("s11a_follower_behind_compacted_log_gets_snapshot.txt");
+}
+
+#[test]
+fn s11b_follower_crash_during_snapshot_install() {
+    check("s11b_follower_crash_during_snapshot_install.txt");
+}
+
+#[test]
+fn s11c_leader_crash_during_snapshot_transfer() {
+    check("s11c_leader_crash_during_snapshot_transfer.txt");
+}
+
+#[test]
+fn s11d_leader_change_during_snapshot_transfer() {
+    check("s11d_leader_change_during_snapshot_transfer.txt");
+}
+
+#[test]
+fn s11e_snapshot_races_newer_appends() {
+    check("s11e_snapshot_races_newer_appends.txt");
+}
+
+#[test]
+fn s11f_divergent_follower_gets_snapshot_and_drops_conflicts() {
+    check("s11f_divergent_follower_gets_snapshot_and_drops_conflicts.txt");
 }
