@@ -343,6 +343,15 @@ impl Cluster {
         dropped.len()
     }
 
+    /// Takes every message in the network matching `pred` out of it, without loss (a slow
+    /// link): the test delivers them later with [`Cluster::deliver`], or drops them.
+    pub fn hold_where(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (held, kept): (Vec<Message>, Vec<Message>) =
+            self.network.drain(..).partition(|m| pred(m));
+        self.network = kept.into();
+        held
+    }
+
     /// Compacts a node's log through `index` (at most its applied index), keeping the state
     /// machine's data at that point as the node's snapshot (Raft §7).
     ///

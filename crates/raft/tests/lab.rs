@@ -615,3 +615,184 @@ fn unreliable_churn() {
         churn(true, seed);
     }
 }
+
+// ----- 3D: log compaction and InstallSnapshot (Raft §7) --------------------------------------
+
+/// Like the lab's service snapshotting every `SnapshotInterval` entries: each running node
+/// compacts its log through what it applied once `every` entries accumulated past its last
+/// snapshot.
+fn compact_all(c: &mut Cluster, every: u64) {
+    for id in c.ids() {
+        if !c.is_up(id) {
+            continue;
+        }
+        let s = c.node(id).status();
+        if s.applied.0 >= s.first_index.0 - 1 + every {
+            c.compact(id, s.applied);
+        }
+    }
+}
+
+/// Snapshot installs seen in the trace since the last call.
+fn installs(c: &mut Cluster) -> usize {
+    c.take_trace().iter().filter(|l| l.contains("installed snapshot")).count()
+}
+
+/// Every node applied the same values in the same order (a follower restored from a snapshot
+/// holds the snapshot's data followed by what it applied since).
+fn check_applied_converge(c: &Cluster, n: usize) {
+    let all = c.ids();
+    let first = c.applied_data(all[0]);
+    assert!(first.len() >= n, "only {} values applied", first.len());
+    for id in &all[1..] {
+        assert_eq!(c.applied_data(*id), first, "{id} applied something else than {}", all[0]);
+    }
+    c.check_logs_agree();
+}
+
+#[test]
+fn snapshot_basic() {
+    // Every node compacts every 10 entries while a client commits 100 values; all converge,
+    // and the logs really were compacted.
+    let mut c = cluster(3);
+    let all = c.ids();
+    check_one_leader(&mut c, &all);
+    for i in 0..100 {
+        one(&mut c, &format!("v{i}"), 3);
+        compact_all(&mut c, 10);
+    }
+    check_applied_converge(&c, 100);
+    for id in &all {
+        assert!(c.node(*id).status().first_index.0 > 90, "{id} did not compact");
+    }
+}
+
+/// The lab's `snapcommon`: in each round a follower is disconnected (or crashed) while the
+/// others commit and compact past it, so on reconnection only a snapshot can bring it back.
+fn snapshot_install(disconnect: bool, crash: bool, unreliable: bool, seed: u64) {
+    let mut c = cluster(3);
+    c.tracing = true;
+    if unreliable {
+        c.set_unreliable(0.1, true, seed);
+    }
+    let all = c.ids();
+    let mut leader = check_one_leader(&mut c, &all);
+    let mut installed = 0;
+    let mut value = 0;
+    for round in 0..8 {
+        let victim = if round % 3 == 0 { leader } else { NodeId((leader.0 + round) % 3 + 1) };
+        if disconnect {
+            c.isolate(victim);
+        }
+        if crash {
+            c.crash(victim);
+        }
+        let rest: Vec<NodeId> = all.iter().copied().filter(|id| *id != victim).collect();
+        check_one_leader(&mut c, &rest);
+        // Enough entries for everyone left to compact past the victim's log.
+        for _ in 0..12 {
+            value += 1;
+            one(&mut c, &format!("v{value}"), 2);
+            compact_all(&mut c, 5);
+        }
+        if disconnect {
+            c.heal();
+        }
+        if crash {
+            c.restart(victim);
+        }
+        value += 1;
+        one(&mut c, &format!("v{value}"), 3);
+        installed += installs(&mut c);
+        compact_all(&mut c, 5);
+        leader = check_one_leader(&mut c, &all);
+    }
+    c.set_unreliable(0.0, false, seed);
+    c.heal();
+    one(&mut c, "final", 3);
+    check_applied_converge(&c, value as usize);
+    eprintln!("snapshot_install seed {seed}: {installed} installs, {value} values");
+    assert!(installed >= 4, "only {installed} snapshots installed: nothing was tested");
+}
+
+#[test]
+fn snapshot_install_disconnected_follower() {
+    snapshot_install(true, false, false, 1);
+}
+
+#[test]
+fn snapshot_install_unreliable() {
+    for seed in 1..=2 {
+        snapshot_install(true, false, true, seed);
+    }
+}
+
+#[test]
+fn snapshot_install_crash() {
+    snapshot_install(false, true, false, 1);
+}
+
+#[test]
+fn snapshot_install_unreliable_crash() {
+    for seed in 1..=2 {
+        snapshot_install(true, true, true, seed);
+    }
+}
+
+/// The lab's "snapshot all crash", roughened: nodes crash and restart at random (never more
+/// than one down, so a majority can always progress), everyone compacts often; restarted nodes
+/// rebuild their state machine from their snapshot plus their log.
+fn random_crashes_with_compaction(unreliable: bool, seed: u64) {
+    let mut c = cluster(3);
+    c.tracing = true;
+    if unreliable {
+        c.set_unreliable(0.1, true, seed);
+    }
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    let mut down: Option<NodeId> = None;
+    let mut installed = 0;
+    for i in 0..60 {
+        let expected = if down.is_some() { 2 } else { 3 };
+        one(&mut c, &format!("v{i}"), expected);
+        installed += installs(&mut c);
+        compact_all(&mut c, 1 + next() % 7);
+        match (next() % 3, down) {
+            (0, None) => {
+                let victim = NodeId(next() % 3 + 1);
+                c.crash(victim);
+                down = Some(victim);
+            }
+            (1, Some(d)) => {
+                c.restart(d);
+                down = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(d) = down {
+        c.restart(d);
+    }
+    c.set_unreliable(0.0, false, seed);
+    one(&mut c, "final", 3);
+    installed += installs(&mut c);
+    eprintln!("random crashes seed {seed}: {installed} installs");
+    check_applied_converge(&c, 60);
+}
+
+#[test]
+fn snapshot_all_crash_with_random_crashes_and_compaction() {
+    for seed in 1..=3 {
+        random_crashes_with_compaction(false, seed);
+    }
+}
+
+#[test]
+fn snapshot_all_crash_unreliable() {
+    for seed in 1..=3 {
+        random_crashes_with_compaction(true, seed);
+    }
+}

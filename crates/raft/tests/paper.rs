@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use tenure_raft::testkit::Cluster;
 use tenure_raft::{
-    Config, Entry, EntryId, HardState, LogIndex, MemLog, Membership, Message, MessageBody, Node,
-    NodeId, ProposeError, Proposed, ReadId, ReadMode, Ready, Role, StepError, Term, TransferError,
+    Config, Entry, EntryId, HardState, LogIndex, LogView, MemLog, Membership, Message, MessageBody,
+    Node, NodeId, ProposeError, Proposed, ReadId, ReadMode, Ready, RejectHint, Role, SnapshotMeta,
+    SnapshotStatus, StepError, Term, TransferError,
 };
 
 const N1: NodeId = NodeId(1);
@@ -751,6 +752,241 @@ fn transfer_errors_name_the_problem() {
     assert_eq!(
         c.node_mut(N1).transfer_leadership(NodeId(9)),
         Err(TransferError::NotAVoter(NodeId(9)))
+    );
+}
+
+// ----- Snapshots (Raft §7, Figure 13; S11) ------------------------------------------------------
+
+fn is_snapshot(m: &Message) -> bool {
+    matches!(m.body, MessageBody::Snapshot { .. })
+}
+
+fn snapshot_msg(from: NodeId, to: NodeId, term: u64, last: EntryId) -> Message {
+    let meta = SnapshotMeta { last_included: last, membership: three() };
+    msg(from, to, term, MessageBody::Snapshot { meta })
+}
+
+/// n1 leads term 1 and has committed and compacted `a` and `b` (through 1/3) while n3 was cut
+/// off; n3 holds only 1/1.
+fn leader_compacted_past_n3() -> Cluster {
+    let mut c = elected_leader_of_three();
+    c.isolate(N3);
+    c.propose(N1, "a").unwrap();
+    c.propose(N1, "b").unwrap();
+    c.stabilize();
+    c.compact(N1, LogIndex(3));
+    c.heal();
+    c
+}
+
+/// From a heartbeat on, runs the cluster until n1's Snapshot message to n3 leaves, and takes
+/// it out of the network (a slow transfer the test delivers or fails later).
+fn run_until_snapshot_sent(c: &mut Cluster) -> Message {
+    c.tick(N1);
+    for _ in 0..100 {
+        c.process_all();
+        if let Some(m) = c.hold_where(is_snapshot).pop() {
+            return m;
+        }
+        c.deliver_all();
+    }
+    panic!("no snapshot was sent");
+}
+
+#[test]
+fn s11_leader_sends_snapshot_when_follower_needs_compacted_entries_raft_7() {
+    let mut c = leader_compacted_past_n3();
+    let m = run_until_snapshot_sent(&mut c);
+    assert_eq!((m.from, m.to, m.term), (N1, N3, Term(1)));
+    let MessageBody::Snapshot { meta } = &m.body else { unreachable!() };
+    assert_eq!(meta.last_included, EntryId::new(Term(1), LogIndex(3)));
+    assert_eq!(Some(meta.clone()), c.node(N1).log_view().snapshot(), "the leader's snapshot");
+    c.deliver(m);
+    c.stabilize();
+    assert_eq!(c.node(N3).status().first_index, LogIndex(4), "n3's log starts after it");
+    assert_eq!(c.applied_data(N3), vec!["a", "b"]);
+    assert_eq!(c.node(N1).status().matched[&N3], LogIndex(3));
+}
+
+#[test]
+fn s11_leader_sends_snapshot_when_follower_disagrees_at_its_snapshot_point_raft_7() {
+    // n2's log holds term-2 entries through 2/5, compacted through 2/4. It wins term 3, so it
+    // probes n3 at its last entry 2/5. n3 holds an old term-1 suffix through 1/5: its rejection
+    // hints at 1/5. The last entry of n2 at a term <= 1 would be below its snapshot point,
+    // whose term 2 is newer: nothing n2 still holds can match, and only the snapshot helps.
+    let mut log = log_with(&[1, 2, 2, 2, 2], 2);
+    log.compact(LogIndex(4));
+    let mut n = node_with(N2, log, |c| c.pre_vote = false);
+    n.campaign();
+    let rd = n.ready();
+    persist(&mut n, &rd);
+    n.step(msg(N1, N2, 3, MessageBody::VoteResponse { granted: true })).unwrap();
+    assert_eq!(n.role(), Role::Leader);
+    let rd = n.ready();
+    persist(&mut n, &rd);
+    let reject = RejectHint {
+        rejected: LogIndex(5),
+        hint: EntryId::new(Term(1), LogIndex(5)),
+        last_index: LogIndex(5),
+    };
+    n.step(msg(N3, N2, 3, MessageBody::AppendResponse { result: Err(reject) })).unwrap();
+    let rd = n.ready();
+    let to_n3: Vec<&Message> = all_messages(&rd).into_iter().filter(|m| m.to == N3).collect();
+    assert_eq!(to_n3.len(), 1, "{to_n3:?}");
+    let MessageBody::Snapshot { meta } = &to_n3[0].body else {
+        panic!("expected a snapshot, got {:?}", to_n3[0]);
+    };
+    assert_eq!(meta.last_included, EntryId::new(Term(2), LogIndex(4)));
+}
+
+#[test]
+fn s11_one_snapshot_in_flight_no_appends_but_heartbeats_continue_raft_7() {
+    let mut c = leader_compacted_past_n3();
+    let held = run_until_snapshot_sent(&mut c);
+    c.stabilize();
+    let term = c.node(N3).term();
+    // While the transfer is slow, n1 keeps proposing and heartbeating for three election
+    // timeouts: n3 gets heartbeats and no appends, no second snapshot, and never campaigns.
+    let mut heartbeats = 0;
+    for i in 0..30 {
+        if i % 5 == 0 {
+            c.propose(N1, &format!("x{i}")).unwrap();
+        }
+        for id in c.ids() {
+            c.tick(id);
+        }
+        c.process_all();
+        for m in c.in_flight().iter().filter(|m| m.to == N3) {
+            match &m.body {
+                MessageBody::Heartbeat { .. } => heartbeats += 1,
+                other => panic!("only heartbeats go to n3 while it gets a snapshot: {other:?}"),
+            }
+        }
+        c.stabilize();
+    }
+    assert!(heartbeats >= 25, "heartbeats continue: {heartbeats}");
+    assert_eq!(c.node(N3).role(), Role::Follower);
+    assert_eq!(c.node(N3).leader(), Some(N1));
+    assert_eq!(c.node(N3).term(), term, "a follower receiving a snapshot does not time out");
+    // The transfer completes: n3 installs it and catches up by append.
+    c.deliver(held);
+    c.stabilize();
+    c.propose(N1, "last").unwrap();
+    c.stabilize();
+    assert_eq!(c.applied_data(N3), c.applied_data(N1));
+    assert_eq!(c.applied_data(N3).len(), 9);
+}
+
+#[test]
+fn s11_follower_ignores_snapshot_at_or_below_its_commit_index_but_acks_raft_7() {
+    for snap_index in [2, 3] {
+        let mut log = log_with(&[1, 1, 1, 1], 1);
+        log.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(3) });
+        let mut n = node(N2, log);
+        let last = EntryId::new(Term(1), LogIndex(snap_index));
+        n.step(snapshot_msg(N1, N2, 1, last)).unwrap();
+        let rd = n.ready();
+        assert_eq!(rd.snapshot, None, "nothing to install");
+        assert_eq!(n.last_index(), LogIndex(4), "the log is kept");
+        assert_eq!(
+            rd.persisted_messages[0].body,
+            MessageBody::AppendResponse { result: Ok(LogIndex(3)) },
+            "acknowledged with the commit index"
+        );
+    }
+}
+
+#[test]
+fn s11_follower_keeps_log_holding_the_snapshot_last_entry_raft_7_figure_13_step_6() {
+    let mut log = log_with(&[1, 1, 1, 1, 1], 1);
+    log.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(1) });
+    let mut n = node(N2, log);
+    n.step(snapshot_msg(N1, N2, 1, EntryId::new(Term(1), LogIndex(3)))).unwrap();
+    let rd = n.ready();
+    assert_eq!(rd.snapshot, None, "the entries it covers are already here");
+    assert_eq!(n.committed(), LogIndex(3), "but they are now known committed");
+    assert_eq!(n.last_index(), LogIndex(5), "entries after the snapshot are retained");
+    let applied: Vec<LogIndex> = rd.committed_entries.iter().map(|e| e.index()).collect();
+    // Nothing was applied at start (Config::applied is 0): 1..=3 are applied from the log.
+    assert_eq!(applied, vec![LogIndex(1), LogIndex(2), LogIndex(3)], "applied from the log");
+    assert_eq!(
+        rd.persisted_messages[0].body,
+        MessageBody::AppendResponse { result: Ok(LogIndex(3)) }
+    );
+}
+
+#[test]
+fn s11_follower_discards_log_and_installs_snapshot_otherwise_raft_7_figure_13_steps_7_8() {
+    // Conflicting entry at the snapshot index (and a suffix after it), or a log too short.
+    for (terms, snap) in [(&[1, 1, 2, 2][..], (3, 3)), (&[1][..], (1, 5))] {
+        let mut n = node(N2, log_with(terms, 3));
+        let last = EntryId::new(Term(snap.0), LogIndex(snap.1));
+        n.step(snapshot_msg(N1, N2, 3, last)).unwrap();
+        assert_eq!(n.last_index(), last.index, "the whole log is replaced");
+        assert_eq!(n.committed(), last.index);
+        let rd = n.ready();
+        let meta = rd.snapshot.clone().expect("the caller must install the snapshot");
+        assert_eq!(meta.last_included, last);
+        assert!(rd.committed_entries.is_empty(), "installing counts as applying through it");
+        n.log_view_mut().reset_to_snapshot(meta.last_included, meta.membership);
+        persist(&mut n, &rd);
+        assert_eq!(n.status().applied, last.index);
+        assert_eq!(n.status().first_index, last.index.next());
+        assert!(n.log_view().all_entries().is_empty(), "the conflicting suffix is gone");
+        assert_eq!(n.entry_term(last.index), Some(last.term));
+    }
+}
+
+#[test]
+fn s11_snapshot_from_a_stale_term_is_rejected_raft_5_1_and_7() {
+    let mut n = node(N2, log_with(&[1], 3));
+    n.step(snapshot_msg(N1, N2, 2, EntryId::new(Term(2), LogIndex(5)))).unwrap();
+    assert_eq!(n.last_index(), LogIndex(1), "nothing installed");
+    assert_eq!(n.committed(), LogIndex(0));
+    let rd = n.ready();
+    assert_eq!(rd.snapshot, None);
+    let replies = all_messages(&rd);
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].to, replies[0].term), (N1, Term(3)), "tells the sender of term 3");
+    assert!(matches!(replies[0].body, MessageBody::HeartbeatResponse { .. }));
+}
+
+#[test]
+fn s11_failed_snapshot_returns_to_probe_and_next_heartbeat_answer_resends_raft_7() {
+    let mut c = leader_compacted_past_n3();
+    let held = run_until_snapshot_sent(&mut c);
+    c.stabilize();
+    c.node_mut(N1).report_snapshot(N3, SnapshotStatus::Failed);
+    drop(held);
+    // Nothing is sent at once: the probe waits for the next heartbeat answer...
+    c.process_all();
+    assert!(!c.in_flight().iter().any(|m| m.to == N3), "{:?}", c.in_flight());
+    // ...which is answered with a new snapshot (the entries are still compacted).
+    let again = run_until_snapshot_sent(&mut c);
+    assert_eq!(again.to, N3);
+    c.deliver(again);
+    c.stabilize();
+    assert_eq!(c.applied_data(N3), vec!["a", "b"]);
+}
+
+#[test]
+fn s11_snapshot_ack_leaves_only_after_the_install_is_persisted_raft_7() {
+    let mut n = node(N2, log_with(&[1], 1));
+    let last = EntryId::new(Term(1), LogIndex(4));
+    n.step(snapshot_msg(N1, N2, 1, last)).unwrap();
+    let rd = n.ready();
+    assert!(rd.snapshot.is_some() && rd.must_persist());
+    assert!(rd.messages.is_empty(), "no acknowledgement before the install is durable");
+    assert_eq!(
+        rd.persisted_messages.iter().map(|m| &m.body).collect::<Vec<_>>(),
+        vec![&MessageBody::AppendResponse { result: Ok(LogIndex(4)) }]
+    );
+    // A later Ready handed out before the install is acknowledged does not repeat it.
+    n.step(msg(N1, N2, 1, MessageBody::Heartbeat { commit: LogIndex(4), read_round: 1 })).unwrap();
+    let rd2 = n.ready();
+    assert!(rd2.snapshot.is_none());
+    assert!(
+        all_messages(&rd2).iter().all(|m| !matches!(m.body, MessageBody::AppendResponse { .. }))
     );
 }
 
