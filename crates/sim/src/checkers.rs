@@ -10,7 +10,12 @@
 //! - [`Checkers::on_apply`]: no two nodes apply different entries at one index (State Machine
 //!   Safety, §5.4.3), and a node applies only what it knows committed.
 //! - [`Checkers::on_acknowledged`] / [`Checkers::check_final`]: nothing acknowledged to a
-//!   client is ever lost, across crashes.
+//!   client is ever lost, across crashes (an entry compacted into a snapshot is not lost: the
+//!   snapshot checker vouches for it).
+//! - [`Checkers::on_snapshot`]: every snapshot taken, installed or restarted from covers only
+//!   committed entries (its last entry is one some node applied, at or below the highest commit
+//!   index a leader reached), and the state it holds is the state every other node had after
+//!   applying the same prefix (Raft §7: a snapshot is the state machine at a committed index).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +55,14 @@ pub fn digest(kind: u8, data: &[u8]) -> u64 {
     h
 }
 
+/// A digest of a state machine's whole state, from its snapshot encoding: two stores that
+/// applied the same entries write identical snapshots.
+pub fn state_digest(store: &tenure_kv::Store) -> u64 {
+    let mut bytes = Vec::new();
+    store.write_snapshot(&mut bytes).expect("writing to memory cannot fail");
+    digest(0, &bytes)
+}
+
 /// All the online checkers of one run.
 #[derive(Default)]
 pub struct Checkers {
@@ -62,6 +75,31 @@ pub struct Checkers {
     acknowledged: BTreeMap<LogIndex, EntrySeen>,
     /// The term in which each index was first committed (by that term's leader).
     commit_terms: BTreeMap<LogIndex, Term>,
+    /// The highest commit index any leader reached.
+    commit_max: LogIndex,
+    /// The state machine's digest at each snapshot point seen, with who showed it first.
+    snapshot_states: BTreeMap<LogIndex, (EntryId, u64, NodeId, SnapshotEvent)>,
+}
+
+/// How a node came to hold a snapshot, for [`Checkers::on_snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    /// It wrote one of its own state (a snapshot job was handed out).
+    Taken,
+    /// It installed one received from a leader.
+    Installed,
+    /// It restarted from one (its own, or one received just before a crash).
+    Restored,
+}
+
+impl std::fmt::Display for SnapshotEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotEvent::Taken => "took",
+            SnapshotEvent::Installed => "installed",
+            SnapshotEvent::Restored => "restarted from",
+        })
+    }
 }
 
 impl Checkers {
@@ -163,6 +201,7 @@ impl Checkers {
     /// The leader of `term` has commit index `committed`: indexes not seen committed before
     /// were committed in `term`.
     pub fn on_leader_commit(&mut self, term: Term, committed: LogIndex) {
+        self.commit_max = self.commit_max.max(committed);
         let from = self.commit_terms.keys().next_back().map_or(1, |i| i.0 + 1);
         for i in from..=committed.0 {
             self.commit_terms.insert(LogIndex(i), term);
@@ -223,6 +262,67 @@ impl Checkers {
             }
         }
         Ok(())
+    }
+
+    /// `node` holds a snapshot through `last` (taken, installed or restarted from) whose state
+    /// machine has digest `state` (see [`state_digest`]; `None` when the node's state already
+    /// moved past the snapshot). The snapshot must cover only committed entries: `last` is at
+    /// or below the highest commit index a leader reached and is the entry applied at that
+    /// index. Its state must equal every other state seen at the same index: the node that
+    /// took it had applied the committed prefix through `last`, and every install and restart
+    /// must reproduce that state.
+    pub fn on_snapshot(
+        &mut self,
+        node: NodeId,
+        event: SnapshotEvent,
+        last: EntryId,
+        state: Option<u64>,
+    ) -> Result<(), Violation> {
+        if last.index.0 == 0 {
+            return Ok(());
+        }
+        if last.index > self.commit_max {
+            return Err(Violation {
+                property: "snapshots hold only committed entries",
+                detail: format!(
+                    "{node} {event} snapshot {last}, past the highest commit index {}",
+                    self.commit_max
+                ),
+            });
+        }
+        match self.applied.get(&last.index) {
+            Some(seen) if seen.id == last => {}
+            other => {
+                return Err(Violation {
+                    property: "snapshots hold only committed entries",
+                    detail: format!(
+                        "{node} {event} snapshot {last}, but the committed entry at {} is {:?}",
+                        last.index,
+                        other.map(|e| e.id)
+                    ),
+                });
+            }
+        }
+        let Some(state) = state else { return Ok(()) };
+        match self.snapshot_states.get(&last.index) {
+            Some((_, digest, first, how)) if *digest != state => Err(Violation {
+                property: "snapshot state equals the applied committed prefix",
+                detail: format!(
+                    "{node} {event} snapshot {last} with state digest {state:x}, but {first} \
+                     {how} one at the same index with digest {digest:x}"
+                ),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.snapshot_states.insert(last.index, (last, state, node, event));
+                Ok(())
+            }
+        }
+    }
+
+    /// Snapshots seen so far, by distinct last index (for tests and summaries).
+    pub fn snapshot_count(&self) -> usize {
+        self.snapshot_states.len()
     }
 
     /// Entries applied so far (for tests and summaries).
@@ -307,6 +407,84 @@ mod tests {
         let mut c = Checkers::default();
         let v = c.on_apply(NodeId(1), e(1, 5, 1), LogIndex(4)).unwrap_err();
         assert_eq!(v.property, "applied never passes committed");
+    }
+
+    fn snapshot_setup() -> Checkers {
+        let mut c = Checkers::default();
+        c.on_leader_commit(Term(2), LogIndex(5));
+        for i in 1..=5 {
+            c.on_apply(NodeId(1), e(2, i, i), LogIndex(5)).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn snapshot_past_the_commit_index_is_caught() {
+        let mut c = snapshot_setup();
+        let at = |t, i| EntryId::new(Term(t), LogIndex(i));
+        assert!(c.on_snapshot(NodeId(1), SnapshotEvent::Taken, at(2, 5), Some(1)).is_ok());
+        let v = c.on_snapshot(NodeId(2), SnapshotEvent::Taken, at(2, 6), Some(1)).unwrap_err();
+        assert_eq!(v.property, "snapshots hold only committed entries");
+    }
+
+    #[test]
+    fn snapshot_of_an_entry_other_than_the_committed_one_is_caught() {
+        let mut c = snapshot_setup();
+        let v = c
+            .on_snapshot(
+                NodeId(2),
+                SnapshotEvent::Installed,
+                EntryId::new(Term(1), LogIndex(4)),
+                Some(1),
+            )
+            .unwrap_err();
+        assert_eq!(v.property, "snapshots hold only committed entries");
+    }
+
+    #[test]
+    fn snapshot_state_differing_from_the_applied_prefix_is_caught() {
+        let mut c = snapshot_setup();
+        let at = EntryId::new(Term(2), LogIndex(4));
+        c.on_snapshot(NodeId(1), SnapshotEvent::Taken, at, Some(0xaa)).unwrap();
+        assert!(c.on_snapshot(NodeId(3), SnapshotEvent::Restored, at, Some(0xaa)).is_ok());
+        let v = c.on_snapshot(NodeId(2), SnapshotEvent::Installed, at, Some(0xbb)).unwrap_err();
+        assert_eq!(v.property, "snapshot state equals the applied committed prefix");
+    }
+
+    #[test]
+    fn state_digest_tells_different_stores_apart() {
+        let a = tenure_kv::Store::default();
+        let mut b = a.clone();
+        assert_eq!(state_digest(&a), state_digest(&b));
+        let put = tenure_kv::Command::Put(tenure_kv::PutRequest::new("k", "v"));
+        b.apply(1, 0, &tenure_kv::Proposal::new(put).encode()).unwrap();
+        assert_ne!(state_digest(&a), state_digest(&b));
+    }
+
+    #[test]
+    fn compacted_acknowledged_entries_are_not_lost_but_held_ones_must_match() {
+        let mut c = Checkers::default();
+        c.on_acknowledged(e(2, 3, 9));
+        // Compacted through 5: the entry lives in the snapshot.
+        assert!(c.check_final(&[(NodeId(1), log(&[(6, 2), (7, 2)]))]).is_ok());
+        let v = c.check_final(&[(NodeId(1), log(&[(3, 1), (4, 2)]))]).unwrap_err();
+        assert_eq!(v.property, "durability (nothing acknowledged is lost)");
+    }
+
+    #[test]
+    fn log_matching_looks_only_at_indexes_both_logs_hold() {
+        let c = Checkers::default();
+        // One log compacted through 4: no disagreement where only one holds entries.
+        let ok = [
+            (NodeId(1), log(&[(1, 1), (2, 1), (5, 2), (6, 3)])),
+            (NodeId(2), log(&[(5, 2), (6, 3)])),
+        ];
+        assert!(c.on_logs(&ok).is_ok());
+        let bad = [
+            (NodeId(1), log(&[(4, 1), (5, 2), (6, 3)])),
+            (NodeId(2), log(&[(4, 2), (5, 2), (6, 3)])),
+        ];
+        assert_eq!(c.on_logs(&bad).unwrap_err().property, "log matching");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `tenure-sim` command.
 //!
 //! - `tenure-sim --seeds 0..1000` runs those seeds of the simulator and ends with one line
-//!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...`. Exit codes: 0 all passed, 1 a safety
+//!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...` (with the snapshots taken and installed). Exit codes: 0 all passed, 1 a safety
 //!   failure (a checker or linearizability), 4 a liveness failure, 5 a crash (a panic or a
 //!   fatal node error), 3 bad usage. Each failure prints the command that replays it.
 //! - `tenure-sim --seed N --trace` replays one seed and prints its event trace.
@@ -142,7 +142,11 @@ fn replay(seed: u64, trace: bool) -> u8 {
     }
     match &r.failure {
         None => {
-            let _ = writeln!(out, "seed {seed} passed: ops={} messages={}", r.ops, r.messages);
+            let _ = writeln!(
+                out,
+                "seed {seed} passed: ops={} messages={} snapshots={} installs={}",
+                r.ops, r.messages, r.snapshots_taken, r.snapshots_installed
+            );
             EXIT_LINEARIZABLE
         }
         Some(f) => {
@@ -185,9 +189,14 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let failed: Vec<&SeedResult> = results.iter().filter(|r| r.failure.is_some()).collect();
     let ops: u64 = results.iter().map(|r| r.ops).sum();
     let messages: u64 = results.iter().map(|r| r.messages).sum();
+    let snapshots: u64 = results.iter().map(|r| r.snapshots_taken).sum();
+    let installs: u64 = results.iter().map(|r| r.snapshots_installed).sum();
+    let seeds_installing = results.iter().filter(|r| r.snapshots_installed > 0).count();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "seeds={} passed={} failed={} ops={ops} messages={messages} seconds={seconds:.1} seeds_per_second={:.1}",
+        "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
+         installs={installs} seeds_with_installs={seeds_installing} seconds={seconds:.1} \
+         seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),
         failed.len(),

@@ -18,6 +18,10 @@ pub struct SeedResult {
     pub ops: u64,
     /// Messages delivered.
     pub messages: u64,
+    /// Snapshots finished (taken and the log compacted behind them), on all nodes.
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader, on all nodes.
+    pub snapshots_installed: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -43,12 +47,20 @@ pub fn run_seed_with(
         }
         let outcome = world.run();
         let outcome = outcome.and_then(|()| check_linearizable(&world));
-        (world.ops_done, world.messages_delivered, outcome, world.trace.take().unwrap_or_default())
+        let snapshots = (world.snapshots_taken, world.snapshots_installed);
+        let trace = world.trace.take().unwrap_or_default();
+        (world.ops_done, world.messages_delivered, snapshots, outcome, trace)
     }));
     match result {
-        Ok((ops, messages, outcome, trace)) => {
-            SeedResult { seed, ops, messages, failure: outcome.err(), trace }
-        }
+        Ok((ops, messages, (snapshots_taken, snapshots_installed), outcome, trace)) => SeedResult {
+            seed,
+            ops,
+            messages,
+            snapshots_taken,
+            snapshots_installed,
+            failure: outcome.err(),
+            trace,
+        },
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -59,6 +71,8 @@ pub fn run_seed_with(
                 seed,
                 ops: 0,
                 messages: 0,
+                snapshots_taken: 0,
+                snapshots_installed: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

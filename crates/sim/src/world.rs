@@ -7,9 +7,17 @@
 //! checked as it goes, then a **liveness phase** in which every fault is healed and every
 //! node restarted: a leader must emerge and every pending client request complete within a
 //! bound.
+//!
+//! Snapshots (Raft §7) run as they do in production, with their races: a node's snapshot job is
+//! taken after it polls, writes its file after a random delay and is finished (the log
+//! compacted) a little later, unless a crash discards it first. A leader's `Snapshot` message
+//! carries the sender's newest snapshot through the network as a stream of chunks, written into
+//! the receiver's directory one by one (each chunk takes its size over the profile's bandwidth),
+//! made durable, then stepped into the receiver; the sender hears `Delivered` or, if the stream
+//! was lost, cut or its receiver went down, `Failed`. Crashes may fall between any two steps.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,13 +26,17 @@ use tenure_kv::{
     Command, Compare, CompareResult, CompareTarget, Proposal, PutRequest, RangeRequest, RequestOp,
     Response, TxnRequest,
 };
-use tenure_raft::{LogIndex, LogView, Membership, Message, NodeId, Role, Term};
+use tenure_raft::{
+    EntryId, LogIndex, LogView, Membership, Message, MessageBody, NodeId, Role, SnapshotStatus,
+    Term,
+};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
+    SnapshotDone, SnapshotJob, SnapshotPolicy,
 };
-use tenure_storage::{CrashMode, SimDisk, SyncTicket};
+use tenure_storage::{CrashMode, SimDisk, SnapshotWriter, SyncTicket};
 
-use crate::checkers::{Checkers, EntrySeen, Violation, digest};
+use crate::checkers::{Checkers, EntrySeen, SnapshotEvent, Violation, digest, state_digest};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::rng::SimRng;
 
@@ -38,6 +50,9 @@ pub const EVENTS_MAX: u64 = 3_000_000;
 pub const TICK_MS: Millis = 10;
 /// Election timeout in ticks (`T`; timeouts are drawn from `[T, 2T)`).
 pub const ELECTION_TICKS: u32 = 10;
+/// A snapshot's data crosses the simulated network in chunks of at most this size, so that a
+/// transfer has crash points between chunks even for the simulator's small state machines.
+pub const TRANSFER_CHUNK_BYTES: usize = 256;
 
 /// Which faults a run injects and how often ("swarm testing": each seed picks its own).
 #[derive(Clone, Debug)]
@@ -77,6 +92,17 @@ pub struct Profile {
     pub safety_ms: Millis,
     /// Bound on the liveness phase.
     pub liveness_ms: Millis,
+    /// When replicas snapshot and compact their logs.
+    pub snapshot: SnapshotPolicy,
+    /// Largest time a snapshot job takes to write its file (0: at once).
+    pub snapshot_ms_max: Millis,
+    /// Snapshot transfer bandwidth: each chunk of a snapshot's data takes its size over this
+    /// many bytes per millisecond.
+    pub transfer_bytes_per_ms: u64,
+    /// Probability, at each step of a snapshot transfer (a chunk written, the data staged, the
+    /// message stepped), that its receiver or its sender crashes right there. Only with
+    /// crashes, and only in the safety phase.
+    pub transfer_crash: f64,
 }
 
 impl Profile {
@@ -105,8 +131,27 @@ impl Profile {
             keys: r.range(1, 4),
             safety_ms: 2_000,
             liveness_ms: 6_000,
+            snapshot: SnapshotPolicy::disabled(),
+            snapshot_ms_max: 0,
+            transfer_bytes_per_ms: 1024,
+            transfer_crash: 0.0,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
+        // Aggressive compaction, so that nearly every seed takes, sends and installs
+        // snapshots; one seed in seven never snapshots.
+        let entries = r.pick(&[0, 2, 3, 5, 8, 20, 50]);
+        p.snapshot = if entries == 0 {
+            SnapshotPolicy::disabled()
+        } else {
+            SnapshotPolicy {
+                entries,
+                bytes: r.pick(&[0, 0, 0, 1024]),
+                catchup_entries: r.pick(&[0, 0, 1, 3, 10]),
+            }
+        };
+        p.snapshot_ms_max = r.pick(&[0, 5, 30, 150]);
+        p.transfer_bytes_per_ms = r.pick(&[16, 128, 1024]);
+        p.transfer_crash = if p.crash_every.is_some() { r.pick(&[0.0, 0.02, 0.1]) } else { 0.0 };
         p
     }
 
@@ -129,8 +174,85 @@ impl Profile {
             keys: 1,
             safety_ms: 0,
             liveness_ms: 6_000,
+            snapshot: SnapshotPolicy::disabled(),
+            snapshot_ms_max: 0,
+            transfer_bytes_per_ms: 1024,
+            transfer_crash: 0.0,
         }
     }
+}
+
+/// A step of a snapshot transfer, where a scripted crash can be placed (see
+/// [`World::crash_during_transfer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferPoint {
+    /// Right after this many chunks were written into the receiver's staging file.
+    AfterChunks(usize),
+    /// The data is durable and in place on the receiver; the message is not yet stepped.
+    Staged,
+    /// The message was stepped and the receiver polled (the install is written, not yet
+    /// synced); the sender has not yet heard `Delivered`.
+    Stepped,
+}
+
+/// A snapshot transfer in flight, as [`World::transfers`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferStatus {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The snapshot's last entry.
+    pub last: EntryId,
+    /// Chunks written into the receiver so far.
+    pub chunks_done: usize,
+    /// Chunks in all.
+    pub chunks_total: usize,
+}
+
+/// Where a transfer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Chunks are being written (or the staging file is yet to be sealed).
+    Streaming,
+    /// The data is durable; the message is stepped next.
+    Staged,
+    /// The message was stepped; the sender hears `Delivered` next.
+    Stepped,
+}
+
+/// One snapshot message on its way: the data read from the sender when it was sent.
+struct Transfer {
+    /// The `Snapshot` message, naming the snapshot actually sent.
+    msg: Message,
+    /// The sender's epoch when it sent: the stream dies with the process.
+    from_epoch: u64,
+    /// The receiver's epoch when the first chunk arrived.
+    to_epoch: Option<u64>,
+    /// Chunks not yet written.
+    chunks: VecDeque<Bytes>,
+    chunks_done: usize,
+    chunks_total: usize,
+    /// The receiver's staging file, once the first chunk arrived.
+    writer: Option<SnapshotWriter>,
+    /// The network lost the stream: the sender hears `Failed` when it would have arrived.
+    lost: bool,
+    stage: Stage,
+}
+
+/// A node's snapshot job: handed out, then run (its file written), then finished.
+enum SnapshotWork {
+    /// Boxed: a job holds a copy of the state machine and its file writer inline.
+    Job(Box<SnapshotJob>),
+    Done(SnapshotDone),
+}
+
+/// A crash placed at a step of the next transfer to or from a node.
+#[derive(Clone, Copy, Debug)]
+struct TransferCrash {
+    victim: NodeId,
+    at: TransferPoint,
+    mode: CrashMode,
 }
 
 /// How a run ended badly.
@@ -157,6 +279,10 @@ enum Event {
     /// A client stops waiting for the attempt with this request id (ignored if that attempt
     /// is no longer the one in flight).
     ClientTimeout(u64, RequestId),
+    /// The next step of a node's snapshot job (ignored if the epoch is over).
+    SnapshotWork(NodeId, u64),
+    /// The next step of the snapshot transfer with this key.
+    Transfer(u64),
 }
 
 struct SimNode {
@@ -170,6 +296,10 @@ struct SimNode {
     epoch: u64,
     /// The leader term this node was last seen leading, for the checkers.
     led: Option<Term>,
+    /// The snapshot job out, if any (a crash discards it).
+    snapshot: Option<SnapshotWork>,
+    /// The replica's count of installed snapshots as last seen, to notice a new install.
+    installed_seen: u64,
 }
 
 /// One client operation in progress.
@@ -224,7 +354,15 @@ pub struct World {
     pub messages_delivered: u64,
     /// Events handled so far.
     pub events_processed: u64,
+    /// Snapshots finished by their nodes (the log compacted behind them).
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Snapshot transfers reported `Failed` to their sender.
+    pub transfers_failed: u64,
     scripted_seq: u64,
+    transfers: BTreeMap<u64, Transfer>,
+    transfer_crash_plan: Option<TransferCrash>,
 }
 
 /// Request ids at or above this are scripted requests (see [`World::put`]).
@@ -251,6 +389,8 @@ impl World {
                 sync: None,
                 epoch: 0,
                 led: None,
+                snapshot: None,
+                installed_seen: 0,
             };
             nodes.insert(NodeId(i), node);
         }
@@ -279,7 +419,12 @@ impl World {
             ops_done: 0,
             messages_delivered: 0,
             events_processed: 0,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
+            transfers_failed: 0,
             scripted_seq: 0,
+            transfers: BTreeMap::new(),
+            transfer_crash_plan: None,
         };
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
         for id in ids {
@@ -333,6 +478,7 @@ impl World {
         cfg.raft.append_bytes_max = self.profile.append_bytes_max;
         cfg.raft.inflight_appends_max = self.profile.inflight_appends_max;
         cfg.raft.inflight_bytes_max = cfg.raft.inflight_bytes_max.max(cfg.raft.append_bytes_max);
+        cfg.snapshot = self.profile.snapshot.clone();
         if self.profile.lease_reads {
             // Drift of up to 10% over an election timeout of 10 ticks is one tick; allow two.
             cfg.raft.read_mode = tenure_raft::ReadMode::Lease { clock_drift_ticks: 2 };
@@ -341,8 +487,18 @@ impl World {
         let disk: Arc<dyn tenure_storage::Disk> = Arc::new(node.disk.clone());
         match Replica::open(cfg, disk, Path::new("/data"), membership(n)) {
             Ok(r) => {
+                let restored = r.node().log_view().snapshot().map(|m| m.last_included);
+                let state = state_digest(r.kv());
                 node.replica = Some(r);
                 node.epoch += 1;
+                node.snapshot = None;
+                node.installed_seen = 0;
+                if let Some(last) = restored {
+                    self.note(|| format!("{id} restarts from snapshot {last}"));
+                    self.checkers
+                        .on_snapshot(id, SnapshotEvent::Restored, last, Some(state))
+                        .map_err(|v| Failure::Safety(v.to_string()))?;
+                }
                 Ok(())
             }
             Err(e) => Err(Failure::Crash(format!("{id} failed to open after a crash: {e}"))),
@@ -468,6 +624,8 @@ impl World {
             Event::Nemesis => self.nemesis()?,
             Event::Client(c) => self.client_step(c)?,
             Event::ClientTimeout(c, req) => self.client_timeout(c, req),
+            Event::SnapshotWork(id, epoch) => self.snapshot_work(id, epoch)?,
+            Event::Transfer(key) => self.transfer_step(key)?,
         }
         Ok(())
     }
@@ -484,15 +642,251 @@ impl World {
             let polled = r.poll(&mut out);
             let (worked, ticket) =
                 polled.map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+            self.check_install(id)?;
             self.absorb(id, out)?;
             if let Some(t) = ticket {
                 self.start_sync(id, t);
             }
             if !worked {
-                return Ok(());
+                return self.take_snapshot_job(id);
             }
         }
         Err(Failure::Crash(format!("{id} never went idle")))
+    }
+
+    // ----- Snapshots ----------------------------------------------------------------------------
+
+    /// After a poll: if the node installed a snapshot from a leader, the checkers look at it.
+    fn check_install(&mut self, id: NodeId) -> Result<(), Failure> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let Some(r) = node.replica.as_ref() else { return Ok(()) };
+        let installed = r.snapshot_stats().installed;
+        if installed == node.installed_seen {
+            return Ok(());
+        }
+        node.installed_seen = installed;
+        let last = r.node().log_view().snapshot_point();
+        // The state is compared only if nothing was applied after the install in that poll.
+        let state = (r.node().status().applied == last.index).then(|| state_digest(r.kv()));
+        self.snapshots_installed += 1;
+        self.note(|| format!("{id} installs snapshot {last}"));
+        self.checkers
+            .on_snapshot(id, SnapshotEvent::Installed, last, state)
+            .map_err(|v| Failure::Safety(v.to_string()))
+    }
+
+    /// Hands out the node's snapshot job if its policy says one is due; the job writes its
+    /// file after a random delay.
+    fn take_snapshot_job(&mut self, id: NodeId) -> Result<(), Failure> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.snapshot.is_some() || node.paused {
+            return Ok(());
+        }
+        let Some(r) = node.replica.as_mut() else { return Ok(()) };
+        let job =
+            r.take_snapshot_job().map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+        let Some(job) = job else { return Ok(()) };
+        let last = job.meta().last_included;
+        let state = state_digest(r.kv());
+        node.snapshot = Some(SnapshotWork::Job(Box::new(job)));
+        let epoch = node.epoch;
+        self.note(|| format!("{id} starts snapshot {last}"));
+        self.checkers
+            .on_snapshot(id, SnapshotEvent::Taken, last, Some(state))
+            .map_err(|v| Failure::Safety(v.to_string()))?;
+        let delay = self.rng.range(0, self.profile.snapshot_ms_max + 1);
+        self.schedule(delay, Event::SnapshotWork(id, epoch));
+        Ok(())
+    }
+
+    /// Runs a node's snapshot job (writes its file), then, a little later, finishes it (the
+    /// replica records it and compacts its log).
+    fn snapshot_work(&mut self, id: NodeId, epoch: u64) -> Result<(), Failure> {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.epoch != epoch || node.replica.is_none() {
+            return Ok(());
+        }
+        if node.paused {
+            self.schedule(5, Event::SnapshotWork(id, epoch));
+            return Ok(());
+        }
+        match node.snapshot.take() {
+            Some(SnapshotWork::Job(job)) => {
+                node.snapshot = Some(SnapshotWork::Done((*job).run()));
+                let delay = self.rng.range(0, 3);
+                self.schedule(delay, Event::SnapshotWork(id, epoch));
+            }
+            Some(SnapshotWork::Done(done)) => {
+                let r = node.replica.as_mut().expect("up");
+                r.finish_snapshot(done)
+                    .map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+                let first = r.node().log_view().first_index();
+                self.snapshots_taken += 1;
+                self.note(|| format!("{id} finished a snapshot; log starts at {first}"));
+                self.pump(id)?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// A leader's `Snapshot` message: its data is read from the sender now and streamed to
+    /// the receiver chunk by chunk.
+    fn send_snapshot(&mut self, mut m: Message, lost: bool) -> Result<(), Failure> {
+        let from = m.from;
+        let node = &self.nodes[&from];
+        let from_epoch = node.epoch;
+        let r = node.replica.as_ref().expect("the sender is up");
+        let stopped = |e: &dyn std::fmt::Display| Failure::Crash(format!("{from} stopped: {e}"));
+        let mut reader = r
+            .snapshot_to_send()
+            .map_err(|e| stopped(&e))?
+            .ok_or_else(|| stopped(&"a Snapshot message but no snapshot file to send"))?;
+        let meta = reader.meta().clone();
+        let mut chunks = VecDeque::new();
+        while let Some(data) = reader.next_chunk().map_err(|e| stopped(&e))? {
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + TRANSFER_CHUNK_BYTES).min(data.len());
+                chunks.push_back(data.slice(at..end));
+                at = end;
+            }
+        }
+        m.body = MessageBody::Snapshot { meta };
+        let chunks_total = chunks.len();
+        let transfer = Transfer {
+            msg: m,
+            from_epoch,
+            to_epoch: None,
+            chunks,
+            chunks_done: 0,
+            chunks_total,
+            writer: None,
+            lost,
+            stage: Stage::Streaming,
+        };
+        let delay = self.network_delay();
+        self.event_seq += 1;
+        let key = self.event_seq;
+        self.transfers.insert(key, transfer);
+        self.schedule(delay, Event::Transfer(key));
+        Ok(())
+    }
+
+    /// One step of a transfer: a chunk, sealing the staged file, stepping the message, or
+    /// reporting to the sender.
+    fn transfer_step(&mut self, key: u64) -> Result<(), Failure> {
+        let Some(mut t) = self.transfers.remove(&key) else { return Ok(()) };
+        let (from, to) = (t.msg.from, t.msg.to);
+        let sender = &self.nodes[&from];
+        if sender.epoch != t.from_epoch || sender.replica.is_none() {
+            // The stream died with its sender; the receiver drops what it staged.
+            self.note(|| format!("snapshot transfer {from} -> {to} ends: sender crashed"));
+            return Ok(());
+        }
+        if t.stage == Stage::Stepped {
+            return self.report_snapshot(from, to, SnapshotStatus::Delivered);
+        }
+        let receiver = &self.nodes[&to];
+        let receiver_gone =
+            receiver.replica.is_none() || t.to_epoch.is_some_and(|e| e != receiver.epoch);
+        if t.lost || self.cut.contains(&(from, to)) || receiver_gone {
+            self.note(|| format!("snapshot transfer {from} -> {to} failed"));
+            self.transfers_failed += 1;
+            return self.report_snapshot(from, to, SnapshotStatus::Failed);
+        }
+        if sender.paused || receiver.paused {
+            self.transfers.insert(key, t);
+            self.schedule(5, Event::Transfer(key));
+            return Ok(());
+        }
+        let stopped = |e: &dyn std::fmt::Display| Failure::Crash(format!("{to} stopped: {e}"));
+        let r = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()).expect("up");
+        let point = match t.stage {
+            Stage::Streaming => {
+                let MessageBody::Snapshot { meta } = &t.msg.body else {
+                    unreachable!("a transfer carries a Snapshot message")
+                };
+                if t.writer.is_none() {
+                    t.writer = Some(r.snapshot_receiver(meta.clone()).map_err(|e| stopped(&e))?);
+                    t.to_epoch = Some(self.nodes[&to].epoch);
+                }
+                let writer = t.writer.as_mut().expect("created");
+                if let Some(chunk) = t.chunks.pop_front() {
+                    writer.write_chunk(&chunk).map_err(|e| stopped(&e))?;
+                    t.chunks_done += 1;
+                    let delay = (chunk.len() as u64).div_ceil(self.profile.transfer_bytes_per_ms);
+                    let point = TransferPoint::AfterChunks(t.chunks_done);
+                    self.transfers.insert(key, t);
+                    self.schedule(delay.max(1), Event::Transfer(key));
+                    self.transfer_crash_point(from, to, point);
+                    return Ok(());
+                }
+                let writer = t.writer.take().expect("created");
+                writer.finish().map_err(|e| stopped(&e))?;
+                t.stage = Stage::Staged;
+                let last = meta.last_included;
+                self.note(|| format!("{to} staged snapshot {last} from {from}"));
+                TransferPoint::Staged
+            }
+            Stage::Staged => {
+                let msg = t.msg.clone();
+                if self.trace.is_some() {
+                    let line = format!("{msg:?}");
+                    self.note(|| line);
+                }
+                let r = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()).expect("up");
+                r.step(msg);
+                self.messages_delivered += 1;
+                self.pump(to)?;
+                t.stage = Stage::Stepped;
+                TransferPoint::Stepped
+            }
+            Stage::Stepped => unreachable!("handled above"),
+        };
+        self.transfers.insert(key, t);
+        self.schedule(0, Event::Transfer(key));
+        self.transfer_crash_point(from, to, point);
+        Ok(())
+    }
+
+    fn report_snapshot(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        status: SnapshotStatus,
+    ) -> Result<(), Failure> {
+        let Some(r) = self.nodes.get_mut(&from).and_then(|n| n.replica.as_mut()) else {
+            return Ok(());
+        };
+        r.report_snapshot(to, status);
+        self.pump(from)
+    }
+
+    /// A crash at a step of a transfer: the scripted one, if placed here, or, with the
+    /// profile's probability, of the receiver or the sender.
+    fn transfer_crash_point(&mut self, from: NodeId, to: NodeId, point: TransferPoint) {
+        if let Some(plan) = self.transfer_crash_plan
+            && (plan.victim == from || plan.victim == to)
+            && plan.at == point
+        {
+            self.transfer_crash_plan = None;
+            self.note(|| format!("scripted crash of {} at {point:?}", plan.victim));
+            self.crash(plan.victim, plan.mode);
+            return;
+        }
+        if self.liveness
+            || self.profile.transfer_crash == 0.0
+            || !self.rng.chance(self.profile.transfer_crash)
+        {
+            return;
+        }
+        let victim = if self.rng.chance(0.5) { to } else { from };
+        let mode = self.crash_mode();
+        self.note(|| format!("crash of {victim} during a snapshot transfer, at {point:?}"));
+        self.crash(victim, mode);
+        let after = self.rng.range(20, 600);
+        self.schedule(after, Event::Restart(victim));
     }
 
     fn start_sync(&mut self, id: NodeId, ticket: SyncTicket) {
@@ -519,7 +913,7 @@ impl World {
                 .map_err(|v| Failure::Safety(v.to_string()))?;
         }
         for m in out.messages {
-            self.send(m);
+            self.send(m)?;
         }
         for c in out.completions {
             self.complete(id, c, &out.applied);
@@ -546,23 +940,34 @@ impl World {
         self.checkers.on_leader_log(id, term, &log)
     }
 
-    fn send(&mut self, m: Message) {
-        if self.cut.contains(&(m.from, m.to))
-            || (!self.liveness && self.rng.chance(self.profile.drop))
-        {
-            return;
+    fn send(&mut self, m: Message) -> Result<(), Failure> {
+        let lost = self.cut.contains(&(m.from, m.to))
+            || (!self.liveness && self.rng.chance(self.profile.drop));
+        if matches!(m.body, MessageBody::Snapshot { .. }) {
+            // A transfer is one stream: never duplicated, and its sender learns its fate.
+            return self.send_snapshot(m, lost);
+        }
+        if lost {
+            return Ok(());
         }
         let copies = if !self.liveness && self.rng.chance(self.profile.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let delay = if !self.liveness && self.rng.chance(self.profile.long_delay) {
-                self.rng.range(1, 3 * 2 * u64::from(ELECTION_TICKS) * TICK_MS)
-            } else {
-                self.rng.range(1, 4)
-            };
+            let delay = self.network_delay();
             self.event_seq += 1;
             let key = self.event_seq;
             self.messages.insert(key, m.clone());
             self.schedule(delay, Event::Deliver(key));
+        }
+        Ok(())
+    }
+
+    /// A message's time on the wire: a few milliseconds, or, with the profile's probability,
+    /// up to several election timeouts (which reorders it).
+    fn network_delay(&mut self) -> Millis {
+        if !self.liveness && self.rng.chance(self.profile.long_delay) {
+            self.rng.range(1, 3 * 2 * u64::from(ELECTION_TICKS) * TICK_MS)
+        } else {
+            self.rng.range(1, 4)
         }
     }
 
@@ -590,13 +995,7 @@ impl World {
                     ids.iter().copied().filter(|i| self.nodes[i].replica.is_some()).collect();
                 if !up.is_empty() {
                     let victim = self.pick_victim(&up);
-                    let mode = match self.rng.range(0, 3) {
-                        0 => CrashMode::LoseUnsynced,
-                        1 => CrashMode::RandomPrefix,
-                        _ => {
-                            CrashMode::TearLastWrite { keep_bytes: self.rng.range(0, 64) as usize }
-                        }
-                    };
+                    let mode = self.crash_mode();
                     self.crash(victim, mode);
                     let after = self.rng.range(20, 600);
                     self.schedule(after, Event::Restart(victim));
@@ -621,6 +1020,14 @@ impl World {
         let next = self.rng.range(mean / 2, mean * 3 / 2 + 1);
         self.schedule(next, Event::Nemesis);
         Ok(())
+    }
+
+    fn crash_mode(&mut self) -> CrashMode {
+        match self.rng.range(0, 3) {
+            0 => CrashMode::LoseUnsynced,
+            1 => CrashMode::RandomPrefix,
+            _ => CrashMode::TearLastWrite { keep_bytes: self.rng.range(0, 64) as usize },
+        }
     }
 
     /// The leader half the time (faults that hit the leader find the most bugs), else anyone.
@@ -700,6 +1107,7 @@ impl World {
             return;
         }
         node.sync = None;
+        node.snapshot = None;
         node.epoch += 1;
         node.led = None;
         node.disk.crash(mode);
@@ -784,6 +1192,26 @@ impl World {
                     return Err(Failure::Safety(format!(
                         "state machines diverged: {first_id} at revision {rev}, {id} at revision {rev2}"
                     )));
+                }
+            }
+        }
+        // Whole states (sessions, leases, members too) agree between nodes that applied the
+        // same prefix, however they got there (applying, installing, restarting).
+        let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
+        for (id, n) in &self.nodes {
+            let Some(r) = n.replica.as_ref() else { continue };
+            let applied = r.node().status().applied;
+            let state = state_digest(r.kv());
+            match by_applied.get(&applied) {
+                Some((other, s)) if *s != state => {
+                    return Err(Failure::Safety(format!(
+                        "state machines diverged: {other} and {id} applied through {applied} \
+                         but hold different states ({s:x} vs {state:x})"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    by_applied.insert(applied, (*id, state));
                 }
             }
         }
@@ -1125,6 +1553,40 @@ impl World {
     /// [`World::set_partition`] for symmetric cuts.
     pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
         self.cut.insert((from, to));
+    }
+
+    /// Crashes `victim` (losing unsynced writes as `mode` says) at `at` in the next snapshot
+    /// transfer it sends or receives. It stays down until [`World::restart`].
+    pub fn crash_during_transfer(&mut self, victim: NodeId, at: TransferPoint, mode: CrashMode) {
+        self.transfer_crash_plan = Some(TransferCrash { victim, at, mode });
+    }
+
+    /// Whether a crash placed by [`World::crash_during_transfer`] is still waiting.
+    pub fn transfer_crash_pending(&self) -> bool {
+        self.transfer_crash_plan.is_some()
+    }
+
+    /// The snapshot transfers in flight.
+    pub fn transfers(&self) -> Vec<TransferStatus> {
+        self.transfers
+            .values()
+            .map(|t| TransferStatus {
+                from: t.msg.from,
+                to: t.msg.to,
+                last: match &t.msg.body {
+                    MessageBody::Snapshot { meta } => meta.last_included,
+                    _ => EntryId::default(),
+                },
+                chunks_done: t.chunks_done,
+                chunks_total: t.chunks_total,
+            })
+            .collect()
+    }
+
+    /// Changes the bandwidth of snapshot transfers from now on (scripted scenarios slow it
+    /// down to act during a transfer).
+    pub fn set_transfer_bytes_per_ms(&mut self, bytes_per_ms: u64) {
+        self.profile.transfer_bytes_per_ms = bytes_per_ms.max(1);
     }
 
     /// Runs the final safety checks (log matching, durability, converged state machines)
