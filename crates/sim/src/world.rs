@@ -1611,10 +1611,13 @@ fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {
     nodes.get(&id).and_then(|n| n.replica.as_ref()).is_some_and(|r| r.is_leader())
 }
 
-/// A replica's log as `(index, term)` pairs.
+/// A replica's log as `(index, term)` pairs, starting at its snapshot point when the log was
+/// compacted. The snapshot point is a committed entry the node still knows the term of
+/// (`LogView::term` answers for `first_index - 1`); keeping it means a log compacted through
+/// its last entry is not mistaken for an empty one, and the checkers still compare it.
 fn log_of(r: &Replica) -> Vec<(LogIndex, Term)> {
     let n = r.node();
-    let first = n.log_view().first_index();
+    let first = n.log_view().first_index().0.saturating_sub(1).max(1);
     let last = n.last_index();
-    (first.0..=last.0).filter_map(|i| n.entry_term(LogIndex(i)).map(|t| (LogIndex(i), t))).collect()
+    (first..=last.0).filter_map(|i| n.entry_term(LogIndex(i)).map(|t| (LogIndex(i), t))).collect()
 }
