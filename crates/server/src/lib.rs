@@ -20,6 +20,7 @@
 //! | [`metrics`] | one member's Prometheus metrics, served on `/metrics` |
 //! | [`runtime`] | the replica thread, its sync thread and ticker, and [`runtime::RuntimeHandle`] |
 //! | [`transport`] | peer TCP connections carrying [`wire`] frames to and from the runtime |
+//! | [`snapshot_stream`] | snapshot transfer on connections of its own: chunked, checksummed, flow-controlled, resumable |
 //! | [`grpc`] | the etcd services (`KV`, `Cluster/MemberList`, `Maintenance/Status`, `Alarm`) |
 //! | [`server`] | [`server::Member`]: listeners, storage, runtime, transport and gRPC of one member |
 //! | [`dev`] | `tenure dev`: three real members in one process on loopback |
@@ -46,6 +47,7 @@ pub mod ids;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod snapshot_stream;
 pub mod transport;
 pub mod wire;
 

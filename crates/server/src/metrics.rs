@@ -33,6 +33,12 @@ pub struct Metrics {
     peer_sent: Counter,
     peer_dropped: Counter,
     snapshots: Counter,
+    snapshots_installed: Counter,
+    snapshot_send_success: Counter,
+    snapshot_send_failures: Counter,
+    snapshot_send_seconds: Histogram,
+    snapshot_receive_success: Counter,
+    snapshot_receive_failures: Counter,
     peer_rtt_seconds: Histogram,
     /// Heartbeat rounds sent and not yet answered: (peer, round) -> when sent.
     heartbeats_in_flight: Mutex<HashMap<(u64, u64), Instant>>,
@@ -64,6 +70,13 @@ impl Metrics {
         let peer_sent = Counter::default();
         let peer_dropped = Counter::default();
         let snapshots = Counter::default();
+        let snapshots_installed = Counter::default();
+        let snapshot_send_success = Counter::default();
+        let snapshot_send_failures = Counter::default();
+        // etcd's buckets for snapshot sends: 0.1 s doubling to about 410 s.
+        let snapshot_send_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 13));
+        let snapshot_receive_success = Counter::default();
+        let snapshot_receive_failures = Counter::default();
         let peer_rtt_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "etcd_network_peer_round_trip_time_seconds",
@@ -118,8 +131,38 @@ impl Metrics {
         );
         registry.register(
             "tenure_snapshots",
-            "Snapshots taken. Always 0: snapshots are not implemented yet.",
+            "Snapshots taken here (written, then the log compacted behind them).",
             snapshots.clone(),
+        );
+        registry.register(
+            "tenure_snapshots_installed",
+            "Snapshots received from a leader and installed in place of the state machine.",
+            snapshots_installed.clone(),
+        );
+        registry.register(
+            "etcd_network_snapshot_send_success",
+            "Snapshot transfers to a follower that completed.",
+            snapshot_send_success.clone(),
+        );
+        registry.register(
+            "etcd_network_snapshot_send_failures",
+            "Snapshot transfers to a follower given up (after retries, or refused).",
+            snapshot_send_failures.clone(),
+        );
+        registry.register(
+            "etcd_network_snapshot_send_total_duration_seconds",
+            "Time a completed snapshot transfer took, resumes included.",
+            snapshot_send_seconds.clone(),
+        );
+        registry.register(
+            "etcd_network_snapshot_receive_success",
+            "Snapshots received from a leader, durable and handed to the replica.",
+            snapshot_receive_success.clone(),
+        );
+        registry.register(
+            "etcd_network_snapshot_receive_failures",
+            "Snapshot transfers from a leader that failed for good (refused or damaged).",
+            snapshot_receive_failures.clone(),
         );
         Metrics {
             registry,
@@ -134,6 +177,12 @@ impl Metrics {
             peer_sent,
             peer_dropped,
             snapshots,
+            snapshots_installed,
+            snapshot_send_success,
+            snapshot_send_failures,
+            snapshot_send_seconds,
+            snapshot_receive_success,
+            snapshot_receive_failures,
             peer_rtt_seconds,
             heartbeats_in_flight: Mutex::new(HashMap::new()),
         }
@@ -198,9 +247,50 @@ impl Metrics {
         self.peer_dropped.inc_by(n);
     }
 
-    /// Snapshots taken so far (always 0 until snapshots exist).
+    /// Counts a snapshot taken here.
+    pub fn snapshot_taken(&self) {
+        self.snapshots.inc();
+    }
+
+    /// Counts a snapshot installed from a leader.
+    pub fn snapshot_installed(&self) {
+        self.snapshots_installed.inc();
+    }
+
+    /// Counts a completed snapshot transfer to a follower that took `took`.
+    pub fn snapshot_sent(&self, took: Duration) {
+        self.snapshot_send_success.inc();
+        self.snapshot_send_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a snapshot transfer to a follower given up.
+    pub fn snapshot_send_failed(&self) {
+        self.snapshot_send_failures.inc();
+    }
+
+    /// Counts a snapshot received from a leader.
+    pub fn snapshot_received(&self) {
+        self.snapshot_receive_success.inc();
+    }
+
+    /// Counts a snapshot transfer from a leader that failed for good.
+    pub fn snapshot_receive_failed(&self) {
+        self.snapshot_receive_failures.inc();
+    }
+
+    /// Snapshots taken here so far.
     pub fn snapshot_count(&self) -> u64 {
         self.snapshots.get()
+    }
+
+    /// Snapshots installed from a leader so far.
+    pub fn snapshots_installed_count(&self) -> u64 {
+        self.snapshots_installed.get()
+    }
+
+    /// Snapshots received from a leader so far (durable and delivered).
+    pub fn snapshots_received_count(&self) -> u64 {
+        self.snapshot_receive_success.get()
     }
 
     /// The registry in OpenMetrics text format (see [`CONTENT_TYPE`]).
@@ -237,6 +327,12 @@ mod tests {
         assert!(text.contains("etcd_server_is_leader 1\n"), "{text}");
         assert!(text.contains("tenure_server_apply_lag_entries 2\n"), "{text}");
         assert!(text.contains("tenure_snapshots_total 0\n"), "{text}");
+        m.snapshot_taken();
+        m.snapshot_sent(std::time::Duration::from_millis(300));
+        let text = m.render();
+        assert!(text.contains("tenure_snapshots_total 1\n"), "{text}");
+        assert!(text.contains("etcd_network_snapshot_send_success_total 1\n"), "{text}");
+        assert!(text.contains("etcd_network_snapshot_send_total_duration_seconds_count 1\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Losing the leader is not a change seen; the next leader is.
         m.observe_status(&led, &none);

@@ -5,11 +5,18 @@
 //!   gRPC tasks ──Propose/Read (+oneshot)──┐
 //!   transport  ──Peer(msg)────────────────┤
 //!   ticker     ──Tick every tick_interval─┼──> bounded queue ──> replica thread
-//!   sync thread──Synced(FinishedSync)─────┘                        │  poll()
-//!                                                                  ├─ messages ──> Outbox (transport)
-//!                                                                  ├─ completions ──> oneshot by RequestId
-//!                                                                  └─ SyncTicket ──> sync thread (fsync)
+//!   sync thread──Synced(FinishedSync)─────┤                        │  poll()
+//!   snapshot thread──SnapshotDone─────────┤                        ├─ messages ──> Outbox (transport)
+//!   snapshot transfers──SnapshotReport────┘                        ├─ completions ──> oneshot by RequestId
+//!                                                                  ├─ SyncTicket ──> sync thread (fsync)
+//!                                                                  └─ SnapshotJob ──> snapshot thread
 //! ```
+//!
+//! Snapshots: when the replica's policy says one is due, its [`SnapshotJob`] (a copy of the
+//! store; values are shared, not copied) goes to the snapshot thread, which encodes and writes
+//! it while the replica goes on applying; the finished job comes back as an input and the log
+//! is compacted. A `Snapshot` message for a follower leaves with the newest snapshot file
+//! opened for it ([`Outbox::send_snapshot`]); how its transfer ended comes back as an input.
 //!
 //! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
 //! [`SyncTicket`] to the sync thread, so the leader's fsync overlaps replication and readies
@@ -27,11 +34,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tenure_kv::{Proposal, RangeRequest};
-use tenure_raft::{Message, NodeId, Role};
+use tenure_raft::{LogView, Message, MessageBody, NodeId, Role, SnapshotStatus};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaError, RequestId,
+    SnapshotDone, SnapshotJob,
 };
-use tenure_storage::{FinishedSync, SyncTicket};
+use tenure_storage::{FinishedSync, SnapshotReader, SyncTicket};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
@@ -72,14 +80,33 @@ pub enum Input {
     Tick,
     /// The sync thread finished a sync.
     Synced(FinishedSync),
+    /// The snapshot thread finished a snapshot job.
+    SnapshotDone(SnapshotDone),
+    /// A snapshot transfer to a follower ended.
+    SnapshotReport {
+        /// The follower.
+        to: NodeId,
+        /// How it ended.
+        status: SnapshotStatus,
+    },
     /// Finish the sync in flight, make everything written durable, and exit.
     Shutdown,
 }
 
+/// Called once with how a snapshot transfer ended; it hands the status to the replica thread.
+pub type SnapshotReport = Box<dyn FnOnce(SnapshotStatus) + Send>;
+
 /// Where the replica's outgoing messages go (the peer transport, or a test's network).
 pub trait Outbox: Send + 'static {
-    /// Sends `messages` (best effort: Raft retransmits whatever is lost).
+    /// Sends `messages` (best effort: Raft retransmits whatever is lost). Never holds a
+    /// `Snapshot` message: those go through [`Outbox::send_snapshot`].
     fn send(&mut self, messages: Vec<Message>);
+
+    /// Streams the snapshot `data` to `message.to` beside the message traffic, then calls
+    /// `report` exactly once with how it ended (the leader's core waits for it before it sends
+    /// that follower anything but heartbeats). `message` is the `Snapshot` message naming
+    /// `data`'s snapshot, to be stepped into the follower once the data is durable there.
+    fn send_snapshot(&mut self, message: Message, data: SnapshotReader, report: SnapshotReport);
 }
 
 /// What the replica thread publishes after every loop turn, for response headers and
@@ -218,6 +245,7 @@ impl Runtime {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Runtime> {
         let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let replica_installed = replica.snapshot_stats().installed;
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
@@ -232,6 +260,18 @@ impl Runtime {
                 let done = ticket.wait();
                 sync_metrics.fsync(began.elapsed());
                 if synced_tx.send(Input::Synced(done)).is_err() {
+                    return;
+                }
+            }
+        })?;
+
+        let (snap_tx, snap_rx) = mpsc::channel::<SnapshotJob>();
+        let snapped_tx = tx.clone();
+        std::thread::Builder::new().name(format!("{name}-snap")).spawn(move || {
+            // One job at a time (the replica hands out the next only after this one is
+            // finished). Ends when the replica thread drops its sender.
+            for job in snap_rx {
+                if snapped_tx.send(Input::SnapshotDone(job.run())).is_err() {
                     return;
                 }
             }
@@ -253,6 +293,9 @@ impl Runtime {
             replica,
             outbox,
             sync_tx,
+            snap_tx,
+            inputs: tx.clone(),
+            installed_seen: replica_installed,
             rx,
             status: Arc::clone(&status),
             replies: BTreeMap::new(),
@@ -303,6 +346,11 @@ struct Worker {
     replica: Replica,
     outbox: Box<dyn Outbox>,
     sync_tx: mpsc::Sender<SyncTicket>,
+    snap_tx: mpsc::Sender<SnapshotJob>,
+    /// The replica's own queue, for snapshot transfer reports.
+    inputs: SyncSender<Input>,
+    /// Snapshots installed from a leader, as last counted in the metrics.
+    installed_seen: u64,
     rx: Receiver<Input>,
     status: Arc<Mutex<NodeStatus>>,
     /// Clients waiting, by the request id the runtime gave them, with whether each asked for
@@ -345,6 +393,11 @@ impl Worker {
                     break;
                 }
             }
+            if let Some(job) = self.replica.take_snapshot_job()? {
+                tracing::debug!("{}: taking snapshot {}", self.name, job.meta().last_included);
+                // The snapshot thread lives as long as this sender.
+                let _ = self.snap_tx.send(job);
+            }
             self.dispatch(out);
             self.publish();
             if flow == Flow::Stop {
@@ -374,6 +427,19 @@ impl Worker {
                     self.begin_sync(t);
                 }
             }
+            Input::SnapshotDone(done) => {
+                self.replica.finish_snapshot(done)?;
+                self.metrics.snapshot_taken();
+                let stats = self.replica.snapshot_stats();
+                tracing::info!(
+                    "{}: snapshot at index {} written ({} bytes); log starts at {}",
+                    self.name,
+                    stats.index,
+                    stats.last_bytes,
+                    self.replica.node().log_view().first_index()
+                );
+            }
+            Input::SnapshotReport { to, status } => self.replica.report_snapshot(to, status),
             Input::Shutdown => return Ok(Flow::Stop),
         }
         Ok(Flow::Continue)
@@ -392,7 +458,16 @@ impl Worker {
         let _ = self.sync_tx.send(ticket);
     }
 
-    fn dispatch(&mut self, out: Output) {
+    fn dispatch(&mut self, mut out: Output) {
+        if out.messages.iter().any(|m| matches!(m.body, MessageBody::Snapshot { .. })) {
+            let (snapshots, rest) = std::mem::take(&mut out.messages)
+                .into_iter()
+                .partition(|m| matches!(m.body, MessageBody::Snapshot { .. }));
+            out.messages = rest;
+            for m in snapshots {
+                self.send_snapshot(m);
+            }
+        }
         if !out.messages.is_empty() {
             self.outbox.send(out.messages);
         }
@@ -413,6 +488,38 @@ impl Worker {
         }
     }
 
+    /// Opens the newest snapshot for a `Snapshot` message and hands both to the outbox; the
+    /// message is rewritten to name the snapshot actually sent (it may be newer than the one
+    /// the core asked for). If there is none to send, the transfer fails at once and the core
+    /// tries again later.
+    fn send_snapshot(&mut self, mut m: Message) {
+        let to = m.to;
+        let reader = match self.replica.snapshot_to_send() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!("{}: no snapshot file to send to {to}", self.name);
+                self.replica.report_snapshot(to, SnapshotStatus::Failed);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("{}: cannot open the snapshot to send to {to}: {e}", self.name);
+                self.replica.report_snapshot(to, SnapshotStatus::Failed);
+                return;
+            }
+        };
+        m.body = MessageBody::Snapshot { meta: reader.meta().clone() };
+        let inputs = self.inputs.clone();
+        let report: SnapshotReport = Box::new(move |status| {
+            // A lost report would leave the follower waiting for this transfer forever, so it
+            // must arrive even when the queue is full; a blocking send on a thread of its own
+            // never holds up whoever reports (reports are rare: one per transfer).
+            let _ = std::thread::Builder::new()
+                .name("snapshot-report".into())
+                .spawn(move || drop(inputs.send(Input::SnapshotReport { to, status })));
+        });
+        self.outbox.send_snapshot(m, reader, report);
+    }
+
     fn log_change(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
         let was_leader = self.last.is_some_and(|(r, _, _)| r == Role::Leader);
         let is_leader = role == Role::Leader;
@@ -424,7 +531,12 @@ impl Worker {
         self.last = Some((role, term, leader));
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let installed = self.replica.snapshot_stats().installed;
+        for _ in self.installed_seen..installed {
+            self.metrics.snapshot_installed();
+        }
+        self.installed_seen = installed;
         let st = self.replica.node().status();
         let kv = self.replica.kv();
         let status = NodeStatus {
@@ -477,7 +589,7 @@ mod tests {
     use tenure_kv::{Command, PutRequest, RangeRequest, Response};
     use tenure_raft::{Membership, Message, NodeId};
     use tenure_replica::{Answer, Consistency, Replica, ReplicaConfig};
-    use tenure_storage::{CrashMode, SimDisk};
+    use tenure_storage::{CrashMode, SimDisk, SnapshotReader};
 
     use super::{Outbox, Runtime};
 
@@ -487,6 +599,10 @@ mod tests {
     impl Outbox for NoPeers {
         fn send(&mut self, messages: Vec<Message>) {
             panic!("a single member sent {} message(s)", messages.len());
+        }
+
+        fn send_snapshot(&mut self, m: Message, _: SnapshotReader, _: super::SnapshotReport) {
+            panic!("a single member sent a snapshot to {}", m.to);
         }
     }
 

@@ -209,6 +209,8 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     // Ticks are heartbeat intervals: a request waits at most about one election timeout
     // times five before it times out (etcd waits a fixed 5 s plus the election timeout).
     rc.request_timeout_ticks = u64::from(cfg.election_ticks()) * 5;
+    rc.snapshot.entries = cfg.snapshot_count;
+    rc.snapshot.catchup_entries = cfg.snapshot_catchup_entries;
     let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
     Replica::open(rc, Arc::new(tenure_storage::RealDisk), &cfg.data_dir, membership)
         .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))

@@ -8,22 +8,30 @@
 //!   frames and every message is handed to the runtime. A frame from another cluster, or any
 //!   malformed frame, closes that connection with a logged error.
 //!
-//! Connections are one-way: a member writes on the connections it dialled and reads on the
-//! ones it accepted.
+//! - **Snapshots** travel on connections of their own ([`crate::snapshot_stream`]), one per
+//!   transfer, so a large snapshot never delays heartbeats or appends. The accept loop tells
+//!   the two kinds of connection apart by their first four bytes.
+//!
+//! Message connections are one-way: a member writes on the connections it dialled and reads on
+//! the ones it accepted. Snapshot connections carry acknowledgements back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tenure_raft::{Message, MessageBody, NodeId};
+use tenure_raft::{Message, MessageBody, NodeId, SnapshotMeta, SnapshotStatus};
+use tenure_storage::{SnapshotReader, SnapshotWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::ids::format_id;
 use crate::metrics::Metrics;
-use crate::runtime::{Outbox, RuntimeHandle, SubmitError};
+use crate::runtime::{Outbox, RuntimeHandle, SnapshotReport, SubmitError};
+use crate::snapshot_stream::{
+    self, Partials, ReceiveOutcome, STREAM_MAGIC, SnapshotSink, StreamCodec,
+};
 use crate::wire::{FrameCodec, WireError};
 
 /// Messages queued for one peer at most; more are dropped.
@@ -44,6 +52,11 @@ const CONNECT_FAILURES_QUIET: u32 = 5;
 /// The sending side: one queue per peer. Implements [`Outbox`] for the runtime.
 pub struct PeerSender {
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    /// Each peer's `host:port`, for snapshot connections.
+    addrs: BTreeMap<NodeId, String>,
+    stream_codec: StreamCodec,
+    /// Where snapshot transfers run: `send_snapshot` is called from the replica thread.
+    tokio: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
 }
 
@@ -52,12 +65,16 @@ impl PeerSender {
     /// current tokio runtime, counting messages in `metrics`.
     pub fn start(codec: FrameCodec, peers: &[(u64, String)], metrics: Arc<Metrics>) -> PeerSender {
         let mut queues = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
         for (id, addr) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
             tokio::spawn(peer_loop(codec, *id, addr.clone(), rx, Arc::clone(&metrics)));
             queues.insert(NodeId(*id), tx);
+            addrs.insert(NodeId(*id), addr.clone());
         }
-        PeerSender { queues, metrics }
+        let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
+        let tokio = tokio::runtime::Handle::current();
+        PeerSender { queues, addrs, stream_codec, tokio, metrics }
     }
 }
 
@@ -78,6 +95,65 @@ impl Outbox for PeerSender {
         }
         self.metrics.peer_messages_sent(sent);
         self.metrics.peer_messages_dropped(dropped);
+    }
+
+    fn send_snapshot(&mut self, message: Message, data: SnapshotReader, report: SnapshotReport) {
+        let Some(addr) = self.addrs.get(&message.to).cloned() else {
+            report(SnapshotStatus::Failed);
+            return;
+        };
+        let (codec, metrics) = (self.stream_codec, Arc::clone(&self.metrics));
+        self.tokio.spawn(async move {
+            let to = format_id(message.to.0);
+            let snapshot = data.meta().last_included;
+            let began = std::time::Instant::now();
+            tracing::info!("sending snapshot {snapshot} to {to}");
+            let outcome =
+                snapshot_stream::send_snapshot(codec, GROUP_ID, addr, message, data).await;
+            let seconds = began.elapsed().as_secs_f64();
+            match &outcome.error {
+                None => {
+                    metrics.snapshot_sent(began.elapsed());
+                    tracing::info!(
+                        "sent snapshot {snapshot} to {to}: {} bytes in {} chunks, {seconds:.2} s{}",
+                        outcome.bytes,
+                        outcome.chunks,
+                        outcome.resumed_at.map_or(String::new(), |c| format!(
+                            ", resumed at chunk {c} after {} attempts",
+                            outcome.attempts
+                        ))
+                    );
+                }
+                Some(e) => {
+                    metrics.snapshot_send_failed();
+                    tracing::warn!("snapshot {snapshot} to {to} failed after {seconds:.2} s: {e}");
+                }
+            }
+            report(outcome.status);
+        });
+    }
+}
+
+/// The receiving member's replica, as the snapshot stream sees it.
+impl SnapshotSink for RuntimeHandle {
+    async fn writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter, String> {
+        let rx = self
+            .inspect(move |r| r.snapshot_receiver(meta).map_err(|e| e.to_string()))
+            .map_err(|e| format!("the replica cannot take it now: {e}"))?;
+        rx.await.map_err(|_| "the replica stopped".to_string())?
+    }
+
+    async fn deliver(&self, msg: Message) -> Result<(), String> {
+        // The data is durable; only the message is missing. A full queue clears quickly, so
+        // wait for it a little rather than throw the transfer away.
+        for _ in 0..200 {
+            match self.step(msg.clone()) {
+                Ok(()) => return Ok(()),
+                Err(SubmitError::Full) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(SubmitError::Stopped) => return Err("the replica stopped".into()),
+            }
+        }
+        Err("the replica's input queue stayed full".into())
     }
 }
 
@@ -154,13 +230,15 @@ async fn peer_loop(
 /// to whoever listens next on this address).
 pub async fn accept_loop(listener: TcpListener, codec: FrameCodec, runtime: RuntimeHandle) {
     let mut readers = tokio::task::JoinSet::new();
+    let partials = Partials::default();
     loop {
         // Reap finished readers so the set does not grow with every reconnect.
         while readers.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
-                readers.spawn(read_loop(stream, from.to_string(), codec, runtime.clone()));
+                let (runtime, partials) = (runtime.clone(), partials.clone());
+                readers.spawn(read_loop(stream, from.to_string(), codec, runtime, partials));
             }
             Err(e) => {
                 tracing::warn!("peer accept failed: {e}");
@@ -170,9 +248,42 @@ pub async fn accept_loop(listener: TcpListener, codec: FrameCodec, runtime: Runt
     }
 }
 
-/// Reads frames from one inbound connection until it closes or sends something bad.
-async fn read_loop(mut stream: TcpStream, from: String, codec: FrameCodec, runtime: RuntimeHandle) {
+/// Reads frames from one inbound connection until it closes or sends something bad; a
+/// connection that opens with [`STREAM_MAGIC`] is a snapshot transfer instead.
+async fn read_loop(
+    mut stream: TcpStream,
+    from: String,
+    codec: FrameCodec,
+    runtime: RuntimeHandle,
+    partials: Partials,
+) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    while buf.len() < STREAM_MAGIC.len() {
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    if buf[..STREAM_MAGIC.len()] == STREAM_MAGIC {
+        let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
+        let metrics = Arc::clone(runtime.metrics());
+        let outcome =
+            snapshot_stream::receive_snapshot(stream, buf, stream_codec, &runtime, &partials).await;
+        match outcome {
+            ReceiveOutcome::Installed(snapshot) => {
+                metrics.snapshot_received();
+                tracing::info!("received snapshot {snapshot} from {from}");
+            }
+            ReceiveOutcome::Interrupted(e) => {
+                tracing::warn!("snapshot transfer from {from} interrupted (kept to resume): {e}");
+            }
+            ReceiveOutcome::Failed(e) => {
+                metrics.snapshot_receive_failed();
+                tracing::warn!("snapshot transfer from {from} failed: {e}");
+            }
+        }
+        return;
+    }
     let me = NodeId(codec.member_id);
     loop {
         loop {

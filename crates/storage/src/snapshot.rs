@@ -131,6 +131,18 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// The CRC-32C of all data written so far, in order: what the file's end marker will
+    /// hold. A receiver compares it with the sender's to check a transfer end to end.
+    pub fn data_crc(&self) -> u32 {
+        self.total_crc
+    }
+
+    /// Gives the snapshot up: its temporary file is removed now rather than at the next
+    /// open (a transfer that will not be resumed must not leave its bytes on disk).
+    pub fn abort(self) -> Result<(), StorageError> {
+        self.disk.remove(&self.tmp_path).map_err(|e| StorageError::io(&self.tmp_path, e))
+    }
+
     /// Seals the snapshot: writes the end, fsyncs, renames into place, fsyncs the directory,
     /// then deletes older snapshots (never a newer one). When this returns `Ok`, the snapshot
     /// is durable and [`SnapshotReader::open_latest`] finds it unless a newer one exists.
