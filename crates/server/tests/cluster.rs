@@ -774,3 +774,101 @@ async fn s11_follower_behind_a_compacted_log_catches_up_by_snapshot() {
     assert_eq!(values(&r), ["value 100"]);
     cluster.shutdown().await;
 }
+
+/// A proxy in front of a member's peer listener that slows snapshot connections (which open
+/// with the snapshot stream's magic) to `bytes_per_second`, and passes message connections at
+/// full speed. Returns its address.
+async fn snapshot_throttle(target: String, bytes_per_second: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else { return };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                let (mut in_r, mut in_w) = inbound.into_split();
+                let (mut out_r, mut out_w) = outbound.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+                });
+                let mut buf = vec![0u8; 8 * 1024];
+                let mut throttled = None;
+                loop {
+                    let n = match in_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let slow = *throttled.get_or_insert_with(|| {
+                        buf[..n].starts_with(&tenure_server::snapshot_stream::STREAM_MAGIC)
+                    });
+                    if slow {
+                        let pause = n as f64 / bytes_per_second as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(pause)).await;
+                    }
+                    if out_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s11_a_slow_snapshot_transfer_does_not_starve_heartbeats() {
+    // Member 2's peer traffic goes through a proxy that carries snapshots at 1 MiB/s; a
+    // snapshot of about 3 MB then takes several election timeouts (500 ms) to arrive.
+    let ports = free_ports();
+    let real_peer = format!("127.0.0.1:{}", ports[2].1);
+    let via = snapshot_throttle(real_peer, 1 << 20).await;
+    let via = tenure_server::cli::Url::parse(&format!("http://{via}")).expect("url");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
+    let lagging = configs[2].member_id;
+    for c in &mut configs {
+        c.snapshot_count = 20;
+        c.snapshot_catchup_entries = 5;
+        for m in c.members.iter_mut().filter(|m| m.id == lagging) {
+            m.peer_urls = vec![via.clone()];
+        }
+    }
+    let members = dev::start(&configs).await.expect("cluster starts");
+    let mut cluster =
+        Cluster { configs, members: members.into_iter().map(Some).collect(), _dir: dir };
+    cluster.stop(2).await;
+    let leader = cluster.leader().await;
+    let mut kv = cluster.kv(leader).await;
+    let value = "v".repeat(20 * 1024);
+    for i in 0..150 {
+        put_retrying(&mut kv, put(&format!("big/{i:03}"), &value)).await;
+    }
+    let l = cluster.members[leader].as_ref().unwrap().handle();
+    let (leader_id, term) = (cluster.configs[leader].member_id, l.status().term);
+    let target = l.status().committed;
+
+    cluster.restart(2).await;
+    let f = cluster.members[2].as_ref().unwrap().handle();
+    wait_for("the follower to hear the leader", || f.status().leader == Some(leader_id)).await;
+    let changes = "etcd_server_leader_changes_seen_total 1\n";
+    assert!(f.metrics().render().contains(changes), "{}", f.metrics().render());
+    let began = Instant::now();
+    wait_for("the follower to catch up", || f.status().applied >= target).await;
+    assert!(f.metrics().snapshots_installed_count() >= 1, "caught up by a snapshot");
+    // Only meaningful if the transfer really outlasted an election timeout.
+    assert!(began.elapsed() > Duration::from_millis(TIMING.election_ms), "{:?}", began.elapsed());
+    // The follower never lost its leader (a follower whose election timer fires forgets it,
+    // which counts as a leader change when it hears the leader again), and nobody's term
+    // moved.
+    assert!(f.metrics().render().contains(changes), "{}", f.metrics().render());
+    assert_eq!(f.status().term, term);
+    let st = l.status();
+    assert!(st.is_leader && st.term == term, "leadership held through the transfer: {st:?}");
+    let mut kv_f = cluster.kv(2).await;
+    let r = kv_f.range(get("big/149", true)).await.expect("range").into_inner();
+    assert_eq!(values(&r), [value]);
+    cluster.shutdown().await;
+}
