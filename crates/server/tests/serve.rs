@@ -190,3 +190,74 @@ fn etcdctl_member_list(endpoint: &str) -> Option<String> {
     );
     Some(stdout)
 }
+
+/// The value of the sample `name` on `/metrics` of the member at `client_url`, if it answers.
+fn metric(client_url: &str, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let authority = client_url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(authority).ok()?;
+    s.set_read_timeout(Some(PATIENCE)).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn s11_a_killed_member_catches_up_by_snapshot_with_etcds_compaction_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = Plan::new("c");
+    // etcd's flags force compaction every 10 entries, keeping 3 behind each snapshot.
+    let flags = ["--snapshot-count", "10", "--snapshot-catchup-entries", "3"];
+    let mut servers: Vec<Option<Server>> =
+        (0..3).map(|i| Some(plan.start_with(i, dir.path(), &flags))).collect();
+    let put = |i: usize| pb::PutRequest {
+        key: Bytes::from(format!("key/{i:02}")),
+        value: Bytes::from(format!("value {i}")),
+        ..Default::default()
+    };
+    retry(&plan.clients[0], |mut kv| {
+        let put = put(0);
+        async move { kv.put(put).await }
+    })
+    .await;
+    // The last member dies without a shutdown; the others write far past its log.
+    servers[2].take().expect("running").kill();
+    for i in 1..60 {
+        retry(&plan.clients[i % 2], |mut kv| {
+            let put = put(i);
+            async move { kv.put(put).await }
+        })
+        .await;
+    }
+    let taken: f64 =
+        (0..2).filter_map(|i| metric(&plan.clients[i], "tenure_snapshots_total")).sum();
+    assert!(taken >= 2.0, "the live members compacted their logs ({taken} snapshots)");
+
+    servers[2] = Some(plan.start_with(2, dir.path(), &flags));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if metric(&plan.clients[2], "tenure_snapshots_installed_total").is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted member installed no snapshot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Serializable: what the member itself holds, not what the leader would answer.
+    let local = |key: &'static str| pb::RangeRequest { serializable: true, ..get(key) };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = retry(&plan.clients[2], |mut kv| async move { kv.range(local("key/59")).await });
+        if let [kv] = &r.await.into_inner().kvs[..] {
+            assert_eq!(kv.value, "value 59");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted member never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = retry(&plan.clients[2], |mut kv| async move { kv.range(local("key/00")).await }).await;
+    assert_eq!(r.into_inner().kvs[0].value, "value 0", "the snapshot holds the oldest write");
+    for s in servers.into_iter().flatten() {
+        s.terminate();
+    }
+}

@@ -61,6 +61,11 @@ impl Plan {
 
     /// Starts member `i` with its data under `dir`.
     pub fn start(&self, i: usize, dir: &Path) -> Server {
+        self.start_with(i, dir, &[])
+    }
+
+    /// Starts member `i` with its data under `dir` and `extra` flags.
+    pub fn start_with(&self, i: usize, dir: &Path, extra: &[&str]) -> Server {
         let cluster: Vec<String> =
             self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
@@ -73,6 +78,7 @@ impl Plan {
             .args(["--initial-advertise-peer-urls", &self.peers[i]])
             .args(["--initial-cluster", &cluster.join(",")])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
