@@ -84,6 +84,12 @@ pub const WINDOW_CHUNKS: usize = 4;
 pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection attempts in a row that may fail before the transfer is given up.
 pub const ATTEMPTS_MAX: u32 = 5;
+/// A receiver gives a silent connection up after this long: sooner than the sender does, so
+/// that when the sender reconnects, the partial transfer is already free to resume.
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After `Done`, the sender waits this long for `Installed`: the receiver fsyncs the whole
+/// file first, which takes a while for a large snapshot on a slow disk.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// A partial transfer is kept this long after its connection dropped, for the sender to resume.
 pub const PARTIAL_IDLE_MAX: Duration = Duration::from_secs(60);
 
@@ -563,7 +569,9 @@ async fn attempt(
             conn.send(&done).await?;
             done_sent = true;
         }
-        match conn.recv(PROGRESS_TIMEOUT).await?.frame {
+        let wait =
+            if done_sent && source.window.is_empty() { INSTALL_TIMEOUT } else { PROGRESS_TIMEOUT };
+        match conn.recv(wait).await?.frame {
             StreamFrame::Ack { written } => source.acknowledge(written)?,
             StreamFrame::Installed if done_sent && source.window.is_empty() => return Ok(()),
             StreamFrame::Refused(reason) => {
@@ -604,21 +612,34 @@ struct Partial {
 
 /// The partial transfers a member holds, one per sender at most (a newer snapshot from the
 /// same sender replaces an older one).
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Partials {
     inner: Arc<Mutex<BTreeMap<NodeId, Partial>>>,
+    idle_max: Duration,
+}
+
+impl Default for Partials {
+    /// Partials kept for [`PARTIAL_IDLE_MAX`].
+    fn default() -> Partials {
+        Partials::with_idle_max(PARTIAL_IDLE_MAX)
+    }
 }
 
 impl Partials {
+    /// Partials kept for `idle_max` after their connection dropped.
+    pub fn with_idle_max(idle_max: Duration) -> Partials {
+        Partials { inner: Arc::default(), idle_max }
+    }
+
     /// The partial transfer of `snapshot` from `from`, if one is kept. Any other partial from
-    /// `from`, and any idle for longer than [`PARTIAL_IDLE_MAX`], is given up.
+    /// `from`, and any idle for longer than the limit, is given up (its file removed).
     fn take(&self, from: NodeId, snapshot: EntryId) -> Option<Partial> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let expired: Vec<NodeId> = map
             .iter()
             .filter(|(id, p)| {
-                now.duration_since(p.idle_since) > PARTIAL_IDLE_MAX
+                now.duration_since(p.idle_since) > self.idle_max
                     || (**id == from && p.snapshot != snapshot)
             })
             .map(|(id, _)| *id)
@@ -678,7 +699,7 @@ pub async fn receive_snapshot(
     partials: &Partials,
 ) -> ReceiveOutcome {
     let mut conn = Conn::new(stream, buf, codec, 0);
-    let offer = match conn.recv(PROGRESS_TIMEOUT).await {
+    let offer = match conn.recv(RECEIVE_TIMEOUT).await {
         Ok(f) => f,
         Err(e) => return ReceiveOutcome::Failed(format!("no offer: {e}")),
     };
@@ -717,7 +738,7 @@ pub async fn receive_snapshot(
         return ReceiveOutcome::Interrupted(e.to_string());
     }
     loop {
-        let frame = match conn.recv(PROGRESS_TIMEOUT).await {
+        let frame = match conn.recv(RECEIVE_TIMEOUT).await {
             Ok(f) => f.frame,
             Err(e) => {
                 partials.keep(msg.from, partial);

@@ -373,3 +373,45 @@ proptest::proptest! {
         let _ = peer.decode(&mut BytesMut::from(&bytes[..]));
     }
 }
+
+#[tokio::test]
+async fn an_abandoned_partial_transfer_is_removed_once_idle_too_long() {
+    let s = setup(4, None);
+    let partials = Partials::with_idle_max(std::time::Duration::from_millis(50));
+    let (addr, _) = receiver(Arc::clone(&s.sink), partials.clone()).await;
+    // A sender that goes away for good after two chunks.
+    let codec = StreamCodec { cluster_id: CLUSTER, member_id: LEADER };
+    let mut conn = TcpStream::connect(&addr).await.expect("connect");
+    let mut out = BytesMut::new();
+    codec.encode(0, &StreamFrame::Offer(snapshot_message()), &mut out);
+    for i in 0..2u64 {
+        let data = bytes::Bytes::from(chunk(i as usize));
+        codec.encode(0, &StreamFrame::Chunk { index: i, data }, &mut out);
+    }
+    conn.write_all(&out).await.expect("write");
+    let mut buf = BytesMut::new();
+    loop {
+        match codec.decode(&mut buf).expect("frame") {
+            Some(f) if f.frame == StreamFrame::Ack { written: 2 } => break,
+            Some(_) => continue,
+            None => assert!(conn.read_buf(&mut buf).await.expect("read") > 0, "closed early"),
+        }
+    }
+    drop(conn);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while partials.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the partial transfer was not kept");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(files_ending(s.follower_dir.path(), ".tmp"), 1, "its staging file waits");
+
+    // Past the idle limit, the next offer (from another leader) clears it away.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let other = StreamCodec { cluster_id: CLUSTER, member_id: 0x33 };
+    let msg = Message { from: NodeId(0x33), ..snapshot_message() };
+    let out = send_snapshot(other, 0, addr, msg, open_snapshot(s.leader_dir.path())).await;
+    assert_eq!(out.status, SnapshotStatus::Delivered, "{out:?}");
+    assert!(partials.is_empty());
+    assert_eq!(files_ending(s.follower_dir.path(), ".tmp"), 0, "the abandoned file is gone");
+    assert_eq!(read_all(s.follower_dir.path()), read_all(s.leader_dir.path()));
+}
