@@ -181,14 +181,16 @@ pub struct DecodedFrame {
 impl StreamCodec {
     /// Appends `frame` for `group_id` to `out`.
     pub fn encode(&self, group_id: u64, frame: &StreamFrame, out: &mut BytesMut) {
+        if let StreamFrame::Chunk { index, data } = frame {
+            self.encode_chunk_head(group_id, *index, data, out);
+            out.extend_from_slice(data);
+            return;
+        }
         let start = out.len();
         out.put_bytes(0, STREAM_HEADER_BYTES);
         match frame {
             StreamFrame::Offer(m) => wire::encode_message(m, out),
-            StreamFrame::Chunk { index, data } => {
-                out.put_u64_le(*index);
-                out.extend_from_slice(data);
-            }
+            StreamFrame::Chunk { .. } => unreachable!("encoded above"),
             StreamFrame::Done { chunks, data_crc } => {
                 out.put_u64_le(*chunks);
                 out.put_u32_le(*data_crc);
@@ -197,18 +199,36 @@ impl StreamCodec {
             StreamFrame::Installed => {}
             StreamFrame::Refused(reason) => out.extend_from_slice(reason.as_bytes()),
         }
-        let payload_bytes = (out.len() - start - STREAM_HEADER_BYTES) as u32;
+        let payload_bytes = out.len() - start - STREAM_HEADER_BYTES;
         let h = &mut out[start..];
+        self.write_header(group_id, frame.kind(), payload_bytes, &mut h[..STREAM_HEADER_BYTES]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..36]), &h[STREAM_HEADER_BYTES..]);
+        h[36..40].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Appends the header and index of a `Chunk` frame carrying `data` to `out`, without the
+    /// data itself: the sender writes the data straight from the chunk it read, uncopied.
+    pub fn encode_chunk_head(&self, group_id: u64, index: u64, data: &[u8], out: &mut BytesMut) {
+        let start = out.len();
+        out.put_bytes(0, STREAM_HEADER_BYTES);
+        out.put_u64_le(index);
+        let h = &mut out[start..];
+        self.write_header(group_id, 2, 8 + data.len(), &mut h[..STREAM_HEADER_BYTES]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..36]), &h[STREAM_HEADER_BYTES..]);
+        let crc = crc32c::crc32c_append(crc, data);
+        h[36..40].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Fills header bytes 0..36 (the CRC is the caller's).
+    fn write_header(&self, group_id: u64, kind: u8, payload_bytes: usize, h: &mut [u8]) {
         h[0..4].copy_from_slice(&STREAM_MAGIC);
         h[4] = STREAM_VERSION;
-        h[5] = frame.kind();
+        h[5] = kind;
         h[6..8].copy_from_slice(&[0, 0]);
         h[8..16].copy_from_slice(&self.cluster_id.to_le_bytes());
         h[16..24].copy_from_slice(&group_id.to_le_bytes());
         h[24..32].copy_from_slice(&self.member_id.to_le_bytes());
-        h[32..36].copy_from_slice(&payload_bytes.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..36]), &h[STREAM_HEADER_BYTES..]);
-        h[36..40].copy_from_slice(&crc.to_le_bytes());
+        h[32..36].copy_from_slice(&(payload_bytes as u32).to_le_bytes());
     }
 
     /// Takes one whole frame off the front of `buf`; `Ok(None)` if more bytes are needed.
@@ -339,8 +359,21 @@ impl Conn {
 
     async fn send(&mut self, frame: &StreamFrame) -> Result<(), TransferError> {
         self.out.clear();
-        self.codec.encode(self.group_id, frame, &mut self.out);
-        let write = self.stream.write_all(&self.out);
+        let data = match frame {
+            // A chunk's data is written from where it lies, after its encoded head.
+            StreamFrame::Chunk { index, data } => {
+                self.codec.encode_chunk_head(self.group_id, *index, data, &mut self.out);
+                &data[..]
+            }
+            _ => {
+                self.codec.encode(self.group_id, frame, &mut self.out);
+                &[][..]
+            }
+        };
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.write_all(data).await
+        };
         match tokio::time::timeout(PROGRESS_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(TransferError::Connection(format!("write failed: {e}"))),
