@@ -16,6 +16,10 @@
 //!   committed entries (its last entry is one some node applied, at or below the highest commit
 //!   index a leader reached), and the state it holds is the state every other node had after
 //!   applying the same prefix (Raft §7: a snapshot is the state machine at a committed index).
+//! - [`Checkers::check_final_states`]: at the end, nodes that applied the same prefix hold the
+//!   same whole state (sessions and leases too, not only keys), and it is the state of any
+//!   snapshot taken at that index, however each node got there (applying, installing,
+//!   restarting).
 
 use std::collections::BTreeMap;
 
@@ -320,6 +324,38 @@ impl Checkers {
         }
     }
 
+    /// At the end: each running node's applied index and whole-state digest (see
+    /// [`state_digest`]). Nodes at the same applied index must hold the same state, and it
+    /// must be the state of a snapshot seen at that index, if any: the state machine is a
+    /// function of the applied prefix alone.
+    pub fn check_final_states(&self, states: &[(NodeId, LogIndex, u64)]) -> Result<(), Violation> {
+        let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
+        for (id, applied, state) in states {
+            let (other, expected) = *by_applied.entry(*applied).or_insert((*id, *state));
+            if expected != *state {
+                return Err(Violation {
+                    property: "state machines converge",
+                    detail: format!(
+                        "{other} and {id} applied through {applied} but hold different states \
+                         ({expected:x} vs {state:x})"
+                    ),
+                });
+            }
+            if let Some((last, snapshot, first, how)) = self.snapshot_states.get(applied)
+                && snapshot != state
+            {
+                return Err(Violation {
+                    property: "state machines converge",
+                    detail: format!(
+                        "{id} applied through {applied} and holds state {state:x}, but {first} \
+                         {how} snapshot {last} with state {snapshot:x}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Snapshots seen so far, by distinct last index (for tests and summaries).
     pub fn snapshot_count(&self) -> usize {
         self.snapshot_states.len()
@@ -423,8 +459,12 @@ mod tests {
         let mut c = snapshot_setup();
         let at = |t, i| EntryId::new(Term(t), LogIndex(i));
         assert!(c.on_snapshot(NodeId(1), SnapshotEvent::Taken, at(2, 5), Some(1)).is_ok());
+        // Node 2 applied 2/6 believing it committed, but no leader ever reached 6: the
+        // applied-entry check alone would pass this snapshot.
+        c.on_apply(NodeId(2), e(2, 6, 6), LogIndex(6)).unwrap();
         let v = c.on_snapshot(NodeId(2), SnapshotEvent::Taken, at(2, 6), Some(1)).unwrap_err();
         assert_eq!(v.property, "snapshots hold only committed entries");
+        assert!(v.detail.contains("past the highest commit index 5"), "{}", v.detail);
     }
 
     #[test]
@@ -449,6 +489,35 @@ mod tests {
         assert!(c.on_snapshot(NodeId(3), SnapshotEvent::Restored, at, Some(0xaa)).is_ok());
         let v = c.on_snapshot(NodeId(2), SnapshotEvent::Installed, at, Some(0xbb)).unwrap_err();
         assert_eq!(v.property, "snapshot state equals the applied committed prefix");
+    }
+
+    #[test]
+    fn final_states_differing_at_one_applied_index_are_caught() {
+        let c = Checkers::default();
+        let ok = [(NodeId(1), LogIndex(5), 0xaa), (NodeId(2), LogIndex(5), 0xaa)];
+        assert!(c.check_final_states(&ok).is_ok());
+        // Different applied indexes may hold different states.
+        assert!(
+            c.check_final_states(&[(NodeId(1), LogIndex(5), 0xaa), (NodeId(2), LogIndex(6), 0xbb)])
+                .is_ok()
+        );
+        let bad = [(NodeId(1), LogIndex(5), 0xaa), (NodeId(3), LogIndex(5), 0xbb)];
+        assert_eq!(c.check_final_states(&bad).unwrap_err().property, "state machines converge");
+    }
+
+    #[test]
+    fn final_state_differing_from_a_snapshot_at_its_index_is_caught() {
+        let mut c = snapshot_setup();
+        c.on_snapshot(
+            NodeId(1),
+            SnapshotEvent::Taken,
+            EntryId::new(Term(2), LogIndex(4)),
+            Some(0xaa),
+        )
+        .unwrap();
+        assert!(c.check_final_states(&[(NodeId(2), LogIndex(4), 0xaa)]).is_ok());
+        let v = c.check_final_states(&[(NodeId(2), LogIndex(4), 0xbb)]).unwrap_err();
+        assert_eq!(v.property, "state machines converge");
     }
 
     #[test]

@@ -1238,26 +1238,16 @@ impl World {
                 }
             }
         }
-        // Whole states (sessions, leases, members too) agree between nodes that applied the
-        // same prefix, however they got there (applying, installing, restarting).
-        let mut by_applied: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
-        for (id, n) in &self.nodes {
-            let Some(r) = n.replica.as_ref() else { continue };
-            let applied = r.node().status().applied;
-            let state = state_digest(r.kv());
-            match by_applied.get(&applied) {
-                Some((other, s)) if *s != state => {
-                    return Err(Failure::Safety(format!(
-                        "state machines diverged: {other} and {id} applied through {applied} \
-                         but hold different states ({s:x} vs {state:x})"
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    by_applied.insert(applied, (*id, state));
-                }
-            }
-        }
+        // Whole states (sessions, leases, members too), however each node got there.
+        let states: Vec<(NodeId, LogIndex, u64)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let r = n.replica.as_ref()?;
+                Some((*id, r.node().status().applied, state_digest(r.kv())))
+            })
+            .collect();
+        self.checkers.check_final_states(&states).map_err(|v| Failure::Safety(v.to_string()))?;
         Ok(())
     }
 
