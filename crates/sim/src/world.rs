@@ -1373,6 +1373,11 @@ impl World {
     fn complete(&mut self, node: NodeId, completion: Completion, applied: &[tenure_raft::Entry]) {
         let Some(c) = self.waiting.remove(&(node, completion.id)) else {
             if completion.id.0 >= SCRIPTED_REQUEST_BASE {
+                // Scripted writes are acknowledged writes too: the durability checker holds
+                // them to the same rule as the clients'.
+                if matches!(completion.result, Ok(Answer::Write(_))) {
+                    self.acknowledge(completion.entry, applied);
+                }
                 self.scripted.insert(completion.id, completion);
             }
             return;
@@ -1395,13 +1400,7 @@ impl World {
                 Some(Some(Status::Ok))
             }
             Ok(Answer::Write(response)) => {
-                if let Some(e) = completion.entry.and_then(|id| applied.iter().find(|e| e.id == id))
-                {
-                    self.checkers.on_acknowledged(EntrySeen {
-                        id: e.id,
-                        digest: digest(e.kind.code(), &e.data),
-                    });
-                }
+                self.acknowledge(completion.entry, applied);
                 match response {
                     // The comparison did not match: nothing was written.
                     Response::Txn(t) if !t.succeeded => Some(Some(Status::Fail)),
@@ -1476,6 +1475,15 @@ impl World {
         }
         let think = self.rng.range(1, 20);
         self.schedule(think, Event::Client(c));
+    }
+
+    /// A write acknowledged as the entry `entry` (found among the entries just applied):
+    /// from now on the durability checker expects it never to be lost.
+    fn acknowledge(&mut self, entry: Option<EntryId>, applied: &[tenure_raft::Entry]) {
+        if let Some(e) = entry.and_then(|id| applied.iter().find(|e| e.id == id)) {
+            self.checkers
+                .on_acknowledged(EntrySeen { id: e.id, digest: digest(e.kind.code(), &e.data) });
+        }
     }
 
     /// The clients' history so far.
