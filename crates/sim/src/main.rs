@@ -1,9 +1,11 @@
 //! The `tenure-sim` command.
 //!
 //! - `tenure-sim --seeds 0..1000` runs those seeds of the simulator and ends with one line
-//!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...` (with the snapshots taken and installed). Exit codes: 0 all passed, 1 a safety
-//!   failure (a checker or linearizability), 4 a liveness failure, 5 a crash (a panic or a
-//!   fatal node error), 3 bad usage. Each failure prints the command that replays it.
+//!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...`, which counts the snapshots taken and
+//!   installed and the seeds that installed any (`seeds_with_installs=<n>`). Exit codes: 0 all
+//!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
+//!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
+//!   replays it.
 //! - `tenure-sim --seed N --trace` replays one seed and prints its event trace.
 //! - `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
 //!   `tenure_sim::history`) and exits 0 if it is linearizable, 1 if not (with an explanation), 2
