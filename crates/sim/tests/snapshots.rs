@@ -5,9 +5,9 @@
 //! (snapshots hold only committed entries and reproduce the applied prefix's state), and ends
 //! with the final checks (log matching, nothing acknowledged lost, converged whole states).
 //!
-//! Each test first shows that the follower cannot catch up from the log alone (the leader's
-//! log starts past everything the follower holds), so a broken snapshot path fails it rather
-//! than being bypassed by ordinary appends.
+//! Each catch-up test first shows that the follower cannot catch up from the log alone (the
+//! leader's log starts past everything the follower holds), so a broken snapshot path fails it
+//! rather than being bypassed by ordinary appends.
 
 use tenure_raft::{LogIndex, LogView, NodeId};
 use tenure_replica::{Answer, RequestId, SnapshotPolicy};
@@ -197,6 +197,10 @@ fn s11_follower_crash_during_snapshot_install() {
         assert!(w.replica(f).is_none(), "{f} crashed at {point:?}");
         // The cluster moves on while the follower is down; it falls further behind.
         write_batch(&mut w, leader, "b");
+        // Whatever the crash left (a partial staging file, a durable staged snapshot, an
+        // unsynced install), the restarted follower must end with the leader's state. Storage
+        // may open a staged snapshot it never stepped: it holds only committed entries, and
+        // the checkers vouch for its state ("restored").
         w.restart(f).unwrap();
         let leader = catch_up(&mut w);
         assert_eq!(applied(&w, f), applied(&w, leader), "{point:?} {mode:?}");
