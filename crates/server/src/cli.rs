@@ -73,6 +73,14 @@ pub struct DevArgs {
     /// Keep the members' data here (in `n1`, `n2`, `n3`) instead of a temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Committed entries between snapshots (etcd's `--snapshot-count`); a small number shows
+    /// compaction and snapshot transfer at work.
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Entries kept behind a snapshot for slow followers (etcd's
+    /// `--snapshot-catchup-entries`).
+    #[arg(long, default_value_t = 5_000)]
+    pub snapshot_catchup_entries: u64,
 }
 
 /// `tenure demo`.

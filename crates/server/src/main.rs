@@ -161,6 +161,10 @@ fn serve(cfg: ServeConfig) -> ExitCode {
 }
 
 fn run_dev(args: DevArgs) -> ExitCode {
+    if args.snapshot_count == 0 || args.snapshot_catchup_entries == 0 {
+        eprintln!("tenure dev: --snapshot-count and --snapshot-catchup-entries must be positive");
+        return ExitCode::from(2);
+    }
     init_logs();
     let runtime = match server_runtime() {
         Ok(rt) => rt,
@@ -179,7 +183,11 @@ fn run_dev(args: DevArgs) -> ExitCode {
                 temp.path().to_path_buf()
             }
         };
-        let configs = dev::configs(&dev::DEV_PORTS, &data_dir, dev::Timing::default())?;
+        let mut configs = dev::configs(&dev::DEV_PORTS, &data_dir, dev::Timing::default())?;
+        for c in &mut configs {
+            c.snapshot_count = args.snapshot_count;
+            c.snapshot_catchup_entries = args.snapshot_catchup_entries;
+        }
         let members = dev::start(&configs).await?;
         let endpoints = dev::endpoints(&configs);
         println!("tenure dev: 3 members on loopback, data in {}", data_dir.display());

@@ -394,3 +394,13 @@ fn streaming_and_maintenance_messages_match_real_etcd() {
 fn crate_event_put() -> i32 {
     tenure_server::pb::mvccpb::event::EventType::Put as i32
 }
+
+#[test]
+fn dev_refuses_a_zero_snapshot_count_before_binding_anything() {
+    let o = tenure(&["dev", "--snapshot-count", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "tenure dev: --snapshot-count and --snapshot-catchup-entries must be positive\n"
+    );
+}
