@@ -393,12 +393,14 @@ impl Worker {
                     break;
                 }
             }
+            self.dispatch(out);
+            // After the messages left: taking the job copies the store's state, which must not
+            // hold up this turn's appends and heartbeats.
             if let Some(job) = self.replica.take_snapshot_job()? {
                 tracing::debug!("{}: taking snapshot {}", self.name, job.meta().last_included);
                 // The snapshot thread lives as long as this sender.
                 let _ = self.snap_tx.send(job);
             }
-            self.dispatch(out);
             self.publish();
             if flow == Flow::Stop {
                 return self.drain_for_exit();
