@@ -4,7 +4,7 @@
 //! table. Expiry by time is not done here: the server (or a later issue) must propose a
 //! revoke when a lease's TTL runs out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -18,8 +18,9 @@ pub struct Lease {
     pub id: i64,
     /// The TTL granted, in seconds.
     pub ttl: i64,
-    /// Keys whose current version is attached to this lease, in key order.
-    pub keys: BTreeSet<Bytes>,
+    /// Keys whose current version is attached to this lease, in key order. A persistent set,
+    /// like the key index, so that copying the store for a snapshot does not copy it.
+    pub keys: imbl::OrdSet<Bytes>,
 }
 
 /// All granted leases.
@@ -62,7 +63,7 @@ impl Leases {
         if auto {
             self.last_auto_id = id;
         }
-        self.by_id.insert(id, Lease { id, ttl, keys: BTreeSet::new() });
+        self.by_id.insert(id, Lease { id, ttl, keys: imbl::OrdSet::new() });
     }
 
     pub(crate) fn attach(&mut self, id: i64, key: &Bytes) {

@@ -1,12 +1,14 @@
 //! The multi-version index: every key's history of versions, ordered by key.
 //!
-//! One `BTreeMap` from key to a short vector of versions, oldest first. A read at revision `r`
+//! One persistent B-tree map (`imbl::OrdMap`) from key to a short vector of versions, oldest
+//! first; cloning it is O(1) and shares every node, so a snapshot of the store neither pauses
+//! the apply loop for long nor copies the index. A read at revision `r`
 //! takes, for each key, the last version with `mod_revision <= r`; a tombstone there means the
 //! key did not exist at `r`. Each key is stored once (a `Bytes`) however many versions it has,
 //! and values are `Bytes` shared with the responses that return them, never copied.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use imbl::ordmap::Entry;
+use imbl::{OrdMap, OrdSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -106,11 +108,15 @@ pub(crate) struct Replaced {
 pub(crate) struct Index {
     /// Invariant: every history is non-empty, strictly increasing in `mod_revision`, starts
     /// with a put and has no two tombstones in a row.
-    pub(crate) keys: BTreeMap<Bytes, Vec<Version>>,
+    ///
+    /// A persistent B-tree: cloning the index (what a snapshot does) is O(1) and shares every
+    /// node; a write after a clone copies only the nodes on its path. So a snapshot costs
+    /// neither a pause proportional to the key count nor a second copy of the index.
+    pub(crate) keys: OrdMap<Bytes, Vec<Version>>,
     /// Keys compaction may shrink: those with more than one version. A key with one version
     /// always has a live one, which compaction keeps, so compaction only walks this set.
     /// Invariant: `key in dirty` iff `keys[key].len() > 1`.
-    pub(crate) dirty: BTreeSet<Bytes>,
+    pub(crate) dirty: OrdSet<Bytes>,
 }
 
 /// Appends to a history without `Vec`'s default minimum capacity of four: most keys hold one
@@ -136,7 +142,7 @@ impl Index {
         revision: i64,
     ) -> impl Iterator<Item = KeyValue> + 'a {
         let iter =
-            if range.is_empty() { None } else { Some(self.keys.range::<[u8], _>(range.bounds())) };
+            if range.is_empty() { None } else { Some(self.keys.range::<_, [u8]>(range.bounds())) };
         iter.into_iter()
             .flatten()
             .filter_map(move |(key, history)| visible(history, revision)?.to_kv(key))
@@ -148,7 +154,7 @@ impl Index {
             return 0;
         }
         self.keys
-            .range::<[u8], _>(range.bounds())
+            .range::<_, [u8]>(range.bounds())
             .filter(|(_, history)| visible(history, revision).is_some_and(|v| v.value.is_some()))
             .count()
     }
@@ -239,7 +245,7 @@ impl Index {
             return Vec::new();
         }
         self.keys
-            .range::<[u8], _>(range.bounds())
+            .range::<_, [u8]>(range.bounds())
             .filter(|(_, h)| h.last().is_some_and(|v| v.value.is_some()))
             .map(|(k, _)| k.clone())
             .collect()
@@ -252,8 +258,11 @@ impl Index {
     /// version can lose any, so this walks the dirty set, not every key.
     pub(crate) fn compact(&mut self, revision: i64) {
         let keys = &mut self.keys;
-        self.dirty.retain(|key| {
-            let history = keys.get_mut(key).expect("dirty keys are in the index");
+        // Keys left with at most one version stop being dirty; a persistent set has no
+        // `retain`, so they are collected and removed after the walk.
+        let mut clean = Vec::new();
+        for key in &self.dirty {
+            let history = keys.get_mut(&key[..]).expect("dirty keys are in the index");
             let n = history.partition_point(|v| v.mod_revision <= revision);
             let keep_from = match n.checked_sub(1) {
                 None => 0,
@@ -264,12 +273,18 @@ impl Index {
                 history.drain(..keep_from);
                 history.shrink_to_fit();
             }
-            if history.is_empty() {
-                keys.remove(key);
+            let left = history.len();
+            if left == 0 {
+                keys.remove(&key[..]);
             }
             // After a tombstone comes a put, so a single remaining version is live.
-            keys.get(key).is_some_and(|h| h.len() > 1)
-        });
+            if left <= 1 {
+                clean.push(key.clone());
+            }
+        }
+        for key in clean {
+            self.dirty.remove(&key);
+        }
     }
 
     /// Number of keys with any stored version (live or only history).

@@ -228,7 +228,7 @@ impl Store {
         let mut restorer = Restorer {
             store: &mut store,
             phase: Phase::Header,
-            key_open: false,
+            open: None,
             versions_left: 0,
             version_count: 0,
             lease_last: None,
@@ -341,9 +341,9 @@ fn ensure(ok: bool, what: &'static str) -> Result<(), RecordError> {
 struct Restorer<'a> {
     store: &'a mut Store,
     phase: Phase,
-    /// Whether versions are being read for the last key of the index (keys arrive in
-    /// increasing order, so the key being filled is always the index's last one).
-    key_open: bool,
+    /// The key whose versions are being read, with those read so far; it joins the index
+    /// once complete (keys arrive in increasing order).
+    open: Option<(bytes::Bytes, Vec<Version>)>,
     /// Versions still expected for the open key.
     versions_left: u64,
     version_count: u64,
@@ -360,7 +360,7 @@ impl Restorer<'_> {
         ensure(self.phase != Phase::Done, "record after the end record")?;
         if tag != TAG_VERSION {
             ensure(self.versions_left == 0, "key has fewer versions than announced")?;
-            if self.key_open {
+            if self.open.is_some() {
                 self.finish_key()?;
             }
         }
@@ -400,11 +400,9 @@ impl Restorer<'_> {
                 let count = r.u64()?;
                 ensure(!key.is_empty(), "empty key")?;
                 ensure(count > 0, "key without versions")?;
-                let in_order =
-                    self.store.index.keys.last_key_value().is_none_or(|(last, _)| *last < key);
+                let in_order = self.store.index.keys.get_max().is_none_or(|(last, _)| *last < key);
                 ensure(in_order, "keys out of order")?;
-                self.store.index.keys.insert(key, Vec::new());
-                self.key_open = true;
+                self.open = Some((key, Vec::new()));
                 self.versions_left = count;
             }
             TAG_VERSION => {
@@ -417,8 +415,7 @@ impl Restorer<'_> {
                     value: if r.bool()? { Some(r.bytes()?) } else { None },
                 };
                 let revision = self.store.revision;
-                let mut open = self.store.index.keys.last_entry().expect("versions_left > 0");
-                let history = open.get_mut();
+                let (_, history) = self.open.as_mut().expect("versions_left > 0");
                 check_version(history.last(), &v, revision)?;
                 push_version(history, v);
                 self.versions_left -= 1;
@@ -488,8 +485,7 @@ impl Restorer<'_> {
 
     /// Checks a key's complete history and attaches its current version to its lease.
     fn finish_key(&mut self) -> Result<(), RecordError> {
-        self.key_open = false;
-        let (key, history) = self.store.index.keys.last_key_value().expect("an open key");
+        let (key, history) = self.open.take().expect("an open key");
         ensure(
             history.first().is_some_and(|v| v.value.is_some()),
             "history starts with a tombstone",
@@ -497,13 +493,12 @@ impl Restorer<'_> {
         if history.len() > 1 {
             self.store.index.dirty.insert(key.clone());
         }
-        let (key, history) = self.store.index.keys.last_key_value().expect("an open key");
         let last = history.last().expect("checked non-empty");
         if last.value.is_some() && last.lease != 0 {
             ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
-            let (lease, key) = (last.lease, key.clone());
-            self.store.leases.attach(lease, &key);
+            self.store.leases.attach(last.lease, &key);
         }
+        self.store.index.keys.insert(key, history);
         Ok(())
     }
 }

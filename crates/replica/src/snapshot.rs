@@ -5,13 +5,14 @@
 //!  replica thread                       any thread                     replica thread
 //!  take_snapshot_job():                 SnapshotJob::run():            finish_snapshot():
 //!    clone the store at `applied` ──>     kv.write_snapshot ──>          note it in storage,
-//!    (values are shared, not copied)      storage snapshot file           compact the log to
+//!    (O(1): nothing is copied)            storage snapshot file           compact the log to
 //!                                         (chunked, fsynced, renamed)     index - catchup window
 //! ```
 //!
-//! The apply loop stops only for the clone of the store's index (values are reference-counted
-//! [`bytes::Bytes`], so no value is copied); encoding, writing and the fsync run wherever the
-//! caller runs the job.
+//! The apply loop stops only for the clone of the store, which is O(1): the key index and the
+//! lease key sets are persistent maps whose nodes the copy shares (a write after the clone
+//! copies only the nodes on its path), and values are reference-counted [`bytes::Bytes`].
+//! Encoding, writing and the fsync run wherever the caller runs the job.
 
 use std::io::{self, Read, Write};
 

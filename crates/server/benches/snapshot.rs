@@ -139,8 +139,8 @@ fn produce(dir: &Path, mib: u64) {
     }
     let fill_seconds = started.elapsed().as_secs_f64();
     let store_rss = rss();
-    // `take_snapshot_job` hands the job a clone of the store; values are shared, the index is
-    // copied. It is the only part that runs on the replica thread, holding up the apply loop.
+    // `take_snapshot_job` hands the job a clone of the store: the index is a persistent map, so
+    // the clone shares it. It is the only part that runs on the replica thread.
     let started = Instant::now();
     let copy = store.clone();
     let clone_seconds = started.elapsed().as_secs_f64();

@@ -12,10 +12,10 @@
 //!                                                                  └─ SnapshotJob ──> snapshot thread
 //! ```
 //!
-//! Snapshots: when the replica's policy says one is due, its [`SnapshotJob`] (a copy of the
-//! store; values are shared, not copied) goes to the snapshot thread, which encodes and writes
-//! it while the replica goes on applying; the finished job comes back as an input and the log
-//! is compacted. A `Snapshot` message for a follower leaves with the newest snapshot file
+//! Snapshots: when the replica's policy says one is due, its [`SnapshotJob`] (an O(1) copy of
+//! the store, sharing its persistent index) goes to the snapshot thread, which encodes and
+//! writes it while the replica goes on applying; the finished job comes back as an input and
+//! the log is compacted. A `Snapshot` message for a follower leaves with the newest snapshot file
 //! opened for it ([`Outbox::send_snapshot`]); how its transfer ended comes back as an input.
 //!
 //! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
