@@ -32,8 +32,10 @@
 //! - **Retry and abort**: an attempt that makes no progress for [`PROGRESS_TIMEOUT`] is cut;
 //!   after [`ATTEMPTS_MAX`] failed attempts in a row, or if the receiver refuses or lost its
 //!   partial file, the transfer ends `Failed`. The leader's core then probes the follower again
-//!   and asks for a fresh transfer if it still needs one. One transfer per follower at a time is
-//!   the core's rule (its `Snapshot` progress state).
+//!   and asks for a fresh transfer if it still needs one; [`TransferBackoff`] makes each fresh
+//!   transfer to a follower whose last ones failed wait longer first (1 s doubling to 30 s), so
+//!   a follower that cannot take a snapshot (a full disk) is not sent one in a tight loop. One
+//!   transfer per follower at a time is the core's rule (its `Snapshot` progress state).
 //!
 //! # Frame layout
 //!
@@ -92,6 +94,12 @@ pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// A partial transfer is kept this long after its connection dropped, for the sender to resume.
 pub const PARTIAL_IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before a transfer to a follower whose last transfer failed; it doubles with each
+/// failure in a row, up to [`FAILED_TRANSFER_DELAY_MAX`].
+pub const FAILED_TRANSFER_DELAY_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before a transfer to a follower whose transfers keep failing.
+pub const FAILED_TRANSFER_DELAY_MAX: Duration = Duration::from_secs(30);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -619,6 +627,38 @@ fn protocol(got: &StreamFrame, expected: &str) -> TransferError {
     TransferError::Protocol(format!("{} frame where {expected} was expected", got.name()))
 }
 
+/// Failed transfers in a row, per follower, and the wait they call for before the next one.
+#[derive(Default, Clone)]
+pub struct TransferBackoff {
+    failures: Arc<Mutex<BTreeMap<NodeId, u32>>>,
+}
+
+impl TransferBackoff {
+    /// How long a new transfer to `to` waits before it starts: nothing after a success,
+    /// [`FAILED_TRANSFER_DELAY_MIN`] after one failure, doubling up to
+    /// [`FAILED_TRANSFER_DELAY_MAX`].
+    pub fn delay(&self, to: NodeId) -> Duration {
+        let n = self.failures.lock().unwrap_or_else(|e| e.into_inner()).get(&to).copied();
+        match n {
+            None | Some(0) => Duration::ZERO,
+            Some(n) => FAILED_TRANSFER_DELAY_MIN
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(FAILED_TRANSFER_DELAY_MAX),
+        }
+    }
+
+    /// Records how a transfer to `to` ended.
+    pub fn record(&self, to: NodeId, status: SnapshotStatus) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match status {
+            SnapshotStatus::Delivered => {
+                failures.remove(&to);
+            }
+            SnapshotStatus::Failed => *failures.entry(to).or_default() += 1,
+        }
+    }
+}
+
 // ----- Receiving --------------------------------------------------------------------------------
 
 /// What a receiving member needs from its replica: a staging file for an offered snapshot, and
@@ -852,5 +892,30 @@ pub async fn receive_snapshot(
                 return ReceiveOutcome::Interrupted(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_transfers_wait_longer_each_time_and_a_success_resets_the_wait() {
+        let b = TransferBackoff::default();
+        let (n2, n3) = (NodeId(2), NodeId(3));
+        assert_eq!(b.delay(n2), Duration::ZERO, "a first transfer starts at once");
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            b.record(n2, SnapshotStatus::Failed);
+            waits.push(b.delay(n2).as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(b.delay(n3), Duration::ZERO, "per follower");
+        b.record(n2, SnapshotStatus::Delivered);
+        assert_eq!(b.delay(n2), Duration::ZERO);
+        for _ in 0..100 {
+            b.record(n3, SnapshotStatus::Failed);
+        }
+        assert_eq!(b.delay(n3), FAILED_TRANSFER_DELAY_MAX, "no overflow after many failures");
     }
 }

@@ -30,7 +30,7 @@ use crate::ids::format_id;
 use crate::metrics::Metrics;
 use crate::runtime::{Outbox, RuntimeHandle, SnapshotReport, SubmitError};
 use crate::snapshot_stream::{
-    self, Partials, ReceiveOutcome, STREAM_MAGIC, SnapshotSink, StreamCodec,
+    self, Partials, ReceiveOutcome, STREAM_MAGIC, SnapshotSink, StreamCodec, TransferBackoff,
 };
 use crate::wire::{FrameCodec, WireError};
 
@@ -57,6 +57,8 @@ pub struct PeerSender {
     stream_codec: StreamCodec,
     /// Where snapshot transfers run: `send_snapshot` is called from the replica thread.
     tokio: tokio::runtime::Handle,
+    /// Waits before transfers to followers whose last transfers failed.
+    backoff: TransferBackoff,
     metrics: Arc<Metrics>,
 }
 
@@ -74,7 +76,8 @@ impl PeerSender {
         }
         let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
         let tokio = tokio::runtime::Handle::current();
-        PeerSender { queues, addrs, stream_codec, tokio, metrics }
+        let backoff = TransferBackoff::default();
+        PeerSender { queues, addrs, stream_codec, tokio, backoff, metrics }
     }
 }
 
@@ -103,9 +106,18 @@ impl Outbox for PeerSender {
             return;
         };
         let (codec, metrics) = (self.stream_codec, Arc::clone(&self.metrics));
+        let backoff = self.backoff.clone();
         self.tokio.spawn(async move {
-            let to = format_id(message.to.0);
+            let peer = message.to;
+            let to = format_id(peer.0);
             let snapshot = data.meta().last_included;
+            // The snapshot may be a little older by the time it leaves; the follower then
+            // catches up from the log after it, or is sent a newer one.
+            let wait = backoff.delay(peer);
+            if !wait.is_zero() {
+                tracing::info!("waiting {wait:?} before sending snapshot {snapshot} to {to}");
+                tokio::time::sleep(wait).await;
+            }
             let began = std::time::Instant::now();
             tracing::info!("sending snapshot {snapshot} to {to}");
             let outcome =
@@ -129,6 +141,7 @@ impl Outbox for PeerSender {
                     tracing::warn!("snapshot {snapshot} to {to} failed after {seconds:.2} s: {e}");
                 }
             }
+            backoff.record(peer, outcome.status);
             report(outcome.status);
         });
     }
