@@ -252,9 +252,9 @@ impl Metrics {
         self.snapshots.inc();
     }
 
-    /// Counts a snapshot installed from a leader.
-    pub fn snapshot_installed(&self) {
-        self.snapshots_installed.inc();
+    /// Counts `n` snapshots installed from a leader.
+    pub fn snapshots_installed(&self, n: u64) {
+        self.snapshots_installed.inc_by(n);
     }
 
     /// Counts a completed snapshot transfer to a follower that took `took`.

@@ -394,8 +394,8 @@ impl Worker {
                 }
             }
             self.dispatch(out);
-            // After the messages left: taking the job copies the store's state, which must not
-            // hold up this turn's appends and heartbeats.
+            // After the messages left, so that this turn's appends and heartbeats never wait
+            // for the job (an O(1) copy of the store, and a new file).
             if let Some(job) = self.replica.take_snapshot_job()? {
                 tracing::debug!("{}: taking snapshot {}", self.name, job.meta().last_included);
                 // The snapshot thread lives as long as this sender.
@@ -535,9 +535,7 @@ impl Worker {
 
     fn publish(&mut self) {
         let installed = self.replica.snapshot_stats().installed;
-        for _ in self.installed_seen..installed {
-            self.metrics.snapshot_installed();
-        }
+        self.metrics.snapshots_installed(installed - self.installed_seen);
         self.installed_seen = installed;
         let st = self.replica.node().status();
         let kv = self.replica.kv();
