@@ -116,6 +116,21 @@ fn catch_up(w: &mut World) -> NodeId {
 }
 
 /// Runs in small steps (bounded) until the scripted transfer crash has happened.
+/// Runs (at most a simulated second) until a transfer to `to` has written `chunks` chunks.
+fn transfer_under_way(
+    w: &mut World,
+    to: NodeId,
+    chunks: usize,
+) -> Option<tenure_sim::world::TransferStatus> {
+    for _ in 0..1000 {
+        run_for(w, 1);
+        if let Some(t) = w.transfers().into_iter().find(|t| t.to == to && t.chunks_done >= chunks) {
+            return Some(t);
+        }
+    }
+    None
+}
+
 fn run_until_transfer_crash(w: &mut World) {
     for _ in 0..2000 {
         if !w.transfer_crash_pending() {
@@ -159,15 +174,7 @@ fn s11_snapshot_transfer_streams_in_many_chunks() {
     leave_behind(&mut w, leader, f, "a");
     w.set_transfer_bytes_per_ms(16);
     w.heal();
-    let mut seen = None;
-    for _ in 0..1000 {
-        run_for(&mut w, 1);
-        if let Some(t) = w.transfers().into_iter().find(|t| t.to == f && t.chunks_done > 0) {
-            seen = Some(t);
-            break;
-        }
-    }
-    let t = seen.expect("a snapshot transfer to the follower was in flight");
+    let t = transfer_under_way(&mut w, f, 1).expect("a snapshot transfer to the follower");
     assert_eq!(t.from, leader);
     assert!(t.chunks_total >= 4, "a {KEYS}-key snapshot crosses in several chunks: {t:?}");
     assert!(t.chunks_done < t.chunks_total, "seen part way through: {t:?}");
@@ -252,15 +259,7 @@ fn s11_snapshot_transfer_cut_by_partition_is_retried() {
     // Slow enough that the partition falls in the middle of the stream.
     w.set_transfer_bytes_per_ms(4);
     w.heal();
-    let mut started = false;
-    for _ in 0..1000 {
-        run_for(&mut w, 1);
-        if w.transfers().iter().any(|t| t.to == f && t.chunks_done >= 2) {
-            started = true;
-            break;
-        }
-    }
-    assert!(started, "a snapshot transfer to {f} got under way");
+    assert!(transfer_under_way(&mut w, f, 2).is_some(), "a snapshot transfer to {f} got under way");
     let failed_before = w.transfers_failed;
     w.set_partition(&[&[f.0], &(1..=3).filter(|i| *i != f.0).collect::<Vec<_>>()]);
     run_for(&mut w, 300);
