@@ -402,7 +402,7 @@ fn print_summary(sizes: &[(u64, Vec<Run>)]) {
     row("produce rate", &|r| mb_per_s(r.produce["file_bytes"], r.produce["seconds"]), &rate);
     row("produce: RSS with the store built", &|r| mib(r.produce["store_rss"]), &mibs);
     row(
-        "produce: store clone (index copy)",
+        "produce: store clone, extra RSS",
         &|r| mib(r.produce["clone_rss"] - r.produce["store_rss"]),
         &mibs,
     );

@@ -679,7 +679,6 @@ struct Partial {
     snapshot: EntryId,
     writer: SnapshotWriter,
     written: u64,
-    data_crc: u32,
     idle_since: Instant,
 }
 
@@ -797,9 +796,7 @@ pub async fn receive_snapshot(
     let mut partial = match partials.take(msg.from, snapshot) {
         Some(p) => p,
         None => match sink.writer(meta).await {
-            Ok(writer) => {
-                Partial { snapshot, writer, written: 0, data_crc: 0, idle_since: Instant::now() }
-            }
+            Ok(writer) => Partial { snapshot, writer, written: 0, idle_since: Instant::now() },
             Err(reason) => {
                 let _ = conn.send(&StreamFrame::Refused(reason.clone())).await;
                 return ReceiveOutcome::Failed(reason);
@@ -823,7 +820,7 @@ pub async fn receive_snapshot(
                 let writer = partial.writer;
                 let (writer, result) = match tokio::task::spawn_blocking(move || {
                     let mut writer = writer;
-                    let r = writer.write_chunk(&data).map(|()| data);
+                    let r = writer.write_chunk(&data);
                     (writer, r)
                 })
                 .await
@@ -833,10 +830,7 @@ pub async fn receive_snapshot(
                 };
                 partial.writer = writer;
                 match result {
-                    Ok(data) => {
-                        partial.data_crc = crc32c::crc32c_append(partial.data_crc, &data);
-                        partial.written += 1;
-                    }
+                    Ok(()) => partial.written += 1,
                     Err(e) => {
                         let reason = format!("cannot write the snapshot: {e}");
                         let _ = conn.send(&StreamFrame::Refused(reason.clone())).await;
@@ -850,11 +844,12 @@ pub async fn receive_snapshot(
                 }
             }
             StreamFrame::Done { chunks, data_crc } => {
-                if chunks != partial.written || data_crc != partial.data_crc {
+                let received_crc = partial.writer.data_crc();
+                if chunks != partial.written || data_crc != received_crc {
                     let reason = format!(
                         "the snapshot does not check out: {chunks} chunks with CRC {data_crc:08x} \
                          sent, {} chunks with CRC {:08x} received",
-                        partial.written, partial.data_crc
+                        partial.written, received_crc
                     );
                     let _ = conn.send(&StreamFrame::Refused(reason.clone())).await;
                     abort(partial.writer);

@@ -415,3 +415,40 @@ async fn an_abandoned_partial_transfer_is_removed_once_idle_too_long() {
     assert_eq!(files_ending(s.follower_dir.path(), ".tmp"), 0, "the abandoned file is gone");
     assert_eq!(read_all(s.follower_dir.path()), read_all(s.leader_dir.path()));
 }
+
+#[tokio::test]
+async fn a_done_whose_checksum_does_not_match_the_data_is_refused() {
+    let s = setup(2, None);
+    let (addr, outcomes) = receiver(Arc::clone(&s.sink), s.partials.clone()).await;
+    let codec = StreamCodec { cluster_id: CLUSTER, member_id: LEADER };
+    let mut conn = TcpStream::connect(&addr).await.expect("connect");
+    let mut out = BytesMut::new();
+    codec.encode(0, &StreamFrame::Offer(snapshot_message()), &mut out);
+    let data = bytes::Bytes::from(chunk(0));
+    codec.encode(0, &StreamFrame::Chunk { index: 0, data: data.clone() }, &mut out);
+    // Every frame is intact, but the sender claims other data than it sent.
+    let wrong = crc32c::crc32c(&data) ^ 1;
+    codec.encode(0, &StreamFrame::Done { chunks: 1, data_crc: wrong }, &mut out);
+    conn.write_all(&out).await.expect("write");
+    let mut buf = BytesMut::new();
+    let reason = loop {
+        match codec.decode(&mut buf).expect("frame") {
+            Some(f) => match f.frame {
+                StreamFrame::Refused(r) => break r,
+                StreamFrame::Installed => panic!("installed a snapshot whose checksum is wrong"),
+                _ => continue,
+            },
+            None => assert!(conn.read_buf(&mut buf).await.expect("read") > 0, "closed early"),
+        }
+    };
+    assert!(reason.contains("does not check out"), "{reason}");
+    assert!(s.sink.delivered.lock().unwrap().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while outcomes.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the receiver never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(matches!(outcomes.lock().unwrap()[0], ReceiveOutcome::Failed(_)));
+    assert_eq!(files_ending(s.follower_dir.path(), ".tmp"), 0, "the staging file is removed");
+    assert_eq!(files_ending(s.follower_dir.path(), ".snap"), 0, "nothing was sealed");
+}
