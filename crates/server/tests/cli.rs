@@ -3,13 +3,15 @@
 //! `etcd-server`), the client commands and the generated stubs are also checked against a
 //! real etcd on loopback, which proves the hand-written protos match etcd's wire format.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenure_server::pb::etcdserverpb as pb;
+
+mod common;
+use common::free_port;
 
 fn tenure(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tenure")).args(args).output().expect("runs tenure")
@@ -137,10 +139,6 @@ fn client_commands_report_unreachable_endpoints() {
     assert!(stderr(&o).starts_with("Error: could not connect to any endpoint"), "{}", stderr(&o));
     let o = tenure(&["put", "k", "v", "--endpoints", "https://127.0.0.1:1"]);
     assert!(stderr(&o).contains("TLS endpoints are not supported yet"), "{}", stderr(&o));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A real etcd on loopback, stopped (by its own pid) when dropped.

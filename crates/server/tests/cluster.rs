@@ -12,6 +12,8 @@ use tenure_server::pb::etcdserverpb as pb;
 use tenure_server::server::Member;
 use tonic::transport::Channel;
 
+mod common;
+
 /// Short timeouts so elections take well under a second; the tests only wait on outcomes,
 /// never assert on timings.
 const TIMING: Timing = Timing { heartbeat_ms: 50, election_ms: 500 };
@@ -21,11 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Three (client, peer) port pairs that were free a moment ago.
 fn free_ports() -> Vec<(u16, u16)> {
-    // Hold every listener until all are chosen so no port is picked twice.
-    let listeners: Vec<std::net::TcpListener> =
-        (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect();
-    ports.chunks(2).map(|c| (c[0], c[1])).collect()
+    common::free_ports(6).chunks(2).map(|c| (c[0], c[1])).collect()
 }
 
 struct Cluster {

@@ -21,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+mod common;
+
 /// How long anything may take before the test fails (generous: machines are shared).
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -87,11 +89,8 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        // Hold every listener until all are chosen so no port is picked twice; the proxies
-        // keep theirs.
-        let free: Vec<std::net::TcpListener> = (0..2 * MEMBERS)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
+        // The members bind these themselves; the proxies keep their listeners.
+        let free = common::free_ports(2 * MEMBERS);
         let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
         let proxy_listeners: Vec<std::net::TcpListener> = (0..MEMBERS)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
@@ -105,13 +104,13 @@ impl Cluster {
             .join(",");
         let configs: Vec<ServeConfig> = (0..MEMBERS)
             .map(|i| {
-                let client_url = format!("http://127.0.0.1:{}", port(&free[2 * i]));
+                let client_url = format!("http://127.0.0.1:{}", free[2 * i]);
                 let args = ServeArgs {
                     name: name(i),
                     data_dir: Some(dir.path().join(name(i))),
                     listen_client_urls: Some(client_url.clone()),
                     advertise_client_urls: Some(client_url),
-                    listen_peer_urls: Some(format!("http://127.0.0.1:{}", port(&free[2 * i + 1]))),
+                    listen_peer_urls: Some(format!("http://127.0.0.1:{}", free[2 * i + 1])),
                     initial_advertise_peer_urls: Some(format!(
                         "http://127.0.0.1:{}",
                         port(&proxy_listeners[i])
@@ -127,7 +126,6 @@ impl Cluster {
                 ServeConfig::from_args(&args).expect("valid config")
             })
             .collect();
-        drop(free);
         let cuts: Cuts = Arc::default();
         let mut proxies = Vec::new();
         for (i, l) in proxy_listeners.into_iter().enumerate() {

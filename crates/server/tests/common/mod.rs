@@ -1,5 +1,6 @@
-//! Shared by the tests that run real `tenure serve` processes: free loopback ports for a
-//! three-member cluster, and a child process that is killed if a test fails before stopping it.
+//! Shared by the server's end-to-end tests: free loopback ports for test servers, and for the
+//! tests that run real `tenure serve` processes, a three-member plan and a child process that is
+//! killed if a test fails before stopping it.
 
 // Each test binary uses part of this module.
 #![allow(dead_code)]
@@ -7,6 +8,40 @@
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Ports handed out for test servers lie in `PORTS`, below Linux's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default). A port the kernel picks
+/// for a `bind(":0")` or for an outgoing connection comes from the ephemeral range, so it can
+/// never take one of these between the test choosing it and the server binding it (the race
+/// that "bind port 0, read the port, close" loses under load).
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// How many ports this process has handed out.
+static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+
+/// `n` loopback ports, none handed out before by this process, each bindable a moment ago.
+/// Each test process walks `PORTS` from its own offset (by pid), so test binaries that run at
+/// the same time rarely meet; a port some other process holds is skipped.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let span = PORTS.end - PORTS.start;
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let k = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < span, "test port range exhausted");
+        let port = (PORTS.start + (offset + k) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// One free loopback port (see [`free_ports`]).
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
 
 /// A `tenure serve` child, killed (by its own pid) when dropped.
 pub struct Server(Option<Child>);
@@ -48,14 +83,12 @@ pub struct Plan {
 impl Plan {
     /// Members `{prefix}1..3` on free ports.
     pub fn new(prefix: &str) -> Plan {
-        // Hold every listener until all are chosen so no port is picked twice.
-        let listeners: Vec<TcpListener> =
-            (0..6).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-        let url = |l: &TcpListener| format!("http://{}", l.local_addr().expect("addr"));
+        let ports = free_ports(6);
+        let url = |p: &u16| format!("http://127.0.0.1:{p}");
         Plan {
             names: (1..=3).map(|i| format!("{prefix}{i}")).collect(),
-            clients: listeners[..3].iter().map(url).collect(),
-            peers: listeners[3..].iter().map(url).collect(),
+            clients: ports[..3].iter().map(url).collect(),
+            peers: ports[3..].iter().map(url).collect(),
         }
     }
 
