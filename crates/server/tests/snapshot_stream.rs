@@ -18,6 +18,8 @@ use tenure_storage::{Disk, RealDisk, SnapshotReader, SnapshotWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+
 const CLUSTER: u64 = 0xc1;
 const LEADER: u64 = 0x11;
 const FOLLOWER: u64 = 0x22;
@@ -301,9 +303,9 @@ async fn a_receiver_that_lost_its_partial_file_makes_the_transfer_fail() {
 #[tokio::test]
 async fn an_unreachable_receiver_fails_after_bounded_attempts() {
     let s = setup(2, None);
-    // A port that was free a moment ago: nothing listens there.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = send(&s, addr.to_string()).await;
+    // A port handed to this test alone that nobody binds: nothing listens there.
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let out = send(&s, addr).await;
     assert_eq!(out.status, SnapshotStatus::Failed);
     assert_eq!(out.attempts, tenure_server::snapshot_stream::ATTEMPTS_MAX);
 }
