@@ -2,12 +2,11 @@
 //! heartbeats and Check-Quorum (dissertation §6.2), ReadIndex and leases (§6.4), and
 //! leadership transfer (§3.10).
 
-use std::collections::{BTreeMap, VecDeque};
-
 use bytes::Bytes;
 
 use crate::config::ReadMode;
 use crate::error::ProposeError;
+use crate::leader_state::{LeaderState, PendingRead, ROUND_HISTORY_MAX, Transfer};
 use crate::log_view::{LogError, LogView};
 use crate::message::{MessageBody, ReadId, RejectHint};
 use crate::node::Node;
@@ -15,55 +14,6 @@ use crate::progress::{Progress, ProgressState};
 use crate::quorum::VoteResult;
 use crate::ready::ReadState;
 use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId, Role};
-
-/// Most heartbeat rounds remembered for lease timing; older ones are dropped.
-const ROUND_HISTORY_MAX: usize = 1024;
-
-/// A read waiting for its heartbeat round to be confirmed by a quorum.
-#[derive(Clone, Copy, Debug)]
-struct PendingRead {
-    id: ReadId,
-    /// Who asked: this node, or a follower to answer with `ReadIndexResponse`.
-    from: NodeId,
-    /// The commit index when the read arrived.
-    index: LogIndex,
-    /// The first heartbeat round sent after the read arrived; its confirmation proves this
-    /// node was still leader when the read began.
-    round: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Transfer {
-    to: NodeId,
-    elapsed_ticks: u32,
-}
-
-/// State that exists only while leading.
-pub(crate) struct LeaderState {
-    /// Every other member (voters and learners).
-    pub(crate) progress: BTreeMap<NodeId, Progress>,
-    heartbeat_elapsed: u32,
-    transfer: Option<Transfer>,
-    /// Whether an entry of this term is committed yet. Until it is, the commit index may be
-    /// stale, so reads wait (dissertation §6.4 step 1).
-    committed_in_term: bool,
-    reads_waiting_commit: Vec<(ReadId, NodeId)>,
-    reads: VecDeque<PendingRead>,
-    /// Every heartbeat broadcast is a numbered round. Invariant: `round_confirmed <= round_sent`.
-    round_sent: u64,
-    round_confirmed: u64,
-    /// A round started for waiting reads and not yet confirmed.
-    read_round_inflight: Option<u64>,
-    /// When each recent round was sent (for leases): `(round, tick)`, ascending.
-    round_ticks: VecDeque<(u64, u64)>,
-    /// The tick at which the last quorum-confirmed round was sent.
-    lease_start_tick: Option<u64>,
-    /// Set once leadership is being handed away: leases are no longer safe.
-    lease_revoked: bool,
-    /// Proposed entries not yet committed, with their sizes.
-    uncommitted: VecDeque<(LogIndex, u64)>,
-    uncommitted_bytes: u64,
-}
 
 impl<L: LogView> Node<L> {
     /// Raft §5.2: a candidate with a majority becomes leader and at once appends an empty
@@ -88,22 +38,7 @@ impl<L: LogView> Node<L> {
                 )
             })
             .collect();
-        self.leader_state = Some(LeaderState {
-            progress,
-            heartbeat_elapsed: 0,
-            transfer: None,
-            committed_in_term: false,
-            reads_waiting_commit: Vec::new(),
-            reads: VecDeque::new(),
-            round_sent: 0,
-            round_confirmed: 0,
-            read_round_inflight: None,
-            round_ticks: VecDeque::new(),
-            lease_start_tick: None,
-            lease_revoked: false,
-            uncommitted: VecDeque::new(),
-            uncommitted_bytes: 0,
-        });
+        self.leader_state = Some(LeaderState::new(progress));
         let noop =
             Entry { id: EntryId::new(self.term, next), kind: EntryKind::Noop, data: Bytes::new() };
         self.log.append(noop);

@@ -51,8 +51,11 @@
 //! - [`membership`]: voters (a joint config) and learners.
 //! - [`progress`]: the leader's per-follower replication state and in-flight window.
 //! - `node`, `election`, `follower`, `leader`: the state machine, one file per role.
+//! - `leader_state`: the data a node keeps while it leads (progress, read rounds, transfer),
+//!   a leaf module so that `node` and `leader` do not depend on each other both ways.
 //! - `raft_log`: the durable log plus the unstable tail, and the commit/apply pointers.
-//! - [`testkit`]: a deterministic in-memory cluster and a scenario-script runner for tests.
+//! - `testkit` (cargo feature `testkit`, off by default): a deterministic in-memory cluster
+//!   and a scenario-script runner for tests and demos.
 //!
 //! ## What it must never do
 //! Perform I/O, read a clock, spawn a thread, use unseeded randomness, or send a message that
@@ -66,6 +69,7 @@ mod election;
 pub mod error;
 mod follower;
 mod leader;
+mod leader_state;
 pub mod log_view;
 pub mod membership;
 pub mod message;
@@ -75,6 +79,7 @@ pub mod quorum;
 mod raft_log;
 pub mod ready;
 mod rng;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod types;
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
 use crate::error::{ProposeError, ReadError, StepError, TransferError};
-use crate::leader::LeaderState;
+use crate::leader_state::LeaderState;
 use crate::log_view::{LogView, SnapshotMeta};
 use crate::membership::Membership;
 use crate::message::{Message, MessageBody, ReadId};
