@@ -166,7 +166,19 @@ fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
     }
 }
 
-pub(crate) fn encode_proposal(p: &Proposal) -> Bytes {
+impl Proposal {
+    /// The versioned binary encoding to put in the log.
+    pub fn encode(&self) -> Bytes {
+        encode_proposal(self)
+    }
+
+    /// Decodes [`Proposal::encode`]'s output; any other input is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        decode_proposal(bytes)
+    }
+}
+
+fn encode_proposal(p: &Proposal) -> Bytes {
     let mut w = Writer::default();
     w.u8(FORMAT_VERSION);
     match p.session {
@@ -181,7 +193,7 @@ pub(crate) fn encode_proposal(p: &Proposal) -> Bytes {
     Bytes::from(w.buf)
 }
 
-pub(crate) fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
     let mut r = Reader::new(bytes);
     check_version(&mut r)?;
     let session =
@@ -191,14 +203,16 @@ pub(crate) fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
     Ok(Proposal { session, command })
 }
 
-pub(crate) fn encode_outcome_bytes(outcome: &Result<Response, Error>) -> Bytes {
+/// Encodes an apply outcome (as cached by sessions and stored in snapshots).
+pub fn encode_outcome(outcome: &Result<Response, Error>) -> Bytes {
     let mut w = Writer::default();
     w.u8(FORMAT_VERSION);
     put_outcome(&mut w, outcome);
     Bytes::from(w.buf)
 }
 
-pub(crate) fn decode_outcome_bytes(bytes: &[u8]) -> Result<Result<Response, Error>, DecodeError> {
+/// Decodes [`encode_outcome`]'s output; any other input is an error, never a panic.
+pub fn decode_outcome(bytes: &[u8]) -> Result<Result<Response, Error>, DecodeError> {
     let mut r = Reader::new(bytes);
     check_version(&mut r)?;
     let outcome = get_outcome(&mut r)?;

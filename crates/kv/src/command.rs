@@ -5,15 +5,11 @@
 //! with writes goes through the log as a read-only [`Command::Txn`], which does not bump the
 //! revision.
 
-use bytes::Bytes;
-
 use crate::api::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, TxnRequest, TxnResponse,
 };
-use crate::codec;
-use crate::error::{DecodeError, Error};
 use crate::members::{PublishMemberRequest, PublishMemberResponse};
 
 /// A state-machine command, applied in log order.
@@ -66,16 +62,6 @@ impl Proposal {
     pub fn with_session(command: Command, client_id: u64, sequence: u64) -> Self {
         Proposal { session: Some(SessionTag { client_id, sequence }), command }
     }
-
-    /// The versioned binary encoding to put in the log.
-    pub fn encode(&self) -> Bytes {
-        codec::encode_proposal(self)
-    }
-
-    /// Decodes [`Proposal::encode`]'s output; any other input is an error, never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        codec::decode_proposal(bytes)
-    }
 }
 
 /// The result of applying a [`Command`], one variant per command.
@@ -110,14 +96,4 @@ impl Response {
             Response::PublishMember(r) => r.revision,
         }
     }
-}
-
-/// Encodes an apply outcome (as cached by sessions and stored in snapshots).
-pub fn encode_outcome(outcome: &Result<Response, Error>) -> Bytes {
-    codec::encode_outcome_bytes(outcome)
-}
-
-/// Decodes [`encode_outcome`]'s output; any other input is an error, never a panic.
-pub fn decode_outcome(bytes: &[u8]) -> Result<Result<Response, Error>, DecodeError> {
-    codec::decode_outcome_bytes(bytes)
 }

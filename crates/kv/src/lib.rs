@@ -86,7 +86,8 @@ pub use api::{
     prefix_end,
 };
 pub use codec::{FORMAT_VERSION, TXN_DEPTH_MAX};
-pub use command::{Command, Proposal, Response, SessionTag, decode_outcome, encode_outcome};
+pub use codec::{decode_outcome, encode_outcome};
+pub use command::{Command, Proposal, Response, SessionTag};
 pub use config::{Config, ConfigError};
 pub use error::{DecodeError, Error, GrpcCode};
 pub use lease::{LEASE_TTL_MAX, Lease};

@@ -157,19 +157,6 @@ impl Store {
         self.apply_decoded(decoded?)
     }
 
-    /// [`Store::apply`] for an already decoded proposal (no request size check). Keys and
-    /// values are moved into the store, not copied.
-    pub fn apply_proposal(
-        &mut self,
-        index: u64,
-        log_time_ms: u64,
-        proposal: Proposal,
-    ) -> Result<Response, Error> {
-        self.check_index(index)?;
-        self.advance(index, log_time_ms);
-        self.apply_decoded(proposal)
-    }
-
     /// A read at the current revision (or `request.revision`) that does not go through the
     /// log. For a linearizable read, call it once the store has applied up to the read index
     /// (dissertation §6.4); for a serializable one, call it at any time.

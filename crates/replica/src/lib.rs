@@ -535,17 +535,6 @@ impl Replica {
         self.snapshot_job_at(applied).map(Some)
     }
 
-    /// A snapshot job of the current applied state, whatever the policy says (for operators'
-    /// "snapshot now" and tests). `None` if a job is out or nothing was applied since the last
-    /// snapshot.
-    pub fn force_snapshot_job(&mut self) -> Result<Option<SnapshotJob>, ReplicaError> {
-        let applied = self.applied;
-        if self.snapshot_in_flight || applied <= self.snapshot_index {
-            return Ok(None);
-        }
-        self.snapshot_job_at(applied).map(Some)
-    }
-
     fn snapshot_job_at(&mut self, applied: LogIndex) -> Result<SnapshotJob, ReplicaError> {
         let term = self.node.entry_term(applied).ok_or_else(|| {
             ReplicaError::Snapshot(format!("no term for applied index {applied} in the log"))

@@ -37,7 +37,7 @@ use tenure_raft::{
     EntryId, LogIndex, Membership, Message, MessageBody, NodeId, SnapshotMeta, Term,
 };
 use tenure_replica::snapshot::{ChunkReader, ChunkWriter};
-use tenure_server::snapshot_stream::{
+use tenure_server::peer::snapshot_stream::{
     Partials, ReceiveOutcome, SnapshotSink, StreamCodec, receive_snapshot, send_snapshot,
 };
 use tenure_storage::{Disk, RealDisk, SnapshotReader, SnapshotWriter};

@@ -9,8 +9,8 @@ use clap::error::ErrorKind;
 use tenure_server::cli::{
     Cli, Command, DevArgs, EndpointCommand, MemberCommand, ServeConfig, one_line,
 };
-use tenure_server::server::Member;
-use tenure_server::{client, demo, dev};
+use tenure_server::cli::{client, demo, dev};
+use tenure_server::member::Member;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -21,12 +21,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::{ClusterInfo, MemberInfo, Services};
 use crate::cli::{ClusterState, ServeConfig, Url};
-use crate::grpc::{ClusterInfo, MemberInfo, Services};
-use crate::metrics::Metrics;
+use crate::peer::transport::{self, PeerSender};
+use crate::peer::wire::FrameCodec;
+use crate::runtime::Metrics;
 use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
-use crate::transport::{self, PeerSender};
-use crate::wire::FrameCodec;
 
 /// A member serving clients and peers until [`Member::shutdown`].
 pub struct Member {

@@ -246,7 +246,7 @@ fn client_commands_and_stubs_work_against_real_etcd() {
             })],
             failure: vec![tenure_kv::RequestOp::Range(tenure_kv::RangeRequest::single("k"))],
         };
-        let txn = tenure_server::convert::txn_request_to_pb(&create);
+        let txn = tenure_server::api::convert::txn_request_to_pb(&create);
         let first = kv.txn(txn.clone()).await.unwrap().into_inner();
         assert!(first.succeeded);
         let second = kv.txn(txn).await.unwrap().into_inner();
@@ -271,7 +271,7 @@ fn client_commands_and_stubs_work_against_real_etcd() {
             (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
         );
         // The state machine's own error for the same case carries the identical status.
-        let ours = tenure_server::error::kv_status(&tenure_kv::Error::Compacted);
+        let ours = tenure_server::api::error::kv_status(&tenure_kv::Error::Compacted);
         assert_eq!((ours.code(), ours.message()), (old.code(), old.message()));
         lease.lease_revoke(pb::LeaseRevokeRequest { id: grant.id }).await.unwrap();
         let gone = kv

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tenure_server::cli::ServeConfig;
-use tenure_server::dev::{self, Timing};
+use tenure_server::cli::dev::{self, Timing};
+use tenure_server::member::Member;
 use tenure_server::pb::etcdserverpb as pb;
-use tenure_server::server::Member;
 use tonic::transport::Channel;
 
 mod common;
@@ -481,7 +481,7 @@ async fn a_peer_from_another_cluster_is_disconnected() {
     let cluster = Cluster::start().await;
     let leader = cluster.leader().await;
     let cfg = &cluster.configs[leader];
-    let stranger = tenure_server::wire::FrameCodec::new(cfg.cluster_id ^ 1, 42);
+    let stranger = tenure_server::peer::wire::FrameCodec::new(cfg.cluster_id ^ 1, 42);
     let mut frame = bytes::BytesMut::new();
     stranger.encode_frame(0, &[], &mut frame).expect("encode");
     let peer = cfg.initial_advertise_peer_urls[0].authority();
@@ -671,7 +671,7 @@ async fn tenure_put_retried_after_leader_changed_applies_once() {
     let cli = Cli::try_parse_from(["tenure", "put", "once", "v", "--endpoints", &endpoints])
         .expect("parses");
     let Command::Put(args) = cli.command else { panic!("not a put") };
-    let out = tenure_server::client::put(&args).await.expect("the retried put succeeds");
+    let out = tenure_server::cli::client::put(&args).await.expect("the retried put succeeds");
     assert_eq!(out, "OK\n");
     assert_eq!(forwarded.load(std::sync::atomic::Ordering::SeqCst), 1, "the first try applied");
     assert_eq!(version_of(&mut kv, "once").await, 1, "the retry applied a second time");
@@ -799,7 +799,7 @@ async fn snapshot_throttle(target: String, bytes_per_second: usize) -> String {
                         Ok(n) => n,
                     };
                     let slow = *throttled.get_or_insert_with(|| {
-                        buf[..n].starts_with(&tenure_server::snapshot_stream::STREAM_MAGIC)
+                        buf[..n].starts_with(&tenure_server::peer::snapshot_stream::STREAM_MAGIC)
                     });
                     if slow {
                         let pause = n as f64 / bytes_per_second as f64;

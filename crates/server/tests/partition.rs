@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tenure_server::cli::dev;
 use tenure_server::cli::{ServeArgs, ServeConfig};
-use tenure_server::dev;
+use tenure_server::member::Member;
 use tenure_server::pb::etcdserverpb as pb;
+use tenure_server::peer::wire::{FrameHeader, WireError};
 use tenure_server::runtime::NodeStatus;
-use tenure_server::server::Member;
-use tenure_server::wire::{FrameHeader, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tenure_raft::{
     EntryId, LogIndex, Membership, Message, MessageBody, NodeId, SnapshotMeta, SnapshotStatus, Term,
 };
-use tenure_server::snapshot_stream::{
+use tenure_server::peer::snapshot_stream::{
     Partials, ReceiveOutcome, SnapshotSink, StreamCodec, StreamFrame, receive_snapshot,
     send_snapshot,
 };
@@ -205,7 +205,7 @@ fn setup(chunks: usize, refuse: Option<&str>) -> Setup {
     Setup { leader_dir, follower_dir, sink, partials: Partials::default() }
 }
 
-async fn send(s: &Setup, addr: String) -> tenure_server::snapshot_stream::SendOutcome {
+async fn send(s: &Setup, addr: String) -> tenure_server::peer::snapshot_stream::SendOutcome {
     let codec = StreamCodec { cluster_id: CLUSTER, member_id: LEADER };
     send_snapshot(codec, 0, addr, snapshot_message(), open_snapshot(s.leader_dir.path())).await
 }
@@ -307,7 +307,7 @@ async fn an_unreachable_receiver_fails_after_bounded_attempts() {
     let addr = format!("127.0.0.1:{}", common::free_port());
     let out = send(&s, addr).await;
     assert_eq!(out.status, SnapshotStatus::Failed);
-    assert_eq!(out.attempts, tenure_server::snapshot_stream::ATTEMPTS_MAX);
+    assert_eq!(out.attempts, tenure_server::peer::snapshot_stream::ATTEMPTS_MAX);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 use tenure_kv::GrpcCode;
 use tonic::{Code, Status};
 
-use crate::convert::ConvertError;
+use crate::api::convert::ConvertError;
 
 /// Everything the server can answer instead of a response.
 ///

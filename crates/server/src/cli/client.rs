@@ -20,8 +20,8 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::api::convert::{delete_range_request_to_pb, put_request_to_pb, range_request_to_pb};
 use crate::cli::{ClientArgs, Consistency, DelArgs, GetArgs, OutputFormat, PutArgs};
-use crate::convert::{delete_range_request_to_pb, put_request_to_pb, range_request_to_pb};
 use crate::ids::format_id;
 use crate::pb::etcdserverpb as pb;
 use pb::cluster_client::ClusterClient;

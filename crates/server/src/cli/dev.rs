@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cli::{ServeArgs, ServeConfig};
-use crate::server::Member;
+use crate::member::Member;
 
 /// The client and peer ports `tenure dev` uses: clients on 2379, 12379, 22379 and each
 /// member's peers on the next port up.

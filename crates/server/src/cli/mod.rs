@@ -6,6 +6,14 @@
 //! where etcd has one. Every check runs before anything touches the data directory; a failed
 //! check is one line on stderr and exit code 2.
 
+//!
+//! Submodules: [`client`] (the client subcommands), [`dev`] (`tenure dev`), [`demo`]
+//! (`tenure demo`).
+
+pub mod client;
+pub mod demo;
+pub mod dev;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;

@@ -54,7 +54,7 @@
 //!     36    4 crc32c         of header bytes 0..36, then of the payload
 //! ```
 //!
-//! Payloads: Offer, the wire encoding of the `Snapshot` message ([`crate::wire`]); Chunk,
+//! Payloads: Offer, the wire encoding of the `Snapshot` message ([`crate::peer::wire`]); Chunk,
 //! `index:u64` then the data; Done, `chunks:u64 data_crc:u32`; Resume and Ack, `chunks:u64`;
 //! Installed, empty; Refused, a UTF-8 reason.
 
@@ -70,7 +70,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::ids::format_id;
-use crate::wire::{self, WireError};
+use crate::peer::wire::{self, WireError};
 
 /// The four bytes every snapshot stream frame starts with.
 pub const STREAM_MAGIC: [u8; 4] = *b"TNRS";

@@ -1,4 +1,4 @@
-//! The peer transport: Raft messages over TCP in [`crate::wire`] frames.
+//! The peer transport: Raft messages over TCP in [`crate::peer::wire`] frames.
 //!
 //! - **Outbound**: one long-lived connection per peer, owned by a tokio task fed by a bounded
 //!   queue. The task batches everything queued into one write ([`FrameCodec::encode_batch`])
@@ -8,7 +8,7 @@
 //!   frames and every message is handed to the runtime. A frame from another cluster, or any
 //!   malformed frame, closes that connection with a logged error.
 //!
-//! - **Snapshots** travel on connections of their own ([`crate::snapshot_stream`]), one per
+//! - **Snapshots** travel on connections of their own ([`crate::peer::snapshot_stream`]), one per
 //!   transfer, so a large snapshot never delays heartbeats or appends. The accept loop tells
 //!   the two kinds of connection apart by their first four bytes.
 //!
@@ -27,12 +27,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::ids::format_id;
-use crate::metrics::Metrics;
-use crate::runtime::{Outbox, RuntimeHandle, SnapshotReport, SubmitError};
-use crate::snapshot_stream::{
+use crate::peer::snapshot_stream::{
     self, Partials, ReceiveOutcome, STREAM_MAGIC, SnapshotSink, StreamCodec, TransferBackoff,
 };
-use crate::wire::{FrameCodec, WireError};
+use crate::peer::wire::{FrameCodec, WireError};
+use crate::runtime::Metrics;
+use crate::runtime::{Outbox, RuntimeHandle, SnapshotReport, SubmitError};
 
 /// Messages queued for one peer at most; more are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;

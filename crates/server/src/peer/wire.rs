@@ -51,7 +51,7 @@
 //! ```
 //! use bytes::BytesMut;
 //! use tenure_raft::{LogIndex, Message, MessageBody, NodeId, Term};
-//! use tenure_server::wire::FrameCodec;
+//! use tenure_server::peer::wire::FrameCodec;
 //!
 //! let (cluster, n1, n2) = (0xc1, 0x11, 0x22);
 //! let heartbeat = Message {
@@ -69,7 +69,7 @@
 //! let frame = FrameCodec::new(cluster, n2).decode_frame(&mut received)?.expect("complete");
 //! assert_eq!((frame.group_id, frame.from_member), (0, n1));
 //! assert_eq!(frame.messages, vec![heartbeat]);
-//! # Ok::<(), tenure_server::wire::WireError>(())
+//! # Ok::<(), tenure_server::peer::wire::WireError>(())
 //! ```
 
 use std::collections::BTreeSet;

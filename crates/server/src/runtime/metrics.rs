@@ -1,6 +1,6 @@
 //! One member's metrics, served as Prometheus (OpenMetrics) text on `/metrics`.
 //!
-//! Each [`Member`](crate::server::Member) owns its own [`Metrics`] and registry, so the three
+//! Each [`Member`](crate::member::Member) owns its own [`Metrics`] and registry, so the three
 //! members of `tenure dev` (one process) each report their own numbers on their own port.
 //! Names follow etcd where etcd has the metric (dashboards and alerts written for etcd keep
 //! working); the rest are `tenure_*`. Counters get their `_total` suffix from the encoder.
@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::runtime::NodeStatus;
+use crate::runtime::status::NodeStatus;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -305,7 +305,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::Metrics;
-    use crate::runtime::NodeStatus;
+    use crate::runtime::status::NodeStatus;
 
     #[test]
     fn a_leader_change_is_counted_once_and_gauges_follow_the_status() {

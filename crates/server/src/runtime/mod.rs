@@ -42,7 +42,11 @@ use tenure_replica::{
 use tenure_storage::{FinishedSync, SnapshotReader, SyncTicket};
 use tokio::sync::oneshot;
 
-use crate::metrics::Metrics;
+pub mod metrics;
+pub mod status;
+
+pub use self::metrics::Metrics;
+pub use self::status::NodeStatus;
 
 /// Inputs the replica thread accepts at most this many of before it stops taking more.
 pub const INPUT_QUEUE_MAX: usize = 4096;
@@ -107,30 +111,6 @@ pub trait Outbox: Send + 'static {
     /// that follower anything but heartbeats). `message` is the `Snapshot` message naming
     /// `data`'s snapshot, to be stepped into the follower once the data is durable there.
     fn send_snapshot(&mut self, message: Message, data: SnapshotReader, report: SnapshotReport);
-}
-
-/// What the replica thread publishes after every loop turn, for response headers and
-/// `Maintenance/Status`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// The current term.
-    pub term: u64,
-    /// The leader this node knows of.
-    pub leader: Option<u64>,
-    /// Whether this node leads.
-    pub is_leader: bool,
-    /// The last log index.
-    pub last_index: u64,
-    /// The commit index.
-    pub committed: u64,
-    /// The applied index.
-    pub applied: u64,
-    /// The store's revision.
-    pub revision: i64,
-    /// Keys in the store (for a rough size estimate).
-    pub key_count: usize,
-    /// Whether the replica thread has stopped (shutdown or a fatal error).
-    pub stopped: bool,
 }
 
 /// Why a request could not be handed to the replica thread.

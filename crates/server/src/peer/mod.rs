@@ -1,0 +1,11 @@
+//! Talking to the other members of the cluster.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`wire`] | the peer wire format: framed, versioned, checksummed batches of Raft messages |
+//! | [`transport`] | peer TCP connections carrying [`wire`] frames to and from the runtime |
+//! | [`snapshot_stream`] | snapshot transfer on connections of its own: chunked, checksummed, flow-controlled, resumable |
+
+pub mod snapshot_stream;
+pub mod transport;
+pub mod wire;

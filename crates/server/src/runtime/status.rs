@@ -1,0 +1,26 @@
+//! What the replica thread publishes for everyone else to read: a leaf module, so that the
+//! metrics and the API can depend on it without depending on the runtime.
+
+/// What the replica thread publishes after every loop turn, for response headers and
+/// `Maintenance/Status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// The last log index.
+    pub last_index: u64,
+    /// The commit index.
+    pub committed: u64,
+    /// The applied index.
+    pub applied: u64,
+    /// The store's revision.
+    pub revision: i64,
+    /// Keys in the store (for a rough size estimate).
+    pub key_count: usize,
+    /// Whether the replica thread has stopped (shutdown or a fatal error).
+    pub stopped: bool,
+}
