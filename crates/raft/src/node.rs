@@ -358,6 +358,8 @@ impl<L: LogView> Node<L> {
         }
         let hs = self.hard_state();
         if hs != self.last_hard_state {
+            rd.term_or_vote_changed =
+                hs.term != self.last_hard_state.term || hs.vote != self.last_hard_state.vote;
             rd.hard_state = Some(hs);
             self.last_hard_state = hs;
         }

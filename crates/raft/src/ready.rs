@@ -54,6 +54,24 @@ pub struct ReadState {
 /// A caller that does everything synchronously simply does 2, 3, 1 and 4 in a loop; a caller
 /// that persists on another thread keeps taking `Ready`s while earlier ones are being written.
 ///
+/// # What needs a sync
+///
+/// [`Ready::must_persist`] says whether there is anything to write; [`Ready::must_sync`] says
+/// whether that write must be synced (fsync) before step 3, as etcd's `MustSync`. Only a new
+/// term or vote (S2: a node must never vote twice in a term, and must never forget a term it
+/// answered in), new entries (an append acknowledgement promises them, S10) or a snapshot need
+/// a sync. A hard state that differs from the last one only in its commit index does not: it
+/// is written with the next sync, or at shutdown, and for such a `Ready` step 3 may follow as
+/// soon as every earlier `Ready` is durable. This is safe because the commit index is not what
+/// makes a write durable: an acknowledged write is committed because a quorum holds its entry
+/// durably (Raft §5.4), and that quorum's logs, not anyone's commit index, carry it into every
+/// later leader's log (Leader Completeness). A node that restarts with an older commit index
+/// applies less at first and relearns the commit index from the leader's next append or
+/// heartbeat (Raft Figure 2: `commitIndex` is volatile state; persisting it only saves
+/// re-applying). The caller must still write a lazy commit index in `Ready` order, after the
+/// entries of earlier `Ready`s, so that a commit index on disk never points past the entries
+/// on disk.
+///
 /// # Snapshots
 ///
 /// A leader whose log no longer holds what a follower needs emits a
@@ -86,12 +104,24 @@ pub struct Ready {
     pub read_states: Vec<ReadState>,
     /// Reads that can no longer be confirmed (this node lost or never reached the leader).
     pub dropped_reads: Vec<ReadId>,
+    /// Whether `hard_state` changed the term or the vote (not only the commit index): set by
+    /// the node, read by [`Ready::must_sync`].
+    pub(crate) term_or_vote_changed: bool,
 }
 
 impl Ready {
-    /// Whether this `Ready` has anything to make durable (and so the write needs a sync).
+    /// Whether this `Ready` has anything to write (a hard state, entries or a snapshot).
+    /// Whether the write must also be synced is [`Ready::must_sync`].
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+
+    /// Whether the write must be synced before [`crate::Node::on_persisted`] acknowledges this
+    /// `Ready`: a new term or vote, new entries, or a snapshot. A change of the commit index
+    /// alone may be written lazily (see "What needs a sync" on the type). Implies
+    /// [`Ready::must_persist`].
+    pub fn must_sync(&self) -> bool {
+        self.term_or_vote_changed || !self.entries.is_empty() || self.snapshot.is_some()
     }
 
     /// Whether this `Ready` asks for nothing at all.
@@ -103,5 +133,44 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.dropped_reads.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Entry;
+
+    fn hard_state(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+        HardState { term: Term(term), vote: vote.map(NodeId), commit: LogIndex(commit) }
+    }
+
+    #[test]
+    fn commit_only_hard_state_changes_need_no_sync() {
+        let rd = Ready { hard_state: Some(hard_state(2, Some(1), 7)), ..Ready::default() };
+        assert!(rd.must_persist(), "the new commit index is still written");
+        assert!(!rd.must_sync(), "but needs no fsync of its own");
+
+        let rd = Ready {
+            hard_state: Some(hard_state(3, None, 7)),
+            term_or_vote_changed: true,
+            ..Ready::default()
+        };
+        assert!(rd.must_sync(), "a new term (or vote) must be durable before answering (S2)");
+
+        let rd = Ready {
+            entries: vec![Entry::new(Term(2), LogIndex(8), bytes::Bytes::new())],
+            ..Ready::default()
+        };
+        assert!(rd.must_sync(), "new entries must be durable before they are acknowledged");
+
+        let snapshot = crate::log_view::SnapshotMeta {
+            last_included: crate::types::EntryId::new(Term(2), LogIndex(9)),
+            membership: crate::membership::Membership::voters([NodeId(1)]),
+        };
+        let rd = Ready { snapshot: Some(snapshot), ..Ready::default() };
+        assert!(rd.must_sync(), "an installed snapshot must be durable");
+
+        assert!(!Ready::default().must_persist() && !Ready::default().must_sync());
     }
 }

@@ -153,6 +153,24 @@ fn s2_vote_requests_leave_only_after_term_and_vote_are_durable_raft_5_2() {
 }
 
 #[test]
+fn commit_only_hard_state_change_needs_no_sync_but_a_vote_does() {
+    // A follower holding entries 1..=2 of term 1 learns from a heartbeat that they committed:
+    // the hard state changes only in its commit index, which may be written lazily.
+    let mut n = node(N2, log_with(&[1, 1], 1));
+    n.step(msg(N1, N2, 1, MessageBody::Heartbeat { commit: LogIndex(2), read_round: 0 })).unwrap();
+    let rd = n.ready();
+    assert_eq!(rd.hard_state.map(|h| h.commit), Some(LogIndex(2)));
+    assert!(rd.must_persist() && !rd.must_sync(), "a commit-only change needs no fsync");
+    persist(&mut n, &rd);
+    // A vote in a new term must be durable before the answer leaves (S2). (A transfer vote,
+    // so that N2's fresh contact with the leader does not make it ignore the election.)
+    let last = EntryId::new(Term(1), LogIndex(2));
+    n.step(msg(N3, N2, 2, MessageBody::Vote { last, transfer: true })).unwrap();
+    let rd = n.ready();
+    assert!(rd.must_sync(), "a new term and vote need a sync");
+}
+
+#[test]
 fn s2_vote_is_persisted_before_the_granting_reply_raft_5_2() {
     let mut n = node(N2, log_with(&[], 1));
     let last = EntryId::default();
