@@ -10,8 +10,10 @@ use tenure_raft::{EntryId, LogError};
 
 /// Why a storage operation failed.
 ///
-/// [`StorageError::InvalidOptions`], [`StorageError::EntryTooLarge`] and
-/// [`StorageError::MembershipTooLarge`] reject a request and change nothing. Every other variant
+/// [`StorageError::InvalidOptions`], [`StorageError::EntryTooLarge`],
+/// [`StorageError::MembershipTooLarge`], [`StorageError::InvalidAppend`] and
+/// [`StorageError::InvalidRequest`] reject a request and change nothing (the storage stays
+/// usable). Every other variant
 /// is fatal for the node: after a failed write or sync the storage refuses further writes (see
 /// [`crate::Storage::sync`]), and corruption found by [`crate::Storage::open`] must be repaired
 /// by an operator.
@@ -74,6 +76,22 @@ pub enum StorageError {
         bytes: u64,
         /// `Options::membership_bytes_max`.
         limit: u64,
+    },
+    /// A batch of entries (or a truncation) that does not fit the log: not consecutive, a gap
+    /// after the last index, a start at or below the snapshot point, or a term lower than the
+    /// entry before it. Nothing was written.
+    #[error("invalid append: {reason}")]
+    InvalidAppend {
+        /// Which rule the batch breaks, with the entries concerned.
+        reason: String,
+    },
+    /// A compaction, reset or hard state that does not fit the log: a compaction past the last
+    /// index, a reset below the snapshot point, a hard state whose term goes backwards. Nothing
+    /// was written.
+    #[error("invalid storage request: {reason}")]
+    InvalidRequest {
+        /// Which rule the request breaks.
+        reason: String,
     },
     /// An entry is larger than the configured limit; nothing was written.
     #[error("entry {id} is {bytes} bytes, more than the limit of {limit} bytes")]

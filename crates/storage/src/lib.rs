@@ -27,9 +27,12 @@
 //!   retries the fsync.
 //! - **One process per directory.** [`Storage::open`] takes an exclusive lock on the data
 //!   directory and fails with [`StorageError::Locked`] if it is taken.
-//! - **Bugs panic.** Misuse by the caller (a gap in appended entries, a term going backwards)
-//!   is a broken invariant and panics with a message; invariants are asserted in release
-//!   builds.
+//! - **Bad input is an error, not a panic.** A request that does not fit the log (a gap in
+//!   appended entries, a term going backwards, a compaction past the end) is refused with
+//!   [`StorageError::InvalidAppend`] or [`StorageError::InvalidRequest`] and changes nothing:
+//!   entries may come from a faulty peer, and storage must not be where a node crashes on
+//!   them. Storage's own invariants are asserted (in release builds too) and panic when
+//!   broken, and so does misuse of the sync protocol (two tickets at once).
 //! - **The core only reads.** [`tenure_raft::LogView`] for [`Storage`] shows every operation at
 //!   once, synced or not; the replica loop tells the core what is durable.
 

@@ -774,56 +774,21 @@ impl Storage {
     /// (the suffix a new leader overwrote). Written, not synced: see [`Storage::sync`]. The
     /// entries are visible through [`LogView`] at once.
     ///
-    /// Fails with [`StorageError::EntryTooLarge`] (writing nothing) if an entry's payload
-    /// exceeds [`Options::entry_bytes_max`].
-    ///
-    /// # Panics
-    /// If the entries are not consecutive, leave a gap after the last index, start at or
-    /// below the snapshot point, or have a term lower than the entry before them: these are
-    /// bugs of the caller.
+    /// Fails, writing nothing, with [`StorageError::EntryTooLarge`] if an entry's payload
+    /// exceeds [`Options::entry_bytes_max`], and with [`StorageError::InvalidAppend`] if the
+    /// batch does not fit the log: entries not consecutive, a gap after the last index, a start
+    /// at or below the snapshot point, or a term lower than the entry before it. The consensus
+    /// core never asks for those, but entries can come from a faulty peer, and storage is not
+    /// the place for a node to crash on them.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_usable()?;
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        assert!(
-            first.index() > self.base.index,
-            "append at {} overwrites the compacted prefix ending at {}",
-            first.id,
-            self.base
-        );
-        assert!(
-            first.index() <= self.last_index().next(),
-            "append at {} leaves a gap after the last index {}",
-            first.id,
-            self.last_index()
-        );
-        for (i, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.index(),
-                first.index().plus(i as u64),
-                "entries to append are not consecutive"
-            );
-            if i > 0 {
-                assert!(e.term() >= entries[i - 1].term(), "terms go backwards in an append");
-            }
-            if e.data.len() as u64 > self.options.entry_bytes_max {
-                return Err(StorageError::EntryTooLarge {
-                    id: e.id,
-                    bytes: e.data.len() as u64,
-                    limit: self.options.entry_bytes_max,
-                });
-            }
-        }
+        self.check_append(entries)?;
         if first.index() <= self.last_index() {
             self.truncate_suffix(first.index())?;
         }
-        let prev_term = self.term_of(first.index().prev());
-        assert!(
-            first.term() >= prev_term,
-            "append of {} after an entry of term {prev_term}",
-            first.id
-        );
         for e in entries {
             let frame_bytes = record::entry_frame_bytes(e.data.len());
             let offset = self.reserve(frame_bytes)?;
@@ -841,6 +806,54 @@ impl Storage {
         Ok(())
     }
 
+    /// The checks of [`Storage::append`], before anything is written.
+    fn check_append(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let first = &entries[0];
+        let invalid = |reason: String| Err(StorageError::InvalidAppend { reason });
+        if first.index() <= self.base.index {
+            return invalid(format!(
+                "append at {} overwrites the compacted prefix ending at {}",
+                first.id, self.base
+            ));
+        }
+        if first.index() > self.last_index().next() {
+            return invalid(format!(
+                "append at {} leaves a gap after the last index {}",
+                first.id,
+                self.last_index()
+            ));
+        }
+        // The entry before the batch stays: it is at most the last index (checked above).
+        let prev_term = self.term_of(first.index().prev());
+        if first.term() < prev_term {
+            return invalid(format!("append of {} after an entry of term {prev_term}", first.id));
+        }
+        for (i, e) in entries.iter().enumerate() {
+            if e.index() != first.index().plus(i as u64) {
+                return invalid(format!(
+                    "entries to append are not consecutive: {} at position {i} of a batch \
+                     starting at {}",
+                    e.id, first.id
+                ));
+            }
+            if i > 0 && e.term() < entries[i - 1].term() {
+                return invalid(format!(
+                    "terms go backwards in an append: {} after {}",
+                    e.id,
+                    entries[i - 1].id
+                ));
+            }
+            if e.data.len() as u64 > self.options.entry_bytes_max {
+                return Err(StorageError::EntryTooLarge {
+                    id: e.id,
+                    bytes: e.data.len() as u64,
+                    limit: self.options.entry_bytes_max,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn cache_push(&mut self, e: Entry) {
         self.cache_bytes += e.size_bytes();
         self.cache.push_back(e);
@@ -853,16 +866,18 @@ impl Storage {
     /// Removes every entry at or after `from`. Written, not synced. Does nothing if `from` is
     /// past the last index.
     ///
-    /// # Panics
-    /// If `from` is at or below the snapshot point (compacted entries were applied and can
-    /// never conflict).
+    /// Fails with [`StorageError::InvalidAppend`], writing nothing, if `from` is at or below
+    /// the snapshot point (compacted entries were applied and can never conflict).
     pub fn truncate_suffix(&mut self, from: LogIndex) -> Result<(), StorageError> {
         self.check_usable()?;
-        assert!(
-            from > self.base.index,
-            "truncation from {from} reaches into the compacted prefix ending at {}",
-            self.base
-        );
+        if from <= self.base.index {
+            return Err(StorageError::InvalidAppend {
+                reason: format!(
+                    "truncation from {from} reaches into the compacted prefix ending at {}",
+                    self.base
+                ),
+            });
+        }
         if from > self.last_index() {
             return Ok(());
         }
@@ -884,18 +899,18 @@ impl Storage {
     /// below the snapshot point are deleted by the first sync that makes it durable. Does
     /// nothing if `upto` is at or below the snapshot point.
     ///
-    /// # Panics
-    /// If `upto` is past the last index (use [`Storage::reset_to_snapshot`] for that).
+    /// Fails with [`StorageError::InvalidRequest`], writing nothing, if `upto` is past the last
+    /// index (use [`Storage::reset_to_snapshot`] for that).
     pub fn compact(&mut self, upto: LogIndex) -> Result<(), StorageError> {
         self.check_usable()?;
         if upto <= self.base.index {
             return Ok(());
         }
-        assert!(
-            upto <= self.last_index(),
-            "compaction to {upto} past the last index {}",
-            self.last_index()
-        );
+        if upto > self.last_index() {
+            return Err(StorageError::InvalidRequest {
+                reason: format!("compaction to {upto} past the last index {}", self.last_index()),
+            });
+        }
         let id = EntryId::new(self.term_of(upto), upto);
         self.reserve(record::FRAME_OVERHEAD_BYTES + 17)?;
         record::encode_compact(&mut self.buf, id);
@@ -915,19 +930,19 @@ impl Storage {
     /// snapshot installed from the leader), with the snapshot's membership. Written, not
     /// synced.
     ///
-    /// # Panics
-    /// If `base` is below the current snapshot point.
+    /// Fails with [`StorageError::InvalidRequest`], writing nothing, if `base` is below the
+    /// current snapshot point.
     pub fn reset_to_snapshot(
         &mut self,
         base: EntryId,
         membership: Membership,
     ) -> Result<(), StorageError> {
         self.check_usable()?;
-        assert!(
-            base.index >= self.base.index,
-            "reset to {base} before the snapshot point {}",
-            self.base
-        );
+        if base.index < self.base.index {
+            return Err(StorageError::InvalidRequest {
+                reason: format!("reset to {base} before the snapshot point {}", self.base),
+            });
+        }
         self.check_membership_size(&membership)?;
         self.reserve(record::FRAME_OVERHEAD_BYTES + 17 + record::membership_bytes(&membership))?;
         record::encode_reset(&mut self.buf, base, &membership);
@@ -944,16 +959,18 @@ impl Storage {
     /// Records a new hard state. Written, not synced. Writing the same hard state again writes
     /// nothing.
     ///
-    /// # Panics
-    /// If the term goes backwards (a bug: terms only grow, Raft §5.1).
+    /// Fails with [`StorageError::InvalidRequest`], writing nothing, if the term goes
+    /// backwards (terms only grow, Raft §5.1).
     pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         self.check_usable()?;
-        assert!(
-            hard_state.term >= self.hard_state.term,
-            "hard state term goes back from {} to {}",
-            self.hard_state.term,
-            hard_state.term
-        );
+        if hard_state.term < self.hard_state.term {
+            return Err(StorageError::InvalidRequest {
+                reason: format!(
+                    "hard state term goes back from {} to {}",
+                    self.hard_state.term, hard_state.term
+                ),
+            });
+        }
         if hard_state == self.hard_state {
             return Ok(());
         }
@@ -1507,6 +1524,105 @@ mod tests {
         assert!(matches!(s.append(&[big]), Err(StorageError::EntryTooLarge { .. })));
         assert_eq!(s.last_index(), LogIndex(0));
         s.append(&[entry(1, 1)]).unwrap();
+    }
+
+    /// A log of entries 1..=10 (term 1 up to 5, term 2 after), compacted to 3, synced; then
+    /// `bad` must be refused with an error `is_expected` accepts, write nothing, and leave the
+    /// storage usable.
+    fn refused_without_writing(
+        bad: impl FnOnce(&mut Storage) -> Result<(), StorageError>,
+        is_expected: impl FnOnce(&StorageError) -> bool,
+    ) {
+        let disk = SimDisk::new(5);
+        let mut s = open(&disk);
+        let log: Vec<Entry> = (1..=10).map(|i| entry(if i <= 5 { 1 } else { 2 }, i)).collect();
+        s.append(&log).unwrap();
+        s.set_hard_state(HardState { term: Term(2), vote: None, commit: LogIndex(4) }).unwrap();
+        s.compact(LogIndex(3)).unwrap();
+        s.sync().unwrap();
+        let ops = disk.op_count();
+        let err = bad(&mut s).expect_err("the request must be refused");
+        assert!(is_expected(&err), "unexpected error: {err}");
+        assert_eq!(disk.op_count(), ops, "nothing reached the disk");
+        assert!(s.buf.is_empty(), "nothing was buffered");
+        assert_eq!((s.first_index(), s.last_index()), (LogIndex(4), LogIndex(10)));
+        assert_eq!(s.read_entries(LogIndex(4), LogIndex(10)).unwrap(), log[3..].to_vec());
+        assert_eq!(s.hard_state().term, Term(2));
+        // Still usable: a refusal does not poison the storage.
+        s.append(&[entry(2, 11)]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = open(&disk);
+        assert_eq!(s.last_index(), LogIndex(11));
+    }
+
+    fn invalid_append(e: &StorageError) -> bool {
+        matches!(e, StorageError::InvalidAppend { .. })
+    }
+
+    fn invalid_request(e: &StorageError) -> bool {
+        matches!(e, StorageError::InvalidRequest { .. })
+    }
+
+    #[test]
+    fn append_into_the_compacted_prefix_is_refused() {
+        refused_without_writing(|s| s.append(&[entry(1, 3), entry(1, 4)]), invalid_append);
+    }
+
+    #[test]
+    fn append_leaving_a_gap_after_the_last_index_is_refused() {
+        refused_without_writing(|s| s.append(&[entry(2, 12)]), invalid_append);
+    }
+
+    #[test]
+    fn append_of_entries_that_are_not_consecutive_is_refused() {
+        refused_without_writing(
+            |s| s.append(&[entry(2, 11), entry(2, 12), entry(2, 14)]),
+            invalid_append,
+        );
+        // Not consecutive also when overwriting: nothing may be truncated either.
+        refused_without_writing(|s| s.append(&[entry(3, 8), entry(3, 8)]), invalid_append);
+    }
+
+    #[test]
+    fn append_whose_terms_go_backwards_is_refused() {
+        refused_without_writing(
+            |s| s.append(&[entry(3, 11), entry(2, 12)]),
+            |e| invalid_append(e) && e.to_string().contains("terms go backwards"),
+        );
+    }
+
+    #[test]
+    fn append_with_a_term_below_the_entry_before_it_is_refused() {
+        // Entry 7 has term 2: an overwrite from 8 with term 1 would break the log's order.
+        refused_without_writing(|s| s.append(&[entry(1, 8)]), invalid_append);
+        refused_without_writing(|s| s.append(&[entry(1, 11)]), invalid_append);
+    }
+
+    #[test]
+    fn truncation_into_the_compacted_prefix_is_refused() {
+        refused_without_writing(|s| s.truncate_suffix(LogIndex(3)), invalid_append);
+    }
+
+    #[test]
+    fn compaction_past_the_last_index_is_refused() {
+        refused_without_writing(|s| s.compact(LogIndex(11)), invalid_request);
+    }
+
+    #[test]
+    fn reset_below_the_snapshot_point_is_refused() {
+        refused_without_writing(
+            |s| s.reset_to_snapshot(EntryId::new(Term(1), LogIndex(2)), Membership::default()),
+            invalid_request,
+        );
+    }
+
+    #[test]
+    fn hard_state_whose_term_goes_backwards_is_refused() {
+        refused_without_writing(
+            |s| s.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(4) }),
+            invalid_request,
+        );
     }
 
     #[test]
