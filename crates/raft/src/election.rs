@@ -21,7 +21,14 @@ impl<L: LogView> Node<L> {
 
     /// Starts an election: a pre-vote round first if enabled, unless the election was asked
     /// for by a leadership transfer.
+    ///
+    /// A node in the last usable term ([`Term::MAX`]) cannot start an election: there is no
+    /// term to run in. It can only follow (a peer that pushed the cluster's term that far
+    /// stopped elections; better that than a term that wraps around).
     pub(crate) fn start_election(&mut self, transfer: bool) {
+        if self.term.checked_next().is_none() {
+            return;
+        }
         if self.cfg.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {

@@ -1,6 +1,6 @@
 //! Errors the caller handles. Broken invariants are panics, not errors.
 
-use crate::types::NodeId;
+use crate::types::{EntryId, LogIndex, NodeId, Term};
 
 /// Why a proposal was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,4 +65,85 @@ pub enum StepError {
     /// The message claims to come from this node itself.
     #[error("message from self")]
     FromSelf,
+    /// The message is malformed: no correct peer sends it (see [`Malformed`]). It was dropped
+    /// before it touched any state.
+    #[error("malformed {kind} from {from}: {reason}")]
+    Malformed {
+        /// The sender the message claims.
+        from: NodeId,
+        /// The kind of message ([`crate::MessageBody::kind`]).
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: Malformed,
+    },
+    /// An append acknowledgement from the current term claims entries past this leader's last
+    /// index. Within one term a leader's log only grows, so no correct follower can hold them.
+    #[error("{from} acknowledges index {index}, past this leader's last index {last_index}")]
+    MatchPastLastIndex {
+        /// The sender.
+        from: NodeId,
+        /// The index it claims to match through.
+        index: LogIndex,
+        /// This leader's last index.
+        last_index: LogIndex,
+    },
+}
+
+/// What makes a message malformed, checked by [`crate::Message::validate`] on every message
+/// before it is stepped. Each rule is one no correct peer breaks, so a message breaking it
+/// comes from a faulty (or hostile) sender or a broken transport.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// A term past [`Term::MAX`] (reserved so that every term in use has a next term).
+    #[error("term {0} is past the largest usable term")]
+    TermOutOfRange(Term),
+    /// An index past [`LogIndex::MAX`], or an append whose entries would run past it.
+    #[error("index {0} is past the largest usable index")]
+    IndexOutOfRange(LogIndex),
+    /// A log position that no log holds: index 0 has term 0 and every real entry a term of at
+    /// least 1.
+    #[error("no log holds an entry at {0}")]
+    ImpossiblePosition(EntryId),
+    /// A log position whose term is above the message's term: no node holds entries of a term
+    /// it has not reached (a leader only creates entries in its own term, Raft §5.3).
+    #[error("entry {position} is from a term above the message's term {term}")]
+    PositionAboveTerm {
+        /// The position.
+        position: EntryId,
+        /// The message's term.
+        term: Term,
+    },
+    /// Append entries must run on from `prev.index + 1` without gaps (Raft §5.3).
+    #[error("entry {found} should be at index {expected}: entries must follow prev contiguously")]
+    EntriesNotContiguous {
+        /// The index the entry should have.
+        expected: LogIndex,
+        /// The entry found there.
+        found: EntryId,
+    },
+    /// Terms never decrease along a log (each leader appends in its own, newer term, Raft
+    /// §5.3), so an append's entries, starting from `prev`, have non-decreasing terms.
+    #[error("entry {entry} has a lower term than the entry {previous} before it")]
+    TermsGoBackwards {
+        /// The offending entry.
+        entry: EntryId,
+        /// The entry just before it (`prev` or the previous entry).
+        previous: EntryId,
+    },
+    /// A rejection hint must point at or below both the rejected index and the follower's
+    /// last index (Raft §5.3, the conflict optimisation).
+    #[error(
+        "rejection hint {hint} is past the rejected index {rejected} or last index {last_index}"
+    )]
+    HintOutOfRange {
+        /// The hint.
+        hint: EntryId,
+        /// The rejected `prev` index.
+        rejected: LogIndex,
+        /// The follower's last index.
+        last_index: LogIndex,
+    },
+    /// A snapshot's configuration is invalid (no voter, or a member both voter and learner).
+    #[error("snapshot configuration: {0}")]
+    SnapshotMembership(String),
 }

@@ -24,12 +24,8 @@ impl<L: LogView> Node<L> {
             self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(committed) });
             return;
         }
-        let consecutive =
-            entries.iter().enumerate().all(|(i, e)| e.index() == prev.index.plus(i as u64 + 1));
-        if !consecutive {
-            // A malformed append from a faulty peer: drop it rather than corrupt the log.
-            return;
-        }
+        // `Message::validate` checked the entries: contiguous after `prev`, terms
+        // non-decreasing and not above the leader's term, indexes in range.
         match self.log.maybe_append(prev, entries) {
             Some(last_new) => {
                 // S5: the follower learns the commit index from the leader, but never past
@@ -83,8 +79,17 @@ impl<L: LogView> Node<L> {
         self.send(from, MessageBody::HeartbeatResponse { read_round });
     }
 
-    pub(crate) fn on_read_index_response(&mut self, id: ReadId, index: Option<LogIndex>) {
-        let Some(pos) = self.forwarded_reads.iter().position(|(r, _)| *r == id) else {
+    /// Only the node the read was forwarded to can answer it: an answer from anyone else
+    /// (a late one from an earlier leader is dropped with the read, a forged one is ignored)
+    /// could name an index that does not reflect every write acknowledged before the read.
+    pub(crate) fn on_read_index_response(
+        &mut self,
+        from: NodeId,
+        id: ReadId,
+        index: Option<LogIndex>,
+    ) {
+        let Some(pos) = self.forwarded_reads.iter().position(|&(r, to)| r == id && to == from)
+        else {
             return;
         };
         self.forwarded_reads.remove(pos);

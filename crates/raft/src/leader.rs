@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::config::ReadMode;
-use crate::error::ProposeError;
+use crate::error::{ProposeError, StepError};
 use crate::leader_state::{LeaderState, PendingRead, ROUND_HISTORY_MAX, Transfer};
 use crate::log_view::{LogError, LogView};
 use crate::message::{MessageBody, ReadId, RejectHint};
@@ -294,19 +294,21 @@ impl<L: LogView> Node<L> {
         &mut self,
         from: NodeId,
         result: Result<LogIndex, RejectHint>,
-    ) {
+    ) -> Result<(), StepError> {
         if self.role != Role::Leader {
-            return;
+            return Ok(());
         }
         let last = self.log.last_index();
         let first = self.log.first_index();
         match result {
             Ok(index) => {
                 if index > last {
-                    return; // A faulty peer claims entries we never had.
+                    // A faulty peer claims entries we never had.
+                    return Err(StepError::MatchPastLastIndex { from, index, last_index: last });
                 }
                 let Some(pr) = self.ls().progress.get_mut(&from) else {
-                    return;
+                    // Not a member of the configuration: nothing to track.
+                    return Ok(());
                 };
                 pr.recent_active = true;
                 let moved = pr.on_match(index);
@@ -330,7 +332,7 @@ impl<L: LogView> Node<L> {
                         || (target.index <= floor && target.term > reject.hint.term));
                 let next = target.index.next().min(reject.last_index.next());
                 let Some(pr) = self.ls().progress.get_mut(&from) else {
-                    return;
+                    return Ok(());
                 };
                 pr.recent_active = true;
                 if pr.on_reject(reject.rejected, next) && needs_snapshot {
@@ -338,6 +340,7 @@ impl<L: LogView> Node<L> {
                 }
             }
         }
+        Ok(())
     }
 
     pub(crate) fn on_heartbeat_response(&mut self, from: NodeId, round: u64) {

@@ -86,7 +86,7 @@ pub mod types;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBugs;
 pub use config::{Config, ConfigError, ReadMode};
-pub use error::{ProposeError, ReadError, StepError, TransferError};
+pub use error::{Malformed, ProposeError, ReadError, StepError, TransferError};
 pub use log_view::{InitialState, LogError, LogView, MemLog, SnapshotMeta};
 pub use membership::Membership;
 pub use message::{Message, MessageBody, ReadId, RejectHint};

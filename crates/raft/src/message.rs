@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use crate::error::Malformed;
 use crate::log_view::SnapshotMeta;
 use crate::types::{Entry, EntryId, LogIndex, NodeId, Term};
 
@@ -168,6 +169,85 @@ impl MessageBody {
 }
 
 impl Message {
+    /// Checks the rules no correct sender breaks (see [`Malformed`]): every term and index in
+    /// range, log positions that a log can hold and that are not from a future term, append
+    /// entries contiguous after `prev` with non-decreasing terms, rejection hints within the
+    /// rejected range, and a valid snapshot configuration. [`crate::Node::step`] calls it
+    /// first, so a malformed message never touches a node's state; transports may call it too.
+    pub fn validate(&self) -> Result<(), Malformed> {
+        let term = self.term;
+        if term > Term::MAX {
+            return Err(Malformed::TermOutOfRange(term));
+        }
+        let index_ok = |index: LogIndex| match index <= LogIndex::MAX {
+            true => Ok(()),
+            false => Err(Malformed::IndexOutOfRange(index)),
+        };
+        let position_ok = |position: EntryId| {
+            index_ok(position.index)?;
+            if (position.index.0 == 0) != (position.term.0 == 0) {
+                return Err(Malformed::ImpossiblePosition(position));
+            }
+            if position.term > term {
+                return Err(Malformed::PositionAboveTerm { position, term });
+            }
+            Ok(())
+        };
+        match &self.body {
+            MessageBody::PreVote { last } | MessageBody::Vote { last, .. } => position_ok(*last),
+            MessageBody::Append { prev, entries, commit } => {
+                position_ok(*prev)?;
+                index_ok(*commit)?;
+                let mut previous = *prev;
+                for e in entries {
+                    let expected = previous
+                        .index
+                        .checked_plus(1)
+                        .ok_or(Malformed::IndexOutOfRange(previous.index))?;
+                    if e.index() != expected {
+                        return Err(Malformed::EntriesNotContiguous { expected, found: e.id });
+                    }
+                    position_ok(e.id)?;
+                    if e.term() < previous.term {
+                        return Err(Malformed::TermsGoBackwards { entry: e.id, previous });
+                    }
+                    previous = e.id;
+                }
+                Ok(())
+            }
+            MessageBody::AppendResponse { result: Ok(index) } => index_ok(*index),
+            MessageBody::AppendResponse { result: Err(h) } => {
+                index_ok(h.rejected)?;
+                index_ok(h.last_index)?;
+                index_ok(h.hint.index)?;
+                if h.hint.term > term {
+                    return Err(Malformed::PositionAboveTerm { position: h.hint, term });
+                }
+                if h.hint.index > h.rejected || h.hint.index > h.last_index {
+                    return Err(Malformed::HintOutOfRange {
+                        hint: h.hint,
+                        rejected: h.rejected,
+                        last_index: h.last_index,
+                    });
+                }
+                Ok(())
+            }
+            MessageBody::Heartbeat { commit, .. } => index_ok(*commit),
+            MessageBody::ReadIndexResponse { index: Some(index), .. } => index_ok(*index),
+            MessageBody::Snapshot { meta } => {
+                position_ok(meta.last_included)?;
+                meta.membership.validate().map_err(Malformed::SnapshotMembership)
+            }
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::Propose { .. }
+            | MessageBody::ReadIndex { .. }
+            | MessageBody::ReadIndexResponse { index: None, .. }
+            | MessageBody::TimeoutNow => Ok(()),
+        }
+    }
+
     /// Approximate encoded size of the whole message.
     pub fn size_bytes(&self) -> u64 {
         24 + self.body.size_bytes()

@@ -113,8 +113,8 @@ pub struct Node<L: LogView> {
     // Bookkeeping for the Ready contract.
     ready_number: u64,
     /// Readies handed out and not yet acknowledged durable, with the last entry each carried
-    /// and whether it carried a snapshot to install.
-    unpersisted: VecDeque<(u64, Option<EntryId>, bool)>,
+    /// and the snapshot it carried to install, if any.
+    unpersisted: VecDeque<(u64, Option<EntryId>, Option<EntryId>)>,
     last_hard_state: HardState,
     last_soft_state: SoftState,
 }
@@ -200,8 +200,11 @@ impl<L: LogView> Node<L> {
 
     /// Handles a message from another node.
     ///
-    /// Bad input (a message for someone else, or from "self") is an error, never a panic;
-    /// messages from an older term are answered or dropped as Raft §5.1 prescribes.
+    /// Bad input is an error, never a panic, and leaves the node as it was: a message for
+    /// someone else, from "self", or malformed ([`Message::validate`]: out-of-range terms and
+    /// indexes, appends whose entries do not follow `prev` contiguously with non-decreasing
+    /// terms, ...). The caller logs the error; nothing is sent back. Messages from an older
+    /// term are answered or dropped as Raft §5.1 prescribes.
     pub fn step(&mut self, msg: Message) -> Result<(), StepError> {
         if msg.to != self.id {
             return Err(StepError::WrongRecipient { to: msg.to, me: self.id });
@@ -209,6 +212,11 @@ impl<L: LogView> Node<L> {
         if msg.from == self.id {
             return Err(StepError::FromSelf);
         }
+        msg.validate().map_err(|reason| StepError::Malformed {
+            from: msg.from,
+            kind: msg.body.kind(),
+            reason,
+        })?;
         if msg.term > self.term {
             if self.on_higher_term(&msg) == Handled::Done {
                 return Ok(());
@@ -233,13 +241,15 @@ impl<L: LogView> Node<L> {
                     self.on_heartbeat(from, commit, read_round);
                 }
             }
-            MessageBody::AppendResponse { result } => self.on_append_response(from, result),
+            MessageBody::AppendResponse { result } => return self.on_append_response(from, result),
             MessageBody::HeartbeatResponse { read_round } => {
                 self.on_heartbeat_response(from, read_round)
             }
             MessageBody::Propose { entries } => self.on_forwarded_proposals(entries),
             MessageBody::ReadIndex { id } => self.on_read_index_request(from, id),
-            MessageBody::ReadIndexResponse { id, index } => self.on_read_index_response(id, index),
+            MessageBody::ReadIndexResponse { id, index } => {
+                self.on_read_index_response(from, id, index)
+            }
             MessageBody::TimeoutNow => self.on_timeout_now(),
             MessageBody::Snapshot { meta } => {
                 if self.become_follower_of(from) {
@@ -372,7 +382,8 @@ impl<L: LogView> Node<L> {
         rd.dropped_reads = std::mem::take(&mut self.dropped_reads);
         if rd.must_persist() || !rd.persisted_messages.is_empty() {
             let last = rd.entries.last().map(|e| e.id);
-            self.unpersisted.push_back((rd.number, last, rd.snapshot.is_some()));
+            let snapshot = rd.snapshot.as_ref().map(|m| m.last_included);
+            self.unpersisted.push_back((rd.number, last, snapshot));
         }
         rd
     }
@@ -384,17 +395,23 @@ impl<L: LogView> Node<L> {
     pub fn on_persisted(&mut self, number: u64) {
         assert!(number <= self.ready_number, "ready {number} was never handed out");
         let mut last = None;
+        // Only the newest snapshot acknowledged here is checked: the store shows it, and no
+        // longer the older ones it replaced.
+        let mut installed = None;
         while let Some(&(n, id, snapshot)) = self.unpersisted.front() {
             if n > number {
                 break;
             }
             self.unpersisted.pop_front();
-            if snapshot {
-                self.log.snapshot_installed();
+            if snapshot.is_some() {
+                installed = snapshot;
             }
             if id.is_some() {
                 last = id;
             }
+        }
+        if let Some(snapshot) = installed {
+            self.log.snapshot_installed(snapshot);
         }
         if let Some(id) = last {
             self.log.stable_to(id);

@@ -267,13 +267,16 @@ impl<L: LogView> RaftLog<L> {
         self.check();
     }
 
-    /// The caller made the snapshot installed by [`RaftLog::restore`] durable: the store shows
-    /// it now.
+    /// The caller made the snapshot `snap`, handed out after [`RaftLog::restore`], durable:
+    /// the store shows it now. A newer snapshot accepted meanwhile (a later `restore`) stays
+    /// pending until its own `Ready` is durable.
     ///
     /// # Panics
     /// If the store does not show the snapshot point (the caller broke the `Ready` contract).
-    pub(crate) fn snapshot_installed(&mut self) {
-        let Some(snap) = self.installing.take() else { return };
+    pub(crate) fn snapshot_installed(&mut self, snap: EntryId) {
+        if self.installing == Some(snap) {
+            self.installing = None;
+        }
         let term = self.store.term(snap.index);
         assert!(
             term == Ok(snap.term) && self.store.first_index() <= snap.index.next(),

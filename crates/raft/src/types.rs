@@ -23,10 +23,18 @@ pub struct Term(pub u64);
 pub struct LogIndex(pub u64);
 
 impl LogIndex {
+    /// The largest index in use. `u64::MAX` is kept out of use (no message may carry it, no log
+    /// reaches it), so that [`LogIndex::next`] of every index in use is defined.
+    pub const MAX: LogIndex = LogIndex(u64::MAX - 1);
+
     /// The index just after this one.
+    ///
+    /// # Panics
+    /// On overflow, which only a bug can cause: indexes from the wire are checked against
+    /// [`LogIndex::MAX`] before use (see [`crate::Message::validate`]).
     #[inline]
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.checked_add(1).expect("log index overflow"))
     }
 
     /// The index just before this one, saturating at 0.
@@ -36,17 +44,42 @@ impl LogIndex {
     }
 
     /// `self + n`.
+    ///
+    /// # Panics
+    /// On overflow (a bug, as for [`LogIndex::next`]); use [`LogIndex::checked_plus`] on
+    /// values from the wire.
     #[inline]
     pub fn plus(self, n: u64) -> LogIndex {
-        LogIndex(self.0 + n)
+        LogIndex(self.0.checked_add(n).expect("log index overflow"))
+    }
+
+    /// `self + n`, or `None` if that is past [`LogIndex::MAX`].
+    #[inline]
+    pub fn checked_plus(self, n: u64) -> Option<LogIndex> {
+        self.0.checked_add(n).map(LogIndex).filter(|i| *i <= LogIndex::MAX)
     }
 }
 
 impl Term {
+    /// The largest term in use. `u64::MAX` is kept out of use (no message may carry it, no node
+    /// campaigns into it), so that [`Term::next`] of every term in use is defined.
+    pub const MAX: Term = Term(u64::MAX - 1);
+
     /// The term after this one.
+    ///
+    /// # Panics
+    /// On overflow, which only a bug can cause: terms from the wire are checked against
+    /// [`Term::MAX`], and a node campaigns only through [`Term::checked_next`].
     #[inline]
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.checked_add(1).expect("term overflow"))
+    }
+
+    /// The term after this one, or `None` if that is past [`Term::MAX`]: a node in the last
+    /// usable term cannot start an election.
+    #[inline]
+    pub fn checked_next(self) -> Option<Term> {
+        (self < Term::MAX).then(|| Term(self.0 + 1))
     }
 }
 
@@ -254,6 +287,15 @@ mod tests {
         assert!(a < b, "a larger last term is more up to date whatever the index");
         assert!(b < c, "on equal terms the longer log is more up to date");
         assert_eq!(format!("{a}"), "2/10");
+    }
+
+    #[test]
+    fn checked_arithmetic_keeps_out_of_the_reserved_maximum() {
+        assert_eq!(Term::MAX.checked_next(), None, "no election past the last usable term");
+        assert_eq!(Term(5).checked_next(), Some(Term(6)));
+        assert_eq!(LogIndex(u64::MAX - 2).checked_plus(1), Some(LogIndex::MAX));
+        assert_eq!(LogIndex::MAX.checked_plus(1), None);
+        assert_eq!(LogIndex(7).checked_plus(u64::MAX), None);
     }
 
     #[test]

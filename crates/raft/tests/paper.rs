@@ -1028,13 +1028,15 @@ fn malformed_append_with_gaps_is_dropped() {
         Entry::new(Term(1), LogIndex(1), Bytes::new()),
         Entry::new(Term(1), LogIndex(5), Bytes::new()),
     ];
-    n.step(msg(
-        N1,
-        N2,
-        1,
-        MessageBody::Append { prev: EntryId::default(), entries, commit: LogIndex(9) },
-    ))
-    .unwrap();
+    let err = n
+        .step(msg(
+            N1,
+            N2,
+            1,
+            MessageBody::Append { prev: EntryId::default(), entries, commit: LogIndex(9) },
+        ))
+        .unwrap_err();
+    assert!(matches!(err, StepError::Malformed { from: N1, .. }), "{err}");
     assert_eq!(n.last_index(), LogIndex(0));
     assert_eq!(n.committed(), LogIndex(0));
 }
