@@ -50,6 +50,15 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every write to this file so far durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// Reserves disk space for the first `len` bytes (never shrinks the file): afterwards the
+    /// file is at least `len` bytes long, reads of the new part return zeros, and writes into
+    /// it cannot fail for want of space. Durable like a write: after [`DiskFile::sync`].
+    ///
+    /// The default extends the length with [`DiskFile::set_len`], which on most filesystems
+    /// makes a sparse file (no space reserved); [`RealDisk`] uses `fallocate` on Linux.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.size_bytes()? < len { self.set_len(len) } else { Ok(()) }
+    }
 }
 
 /// Holds a directory lock; dropping it releases the lock.
@@ -83,6 +92,23 @@ impl DiskFile for RealFile {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        // No flags: allocate blocks and extend the size; never shrinks, keeps existing data.
+        match fallocate(&self.file, FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            // The filesystem cannot preallocate: a sparse extension is the best it offers.
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                if self.size_bytes()? < len {
+                    self.file.set_len(len)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! | [`log`] | [`Storage`]: open and recover, append, truncate, compact, hard state, membership, group-commit sync; implements [`tenure_raft::LogView`] |
 //! | [`record`] | the on-disk frame (length, CRC-32C, end marker) and record encodings; a decoder that never panics |
 //! | [`snapshot`] | [`SnapshotWriter`] / [`SnapshotReader`]: streamed, checksummed, atomically installed snapshot files |
-//! | [`disk`] | the [`Disk`] / [`DiskFile`] traits and [`RealDisk`] (the filesystem) |
+//! | [`disk`] | the [`Disk`] / [`DiskFile`] traits (including `allocate`, real preallocation) and [`RealDisk`] (the filesystem; `fallocate` on Linux) |
 //! | [`sim_disk`] | [`SimDisk`]: in-memory, seeded, fault-injecting disk (lost unsynced writes, torn writes, bit flips, failed fsyncs and reads) |
 //! | [`error`] | [`StorageError`] |
 //!

@@ -4,7 +4,9 @@
 //! # Files
 //!
 //! The data directory holds `LOCK` (see [`crate::disk::Disk::lock`]), segment files named
-//! `{seq:016x}.wal`, and snapshot files (see [`crate::snapshot`]). Segments are preallocated to
+//! `{seq:016x}.wal`, at most one [`PREPARED_SEGMENT_NAME`] (the next segment, prepared ahead
+//! of need), and snapshot files (see [`crate::snapshot`]). Segments are preallocated
+//! ([`crate::disk::DiskFile::allocate`], `fallocate` on Linux) to
 //! [`Options::segment_bytes_max`] and hold frames ([`crate::record`]). Each segment starts with a
 //! [`SegmentHeader`] record carrying the whole state at that point (snapshot point, last entry,
 //! hard state, membership), so whole old segments can be deleted after compaction and no live
@@ -30,7 +32,20 @@
 //! after `begin_sync` join the next sync. [`Storage::finish_sync`] then reports the outcome. One
 //! exception: when the active segment is full, the operation that needs the room seals it with
 //! an fsync before starting the next segment (once per segment), so that a sealed segment is
-//! always wholly durable.
+//! always wholly durable before its successor exists.
+//!
+//! # File work off the caller's thread
+//!
+//! The storage starts no threads. Its slow file work rides on the sync ticket instead, whose
+//! [`SyncTicket::wait`] runs wherever the caller runs syncs (the server: a sync thread): after
+//! the fsync, it deletes the segments that a durable compaction released, and prepares the
+//! next segment file (created as [`PREPARED_SEGMENT_NAME`], preallocated, fsynced);
+//! [`Storage::finish_sync`] takes the prepared file back. A rollover then only renames it
+//! into place and queues the header; the next ticket fsyncs the directory after the file, so
+//! the new name is durable with the data. When no prepared file is ready (no sync since the
+//! last rollover), a rollover creates the segment inline as before. Deletions wait for the
+//! sync after the one that released them, so [`Storage::sync`] alone leaves the files until
+//! the next sync; recovery replays such segments like any other.
 //!
 //! A failed fsync is fatal: the storage returns [`StorageError::SyncFailed`] and refuses every
 //! later write ([`StorageError::Poisoned`]); it never retries the same fsync, because after a
@@ -48,7 +63,11 @@
 //!
 //! # Recovery
 //!
-//! Segments are replayed in sequence order. In the last segment, a record that runs into zeros
+//! A leftover [`PREPARED_SEGMENT_NAME`] is removed first, whatever it holds: it was never a
+//! segment, or it was renamed into place and the rename did not survive the crash, in which
+//! case nothing in it was ever synced under a segment name. Segments are replayed in sequence
+//! order; released segments whose deletion did not happen are replayed and released again. In
+//! the last segment, a record that runs into zeros
 //! (see [`crate::record`]) is a torn write: it is cut off with a warning, and the rest of the
 //! segment is zeroed so that stale bytes can never be parsed later. Anything else that does not
 //! check out — a bad checksum before the tail, a record that decodes to nonsense, an entry that
@@ -206,6 +225,17 @@ pub struct Storage {
     poisoned: Option<String>,
     /// Whether a [`SyncTicket`] is out.
     sync_in_flight: bool,
+    /// The next segment file, prepared by a sync ticket (see [`SyncTicket::wait`]): named
+    /// [`PREPARED_SEGMENT_NAME`], preallocated to `segment_bytes_max`, zero, synced. A
+    /// rollover renames it into place instead of creating and syncing a file on the caller's
+    /// thread. Invariant: `None` while a ticket that prepares one is out.
+    prepared: Option<Arc<dyn DiskFile>>,
+    /// Whether a segment was renamed into place since the last directory sync: the next
+    /// sync must make its name durable along with its data.
+    names_unsynced: bool,
+    /// Sealed segments that a durable compaction released, oldest first, for the next sync
+    /// ticket to delete. They are out of `segments` already; on disk, recovery tolerates them.
+    released: Vec<PathBuf>,
     /// The newest durable snapshot file's metadata, found at open or noted since.
     snapshot: Option<SnapshotMeta>,
 }
@@ -225,6 +255,10 @@ impl fmt::Debug for Storage {
 
 /// A sync begun by [`Storage::begin_sync`]: everything issued before it is written and waits
 /// for one fsync. [`SyncTicket::wait`] may run on any thread.
+///
+/// The ticket also carries the storage's background file work, so that it runs wherever the
+/// caller runs the sync (the server: its sync thread) and never on the thread that appends:
+/// deleting segments that compaction released, and preparing the next segment file.
 #[must_use = "a sync ticket must be waited on and passed to Storage::finish_sync"]
 #[derive(Debug)]
 pub struct SyncTicket {
@@ -233,6 +267,15 @@ pub struct SyncTicket {
     seq: u64,
     last_index: LogIndex,
     base: EntryId,
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    /// Sync the directory after the file: a segment was renamed into place since the last
+    /// directory sync, and its name must be as durable as its data.
+    sync_dir: bool,
+    /// Segment files to delete, oldest first.
+    release: Vec<PathBuf>,
+    /// Prepare the next segment file, of this size.
+    prepare_bytes: Option<u64>,
 }
 
 /// The outcome of [`SyncTicket::wait`], to hand to [`Storage::finish_sync`].
@@ -240,14 +283,60 @@ pub struct SyncTicket {
 #[derive(Debug)]
 pub struct FinishedSync {
     ticket: SyncTicket,
-    result: std::io::Result<()>,
+    result: Result<(), StorageError>,
+    prepared: Option<Arc<dyn DiskFile>>,
 }
 
 impl SyncTicket {
-    /// Issues the fsync and waits for it. Blocks; call it where blocking is fine.
-    pub fn wait(self) -> FinishedSync {
-        let result = self.file.sync();
-        FinishedSync { ticket: self, result }
+    /// Issues the fsync and waits for it, then does the storage's background file work.
+    /// Blocks; call it where blocking is fine.
+    ///
+    /// In order: fsync of the active segment (and of the directory if a segment was renamed
+    /// into place since the last one), which is what makes the operations durable; then the
+    /// deletion of released segments, oldest first, each made durable (directory fsync) before
+    /// the next, so that a crash only ever leaves a suffix of the segments; then, if the
+    /// storage holds no prepared segment, the preparation of one: created as
+    /// [`PREPARED_SEGMENT_NAME`], preallocated ([`DiskFile::allocate`]) and fsynced. Its name
+    /// is made durable only by the rename that puts it into use; a leftover is removed at
+    /// open. Any failure is reported by [`Storage::finish_sync`] and is fatal, like every
+    /// failed disk operation of a write.
+    pub fn wait(mut self) -> FinishedSync {
+        let mut prepared = None;
+        let result = self.run(&mut prepared);
+        FinishedSync { ticket: self, result, prepared }
+    }
+
+    fn run(&mut self, prepared: &mut Option<Arc<dyn DiskFile>>) -> Result<(), StorageError> {
+        let dir_failed =
+            |dir: &Path, e| StorageError::SyncFailed { file: dir.to_path_buf(), source: e };
+        self.file
+            .sync()
+            .map_err(|e| StorageError::SyncFailed { file: self.path.clone(), source: e })?;
+        if self.sync_dir {
+            self.disk.sync_dir(&self.dir).map_err(|e| dir_failed(&self.dir, e))?;
+        }
+        for path in std::mem::take(&mut self.release) {
+            match self.disk.remove(&path) {
+                Ok(()) => {}
+                // Gone already: nothing to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
+            self.disk.sync_dir(&self.dir).map_err(|e| dir_failed(&self.dir, e))?;
+        }
+        if let Some(len) = self.prepare_bytes {
+            let path = self.dir.join(PREPARED_SEGMENT_NAME);
+            let io = |e| StorageError::io(&path, e);
+            let file = self.disk.open(&path, true).map_err(io)?;
+            // A leftover of a preparation that failed half-way: start from zero bytes.
+            if file.size_bytes().map_err(io)? != 0 {
+                file.set_len(0).map_err(io)?;
+            }
+            file.allocate(len).map_err(io)?;
+            file.sync().map_err(|e| StorageError::SyncFailed { file: path.clone(), source: e })?;
+            *prepared = Some(file);
+        }
+        Ok(())
     }
 
     /// The last index of the log when the sync began.
@@ -255,6 +344,10 @@ impl SyncTicket {
         self.last_index
     }
 }
+
+/// The name of the next segment file while it is being prepared, and until a rollover renames
+/// it into place (see [`SyncTicket::wait`]). Not a segment name: recovery removes it.
+pub const PREPARED_SEGMENT_NAME: &str = "next-segment.prepared";
 
 fn segment_name(seq: u64) -> String {
     format!("{seq:016x}.wal")
@@ -449,8 +542,11 @@ impl Storage {
         })?;
         let names = disk.list(&dir).map_err(|e| StorageError::io(&dir, e))?;
         // Leftovers of snapshots being written when the process stopped.
-        let temps: Vec<&String> =
-            names.iter().filter(|n| n.ends_with(crate::snapshot::TEMP_SUFFIX)).collect();
+        // Also a segment file prepared ahead of need but never put into use.
+        let temps: Vec<&String> = names
+            .iter()
+            .filter(|n| n.ends_with(crate::snapshot::TEMP_SUFFIX) || *n == PREPARED_SEGMENT_NAME)
+            .collect();
         for name in &temps {
             let path = dir.join(name);
             disk.remove(&path).map_err(|e| StorageError::io(&path, e))?;
@@ -490,6 +586,9 @@ impl Storage {
             membership: Membership::default(),
             poisoned: None,
             sync_in_flight: false,
+            prepared: None,
+            names_unsynced: false,
+            released: Vec::new(),
             snapshot: None,
         };
         storage.snapshot =
@@ -578,7 +677,7 @@ impl Storage {
                     // preallocation.
                     let io = |e| StorageError::io(&path, e);
                     file.set_len(end).map_err(io)?;
-                    file.set_len(self.options.segment_bytes_max.max(end))
+                    file.allocate(self.options.segment_bytes_max.max(end))
                         .map_err(|e| StorageError::io(&path, e))?;
                     file.sync()
                         .map_err(|e| StorageError::SyncFailed { file: path.clone(), source: e })?;
@@ -675,11 +774,14 @@ impl Storage {
     }
 
     /// Creates segment `seq`, preallocated and durable (file and name), and queues its header.
+    /// The slow path of a rollover, when no prepared segment is at hand (see
+    /// [`Storage::start_prepared_segment`]), and the first segment of a new log.
     fn start_segment(&mut self, seq: u64) -> Result<(), StorageError> {
         let path = self.path_of(seq);
         let result = (|| {
             let file = self.disk.open(&path, true).map_err(|e| StorageError::io(&path, e))?;
-            file.set_len(self.options.segment_bytes_max).map_err(|e| StorageError::io(&path, e))?;
+            file.allocate(self.options.segment_bytes_max)
+                .map_err(|e| StorageError::io(&path, e))?;
             file.sync().map_err(|e| StorageError::SyncFailed { file: path.clone(), source: e })?;
             self.disk
                 .sync_dir(&self.dir)
@@ -687,6 +789,30 @@ impl Storage {
             Ok(file)
         })();
         let file = self.poison_on_error(result)?;
+        self.push_segment(seq, path, file);
+        Ok(())
+    }
+
+    /// Puts the prepared segment file into use as segment `seq`: a rename, no sync. The next
+    /// sync ticket syncs the directory after the file, so the name is durable with the data;
+    /// until then a crash leaves the file under its old name (removed at open) or under the
+    /// new one, empty or with a header (recovery handles both, as for a fresh segment).
+    fn start_prepared_segment(
+        &mut self,
+        seq: u64,
+        file: Arc<dyn DiskFile>,
+    ) -> Result<(), StorageError> {
+        let path = self.path_of(seq);
+        let from = self.dir.join(PREPARED_SEGMENT_NAME);
+        let r = self.disk.rename(&from, &path).map_err(|e| StorageError::io(&from, e));
+        self.poison_on_error(r)?;
+        self.names_unsynced = true;
+        self.push_segment(seq, path, file);
+        Ok(())
+    }
+
+    /// Makes a new, empty file the active segment `seq` and queues its header.
+    fn push_segment(&mut self, seq: u64, path: PathBuf, file: Arc<dyn DiskFile>) {
         self.segments.push_back(Segment { seq, path, file, sealed_last: None });
         self.write_offset = 0;
         assert!(self.buf.is_empty(), "buffer flushed before a new segment");
@@ -698,7 +824,6 @@ impl Storage {
             membership: self.membership.clone(),
         };
         record::encode_segment_header(&mut self.buf, &header);
-        Ok(())
     }
 
     fn poison_on_error<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
@@ -743,6 +868,10 @@ impl Storage {
         self.check_usable()?;
         let end = self.write_offset + self.buf.len() as u64 + frame_bytes as u64;
         if end > self.options.segment_bytes_max {
+            // Seal the active segment. This fsync stays on the caller's thread: a sealed
+            // segment must be wholly durable before its successor's name can be (a rename may
+            // reach the disk at any time), or a crash could leave a successor behind a sealed
+            // segment with a torn tail, which recovery must call corrupt.
             self.flush()?;
             let active = self.active();
             let r = active
@@ -753,7 +882,10 @@ impl Storage {
             let last = self.last_index();
             let seq = self.active().seq + 1;
             self.segments.back_mut().expect("active").sealed_last = Some(last);
-            self.start_segment(seq)?;
+            match self.prepared.take() {
+                Some(file) => self.start_prepared_segment(seq, file)?,
+                None => self.start_segment(seq)?,
+            }
         }
         let offset = self.write_offset + self.buf.len() as u64;
         assert!(
@@ -1017,8 +1149,9 @@ impl Storage {
         }
     }
 
-    /// Makes every operation issued so far durable with one fsync, then deletes segments that
-    /// the now-durable snapshot point has made obsolete. Returns the last index of the log.
+    /// Makes every operation issued so far durable with one fsync, and releases segments that
+    /// the now-durable snapshot point has made obsolete (the next sync deletes their files,
+    /// see [`SyncTicket::wait`]). Returns the last index of the log.
     ///
     /// Equivalent to `finish_sync(begin_sync()?.wait())`.
     pub fn sync(&mut self) -> Result<LogIndex, StorageError> {
@@ -1043,33 +1176,38 @@ impl Storage {
             seq: active.seq,
             last_index: self.last_index(),
             base: self.base,
+            disk: Arc::clone(&self.disk),
+            dir: self.dir.clone(),
+            sync_dir: std::mem::take(&mut self.names_unsynced),
+            release: std::mem::take(&mut self.released),
+            prepare_bytes: self.prepared.is_none().then_some(self.options.segment_bytes_max),
         })
     }
 
     /// Completes a sync begun by [`Storage::begin_sync`]. On success returns the ticket's last
-    /// index; every operation issued before `begin_sync` is durable. On failure the storage is
-    /// poisoned: this and every later write returns an error.
+    /// index; every operation issued before `begin_sync` is durable. Takes back the segment
+    /// file the ticket prepared, if any, and releases the segments the now-durable snapshot
+    /// point has made obsolete (the next ticket deletes them). On failure (of the fsync or of
+    /// the ticket's file work) the storage is poisoned: this and every later write returns an
+    /// error.
     pub fn finish_sync(&mut self, done: FinishedSync) -> Result<LogIndex, StorageError> {
         assert!(self.sync_in_flight, "finish_sync without begin_sync");
         self.sync_in_flight = false;
-        let FinishedSync { ticket, result } = done;
-        if let Err(e) = result {
-            let err = StorageError::SyncFailed { file: ticket.path, source: e };
-            return self.poison_on_error(Err(err));
-        }
+        let FinishedSync { ticket, result, prepared } = done;
+        self.poison_on_error(result)?;
         self.check_usable()?;
-        self.remove_obsolete_segments(ticket.seq, ticket.base)?;
+        if let Some(file) = prepared {
+            assert!(self.prepared.is_none(), "a ticket prepared a segment while one was ready");
+            self.prepared = Some(file);
+        }
+        self.release_obsolete_segments(ticket.seq, ticket.base);
         Ok(ticket.last_index)
     }
 
-    /// Deletes sealed segments older than `synced_seq` (whose header is durable) whose every
-    /// live entry is at or below the durable snapshot point. Oldest first, each removal made
-    /// durable before the next, so a crash can only leave a suffix of segments.
-    fn remove_obsolete_segments(
-        &mut self,
-        synced_seq: u64,
-        durable_base: EntryId,
-    ) -> Result<(), StorageError> {
+    /// Releases sealed segments older than `synced_seq` (whose header is durable) whose every
+    /// live entry is at or below the durable snapshot point: they leave `segments` now, and
+    /// the next sync ticket deletes their files, oldest first.
+    fn release_obsolete_segments(&mut self, synced_seq: u64, durable_base: EntryId) {
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
             let obsolete = oldest.seq < synced_seq
@@ -1077,17 +1215,19 @@ impl Storage {
             if !obsolete {
                 break;
             }
-            let path = oldest.path.clone();
-            let r =
-                self.disk.remove(&path).map_err(|e| StorageError::io(&path, e)).and_then(|()| {
-                    self.disk
-                        .sync_dir(&self.dir)
-                        .map_err(|e| StorageError::SyncFailed { file: self.dir.clone(), source: e })
-                });
-            self.poison_on_error(r)?;
-            self.segments.pop_front();
+            let oldest = self.segments.pop_front().expect("checked");
+            self.released.push(oldest.path);
         }
-        Ok(())
+    }
+
+    /// Segment files released by compaction but not yet deleted (the next sync deletes them).
+    pub fn released_segment_count(&self) -> usize {
+        self.released.len()
+    }
+
+    /// Whether a prepared segment file is ready for the next rollover.
+    pub fn has_prepared_segment(&self) -> bool {
+        self.prepared.is_some()
     }
 
     /// The hard state last set (durable once synced).
@@ -1623,6 +1763,155 @@ mod tests {
             |s| s.set_hard_state(HardState { term: Term(1), vote: None, commit: LogIndex(4) }),
             invalid_request,
         );
+    }
+
+    fn prepared_path() -> PathBuf {
+        Path::new("/data").join(PREPARED_SEGMENT_NAME)
+    }
+
+    /// Appends entries of term 1 from `next` until the active segment rolls over.
+    fn append_until_rollover(s: &mut Storage, next: &mut u64) {
+        let segments = s.segment_count();
+        while s.segment_count() == segments {
+            s.append(&[entry(1, *next)]).unwrap();
+            *next += 1;
+        }
+    }
+
+    #[test]
+    fn a_sync_prepares_the_next_segment_and_a_rollover_renames_it_into_place() {
+        let disk = SimDisk::new(11);
+        let mut s = open(&disk);
+        assert!(!s.has_prepared_segment(), "nothing prepared before the first sync");
+        s.append(&[entry(1, 1)]).unwrap();
+        s.sync().unwrap();
+        assert!(s.has_prepared_segment());
+        let prepared = disk.read_raw(&prepared_path()).expect("the prepared file exists");
+        assert_eq!(prepared.len() as u64, small_options().segment_bytes_max, "preallocated");
+        assert!(all_zero(&prepared));
+        let mut next = 2;
+        let ops = disk.op_count();
+        append_until_rollover(&mut s, &mut next);
+        // Flushes of the write buffer, the sealing fsync, the rename: no file creation, no
+        // allocation, no fsync of the new file or of the directory.
+        let rollover_ops = disk.op_count() - ops;
+        assert!(!s.has_prepared_segment());
+        assert_eq!(disk.read_raw(&prepared_path()), None, "renamed into place");
+        assert!(disk.read_raw(Path::new("/data/0000000000000002.wal")).is_some());
+        let fallback = {
+            let disk = SimDisk::new(11);
+            let mut s = open(&disk);
+            let mut next = 1;
+            let ops = disk.op_count();
+            append_until_rollover(&mut s, &mut next);
+            disk.op_count() - ops
+        };
+        assert!(
+            rollover_ops + 2 < fallback,
+            "the prepared rollover needs fewer disk operations ({rollover_ops} against {fallback})"
+        );
+        // The next sync makes the renamed segment's name durable with its data.
+        s.sync().unwrap();
+        let last = s.last_index();
+        drop(s);
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        let s = open(&disk);
+        assert_eq!(s.last_index(), last);
+        assert_eq!(s.segment_count(), 2);
+    }
+
+    #[test]
+    fn a_rollover_without_a_prepared_segment_creates_one_inline() {
+        let disk = SimDisk::new(12);
+        let mut s = open(&disk);
+        let mut next = 1;
+        for _ in 0..3 {
+            append_until_rollover(&mut s, &mut next);
+        }
+        assert!(!s.has_prepared_segment());
+        s.sync().unwrap();
+        drop(s);
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        let s = open(&disk);
+        assert_eq!(s.last_index(), LogIndex(next - 1));
+        assert_eq!(s.segment_count(), 4);
+    }
+
+    #[test]
+    fn a_leftover_prepared_segment_is_removed_at_open() {
+        let disk = SimDisk::new(13);
+        let mut s = open(&disk);
+        s.append(&[entry(1, 1), entry(1, 2)]).unwrap();
+        s.sync().unwrap();
+        assert!(s.has_prepared_segment());
+        drop(s);
+        // Make the prepared file's name durable, as a later directory sync would.
+        Disk::sync_dir(&disk, Path::new("/data")).unwrap();
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        assert!(disk.read_raw(&prepared_path()).is_some(), "the leftover survived the crash");
+        let mut s = open(&disk);
+        assert_eq!(disk.read_raw(&prepared_path()), None, "removed at open");
+        assert_eq!(s.last_index(), LogIndex(2));
+        assert!(!s.has_prepared_segment(), "never reused: its state is unknown");
+        // And a leftover holding data (renamed into place, then the rename lost) is no segment.
+        s.append(&[entry(1, 3)]).unwrap();
+        s.sync().unwrap();
+        disk.write_raw(&prepared_path(), 0, b"not a segment");
+        Disk::sync_dir(&disk, Path::new("/data")).unwrap();
+        drop(s);
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        let s = open(&disk);
+        assert_eq!(s.last_index(), LogIndex(3));
+        assert_eq!(disk.read_raw(&prepared_path()), None);
+    }
+
+    #[test]
+    fn compacted_segments_whose_deletion_never_happened_are_tolerated_and_deleted_later() {
+        let disk = SimDisk::new(14);
+        let mut s = open(&disk);
+        let mut next = 1;
+        for _ in 0..4 {
+            append_until_rollover(&mut s, &mut next);
+        }
+        s.sync().unwrap();
+        let wal_count = |disk: &SimDisk| {
+            disk.paths().iter().filter(|p| p.extension().is_some_and(|e| e == "wal")).count()
+        };
+        assert_eq!(wal_count(&disk), 5);
+        s.compact(LogIndex(next - 2)).unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.segment_count(), 1, "the sync released the old segments");
+        assert_eq!(s.released_segment_count(), 4);
+        assert_eq!(wal_count(&disk), 5, "their files wait for the next sync");
+        drop(s);
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        let mut s = open(&disk);
+        assert_eq!(s.first_index(), LogIndex(next - 1));
+        assert_eq!(s.last_index(), LogIndex(next - 1));
+        assert_eq!(s.read_entries(LogIndex(next - 1), LogIndex(next - 1)).unwrap().len(), 1);
+        // The recovered storage finds them obsolete again; two syncs release and delete them.
+        s.sync().unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.released_segment_count(), 0);
+        assert_eq!(wal_count(&disk), 1);
+        drop(s);
+        let s = open(&disk);
+        assert_eq!(s.first_index(), LogIndex(next - 1));
+    }
+
+    #[test]
+    fn a_failed_preparation_poisons_the_storage_like_any_failed_sync() {
+        let disk = SimDisk::new(15);
+        let mut s = open(&disk);
+        s.append(&[entry(1, 1)]).unwrap();
+        // The data fsync succeeds, the preparation's fsync fails.
+        disk.fail_sync_after(1);
+        assert!(matches!(s.sync(), Err(StorageError::SyncFailed { .. })));
+        assert!(matches!(s.append(&[entry(1, 2)]), Err(StorageError::Poisoned { .. })));
+        drop(s);
+        disk.crash(crate::CrashMode::LoseUnsynced);
+        let s = open(&disk);
+        assert_eq!(s.last_index(), LogIndex(1), "the entry was durable before the failure");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the simulator then injects faults:
 //!
 //! - [`SimDisk::halt_after`]: cut the power after the k-th mutating operation (every later
-//!   write, sync, create, rename or remove fails), so a test can crash at every point of a
+//!   write, allocation, sync, create, rename or remove fails), so a test can crash at every point of a
 //!   script by enumeration rather than by sampling.
 //! - [`SimDisk::crash`]: the process dies; each file keeps its synced bytes plus, depending on
 //!   the [`CrashMode`], nothing, a seeded random prefix of its unsynced writes (the last one
@@ -64,8 +64,13 @@ impl fmt::Debug for SimDisk {
 
 #[derive(Debug)]
 enum Pending {
-    Write { offset: u64, bytes: Vec<u8> },
+    Write {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     SetLen(u64),
+    /// Extends to at least this length (never shrinks), as `fallocate` does.
+    Allocate(u64),
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +114,11 @@ fn apply(data: &mut Vec<u8>, op: &Pending) {
             data[offset..end].copy_from_slice(bytes);
         }
         Pending::SetLen(len) => data.resize(*len as usize, 0),
+        Pending::Allocate(len) => {
+            if data.len() < *len as usize {
+                data.resize(*len as usize, 0);
+            }
+        }
     }
 }
 
@@ -216,6 +226,7 @@ impl SimDisk {
                             Pending::Write { offset: *offset, bytes: bytes.clone() }
                         }
                         Pending::SetLen(l) => Pending::SetLen(*l),
+                        Pending::Allocate(l) => Pending::Allocate(*l),
                     })
                     .collect();
                 let node = Node { data: n.data.clone(), durable: n.durable.clone(), pending };
@@ -241,8 +252,8 @@ impl SimDisk {
         }
     }
 
-    /// How many mutating operations (write, set_len, sync, create, rename, remove, sync_dir)
-    /// have succeeded so far.
+    /// How many mutating operations (write, set_len, allocate, sync, create, rename, remove,
+    /// sync_dir) have succeeded so far.
     pub fn op_count(&self) -> u64 {
         self.lock_state().op_count
     }
@@ -434,6 +445,18 @@ impl DiskFile for SimFile {
             s.mutate()?;
             let n = s.nodes.get_mut(&node).expect("open node");
             let op = Pending::SetLen(len);
+            apply(&mut n.data, &op);
+            n.pending.push(op);
+            Ok(())
+        })
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let node = self.node;
+        self.with(|s| {
+            s.mutate()?;
+            let n = s.nodes.get_mut(&node).expect("open node");
+            let op = Pending::Allocate(len);
             apply(&mut n.data, &op);
             n.pending.push(op);
             Ok(())

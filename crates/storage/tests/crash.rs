@@ -2,7 +2,11 @@
 //!
 //! The script mixes appends (some overwriting a conflicting suffix), explicit truncations,
 //! compactions that delete whole segments, a reset to a snapshot, hard state and membership
-//! changes, and syncs, on tiny segments so that segments rotate often. For every k, the disk
+//! changes, and syncs, on tiny segments so that segments rotate often. Some syncs are split
+//! as the server runs them (`begin_sync`, more appends, then `wait` and `finish_sync`), so
+//! rollovers happen while a ticket is out. Every disk operation of a sync ticket is a crash
+//! point too: the fsyncs, the deletion of released segments, and the preparation of the next
+//! segment file (create, allocate, fsync), as is the rename that puts it into use. For every k, the disk
 //! cuts the power after its k-th mutating operation; the process then crashes (losing all
 //! unsynced writes, a random prefix of them, or all but a torn last write), reopens, and the
 //! recovered state is checked against a model:
@@ -16,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tenure_raft::{Entry, EntryId, HardState, LogIndex, LogView, Membership, NodeId, Term};
-use tenure_storage::{CrashMode, Options, SimDisk, Storage, StorageError};
+use tenure_storage::{CrashMode, Options, SimDisk, Storage, StorageError, SyncTicket};
 
 const DIR: &str = "/node1";
 
@@ -48,6 +52,10 @@ enum Op {
     HardState(HardState),
     Membership(Membership),
     Sync,
+    /// `begin_sync`: the ticket stays out while the next operations run.
+    BeginSync,
+    /// `wait` on the ticket, then `finish_sync`.
+    FinishSync,
 }
 
 fn script() -> Vec<Op> {
@@ -80,6 +88,14 @@ fn script() -> Vec<Op> {
         Op::Sync,
         Op::Compact(100),
         Op::Append(entries(3, 121, 130)),
+        Op::Sync,
+        Op::BeginSync,
+        Op::Append(entries(3, 131, 180)),
+        Op::FinishSync,
+        Op::Compact(125),
+        Op::BeginSync,
+        Op::Append(entries(3, 181, 190)),
+        Op::FinishSync,
         Op::Sync,
         Op::Reset(EntryId::new(Term(4), LogIndex(200)), voters(&[1, 2])),
         Op::Append(entries(4, 201, 210)),
@@ -152,7 +168,7 @@ impl Model {
                     states.push(self.clone());
                 }
             }
-            Op::Sync => {}
+            Op::Sync | Op::BeginSync | Op::FinishSync => {}
         }
     }
 }
@@ -186,18 +202,37 @@ fn open(disk: &SimDisk) -> Result<Storage, StorageError> {
     Storage::open(Arc::new(disk.clone()), DIR, options())
 }
 
+/// What a run without faults went through, to show the script exercises the sync path.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Rollovers into a segment prepared by a sync ticket.
+    prepared_rollovers: usize,
+    /// Segments released by a compaction (deleted by a later ticket).
+    released_segments: usize,
+}
+
 /// Runs the script until the disk refuses an operation. Returns the model states after each
 /// record (`states[0]` is the empty log) and how many records were issued before the last
 /// successful sync.
 fn run(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize) {
+    let (states, synced, _) = run_seeing(disk, script);
+    (states, synced)
+}
+
+fn run_seeing(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize, Seen) {
     let mut states = vec![empty_model()];
     let mut model = empty_model();
     let mut synced = 0;
+    let mut seen = Seen::default();
     let Ok(mut s) = open(disk) else {
-        return (states, synced);
+        return (states, synced, seen);
     };
+    // The ticket out, and how many records it covers.
+    let mut ticket: Option<(SyncTicket, usize)> = None;
     for op in script {
         model.apply(op, &mut states);
+        let (prepared, segments, released) =
+            (s.has_prepared_segment(), s.segment_count(), s.released_segment_count());
         let r = match op {
             Op::Append(es) => s.append(es),
             Op::Truncate(from) => s.truncate_suffix(LogIndex(*from)),
@@ -206,8 +241,20 @@ fn run(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize) {
             Op::HardState(hs) => s.set_hard_state(*hs),
             Op::Membership(m) => s.set_membership(m.clone()),
             Op::Sync => s.sync().map(|_| ()),
+            Op::BeginSync => s.begin_sync().map(|t| ticket = Some((t, states.len() - 1))),
+            Op::FinishSync => {
+                let (t, covered) = ticket.take().expect("the script begins a sync first");
+                s.finish_sync(t.wait()).map(|_| synced = covered)
+            }
         };
+        if prepared && !s.has_prepared_segment() && s.segment_count() > segments {
+            seen.prepared_rollovers += 1;
+        }
+        seen.released_segments += s.released_segment_count().saturating_sub(released);
         if r.is_err() {
+            if let Some((t, _)) = ticket.take() {
+                let _ = s.finish_sync(t.wait());
+            }
             assert!(
                 matches!(s.sync(), Err(StorageError::Poisoned { .. })),
                 "after a failed {op:?} the storage refuses further writes"
@@ -220,7 +267,7 @@ fn run(disk: &SimDisk, script: &[Op]) -> (Vec<Model>, usize) {
         // Without faults the storage must show exactly the model, before any sync.
         assert_eq!(observe(&s), model, "live view after {op:?}");
     }
-    (states, synced)
+    (states, synced, seen)
 }
 
 /// Reopens and checks the recovered state; returns which record's state it is.
@@ -235,6 +282,22 @@ fn check_recovered(disk: &SimDisk, states: &[Model], synced: usize, what: &str) 
         }
         None => panic!("{what}: recovered a state that is no prefix of the script: {got:#?}"),
     }
+}
+
+#[test]
+fn the_script_rolls_over_into_prepared_segments_and_releases_compacted_ones() {
+    let (_, _, seen) = run_seeing(&SimDisk::new(0), &script());
+    assert!(seen.prepared_rollovers >= 3, "{seen:?}");
+    assert!(seen.released_segments >= 3, "{seen:?}");
+    // And the random scripts too, taken together.
+    let mut total = Seen::default();
+    for seed in 0..12 {
+        let (_, _, seen) = run_seeing(&SimDisk::new(seed), &random_script(seed, 60));
+        total.prepared_rollovers += seen.prepared_rollovers;
+        total.released_segments += seen.released_segments;
+    }
+    assert!(total.prepared_rollovers >= 10, "{total:?}");
+    assert!(total.released_segments >= 10, "{total:?}");
 }
 
 #[test]
@@ -308,6 +371,7 @@ fn random_script(seed: u64, len: usize) -> Vec<Op> {
     let mut model = empty_model();
     let mut term = 1;
     let mut ops = Vec::new();
+    let mut ticket_out = false;
     while ops.len() < len {
         let last = model.last_index();
         let base = model.base.index.0;
@@ -346,10 +410,20 @@ fn random_script(seed: u64, len: usize) -> Vec<Op> {
                 commit: LogIndex(rng.below(last + 1)),
             }),
             73..=76 => Op::Membership(Membership::voters((1..=1 + rng.below(4)).map(NodeId))),
+            _ if ticket_out => Op::FinishSync,
+            _ if rng.below(2) == 0 => Op::BeginSync,
             _ => Op::Sync,
         };
+        match op {
+            Op::BeginSync => ticket_out = true,
+            Op::FinishSync => ticket_out = false,
+            _ => {}
+        }
         model.apply(&op, &mut Vec::new());
         ops.push(op);
+    }
+    if ticket_out {
+        ops.push(Op::FinishSync);
     }
     ops.push(Op::Append(entries(term, model.last_index() + 1, model.last_index() + 2)));
     ops
