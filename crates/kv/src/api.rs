@@ -310,6 +310,26 @@ pub struct TxnRequest {
     pub failure: Vec<RequestOp>,
 }
 
+impl TxnRequest {
+    /// Whether no op on either branch, at any depth, writes (etcd `isTxnReadonly`, which
+    /// also looks into nested transactions).
+    pub fn is_read_only(&self) -> bool {
+        !self.any_op(&|op| matches!(op, RequestOp::Put(_) | RequestOp::DeleteRange(_)))
+    }
+
+    /// Whether some op on either branch, at any depth, is a put.
+    pub fn has_put(&self) -> bool {
+        self.any_op(&|op| matches!(op, RequestOp::Put(_)))
+    }
+
+    fn any_op(&self, f: &impl Fn(&RequestOp) -> bool) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .any(|op| f(op) || matches!(op, RequestOp::Txn(t) if t.any_op(f)))
+    }
+}
+
 /// `etcdserverpb.TxnResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TxnResponse {

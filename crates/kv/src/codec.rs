@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 
+use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
@@ -22,10 +23,11 @@ use crate::members::{MemberAttributes, MemberError, PublishMemberRequest, Publis
 
 /// The encoding version written by this build, first byte of every proposal and outcome.
 ///
-/// Version 2 added member publications (a command, a response and an error). Version 1
-/// input still decodes (it is a subset); a build that only knows version 1 stops on a version
-/// 2 entry (a non-deterministic error) instead of skipping a publication the others apply.
-pub const FORMAT_VERSION: u8 = 2;
+/// Version 2 added member publications (a command, a response and an error); version 3 added
+/// alarms (a command, a response and two errors). Older input still decodes (each version is
+/// a subset of the next); a build that only knows an older version stops on a newer entry (a
+/// non-deterministic error) instead of skipping a command the others apply.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The oldest encoding version this build still reads.
 const FORMAT_VERSION_OLDEST: u8 = 1;
@@ -253,6 +255,47 @@ fn put_command(w: &mut Writer, c: &Command) {
             w.u64(p.member_id);
             put_member_attributes(w, &p.attributes);
         }
+        Command::Alarm(a) => {
+            w.u8(8);
+            w.u8(match a.action {
+                AlarmAction::Get => 0,
+                AlarmAction::Activate => 1,
+                AlarmAction::Deactivate => 2,
+            });
+            w.u64(a.member_id);
+            w.u8(a.alarm.map_or(0, alarm_type_tag));
+        }
+    }
+}
+
+/// etcd's `AlarmType` numbers: `NONE` is 0.
+fn alarm_type_tag(t: AlarmType) -> u8 {
+    match t {
+        AlarmType::NoSpace => 1,
+        AlarmType::Corrupt => 2,
+    }
+}
+
+fn get_alarm_type(r: &mut Reader<'_>) -> Result<Option<AlarmType>, DecodeError> {
+    Ok(match r.u8()? {
+        0 => None,
+        1 => Some(AlarmType::NoSpace),
+        2 => Some(AlarmType::Corrupt),
+        tag => return Err(DecodeError::InvalidTag { what: "alarm type", tag }),
+    })
+}
+
+/// One raised alarm: the member id, then the type (never `NONE`).
+pub(crate) fn put_alarm_member(w: &mut Writer, m: &AlarmMember) {
+    w.u64(m.member_id);
+    w.u8(alarm_type_tag(m.alarm));
+}
+
+pub(crate) fn get_alarm_member(r: &mut Reader<'_>) -> Result<AlarmMember, DecodeError> {
+    let member_id = r.u64()?;
+    match get_alarm_type(r)? {
+        Some(alarm) => Ok(AlarmMember { member_id, alarm }),
+        None => Err(DecodeError::InvalidTag { what: "alarm type", tag: 0 }),
     }
 }
 
@@ -286,6 +329,16 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
         7 => Command::PublishMember(PublishMemberRequest {
             member_id: r.u64()?,
             attributes: get_member_attributes(r)?,
+        }),
+        8 => Command::Alarm(AlarmRequest {
+            action: match r.u8()? {
+                0 => AlarmAction::Get,
+                1 => AlarmAction::Activate,
+                2 => AlarmAction::Deactivate,
+                tag => return Err(DecodeError::InvalidTag { what: "alarm action", tag }),
+            },
+            member_id: r.u64()?,
+            alarm: get_alarm_type(r)?,
         }),
         tag => return Err(DecodeError::InvalidTag { what: "command", tag }),
     })
@@ -659,6 +712,14 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                     w.u8(7);
                     w.i64(p.revision);
                 }
+                Response::Alarm(a) => {
+                    w.u8(8);
+                    w.i64(a.revision);
+                    w.len(a.alarms.len());
+                    for m in &a.alarms {
+                        put_alarm_member(w, m);
+                    }
+                }
             }
         }
         Err(e) => {
@@ -682,6 +743,15 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
             }),
             6 => Response::LeaseRevoke(LeaseRevokeResponse { revision: r.i64()? }),
             7 => Response::PublishMember(PublishMemberResponse { revision: r.i64()? }),
+            8 => {
+                let revision = r.i64()?;
+                let n = r.count()?;
+                let mut alarms = Vec::with_capacity(n);
+                for _ in 0..n {
+                    alarms.push(get_alarm_member(r)?);
+                }
+                Response::Alarm(AlarmResponse { revision, alarms })
+            }
             tag => {
                 return Err(DecodeError::InvalidTag { what: "response", tag });
             }
@@ -707,6 +777,8 @@ fn put_error(w: &mut Writer, e: &Error) {
         Error::LeaseTtlTooLarge => 12,
         Error::StaleSequence => 13,
         Error::SessionExpired => 14,
+        Error::NoSpace => 18,
+        Error::Corrupt => 19,
         Error::Decode(d) => {
             w.u8(15);
             put_decode_error(w, d);
@@ -757,13 +829,15 @@ fn get_error(r: &mut Reader<'_>) -> Result<Error, DecodeError> {
             4 => MemberError::ClientUrlTooLong,
             tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
         }),
+        18 => Error::NoSpace,
+        19 => Error::Corrupt,
         tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
     })
 }
 
 /// The `what` strings a decoded [`DecodeError::InvalidTag`] may carry; an unknown one is
 /// mapped to "value" so that decoding never needs to allocate a `&'static str`.
-const TAG_KINDS: [&str; 12] = [
+const TAG_KINDS: [&str; 14] = [
     "value",
     "command",
     "sort order",
@@ -776,6 +850,8 @@ const TAG_KINDS: [&str; 12] = [
     "outcome",
     "error",
     "snapshot record",
+    "alarm action",
+    "alarm type",
 ];
 
 fn put_decode_error(w: &mut Writer, d: &DecodeError) {

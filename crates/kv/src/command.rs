@@ -5,6 +5,7 @@
 //! with writes goes through the log as a read-only [`Command::Txn`], which does not bump the
 //! revision.
 
+use crate::alarm::{AlarmRequest, AlarmResponse};
 use crate::api::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
@@ -30,6 +31,9 @@ pub enum Command {
     /// Sets a member's name and client URLs in the member table (a member proposes its own
     /// when it starts, as etcd does). Idempotent; does not bump the revision.
     PublishMember(PublishMemberRequest),
+    /// `Maintenance.Alarm`: lists, raises or clears an alarm (see [`crate::alarm`]). Does not
+    /// bump the revision.
+    Alarm(AlarmRequest),
 }
 
 /// Identifies one command of one client for exactly-once retries (dissertation §6.3).
@@ -81,6 +85,8 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// Result of [`Command::PublishMember`].
     PublishMember(PublishMemberResponse),
+    /// Result of [`Command::Alarm`].
+    Alarm(AlarmResponse),
 }
 
 impl Response {
@@ -94,6 +100,7 @@ impl Response {
             Response::LeaseGrant(r) => r.revision,
             Response::LeaseRevoke(r) => r.revision,
             Response::PublishMember(r) => r.revision,
+            Response::Alarm(r) => r.revision,
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum GrpcCode {
     FailedPrecondition,
     /// `OUT_OF_RANGE` (11): a revision or TTL outside what the store accepts.
     OutOfRange,
+    /// `RESOURCE_EXHAUSTED` (8): the cluster is out of space (a `NOSPACE` alarm).
+    ResourceExhausted,
+    /// `DATA_LOSS` (15): the cluster's data is corrupt (a `CORRUPT` alarm).
+    DataLoss,
     /// `INTERNAL` (13): this replica failed; it must stop.
     Internal,
 }
@@ -121,6 +125,12 @@ pub enum Error {
     /// expired or was evicted, so the store cannot tell whether the command already applied.
     #[error("session: expired or unknown client")]
     SessionExpired,
+    /// A write that grows the store while a `NOSPACE` alarm is raised (see [`crate::alarm`]).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A write while a `CORRUPT` alarm is raised (see [`crate::alarm`]).
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     /// The committed entry could not be decoded.
     #[error("kv: undecodable entry: {0}")]
     Decode(DecodeError),
@@ -165,6 +175,8 @@ impl Error {
             | Error::RequestTooLarge
             | Error::InvalidMember(_) => GrpcCode::InvalidArgument,
             Error::LeaseNotFound => GrpcCode::NotFound,
+            Error::NoSpace => GrpcCode::ResourceExhausted,
+            Error::Corrupt => GrpcCode::DataLoss,
             Error::LeaseExists | Error::StaleSequence | Error::SessionExpired => {
                 GrpcCode::FailedPrecondition
             }
@@ -210,5 +222,7 @@ mod tests {
         assert_eq!(Error::LeaseExists.grpc_code(), GrpcCode::FailedPrecondition);
         assert_eq!(Error::LeaseTtlTooLarge.grpc_code(), GrpcCode::OutOfRange);
         assert_eq!(Error::RequestTooLarge.grpc_code(), GrpcCode::InvalidArgument);
+        assert_eq!(Error::NoSpace.grpc_code(), GrpcCode::ResourceExhausted);
+        assert_eq!(Error::Corrupt.grpc_code(), GrpcCode::DataLoss);
     }
 }

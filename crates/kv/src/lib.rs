@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`api`] | request and response types mirroring `etcdserverpb` / `mvccpb` |
+//! | [`alarm`] | the replicated alarms behind `Maintenance.Alarm` (`NOSPACE`, `CORRUPT`) and what they refuse |
 //! | [`command`] | [`Command`], the session-tagged [`Proposal`] that goes in the log, [`Response`] |
 //! | `codec` | the compact versioned binary encoding of proposals and responses |
 //! | [`error`] | [`Error`] with etcd's exact messages, [`GrpcCode`], [`DecodeError`] |
@@ -28,7 +29,7 @@
 //!   I/O except the reader or writer a snapshot is given; everything observable iterates in
 //!   sorted order. Every replica must run with the same [`Config`].
 //! - **etcd semantics.** Revisions start at 1 and grow by one per command that changes a key
-//!   (a delete of nothing, a read-only txn and a member publication do not);
+//!   (a delete of nothing, a read-only txn, a member publication and an alarm do not);
 //!   `create_revision`, `mod_revision` and `version` behave as in etcd; errors carry etcd's
 //!   exact messages and code classes.
 //! - **Errors are answers or stops.** A deterministic error ([`Error::is_deterministic`]) is
@@ -38,12 +39,14 @@
 //!   on any malformed input. Panics are reserved for broken internal invariants.
 //! - **Not here:** lease expiry by time (a lease lives until revoked through the log; the
 //!   server must propose revokes when TTLs run out), watches, auth, and the physical
-//!   compaction and quota of etcd's bbolt backend (the store is in memory).
+//!   compaction and quota of etcd's bbolt backend (the store is in memory; alarms are
+//!   replicated and enforced here, but nothing here raises `NOSPACE` by itself).
 //!
 //! # Tests
 //!
 //! Unit tests sit in the leaf modules. `tests/etcd_conformance.rs` states one etcd behaviour
 //! per test; `tests/apply_and_sessions.rs` covers the apply contract and sessions;
+//! `tests/alarms.rs` the alarms;
 //! `tests/properties.rs` checks the store against a naive model (a full copy of the state per
 //! revision), snapshot round trips and corruption, and decoding of random and mutated bytes.
 //!
@@ -65,6 +68,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alarm;
 pub mod api;
 mod codec;
 pub mod command;
@@ -78,6 +82,7 @@ pub mod snapshot;
 pub mod store;
 mod validate;
 
+pub use alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 pub use api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,

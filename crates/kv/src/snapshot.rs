@@ -9,10 +9,13 @@
 //! Records, in this order: one header (revision, compaction, applied index, log time, lease
 //! id counter), the leases by id, every key by key order (a key record then one record per
 //! version, oldest first), the sessions by client id, the published member attributes by
-//! member id, and an end record with the counts of each kind. Version 1 (before the member
-//! table) has no member records and no member count; it still restores, with an empty table. Restoring checks checksums, record order, every invariant of the store, the
-//! counts and that nothing follows the end record, so corrupt input is an error, never a
-//! panic or a store that answers differently.
+//! member id, the raised alarms by member then type, and an end record with the counts of
+//! each kind. Older versions still restore: version 2 (before alarms) has no alarm records
+//! and no alarm count, and restores with no alarm raised; version 1 (before the member table)
+//! has no member records and no member count either, and restores with an empty table.
+//! Restoring checks checksums, record order, every invariant of the store, the counts and
+//! that nothing follows the end record, so corrupt input is an error, never a panic or a
+//! store that answers differently.
 
 use std::io::{Read, Write};
 
@@ -26,8 +29,9 @@ use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes. It also reads version 1 (no member table).
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The snapshot format version this build writes. It also reads version 2 (no alarms) and
+/// version 1 (no member table either).
+pub const SNAPSHOT_VERSION: u32 = 3;
 /// The oldest snapshot format version this build reads.
 const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
@@ -42,6 +46,7 @@ const TAG_VERSION: u8 = 4;
 const TAG_SESSION: u8 = 5;
 const TAG_END: u8 = 6;
 const TAG_MEMBER: u8 = 7;
+const TAG_ALARM: u8 = 8;
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +134,8 @@ impl<W: Write> FrameWriter<'_, W> {
 }
 
 impl Store {
-    /// Writes the whole state (revision, compaction, all history, leases, sessions and member
-    /// attributes) to
-    /// `out`. Memory use beyond the store is one frame (about [`FRAME_TARGET_BYTES`], or one
+    /// Writes the whole state (revision, compaction, all history, leases, sessions, member
+    /// attributes and alarms) to `out`. Memory use beyond the store is one frame (about [`FRAME_TARGET_BYTES`], or one
     /// record if larger). Returns the bytes written.
     pub fn write_snapshot<W: Write>(&self, out: &mut W) -> Result<u64, SnapshotError> {
         let mut counting = CountingWriter { inner: out, bytes: 0 };
@@ -198,6 +202,11 @@ impl Store {
             codec::put_member_attributes(w, attributes);
             f.end_record()?;
         }
+        for alarm in &self.alarms.raised {
+            f.rec.u8(TAG_ALARM);
+            codec::put_alarm_member(&mut f.rec, alarm);
+            f.end_record()?;
+        }
         let w = &mut f.rec;
         w.u8(TAG_END);
         w.u64(self.leases.by_id.len() as u64);
@@ -205,6 +214,7 @@ impl Store {
         w.u64(version_count);
         w.u64(self.sessions.by_client.len() as u64);
         w.u64(self.members.by_id.len() as u64);
+        w.u64(self.alarms.len() as u64);
         f.flush()?;
         counting.flush()?;
         Ok(counting.bytes)
@@ -234,6 +244,7 @@ impl Store {
             lease_last: None,
             client_last: None,
             member_last: None,
+            alarm_last: None,
             version,
         };
         let mut offset: u64 = 12;
@@ -309,6 +320,7 @@ enum Phase {
     Keys,
     Sessions,
     Members,
+    Alarms,
     Done,
 }
 
@@ -350,7 +362,9 @@ struct Restorer<'a> {
     lease_last: Option<i64>,
     client_last: Option<u64>,
     member_last: Option<u64>,
-    /// The snapshot's format version (1 has no member records and no member count).
+    alarm_last: Option<crate::alarm::AlarmMember>,
+    /// The snapshot's format version (1 has no member records and no member count; 1 and 2
+    /// have no alarm records and no alarm count).
     version: u32,
 }
 
@@ -463,6 +477,25 @@ impl Restorer<'_> {
                 ensure(check_attributes(&attributes).is_ok(), "member attributes over a limit")?;
                 self.store.members.publish(id, attributes);
             }
+            TAG_ALARM => {
+                ensure(self.version >= 3, "alarm record in a version 1 or 2 snapshot")?;
+                ensure(
+                    matches!(
+                        self.phase,
+                        Phase::Leases
+                            | Phase::Keys
+                            | Phase::Sessions
+                            | Phase::Members
+                            | Phase::Alarms
+                    ),
+                    "alarm out of place",
+                )?;
+                self.phase = Phase::Alarms;
+                let alarm = codec::get_alarm_member(r)?;
+                ensure(self.alarm_last.is_none_or(|a| a < alarm), "alarms out of order")?;
+                self.alarm_last = Some(alarm);
+                self.store.alarms.raised.insert(alarm);
+            }
             TAG_END => {
                 ensure(self.phase != Phase::Header, "end before the header")?;
                 let s = &*self.store;
@@ -472,6 +505,9 @@ impl Restorer<'_> {
                 ensure(r.u64()? == s.sessions.len() as u64, "session count mismatch")?;
                 if self.version >= 2 {
                     ensure(r.u64()? == s.members.len() as u64, "member count mismatch")?;
+                }
+                if self.version >= 3 {
+                    ensure(r.u64()? == s.alarms.len() as u64, "alarm count mismatch")?;
                 }
                 ensure(r.remaining() == 0, "bytes after the end record")?;
                 self.phase = Phase::Done;
@@ -615,6 +651,23 @@ mod tests {
     }
 
     fn end_with_members(leases: u64, keys: u64, versions: u64, members: u64) -> Vec<u8> {
+        end_with_alarms(leases, keys, versions, members, 0)
+    }
+
+    fn end_with_alarms(
+        leases: u64,
+        keys: u64,
+        versions: u64,
+        members: u64,
+        alarms: u64,
+    ) -> Vec<u8> {
+        let mut w = Writer { buf: end_v2(leases, keys, versions, members) };
+        w.u64(alarms);
+        w.buf
+    }
+
+    /// A version 2 end record: no alarm count.
+    fn end_v2(leases: u64, keys: u64, versions: u64, members: u64) -> Vec<u8> {
         let mut w = Writer { buf: end_v1(leases, keys, versions) };
         w.u64(members);
         w.buf
@@ -640,6 +693,13 @@ mod tests {
             client_urls: urls.iter().map(|u| u.to_string()).collect(),
         };
         codec::put_member_attributes(&mut w, &attributes);
+        w.buf
+    }
+
+    fn alarm(member_id: u64, alarm: crate::AlarmType) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_ALARM);
+        codec::put_alarm_member(&mut w, &crate::AlarmMember { member_id, alarm });
         w.buf
     }
 
@@ -731,9 +791,89 @@ mod tests {
             ),
             "{err:?}"
         );
-        let v3 = framed_as(3, &[header(1), end(0, 0, 0)]);
-        let err = Store::restore(Config::default(), &mut v3.as_slice()).unwrap_err();
-        assert!(matches!(err, SnapshotError::UnsupportedVersion(3)));
+        let v4 = framed_as(4, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v4.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(4)));
+    }
+
+    #[test]
+    fn handmade_snapshot_with_alarms_restores() {
+        use crate::{AlarmMember, AlarmType};
+        let store = restore(&[
+            header(1),
+            member(1, "n1", &[]),
+            alarm(1, AlarmType::NoSpace),
+            alarm(1, AlarmType::Corrupt),
+            alarm(2, AlarmType::NoSpace),
+            end_with_alarms(0, 0, 0, 1, 3),
+        ])
+        .unwrap();
+        let raised: Vec<_> = store.alarms().collect();
+        assert_eq!(
+            raised,
+            [
+                AlarmMember { member_id: 1, alarm: AlarmType::NoSpace },
+                AlarmMember { member_id: 1, alarm: AlarmType::Corrupt },
+                AlarmMember { member_id: 2, alarm: AlarmType::NoSpace },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_alarm_records_are_inconsistent() {
+        use crate::AlarmType::{Corrupt, NoSpace};
+        let two = |a: Vec<u8>, b: Vec<u8>| [header(1), a, b, end_with_alarms(0, 0, 0, 0, 2)];
+        assert_eq!(
+            inconsistency(&two(alarm(2, NoSpace), alarm(1, NoSpace))),
+            "alarms out of order"
+        );
+        assert_eq!(
+            inconsistency(&two(alarm(1, Corrupt), alarm(1, NoSpace))),
+            "alarms out of order"
+        );
+        assert_eq!(
+            inconsistency(&two(alarm(1, NoSpace), alarm(1, NoSpace))),
+            "alarms out of order"
+        );
+        let records = [header(1), alarm(1, NoSpace), end_with_alarms(0, 0, 0, 0, 0)];
+        assert_eq!(inconsistency(&records), "alarm count mismatch");
+        let records =
+            [header(1), alarm(1, NoSpace), member(1, "a", &[]), end_with_alarms(0, 0, 0, 1, 1)];
+        assert_eq!(inconsistency(&records), "member out of place");
+        // An alarm of type NONE (0) is never raised, so never in a snapshot.
+        let mut none = alarm(1, NoSpace);
+        *none.last_mut().unwrap() = 0;
+        let records = [header(1), none, end_with_alarms(0, 0, 0, 0, 1)];
+        assert!(matches!(
+            restore(&records),
+            Err(SnapshotError::Decode { source: DecodeError::InvalidTag { tag: 0, .. }, .. })
+        ));
+    }
+
+    #[test]
+    fn version_2_snapshot_restores_without_alarms_and_refuses_alarm_records() {
+        let v2 = framed_as(
+            2,
+            &[
+                header(3),
+                key(b"a", 1),
+                put_version(2, 2, 1, 0),
+                member(1, "a", &[]),
+                end_v2(0, 1, 1, 1),
+            ],
+        );
+        let store = Store::restore(Config::default(), &mut v2.as_slice()).unwrap();
+        assert_eq!((store.revision(), store.member_count(), store.alarms().count()), (3, 1, 0));
+        let v2 =
+            framed_as(2, &[header(1), alarm(1, crate::AlarmType::NoSpace), end_v2(0, 0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v2.as_slice()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Invalid { what: "alarm record in a version 1 or 2 snapshot", .. }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

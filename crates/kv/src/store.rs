@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 
+use crate::alarm::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
@@ -39,6 +40,8 @@ pub struct Store {
     pub(crate) sessions: Sessions,
     /// Published member attributes (not keys: they never move the revision).
     pub(crate) members: Members,
+    /// Raised alarms (not keys either: they never move the revision).
+    pub(crate) alarms: Alarms,
     /// Index of the last entry passed to `apply` (0 before the first).
     pub(crate) applied_index: u64,
     /// Highest log time seen; log time never goes back even if an entry carries a lower one.
@@ -63,6 +66,7 @@ impl Store {
             leases: Leases::default(),
             sessions: Sessions::default(),
             members: Members::default(),
+            alarms: Alarms::default(),
             applied_index: 0,
             log_time_ms: 0,
         })
@@ -126,6 +130,11 @@ impl Store {
     /// Number of members that have published attributes.
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// The raised alarms, sorted by member then type.
+    pub fn alarms(&self) -> impl Iterator<Item = AlarmMember> + '_ {
+        self.alarms.raised.iter().copied()
     }
 
     /// The checks that need no state (empty keys, flags, txn size and duplicate keys), for the
@@ -202,6 +211,7 @@ impl Store {
 
     fn execute(&mut self, command: Command) -> Result<Response, Error> {
         validate_command(&command, &self.config)?;
+        self.check_alarms(&command)?;
         match command {
             Command::Put(p) => self.put(p).map(Response::Put),
             Command::DeleteRange(d) => Ok(Response::DeleteRange(self.delete_range(&d))),
@@ -210,7 +220,44 @@ impl Store {
             Command::LeaseGrant(g) => self.lease_grant(&g).map(Response::LeaseGrant),
             Command::LeaseRevoke(r) => self.lease_revoke(&r).map(Response::LeaseRevoke),
             Command::PublishMember(p) => Ok(Response::PublishMember(self.publish_member(p))),
+            Command::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
         }
+    }
+
+    /// etcd's alarm appliers: while a `CORRUPT` alarm is raised every write fails (etcd
+    /// `applierV3Corrupt`; read-only transactions are reads, which etcd serves without the
+    /// applier); while a `NOSPACE` alarm is raised, the writes that can grow the store fail
+    /// (etcd `applierV3Capped`: puts, transactions that put, lease grants). etcd counts only
+    /// the puts at a transaction's top level; tenure counts nested ones too.
+    fn check_alarms(&self, command: &Command) -> Result<(), Error> {
+        if self.alarms.len() == 0 {
+            return Ok(());
+        }
+        if self.alarms.any(AlarmType::Corrupt) {
+            let writes = match command {
+                Command::Put(_)
+                | Command::DeleteRange(_)
+                | Command::Compact(_)
+                | Command::LeaseGrant(_)
+                | Command::LeaseRevoke(_) => true,
+                Command::Txn(t) => !t.is_read_only(),
+                Command::PublishMember(_) | Command::Alarm(_) => false,
+            };
+            if writes {
+                return Err(Error::Corrupt);
+            }
+        }
+        if self.alarms.any(AlarmType::NoSpace) {
+            let grows = match command {
+                Command::Put(_) | Command::LeaseGrant(_) => true,
+                Command::Txn(t) => t.has_put(),
+                _ => false,
+            };
+            if grows {
+                return Err(Error::NoSpace);
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self) -> WriteTxn<'_> {
@@ -345,6 +392,10 @@ impl Store {
     fn publish_member(&mut self, p: PublishMemberRequest) -> PublishMemberResponse {
         self.members.publish(p.member_id, p.attributes);
         PublishMemberResponse { revision: self.revision }
+    }
+
+    fn alarm(&mut self, a: &AlarmRequest) -> AlarmResponse {
+        AlarmResponse { revision: self.revision, alarms: self.alarms.apply(a) }
     }
 }
 

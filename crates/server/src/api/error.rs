@@ -153,6 +153,8 @@ pub fn kv_code(e: &tenure_kv::Error) -> Code {
         GrpcCode::NotFound => Code::NotFound,
         GrpcCode::FailedPrecondition => Code::FailedPrecondition,
         GrpcCode::OutOfRange => Code::OutOfRange,
+        GrpcCode::ResourceExhausted => Code::ResourceExhausted,
+        GrpcCode::DataLoss => Code::DataLoss,
         GrpcCode::Internal => Code::Internal,
     }
 }
