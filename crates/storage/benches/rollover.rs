@@ -51,6 +51,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct RunResult {
     appends: Vec<Duration>,
     rollovers: Vec<Duration>,
+    /// The rollovers that found a prepared segment file.
+    prepared_rollovers: Vec<Duration>,
     finish_max: Duration,
     compact_max: Duration,
     wait_max: Duration,
@@ -82,6 +84,7 @@ fn run(dir: &std::path::Path) -> RunResult {
     let mut result = RunResult {
         appends: Vec::with_capacity(batches as usize),
         rollovers: Vec::new(),
+        prepared_rollovers: Vec::new(),
         finish_max: Duration::ZERO,
         compact_max: Duration::ZERO,
         wait_max: Duration::ZERO,
@@ -97,12 +100,16 @@ fn run(dir: &std::path::Path) -> RunResult {
             next += 1;
         }
         let segments_before = storage.segment_count();
+        let prepared_before = storage.has_prepared_segment();
         let start = Instant::now();
         storage.append(&batch).unwrap();
         let took = start.elapsed();
         result.appends.push(took);
         if storage.segment_count() > segments_before {
             result.rollovers.push(took);
+            if prepared_before && !storage.has_prepared_segment() {
+                result.prepared_rollovers.push(took);
+            }
         }
         let mut finished = if in_flight { done_rx.try_recv().ok() } else { None };
         if let Some((done, waited)) = finished.take() {
@@ -153,10 +160,12 @@ fn main() {
         let mut res = run(&tmp.path().join(format!("run-{r}")));
         res.appends.sort_unstable();
         res.rollovers.sort_unstable();
+        res.prepared_rollovers.sort_unstable();
         let mb_s = TOTAL_BYTES as f64 / 1e6 / res.elapsed.as_secs_f64();
         println!(
             "run {r}: {mb_s:.0} MB/s; append µs median {:.0} p99 {:.0} p99.9 {:.0} max {:.0}; \
-             {} rollover appends µs median {:.0} max {:.0}; finish_sync max {:.0} µs, \
+             {} rollover appends µs median {:.0} max {:.0}, of which {} into a prepared file µs \
+             median {:.0} max {:.0}; finish_sync max {:.0} µs, \
              compact max {:.0} µs; sync thread wait max {:.0} µs",
             micros(percentile(&res.appends, 0.5)),
             micros(percentile(&res.appends, 0.99)),
@@ -165,6 +174,9 @@ fn main() {
             res.rollovers.len(),
             micros(percentile(&res.rollovers, 0.5)),
             micros(percentile(&res.rollovers, 1.0)),
+            res.prepared_rollovers.len(),
+            micros(percentile(&res.prepared_rollovers, 0.5)),
+            micros(percentile(&res.prepared_rollovers, 1.0)),
             micros(res.finish_max),
             micros(res.compact_max),
             micros(res.wait_max),
