@@ -44,10 +44,11 @@
 pub mod envelope;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tenure_kv::{Proposal, RangeRequest, RangeResponse, Response, Store};
 use tenure_raft::{
     ConfigError, Entry, EntryId, EntryKind, LogIndex, LogView, Membership, Message, Node, NodeId,
@@ -74,23 +75,45 @@ pub struct ReplicaConfig {
     pub request_timeout_ticks: u64,
     /// When to snapshot and compact the log.
     pub snapshot: SnapshotPolicy,
+    /// Which run of this replica this is: it must differ from every earlier run's (the server
+    /// draws 64 random bits at start; the simulator counts restarts). Request ids are the
+    /// caller's and restart with the process, so the incarnation is what tells an entry or a
+    /// read confirmation of an earlier run from one of this run: it is carried in every
+    /// entry's [`Envelope`] and in every read id, and only this run's are answered.
+    pub incarnation: u64,
+    /// Behaviour a test can break on purpose (feature `planted-bugs`, never in release).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bugs: PlantedBugs,
+}
+
+/// Rules a test can break on purpose, to show that the simulator catches the result.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Answer a client from any applied entry that carries this replica's id and the
+    /// client's request id, as tenure did before incarnations: the incarnation is ignored in
+    /// entries and read ids, and the entry's payload is not checked against the request.
+    pub completion_ignores_incarnation: bool,
 }
 
 impl ReplicaConfig {
-    /// Defaults for replica `id`.
-    pub fn new(id: NodeId) -> ReplicaConfig {
+    /// Defaults for replica `id` in its run `incarnation` (see [`ReplicaConfig::incarnation`]).
+    pub fn new(id: NodeId, incarnation: u64) -> ReplicaConfig {
         ReplicaConfig {
             raft: tenure_raft::Config::new(id),
             storage: tenure_storage::Options::default(),
             kv: tenure_kv::Config::default(),
             request_timeout_ticks: 50,
             snapshot: SnapshotPolicy::default(),
+            incarnation,
+            #[cfg(feature = "planted-bugs")]
+            planted_bugs: PlantedBugs::default(),
         }
     }
 }
 
-/// Identifies a client request within one replica; chosen by the caller, unique among its
-/// pending requests.
+/// Identifies a client request within one run of a replica; chosen by the caller, unique among
+/// its pending requests. Ids may repeat across runs (see [`ReplicaConfig::incarnation`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RequestId(pub u64);
 
@@ -194,6 +217,9 @@ pub struct Output {
 }
 
 struct PendingWrite {
+    /// The entry payload proposed: the applied entry that answers this request must carry
+    /// exactly these bytes.
+    data: Bytes,
     /// Where the leader put it, if this replica was the leader; `None` if forwarded.
     at: Option<tenure_raft::EntryId>,
     deadline_tick: u64,
@@ -204,6 +230,87 @@ struct PendingRead {
     /// The index the read waits for, once confirmed.
     index: Option<LogIndex>,
     deadline_tick: u64,
+}
+
+/// Client requests waiting for an answer, indexed so that every lookup on the hot path costs
+/// O(log n) in the number pending: by request id, by log position (writes this replica
+/// appended as leader), by read index (confirmed reads) and by deadline.
+#[derive(Default)]
+struct Pending {
+    writes: BTreeMap<RequestId, PendingWrite>,
+    reads: BTreeMap<RequestId, PendingRead>,
+    /// Writes appended here as leader, by the index they were appended at (several runs of
+    /// leadership may have put different writes at one index).
+    writes_at: BTreeSet<(LogIndex, RequestId)>,
+    /// Confirmed reads, by the index they wait for.
+    reads_at: BTreeSet<(LogIndex, RequestId)>,
+    /// Every pending request, by deadline tick.
+    deadlines: BTreeSet<(u64, RequestId)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.writes.len() + self.reads.len()
+    }
+
+    fn add_write(&mut self, id: RequestId, w: PendingWrite) {
+        if let Some(at) = w.at {
+            self.writes_at.insert((at.index, id));
+        }
+        self.deadlines.insert((w.deadline_tick, id));
+        self.writes.insert(id, w);
+    }
+
+    fn add_read(&mut self, id: RequestId, r: PendingRead) {
+        self.deadlines.insert((r.deadline_tick, id));
+        self.reads.insert(id, r);
+    }
+
+    fn take_write(&mut self, id: RequestId) -> Option<PendingWrite> {
+        let w = self.writes.remove(&id)?;
+        if let Some(at) = w.at {
+            self.writes_at.remove(&(at.index, id));
+        }
+        self.deadlines.remove(&(w.deadline_tick, id));
+        Some(w)
+    }
+
+    fn take_read(&mut self, id: RequestId) -> Option<PendingRead> {
+        let r = self.reads.remove(&id)?;
+        if let Some(index) = r.index {
+            self.reads_at.remove(&(index, id));
+        }
+        self.deadlines.remove(&(r.deadline_tick, id));
+        Some(r)
+    }
+
+    /// Records the index a pending read waits for.
+    fn confirm_read(&mut self, id: RequestId, index: LogIndex) {
+        if let Some(r) = self.reads.get_mut(&id)
+            && r.index.is_none()
+        {
+            r.index = Some(index);
+            self.reads_at.insert((index, id));
+        }
+    }
+
+    /// The earliest request whose deadline is `now` or earlier.
+    fn next_expired(&self, now: u64) -> Option<RequestId> {
+        self.deadlines.first().filter(|(t, _)| *t <= now).map(|(_, id)| *id)
+    }
+
+    /// The writes appended here as leader at `index`.
+    fn writes_appended_at(&self, index: LogIndex) -> Vec<RequestId> {
+        self.writes_at
+            .range((index, RequestId(0))..=(index, RequestId(u64::MAX)))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// The earliest confirmed read that may be served once `applied` is applied.
+    fn next_servable_read(&self, applied: LogIndex) -> Option<RequestId> {
+        self.reads_at.first().filter(|(i, _)| *i <= applied).map(|(_, id)| *id)
+    }
 }
 
 /// A `Ready` that was written and waits for a sync before its messages may leave.
@@ -221,8 +328,7 @@ pub struct Replica {
     cfg: ReplicaConfig,
     ticks: u64,
     now_ms: u64,
-    writes: BTreeMap<RequestId, PendingWrite>,
-    reads: BTreeMap<RequestId, PendingRead>,
+    pending: Pending,
     unsynced: VecDeque<Unsynced>,
     /// The highest ready number covered by the sync in flight.
     sync_in_flight: Option<u64>,
@@ -280,8 +386,7 @@ impl Replica {
             cfg,
             ticks: 0,
             now_ms: 0,
-            writes: BTreeMap::new(),
-            reads: BTreeMap::new(),
+            pending: Pending::default(),
             unsynced: VecDeque::new(),
             sync_in_flight: None,
             synced_upto: 0,
@@ -322,7 +427,29 @@ impl Replica {
 
     /// Requests waiting for an answer.
     pub fn pending_requests(&self) -> usize {
-        self.writes.len() + self.reads.len()
+        self.pending.len()
+    }
+
+    /// This run's incarnation, as used in entries and read ids (0 where a planted bug makes
+    /// the replica ignore it).
+    fn incarnation(&self) -> u64 {
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bugs.completion_ignores_incarnation {
+            return 0;
+        }
+        self.cfg.incarnation
+    }
+
+    /// The read id the core carries for request `id`: unique across runs, so that a leader's
+    /// confirmation of an earlier run's read can never release one of this run's.
+    fn read_id(&self, id: RequestId) -> ReadId {
+        ReadId(self.incarnation().wrapping_add(id.0))
+    }
+
+    /// The request a read id of this run stands for (an earlier run's ids map to requests that
+    /// are not pending).
+    fn request_of_read(&self, id: ReadId) -> RequestId {
+        RequestId(id.0.wrapping_sub(self.incarnation()))
     }
 
     /// Advances the clock: one tick of the core, and `now_ms` becomes the log time stamped on
@@ -331,17 +458,10 @@ impl Replica {
         self.ticks += 1;
         self.now_ms = self.now_ms.max(now_ms);
         self.node.tick();
-        let now = self.ticks;
-        let expired: Vec<RequestId> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.deadline_tick <= now)
-            .map(|(id, _)| *id)
-            .chain(self.reads.iter().filter(|(_, r)| r.deadline_tick <= now).map(|(id, _)| *id))
-            .collect();
-        for id in expired {
-            self.writes.remove(&id);
-            self.reads.remove(&id);
+        while let Some(id) = self.pending.next_expired(self.ticks) {
+            if self.pending.take_write(id).is_none() {
+                self.pending.take_read(id);
+            }
             out.completions.push(Completion { id, result: Err(ClientError::Timeout), entry: None });
         }
     }
@@ -372,15 +492,20 @@ impl Replica {
             out.completions.push(Completion { id, result: Err(ClientError::Kv(e)), entry: None });
             return;
         }
-        let env = Envelope { log_time_ms: self.now_ms, origin: self.id.0, request: id.0 };
+        let env = Envelope {
+            log_time_ms: self.now_ms,
+            origin: self.id.0,
+            incarnation: self.incarnation(),
+            request: id.0,
+        };
         let data = env.encode(&proposal.encode());
         let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
-        match self.node.propose(data) {
+        match self.node.propose(data.clone()) {
             Ok(Proposed::Appended(at)) => {
-                self.writes.insert(id, PendingWrite { at: Some(at), deadline_tick });
+                self.pending.add_write(id, PendingWrite { data, at: Some(at), deadline_tick });
             }
             Ok(Proposed::Forwarded { .. }) => {
-                self.writes.insert(id, PendingWrite { at: None, deadline_tick });
+                self.pending.add_write(id, PendingWrite { data, at: None, deadline_tick });
             }
             Err(ProposeError::NotLeader { leader_hint: None }) => {
                 out.completions.push(Completion {
@@ -413,10 +538,10 @@ impl Replica {
             out.completions.push(Completion { id, result, entry: None });
             return;
         }
-        match self.node.read_index(ReadId(id.0)) {
+        match self.node.read_index(self.read_id(id)) {
             Ok(()) => {
                 let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
-                self.reads.insert(id, PendingRead { request, index: None, deadline_tick });
+                self.pending.add_read(id, PendingRead { request, index: None, deadline_tick });
             }
             Err(_) => {
                 let result = Err(ClientError::NoLeader);
@@ -445,7 +570,9 @@ impl Replica {
         //    out while its own write is in progress).
         out.messages.append(&mut rd.messages);
         // 2. Write; the sync comes later and may cover several readies.
-        let needs_sync = rd.must_persist();
+        // A commit-index-only hard state is written now and made durable by the next sync
+        // (or at shutdown): it needs no fsync of its own (see `Ready::must_sync`).
+        let needs_sync = rd.must_sync();
         let storage = self.node.log_view_mut();
         // Entries before the hard state: a crash keeps some prefix of the writes, and a
         // durable commit index must never point past durable entries (found by the simulator,
@@ -466,13 +593,12 @@ impl Replica {
         }
         // 4. Reads.
         for rs in rd.read_states {
-            if let Some(r) = self.reads.get_mut(&RequestId(rs.id.0)) {
-                r.index = Some(rs.index);
-            }
+            let id = self.request_of_read(rs.id);
+            self.pending.confirm_read(id, rs.index);
         }
-        for id in rd.dropped_reads {
-            if self.reads.remove(&RequestId(id.0)).is_some() {
-                let id = RequestId(id.0);
+        for read in rd.dropped_reads {
+            let id = self.request_of_read(read);
+            if self.pending.take_read(id).is_some() {
                 let result = Err(ClientError::LeaderChanged);
                 out.completions.push(Completion { id, result, entry: None });
             }
@@ -660,6 +786,14 @@ impl Replica {
         );
     }
 
+    /// Makes everything written so far durable, inline, including a commit index that was
+    /// written lazily (see `Ready::must_sync`): for shutdown, once no sync is in flight.
+    pub fn sync_for_shutdown(&mut self) -> Result<(), ReplicaError> {
+        assert!(self.sync_in_flight.is_none(), "sync_for_shutdown with a sync in flight");
+        self.node.log_view_mut().sync()?;
+        Ok(())
+    }
+
     /// Whether a sync is in flight.
     pub fn sync_in_flight(&self) -> bool {
         self.sync_in_flight.is_some()
@@ -708,9 +842,10 @@ impl Replica {
             if let Some(e) = outcome.as_ref().err().filter(|e| !e.is_deterministic()) {
                 return Err(ReplicaError::StateMachine { index, error: e.clone() });
             }
-            if env.origin == self.id.0 {
+            if env.origin == self.id.0 && env.incarnation == self.incarnation() {
                 let id = RequestId(env.request);
-                if self.writes.remove(&id).is_some() {
+                if self.is_entry_of(id, &entry) {
+                    self.pending.take_write(id);
                     let result = outcome.map(Answer::Write).map_err(ClientError::Kv);
                     out.completions.push(Completion { id, result, entry: Some(entry.id) });
                 }
@@ -722,19 +857,40 @@ impl Replica {
         Ok(())
     }
 
+    /// Whether `entry`, which names request `id` of this run, is the entry that request
+    /// proposed: it must carry exactly the proposed bytes. Anything else is not this
+    /// request's answer (it would take an id collision, which incarnations rule out; the
+    /// check makes a wrong answer impossible even then).
+    fn is_entry_of(&self, id: RequestId, entry: &Entry) -> bool {
+        let Some(w) = self.pending.writes.get(&id) else { return false };
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bugs.completion_ignores_incarnation {
+            return true;
+        }
+        if w.data != entry.data {
+            tracing::error!(
+                replica = %self.id,
+                entry = %entry.id,
+                request = id.0,
+                "an applied entry names a pending request of this run but is not its proposal; \
+                 not answering the request from it"
+            );
+            return false;
+        }
+        true
+    }
+
     /// A write this replica appended as leader at `index` but whose slot now holds an entry of
     /// another term was lost to a leader change.
     fn fail_replaced_writes(&mut self, index: LogIndex, term: Term, out: &mut Output) {
-        let lost: Vec<RequestId> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.at.is_some_and(|at| at.index == index && at.term != term))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            self.writes.remove(&id);
-            let result = Err(ClientError::LeaderChanged);
-            out.completions.push(Completion { id, result, entry: None });
+        for id in self.pending.writes_appended_at(index) {
+            let replaced =
+                self.pending.writes.get(&id).and_then(|w| w.at).is_some_and(|at| at.term != term);
+            if replaced {
+                self.pending.take_write(id);
+                let result = Err(ClientError::LeaderChanged);
+                out.completions.push(Completion { id, result, entry: None });
+            }
         }
     }
 
@@ -744,15 +900,9 @@ impl Replica {
     }
 
     fn serve_reads(&mut self, out: &mut Output) {
-        let applied = self.node.status().applied;
-        let ready: Vec<RequestId> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ready {
-            let r = self.reads.remove(&id).expect("pending read");
+        let applied = self.applied;
+        while let Some(id) = self.pending.next_servable_read(applied) {
+            let r = self.pending.take_read(id).expect("an indexed read is pending");
             let result = self.kv.range(&r.request).map(Answer::Read).map_err(ClientError::Kv);
             out.completions.push(Completion { id, result, entry: None });
         }

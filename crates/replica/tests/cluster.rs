@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use tenure_kv::{Command, Proposal, PutRequest, RangeRequest};
+use tenure_kv::{Command, Proposal, PutRequest, RangeRequest, Response};
 use tenure_raft::{LogIndex, LogView, SnapshotStatus};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
@@ -31,8 +31,11 @@ fn members() -> Membership {
     Membership::voters([NodeId(1), NodeId(2), NodeId(3)])
 }
 
+/// Opens a replica; each run of a process gets a new incarnation, as the server draws one.
 fn open(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy) -> Replica {
-    let mut cfg = ReplicaConfig::new(id);
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let incarnation = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut cfg = ReplicaConfig::new(id, incarnation);
     cfg.snapshot = policy.clone();
     Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members()).expect("open")
 }
@@ -405,4 +408,53 @@ fn a_snapshot_message_without_its_data_is_dropped_not_fatal() {
     put_all(&mut net, leader, 5..8);
     assert_eq!(net.replicas[&follower].kv(), net.replicas[&leader].kv());
     assert_eq!(net.replicas[&follower].snapshot_stats().installed, 0);
+}
+
+/// Request ids restart with the process, so an entry a replica's previous run proposed (here a
+/// forwarded put that reaches the leader only after the proposer restarted) carries the same
+/// request id as a request of the new run. The incarnation in the entry keeps it from
+/// answering that request: the new request is answered by its own entry, with its own
+/// revision.
+#[test]
+fn an_entry_proposed_by_a_previous_run_never_answers_a_request_of_this_run() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let f = if leader == NodeId(1) { NodeId(2) } else { NodeId(1) };
+    net.tick(2);
+    // The previous run forwards a put as request 7; its Propose message is held back.
+    net.next_request = 7;
+    net.put(f, "old", "x");
+    let mut out = Output::default();
+    net.replicas.get_mut(&f).unwrap().run_until_idle(&mut out).expect("loop");
+    let held: Vec<Message> = out.messages;
+    assert!(
+        held.iter().any(|m| matches!(m.body, MessageBody::Propose { .. })),
+        "the follower forwards the put"
+    );
+    net.crash_and_restart(f);
+    net.tick(3);
+    // The new run's first request gets the same id.
+    net.next_request = 7;
+    let new = net.put(f, "new", "y");
+    // The old proposal reaches the leader first, so its entry is applied first on `f`.
+    for m in held.into_iter().rev() {
+        net.wire.push_front(m);
+    }
+    net.settle();
+    net.tick(2);
+    let answered = match &net.done[&new].result {
+        Ok(Answer::Write(Response::Put(r))) => r.revision,
+        other => panic!("the new put is not answered as a put: {other:?}"),
+    };
+    let read = net.get(leader, "new", Consistency::Serializable);
+    let written = match &net.done[&read].result {
+        Ok(Answer::Read(r)) => r.kvs.first().expect("the new put was applied").mod_revision,
+        other => panic!("not a read answer: {other:?}"),
+    };
+    let old_read = net.get(leader, "old", Consistency::Serializable);
+    assert!(
+        matches!(&net.done[&old_read].result, Ok(Answer::Read(r)) if r.kvs.len() == 1),
+        "the old run's put was committed too"
+    );
+    assert_eq!(answered, written, "the new request is answered with its own entry's revision");
 }

@@ -203,7 +203,7 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
-    let mut rc = ReplicaConfig::new(NodeId(cfg.member_id));
+    let mut rc = ReplicaConfig::new(NodeId(cfg.member_id), new_incarnation());
     rc.raft.election_ticks = cfg.election_ticks();
     rc.raft.heartbeat_ticks = 1;
     // Ticks are heartbeat intervals: a request waits at most about one election timeout
@@ -214,6 +214,22 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
     Replica::open(rc, Arc::new(tenure_storage::RealDisk), &cfg.data_dir, membership)
         .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))
+}
+
+/// 64 random bits naming this run of the member (see `ReplicaConfig::incarnation`): request
+/// ids restart with the process, and the incarnation keeps an earlier run's entries and read
+/// confirmations from answering this run's requests. std's `RandomState` is seeded from the
+/// operating system's random source; the clock and the process id are mixed in as well. Never
+/// 0, which entries written before incarnations existed carry.
+fn new_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(since_epoch);
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 fn cluster_info(cfg: &ServeConfig, client_urls: &BTreeMap<u64, Vec<String>>) -> ClusterInfo {

@@ -16,6 +16,10 @@
 //!   committed entries (its last entry is one some node applied, at or below the highest commit
 //!   index a leader reached), and the state it holds is the state every other node had after
 //!   applying the same prefix (Raft §7: a snapshot is the state machine at a committed index).
+//! - [`check_answer_source`]: a client's write is answered from its own entry: the entry the
+//!   answer names carries the client's session tag (client id and sequence number). An entry
+//!   proposed by an earlier run of the same node under a request id the new run reuses must
+//!   never answer (see `ReplicaConfig::incarnation`).
 //! - [`Checkers::check_final_states`]: at the end, nodes that applied the same prefix hold the
 //!   same whole state (sessions and leases too, not only keys), and it is the state of any
 //!   snapshot taken at that index, however each node got there (applying, installing,
@@ -367,9 +371,53 @@ impl Checkers {
     }
 }
 
+/// Checks that the entry `data` a write was answered from is that write's own: its proposal
+/// carries the session `(client_id, sequence)` the client sent. `entry` names the entry in the
+/// message.
+pub fn check_answer_source(
+    entry: EntryId,
+    data: &[u8],
+    client_id: u64,
+    sequence: u64,
+) -> Result<(), Violation> {
+    const PROPERTY: &str = "answers come from the request's own entry";
+    let session = tenure_replica::Envelope::decode(data)
+        .and_then(|(_, proposal)| tenure_kv::Proposal::decode(proposal).ok())
+        .and_then(|p| p.session);
+    match session {
+        Some(tag) if tag.client_id == client_id && tag.sequence == sequence => Ok(()),
+        other => Err(Violation {
+            property: PROPERTY,
+            detail: format!(
+                "client {client_id} sequence {sequence} was answered from entry {entry}, which \
+                 carries {other:?}"
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_entry(origin: u64, request: u64, client_id: u64, sequence: u64) -> bytes::Bytes {
+        let cmd = tenure_kv::Command::Put(tenure_kv::PutRequest::new("k", "v"));
+        let proposal = tenure_kv::Proposal::with_session(cmd, client_id, sequence);
+        let env = tenure_replica::Envelope { log_time_ms: 0, origin, incarnation: 1, request };
+        env.encode(&proposal.encode())
+    }
+
+    #[test]
+    fn an_answer_from_another_requests_entry_is_caught() {
+        let at = EntryId::new(Term(2), LogIndex(9));
+        // Same origin and request id (an earlier run's), another client's command.
+        let v = check_answer_source(at, &put_entry(1, 3, 77, 4), 78, 1).unwrap_err();
+        assert_eq!(v.property, "answers come from the request's own entry");
+        // Same client, an older sequence number: not this request's entry either.
+        assert!(check_answer_source(at, &put_entry(1, 3, 77, 3), 77, 4).is_err());
+        assert!(check_answer_source(at, b"not an entry", 77, 4).is_err());
+        assert!(check_answer_source(at, &put_entry(1, 3, 77, 4), 77, 4).is_ok());
+    }
 
     fn e(term: u64, index: u64, digest: u64) -> EntrySeen {
         EntrySeen { id: EntryId::new(Term(term), LogIndex(index)), digest }

@@ -36,7 +36,9 @@ use tenure_replica::{
 };
 use tenure_storage::{CrashMode, SimDisk, SnapshotWriter, SyncTicket};
 
-use crate::checkers::{Checkers, EntrySeen, SnapshotEvent, Violation, digest, state_digest};
+use crate::checkers::{
+    Checkers, EntrySeen, SnapshotEvent, Violation, check_answer_source, digest, state_digest,
+};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::rng::SimRng;
 
@@ -109,6 +111,11 @@ pub struct Profile {
     /// Starting it at a fixed time would not do: how fast a seed's log grows varies tenfold
     /// with its faults.
     pub late_start: bool,
+    /// Request ids are counted per node and restart at 1 whenever the node starts, as the
+    /// server's are (its runtime counts from 1 in every process). Otherwise they are unique
+    /// across the whole run, which hides any confusion between an earlier run's entries and
+    /// a later run's requests. Each run still has its own incarnation.
+    pub restart_request_ids: bool,
 }
 
 impl Profile {
@@ -142,6 +149,7 @@ impl Profile {
             transfer_bytes_per_ms: 1024,
             transfer_crash: 0.0,
             late_start: false,
+            restart_request_ids: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -167,6 +175,7 @@ impl Profile {
             p.partition_every.is_some() || p.crash_every.is_some() || p.pause_every.is_some();
         let stalls = nodes == 3 && p.crash_every.is_some();
         p.late_start = nodes > 1 && entries > 0 && !stalls && (!faults || r.chance(0.5));
+        p.restart_request_ids = r.chance(0.5);
         p
     }
 
@@ -194,6 +203,7 @@ impl Profile {
             transfer_bytes_per_ms: 1024,
             transfer_crash: 0.0,
             late_start: false,
+            restart_request_ids: true,
         }
     }
 }
@@ -292,9 +302,9 @@ enum Event {
     Nemesis,
     /// A client's next step: start an operation or retry the current one.
     Client(u64),
-    /// A client stops waiting for the attempt with this request id (ignored if that attempt
-    /// is no longer the one in flight).
-    ClientTimeout(u64, RequestId),
+    /// A client stops waiting for the attempt with this request id on this node (ignored if
+    /// that attempt is no longer the one in flight; ids repeat across nodes and runs).
+    ClientTimeout(u64, NodeId, RequestId),
     /// The next step of a node's snapshot job (ignored if the epoch is over).
     SnapshotWork(NodeId, u64),
     /// The next step of the snapshot transfer with this key.
@@ -318,6 +328,16 @@ struct SimNode {
     snapshot: Option<SnapshotWork>,
     /// The replica's count of installed snapshots as last seen, to notice a new install.
     installed_seen: u64,
+    /// The next request id of this run (see [`Profile::restart_request_ids`]).
+    next_request: u64,
+}
+
+impl SimNode {
+    /// The incarnation of the node's next run: `epoch` only grows (at every start and every
+    /// crash), so every run of a node has its own.
+    fn incarnation(&self) -> u64 {
+        self.epoch + 1
+    }
 }
 
 /// One client operation in progress.
@@ -408,6 +428,7 @@ impl World {
                 paused: false,
                 sync: None,
                 epoch: 0,
+                next_request: 1,
                 led: None,
                 snapshot: None,
                 installed_seen: 0,
@@ -493,7 +514,7 @@ impl World {
     fn start_node(&mut self, id: NodeId) -> Result<(), Failure> {
         let n = self.profile.nodes;
         let node = self.nodes.get_mut(&id).expect("node");
-        let mut cfg = ReplicaConfig::new(id);
+        let mut cfg = ReplicaConfig::new(id, node.incarnation());
         cfg.raft.election_ticks = ELECTION_TICKS;
         cfg.raft.heartbeat_ticks = 1;
         cfg.raft.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0 + 7 * node.epoch);
@@ -518,6 +539,7 @@ impl World {
                 let state = state_digest(r.kv());
                 node.replica = Some(r);
                 node.epoch += 1;
+                node.next_request = 1;
                 node.snapshot = None;
                 node.installed_seen = 0;
                 if let Some(last) = restored {
@@ -658,7 +680,7 @@ impl World {
             }
             Event::Nemesis => self.nemesis()?,
             Event::Client(c) => self.client_step(c)?,
-            Event::ClientTimeout(c, req) => self.client_timeout(c, req),
+            Event::ClientTimeout(c, node, req) => self.client_timeout(c, node, req),
             Event::SnapshotWork(id, epoch) => self.snapshot_work(id, epoch)?,
             Event::Transfer(key) => self.transfer_step(key)?,
         }
@@ -957,7 +979,7 @@ impl World {
             self.send(m)?;
         }
         for c in out.completions {
-            self.complete(id, c, &out.applied);
+            self.complete(id, c, &out.applied)?;
         }
         Ok(())
     }
@@ -1273,11 +1295,10 @@ impl World {
 
     /// The client gives up waiting on an attempt whose node went silent (crashed, cut off):
     /// its outcome is unknown, and it retries.
-    fn client_timeout(&mut self, c: u64, req: RequestId) {
+    fn client_timeout(&mut self, c: u64, node: NodeId, req: RequestId) {
         let idx = c as usize;
         let Some(op) = self.clients[idx].op.as_mut() else { return };
-        let Some((node, in_flight_req, _)) = op.in_flight else { return };
-        if in_flight_req != req {
+        if op.in_flight.map(|(n, r, _)| (n, r)) != Some((node, req)) {
             return;
         }
         op.in_flight = None;
@@ -1332,8 +1353,14 @@ impl World {
             Some(h) if self.rng.chance(0.8) => h,
             _ => self.rng.pick(&up),
         };
-        let req = RequestId(self.next_request);
-        self.next_request += 1;
+        let req = if self.profile.restart_request_ids {
+            let node = self.nodes.get_mut(&target).expect("up");
+            node.next_request += 1;
+            RequestId(node.next_request - 1)
+        } else {
+            self.next_request += 1;
+            RequestId(self.next_request - 1)
+        };
         let client_id = self.clients[idx].id;
         let op = self.clients[idx].op.as_mut().expect("op");
         op.attempts += 1;
@@ -1364,13 +1391,18 @@ impl World {
             }
         }
         self.waiting.insert((target, req), c);
-        self.schedule(700, Event::ClientTimeout(c, req));
+        self.schedule(700, Event::ClientTimeout(c, target, req));
         // Completions produced at once (for example "no leader") are handled like any other.
         let _ = self.absorb(target, out);
         let _ = self.pump(target);
     }
 
-    fn complete(&mut self, node: NodeId, completion: Completion, applied: &[tenure_raft::Entry]) {
+    fn complete(
+        &mut self,
+        node: NodeId,
+        completion: Completion,
+        applied: &[tenure_raft::Entry],
+    ) -> Result<(), Failure> {
         let Some(c) = self.waiting.remove(&(node, completion.id)) else {
             if completion.id.0 >= SCRIPTED_REQUEST_BASE {
                 // Scripted writes are acknowledged writes too: the durability checker holds
@@ -1380,13 +1412,13 @@ impl World {
                 }
                 self.scripted.insert(completion.id, completion);
             }
-            return;
+            return Ok(());
         };
         let idx = c as usize;
         let now = self.now;
-        let Some(op) = self.clients[idx].op.as_mut() else { return };
+        let Some(op) = self.clients[idx].op.as_mut() else { return Ok(()) };
         if op.in_flight.map(|(n, r, _)| (n, r)) != Some((node, completion.id)) {
-            return;
+            return Ok(());
         }
         op.in_flight = None;
         // What the operation's history entry is, once it is over: `Some(Some(status))` to
@@ -1400,6 +1432,14 @@ impl World {
                 Some(Some(Status::Ok))
             }
             Ok(Answer::Write(response)) => {
+                let entry = completion.entry.and_then(|id| applied.iter().find(|e| e.id == id));
+                if let Some(e) = entry {
+                    let client = &self.clients[idx];
+                    let sequence = client.op.as_ref().map_or(0, |o| o.sequence);
+                    let client_id = client.id;
+                    check_answer_source(e.id, &e.data, client_id, sequence)
+                        .map_err(|v| Failure::Safety(v.to_string()))?;
+                }
                 self.acknowledge(completion.entry, applied);
                 match response {
                     // The comparison did not match: nothing was written.
@@ -1443,7 +1483,7 @@ impl World {
             }
         };
         let Some(status) = verdict else {
-            return;
+            return Ok(());
         };
         let op = self.clients[idx].op.take().expect("op");
         match status {
@@ -1475,6 +1515,7 @@ impl World {
         }
         let think = self.rng.range(1, 20);
         self.schedule(think, Event::Client(c));
+        Ok(())
     }
 
     /// A write acknowledged as the entry `entry` (found among the entries just applied):

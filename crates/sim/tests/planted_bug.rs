@@ -41,3 +41,49 @@ fn liveness_phase_fails_a_cluster_that_cannot_elect_in_time() {
     let r = run_seed_with(1, profile, false, |c| c.raft.election_ticks = 100_000);
     assert!(matches!(r.failure, Some(Failure::Liveness(_))), "{:?}", r.failure);
 }
+
+/// Swarm profiles with the server's request ids (restarting at 1 in every run), frequent
+/// crashes, partitions and long message delays, so that entries an earlier run proposed are
+/// committed late and meet requests of a later run that reuse their ids (issue 11: "an entry
+/// its previous incarnation proposed, forwarded to the leader, committed late").
+fn restarting_ids(seed: u64) -> Profile {
+    let p = Profile::swarm(seed);
+    Profile {
+        restart_request_ids: true,
+        crash_every: Some(200),
+        partition_every: Some(150),
+        long_delay: 0.2,
+        drop: 0.05,
+        clients: 8,
+        nodes: p.nodes.max(3),
+        ..p
+    }
+}
+
+fn failures_in(profile: fn(u64) -> Profile, hook: fn(&mut ReplicaConfig)) -> Vec<(u64, Failure)> {
+    (0..ID_REUSE_SEEDS)
+        .filter_map(|seed| {
+            let r = run_seed_with(seed, profile(seed), false, hook);
+            r.failure.map(|f| (seed, f))
+        })
+        .collect()
+}
+
+const ID_REUSE_SEEDS: u64 = 200;
+
+#[test]
+fn simulator_finds_an_answer_from_an_earlier_runs_entry_when_incarnations_are_ignored() {
+    let found =
+        failures_in(restarting_ids, |c| c.planted_bugs.completion_ignores_incarnation = true);
+    assert!(!found.is_empty(), "the planted id-reuse bug went unnoticed in {ID_REUSE_SEEDS} seeds");
+    assert!(
+        found.iter().any(|(_, f)| matches!(f, Failure::Safety(v) if v.contains("own entry"))),
+        "the bug shows as a wrong answer: {found:?}"
+    );
+}
+
+#[test]
+fn the_same_restarting_id_seeds_pass_with_incarnations() {
+    let found = failures_in(restarting_ids, |_| {});
+    assert!(found.is_empty(), "{found:?}");
+}

@@ -1,16 +1,33 @@
-//! The replica runtime: one OS thread owns a [`Replica`] and drives it from a bounded queue of
-//! [`Input`]s; a second thread runs the fsyncs.
+//! The replica runtime: one OS thread owns a [`Replica`] and drives it from three input
+//! lanes; a second thread runs the fsyncs.
 //!
 //! ```text
-//!   gRPC tasks ──Propose/Read (+oneshot)──┐
-//!   transport  ──Peer(msg)────────────────┤
-//!   ticker     ──Tick every tick_interval─┼──> bounded queue ──> replica thread
-//!   sync thread──Synced(FinishedSync)─────┤                        │  poll()
-//!   snapshot thread──SnapshotDone─────────┤                        ├─ messages ──> Outbox (transport)
-//!   snapshot transfers──SnapshotReport────┘                        ├─ completions ──> oneshot by RequestId
-//!                                                                  ├─ SyncTicket ──> sync thread (fsync)
-//!                                                                  └─ SnapshotJob ──> snapshot thread
+//!   ticker ──────────Tick every tick_interval──┐
+//!   sync thread──────Synced(FinishedSync)──────┤ control lane (unbounded: never full,
+//!   snapshot thread──SnapshotDone──────────────┤   never dropped, never behind clients)
+//!   snapshot transfers──SnapshotReport─────────┤
+//!   Runtime::shutdown──Shutdown────────────────┘
+//!   transport ───────Peer(msg)───────────────── peer lane (bounded, large)     ──> replica thread
+//!   gRPC tasks ──────Propose/Read/Inspect ───── client lane (bounded: "too many requests")
+//!                                                                   │  poll()
+//!                                     messages ──> Outbox (transport) ┤
+//!                                completions ──> oneshot by RequestId ┤
+//!                                    SyncTicket ──> sync thread (fsync) ┤
+//!                                   SnapshotJob ──> snapshot thread ────┘
 //! ```
+//!
+//! **Lanes.** Each turn the thread waits for an input on any lane, then takes every queued
+//! control input, up to [`PEER_INPUTS_PER_TURN_MAX`] peer messages and up to
+//! [`CLIENT_INPUTS_PER_TURN_MAX`] client requests, in that order, and polls once. So a flood of
+//! clients can fill only its own lane: heartbeats and their responses, ticks and fsync
+//! completions never wait behind it and are never dropped because of it, and the leader keeps
+//! its quorum (Check-Quorum) however busy its clients are. Only client requests are refused
+//! when their lane is full, with etcd's "too many requests". The control lane is unbounded
+//! because its producers are few and paced (one tick per interval, one sync and one snapshot
+//! at a time, one report per transfer). The peer lane is bounded so that a faulty peer cannot
+//! exhaust memory; Raft's flow control (in-flight windows, one heartbeat per tick) keeps honest
+//! peers far below its limit, and a message that finds it full is dropped and counted (Raft
+//! retransmits).
 //!
 //! Snapshots: when the replica's policy says one is due, its [`SnapshotJob`] (an O(1) copy of
 //! the store, sharing its persistent index) goes to the snapshot thread, which encodes and
@@ -20,19 +37,15 @@
 //!
 //! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
 //! [`SyncTicket`] to the sync thread, so the leader's fsync overlaps replication and readies
-//! that arrive meanwhile join the next sync (group commit). All queued inputs are drained
-//! before each `poll`, so one poll serves a batch.
-//!
-//! Nothing async ever blocks on the queue: clients and the transport use `try_send`; a full
-//! queue is `TooManyRequests` for a client and a dropped message for a peer (Raft
-//! retransmits). Only the ticker and the sync thread block on a full queue.
+//! that arrive meanwhile join the next sync (group commit).
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tenure_kv::{Proposal, RangeRequest};
 use tenure_raft::{LogView, Message, MessageBody, NodeId, Role, SnapshotStatus};
 use tenure_replica::{
@@ -48,17 +61,25 @@ pub mod status;
 pub use self::metrics::Metrics;
 pub use self::status::NodeStatus;
 
-/// Inputs the replica thread accepts at most this many of before it stops taking more.
-pub const INPUT_QUEUE_MAX: usize = 4096;
+/// Client requests queued for the replica thread at most; more are refused with "too many
+/// requests".
+pub const CLIENT_QUEUE_MAX: usize = 4096;
 
-/// Inputs handled before each poll at most, so a flood cannot starve the output.
-const INPUTS_PER_POLL_MAX: usize = 1024;
+/// Peer messages queued for the replica thread at most; more are dropped (and counted).
+pub const PEER_QUEUE_MAX: usize = 65_536;
+
+/// Client requests taken per loop turn at most, so that one turn's output is never held up
+/// long by a flood of requests.
+pub const CLIENT_INPUTS_PER_TURN_MAX: usize = 1024;
+
+/// Peer messages taken per loop turn at most.
+pub const PEER_INPUTS_PER_TURN_MAX: usize = 4096;
 
 /// Where a client's answer goes.
 pub type Reply = oneshot::Sender<Result<Answer, ClientError>>;
 
-/// Something for the replica thread to do.
-pub enum Input {
+/// A client's request for the replica thread: the client lane.
+pub enum ClientInput {
     /// A client's write.
     Propose {
         /// The command.
@@ -78,8 +99,10 @@ pub enum Input {
     /// A look at the replica's state on its own thread (for what is neither a proposal nor a
     /// range read, such as the member table).
     Inspect(Box<dyn FnOnce(&Replica) + Send>),
-    /// A message from a peer.
-    Peer(Message),
+}
+
+/// What the runtime's own threads tell the replica thread: the control lane.
+pub enum Control {
     /// One clock tick.
     Tick,
     /// The sync thread finished a sync.
@@ -127,7 +150,7 @@ pub enum SubmitError {
 /// A cheap, cloneable handle for talking to a running replica.
 #[derive(Clone)]
 pub struct RuntimeHandle {
-    tx: SyncSender<Input>,
+    lanes: Lanes,
     status: Arc<Mutex<NodeStatus>>,
     /// Becomes `true` when the replica thread has exited.
     exited: tokio::sync::watch::Receiver<bool>,
@@ -142,7 +165,7 @@ impl RuntimeHandle {
         proposal: Proposal,
     ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Input::Propose { proposal, reply })?;
+        self.submit(ClientInput::Propose { proposal, reply })?;
         Ok(rx)
     }
 
@@ -153,7 +176,7 @@ impl RuntimeHandle {
         consistency: Consistency,
     ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Input::Read { request, consistency, reply })?;
+        self.submit(ClientInput::Read { request, consistency, reply })?;
         Ok(rx)
     }
 
@@ -164,13 +187,20 @@ impl RuntimeHandle {
         f: impl FnOnce(&Replica) -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, SubmitError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Input::Inspect(Box::new(move |replica| drop(tx.send(f(replica))))))?;
+        self.submit(ClientInput::Inspect(Box::new(move |replica| drop(tx.send(f(replica))))))?;
         Ok(rx)
     }
 
-    /// Hands a peer's message to the replica; dropped if the queue is full.
+    /// Hands a peer's message to the replica on the peer lane (never behind client
+    /// requests); `Full` if that lane is full, in which case the message is dropped and counted.
     pub fn step(&self, message: Message) -> Result<(), SubmitError> {
-        self.submit(Input::Peer(message))
+        self.lanes.peers.try_send(message).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                self.metrics.peer_messages_dropped(1);
+                SubmitError::Full
+            }
+            TrySendError::Disconnected(_) => SubmitError::Stopped,
+        })
     }
 
     /// Resolves once the replica thread has exited (after a shutdown, or a storage or state
@@ -190,12 +220,27 @@ impl RuntimeHandle {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn submit(&self, input: Input) -> Result<(), SubmitError> {
-        self.tx.try_send(input).map_err(|e| match e {
+    fn submit(&self, input: ClientInput) -> Result<(), SubmitError> {
+        self.lanes.clients.try_send(input).map_err(|e| match e {
             TrySendError::Full(_) => SubmitError::Full,
             TrySendError::Disconnected(_) => SubmitError::Stopped,
         })
     }
+}
+
+/// The sending ends of the three lanes into the replica thread.
+#[derive(Clone)]
+struct Lanes {
+    control: Sender<Control>,
+    peers: Sender<Message>,
+    clients: Sender<ClientInput>,
+}
+
+/// The receiving ends, owned by the replica thread.
+struct LaneReceivers {
+    control: Receiver<Control>,
+    peers: Receiver<Message>,
+    clients: Receiver<ClientInput>,
 }
 
 /// A running replica: its threads and a handle to them.
@@ -224,13 +269,17 @@ impl Runtime {
         tick_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Runtime> {
-        let (tx, rx) = mpsc::sync_channel(INPUT_QUEUE_MAX);
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (peers, peers_rx) = crossbeam_channel::bounded(PEER_QUEUE_MAX);
+        let (clients, clients_rx) = crossbeam_channel::bounded(CLIENT_QUEUE_MAX);
+        let lanes = Lanes { control, peers, clients };
+        let rx = LaneReceivers { control: control_rx, peers: peers_rx, clients: clients_rx };
         let replica_installed = replica.snapshot_stats().installed;
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
 
-        let synced_tx = tx.clone();
+        let synced_tx = lanes.control.clone();
         let sync_metrics = Arc::clone(&metrics);
         std::thread::Builder::new().name(format!("{name}-sync")).spawn(move || {
             // One ticket at a time: the replica starts the next sync only after this one is
@@ -239,30 +288,30 @@ impl Runtime {
                 let began = Instant::now();
                 let done = ticket.wait();
                 sync_metrics.fsync(began.elapsed());
-                if synced_tx.send(Input::Synced(done)).is_err() {
+                if synced_tx.send(Control::Synced(done)).is_err() {
                     return;
                 }
             }
         })?;
 
         let (snap_tx, snap_rx) = mpsc::channel::<SnapshotJob>();
-        let snapped_tx = tx.clone();
+        let snapped_tx = lanes.control.clone();
         std::thread::Builder::new().name(format!("{name}-snap")).spawn(move || {
             // One job at a time (the replica hands out the next only after this one is
             // finished). Ends when the replica thread drops its sender.
             for job in snap_rx {
-                if snapped_tx.send(Input::SnapshotDone(job.run())).is_err() {
+                if snapped_tx.send(Control::SnapshotDone(job.run())).is_err() {
                     return;
                 }
             }
         })?;
 
-        let tick_tx = tx.clone();
+        let tick_tx = lanes.control.clone();
         std::thread::Builder::new().name(format!("{name}-tick")).spawn(move || {
             // Ends when the replica thread is gone and the send fails.
             loop {
                 std::thread::sleep(tick_interval);
-                if tick_tx.send(Input::Tick).is_err() {
+                if tick_tx.send(Control::Tick).is_err() {
                     return;
                 }
             }
@@ -274,7 +323,7 @@ impl Runtime {
             outbox,
             sync_tx,
             snap_tx,
-            inputs: tx.clone(),
+            lanes: lanes.clone(),
             installed_seen: replica_installed,
             rx,
             status: Arc::clone(&status),
@@ -293,7 +342,10 @@ impl Runtime {
             let _ = exit_tx.send(true);
             result
         })?;
-        Ok(Runtime { handle: RuntimeHandle { tx, status, exited, metrics }, thread: Some(thread) })
+        Ok(Runtime {
+            handle: RuntimeHandle { lanes, status, exited, metrics },
+            thread: Some(thread),
+        })
     }
 
     /// A handle for clients and the transport.
@@ -308,8 +360,9 @@ impl Runtime {
 
     fn stop(&mut self) -> Result<(), ReplicaError> {
         let Some(thread) = self.thread.take() else { return Ok(()) };
-        // A blocking send: shutdown waits its turn behind queued inputs.
-        let _ = self.handle.tx.send(Input::Shutdown);
+        // The control lane goes before queued peer messages and clients: those still queued
+        // get no answer (their senders drop: "server stopped").
+        let _ = self.handle.lanes.control.send(Control::Shutdown);
         thread.join().unwrap_or_else(|_| panic!("replica thread panicked"))
     }
 }
@@ -327,11 +380,12 @@ struct Worker {
     outbox: Box<dyn Outbox>,
     sync_tx: mpsc::Sender<SyncTicket>,
     snap_tx: mpsc::Sender<SnapshotJob>,
-    /// The replica's own queue, for snapshot transfer reports.
-    inputs: SyncSender<Input>,
+    /// The replica's own lanes: snapshot transfer reports come back on its control lane, and
+    /// holding every sender keeps the lanes connected for as long as the thread runs.
+    lanes: Lanes,
     /// Snapshots installed from a leader, as last counted in the metrics.
     installed_seen: u64,
-    rx: Receiver<Input>,
+    rx: LaneReceivers,
     status: Arc<Mutex<NodeStatus>>,
     /// Clients waiting, by the request id the runtime gave them, with whether each asked for
     /// a write (for the proposal counters).
@@ -355,14 +409,10 @@ impl Worker {
     fn run(&mut self) -> Result<(), ReplicaError> {
         self.publish();
         loop {
-            let Ok(first) = self.rx.recv() else { return self.drain_for_exit() };
             let mut out = Output::default();
-            let mut flow = self.handle(first, &mut out)?;
-            let mut handled = 1;
-            while flow == Flow::Continue && handled < INPUTS_PER_POLL_MAX {
-                let Ok(next) = self.rx.try_recv() else { break };
-                flow = self.handle(next, &mut out)?;
-                handled += 1;
+            let mut flow = self.wait_and_take(&mut out)?;
+            if flow == Flow::Continue {
+                flow = self.take_queued(&mut out)?;
             }
             loop {
                 let (worked, ticket) = self.replica.poll(&mut out)?;
@@ -388,28 +438,73 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, input: Input, out: &mut Output) -> Result<Flow, ReplicaError> {
+    /// Blocks until an input arrives on any lane and handles it.
+    fn wait_and_take(&mut self, out: &mut Output) -> Result<Flow, ReplicaError> {
+        crossbeam_channel::select_biased! {
+            recv(self.rx.control) -> c => match c {
+                Ok(c) => self.control(c, out),
+                Err(_) => Ok(Flow::Stop),
+            },
+            recv(self.rx.peers) -> m => {
+                if let Ok(m) = m {
+                    self.replica.step(m);
+                }
+                Ok(Flow::Continue)
+            }
+            recv(self.rx.clients) -> c => {
+                if let Ok(c) = c {
+                    self.client(c, out);
+                }
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Takes what else is queued, lane by lane in priority order: every control input, then
+    /// peer messages and client requests up to their per-turn limits.
+    fn take_queued(&mut self, out: &mut Output) -> Result<Flow, ReplicaError> {
+        while let Ok(c) = self.rx.control.try_recv() {
+            if self.control(c, out)? == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        for m in self.rx.peers.try_iter().take(PEER_INPUTS_PER_TURN_MAX) {
+            self.replica.step(m);
+        }
+        let clients: Vec<ClientInput> =
+            self.rx.clients.try_iter().take(CLIENT_INPUTS_PER_TURN_MAX).collect();
+        for c in clients {
+            self.client(c, out);
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn client(&mut self, input: ClientInput, out: &mut Output) {
         match input {
-            Input::Propose { proposal, reply } => {
+            ClientInput::Propose { proposal, reply } => {
                 let id = self.register(reply, true);
                 self.replica.propose(id, &proposal, out);
             }
-            Input::Read { request, consistency, reply } => {
+            ClientInput::Read { request, consistency, reply } => {
                 let id = self.register(reply, false);
                 self.replica.read(id, request, consistency, out);
             }
-            Input::Inspect(f) => f(&self.replica),
-            Input::Peer(m) => self.replica.step(m),
-            Input::Tick => {
+            ClientInput::Inspect(f) => f(&self.replica),
+        }
+    }
+
+    fn control(&mut self, input: Control, out: &mut Output) -> Result<Flow, ReplicaError> {
+        match input {
+            Control::Tick => {
                 let now_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
                 self.replica.tick(now_ms, out);
             }
-            Input::Synced(done) => {
+            Control::Synced(done) => {
                 if let Some(t) = self.replica.finish_sync(done, out)? {
                     self.begin_sync(t);
                 }
             }
-            Input::SnapshotDone(done) => {
+            Control::SnapshotDone(done) => {
                 self.replica.finish_snapshot(done)?;
                 self.metrics.snapshot_taken();
                 let stats = self.replica.snapshot_stats();
@@ -421,8 +516,8 @@ impl Worker {
                     self.replica.node().log_view().first_index()
                 );
             }
-            Input::SnapshotReport { to, status } => self.replica.report_snapshot(to, status),
-            Input::Shutdown => return Ok(Flow::Stop),
+            Control::SnapshotReport { to, status } => self.replica.report_snapshot(to, status),
+            Control::Shutdown => return Ok(Flow::Stop),
         }
         Ok(Flow::Continue)
     }
@@ -490,14 +585,12 @@ impl Worker {
             }
         };
         m.body = MessageBody::Snapshot { meta: reader.meta().clone() };
-        let inputs = self.inputs.clone();
+        let control = self.lanes.control.clone();
         let report: SnapshotReport = Box::new(move |status| {
-            // A lost report would leave the follower waiting for this transfer forever, so it
-            // must arrive even when the queue is full; a blocking send on a thread of its own
-            // never holds up whoever reports (reports are rare: one per transfer).
-            let _ = std::thread::Builder::new()
-                .name("snapshot-report".into())
-                .spawn(move || drop(inputs.send(Input::SnapshotReport { to, status })));
+            // A lost report would leave the follower waiting for this transfer forever; the
+            // control lane is unbounded, so the report always arrives and never blocks whoever
+            // reports.
+            let _ = control.send(Control::SnapshotReport { to, status });
         });
         self.outbox.send_snapshot(m, reader, report);
     }
@@ -540,8 +633,8 @@ impl Worker {
     fn drain_for_exit(&mut self) -> Result<(), ReplicaError> {
         let mut out = Output::default();
         while self.replica.sync_in_flight() {
-            match self.rx.recv() {
-                Ok(Input::Synced(done)) => {
+            match self.rx.control.recv() {
+                Ok(Control::Synced(done)) => {
                     if let Some(t) = self.replica.finish_sync(done, &mut out)? {
                         let mut next = Some(t);
                         while let Some(t) = next {
@@ -554,6 +647,8 @@ impl Worker {
             }
         }
         self.replica.run_until_idle(&mut out)?;
+        // A commit index written lazily is made durable too.
+        self.replica.sync_for_shutdown()?;
         self.dispatch(out);
         self.replies.clear();
         tracing::info!("{} stopped", self.name);
@@ -587,7 +682,9 @@ mod tests {
     }
 
     fn open(disk: &SimDisk) -> Replica {
-        let cfg = ReplicaConfig::new(NodeId(1));
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let cfg =
+            ReplicaConfig::new(NodeId(1), RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let members = Membership::voters([NodeId(1)]);
         Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members).expect("open")
     }
