@@ -99,7 +99,8 @@ impl Member {
         let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max);
         for l in client_listeners {
             let router = services.clone().router();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            // TCP_NODELAY and the :authority fix for etcd 3.4 clients (see api::incoming).
+            let incoming = crate::api::incoming::incoming(l);
             let mut stopped = stopped.clone();
             let name = cfg.name.clone();
             tasks.push(tokio::spawn(async move {

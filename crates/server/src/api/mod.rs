@@ -7,6 +7,7 @@
 //! | [`cluster`] | `etcdserverpb.Cluster`: MemberList |
 //! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm |
 //! | [`http`] | `/health`, `/version`, `/metrics` |
+//! | [`incoming`] | accepted client connections: `TCP_NODELAY`, and an `:authority` with a scheme made acceptable |
 //! | [`convert`] | protobuf ⇄ [`tenure_kv`] requests and responses; [`convert::HeaderContext`] |
 //! | [`error`] | [`ServerError`] and its mapping to `tonic::Status` with etcd's exact codes and messages |
 //!
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod http;
+pub mod incoming;
 pub mod kv;
 pub mod maintenance;
 
