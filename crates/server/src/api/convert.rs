@@ -43,6 +43,12 @@ pub enum ConvertError {
     /// A txn op with no request set (or one this server does not know).
     #[error("tenure: empty operation in txn request")]
     EmptyRequestOp,
+    /// An alarm request's `action` is not GET, ACTIVATE or DEACTIVATE.
+    #[error("tenure: unknown alarm action {0}")]
+    UnknownAlarmAction(i32),
+    /// An alarm request's `alarm` is not NONE, NOSPACE or CORRUPT.
+    #[error("tenure: unknown alarm type {0}")]
+    UnknownAlarmType(i32),
 }
 
 /// The response header fields that come from the server, not the state machine.
@@ -436,6 +442,47 @@ pub fn lease_revoke_response_to_pb(
     ctx: &HeaderContext,
 ) -> pb::LeaseRevokeResponse {
     pb::LeaseRevokeResponse { header: Some(ctx.header(r.revision)) }
+}
+
+/// `AlarmRequest` → kv; etcd's `NONE` type is `None`.
+pub fn alarm_request_from_pb(r: &pb::AlarmRequest) -> Result<kv::AlarmRequest, ConvertError> {
+    use pb::alarm_request::AlarmAction as PbAction;
+    let action = match PbAction::try_from(r.action) {
+        Ok(PbAction::Get) => kv::AlarmAction::Get,
+        Ok(PbAction::Activate) => kv::AlarmAction::Activate,
+        Ok(PbAction::Deactivate) => kv::AlarmAction::Deactivate,
+        Err(_) => return Err(ConvertError::UnknownAlarmAction(r.action)),
+    };
+    let alarm = match pb::AlarmType::try_from(r.alarm) {
+        Ok(pb::AlarmType::None) => None,
+        Ok(pb::AlarmType::Nospace) => Some(kv::AlarmType::NoSpace),
+        Ok(pb::AlarmType::Corrupt) => Some(kv::AlarmType::Corrupt),
+        Err(_) => return Err(ConvertError::UnknownAlarmType(r.alarm)),
+    };
+    Ok(kv::AlarmRequest { action, member_id: r.member_id, alarm })
+}
+
+/// A raised alarm → `AlarmMember`.
+pub fn alarm_member_to_pb(m: kv::AlarmMember) -> pb::AlarmMember {
+    let alarm = match m.alarm {
+        kv::AlarmType::NoSpace => pb::AlarmType::Nospace,
+        kv::AlarmType::Corrupt => pb::AlarmType::Corrupt,
+    };
+    pb::AlarmMember { member_id: m.member_id, alarm: alarm as i32 }
+}
+
+/// An alarm as etcd 3.4 lists it in `StatusResponse.errors`: the protobuf text form of its
+/// `AlarmMember` (`memberID:1 alarm:NOSPACE `, trailing space included).
+pub fn alarm_status_error(m: kv::AlarmMember) -> String {
+    format!("memberID:{} alarm:{} ", m.member_id, m.alarm.name())
+}
+
+/// `AlarmResponse` → protobuf.
+pub fn alarm_response_to_pb(r: kv::AlarmResponse, ctx: &HeaderContext) -> pb::AlarmResponse {
+    pb::AlarmResponse {
+        header: Some(ctx.header(r.revision)),
+        alarms: r.alarms.into_iter().map(alarm_member_to_pb).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -17,16 +17,27 @@ fn json(status: axum::http::StatusCode, body: String) -> JsonReply {
 /// How long `/health` waits for its quorum read, as etcd 3.4 does.
 const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// etcd's `/health`: healthy when the member knows a leader and a linearizable read (which
-/// needs a quorum to confirm the leader) completes within a second (there are no alarms).
+/// etcd 3.4's `/health`: healthy when no alarm is raised, the member knows a leader and a
+/// linearizable read (which needs a quorum to confirm the leader) completes within a second.
 pub(super) async fn health(runtime: RuntimeHandle) -> JsonReply {
     let st = runtime.status();
-    let healthy = st.leader.is_some() && !st.stopped && quorum_read_succeeds(&runtime).await;
+    let healthy = st.leader.is_some()
+        && !st.stopped
+        && no_alarm_raised(&runtime).await
+        && quorum_read_succeeds(&runtime).await;
     if healthy {
         json(axum::http::StatusCode::OK, r#"{"health":"true"}"#.to_string())
     } else {
         json(axum::http::StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#.to_string())
     }
+}
+
+/// Whether this member has applied no raised alarm (etcd checks its own alarm store too).
+async fn no_alarm_raised(runtime: &RuntimeHandle) -> bool {
+    let Ok(rx) = runtime.inspect(|replica| replica.kv().alarms().next().is_none()) else {
+        return false;
+    };
+    rx.await.unwrap_or(false)
 }
 
 /// A linearizable read of the key `health` (what etcd's check reads), bounded in time.
