@@ -4,13 +4,19 @@
 //! members of `tenure dev` (one process) each report their own numbers on their own port.
 //! Names follow etcd where etcd has the metric (dashboards and alerts written for etcd keep
 //! working); the rest are `tenure_*`. Counters get their `_total` suffix from the encoder.
+//!
+//! The `process_*` metrics every Prometheus client library exports (and `etcdctl check
+//! datascale` reads) are read from `/proc/self` at each scrape by [`ProcessCollector`]; they
+//! describe the whole process, so the members of `tenure dev` all report the same numbers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -164,6 +170,7 @@ impl Metrics {
             "Snapshot transfers from a leader that failed for good (refused or damaged).",
             snapshot_receive_failures.clone(),
         );
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
             term,
@@ -302,6 +309,106 @@ impl Metrics {
     }
 }
 
+/// The standard `process_*` metrics of the Prometheus client libraries, read from `/proc/self`
+/// at each scrape, with the Go client's names and meanings (etcd exports them through it).
+/// Where `/proc` cannot be read (not Linux), the metrics are left out.
+#[derive(Debug)]
+pub struct ProcessCollector;
+
+/// What [`ProcessCollector`] reads at one scrape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStats {
+    /// User plus system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, in bytes.
+    pub resident_memory_bytes: i64,
+    /// Virtual memory size, in bytes.
+    pub virtual_memory_bytes: i64,
+    /// Open file descriptors.
+    pub open_fds: i64,
+    /// The soft limit on open file descriptors (`RLIMIT_NOFILE`); `None` when unlimited.
+    pub max_fds: Option<i64>,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+}
+
+/// Clock ticks per second in `/proc` times (`USER_HZ`). The kernel fixes it at 100 for
+/// userspace on every architecture Linux supports today; Prometheus' Go `procfs` assumes
+/// the same rather than calling `sysconf(_SC_CLK_TCK)`.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    /// Reads this process's numbers from `/proc`; `None` if any file is missing or not in
+    /// the expected format.
+    pub fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        // proc(5): `pid (comm) state ...`; comm may hold spaces and parentheses, so fields
+        // are counted after the last ')'. Field n (1-based, as in proc(5)) is at index n - 3.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+        let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+        let (utime, stime, start_ticks) = (field(14)?, field(15)?, field(22)?);
+        let status_kib = |key: &str| -> Option<i64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+        };
+        let boot_time: u64 =
+            boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+        // `Max open files   <soft>   <hard>   files`
+        let soft = limits.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+        let max_fds = soft.split_whitespace().next()?.parse().ok();
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / USER_HZ,
+            resident_memory_bytes: status_kib("VmRSS:")? * 1024,
+            virtual_memory_bytes: status_kib("VmSize:")? * 1024,
+            open_fds: i64::try_from(open_fds).unwrap_or(i64::MAX),
+            max_fds,
+            start_time_seconds: boot_time as f64 + start_ticks as f64 / USER_HZ,
+        })
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStats::read() else { return Ok(()) };
+        let cpu = ConstCounter::new(p.cpu_seconds);
+        let help = "Total user and system CPU time spent in seconds.";
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            help,
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let mut gauge = |name: &str, help: &str, value: f64| -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes as f64,
+        )?;
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes as f64,
+        )?;
+        gauge("process_open_fds", "Number of open file descriptors.", p.open_fds as f64)?;
+        if let Some(max) = p.max_fds {
+            gauge("process_max_fds", "Maximum number of open file descriptors.", max as f64)?;
+        }
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        )?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Metrics;
@@ -338,5 +445,47 @@ mod tests {
         m.observe_status(&led, &none);
         m.observe_status(&none, &NodeStatus { leader: Some(2), ..none });
         assert!(m.render().contains("etcd_server_leader_changes_seen_total 2\n"));
+    }
+
+    /// The value of the sample `name` in `text`.
+    fn sample(text: &str, name: &str) -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| {
+            panic!("no sample {name} in:\n{text}");
+        });
+        line[name.len()..].trim().parse().expect("a number")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_read_at_each_scrape_with_plausible_values() {
+        let text = Metrics::new().render();
+        let rss = sample(&text, "process_resident_memory_bytes");
+        let vsize = sample(&text, "process_virtual_memory_bytes");
+        assert!(rss > 1e6 && rss <= vsize, "rss {rss}, virtual {vsize}");
+        let fds = sample(&text, "process_open_fds");
+        assert!(fds >= 3.0 && fds <= sample(&text, "process_max_fds"), "{text}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = sample(&text, "process_start_time_seconds");
+        assert!(start <= now + 1.0 && start > now - 86_400.0, "start {start}, now {now}");
+        let cpu = sample(&text, "process_cpu_seconds_total");
+        assert!(cpu >= 0.0);
+        assert!(text.contains("# TYPE process_cpu_seconds counter\n"), "{text}");
+        // Read afresh at each scrape: burn some CPU and the counter does not go back.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let later = sample(&Metrics::new().render(), "process_cpu_seconds_total");
+        assert!(later >= cpu, "{later} < {cpu}");
+    }
+
+    #[test]
+    fn a_sample_that_is_missing_fails_the_check() {
+        let missing = std::panic::catch_unwind(|| sample("a 1\n", "process_open_fds"));
+        assert!(missing.is_err());
     }
 }
