@@ -133,7 +133,6 @@ impl AsyncRead for ClientConnection {
                 }
                 return Poll::Ready(Ok(()));
             }
-            this.input.reserve(READ_CHUNK_BYTES);
             let mut chunk = [0u8; READ_CHUNK_BYTES];
             let mut chunk_buf = ReadBuf::new(&mut chunk);
             match Pin::new(&mut this.stream).poll_read(cx, &mut chunk_buf) {
