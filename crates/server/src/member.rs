@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{ClusterInfo, MemberInfo, Services};
 use crate::cli::{ClusterState, ServeConfig, Url};
-use crate::peer::transport::{self, PeerSender};
+use crate::peer::transport::{self, PeerSender, PeerTiming};
 use crate::peer::wire::FrameCodec;
 use crate::runtime::Metrics;
 use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
@@ -69,7 +69,12 @@ impl Member {
             .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.authority())))
             .collect();
         let metrics = Arc::new(Metrics::new());
-        let sender = PeerSender::start(codec, &peers, Arc::clone(&metrics));
+        // Peer connections give up on a silent peer within one election timeout.
+        let timing = PeerTiming {
+            heartbeat_interval: cfg.heartbeat_interval,
+            election_timeout: cfg.election_timeout,
+        };
+        let sender = PeerSender::start(codec, &peers, timing, Arc::clone(&metrics));
         let runtime = Runtime::start_with_metrics(
             cfg.name.clone(),
             replica,
@@ -82,7 +87,7 @@ impl Member {
 
         let mut tasks = Vec::new();
         for l in peer_listeners {
-            tasks.push(tokio::spawn(transport::accept_loop(l, codec, handle.clone())));
+            tasks.push(tokio::spawn(transport::accept_loop(l, codec, timing, handle.clone())));
         }
         let attributes = PublishMemberRequest::new(
             cfg.member_id,

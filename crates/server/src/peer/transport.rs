@@ -2,8 +2,8 @@
 //!
 //! - **Outbound**: one long-lived connection per peer, owned by a tokio task fed by a bounded
 //!   queue. The task batches everything queued into one write ([`FrameCodec::encode_batch`])
-//!   and reconnects with backoff when the connection fails. A full queue drops the message:
-//!   Raft retransmits, and a slow peer must not hold up the replica thread.
+//!   and reconnects when the connection fails. A full queue drops the message: Raft
+//!   retransmits, and a slow peer must not hold up the replica thread.
 //! - **Inbound**: an accept loop on the peer listener; each connection is read as a stream of
 //!   frames and every message is handed to the runtime. A frame from another cluster, or any
 //!   malformed frame, closes that connection with a logged error.
@@ -12,8 +12,39 @@
 //!   transfer, so a large snapshot never delays heartbeats or appends. The accept loop tells
 //!   the two kinds of connection apart by their first four bytes.
 //!
-//! Message connections are one-way: a member writes on the connections it dialled and reads on
-//! the ones it accepted. Snapshot connections carry acknowledgements back.
+//! # Noticing a dead peer
+//!
+//! Messages flow one way, from the member that dialled to the one that accepted; a write
+//! "succeeds" as soon as the kernel has the bytes, so writes alone notice a dead peer late
+//! or never (a paused process still acknowledges at the TCP level, a partitioned one leaves
+//! the connection in retransmission backoff for seconds). So, with [`PeerTiming`] taken from
+//! the member's heartbeat interval and election timeout:
+//!
+//! - the dialler opens every connection with a message frame (empty if nothing is queued),
+//!   so the acceptor knows at once it is a message connection;
+//! - the acceptor writes a keepalive frame back every heartbeat interval, and the dialler
+//!   reads them: a connection it has heard nothing on for one election timeout is dead, and
+//!   one the peer closed (a restart closes every socket of the old process) is dead the
+//!   moment the end of the stream arrives, before the next message is written into it;
+//! - every write, of messages or keepalives, has a deadline of one election timeout;
+//! - the kernel backs this up: `TCP_USER_TIMEOUT` (data unacknowledged for one election
+//!   timeout fails the socket), TCP keepalive, and `TCP_NODELAY` so small frames leave at once;
+//! - reconnecting is immediate after a connection that was up, and otherwise backs off from
+//!   50 ms to at most two heartbeat intervals, with a connect deadline of its own: a healed
+//!   partition is in use again within a heartbeat or two.
+//!
+//! # What can still be lost
+//!
+//! The transport never resends. A message is counted as sent (`tenure_peer_messages_sent`)
+//! only once its write returned; the batch whose write failed or timed out is counted as
+//! dropped, as are the messages queued before a connection attempt that failed (stale by
+//! the time the peer is back). What the kernel accepted on a connection before it was found
+//! dead may never arrive (up to a socket buffer), and the sender cannot tell which part did:
+//! there are no per-frame acknowledgements. Raft tolerates any message lost: the leader
+//! resends appends from what each follower's responses show it holds (Raft §5.3), heartbeats
+//! repeat every interval, a candidate asks again at its next election timeout (§5.2), and a
+//! forwarded proposal or read times out and the client retries. Loss costs time, never
+//! safety; the liveness checks above keep that time within about one election timeout.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,12 +56,13 @@ use tenure_storage::{SnapshotReader, SnapshotWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::ids::format_id;
 use crate::peer::snapshot_stream::{
     self, Partials, ReceiveOutcome, STREAM_MAGIC, SnapshotSink, StreamCodec, TransferBackoff,
 };
-use crate::peer::wire::{FrameCodec, WireError};
+use crate::peer::wire::{FRAME_HEADER_BYTES, FrameCodec, WireError};
 use crate::runtime::Metrics;
 use crate::runtime::{Outbox, RuntimeHandle, SnapshotReport, SubmitError};
 
@@ -43,11 +75,54 @@ const BATCH_MESSAGES_MAX: usize = 1024;
 /// The group id of the one Raft group a member runs.
 pub const GROUP_ID: u64 = 0;
 
+/// The first wait before reconnecting to a peer that could not be reached.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest wait between connection attempts, whatever the heartbeat interval.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The shortest connect deadline, whatever the heartbeat interval.
+const CONNECT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
+/// TCP keepalive probes unanswered before the kernel fails the socket.
+const TCP_KEEPALIVE_PROBES: u32 = 3;
 
 /// Failed connection attempts to a peer before it is worth a warning.
 const CONNECT_FAILURES_QUIET: u32 = 5;
+
+/// How quickly peer connections give up on a silent peer, from the member's Raft timing
+/// (etcd's `--heartbeat-interval` and `--election-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTiming {
+    /// How often the accepting side writes a keepalive.
+    pub heartbeat_interval: Duration,
+    /// Silence on a connection for this long means the peer is dead, paused or unreachable;
+    /// also the deadline of every write and the kernel's `TCP_USER_TIMEOUT`.
+    pub election_timeout: Duration,
+}
+
+impl Default for PeerTiming {
+    /// etcd's defaults: 100 ms and 1000 ms.
+    fn default() -> PeerTiming {
+        PeerTiming {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+impl PeerTiming {
+    /// The longest wait between connection attempts: two heartbeat intervals, so a healed
+    /// partition is used again within a heartbeat or two (at least 50 ms, at most 1 s).
+    pub fn backoff_max(&self) -> Duration {
+        (self.heartbeat_interval * 2).clamp(BACKOFF_MIN, BACKOFF_MAX)
+    }
+
+    /// How long a connection attempt may take: two heartbeat intervals (etcd's tuning
+    /// guide sets the heartbeat near the round trip), at least 100 ms, at most an election
+    /// timeout. A SYN lost to a partition is retried by a fresh attempt, not by the
+    /// kernel's one-second SYN backoff.
+    pub fn connect_timeout(&self) -> Duration {
+        (self.heartbeat_interval * 2).max(CONNECT_TIMEOUT_MIN).min(self.election_timeout)
+    }
+}
 
 /// The sending side: one queue per peer. Implements [`Outbox`] for the runtime.
 pub struct PeerSender {
@@ -64,13 +139,20 @@ pub struct PeerSender {
 
 impl PeerSender {
     /// Starts one connection task per peer (`peers`: member id and `host:port`) on the
-    /// current tokio runtime, counting messages in `metrics`.
-    pub fn start(codec: FrameCodec, peers: &[(u64, String)], metrics: Arc<Metrics>) -> PeerSender {
+    /// current tokio runtime, with liveness checks from `timing`, counting messages in
+    /// `metrics`.
+    pub fn start(
+        codec: FrameCodec,
+        peers: &[(u64, String)],
+        timing: PeerTiming,
+        metrics: Arc<Metrics>,
+    ) -> PeerSender {
         let mut queues = BTreeMap::new();
         let mut addrs = BTreeMap::new();
         for (id, addr) in peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(peer_loop(codec, *id, addr.clone(), rx, Arc::clone(&metrics)));
+            let link = Link { codec, peer: *id, addr: addr.clone(), timing };
+            tokio::spawn(peer_loop(link, rx, Arc::clone(&metrics)));
             queues.insert(NodeId(*id), tx);
             addrs.insert(NodeId(*id), addr.clone());
         }
@@ -83,20 +165,19 @@ impl PeerSender {
 
 impl Outbox for PeerSender {
     fn send(&mut self, messages: Vec<Message>) {
-        let (mut sent, mut dropped) = (0, 0);
+        // Counted as sent by the connection task once written; only drops are counted here.
+        let mut dropped = 0;
         for m in messages {
             if let MessageBody::Heartbeat { read_round, .. } = m.body {
                 self.metrics.heartbeat_sent(m.to.0, read_round);
             }
             if let Some(q) = self.queues.get(&m.to) {
                 // Full or closed: drop it; Raft retransmits.
-                match q.try_send(m) {
-                    Ok(()) => sent += 1,
-                    Err(_) => dropped += 1,
+                if q.try_send(m).is_err() {
+                    dropped += 1;
                 }
             }
         }
-        self.metrics.peer_messages_sent(sent);
         self.metrics.peer_messages_dropped(dropped);
     }
 
@@ -170,26 +251,36 @@ impl SnapshotSink for RuntimeHandle {
     }
 }
 
-/// Keeps one connection to a peer and writes its queue to it.
-async fn peer_loop(
+/// One peer as its connection task sees it.
+struct Link {
     codec: FrameCodec,
     peer: u64,
     addr: String,
-    mut rx: mpsc::Receiver<Message>,
-    metrics: Arc<Metrics>,
-) {
+    timing: PeerTiming,
+}
+
+/// Why a connection to a peer was given up.
+enum Ended {
+    /// The queue's sender is gone: the member is stopping.
+    Stopping,
+    /// The connection is dead; the reason is for the log.
+    Dead(String),
+}
+
+/// Keeps one connection to a peer and writes its queue to it, replacing the connection
+/// whenever it is found dead (see the module documentation).
+async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Metrics>) {
+    let Link { peer, ref addr, timing, .. } = link;
     let mut backoff = BACKOFF_MIN;
     let mut warned = false;
     let mut failures = 0u32;
-    let mut buf = BytesMut::new();
     loop {
-        let mut stream = match TcpStream::connect(&addr).await {
+        // Only what was queued before this attempt counts as stale if it fails: a message
+        // queued while we wait to retry still goes out if the next attempt succeeds.
+        let queued_before = rx.len();
+        let mut stream = match connect(addr, timing).await {
             Ok(s) => {
-                backoff = BACKOFF_MIN;
                 failures = 0;
-                if warned {
-                    tracing::info!("connected to peer {} at {addr}", format_id(peer));
-                }
                 s
             }
             Err(e) => {
@@ -200,39 +291,177 @@ async fn peer_loop(
                     tracing::warn!("cannot reach peer {} at {addr}: {e}", format_id(peer));
                     warned = true;
                 }
-                // What was queued for a peer we cannot reach is stale by the time we can.
                 let mut stale = 0;
-                while rx.try_recv().is_ok() {
+                while stale < queued_before && rx.try_recv().is_ok() {
                     stale += 1;
                 }
-                metrics.peer_messages_dropped(stale);
-                if rx.is_closed() {
+                metrics.peer_messages_dropped(stale as u64);
+                if rx.is_closed() && rx.is_empty() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(timing.backoff_max());
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        loop {
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < BATCH_MESSAGES_MAX {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+        let began = Instant::now();
+        let mut heard = false;
+        let ended = run_connection(&link, &mut stream, &mut rx, &metrics, &mut heard).await;
+        if heard && warned {
+            tracing::info!("peer {} at {addr} is reachable again", format_id(peer));
+            warned = false;
+        }
+        match ended {
+            Ended::Stopping => return,
+            Ended::Dead(why) => {
+                // Warn once per outage; a paused peer accepts and goes silent again and
+                // again.
+                if !warned {
+                    tracing::warn!("connection to peer {} at {addr}: {why}", format_id(peer));
+                    warned = true;
+                } else {
+                    tracing::debug!("connection to peer {} at {addr}: {why}", format_id(peer));
                 }
             }
-            buf.clear();
-            if let Err(e) = codec.encode_batch(GROUP_ID, &batch, &mut buf) {
-                tracing::error!("cannot encode messages for peer {}: {e}", format_id(peer));
-                continue;
+        }
+        drop(stream);
+        // A connection that was up (the peer restarted, or a partition healed and the old
+        // connection was found dead) is replaced at once. One that ended as soon as it was
+        // made (a peer that accepts and closes) is retried with backoff, not in a tight loop.
+        if began.elapsed() >= timing.backoff_max() {
+            backoff = BACKOFF_MIN;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(timing.backoff_max());
+        }
+    }
+}
+
+/// Dials `addr` within the connect deadline and sets the socket options of a message
+/// connection.
+async fn connect(addr: &str, timing: PeerTiming) -> std::io::Result<TcpStream> {
+    let stream =
+        match tokio::time::timeout(timing.connect_timeout(), TcpStream::connect(addr)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", timing.connect_timeout()),
+                ));
             }
-            if let Err(e) = stream.write_all(&buf).await {
-                tracing::warn!("lost connection to peer {} at {addr}: {e}", format_id(peer));
-                warned = true;
-                break;
+        };
+    tune_socket(&stream, timing);
+    Ok(stream)
+}
+
+/// `TCP_NODELAY`, TCP keepalive and `TCP_USER_TIMEOUT` on a message connection. Failures are
+/// logged, not fatal: the application-level keepalives still notice a dead peer.
+fn tune_socket(stream: &TcpStream, timing: PeerTiming) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY on a peer connection: {e}");
+    }
+    // The kernel counts keepalive times in whole seconds.
+    let whole_seconds = |d: Duration| Duration::from_secs(d.as_secs_f64().ceil().max(1.0) as u64);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(whole_seconds(timing.election_timeout))
+        .with_interval(whole_seconds(timing.heartbeat_interval))
+        .with_retries(TCP_KEEPALIVE_PROBES);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("cannot set TCP keepalive on a peer connection: {e}");
+    }
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    if let Err(e) = socket.set_tcp_user_timeout(Some(timing.election_timeout)) {
+        tracing::debug!("cannot set TCP_USER_TIMEOUT on a peer connection: {e}");
+    }
+}
+
+/// Writes `bytes` within the write deadline.
+async fn write_within(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    deadline: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(deadline, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => {
+            Err(format!("a write of {} bytes did not finish within {deadline:?}", bytes.len()))
+        }
+    }
+}
+
+/// Writes the peer's queue to one connection and reads the keepalives coming back, until
+/// the connection is found dead or the member stops. Sets `heard` once a keepalive arrives.
+async fn run_connection(
+    link: &Link,
+    stream: &mut TcpStream,
+    rx: &mut mpsc::Receiver<Message>,
+    metrics: &Metrics,
+    heard: &mut bool,
+) -> Ended {
+    let Link { codec, peer, timing, .. } = *link;
+    let silence_max = timing.election_timeout;
+    let mut out = BytesMut::new();
+    // The opening frame, empty unless something is queued: it tells the acceptor at once
+    // that this is a message connection, so its keepalives start even if we stay idle.
+    codec.encode_frame(GROUP_ID, &[], &mut out).expect("an empty frame always fits");
+    if let Err(e) = write_within(stream, &out, timing.election_timeout).await {
+        return Ended::Dead(e);
+    }
+    let mut received = BytesMut::with_capacity(4 * FRAME_HEADER_BYTES);
+    let mut last_heard = Instant::now();
+    loop {
+        // Biased: what has arrived is read before the silence deadline is judged, and the
+        // deadline before more is written (a queue that never empties cannot hide silence).
+        tokio::select! {
+            biased;
+            r = stream.read_buf(&mut received) => {
+                match r {
+                    Ok(0) => return Ended::Dead("closed by the peer".into()),
+                    Err(e) => return Ended::Dead(format!("read failed: {e}")),
+                    Ok(_) => {}
+                }
+                loop {
+                    match codec.decode_keepalive(&mut received) {
+                        Ok(Some(from)) if from == peer => {
+                            last_heard = Instant::now();
+                            *heard = true;
+                        }
+                        Ok(Some(from)) => {
+                            let e = WireError::KeepaliveFromStranger { expected: peer, got: from };
+                            return Ended::Dead(e.to_string());
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Ended::Dead(format!("bad keepalive: {e}")),
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(last_heard + silence_max) => {
+                return Ended::Dead(format!("nothing heard for {silence_max:?}"));
+            }
+            first = rx.recv() => {
+                let Some(first) = first else { return Ended::Stopping };
+                let mut batch = vec![first];
+                while batch.len() < BATCH_MESSAGES_MAX {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                out.clear();
+                if let Err(e) = codec.encode_batch(GROUP_ID, &batch, &mut out) {
+                    tracing::error!("cannot encode messages for peer {}: {e}", format_id(peer));
+                    metrics.peer_messages_dropped(batch.len() as u64);
+                    continue;
+                }
+                // A batch whose write failed is not sent: how much of it the peer got is
+                // unknown, and a truncated frame is discarded by the peer.
+                if let Err(e) = write_within(stream, &out, timing.election_timeout).await {
+                    metrics.peer_messages_dropped(batch.len() as u64);
+                    return Ended::Dead(e);
+                }
+                metrics.peer_messages_sent(batch.len() as u64);
             }
         }
     }
@@ -241,7 +470,12 @@ async fn peer_loop(
 /// Accepts peer connections and feeds their messages to the runtime; runs until the task is
 /// dropped, which also closes every connection it accepted (so peers notice and reconnect
 /// to whoever listens next on this address).
-pub async fn accept_loop(listener: TcpListener, codec: FrameCodec, runtime: RuntimeHandle) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    codec: FrameCodec,
+    timing: PeerTiming,
+    runtime: RuntimeHandle,
+) {
     let mut readers = tokio::task::JoinSet::new();
     let partials = Partials::default();
     loop {
@@ -251,7 +485,8 @@ pub async fn accept_loop(listener: TcpListener, codec: FrameCodec, runtime: Runt
             Ok((stream, from)) => {
                 let _ = stream.set_nodelay(true);
                 let (runtime, partials) = (runtime.clone(), partials.clone());
-                readers.spawn(read_loop(stream, from.to_string(), codec, runtime, partials));
+                let from = from.to_string();
+                readers.spawn(read_loop(stream, from, codec, timing, runtime, partials));
             }
             Err(e) => {
                 tracing::warn!("peer accept failed: {e}");
@@ -261,12 +496,14 @@ pub async fn accept_loop(listener: TcpListener, codec: FrameCodec, runtime: Runt
     }
 }
 
-/// Reads frames from one inbound connection until it closes or sends something bad; a
-/// connection that opens with [`STREAM_MAGIC`] is a snapshot transfer instead.
+/// Reads frames from one inbound connection until it closes or sends something bad, and
+/// writes a keepalive back every heartbeat interval; a connection that opens with
+/// [`STREAM_MAGIC`] is a snapshot transfer instead.
 async fn read_loop(
     mut stream: TcpStream,
     from: String,
     codec: FrameCodec,
+    timing: PeerTiming,
     runtime: RuntimeHandle,
     partials: Partials,
 ) {
@@ -297,6 +534,12 @@ async fn read_loop(
         }
         return;
     }
+    tune_socket(&stream, timing);
+    let mut keepalive = BytesMut::new();
+    codec.encode_keepalive(&mut keepalive);
+    // The first tick is immediate: the dialler hears from us as soon as it has opened.
+    let mut ticks = tokio::time::interval(timing.heartbeat_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let me = NodeId(codec.member_id);
     loop {
         loop {
@@ -331,9 +574,22 @@ async fn read_loop(
                 }
             }
         }
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        // Biased: the keepalive first, so that a dialler sending without pause still hears
+        // from us every heartbeat interval (the tick is ready only once per interval).
+        tokio::select! {
+            biased;
+            _ = ticks.tick() => {
+                // A dialler that stopped reading is paused or gone: close, and let it dial
+                // again when it can.
+                if let Err(e) = write_within(&mut stream, &keepalive, timing.election_timeout).await {
+                    tracing::debug!("closing peer connection from {from}: keepalive {e}");
+                    return;
+                }
+            }
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The peer wire format: a compact, versioned binary encoding of [`tenure_raft::Message`] and
 //! the frames that carry batches of them between members over TCP.
 //!
-//! # Frame layout (version 1)
+//! # Frame layout (version 2)
 //!
 //! Every frame is a fixed 40-byte header followed by the payload. Integers in the header are
 //! little-endian.
@@ -9,8 +9,8 @@
 //! ```text
 //! offset size field
 //!      0    4 magic            b"TNRW"
-//!      4    1 version          1 (WIRE_VERSION)
-//!      5    1 flags            0; every bit is reserved and must be clear
+//!      4    1 version          2 (WIRE_VERSION)
+//!      5    1 flags            bit 0: keepalive (below); every other bit is reserved and clear
 //!      6    2 message_count    messages in the payload
 //!      8    8 cluster_id       the sender's cluster; a mismatch refuses the frame
 //!     16    8 group_id         which Raft group the messages belong to
@@ -19,6 +19,21 @@
 //!     36    4 crc32c           CRC-32C of header bytes 0..36, then of the payload
 //!     40    - payload          message_count encoded messages, back to back
 //! ```
+//!
+//! # Two kinds of frame, one per direction
+//!
+//! A message connection is dialled by the member that sends the messages. It writes
+//! **message frames** (flags 0). The member that accepted it writes **keepalive frames**
+//! back (flag bit 0 set, no messages, no payload, group 0, `from_member` its own id) every
+//! heartbeat interval, so that the dialler can tell a live peer from a dead, paused or
+//! unreachable one by the silence (`crate::peer::transport`). Each side decodes only the kind
+//! it expects: [`FrameCodec::decode_frame`] refuses a keepalive and
+//! [`FrameCodec::decode_keepalive`] refuses a message frame.
+//!
+//! Versions: 1 had message frames only and one-way connections. Version 2 added keepalives.
+//! A member refuses any other version at the first header: a version-1 receiver would never
+//! write keepalives, so a version-2 sender would take it for dead every election timeout; a
+//! clear "unsupported wire version" error is better than a connection that half works.
 //!
 //! # Message encoding
 //!
@@ -83,8 +98,10 @@ use tenure_raft::{
 
 /// The four bytes every frame starts with.
 pub const FRAME_MAGIC: [u8; 4] = *b"TNRW";
-/// The wire format version this build writes and reads.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire format version this build writes and reads (2: keepalive frames).
+pub const WIRE_VERSION: u8 = 2;
+/// The flag bit of a keepalive frame; every other flag bit is reserved.
+pub const FLAG_KEEPALIVE: u8 = 0x01;
 /// Size of the fixed frame header.
 pub const FRAME_HEADER_BYTES: usize = 40;
 /// Default limit on one frame's payload (64 MiB): far above Raft's append size (1 MiB by
@@ -113,6 +130,31 @@ pub enum WireError {
     /// Reserved flag bits were set.
     #[error("reserved frame flags {0:#04x} are set")]
     ReservedFlags(u8),
+    /// A frame of the other kind than this side of the connection reads: a keepalive where
+    /// messages were expected, or messages where only keepalives may come.
+    #[error("a {got} frame where only {expected} frames may come")]
+    WrongFrameKind {
+        /// The kind this side reads.
+        expected: FrameKind,
+        /// The kind that arrived.
+        got: FrameKind,
+    },
+    /// A keepalive frame claimed messages or a payload.
+    #[error("a keepalive frame with {message_count} messages and {payload_bytes} payload bytes")]
+    KeepaliveWithPayload {
+        /// The message count in the header.
+        message_count: u16,
+        /// The payload length in the header.
+        payload_bytes: u32,
+    },
+    /// A keepalive came from another member than the one this connection was dialled to.
+    #[error("keepalive from member {got:016x} on a connection to member {expected:016x}")]
+    KeepaliveFromStranger {
+        /// The member dialled.
+        expected: u64,
+        /// The member the keepalive names.
+        got: u64,
+    },
     /// The sender belongs to another cluster.
     #[error(
         "peer member {from_member:016x} is in cluster {got:016x} but this member is in \
@@ -185,9 +227,29 @@ pub enum WireError {
     },
 }
 
+/// What a frame carries, from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Raft messages, from the member that dialled the connection.
+    Messages,
+    /// Nothing: proof of life from the member that accepted the connection.
+    Keepalive,
+}
+
+impl std::fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameKind::Messages => "message",
+            FrameKind::Keepalive => "keepalive",
+        })
+    }
+}
+
 /// The decoded fixed header of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// Message frame or keepalive (flag bit 0).
+    pub kind: FrameKind,
     /// Messages in the payload.
     pub message_count: u16,
     /// The sender's cluster.
@@ -223,17 +285,28 @@ impl FrameHeader {
             return Err(WireError::UnsupportedVersion(version));
         }
         let flags = b.get_u8();
-        if flags != 0 {
-            return Err(WireError::ReservedFlags(flags));
+        if flags & !FLAG_KEEPALIVE != 0 {
+            return Err(WireError::ReservedFlags(flags & !FLAG_KEEPALIVE));
         }
-        Ok(FrameHeader {
+        let kind =
+            if flags & FLAG_KEEPALIVE != 0 { FrameKind::Keepalive } else { FrameKind::Messages };
+        let header = FrameHeader {
+            kind,
             message_count: b.get_u16_le(),
             cluster_id: b.get_u64_le(),
             group_id: b.get_u64_le(),
             from_member: b.get_u64_le(),
             payload_bytes: b.get_u32_le(),
             crc32c: b.get_u32_le(),
-        })
+        };
+        if kind == FrameKind::Keepalive && (header.message_count != 0 || header.payload_bytes != 0)
+        {
+            return Err(WireError::KeepaliveWithPayload {
+                message_count: header.message_count,
+                payload_bytes: header.payload_bytes,
+            });
+        }
+        Ok(header)
     }
 }
 
@@ -344,13 +417,32 @@ impl FrameCodec {
         Ok(frames)
     }
 
-    /// Fills in the header at the start of `frame` (header placeholder plus payload).
+    /// Appends one keepalive frame to `out`: what the accepting side of a message connection
+    /// writes back every heartbeat interval.
+    pub fn encode_keepalive(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_bytes(0, FRAME_HEADER_BYTES);
+        self.write_header_with_flags(FLAG_KEEPALIVE, 0, 0, &mut out[start..]);
+    }
+
+    /// Fills in the header of a message frame at the start of `frame` (header placeholder
+    /// plus payload).
     fn write_header(&self, group_id: u64, message_count: u16, frame: &mut [u8]) {
+        self.write_header_with_flags(0, group_id, message_count, frame);
+    }
+
+    fn write_header_with_flags(
+        &self,
+        flags: u8,
+        group_id: u64,
+        message_count: u16,
+        frame: &mut [u8],
+    ) {
         let payload_bytes = (frame.len() - FRAME_HEADER_BYTES) as u32;
         let mut h = &mut frame[..36];
         h.put_slice(&FRAME_MAGIC);
         h.put_u8(WIRE_VERSION);
-        h.put_u8(0);
+        h.put_u8(flags);
         h.put_u16_le(message_count);
         h.put_u64_le(self.cluster_id);
         h.put_u64_le(group_id);
@@ -378,13 +470,38 @@ impl FrameCodec {
         Ok(())
     }
 
-    /// Decodes the next frame from a receive buffer, for a stream reader.
+    /// Decodes the next message frame from a receive buffer, for a stream reader.
     ///
     /// Returns `Ok(None)` while the frame is incomplete (read more and call again), and takes
     /// the frame's bytes out of `buf` once it is complete. The header is checked as soon as it
-    /// has arrived, so a frame from another cluster or over the limit is refused before its
-    /// payload is buffered. After an error the stream is out of step and must be closed.
+    /// has arrived, so a frame from another cluster, over the limit or of the wrong kind is
+    /// refused before its payload is buffered. After an error the stream is out of step and
+    /// must be closed.
     pub fn decode_frame(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        match self.take_frame(buf, FrameKind::Messages)? {
+            None => Ok(None),
+            Some((header, frame)) => self.decode_checked(header, frame).map(Some),
+        }
+    }
+
+    /// Decodes the next keepalive from a receive buffer, for the dialling side of a message
+    /// connection, and returns the member that wrote it. `Ok(None)` and errors as in
+    /// [`FrameCodec::decode_frame`]; a message frame here is an error.
+    pub fn decode_keepalive(&self, buf: &mut BytesMut) -> Result<Option<u64>, WireError> {
+        let Some((header, frame)) = self.take_frame(buf, FrameKind::Keepalive)? else {
+            return Ok(None);
+        };
+        check_crc(&header, &frame)?;
+        Ok(Some(header.from_member))
+    }
+
+    /// Takes the next complete frame of kind `expected` out of `buf`, unchecked beyond its
+    /// header.
+    fn take_frame(
+        &self,
+        buf: &mut BytesMut,
+        expected: FrameKind,
+    ) -> Result<Option<(FrameHeader, Bytes)>, WireError> {
         if buf.len() < FRAME_HEADER_BYTES {
             // Refuse a stranger at once instead of waiting for 40 bytes it may never send.
             let n = buf.len().min(4);
@@ -397,19 +514,28 @@ impl FrameCodec {
         }
         let header = FrameHeader::parse(buf)?;
         self.check_header(&header)?;
+        if header.kind != expected {
+            return Err(WireError::WrongFrameKind { expected, got: header.kind });
+        }
         let total = FRAME_HEADER_BYTES + header.payload_bytes as usize;
         if buf.len() < total {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        let frame = buf.split_to(total).freeze();
-        self.decode_checked(header, frame).map(Some)
+        Ok(Some((header, buf.split_to(total).freeze())))
     }
 
-    /// Decodes exactly one complete frame held in `frame` (payloads stay slices of it).
+    /// Decodes exactly one complete message frame held in `frame` (payloads stay slices of
+    /// it).
     pub fn decode_frame_bytes(&self, frame: Bytes) -> Result<Frame, WireError> {
         let header = FrameHeader::parse(&frame)?;
         self.check_header(&header)?;
+        if header.kind != FrameKind::Messages {
+            return Err(WireError::WrongFrameKind {
+                expected: FrameKind::Messages,
+                got: header.kind,
+            });
+        }
         let total = FRAME_HEADER_BYTES + header.payload_bytes as usize;
         if frame.len() < total {
             return Err(WireError::Truncated { needed: total, available: frame.len() });
@@ -422,11 +548,7 @@ impl FrameCodec {
 
     /// Verifies the checksum and decodes the payload of a frame of exactly the right length.
     fn decode_checked(&self, header: FrameHeader, frame: Bytes) -> Result<Frame, WireError> {
-        let actual =
-            crc32c::crc32c_append(crc32c::crc32c(&frame[..36]), &frame[FRAME_HEADER_BYTES..]);
-        if actual != header.crc32c {
-            return Err(WireError::ChecksumMismatch { expected: header.crc32c, actual });
-        }
+        check_crc(&header, &frame)?;
         let messages =
             decode_messages(frame.slice(FRAME_HEADER_BYTES..), header.message_count as usize)?;
         if let Some(m) = messages.iter().find(|m| m.from.0 != header.from_member) {
@@ -437,6 +559,15 @@ impl FrameCodec {
         }
         Ok(Frame { group_id: header.group_id, from_member: header.from_member, messages })
     }
+}
+
+/// Verifies the checksum of a whole frame (header and payload) against its header.
+fn check_crc(header: &FrameHeader, frame: &[u8]) -> Result<(), WireError> {
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&frame[..36]), &frame[FRAME_HEADER_BYTES..]);
+    if actual != header.crc32c {
+        return Err(WireError::ChecksumMismatch { expected: header.crc32c, actual });
+    }
+    Ok(())
 }
 
 // ---- Messages --------------------------------------------------------------------------------
@@ -1080,14 +1211,104 @@ mod tests {
     fn wrong_version_and_flags_are_named() {
         let mut out = BytesMut::new();
         codec().encode_frame(1, &[], &mut out).unwrap();
-        let mut v2 = out.clone();
-        v2[4] = 2;
-        assert_eq!(FrameHeader::parse(&v2), Err(WireError::UnsupportedVersion(2)));
+        // Version 1 (no keepalives) and any later version are refused at the header.
+        for version in [1, 3] {
+            let mut other = out.clone();
+            other[4] = version;
+            assert_eq!(FrameHeader::parse(&other), Err(WireError::UnsupportedVersion(version)));
+            let mut stream = other.clone();
+            assert_eq!(
+                codec().decode_frame(&mut stream),
+                Err(WireError::UnsupportedVersion(version))
+            );
+        }
         let mut flags = out.clone();
-        flags[5] = 0x80;
+        flags[5] = 0x80 | FLAG_KEEPALIVE;
         assert_eq!(FrameHeader::parse(&flags), Err(WireError::ReservedFlags(0x80)));
-        // An empty frame is valid (usable as a keep-alive).
+        // An empty message frame is still valid.
         assert_eq!(codec().decode_frame_bytes(out.freeze()).unwrap().messages, vec![]);
+    }
+
+    #[test]
+    fn keepalive_has_the_documented_layout_and_decodes_back() {
+        let mut out = BytesMut::new();
+        codec().encode_keepalive(&mut out);
+        assert_eq!(out.len(), FRAME_HEADER_BYTES);
+        assert_eq!(&out[0..4], b"TNRW");
+        assert_eq!((out[4], out[5]), (WIRE_VERSION, FLAG_KEEPALIVE));
+        assert_eq!(&out[6..8], &[0, 0], "no messages");
+        assert_eq!(u64::from_le_bytes(out[8..16].try_into().unwrap()), CLUSTER);
+        assert_eq!(u64::from_le_bytes(out[16..24].try_into().unwrap()), 0, "group 0");
+        assert_eq!(u64::from_le_bytes(out[24..32].try_into().unwrap()), ME);
+        assert_eq!(&out[32..36], &[0; 4], "no payload");
+        let header = FrameHeader::parse(&out).unwrap();
+        assert_eq!(header.kind, FrameKind::Keepalive);
+
+        // Two keepalives and half of a third, fed to the dialler's decoder.
+        let mut stream = BytesMut::new();
+        codec().encode_keepalive(&mut stream);
+        codec().encode_keepalive(&mut stream);
+        stream.extend_from_slice(&out[..20]);
+        assert_eq!(codec().decode_keepalive(&mut stream), Ok(Some(ME)));
+        assert_eq!(codec().decode_keepalive(&mut stream), Ok(Some(ME)));
+        assert_eq!(codec().decode_keepalive(&mut stream), Ok(None));
+        stream.extend_from_slice(&out[20..]);
+        assert_eq!(codec().decode_keepalive(&mut stream), Ok(Some(ME)));
+        assert!(stream.is_empty());
+    }
+
+    #[test]
+    fn each_side_refuses_the_other_kind_of_frame() {
+        let mut keepalive = BytesMut::new();
+        codec().encode_keepalive(&mut keepalive);
+        let mut messages = BytesMut::new();
+        codec().encode_frame(0, &[], &mut messages).unwrap();
+        let wrong = |expected, got| WireError::WrongFrameKind { expected, got };
+        // Refused from the header alone, before any payload.
+        assert_eq!(
+            codec().decode_frame(&mut keepalive.clone()).unwrap_err(),
+            wrong(FrameKind::Messages, FrameKind::Keepalive)
+        );
+        assert_eq!(
+            codec().decode_frame_bytes(keepalive.clone().freeze()).unwrap_err(),
+            wrong(FrameKind::Messages, FrameKind::Keepalive)
+        );
+        assert_eq!(
+            codec().decode_keepalive(&mut messages.clone()).unwrap_err(),
+            wrong(FrameKind::Keepalive, FrameKind::Messages)
+        );
+        // A keepalive from another cluster is refused like any frame.
+        let mut stranger = BytesMut::new();
+        FrameCodec::new(0xdead, 5).encode_keepalive(&mut stranger);
+        assert!(matches!(
+            codec().decode_keepalive(&mut stranger),
+            Err(WireError::ClusterMismatch { got: 0xdead, .. })
+        ));
+    }
+
+    #[test]
+    fn a_keepalive_with_a_payload_or_a_bad_checksum_is_refused() {
+        let mut out = BytesMut::new();
+        codec().encode_keepalive(&mut out);
+        let mut counted = out.clone();
+        counted[6] = 1;
+        assert_eq!(
+            FrameHeader::parse(&counted),
+            Err(WireError::KeepaliveWithPayload { message_count: 1, payload_bytes: 0 })
+        );
+        let mut sized = out.clone();
+        sized[32] = 8;
+        sized.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            codec().decode_keepalive(&mut sized),
+            Err(WireError::KeepaliveWithPayload { message_count: 0, payload_bytes: 8 })
+        );
+        let mut damaged = out.clone();
+        damaged[20] ^= 1;
+        assert!(matches!(
+            codec().decode_keepalive(&mut damaged),
+            Err(WireError::ChecksumMismatch { .. })
+        ));
     }
 
     // ---- Properties ------------------------------------------------------------------------
@@ -1174,6 +1395,8 @@ mod tests {
             let _ = codec().decode_frame_bytes(b.clone());
             let mut buf = BytesMut::from(&b[..]);
             let _ = codec().decode_frame(&mut buf);
+            let mut buf = BytesMut::from(&b[..]);
+            let _ = codec().decode_keepalive(&mut buf);
             // With a valid header in front, the payload decoder sees the random bytes.
             let mut framed = BytesMut::new();
             codec().encode_frame(1, &[], &mut framed).unwrap();
