@@ -119,3 +119,49 @@ impl Plan {
         Server(Some(child))
     }
 }
+
+impl Server {
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (a name `kill` knows: "STOP", "CONT") to the child.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
+        assert!(status.expect("runs kill").success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Plan {
+    /// Starts member `i` listening for peers on `listen_peer_url` while every member's
+    /// `--initial-cluster` (and its own advertised peer URL) names `self.peers`: a test puts a
+    /// proxy on each of `self.peers` that forwards to the member's real peer listener.
+    pub fn start_behind_proxy(
+        &self,
+        i: usize,
+        dir: &Path,
+        listen_peer_url: &str,
+        extra: &[&str],
+    ) -> Server {
+        let cluster: Vec<String> =
+            self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args(["serve", "--name", &self.names[i]])
+            .arg("--data-dir")
+            .arg(dir.join(&self.names[i]))
+            .args(["--listen-client-urls", &self.clients[i]])
+            .args(["--advertise-client-urls", &self.clients[i]])
+            .args(["--listen-peer-urls", listen_peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peers[i]])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runs tenure serve");
+        Server(Some(child))
+    }
+}
