@@ -651,6 +651,11 @@ impl Worker {
         self.replica.sync_for_shutdown()?;
         self.dispatch(out);
         self.replies.clear();
+        // Client requests still queued get no answer: dropping them drops their reply senders,
+        // which their callers hear as "server stopped". (A channel keeps what it holds until
+        // every sender is gone, and clients hold senders for as long as they hold a handle.)
+        while self.rx.clients.try_recv().is_ok() {}
+        while self.rx.peers.try_recv().is_ok() {}
         tracing::info!("{} stopped", self.name);
         Ok(())
     }
@@ -768,5 +773,107 @@ mod tests {
         assert!(w.await.is_err(), "the waiting client sees the replica gone");
         assert!(h.status().stopped);
         assert!(rt.shutdown().is_err(), "shutdown reports the storage failure");
+    }
+
+    /// Holds the replica thread inside an `Inspect` until the returned sender is dropped, so
+    /// that a test can fill its lanes.
+    async fn hold_replica_thread(h: &super::RuntimeHandle) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let _running = h
+            .inspect(move |_| {
+                let _ = entered_tx.send(());
+                let _ = held.recv();
+            })
+            .expect("queued");
+        entered.await.expect("the replica thread runs the inspection");
+        release
+    }
+
+    fn stray_message() -> Message {
+        Message {
+            from: NodeId(9),
+            to: NodeId(1),
+            term: tenure_raft::Term(1),
+            body: tenure_raft::MessageBody::Heartbeat {
+                commit: tenure_raft::LogIndex(0),
+                read_round: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_client_lane_refuses_clients_but_peer_messages_still_get_in() {
+        let disk = SimDisk::new(9);
+        let rt = start(&disk);
+        let h = rt.handle();
+        wait_until_leader(&h).await;
+        let release = hold_replica_thread(&h).await;
+        let queued: Vec<_> =
+            (0..super::CLIENT_QUEUE_MAX).map(|i| h.propose(put(&format!("q{i}"), "v"))).collect();
+        assert!(queued.iter().all(Result::is_ok), "the client lane holds CLIENT_QUEUE_MAX");
+        assert_eq!(
+            h.propose(put("one-too-many", "v")).err(),
+            Some(super::SubmitError::Full),
+            "a client finding its lane full is refused at once"
+        );
+        assert!(h.read(RangeRequest::single("k"), Consistency::Serializable).is_err());
+        assert_eq!(h.step(stray_message()), Ok(()), "peer messages have a lane of their own");
+        drop(release);
+        for w in queued {
+            let answer = w.unwrap().await.expect("answered");
+            assert!(matches!(answer, Ok(Answer::Write(_))), "{answer:?}");
+        }
+        rt.shutdown().expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_full_peer_lane_drops_and_counts_but_never_blocks() {
+        let disk = SimDisk::new(10);
+        let rt = start(&disk);
+        let h = rt.handle();
+        wait_until_leader(&h).await;
+        let release = hold_replica_thread(&h).await;
+        for _ in 0..super::PEER_QUEUE_MAX {
+            assert_eq!(h.step(stray_message()), Ok(()));
+        }
+        assert_eq!(h.step(stray_message()), Err(super::SubmitError::Full));
+        assert!(h.metrics().render().contains("tenure_peer_messages_dropped_total 1"));
+        // Clients are unaffected by a full peer lane.
+        let w = h.propose(put("still", "served")).expect("the client lane has room");
+        drop(release);
+        assert!(matches!(w.await.expect("answered"), Ok(Answer::Write(_))));
+        rt.shutdown().expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn control_inputs_go_before_queued_client_requests() {
+        let disk = SimDisk::new(11);
+        let rt = start(&disk);
+        let h = rt.handle();
+        wait_until_leader(&h).await;
+        let release = hold_replica_thread(&h).await;
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waits: Vec<_> = (0..100)
+            .map(|_| {
+                let ran = Arc::clone(&ran);
+                h.inspect(move |_| {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .expect("queued")
+            })
+            .collect();
+        // Shutdown travels on the control lane: queued behind the held inspection but ahead
+        // of the 100 client requests queued before it.
+        let stopping = std::thread::spawn(move || rt.shutdown());
+        // `shutdown` queues its input at once (the control lane is never full); give the
+        // thread a moment to get there, then let the replica thread go.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(release);
+        stopping.join().expect("joined").expect("clean shutdown");
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0, "no client request ran");
+        for w in waits {
+            assert!(w.await.is_err(), "queued clients hear that the replica stopped");
+        }
     }
 }
