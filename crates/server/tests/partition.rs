@@ -43,10 +43,26 @@ async fn proxy(listener: TcpListener, target: String, to: u64, cuts: Cuts) {
     }
 }
 
-/// Copies one one-way peer connection (the dialler writes, the listener only reads) until
-/// either side closes or the link is cut.
-async fn pipe(mut inbound: TcpStream, target: String, to: u64, cuts: Cuts) {
-    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+/// Copies one peer connection until either side closes or the link is cut: the dialler's
+/// frames forward, and the listener's keepalives back, so that the dialler keeps hearing its
+/// peer while the link is up.
+async fn pipe(inbound: TcpStream, target: String, to: u64, cuts: Cuts) {
+    let Ok(outbound) = TcpStream::connect(&target).await else { return };
+    let (mut inbound, mut inbound_back) = inbound.into_split();
+    let (mut outbound_back, mut outbound) = outbound.into_split();
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut outbound_back, &mut inbound_back).await;
+    });
+    forward(&mut inbound, &mut outbound, to, &cuts).await;
+    back.abort();
+}
+
+async fn forward(
+    inbound: &mut tokio::net::tcp::OwnedReadHalf,
+    outbound: &mut tokio::net::tcp::OwnedWriteHalf,
+    to: u64,
+    cuts: &Cuts,
+) {
     let mut from = None;
     let mut head = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];

@@ -127,7 +127,7 @@ impl Metrics {
         );
         registry.register(
             "tenure_peer_messages_sent",
-            "Raft messages queued for a peer connection.",
+            "Raft messages written to a peer connection.",
             peer_sent.clone(),
         );
         registry.register(
@@ -244,7 +244,7 @@ impl Metrics {
         self.fsync_seconds.observe(took.as_secs_f64());
     }
 
-    /// Counts `n` messages handed to peer connections.
+    /// Counts `n` messages written to peer connections.
     pub fn peer_messages_sent(&self, n: u64) {
         self.peer_sent.inc_by(n);
     }
