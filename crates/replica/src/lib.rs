@@ -466,8 +466,9 @@ impl Replica {
         }
     }
 
-    /// Handles a message from a peer. Misaddressed messages are dropped, and so is a
-    /// `Snapshot` message whose data was not staged first (see [`Replica::snapshot_receiver`]).
+    /// Handles a message from a peer. Misaddressed, malformed or impossible messages are
+    /// dropped and logged with the sender's id, and so is a `Snapshot` message whose data was
+    /// not staged first (see [`Replica::snapshot_receiver`]).
     pub fn step(&mut self, msg: Message) {
         if let tenure_raft::MessageBody::Snapshot { meta } = &msg.body {
             let staged = self.node.log_view().open_snapshot(meta.last_included);
@@ -481,8 +482,12 @@ impl Replica {
                 return;
             }
         }
-        // Bad input from the network is never a panic: a misaddressed message is dropped.
-        let _ = self.node.step(msg);
+        // Bad input from the network is never a panic: a misaddressed, malformed or impossible
+        // message is refused by the core and dropped here, with the sender named.
+        let from = msg.from;
+        if let Err(e) = self.node.step(msg) {
+            tracing::warn!(replica = %self.id, %from, "dropping a message from a peer: {e}");
+        }
     }
 
     /// Proposes a state-machine command on behalf of a client. The answer comes back as a
