@@ -9,7 +9,7 @@ use clap::error::ErrorKind;
 use tenure_server::cli::{
     Cli, Command, DevArgs, EndpointCommand, MemberCommand, ServeConfig, one_line,
 };
-use tenure_server::cli::{client, demo, dev};
+use tenure_server::cli::{bench, client, demo, dev};
 use tenure_server::member::Member;
 
 fn main() -> ExitCode {
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Ok(cfg) => serve(cfg),
         },
         Command::Dev(args) => run_dev(args),
+        Command::Bench(args) => bench::main(&args),
         Command::Demo(args) => {
             let mut out = std::io::stdout().lock();
             match demo::run(&mut out, Duration::from_millis(args.pace_ms)) {
@@ -66,7 +67,7 @@ fn run_client(command: Command) -> ExitCode {
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await
             }
-            Command::Serve(_) | Command::Dev(_) | Command::Demo(_) => {
+            Command::Serve(_) | Command::Dev(_) | Command::Demo(_) | Command::Bench(_) => {
                 unreachable!("handled by main")
             }
         }

@@ -8,8 +8,9 @@
 
 //!
 //! Submodules: [`client`] (the client subcommands), [`dev`] (`tenure dev`), [`demo`]
-//! (`tenure demo`).
+//! (`tenure demo`), [`bench`] (`tenure bench`).
 
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod dev;
@@ -59,6 +60,9 @@ pub enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Load an etcd v3 endpoint (tenure or etcd) and report throughput and latency (like etcd's
+    /// `benchmark`).
+    Bench(bench::BenchArgs),
 }
 
 /// `tenure member ...`.
