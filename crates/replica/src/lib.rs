@@ -44,7 +44,7 @@
 pub mod envelope;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -232,20 +232,24 @@ struct PendingRead {
     deadline_tick: u64,
 }
 
-/// Client requests waiting for an answer, indexed so that every lookup on the hot path costs
-/// O(log n) in the number pending: by request id, by log position (writes this replica
-/// appended as leader), by read index (confirmed reads) and by deadline.
+/// Client requests waiting for an answer, indexed so that no step on the hot path scans them
+/// all: by request id (hashed; never iterated, so the hash order is never observed), by log
+/// position (writes this replica appended as leader), by read index (confirmed reads) and by
+/// deadline.
 #[derive(Default)]
 struct Pending {
-    writes: BTreeMap<RequestId, PendingWrite>,
-    reads: BTreeMap<RequestId, PendingRead>,
+    writes: HashMap<RequestId, PendingWrite>,
+    reads: HashMap<RequestId, PendingRead>,
     /// Writes appended here as leader, by the index they were appended at (several runs of
     /// leadership may have put different writes at one index).
     writes_at: BTreeSet<(LogIndex, RequestId)>,
     /// Confirmed reads, by the index they wait for.
     reads_at: BTreeSet<(LogIndex, RequestId)>,
-    /// Every pending request, by deadline tick.
-    deadlines: BTreeSet<(u64, RequestId)>,
+    /// Requests by deadline tick, in the order they were registered. Deadlines are the tick of
+    /// registration plus a fixed timeout, so this order is also deadline order. Entries of
+    /// requests that completed stay until their deadline passes and are skipped then, so
+    /// completing a request costs nothing here.
+    deadlines: VecDeque<(u64, RequestId)>,
 }
 
 impl Pending {
@@ -257,12 +261,12 @@ impl Pending {
         if let Some(at) = w.at {
             self.writes_at.insert((at.index, id));
         }
-        self.deadlines.insert((w.deadline_tick, id));
+        self.deadlines.push_back((w.deadline_tick, id));
         self.writes.insert(id, w);
     }
 
     fn add_read(&mut self, id: RequestId, r: PendingRead) {
-        self.deadlines.insert((r.deadline_tick, id));
+        self.deadlines.push_back((r.deadline_tick, id));
         self.reads.insert(id, r);
     }
 
@@ -271,7 +275,6 @@ impl Pending {
         if let Some(at) = w.at {
             self.writes_at.remove(&(at.index, id));
         }
-        self.deadlines.remove(&(w.deadline_tick, id));
         Some(w)
     }
 
@@ -280,7 +283,6 @@ impl Pending {
         if let Some(index) = r.index {
             self.reads_at.remove(&(index, id));
         }
-        self.deadlines.remove(&(r.deadline_tick, id));
         Some(r)
     }
 
@@ -294,9 +296,21 @@ impl Pending {
         }
     }
 
-    /// The earliest request whose deadline is `now` or earlier.
-    fn next_expired(&self, now: u64) -> Option<RequestId> {
-        self.deadlines.first().filter(|(t, _)| *t <= now).map(|(_, id)| *id)
+    /// Takes the earliest pending request whose deadline is `now` or earlier.
+    fn next_expired(&mut self, now: u64) -> Option<RequestId> {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now {
+                return None;
+            }
+            self.deadlines.pop_front();
+            let still_pending = self.writes.get(&id).map(|w| w.deadline_tick)
+                == Some(deadline)
+                || self.reads.get(&id).map(|r| r.deadline_tick) == Some(deadline);
+            if still_pending {
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// The writes appended here as leader at `index`.
