@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# tenure against etcd, same machine, same run.
+#
+# Starts a three-member etcd (Debian's `etcd`, with its defaults) and a three-member
+# `tenure serve` (release build) on loopback, each member with its own data directory in one
+# temporary directory. Both fsync every write batch (neither is told otherwise), and both use
+# etcd's default heartbeat (100 ms) and election timeout (1 s). Then, for each workload, it runs
+# `tenure bench` against one system and then the other, alternating which goes first from round
+# to round, and prints a Markdown table on stdout: throughput, p50 and p99 latency of each
+# system, the throughput ratio, the peak RSS of the largest member during the rounds, and the
+# CPU seconds all three members spent per 1,000 answered requests.
+#
+# Peak RSS is VmHWM from /proc/PID/status, reset before each round by writing 5 to
+# /proc/PID/clear_refs; CPU is utime + stime from /proc/PID/stat, before and after each round.
+# With ROUNDS > 1 every figure is the median over the rounds.
+#
+# Before the reads, each system gets KEY_SPACE keys (sequential puts), so reads find values.
+# The 1-client rounds talk to the leader (found with `tenure endpoint status`), so neither
+# system pays a follower's forwarding hop by luck of the election; other rounds spread
+# CONNS connections over the three members.
+#
+# Usage: bench/compare.sh            (from the repository root)
+# Environment: ROUND_SECONDS (10), ROUNDS (1), KEY_SPACE (10000), VAL_SIZE (256),
+#   KEY_SIZE (8), CONNS (3), BASE_PORT (41000), ETCD (etcd), TENURE (builds and uses
+#   target/release/tenure), KEEP (a directory to copy the logs and raw JSON summaries into).
+# Everything started is killed on exit, and the temporary directory removed.
+
+set -euo pipefail
+
+ROUND_SECONDS=${ROUND_SECONDS:-10}
+ROUNDS=${ROUNDS:-1}
+KEY_SPACE=${KEY_SPACE:-10000}
+VAL_SIZE=${VAL_SIZE:-256}
+KEY_SIZE=${KEY_SIZE:-8}
+CONNS=${CONNS:-3}
+BASE_PORT=${BASE_PORT:-41000}
+ETCD=${ETCD:-etcd}
+
+# name | tenure bench arguments (1-client rounds go to the leader)
+WORKLOADS=(
+    "put, 1 client|put --clients 1 --conns 1"
+    "put, 64 clients|put --clients 64 --conns $CONNS"
+    "put, 256 clients|put --clients 256 --conns $CONNS"
+    "range linearizable, 64 clients|range --consistency l --clients 64 --conns $CONNS"
+    "range serializable, 64 clients|range --consistency s --clients 64 --conns $CONNS"
+)
+
+say() { echo "compare: $*" >&2; }
+
+if ! command -v "$ETCD" >/dev/null 2>&1; then
+    say "skipped: no etcd binary ($ETCD) installed (Debian: apt-get install etcd-server)"
+    exit 0
+fi
+for tool in jq awk; do
+    command -v "$tool" >/dev/null 2>&1 || { say "needs $tool"; exit 2; }
+done
+
+if [[ -z "${TENURE:-}" ]]; then
+    say "building the release binary"
+    cargo build --release --quiet -p tenure-server --bin tenure
+    TENURE=$PWD/target/release/tenure
+fi
+
+WORK=$(mktemp -d -t tenure-compare-XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "${KEEP:-}" ]]; then
+        mkdir -p "$KEEP"
+        cp -r "$WORK"/*.log "$WORK"/*.json "$WORK"/results.tsv "$KEEP"/ 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+declare -A SERVER_PIDS ENDPOINTS LEADER
+
+# start SYSTEM OFFSET: three members of SYSTEM (etcd or tenure), ports from BASE_PORT+OFFSET.
+start() {
+    local system=$1 offset=$2 i cluster="" eps=""
+    for i in 0 1 2; do
+        cluster+="${cluster:+,}m$i=http://127.0.0.1:$((BASE_PORT + offset + 10 * i + 1))"
+        eps+="${eps:+,}127.0.0.1:$((BASE_PORT + offset + 10 * i))"
+    done
+    local cmd
+    if [[ $system == etcd ]]; then cmd=("$ETCD"); else cmd=("$TENURE" serve); fi
+    for i in 0 1 2; do
+        local client="http://127.0.0.1:$((BASE_PORT + offset + 10 * i))"
+        local peer="http://127.0.0.1:$((BASE_PORT + offset + 10 * i + 1))"
+        "${cmd[@]}" --name "m$i" --data-dir "$WORK/$system-m$i" \
+            --listen-client-urls "$client" --advertise-client-urls "$client" \
+            --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token "compare-$system" >"$WORK/$system-m$i.log" 2>&1 &
+        PIDS+=($!)
+        SERVER_PIDS[$system]+="${SERVER_PIDS[$system]:+ }$!"
+    done
+    ENDPOINTS[$system]=$eps
+}
+
+# ready SYSTEM: waits until a write through every member succeeds, then finds the leader.
+ready() {
+    local system=$1 deadline=$((SECONDS + 60)) ep
+    for ep in ${ENDPOINTS[$system]//,/ }; do
+        until "$TENURE" bench put --total 1 --endpoints "$ep" --quiet --json 2>/dev/null \
+            | jq -e '.errors_count == 0' >/dev/null; do
+            ((SECONDS < deadline)) || { say "$system did not start; see its logs"; exit 1; }
+            sleep 0.2
+        done
+    done
+    LEADER[$system]=$("$TENURE" endpoint status --endpoints "${ENDPOINTS[$system]}" \
+        | awk -F', ' '$5 == "true" { print $1; exit }')
+    [[ -n ${LEADER[$system]} ]] || { say "$system: no leader found"; exit 1; }
+    say "$system ready, leader at ${LEADER[$system]}"
+}
+
+cpu_ticks() { # sum of utime + stime over PIDS
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+peak_rss_kib() { # largest VmHWM over PIDS
+    local pid max=0 kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+        ((kib > max)) && max=$kib
+    done
+    echo "$max"
+}
+
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+# round SYSTEM NAME ARGS ROUND: one timed run; appends a line to RESULTS.
+round() {
+    local system=$1 name=$2 args=$3 n=$4 eps pid
+    local pids=(${SERVER_PIDS[$system]})
+    eps=${ENDPOINTS[$system]}
+    [[ $args == *"--clients 1 "* ]] && eps=${LEADER[$system]}
+    for pid in "${pids[@]}"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+    local before after out
+    before=$(cpu_ticks "${pids[@]}")
+    out=$WORK/$system-$(echo "$name" | tr -c 'a-z0-9' '-')-$n.json
+    # shellcheck disable=SC2086 # ARGS is a list of flags
+    "$TENURE" bench $args --duration "${ROUND_SECONDS}s" --key-size "$KEY_SIZE" \
+        --val-size "$VAL_SIZE" --key-space-size "$KEY_SPACE" --endpoints "$eps" \
+        --json --quiet >"$out"
+    after=$(cpu_ticks "${pids[@]}")
+    local rss ops
+    rss=$(peak_rss_kib "${pids[@]}")
+    ops=$(jq '.ops_count' "$out")
+    jq -r --arg sys "$system" --arg name "$name" --argjson ticks $((after - before)) \
+        --argjson tps "$TICKS_PER_SECOND" --argjson rss "$rss" '
+        [$name, $sys, .throughput_ops_per_second, .latency_ms.p50, .latency_ms.p99,
+         ($rss / 1024), (if .ops_count > 0 then $ticks / $tps / .ops_count * 1000 else 0 end),
+         .errors_count] | @tsv' "$out" >>"$RESULTS"
+    say "$(printf '%-32s %-6s round %d: %s ops, %s' "$name" "$system" "$n" "$ops" \
+        "$(jq -r '"\(.throughput_ops_per_second | floor)/s, p50 \(.latency_ms.p50) ms, errors \(.errors_count)"' "$out")")"
+}
+
+say "work directory $WORK"
+start etcd 0
+start tenure 100
+ready etcd
+ready tenure
+
+for system in etcd tenure; do
+    say "$system: writing $KEY_SPACE keys"
+    "$TENURE" bench put --clients 64 --conns "$CONNS" --total "$KEY_SPACE" --sequential-keys \
+        --key-space-size "$KEY_SPACE" --key-size "$KEY_SIZE" --val-size "$VAL_SIZE" \
+        --endpoints "${ENDPOINTS[$system]}" --quiet --json >"$WORK/$system-fill.json"
+done
+
+for entry in "${WORKLOADS[@]}"; do
+    name=${entry%%|*}
+    args="${entry#*|} "
+    for ((n = 1; n <= ROUNDS; n++)); do
+        if ((n % 2 == 1)); then order=(etcd tenure); else order=(tenure etcd); fi
+        for system in "${order[@]}"; do
+            round "$system" "$name" "$args" "$n"
+        done
+    done
+done
+
+# The table: medians over the rounds of each figure.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+figure() { # figure NAME SYSTEM COLUMN
+    awk -F'\t' -v n="$1" -v s="$2" -v c="$3" '$1 == n && $2 == s { print $c }' "$RESULTS" | median
+}
+
+echo
+echo "| workload | etcd ops/s | tenure ops/s | tenure/etcd | p50 ms etcd / tenure | p99 ms etcd / tenure | peak RSS MiB etcd / tenure | CPU s per 1k ops etcd / tenure | errors etcd / tenure |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for entry in "${WORKLOADS[@]}"; do
+    name=${entry%%|*}
+    declare -A f=()
+    for system in etcd tenure; do
+        for col in 3 4 5 6 7 8; do f[$system$col]=$(figure "$name" "$system" $col); done
+    done
+    awk -v n="$name" -v et="${f[etcd3]}" -v tt="${f[tenure3]}" \
+        -v e50="${f[etcd4]}" -v t50="${f[tenure4]}" -v e99="${f[etcd5]}" -v t99="${f[tenure5]}" \
+        -v erss="${f[etcd6]}" -v trss="${f[tenure6]}" -v ecpu="${f[etcd7]}" -v tcpu="${f[tenure7]}" \
+        -v eerr="${f[etcd8]}" -v terr="${f[tenure8]}" 'BEGIN {
+        printf "| %s | %.0f | %.0f | %.2fx | %.2f / %.2f | %.2f / %.2f | %.0f / %.0f | %.3f / %.3f | %d / %d |\n",
+            n, et, tt, (et > 0 ? tt / et : 0), e50, t50, e99, t99, erss, trss, ecpu, tcpu, eerr, terr
+    }'
+done
+echo
+echo "$ROUNDS round(s) of ${ROUND_SECONDS} s per workload and system; $KEY_SIZE-byte keys, $VAL_SIZE-byte values, $KEY_SPACE keys; $(nproc) cores; $($ETCD --version | head -1); tenure $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
