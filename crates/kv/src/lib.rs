@@ -13,7 +13,8 @@
 //! | [`command`] | [`Command`], the session-tagged [`Proposal`] that goes in the log, [`Response`] |
 //! | `codec` | the compact versioned binary encoding of proposals and responses |
 //! | [`error`] | [`Error`] with etcd's exact messages, [`GrpcCode`], [`DecodeError`] |
-//! | `mvcc` | the multi-version index: key -> history of versions |
+//! | [`event`] | [`Event`]s for watchers: per applied revision ([`Store::take_events`]) and from history ([`Store::history`]) |
+//! | `mvcc` | the multi-version index: key -> history of versions, each with its sub-revision |
 //! | [`lease`] | granted leases and their keys |
 //! | [`members`] | the replicated member attributes (name, client URLs) behind `MemberList` |
 //! | `session` | client sessions for exactly-once retries (dissertation §6.3) |
@@ -37,8 +38,12 @@
 //!   one leaves the store untouched and the node must stop.
 //! - **Bad input never panics.** Decoding proposals, responses and snapshots returns errors
 //!   on any malformed input. Panics are reserved for broken internal invariants.
+//! - **Events, not streams.** Every applied revision that changed keys yields its events, in
+//!   the order of the operations, and the index can replay them ([`Store::history`]) for any
+//!   revision above the last compaction. Watch streams, filters and fragmenting are the
+//!   server's.
 //! - **Not here:** lease expiry by time (a lease lives until revoked through the log; the
-//!   server must propose revokes when TTLs run out), watches, auth, and the physical
+//!   server must propose revokes when TTLs run out), watch streams, auth, and the physical
 //!   compaction and quota of etcd's bbolt backend (the store is in memory; alarms are
 //!   replicated and enforced here, but nothing here raises `NOSPACE` by itself).
 //!
@@ -74,6 +79,7 @@ mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod lease;
 pub mod members;
 mod mvcc;
@@ -95,6 +101,7 @@ pub use codec::{decode_outcome, encode_outcome};
 pub use command::{Command, Proposal, Response, SessionTag};
 pub use config::{Config, ConfigError};
 pub use error::{DecodeError, Error, GrpcCode};
+pub use event::{Event, EventKind, HistoryError, HistoryPage, RevisionEvents};
 pub use lease::{LEASE_TTL_MAX, Lease};
 pub use members::{
     MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX, MEMBER_NAME_BYTES_MAX, MemberAttributes,

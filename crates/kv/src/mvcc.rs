@@ -9,17 +9,25 @@
 
 use imbl::ordmap::Entry;
 use imbl::{OrdMap, OrdSet};
+use std::collections::BinaryHeap;
 use std::ops::Bound;
 
 use bytes::Bytes;
 
 use crate::api::KeyValue;
+use crate::event::{Event, EventKind, RevisionEvents};
 
 /// One version of a key: a put, or a deletion (tombstone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Version {
     /// Revision of the write. Invariant: strictly increasing along a key's history.
     pub(crate) mod_revision: i64,
+    /// Position of the write among the writes of its revision (etcd's sub-revision): 0 for
+    /// the first key a command changed, 1 for the second, and so on. It orders the events of
+    /// one revision in history as they were applied. Invariant: distinct among the versions of
+    /// one revision when applied here; a store restored from a snapshot of format 3 or older
+    /// has 0 everywhere, and ties are then broken by key (see [`Index::history`]).
+    pub(crate) sub_revision: u32,
     /// Revision of the put that created this generation of the key; 0 for a tombstone.
     pub(crate) create_revision: i64,
     /// Puts since creation (1 for the creating put); 0 for a tombstone.
@@ -93,10 +101,12 @@ impl KeyRange {
     }
 }
 
-/// What a put replaced.
+/// What a put replaced, and what it wrote.
 pub(crate) struct Replaced {
-    /// The previous pair, when asked for and the key existed.
+    /// The previous pair, if the key existed.
     pub(crate) prev: Option<KeyValue>,
+    /// The pair written.
+    pub(crate) kv: KeyValue,
     /// The previous version's lease (0 if none or no previous version).
     pub(crate) prev_lease: i64,
     /// The lease of the new version.
@@ -165,25 +175,24 @@ impl Index {
         history.last()?.to_kv(key)
     }
 
-    /// Writes a put at `revision`. `None` for `value` or `lease` keeps the current one (the
-    /// key must exist: callers check `ignore_value` and `ignore_lease` first). The key is moved
-    /// in, not copied, when the key is new.
+    /// Writes a put at `revision`, as its `sub_revision`th write. `None` for `value` or
+    /// `lease` keeps the current one (the key must exist: callers check `ignore_value` and
+    /// `ignore_lease` first). The key is moved in, not copied, when the key is new; the pairs
+    /// returned share the key and values with the index.
     pub(crate) fn put(
         &mut self,
         key: Bytes,
         value: Option<Bytes>,
         lease: Option<i64>,
         revision: i64,
-        want_prev: bool,
+        sub_revision: u32,
     ) -> Replaced {
         let (stored_key, history) = match self.keys.entry(key) {
-            Entry::Occupied(o) => {
-                // The key is needed for the previous pair, or to mark it dirty when this put
-                // gives it a second version.
-                let k = (want_prev || o.get().len() == 1).then(|| o.key().clone());
-                (k, o.into_mut())
+            Entry::Occupied(o) => (o.key().clone(), o.into_mut()),
+            Entry::Vacant(v) => {
+                let key = v.key().clone();
+                (key, v.insert(Vec::new()))
             }
-            Entry::Vacant(v) => (None, v.insert(Vec::new())),
         };
         if let Some(last) = history.last() {
             assert!(
@@ -193,11 +202,7 @@ impl Index {
             );
         }
         let live = history.last().filter(|v| v.value.is_some());
-        let prev = if want_prev {
-            stored_key.as_ref().and_then(|k| live.and_then(|v| v.to_kv(k)))
-        } else {
-            None
-        };
+        let prev = live.and_then(|v| v.to_kv(&stored_key));
         let prev_lease = live.map_or(0, |v| v.lease);
         let (create_revision, version) =
             live.map_or((revision, 1), |v| (v.create_revision, v.version + 1));
@@ -207,18 +212,30 @@ impl Index {
         let lease = lease
             .or(live.map(|v| v.lease))
             .expect("ignore_lease on a missing key is rejected before writing");
-        push_version(
-            history,
-            Version { mod_revision: revision, create_revision, version, lease, value: Some(value) },
-        );
+        let written = Version {
+            mod_revision: revision,
+            sub_revision,
+            create_revision,
+            version,
+            lease,
+            value: Some(value),
+        };
+        let kv = written.to_kv(&stored_key).expect("a put is live");
+        push_version(history, written);
         if history.len() == 2 {
-            self.dirty.insert(stored_key.expect("cloned when the history had one version"));
+            self.dirty.insert(stored_key);
         }
-        Replaced { prev, prev_lease, lease }
+        Replaced { prev, kv, prev_lease, lease }
     }
 
-    /// Writes a tombstone for `key` at `revision` if the key exists; returns the deleted pair.
-    pub(crate) fn delete(&mut self, key: &[u8], revision: i64) -> Option<KeyValue> {
+    /// Writes a tombstone for `key` at `revision`, as its `sub_revision`th write, if the key
+    /// exists; returns the deleted pair.
+    pub(crate) fn delete(
+        &mut self,
+        key: &[u8],
+        revision: i64,
+        sub_revision: u32,
+    ) -> Option<KeyValue> {
         let (key, history) = self.keys.get_key_value(key)?;
         let prev = history.last()?.to_kv(key)?;
         let history = self.keys.get_mut(prev.key.as_ref()).expect("key was just found");
@@ -227,6 +244,7 @@ impl Index {
             history,
             Version {
                 mod_revision: revision,
+                sub_revision,
                 create_revision: 0,
                 version: 0,
                 lease: 0,
@@ -287,10 +305,171 @@ impl Index {
         }
     }
 
+    /// The events with `from <= revision <= to` on keys of `range`, in revision order and,
+    /// within a revision, in `(sub_revision, key)` order: the order they were applied in.
+    /// At most about `events_max` events (at least one revision if there is any; a revision
+    /// is never cut), with the first revision left out when the page is cut.
+    ///
+    /// Complete for `from` above the last compaction: compaction only drops versions that
+    /// some later version of the same key hides at the compaction revision, so every version
+    /// written after it stays, and so does the version before each of them unless that was a
+    /// tombstone (whose absence reads the same: no previous pair).
+    ///
+    /// Cost: one pass over the keys of the range, with a look at each key's newest version
+    /// and a binary search in the histories that reach `from`; memory for about `events_max`
+    /// candidates. The index is keyed by key, not by revision, so a page costs the same pass
+    /// however few events it holds.
+    pub(crate) fn history(
+        &self,
+        range: &KeyRange,
+        from: i64,
+        to: i64,
+        events_max: usize,
+    ) -> (Vec<RevisionEvents>, Option<i64>) {
+        let events_max = events_max.max(1);
+        let mut kept: BinaryHeap<Candidate<'_>> = BinaryHeap::new();
+        // The smallest revision with a candidate that did not fit.
+        let mut left_out: Option<i64> = None;
+        self.for_each_version(range, from, to, |c| {
+            let c = if kept.len() < events_max {
+                kept.push(c);
+                return;
+            } else if kept.peek().is_some_and(|top| c < *top) {
+                kept.push(c);
+                kept.pop().expect("just pushed")
+            } else {
+                c
+            };
+            left_out = Some(left_out.map_or(c.revision, |r| r.min(c.revision)));
+        });
+        let mut kept = kept.into_sorted_vec();
+        let Some(cut) = left_out else {
+            return (group(kept), None);
+        };
+        // Everything kept sorts before everything left out, so only the last kept revision
+        // can be partial: the one at `cut`.
+        kept.retain(|c| c.revision < cut);
+        if !kept.is_empty() {
+            return (group(kept), Some(cut));
+        }
+        // One revision holds more than `events_max` events: return it whole.
+        let mut whole = Vec::new();
+        let mut after: Option<i64> = None;
+        self.for_each_version(range, cut, to, |c| {
+            if c.revision == cut {
+                whole.push(c);
+            } else {
+                after = Some(after.map_or(c.revision, |r| r.min(c.revision)));
+            }
+        });
+        whole.sort_unstable();
+        (group(whole), after)
+    }
+
+    /// Calls `f` with every version of `range` with `from <= mod_revision <= to`.
+    fn for_each_version<'a>(
+        &'a self,
+        range: &KeyRange,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(Candidate<'a>),
+    ) {
+        if range.is_empty() || from > to {
+            return;
+        }
+        for (key, history) in self.keys.range::<_, [u8]>(range.bounds()) {
+            // Most keys were last written before `from`: one look at the newest version.
+            if history.last().is_none_or(|v| v.mod_revision < from) {
+                continue;
+            }
+            let first = history.partition_point(|v| v.mod_revision < from);
+            for (at, v) in history.iter().enumerate().skip(first) {
+                if v.mod_revision > to {
+                    break;
+                }
+                f(Candidate {
+                    revision: v.mod_revision,
+                    sub_revision: v.sub_revision,
+                    key,
+                    history,
+                    at,
+                });
+            }
+        }
+    }
+
     /// Number of keys with any stored version (live or only history).
     pub(crate) fn key_count(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// A version found by [`Index::history`], ordered by `(revision, sub_revision, key)`.
+#[derive(Clone, Copy)]
+struct Candidate<'a> {
+    revision: i64,
+    sub_revision: u32,
+    key: &'a Bytes,
+    history: &'a [Version],
+    /// Position of the version in `history`.
+    at: usize,
+}
+
+impl Candidate<'_> {
+    fn order(&self) -> (i64, u32, &Bytes) {
+        (self.revision, self.sub_revision, self.key)
+    }
+
+    /// The event this version records, with the version before it as `prev_kv`.
+    fn event(&self) -> Event {
+        let v = &self.history[self.at];
+        let prev_kv = self.at.checked_sub(1).and_then(|i| self.history[i].to_kv(self.key));
+        match v.to_kv(self.key) {
+            Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
+            None => Event {
+                kind: EventKind::Delete,
+                kv: tombstone_kv(self.key, v.mod_revision),
+                prev_kv,
+            },
+        }
+    }
+}
+
+impl PartialEq for Candidate<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Candidate<'_> {}
+
+impl PartialOrd for Candidate<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+/// etcd's delete event pair: the key and the delete's revision, every other field zero.
+pub(crate) fn tombstone_kv(key: &Bytes, revision: i64) -> KeyValue {
+    KeyValue { key: key.clone(), mod_revision: revision, ..KeyValue::default() }
+}
+
+/// Sorted candidates as events grouped by revision.
+fn group(sorted: Vec<Candidate<'_>>) -> Vec<RevisionEvents> {
+    let mut out: Vec<RevisionEvents> = Vec::new();
+    for c in sorted {
+        match out.last_mut() {
+            Some(last) if last.revision == c.revision => last.events.push(c.event()),
+            _ => out.push(RevisionEvents { revision: c.revision, events: vec![c.event()] }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -304,9 +483,9 @@ mod tests {
     #[test]
     fn reads_see_the_version_current_at_their_revision() {
         let mut ix = Index::default();
-        ix.put(b("k"), Some(b("v1")), Some(0), 2, false);
-        ix.put(b("k"), Some(b("v2")), Some(0), 3, false);
-        ix.delete(b"k", 4);
+        ix.put(b("k"), Some(b("v1")), Some(0), 2, 0);
+        ix.put(b("k"), Some(b("v2")), Some(0), 3, 0);
+        ix.delete(b"k", 4, 0);
         let one = KeyRange::Single(b("k"));
         assert_eq!(ix.range_at(&one, 1).count(), 0);
         assert_eq!(ix.range_at(&one, 2).next().unwrap().value, b("v1"));
@@ -319,10 +498,10 @@ mod tests {
     #[test]
     fn compaction_keeps_what_later_reads_see() {
         let mut ix = Index::default();
-        ix.put(b("a"), Some(b("1")), Some(0), 2, false);
-        ix.put(b("a"), Some(b("2")), Some(0), 3, false);
-        ix.put(b("b"), Some(b("1")), Some(0), 4, false);
-        ix.delete(b"b", 5);
+        ix.put(b("a"), Some(b("1")), Some(0), 2, 0);
+        ix.put(b("a"), Some(b("2")), Some(0), 3, 0);
+        ix.put(b("b"), Some(b("1")), Some(0), 4, 0);
+        ix.delete(b"b", 5, 0);
         ix.compact(4);
         assert_eq!(ix.keys[&b("a")].len(), 1);
         assert_eq!(ix.keys[&b("b")].len(), 2);
@@ -336,7 +515,7 @@ mod tests {
     #[test]
     fn inverted_span_is_empty() {
         let mut ix = Index::default();
-        ix.put(b("m"), Some(b("1")), Some(0), 2, false);
+        ix.put(b("m"), Some(b("1")), Some(0), 2, 0);
         let r = KeyRange::new(&b("z"), &b("a"));
         assert_eq!(ix.range_at(&r, 2).count(), 0);
         assert_eq!(ix.count_at(&r, 2), 0);

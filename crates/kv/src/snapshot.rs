@@ -10,9 +10,16 @@
 //! id counter), the leases by id, every key by key order (a key record then one record per
 //! version, oldest first), the sessions by client id, the published member attributes by
 //! member id, the raised alarms by member then type, and an end record with the counts of
-//! each kind. Older versions still restore: version 2 (before alarms) has no alarm records
-//! and no alarm count, and restores with no alarm raised; version 1 (before the member table)
-//! has no member records and no member count either, and restores with an empty table.
+//! each kind. A version record holds the mod revision, the sub-revision (the write's position
+//! within its revision), the create revision, the version, the lease and the value.
+//!
+//! Older versions still restore: version 3 (before sub-revisions) has no sub-revision in
+//! version records and restores with every sub-revision 0, so history orders the events of one
+//! revision by key (right for DeleteRange and lease revokes, which etcd also applies in key
+//! order; a multi-key transaction's events come in key order instead of operation order);
+//! version 2 (before alarms) has no alarm records and no alarm count either, and restores with
+//! no alarm raised; version 1 (before the member table) has no member records and no member
+//! count either, and restores with an empty table.
 //! Restoring checks checksums, record order, every invariant of the store, the counts and
 //! that nothing follows the end record, so corrupt input is an error, never a panic or a
 //! store that answers differently.
@@ -29,9 +36,9 @@ use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes. It also reads version 2 (no alarms) and
-/// version 1 (no member table either).
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// The snapshot format version this build writes. It also reads version 3 (no
+/// sub-revisions), version 2 (no alarms either) and version 1 (no member table either).
+pub const SNAPSHOT_VERSION: u32 = 4;
 /// The oldest snapshot format version this build reads.
 const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
@@ -172,6 +179,7 @@ impl Store {
                 let w = &mut f.rec;
                 w.u8(TAG_VERSION);
                 w.i64(v.mod_revision);
+                w.u64(u64::from(v.sub_revision));
                 w.i64(v.create_revision);
                 w.i64(v.version);
                 w.i64(v.lease);
@@ -364,7 +372,7 @@ struct Restorer<'a> {
     member_last: Option<u64>,
     alarm_last: Option<crate::alarm::AlarmMember>,
     /// The snapshot's format version (1 has no member records and no member count; 1 and 2
-    /// have no alarm records and no alarm count).
+    /// have no alarm records and no alarm count; 1 to 3 have no sub-revisions).
     version: u32,
 }
 
@@ -421,8 +429,16 @@ impl Restorer<'_> {
             }
             TAG_VERSION => {
                 ensure(self.versions_left > 0, "version without a key")?;
+                let mod_revision = r.i64()?;
+                let sub_revision = if self.version >= 4 {
+                    u32::try_from(r.u64()?)
+                        .map_err(|_| RecordError::Invalid("sub-revision out of range"))?
+                } else {
+                    0
+                };
                 let v = Version {
-                    mod_revision: r.i64()?,
+                    mod_revision,
+                    sub_revision,
                     create_revision: r.i64()?,
                     version: r.i64()?,
                     lease: r.i64()?,
@@ -635,9 +651,32 @@ mod tests {
     }
 
     fn put_version(mod_revision: i64, create_revision: i64, version: i64, lease: i64) -> Vec<u8> {
+        put_version_at(mod_revision, Some(0), create_revision, version, lease)
+    }
+
+    /// A version 1 to 3 version record: no sub-revision.
+    fn put_version_v3(
+        mod_revision: i64,
+        create_revision: i64,
+        version: i64,
+        lease: i64,
+    ) -> Vec<u8> {
+        put_version_at(mod_revision, None, create_revision, version, lease)
+    }
+
+    fn put_version_at(
+        mod_revision: i64,
+        sub_revision: Option<u64>,
+        create_revision: i64,
+        version: i64,
+        lease: i64,
+    ) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(TAG_VERSION);
         w.i64(mod_revision);
+        if let Some(sub) = sub_revision {
+            w.u64(sub);
+        }
         w.i64(create_revision);
         w.i64(version);
         w.i64(lease);
@@ -779,7 +818,8 @@ mod tests {
 
     #[test]
     fn version_1_snapshot_restores_without_members_and_refuses_member_records() {
-        let v1 = framed_as(1, &[header(3), key(b"a", 1), put_version(2, 2, 1, 0), end_v1(0, 1, 1)]);
+        let v1 =
+            framed_as(1, &[header(3), key(b"a", 1), put_version_v3(2, 2, 1, 0), end_v1(0, 1, 1)]);
         let store = Store::restore(Config::default(), &mut v1.as_slice()).unwrap();
         assert_eq!((store.revision(), store.member_count()), (3, 0));
         let v1 = framed_as(1, &[header(1), member(1, "a", &[]), end_v1(0, 0, 0)]);
@@ -791,9 +831,9 @@ mod tests {
             ),
             "{err:?}"
         );
-        let v4 = framed_as(4, &[header(1), end(0, 0, 0)]);
-        let err = Store::restore(Config::default(), &mut v4.as_slice()).unwrap_err();
-        assert!(matches!(err, SnapshotError::UnsupportedVersion(4)));
+        let v5 = framed_as(5, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v5.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(5)));
     }
 
     #[test]
@@ -857,7 +897,7 @@ mod tests {
             &[
                 header(3),
                 key(b"a", 1),
-                put_version(2, 2, 1, 0),
+                put_version_v3(2, 2, 1, 0),
                 member(1, "a", &[]),
                 end_v2(0, 1, 1, 1),
             ],
@@ -874,6 +914,53 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn version_3_snapshot_restores_with_sub_revisions_in_key_order() {
+        // Revision 3 deleted "a" and "b" in one command; version 3 did not record in which
+        // order, so history gives key order.
+        let tombstone = |mod_revision: i64| {
+            let mut w = Writer::default();
+            w.u8(TAG_VERSION);
+            w.i64(mod_revision);
+            w.i64(0);
+            w.i64(0);
+            w.i64(0);
+            w.bool(false);
+            w.buf
+        };
+        let records = [
+            header(3),
+            key(b"a", 2),
+            put_version_v3(2, 2, 1, 0),
+            tombstone(3),
+            key(b"b", 2),
+            put_version_v3(2, 2, 1, 0),
+            tombstone(3),
+            end_with_alarms(0, 2, 4, 0, 0),
+        ];
+        let store =
+            Store::restore(Config::default(), &mut framed_as(3, &records).as_slice()).unwrap();
+        let page = store.history(b"a", b"\0", 3, 3, 10).unwrap();
+        let keys: Vec<_> = page.revisions[0].events.iter().map(|e| e.kv.key.clone()).collect();
+        assert_eq!(keys, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        // Written again, it is a version 4 snapshot that restores to the same store.
+        let mut v4 = Vec::new();
+        store.write_snapshot(&mut v4).unwrap();
+        assert_eq!(v4[8..12], SNAPSHOT_VERSION.to_le_bytes());
+        assert_eq!(Store::restore(Config::default(), &mut v4.as_slice()).unwrap(), store);
+    }
+
+    #[test]
+    fn sub_revision_above_32_bits_is_inconsistent() {
+        let records = [
+            header(3),
+            key(b"a", 1),
+            put_version_at(2, Some(u64::from(u32::MAX) + 1), 2, 1, 0),
+            end(0, 1, 1),
+        ];
+        assert_eq!(inconsistency(&records), "sub-revision out of range");
     }
 
     #[test]

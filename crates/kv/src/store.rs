@@ -12,9 +12,10 @@ use crate::api::{
 use crate::command::{Command, Proposal, Response};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
+use crate::event::{Event, EventBuffer, EventKind, HistoryError, HistoryPage, RevisionEvents};
 use crate::lease::{Lease, Leases};
 use crate::members::{MemberAttributes, Members, PublishMemberRequest, PublishMemberResponse};
-use crate::mvcc::{Index, KeyRange};
+use crate::mvcc::{Index, KeyRange, tombstone_kv};
 use crate::session::{Check, Sessions};
 use crate::validate::{check_range, validate_command};
 
@@ -46,6 +47,9 @@ pub struct Store {
     pub(crate) applied_index: u64,
     /// Highest log time seen; log time never goes back even if an entry carries a lower one.
     pub(crate) log_time_ms: u64,
+    /// Events of the entries applied since the last [`Store::take_events`]. Not part of the
+    /// state: ignored by `==`, not copied by `clone`, not in snapshots.
+    pub(crate) events: EventBuffer,
 }
 
 impl Default for Store {
@@ -69,6 +73,7 @@ impl Store {
             alarms: Alarms::default(),
             applied_index: 0,
             log_time_ms: 0,
+            events: EventBuffer::default(),
         })
     }
 
@@ -174,6 +179,51 @@ impl Store {
         range_at(&self.index, self.compacted, request, self.revision)
     }
 
+    /// The events of every entry applied since the last call, one [`RevisionEvents`] per
+    /// revision that changed keys, in revision order (revisions that changed no key, such as
+    /// a lease grant or a compaction, yield none).
+    ///
+    /// Events pile up until taken: whoever applies entries must call this regularly (the
+    /// replica does after every entry). A clone of the store starts with none.
+    pub fn take_events(&mut self) -> Vec<RevisionEvents> {
+        std::mem::take(&mut self.events.revisions)
+    }
+
+    /// History for a watcher catching up: the events with `from <= revision <= to` on keys
+    /// in etcd's range `(key, range_end)` (`range_end` empty: the single key; `"\0"`: every key
+    /// `>= key`; otherwise `[key, range_end)`), in revision then operation order, the same
+    /// events [`Store::take_events`] handed out for those revisions.
+    ///
+    /// A page holds at most about `max_events` events: a revision is never cut, and at least
+    /// one revision is returned if there is any, so a page exceeds `max_events` only when its
+    /// one revision does. [`HistoryPage::next`] says where to continue.
+    ///
+    /// `from <= compact_revision` is [`HistoryError::Compacted`] (etcd cancels the watch with
+    /// that `compact_revision`); any `from` above it gets every event. Reads only the
+    /// persistent index, so it is safe to call on a clone of the store on another thread while
+    /// the original applies on. Cost: one pass over the keys of the range per page (see the
+    /// index's `history`), independent of the replica thread.
+    pub fn history(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        to: i64,
+        max_events: usize,
+    ) -> Result<HistoryPage, HistoryError> {
+        if let Some(compact_revision) = self.compacted
+            && from <= compact_revision
+        {
+            return Err(HistoryError::Compacted { compact_revision });
+        }
+        let range = KeyRange::new(
+            &bytes::Bytes::copy_from_slice(key),
+            &bytes::Bytes::copy_from_slice(range_end),
+        );
+        let (revisions, next) = self.index.history(&range, from, to, max_events);
+        Ok(HistoryPage { revisions, next })
+    }
+
     fn check_index(&self, index: u64) -> Result<(), Error> {
         if index <= self.applied_index {
             return Err(Error::OutOfOrder { index, applied_index: self.applied_index });
@@ -264,6 +314,8 @@ impl Store {
         WriteTxn {
             begin: self.revision,
             changed: false,
+            events: Vec::new(),
+            buffer: &mut self.events,
             index: &mut self.index,
             leases: &mut self.leases,
             compacted: self.compacted,
@@ -528,6 +580,11 @@ fn sort(kvs: &mut [KeyValue], order: SortOrder, target: SortTarget) {
 struct WriteTxn<'a> {
     begin: i64,
     changed: bool,
+    /// The events of this command so far, in operation order; an event's position is its
+    /// version's sub-revision. Invariant: non-empty iff `changed`.
+    events: Vec<Event>,
+    /// Where the events go once the command is done.
+    buffer: &'a mut EventBuffer,
     index: &'a mut Index,
     leases: &'a mut Leases,
     compacted: Option<i64>,
@@ -544,9 +601,18 @@ impl WriteTxn<'_> {
         if self.changed { self.begin + 1 } else { self.begin }
     }
 
+    /// The sub-revision of the next write.
+    fn sub_revision(&self) -> u32 {
+        u32::try_from(self.events.len()).expect("fewer than 2^32 writes in one command")
+    }
+
     fn finish(self) -> i64 {
+        assert_eq!(self.changed, !self.events.is_empty(), "a change without an event");
         if self.changed {
             *self.revision = self.begin + 1;
+            self.buffer
+                .revisions
+                .push(RevisionEvents { revision: self.begin + 1, events: self.events });
         }
         *self.revision
     }
@@ -558,27 +624,33 @@ impl WriteTxn<'_> {
         // when some lease exists (cloning a `Bytes` makes it shared).
         let lease_key = self.leases.any().then(|| key.clone());
         let rev = self.write_revision();
+        let sub = self.sub_revision();
         let replaced = self.index.put(
             key,
             (!ignore_value).then_some(value),
             (!ignore_lease).then_some(lease),
             rev,
-            prev_kv,
+            sub,
         );
         if let Some(key) = lease_key {
             self.leases.detach(replaced.prev_lease, &key);
             self.leases.attach(replaced.lease, &key);
         }
         self.changed = true;
-        PutResponse { revision: rev, prev_kv: replaced.prev }
+        let response_prev = if prev_kv { replaced.prev.clone() } else { None };
+        self.events.push(Event { kind: EventKind::Put, kv: replaced.kv, prev_kv: replaced.prev });
+        PutResponse { revision: rev, prev_kv: response_prev }
     }
 
-    fn delete_key(&mut self, key: &[u8]) -> Option<KeyValue> {
+    /// Deletes `key` if it exists; returns the deleted pair, which its event holds.
+    fn delete_key(&mut self, key: &[u8]) -> Option<&KeyValue> {
         let rev = self.write_revision();
-        let prev = self.index.delete(key, rev)?;
+        let prev = self.index.delete(key, rev, self.sub_revision())?;
         self.leases.detach(prev.lease, key);
         self.changed = true;
-        Some(prev)
+        let kv = tombstone_kv(&prev.key, rev);
+        self.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(prev) });
+        self.events.last().and_then(|e| e.prev_kv.as_ref())
     }
 
     fn delete_range(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
@@ -587,7 +659,7 @@ impl WriteTxn<'_> {
         for key in &keys {
             let prev = self.delete_key(key).expect("live key");
             if d.prev_kv {
-                prev_kvs.push(prev);
+                prev_kvs.push(prev.clone());
             }
         }
         DeleteRangeResponse {
