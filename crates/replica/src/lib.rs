@@ -214,6 +214,9 @@ pub struct Output {
     pub changes: Vec<SoftState>,
     /// Entries applied to the state machine (index and term), for checkers.
     pub applied: Vec<Entry>,
+    /// Events of the entries applied in this call, for watchers: one per revision that
+    /// changed keys, in revision order (from [`Store::take_events`] after each entry).
+    pub events: Vec<tenure_kv::RevisionEvents>,
 }
 
 struct PendingWrite {
@@ -861,6 +864,7 @@ impl Replica {
             if let Some(e) = outcome.as_ref().err().filter(|e| !e.is_deterministic()) {
                 return Err(ReplicaError::StateMachine { index, error: e.clone() });
             }
+            out.events.append(&mut self.kv.take_events());
             if env.origin == self.id.0 && env.incarnation == self.incarnation() {
                 let id = RequestId(env.request);
                 if self.is_entry_of(id, &entry) {
