@@ -51,9 +51,11 @@
 //!
 //! Unit tests sit in the leaf modules. `tests/etcd_conformance.rs` states one etcd behaviour
 //! per test; `tests/apply_and_sessions.rs` covers the apply contract and sessions;
-//! `tests/alarms.rs` the alarms;
+//! `tests/alarms.rs` the alarms; `tests/watch_events.rs` the events and history behind Watch;
 //! `tests/properties.rs` checks the store against a naive model (a full copy of the state per
-//! revision), snapshot round trips and corruption, and decoding of random and mutated bytes.
+//! revision), that history replays exactly the events taken during apply (after compaction
+//! and a snapshot round trip too), snapshot round trips and corruption, and decoding of random
+//! and mutated bytes.
 //!
 //! # Example
 //!

@@ -9,8 +9,8 @@ use tenure_kv::{
     Command, CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget, Config,
     DeleteRangeRequest, DeleteRangeResponse, Error, KeyValue, LeaseGrantRequest,
     LeaseRevokeRequest, Proposal, PublishMemberRequest, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, Response, ResponseOp, SortOrder, SortTarget, Store, TxnRequest,
-    TxnResponse, decode_outcome,
+    RangeResponse, RequestOp, Response, ResponseOp, RevisionEvents, SortOrder, SortTarget, Store,
+    TxnRequest, TxnResponse, decode_outcome,
 };
 
 // ---- the model ---------------------------------------------------------------------------
@@ -351,10 +351,119 @@ proptest! {
     }
 }
 
+// ---- watch history -----------------------------------------------------------------------
+
+/// Pages through the history of `(key, range_end)` from the first revision above the last
+/// compaction, `max_events` at a time, and checks it is exactly `taken` filtered to `keep`:
+/// the same events in the same order, grouped by revision, with no page above `max_events`
+/// unless it holds one revision, and each `next` where the following page starts.
+fn check_history(
+    store: &Store,
+    taken: &[RevisionEvents],
+    key: &[u8],
+    range_end: &[u8],
+    keep: impl Fn(&Bytes) -> bool,
+    max_events: usize,
+) -> Result<(), String> {
+    let from = store.compact_revision().map_or(1, |c| c + 1);
+    let expected: Vec<RevisionEvents> = taken
+        .iter()
+        .filter(|r| r.revision >= from)
+        .filter_map(|r| {
+            let events: Vec<_> = r.events.iter().filter(|e| keep(&e.kv.key)).cloned().collect();
+            (!events.is_empty()).then_some(RevisionEvents { revision: r.revision, events })
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut next = Some(from);
+    while let Some(from) = next {
+        let page = store
+            .history(key, range_end, from, store.revision(), max_events)
+            .map_err(|e| format!("history from {from}: {e}"))?;
+        let events: usize = page.revisions.iter().map(|r| r.events.len()).sum();
+        if events > max_events && page.revisions.len() > 1 {
+            return Err(format!("page from {from} has {events} events over several revisions"));
+        }
+        if let (Some(n), Some(last)) = (page.next, page.revisions.last())
+            && n <= last.revision
+        {
+            return Err(format!("next {n} is not after the page's last revision"));
+        }
+        if page.next.is_some() && page.revisions.is_empty() {
+            return Err(format!("empty page from {from} with a next"));
+        }
+        got.extend(page.revisions);
+        next = page.next;
+    }
+    if got != expected {
+        return Err(format!("history differs from the events taken:\n{got:?}\n{expected:?}"));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn history_equals_the_events_taken_during_apply(
+        ops in prop::collection::vec(op(), 0..60),
+        k in 0u8..6,
+        span in 0u8..4,
+        max_events in 1usize..6,
+    ) {
+        let (store, taken) = build_taking_events(&ops);
+        // Revisions only grow, and each changed something.
+        prop_assert!(taken.windows(2).all(|w| w[0].revision < w[1].revision));
+        prop_assert!(taken.iter().all(|r| !r.events.is_empty()));
+        prop_assert_eq!(taken.last().map_or(store.revision(), |r| r.revision), store.revision());
+        let all = check_history(&store, &taken, b"\0", b"\0", |_| true, max_events);
+        prop_assert!(all.is_ok(), "{}", all.unwrap_err());
+        let end = range_end(k, span);
+        let sub = check_history(&store, &taken, &key(k), &end, |c| in_range(c, k, span), max_events);
+        prop_assert!(sub.is_ok(), "{}", sub.unwrap_err());
+        // A restored snapshot replays the same history.
+        let restored = Store::restore(store.config().clone(), &mut snapshot(&store).as_slice()).unwrap();
+        let again = check_history(&restored, &taken, b"\0", b"\0", |_| true, usize::MAX);
+        prop_assert!(again.is_ok(), "{}", again.unwrap_err());
+    }
+}
+
+#[test]
+fn history_check_catches_reordered_missing_and_extra_events() {
+    let ops = [
+        Op::Put { key: 1, value: 1, prev_kv: false },
+        Op::Put { key: 2, value: 1, prev_kv: false },
+        Op::Txn {
+            key: 0,
+            version: 0,
+            success: vec![TxnOp::Put(3, 1), TxnOp::Delete(1), TxnOp::Put(2, 2)],
+            failure: Vec::new(),
+        },
+    ];
+    let (store, taken) = build_taking_events(&ops);
+    check_history(&store, &taken, b"\0", b"\0", |_| true, 2).unwrap();
+    let mut reordered = taken.clone();
+    reordered[2].events.swap(0, 1);
+    assert!(check_history(&store, &reordered, b"\0", b"\0", |_| true, 2).is_err());
+    let mut missing = taken.clone();
+    missing.remove(1);
+    assert!(check_history(&store, &missing, b"\0", b"\0", |_| true, 2).is_err());
+    let mut extra = taken.clone();
+    let copied = extra[1].events[0].clone();
+    extra[0].events.push(copied);
+    assert!(check_history(&store, &extra, b"\0", b"\0", |_| true, 2).is_err());
+}
+
 // ---- snapshots ---------------------------------------------------------------------------
 
 /// Applies `ops` (as commands; reads become lease grants) with session tags on some of them.
 fn build(ops: &[Op]) -> Store {
+    build_taking_events(ops).0
+}
+
+/// [`build`], also returning every event taken after each entry, as the replica takes them.
+fn build_taking_events(ops: &[Op]) -> (Store, Vec<RevisionEvents>) {
+    let mut taken = Vec::new();
     let mut store = Store::new(Config { sessions_max: 3, ..Config::default() }).unwrap();
     let mut seqs = [0u64; 5];
     for (i, op) in ops.iter().enumerate() {
@@ -392,8 +501,9 @@ fn build(ops: &[Op]) -> Store {
             Proposal::new(cmd)
         };
         let _ = store.apply(i as u64 + 1, i as u64 * 100, &proposal.encode());
+        taken.extend(store.take_events());
     }
-    store
+    (store, taken)
 }
 
 fn snapshot(store: &Store) -> Vec<u8> {
