@@ -32,6 +32,10 @@ use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
 pub struct Member {
     name: String,
     runtime: Option<Runtime>,
+    /// The peer transport's own tokio runtime (one thread): messages to and from peers never
+    /// queue behind client requests on the runtime that serves gRPC, so a flood of clients
+    /// cannot delay heartbeats (the replica thread's lanes keep them apart after that).
+    peer_runtime: Option<tokio::runtime::Runtime>,
     tasks: Vec<JoinHandle<()>>,
     stop_clients: watch::Sender<bool>,
 }
@@ -74,7 +78,18 @@ impl Member {
             heartbeat_interval: cfg.heartbeat_interval,
             election_timeout: cfg.election_timeout,
         };
-        let sender = PeerSender::start(codec, &peers, timing, Arc::clone(&metrics));
+        let peer_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("{}-peer", cfg.name))
+            .enable_all()
+            .build()
+            .context("cannot start the peer transport's runtime")?;
+        // The sender spawns its connection tasks, and later its snapshot streams, on the
+        // runtime it is started in.
+        let sender = {
+            let _peer_context = peer_runtime.enter();
+            PeerSender::start(codec, &peers, timing, Arc::clone(&metrics))
+        };
         let runtime = Runtime::start_with_metrics(
             cfg.name.clone(),
             replica,
@@ -87,7 +102,8 @@ impl Member {
 
         let mut tasks = Vec::new();
         for l in peer_listeners {
-            tasks.push(tokio::spawn(transport::accept_loop(l, codec, timing, handle.clone())));
+            let accept = transport::accept_loop(l, codec, timing, handle.clone());
+            tasks.push(peer_runtime.spawn(accept));
         }
         let attributes = PublishMemberRequest::new(
             cfg.member_id,
@@ -117,7 +133,13 @@ impl Member {
                 }
             }));
         }
-        Ok(Member { name: cfg.name.clone(), runtime: Some(runtime), tasks, stop_clients })
+        Ok(Member {
+            name: cfg.name.clone(),
+            runtime: Some(runtime),
+            peer_runtime: Some(peer_runtime),
+            tasks,
+            stop_clients,
+        })
     }
 
     /// This member's name.
@@ -144,6 +166,9 @@ impl Member {
                 .context("replica shutdown task failed")?
                 .context("replica stopped with an error")?;
         }
+        if let Some(peers) = self.peer_runtime.take() {
+            peers.shutdown_background();
+        }
         Ok(())
     }
 }
@@ -152,6 +177,10 @@ impl Drop for Member {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        // Dropping a runtime blocks on its tasks, which is not allowed inside another runtime.
+        if let Some(peers) = self.peer_runtime.take() {
+            peers.shutdown_background();
         }
     }
 }

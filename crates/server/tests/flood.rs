@@ -1,6 +1,6 @@
 //! A client flood against three real `tenure serve` processes (heartbeat 50 ms, election
 //! timeout 500 ms, so a server-side request timeout of 2.5 s): thousands of concurrent Puts,
-//! far more than a member's client lane holds, for `TENURE_FLOOD_SECS` seconds (30 by
+//! far more than the members admit at once, for `TENURE_FLOOD_SECS` seconds (30 by
 //! default). The replica thread takes peer messages and ticks on lanes of their own, so the
 //! flood must not cost the leader its quorum: no member's term changes, the leader stays the
 //! leader, and `etcd_server_leader_changes_seen_total` does not move. Clients are told "too
@@ -313,16 +313,15 @@ fn per_s(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-// Ignored by default: it keeps both cores busy for about 40 s, and it fails today (no "too
-// many requests" is ever answered, clients time out instead, and heartbeat round trips reach
-// hundreds of milliseconds, sometimes an election; see BENCHMARKS.md). Run it with
-// `cargo test -p tenure-server --test flood -- --include-ignored --nocapture`.
-#[ignore = "issue 11: floods both cores for 40 s, and fails today"]
+// About 35 s with both cores busy. 20,000 requests in flight are well above what the three
+// members admit (`api::REQUESTS_IN_FLIGHT_MAX` each) yet few enough that the test's own client
+// (on the same two cores) can still drive them; at 40,000 the client's own HTTP/2 work starves
+// and most requests die at their client-side deadline before reaching any server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_flood_gets_too_many_requests_and_leaves_the_leader_in_place() {
     let flood_for = Duration::from_secs(env_or("TENURE_FLOOD_SECS", 30));
-    let tasks = env_or("TENURE_FLOOD_TASKS", 40_000);
-    let connections = env_or("TENURE_FLOOD_CONNECTIONS", 96).max(3);
+    let tasks = env_or("TENURE_FLOOD_TASKS", 20_000);
+    let connections = env_or("TENURE_FLOOD_CONNECTIONS", 48).max(3);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = Plan::new("fl");

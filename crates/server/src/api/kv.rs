@@ -17,6 +17,7 @@ impl pb::kv_server::Kv for Services {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
+        let _permit = self.admit()?;
         let r = request.into_inner();
         let consistency =
             if r.serializable { Consistency::Serializable } else { Consistency::Linearizable };

@@ -83,7 +83,15 @@ pub struct Services {
     cluster: std::sync::Arc<ClusterInfo>,
     /// Largest encoded write request accepted (etcd's `--max-request-bytes`).
     request_bytes_max: usize,
+    /// Permits for client requests in flight on this member (see [`REQUESTS_IN_FLIGHT_MAX`]).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Client requests (reads and writes) a member works on at once at most. Beyond it a request
+/// is refused at once with etcd's "too many requests" instead of queueing: under a flood,
+/// clients hear that they must back off within a round trip, rather than waiting until their
+/// deadline behind thousands of others, and the work queued on the member stays bounded.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
 
 /// What gRPC may receive beyond the largest request, as etcd allows (`grpcOverheadBytes`);
 /// bigger messages are refused by gRPC itself before they are decoded.
@@ -93,7 +101,20 @@ impl Services {
     /// Services for the member `cluster.member_id`, refusing writes whose encoding exceeds
     /// `request_bytes_max` with etcd's "request is too large".
     pub fn new(runtime: RuntimeHandle, cluster: ClusterInfo, request_bytes_max: usize) -> Services {
-        Services { runtime, cluster: std::sync::Arc::new(cluster), request_bytes_max }
+        Services {
+            runtime,
+            cluster: std::sync::Arc::new(cluster),
+            request_bytes_max,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        }
+    }
+
+    /// A permit for one client request, or etcd's "too many requests" when
+    /// [`REQUESTS_IN_FLIGHT_MAX`] are in flight already.
+    pub(super) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        std::sync::Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| ServerError::TooManyRequests.into())
     }
 
     /// A router serving every gRPC service and, on the same port over HTTP/1.1 or HTTP/2,
@@ -145,6 +166,7 @@ impl Services {
         if request.get_ref().encoded_len() > self.request_bytes_max {
             return Err(ServerError::RequestTooLarge.into());
         }
+        let _permit = self.admit()?;
         let proposal = match session(request)? {
             Some((client_id, sequence)) => Proposal::with_session(command, client_id, sequence),
             None => Proposal::new(command),
