@@ -29,6 +29,7 @@ pub mod http;
 pub mod incoming;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::collections::BTreeMap;
 
@@ -85,6 +86,8 @@ pub struct Services {
     request_bytes_max: usize,
     /// Permits for client requests in flight on this member (see [`REQUESTS_IN_FLIGHT_MAX`]).
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How watch streams behave.
+    watch: watch::WatchConfig,
 }
 
 /// Client requests (reads and writes) a member works on at once at most. Beyond it a request
@@ -106,7 +109,14 @@ impl Services {
             cluster: std::sync::Arc::new(cluster),
             request_bytes_max,
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            watch: watch::WatchConfig::default(),
         }
+    }
+
+    /// The same services with watch streams configured by `watch`.
+    pub fn with_watch_config(mut self, watch: watch::WatchConfig) -> Services {
+        self.watch = watch;
+        self
     }
 
     /// A permit for one client request, or etcd's "too many requests" when
@@ -127,6 +137,7 @@ impl Services {
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
         .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
+        .add_service(pb::watch_server::WatchServer::new(self.clone()))
         .add_service(pb::maintenance_server::MaintenanceServer::new(self));
         let http = axum::Router::new()
             .route("/health", axum::routing::get(move || http::health(runtime.clone())))

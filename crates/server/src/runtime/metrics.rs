@@ -46,6 +46,10 @@ pub struct Metrics {
     snapshot_receive_success: Counter,
     snapshot_receive_failures: Counter,
     peer_rtt_seconds: Histogram,
+    watchers: Gauge,
+    watch_streams: Gauge,
+    slow_watchers: Gauge,
+    watch_events: Counter,
     /// Heartbeat rounds sent and not yet answered: (peer, round) -> when sent.
     heartbeats_in_flight: Mutex<HashMap<(u64, u64), Instant>>,
 }
@@ -170,6 +174,30 @@ impl Metrics {
             "Snapshot transfers from a leader that failed for good (refused or damaged).",
             snapshot_receive_failures.clone(),
         );
+        let watchers = Gauge::default();
+        let watch_streams = Gauge::default();
+        let slow_watchers = Gauge::default();
+        let watch_events = Counter::default();
+        registry.register(
+            "etcd_debugging_mvcc_watcher_total",
+            "Watchers open on this member.",
+            watchers.clone(),
+        );
+        registry.register(
+            "etcd_debugging_mvcc_watch_stream_total",
+            "Watch streams open on this member.",
+            watch_streams.clone(),
+        );
+        registry.register(
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "Watchers catching up from the store's history (unsynced, in etcd's words).",
+            slow_watchers.clone(),
+        );
+        registry.register(
+            "etcd_debugging_mvcc_events",
+            "Events sent to watchers.",
+            watch_events.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -191,8 +219,46 @@ impl Metrics {
             snapshot_receive_success,
             snapshot_receive_failures,
             peer_rtt_seconds,
+            watchers,
+            watch_streams,
+            slow_watchers,
+            watch_events,
             heartbeats_in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A watch stream opened.
+    pub fn watch_stream_opened(&self) {
+        self.watch_streams.inc();
+    }
+
+    /// A watch stream closed.
+    pub fn watch_stream_closed(&self) {
+        self.watch_streams.dec();
+    }
+
+    /// A watcher was created.
+    pub fn watcher_added(&self) {
+        self.watchers.inc();
+    }
+
+    /// A watcher was cancelled or its stream closed.
+    pub fn watcher_removed(&self) {
+        self.watchers.dec();
+    }
+
+    /// A watcher started (`true`) or finished (`false`) catching up from history.
+    pub fn watcher_catching_up(&self, started: bool) {
+        if started {
+            self.slow_watchers.inc();
+        } else {
+            self.slow_watchers.dec();
+        }
+    }
+
+    /// `n` events were sent to watchers.
+    pub fn watch_events_sent(&self, n: u64) {
+        self.watch_events.inc_by(n);
     }
 
     /// A heartbeat of round `round` left for `peer`.

@@ -120,6 +120,26 @@ pub enum Control {
     Shutdown,
 }
 
+/// Batches of applied events kept for watchers that have not taken them yet; a watcher further
+/// behind than this is told it lagged and catches up from the store's history instead.
+pub const WATCH_FEED_MAX: usize = 1024;
+
+/// What the replica thread publishes to watchers after a turn that applied entries.
+#[derive(Debug)]
+pub enum Published {
+    /// The events of the entries applied in one turn, revision by revision, in order.
+    Events {
+        /// One element per revision that changed keys.
+        revisions: Vec<tenure_kv::RevisionEvents>,
+        /// The store's revision after them.
+        revision: i64,
+    },
+    /// The store was replaced by a snapshot from the leader: the events between what was
+    /// published before and the snapshot were never produced one by one, so a watcher must
+    /// catch up from the new store's history (it holds every version since compaction).
+    Reset,
+}
+
 /// Called once with how a snapshot transfer ended; it hands the status to the replica thread.
 pub type SnapshotReport = Box<dyn FnOnce(SnapshotStatus) + Send>;
 
@@ -155,9 +175,19 @@ pub struct RuntimeHandle {
     /// Becomes `true` when the replica thread has exited.
     exited: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    /// Applied events, for watchers (see [`RuntimeHandle::subscribe`]).
+    feed: tokio::sync::broadcast::Sender<Arc<Published>>,
 }
 
 impl RuntimeHandle {
+    /// Subscribes to the events this member applies from now on. Everything applied before
+    /// the call is in the store already: a watcher that subscribes first and then takes a
+    /// copy of the store (through [`RuntimeHandle::inspect`]) misses nothing, since the
+    /// replica thread publishes a turn's events before it runs any later inspection.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
+        self.feed.subscribe()
+    }
+
     /// Queues a write; the answer arrives on the returned receiver (a dropped sender means the
     /// replica stopped).
     pub fn propose(
@@ -274,6 +304,7 @@ impl Runtime {
         let (clients, clients_rx) = crossbeam_channel::bounded(CLIENT_QUEUE_MAX);
         let lanes = Lanes { control, peers, clients };
         let rx = LaneReceivers { control: control_rx, peers: peers_rx, clients: clients_rx };
+        let (feed, _) = tokio::sync::broadcast::channel(WATCH_FEED_MAX);
         let replica_installed = replica.snapshot_stats().installed;
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
@@ -325,6 +356,8 @@ impl Runtime {
             snap_tx,
             lanes: lanes.clone(),
             installed_seen: replica_installed,
+            feed_installed_seen: replica_installed,
+            feed: feed.clone(),
             rx,
             status: Arc::clone(&status),
             replies: BTreeMap::new(),
@@ -343,7 +376,7 @@ impl Runtime {
             result
         })?;
         Ok(Runtime {
-            handle: RuntimeHandle { lanes, status, exited, metrics },
+            handle: RuntimeHandle { lanes, status, exited, metrics, feed },
             thread: Some(thread),
         })
     }
@@ -385,6 +418,10 @@ struct Worker {
     lanes: Lanes,
     /// Snapshots installed from a leader, as last counted in the metrics.
     installed_seen: u64,
+    /// Snapshots installed from a leader, as last told to watchers.
+    feed_installed_seen: u64,
+    /// Where applied events go, for watchers.
+    feed: tokio::sync::broadcast::Sender<Arc<Published>>,
     rx: LaneReceivers,
     status: Arc<Mutex<NodeStatus>>,
     /// Clients waiting, by the request id the runtime gave them, with whether each asked for
@@ -536,6 +573,7 @@ impl Worker {
     }
 
     fn dispatch(&mut self, mut out: Output) {
+        self.publish_events(std::mem::take(&mut out.events));
         if out.messages.iter().any(|m| matches!(m.body, MessageBody::Snapshot { .. })) {
             let (snapshots, rest) = std::mem::take(&mut out.messages)
                 .into_iter()
@@ -562,6 +600,22 @@ impl Worker {
         }
         for ss in out.changes {
             self.log_change(ss.role, ss.term.0, ss.leader);
+        }
+    }
+
+    /// Hands this turn's applied events to the watchers (a send never blocks: a watcher that
+    /// falls `WATCH_FEED_MAX` batches behind is told it lagged). A snapshot installed in this
+    /// turn is announced first, as a `Reset`.
+    fn publish_events(&mut self, revisions: Vec<tenure_kv::RevisionEvents>) {
+        let installed = self.replica.snapshot_stats().installed;
+        if installed != self.feed_installed_seen {
+            self.feed_installed_seen = installed;
+            let _ = self.feed.send(Arc::new(Published::Reset));
+        }
+        if !revisions.is_empty() {
+            let revision = self.replica.kv().revision();
+            // No receiver (no watcher) is not an error.
+            let _ = self.feed.send(Arc::new(Published::Events { revisions, revision }));
         }
     }
 

@@ -1,0 +1,644 @@
+//! `etcdserverpb.Watch`: event streams, as etcd 3.4 serves them.
+//!
+//! One gRPC stream carries any number of watchers. A task per stream reads the client's
+//! requests (create, cancel, progress); a task per watcher produces its responses; both write
+//! into the stream's bounded queue of responses, which gRPC drains toward the client.
+//!
+//! ```text
+//!  replica thread ──Published (per turn)──> broadcast feed (WATCH_FEED_MAX batches)
+//!                                                   │
+//!  watcher task:  subscribe ─> copy of the store (O(1), through `inspect`) ─> history pages
+//!                 from its next revision up to the copy's revision ─> then the feed, skipping
+//!                 what the copy held ─> filter ─> responses ─> stream queue ─> client
+//! ```
+//!
+//! **Catching up never holds the replica thread**: the copy of the store shares its persistent
+//! index, and the history is read from it on the watcher's task, a page (about
+//! [`HISTORY_PAGE_EVENTS`] events, whole revisions) at a time, each page sent before the next is
+//! read. **Memory is bounded**: per member, the feed keeps at most `WATCH_FEED_MAX` batches; per
+//! stream, at most [`STREAM_RESPONSES_MAX`] responses wait for the client. A watcher that falls
+//! behind the feed (a slow client, a long catch-up) is told it lagged and catches up again from
+//! the store's history, from its next revision; if that revision was compacted meanwhile it is
+//! cancelled with `compact_revision`, as etcd does. A snapshot installed from the leader replaces
+//! the store without events: the feed says `Reset`, and every watcher catches up from the new
+//! store the same way. So a watcher sees every revision after its start exactly once, in order,
+//! all events of a revision in one response.
+//!
+//! etcd's rules kept here: watch ids are chosen by the server from 0 up unless the client picks
+//! one ("mvcc: duplicate watch ID provided on the WatchStream" for one in use, answered as a
+//! created-and-cancelled response with id -1); a create is answered with `created` and the
+//! current revision; a start revision of 0 means the next revision; a cancel of an unknown id
+//! is not answered; a progress request is answered (watch id -1) with the current revision once
+//! every watcher of the stream has taken everything up to it; `progress_notify` watchers get an
+//! empty response after an interval without events; `fragment` splits a response larger than
+//! the request size limit; a stream opened with `hasleader=true` metadata is refused, or closed,
+//! with "etcdserver: no leader" while the member has no leader.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use tenure_kv::{Event, EventKind, HistoryError, RevisionEvents, Store};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tonic::{Request, Status, Streaming};
+
+use super::Services;
+use super::convert::key_value_to_pb;
+use crate::ServerError;
+use crate::pb::etcdserverpb as pb;
+use crate::pb::mvccpb;
+use crate::runtime::Published;
+
+/// Responses queued per stream toward the client at most; a watcher whose client reads slower
+/// than events arrive waits here, then lags the feed and catches up from history.
+pub const STREAM_RESPONSES_MAX: usize = 128;
+
+/// Events read from the store's history per page while a watcher catches up.
+pub const HISTORY_PAGE_EVENTS: usize = 1000;
+
+/// etcd's default interval between progress notifications (10 minutes).
+pub const PROGRESS_NOTIFY_INTERVAL_DEFAULT: Duration = Duration::from_secs(600);
+
+/// etcd's answer to a client-chosen watch id already in use on the stream.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's answer to a range that selects no key.
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+
+/// The watch id etcd puts on responses that belong to no watcher (progress, refused creates).
+const NO_WATCH_ID: i64 = -1;
+
+/// How watch streams behave; set from the member's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// Interval between progress notifications for watchers that asked for them.
+    pub progress_notify_interval: Duration,
+    /// How often a `hasleader=true` stream checks that the member has a leader (etcd checks
+    /// once per election timeout).
+    pub leader_check_interval: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> WatchConfig {
+        WatchConfig {
+            progress_notify_interval: PROGRESS_NOTIFY_INTERVAL_DEFAULT,
+            leader_check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+type Outgoing = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+/// The response stream handed to gRPC.
+pub type ResponseStream = Pin<
+    Box<
+        dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::WatchResponse, Status>>
+            + Send
+            + 'static,
+    >,
+>;
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for Services {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        // clientv3's WithRequireLeader.
+        let require_leader =
+            request.metadata().get("hasleader").and_then(|v| v.to_str().ok()) == Some("true");
+        if require_leader && self.runtime.status().leader.is_none() {
+            return Err(ServerError::NoLeader.into());
+        }
+        let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
+        self.runtime.metrics().watch_stream_opened();
+        let stream = StreamState {
+            services: self.clone(),
+            tx,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            require_leader,
+        };
+        tokio::spawn(stream.run(request.into_inner()));
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(tonic::Response::new(Box::pin(out)))
+    }
+}
+
+/// What a watcher was asked for.
+#[derive(Clone, Debug)]
+struct Spec {
+    id: i64,
+    key: Bytes,
+    range_end: Bytes,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    fragment: bool,
+}
+
+impl Spec {
+    /// Whether `key` lies in the watched range (etcd's `key`/`range_end` conventions).
+    fn covers(&self, key: &[u8]) -> bool {
+        if self.range_end.is_empty() {
+            key == self.key.as_ref()
+        } else if self.range_end.as_ref() == b"\0" {
+            key >= self.key.as_ref()
+        } else {
+            key >= self.key.as_ref() && key < self.range_end.as_ref()
+        }
+    }
+
+    fn wants(&self, e: &Event) -> bool {
+        let filtered = match e.kind {
+            EventKind::Put => self.no_put,
+            EventKind::Delete => self.no_delete,
+        };
+        !filtered && self.covers(&e.kv.key)
+    }
+}
+
+/// A running watcher, as its stream sees it.
+struct WatcherHandle {
+    task: JoinHandle<()>,
+    /// The store revision through which the watcher has taken every event (sent or filtered).
+    processed: Arc<AtomicI64>,
+}
+
+struct StreamState {
+    services: Services,
+    tx: Outgoing,
+    watchers: BTreeMap<i64, WatcherHandle>,
+    /// The next id the server picks (etcd: from 0, skipping ids in use).
+    next_id: i64,
+    require_leader: bool,
+}
+
+impl StreamState {
+    async fn run(mut self, mut requests: Streaming<pb::WatchRequest>) {
+        let mut leader_check = tokio::time::interval(self.services.watch.leader_check_interval);
+        leader_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = requests.message() => match request {
+                    Ok(Some(r)) => {
+                        if self.handle(r).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+                _ = leader_check.tick(), if self.require_leader => {
+                    if self.services.runtime.status().leader.is_none() {
+                        let _ = self.tx.send(Err(ServerError::NoLeader.into())).await;
+                        break;
+                    }
+                }
+                _ = self.tx.closed() => break,
+            }
+        }
+        // Drop aborts the watchers and closes the stream in the metrics.
+    }
+
+    /// Handles one request; `Err` once the client is gone.
+    async fn handle(&mut self, request: pb::WatchRequest) -> Result<(), ()> {
+        use pb::watch_request::RequestUnion;
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id).await,
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress();
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn send(&self, response: pb::WatchResponse) -> Result<(), ()> {
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        let st = self.services.runtime.status();
+        Some(self.services.ctx().header(st.revision))
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
+        // etcd: an empty key watches "\0"; a range end of "\0" watches every key from `key`.
+        let key = if c.key.is_empty() { Bytes::from_static(b"\0") } else { c.key };
+        let refuse = |reason: &str| pb::WatchResponse {
+            watch_id: NO_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        let empty = !c.range_end.is_empty()
+            && c.range_end.as_ref() != b"\0"
+            && c.range_end.as_ref() <= key.as_ref();
+        if empty {
+            return self
+                .send(pb::WatchResponse { header: self.header(), ..refuse(EMPTY_RANGE) })
+                .await;
+        }
+        let id = if c.watch_id != 0 {
+            if self.watchers.contains_key(&c.watch_id) {
+                let r = pb::WatchResponse { header: self.header(), ..refuse(DUPLICATE_ID) };
+                return self.send(r).await;
+            }
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        };
+        use pb::watch_create_request::FilterType;
+        let spec = Spec {
+            id,
+            key,
+            range_end: c.range_end,
+            prev_kv: c.prev_kv,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: c.progress_notify,
+            fragment: c.fragment,
+        };
+        // Subscribe before reading the revision: nothing applied after it can be missed.
+        let feed = self.services.runtime.subscribe();
+        let current = self.services.runtime.status().revision;
+        let start = if c.start_revision > 0 { c.start_revision } else { current + 1 };
+        let created = pb::WatchResponse {
+            header: Some(self.services.ctx().header(current)),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        // The created response goes first: the watcher starts only after it was queued.
+        self.send(created).await?;
+        let processed = Arc::new(AtomicI64::new(start - 1));
+        let watcher = Watcher {
+            spec,
+            services: self.services.clone(),
+            tx: self.tx.clone(),
+            feed,
+            next: start,
+            processed: Arc::clone(&processed),
+            last_sent: Instant::now(),
+        };
+        let task = tokio::spawn(watcher.run());
+        self.services.runtime.metrics().watcher_added();
+        self.watchers.insert(id, WatcherHandle { task, processed });
+        Ok(())
+    }
+
+    async fn cancel(&mut self, id: i64) -> Result<(), ()> {
+        let Some(w) = self.watchers.remove(&id) else { return Ok(()) };
+        w.task.abort();
+        self.services.runtime.metrics().watcher_removed();
+        let r = pb::WatchResponse {
+            header: self.header(),
+            watch_id: id,
+            canceled: true,
+            ..Default::default()
+        };
+        self.send(r).await
+    }
+
+    /// Answers a progress request once every watcher has taken everything up to the current
+    /// revision, so that the answer's revision bounds every event sent before it.
+    fn progress(&self) {
+        let target = self.services.runtime.status().revision;
+        let watchers: Vec<Arc<AtomicI64>> =
+            self.watchers.values().map(|w| Arc::clone(&w.processed)).collect();
+        let tx = self.tx.clone();
+        let services = self.services.clone();
+        tokio::spawn(async move {
+            while watchers.iter().any(|p| p.load(Ordering::Acquire) < target) {
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let r = pb::WatchResponse {
+                header: Some(services.ctx().header(target)),
+                watch_id: NO_WATCH_ID,
+                ..Default::default()
+            };
+            let _ = tx.send(Ok(r)).await;
+        });
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        for (_, w) in std::mem::take(&mut self.watchers) {
+            w.task.abort();
+            self.services.runtime.metrics().watcher_removed();
+        }
+        self.services.runtime.metrics().watch_stream_closed();
+    }
+}
+
+/// One watcher's task.
+struct Watcher {
+    spec: Spec,
+    services: Services,
+    tx: Outgoing,
+    feed: broadcast::Receiver<Arc<Published>>,
+    /// The first revision not yet taken. Invariant: every event of a revision below it was
+    /// sent (or filtered out), exactly once.
+    next: i64,
+    processed: Arc<AtomicI64>,
+    last_sent: Instant,
+}
+
+/// Counts a watcher as catching up (etcd's "slow" watchers) for as long as it lives, even if
+/// the watcher's task is aborted meanwhile.
+struct CatchingUp(Arc<crate::runtime::Metrics>);
+
+impl CatchingUp {
+    fn new(metrics: Arc<crate::runtime::Metrics>) -> CatchingUp {
+        metrics.watcher_catching_up(true);
+        CatchingUp(metrics)
+    }
+}
+
+impl Drop for CatchingUp {
+    fn drop(&mut self) {
+        self.0.watcher_catching_up(false);
+    }
+}
+
+/// Why a watcher stops.
+enum Stop {
+    /// The client is gone or the stream ended.
+    Gone,
+    /// The start revision was compacted; the watcher was cancelled.
+    Compacted,
+}
+
+impl Watcher {
+    async fn run(mut self) {
+        loop {
+            if self.catch_up().await.is_err() {
+                return;
+            }
+            match self.follow().await {
+                Ok(()) => {}
+                Err(Stop::Gone | Stop::Compacted) => return,
+            }
+        }
+    }
+
+    /// Sends every event from `next` through the revision of a fresh copy of the store, from
+    /// its history, a page at a time.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let _counted = CatchingUp::new(Arc::clone(self.services.runtime.metrics()));
+        self.catch_up_from_history().await
+    }
+
+    async fn catch_up_from_history(&mut self) -> Result<(), Stop> {
+        // A fresh subscription first: whatever the copy misses, the feed holds.
+        self.feed = self.feed.resubscribe();
+        let rx = self
+            .services
+            .runtime
+            .inspect(|replica| replica.kv().clone())
+            .map_err(|_| Stop::Gone)?;
+        let store: Store = rx.await.map_err(|_| Stop::Gone)?;
+        let upto = store.revision();
+        while self.next <= upto {
+            let (key, end, from) = (self.spec.key.clone(), self.spec.range_end.clone(), self.next);
+            let page = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.history(&key, &end, from, upto, HISTORY_PAGE_EVENTS)
+                })
+                .await
+                .map_err(|_| Stop::Gone)?
+            };
+            match page {
+                Ok(page) => {
+                    let next = page.next;
+                    let last = next.map_or(upto, |n| n - 1);
+                    self.deliver(&page.revisions, last).await?;
+                    self.next = last + 1;
+                }
+                Err(HistoryError::Compacted { compact_revision }) => {
+                    let r = pb::WatchResponse {
+                        header: Some(self.services.ctx().header(upto)),
+                        watch_id: self.spec.id,
+                        canceled: true,
+                        compact_revision,
+                        ..Default::default()
+                    };
+                    let _ = self.tx.send(Ok(r)).await;
+                    return Err(Stop::Compacted);
+                }
+            }
+        }
+        self.processed.fetch_max(upto, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Follows the feed until it lags or is reset (`Ok`: catch up again) or the client goes.
+    async fn follow(&mut self) -> Result<(), Stop> {
+        let interval = self.services.watch.progress_notify_interval;
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            tokio::select! {
+                item = self.feed.recv() => match item {
+                    Ok(published) => match &*published {
+                        Published::Events { revisions, revision } => {
+                            let fresh: Vec<&RevisionEvents> =
+                                revisions.iter().filter(|r| r.revision >= self.next).collect();
+                            self.deliver_refs(&fresh, *revision).await?;
+                            self.next = self.next.max(*revision + 1);
+                        }
+                        Published::Reset => return Ok(()),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(
+                            watch_id = self.spec.id,
+                            "watcher lagged {missed} batches behind the feed; catching up"
+                        );
+                        return Ok(());
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
+                },
+                _ = progress.tick(), if self.spec.progress_notify => {
+                    if self.last_sent.elapsed() >= interval {
+                        let revision = self.processed.load(Ordering::Acquire);
+                        let r = pb::WatchResponse {
+                            header: Some(self.services.ctx().header(revision)),
+                            watch_id: self.spec.id,
+                            ..Default::default()
+                        };
+                        self.send(r).await?;
+                    }
+                }
+                _ = self.tx.closed() => return Err(Stop::Gone),
+            }
+        }
+    }
+
+    async fn deliver(&mut self, revisions: &[RevisionEvents], through: i64) -> Result<(), Stop> {
+        let refs: Vec<&RevisionEvents> = revisions.iter().collect();
+        self.deliver_refs(&refs, through).await
+    }
+
+    /// Sends the wanted events of `revisions` (all of them in one response, or in fragments
+    /// if asked and too large), then records `through` as processed.
+    async fn deliver_refs(
+        &mut self,
+        revisions: &[&RevisionEvents],
+        through: i64,
+    ) -> Result<(), Stop> {
+        let events: Vec<mvccpb::Event> = revisions
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .filter(|e| self.spec.wants(e))
+            .map(|e| event_to_pb(e, self.spec.prev_kv))
+            .collect();
+        if !events.is_empty() {
+            let count = events.len() as u64;
+            let header = Some(self.services.ctx().header(through));
+            let response =
+                pb::WatchResponse { header, watch_id: self.spec.id, events, ..Default::default() };
+            let limit = self.services.request_bytes_max;
+            if self.spec.fragment && response.encoded_len() > limit {
+                for part in fragments(response, limit) {
+                    self.send(part).await?;
+                }
+            } else {
+                self.send(response).await?;
+            }
+            self.services.runtime.metrics().watch_events_sent(count);
+        }
+        self.processed.fetch_max(through, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn send(&mut self, r: pb::WatchResponse) -> Result<(), Stop> {
+        self.tx.send(Ok(r)).await.map_err(|_| Stop::Gone)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
+/// An event as etcd's `mvccpb.Event`; `prev_kv` only if the watcher asked for it.
+fn event_to_pb(e: &Event, with_prev: bool) -> mvccpb::Event {
+    let kind = match e.kind {
+        EventKind::Put => mvccpb::event::EventType::Put,
+        EventKind::Delete => mvccpb::event::EventType::Delete,
+    };
+    mvccpb::Event {
+        r#type: kind as i32,
+        kv: Some(key_value_to_pb(e.kv.clone())),
+        prev_kv: if with_prev { e.prev_kv.clone().map(key_value_to_pb) } else { None },
+    }
+}
+
+/// Splits `response` into responses of at most about `limit` encoded bytes (at least one event
+/// each), all marked `fragment` but the last, as etcd's `sendFragments`.
+fn fragments(response: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
+    let pb::WatchResponse { header, watch_id, events, .. } = response;
+    let empty = pb::WatchResponse { header, watch_id, ..Default::default() };
+    let base = empty.encoded_len();
+    let mut parts = Vec::new();
+    let mut current = Vec::new();
+    let mut size = base;
+    for e in events {
+        // Each repeated field costs its length plus a tag and a length prefix.
+        let len = e.encoded_len() + 1 + prost::length_delimiter_len(e.encoded_len());
+        if !current.is_empty() && size + len > limit {
+            parts.push(std::mem::take(&mut current));
+            size = base;
+        }
+        size += len;
+        current.push(e);
+    }
+    parts.push(current);
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| pb::WatchResponse {
+            header,
+            watch_id,
+            events,
+            fragment: i + 1 < n,
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_event(key: &str, value_bytes: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            r#type: 0,
+            kv: Some(mvccpb::KeyValue {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from(vec![b'x'; value_bytes]),
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn a_large_response_is_cut_into_fragments_under_the_limit_all_but_the_last_marked() {
+        let events: Vec<mvccpb::Event> =
+            (0..10).map(|i| put_event(&format!("k{i}"), 300)).collect();
+        let response =
+            pb::WatchResponse { watch_id: 3, events: events.clone(), ..Default::default() };
+        let parts = fragments(response, 1000);
+        assert!(parts.len() >= 4, "{} parts", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(p.encoded_len() <= 1000, "part {i} is {} bytes", p.encoded_len());
+            assert_eq!(p.fragment, i + 1 < parts.len());
+            assert_eq!(p.watch_id, 3);
+        }
+        let joined: Vec<mvccpb::Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, events, "nothing lost, nothing reordered");
+    }
+
+    #[test]
+    fn an_event_larger_than_the_limit_travels_alone() {
+        let response =
+            pb::WatchResponse { events: vec![put_event("big", 5000)], ..Default::default() };
+        let parts = fragments(response, 1000);
+        assert_eq!(parts.len(), 1);
+        assert!(!parts[0].fragment);
+    }
+
+    #[test]
+    fn ranges_follow_etcds_key_and_range_end_conventions() {
+        let spec = |key: &'static str, end: &'static str| Spec {
+            id: 0,
+            key: Bytes::from_static(key.as_bytes()),
+            range_end: Bytes::from_static(end.as_bytes()),
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+            progress_notify: false,
+            fragment: false,
+        };
+        assert!(spec("a", "").covers(b"a") && !spec("a", "").covers(b"ab"));
+        assert!(spec("a", "b").covers(b"ab") && !spec("a", "b").covers(b"b"));
+        assert!(spec("m", "\0").covers(b"zzz") && !spec("m", "\0").covers(b"a"));
+    }
+}
