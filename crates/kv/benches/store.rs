@@ -118,6 +118,27 @@ fn bench(c: &mut Criterion) {
         started.elapsed()
     );
 
+    // A watcher catching up on the last 1,000 revisions: one page of history over the whole
+    // key space (a pass over every key) and over a 1,000-key prefix.
+    for n in 0..1000 {
+        index += 1;
+        store.apply(index, 0, &put_entry(scatter(n + 1000))).expect("put");
+        drop(store.take_events());
+    }
+    let to = store.revision();
+    for (what, key, range_end) in [
+        ("whole key space", &b"\0"[..], &b"\0"[..]),
+        ("prefix key/00001", b"key/00001", b"key/00002"),
+    ] {
+        let started = Instant::now();
+        let page = store.history(key, range_end, to - 999, to, 1000).expect("history");
+        let events: usize = page.revisions.iter().map(|r| r.events.len()).sum();
+        println!(
+            "history: {what}, last 1,000 revisions: {events} events in {:.2?}",
+            started.elapsed()
+        );
+    }
+
     let mut group = c.benchmark_group("store_1m_keys");
     group
         .sample_size(10)
