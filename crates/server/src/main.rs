@@ -63,6 +63,7 @@ fn run_client(command: Command) -> ExitCode {
             Command::Put(a) => client::put(a).await,
             Command::Get(a) => client::get(a).await,
             Command::Del(a) => client::del(a).await,
+            Command::Watch(a) => client::watch(a).await,
             Command::Member { command: MemberCommand::List(a) } => client::member_list(a).await,
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::api::convert::{delete_range_request_to_pb, put_request_to_pb, range_request_to_pb};
-use crate::cli::{ClientArgs, Consistency, DelArgs, GetArgs, OutputFormat, PutArgs};
+use crate::cli::{ClientArgs, Consistency, DelArgs, GetArgs, OutputFormat, PutArgs, WatchArgs};
 use crate::ids::format_id;
 use crate::pb::etcdserverpb as pb;
 use pb::cluster_client::ClusterClient;
@@ -250,6 +250,87 @@ pub async fn get(a: &GetArgs) -> anyhow::Result<String> {
     })
     .await?;
     Ok(format_get(&resp, a))
+}
+
+/// The create request `tenure watch`'s flags describe.
+pub fn watch_request(a: &WatchArgs) -> pb::WatchRequest {
+    let range_end = if a.prefix {
+        tenure_kv::RangeRequest::prefix(Bytes::copy_from_slice(a.key.as_bytes())).range_end
+    } else {
+        a.range_end.as_ref().map_or_else(Bytes::new, |e| Bytes::copy_from_slice(e.as_bytes()))
+    };
+    let create = pb::WatchCreateRequest {
+        key: Bytes::copy_from_slice(a.key.as_bytes()),
+        range_end,
+        start_revision: a.rev,
+        progress_notify: a.progress_notify,
+        prev_kv: a.prev_kv,
+        ..Default::default()
+    };
+    pb::WatchRequest { request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)) }
+}
+
+/// Formats one watch response as etcdctl prints it: for each event its type, the previous
+/// key-value if there is one, then the key-value; an empty response (a progress
+/// notification) as `progress notify: REV`.
+pub fn format_watch_response(r: &pb::WatchResponse, out: &mut String) {
+    if r.created {
+        return;
+    }
+    if r.events.is_empty() && !r.canceled {
+        let revision = r.header.map_or(0, |h| h.revision);
+        let _ = writeln!(out, "progress notify: {revision}");
+        return;
+    }
+    for e in &r.events {
+        let kind = if e.r#type == crate::pb::mvccpb::event::EventType::Delete as i32 {
+            "DELETE"
+        } else {
+            "PUT"
+        };
+        let _ = writeln!(out, "{kind}");
+        if let Some(prev) = &e.prev_kv {
+            print_kv(out, prev, false);
+        }
+        if let Some(kv) = &e.kv {
+            print_kv(out, kv, false);
+        }
+    }
+}
+
+/// `tenure watch`: prints events until the watch is cancelled by the server (then an error) or
+/// the stream ends.
+pub async fn watch(a: &WatchArgs) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let create = watch_request(a);
+    let mut stream = with_retries(&a.client, |ch| {
+        // The request stream stays open: closing it would end the watch.
+        let requests = tokio_stream::StreamExt::chain(
+            tokio_stream::once(create.clone()),
+            tokio_stream::pending(),
+        );
+        async move { pb::watch_client::WatchClient::new(ch).watch(requests).await }
+    })
+    .await?;
+    let stdout = std::io::stdout();
+    while let Some(r) = stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+        if r.canceled {
+            let reason = if r.compact_revision > 0 {
+                format!(
+                    "etcdserver: mvcc: required revision has been compacted (compact revision {})",
+                    r.compact_revision
+                )
+            } else {
+                r.cancel_reason.clone()
+            };
+            bail!("watch was canceled ({reason})");
+        }
+        let mut out = String::new();
+        format_watch_response(&r, &mut out);
+        let mut lock = stdout.lock();
+        lock.write_all(out.as_bytes()).and_then(|()| lock.flush()).context("stdout")?;
+    }
+    Ok(String::new())
 }
 
 /// `tenure del`.
@@ -526,5 +607,36 @@ mod tests {
         assert_eq!(endpoint_uri("http://h:1").unwrap(), "http://h:1");
         assert!(endpoint_uri("https://h:1").is_err());
         assert!(endpoint_uri("unix://x").is_err());
+    }
+
+    #[test]
+    fn watch_output_is_etcdctls() {
+        use crate::pb::mvccpb::{Event, KeyValue, event::EventType};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+            ..Default::default()
+        };
+        let r = pb::WatchResponse {
+            events: vec![
+                Event {
+                    r#type: EventType::Put as i32,
+                    kv: Some(kv("a", "2")),
+                    prev_kv: Some(kv("a", "1")),
+                },
+                Event { r#type: EventType::Delete as i32, kv: Some(kv("b", "")), prev_kv: None },
+            ],
+            ..Default::default()
+        };
+        let mut out = String::new();
+        format_watch_response(&r, &mut out);
+        assert_eq!(out, "PUT\na\n1\na\n2\nDELETE\nb\n\n");
+        let progress = pb::WatchResponse {
+            header: Some(pb::ResponseHeader { revision: 7, ..Default::default() }),
+            ..Default::default()
+        };
+        let mut out = String::new();
+        format_watch_response(&progress, &mut out);
+        assert_eq!(out, "progress notify: 7\n");
     }
 }

@@ -48,6 +48,8 @@ pub enum Command {
     Get(GetArgs),
     /// Delete a key or a range (like `etcdctl del`).
     Del(DelArgs),
+    /// Watch a key or a range and print its events as they happen (like `etcdctl watch`).
+    Watch(WatchArgs),
     /// Cluster membership (like `etcdctl member`).
     Member {
         /// The member subcommand.
@@ -167,6 +169,30 @@ pub enum Consistency {
     /// Serializable: served by the member from its local state.
     #[value(name = "s")]
     Serializable,
+}
+
+/// `tenure watch KEY [RANGE_END]`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// End of the range (exclusive).
+    pub range_end: Option<String>,
+    /// Watch every key with KEY as prefix.
+    #[arg(long, conflicts_with = "range_end")]
+    pub prefix: bool,
+    /// Start from this revision (0: from now on); earlier revisions are replayed.
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Print each event's previous key-value first.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Ask for periodic progress notifications (printed as `progress notify: REV`).
+    #[arg(long)]
+    pub progress_notify: bool,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `tenure get KEY [RANGE_END]`.
