@@ -117,7 +117,13 @@ impl Member {
             cfg.tick_interval(),
         )));
         let (stop_clients, stopped) = watch::channel(false);
-        let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max);
+        let watch = crate::api::watch::WatchConfig {
+            leader_check_interval: cfg.election_timeout,
+            ..crate::api::watch::WatchConfig::default()
+        };
+        let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max)
+            .with_requests_in_flight_max(cfg.max_concurrent_requests)
+            .with_watch_config(watch);
         for l in client_listeners {
             let router = services.clone().router();
             // TCP_NODELAY and the :authority fix for etcd 3.4 clients (see api::incoming).

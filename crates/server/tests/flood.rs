@@ -325,7 +325,10 @@ async fn a_client_flood_gets_too_many_requests_and_leaves_the_leader_in_place() 
 
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = Plan::new("fl");
-    let servers: Vec<Server> = (0..3).map(|i| plan.start(i, dir.path())).collect();
+    // A low admission limit, so that the flood is far above it whatever share of the
+    // requests the test's own client (on the same two cores) keeps in flight.
+    let limit = ["--max-concurrent-requests", "512"];
+    let servers: Vec<Server> = (0..3).map(|i| plan.start_with(i, dir.path(), &limit)).collect();
     let (leader, _) = tokio::task::block_in_place(|| stable_leader(&plan));
     // The cluster serves writes before the flood begins.
     eventually(&plan.clients[leader], PATIENCE, |mut kv| async move {

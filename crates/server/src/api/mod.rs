@@ -113,6 +113,12 @@ impl Services {
         }
     }
 
+    /// The same services admitting at most `n` client requests at once (at least 1).
+    pub fn with_requests_in_flight_max(mut self, n: usize) -> Services {
+        self.in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
     /// The same services with watch streams configured by `watch`.
     pub fn with_watch_config(mut self, watch: watch::WatchConfig) -> Services {
         self.watch = watch;

@@ -297,6 +297,10 @@ pub struct ServeArgs {
     /// Election timeout, in milliseconds.
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
+    /// Client requests this member works on at once at most; more are refused at once with
+    /// "too many requests" (tenure's own flag; etcd has none).
+    #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
+    pub max_concurrent_requests: usize,
 }
 
 /// etcd's upper bound on the election timeout.
@@ -432,6 +436,8 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// Election timeout.
     pub election_timeout: Duration,
+    /// Client requests in flight at most (> 0).
+    pub max_concurrent_requests: usize,
     /// This member's id.
     pub member_id: u64,
     /// The cluster's id.
@@ -664,6 +670,9 @@ impl ServeConfig {
         if a.snapshot_catchup_entries == 0 {
             return Err(ConfigError::ZeroCount("snapshot-catchup-entries"));
         }
+        if a.max_concurrent_requests == 0 {
+            return Err(ConfigError::ZeroCount("max-concurrent-requests"));
+        }
 
         let member_id = members
             .iter()
@@ -688,6 +697,7 @@ impl ServeConfig {
             snapshot_catchup_entries: a.snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(a.heartbeat_interval),
             election_timeout: Duration::from_millis(a.election_timeout),
+            max_concurrent_requests: a.max_concurrent_requests,
             member_id,
             cluster_id,
         })

@@ -99,6 +99,12 @@ impl Plan {
 
     /// Starts member `i` with its data under `dir` and `extra` flags.
     pub fn start_with(&self, i: usize, dir: &Path, extra: &[&str]) -> Server {
+        self.spawn(i, dir, &self.peers[i], extra)
+    }
+
+    /// Starts member `i` listening for peers on `listen_peer_url`; everything else as the plan
+    /// says.
+    fn spawn(&self, i: usize, dir: &Path, listen_peer_url: &str, extra: &[&str]) -> Server {
         let cluster: Vec<String> =
             self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
@@ -107,7 +113,7 @@ impl Plan {
             .arg(dir.join(&self.names[i]))
             .args(["--listen-client-urls", &self.clients[i]])
             .args(["--advertise-client-urls", &self.clients[i]])
-            .args(["--listen-peer-urls", &self.peers[i]])
+            .args(["--listen-peer-urls", listen_peer_url])
             .args(["--initial-advertise-peer-urls", &self.peers[i]])
             .args(["--initial-cluster", &cluster.join(",")])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
@@ -145,23 +151,6 @@ impl Plan {
         listen_peer_url: &str,
         extra: &[&str],
     ) -> Server {
-        let cluster: Vec<String> =
-            self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
-            .args(["serve", "--name", &self.names[i]])
-            .arg("--data-dir")
-            .arg(dir.join(&self.names[i]))
-            .args(["--listen-client-urls", &self.clients[i]])
-            .args(["--advertise-client-urls", &self.clients[i]])
-            .args(["--listen-peer-urls", listen_peer_url])
-            .args(["--initial-advertise-peer-urls", &self.peers[i]])
-            .args(["--initial-cluster", &cluster.join(",")])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runs tenure serve");
-        Server(Some(child))
+        self.spawn(i, dir, listen_peer_url, extra)
     }
 }
