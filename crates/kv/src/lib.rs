@@ -20,6 +20,7 @@
 //! | `session` | client sessions for exactly-once retries (dissertation §6.3) |
 //! | `validate` | the stateless checks etcd runs before proposing |
 //! | [`store`] | [`Store`]: apply, range, txn, compaction |
+//! | [`watch`] | [`WatchCursor`]: a watcher's position in the event stream (which events to deliver from history pages and live batches, where to resume), without I/O |
 //! | [`snapshot`] | streamed, checksummed snapshot and restore |
 //! | [`config`] | [`Config`]: request size, txn ops and session limits |
 //!
@@ -89,6 +90,7 @@ mod session;
 pub mod snapshot;
 pub mod store;
 mod validate;
+pub mod watch;
 
 pub use alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 pub use api::{
@@ -111,3 +113,4 @@ pub use members::{
 };
 pub use snapshot::SnapshotError;
 pub use store::{INITIAL_REVISION, Store};
+pub use watch::{WatchCursor, WatchSpec};
