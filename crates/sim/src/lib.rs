@@ -10,6 +10,9 @@
 //! - [`world`]: the world, its fault profile ("swarm": each seed picks its faults) and the
 //!   two phases of a run (safety, then liveness).
 //! - [`checkers`]: online safety checkers, each testable on known-bad input.
+//! - [`watch`]: the watch checkers: replicas agree on events, and each simulated watcher's
+//!   stream is ordered, unique, atomic, reliable, resumable and bookmarkable, with correct
+//!   `prev_kv` and filters, against the committed history of events.
 //! - [`run`]: running one seed and classifying its outcome.
 //! - [`linearizability`]: a Wing & Gong / Porcupine style checker that decides whether a
 //!   history of client operations on a map of registers (read, write, cas, append) is
@@ -32,4 +35,5 @@ pub mod history;
 pub mod linearizability;
 pub mod rng;
 pub mod run;
+pub mod watch;
 pub mod world;
