@@ -306,8 +306,7 @@ impl Pending {
                 return None;
             }
             self.deadlines.pop_front();
-            let still_pending = self.writes.get(&id).map(|w| w.deadline_tick)
-                == Some(deadline)
+            let still_pending = self.writes.get(&id).map(|w| w.deadline_tick) == Some(deadline)
                 || self.reads.get(&id).map(|r| r.deadline_tick) == Some(deadline);
             if still_pending {
                 return Some(id);
