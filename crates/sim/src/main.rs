@@ -2,7 +2,8 @@
 //!
 //! - `tenure-sim --seeds 0..1000` runs those seeds of the simulator and ends with one line
 //!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...`, which counts the snapshots taken and
-//!   installed and the seeds that installed any (`seeds_with_installs=<n>`). Exit codes: 0 all
+//!   installed and the seeds that installed any (`seeds_with_installs=<n>`), and the events
+//!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
@@ -146,8 +147,8 @@ fn replay(seed: u64, trace: bool) -> u8 {
         None => {
             let _ = writeln!(
                 out,
-                "seed {seed} passed: ops={} messages={} snapshots={} installs={}",
-                r.ops, r.messages, r.snapshots_taken, r.snapshots_installed
+                "seed {seed} passed: ops={} messages={} snapshots={} installs={} watch_events={}",
+                r.ops, r.messages, r.snapshots_taken, r.snapshots_installed, r.watch_events
             );
             EXIT_LINEARIZABLE
         }
@@ -194,10 +195,13 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let snapshots: u64 = results.iter().map(|r| r.snapshots_taken).sum();
     let installs: u64 = results.iter().map(|r| r.snapshots_installed).sum();
     let seeds_installing = results.iter().filter(|r| r.snapshots_installed > 0).count();
+    let watch_events: u64 = results.iter().map(|r| r.watch_events).sum();
+    let seeds_watching = results.iter().filter(|r| r.watch_events > 0).count();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
-         installs={installs} seeds_with_installs={seeds_installing} seconds={seconds:.1} \
+         installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
+         seeds_with_watch_events={seeds_watching} seconds={seconds:.1} \
          seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),

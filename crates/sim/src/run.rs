@@ -22,6 +22,8 @@ pub struct SeedResult {
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader, on all nodes.
     pub snapshots_installed: u64,
+    /// Events delivered to the simulated watchers.
+    pub watch_events: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -47,17 +49,25 @@ pub fn run_seed_with(
         }
         let outcome = world.run();
         let outcome = outcome.and_then(|()| check_linearizable(&world));
-        let snapshots = (world.snapshots_taken, world.snapshots_installed);
+        let counts =
+            (world.snapshots_taken, world.snapshots_installed, world.watch_events_delivered);
         let trace = world.trace.take().unwrap_or_default();
-        (world.ops_done, world.messages_delivered, snapshots, outcome, trace)
+        (world.ops_done, world.messages_delivered, counts, outcome, trace)
     }));
     match result {
-        Ok((ops, messages, (snapshots_taken, snapshots_installed), outcome, trace)) => SeedResult {
+        Ok((
+            ops,
+            messages,
+            (snapshots_taken, snapshots_installed, watch_events),
+            outcome,
+            trace,
+        )) => SeedResult {
             seed,
             ops,
             messages,
             snapshots_taken,
             snapshots_installed,
+            watch_events,
             failure: outcome.err(),
             trace,
         },
@@ -73,6 +83,7 @@ pub fn run_seed_with(
                 messages: 0,
                 snapshots_taken: 0,
                 snapshots_installed: 0,
+                watch_events: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

@@ -23,8 +23,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tenure_kv::{
-    Command, Compare, CompareResult, CompareTarget, Proposal, PutRequest, RangeRequest, RequestOp,
-    Response, TxnRequest,
+    Command, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    HistoryError, Proposal, PutRequest, RangeRequest, RequestOp, Response, RevisionEvents, Store,
+    TxnRequest, WatchCursor, WatchSpec,
 };
 use tenure_raft::{
     EntryId, LogIndex, LogView, Membership, Message, MessageBody, NodeId, Role, SnapshotStatus,
@@ -41,6 +42,7 @@ use crate::checkers::{
 };
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::rng::SimRng;
+use crate::watch::{EventReference, WatchObservation, check_watch};
 
 /// Milliseconds of simulated time.
 pub type Millis = u64;
@@ -116,6 +118,13 @@ pub struct Profile {
     /// across the whole run, which hides any confusion between an earlier run's entries and
     /// a later run's requests. Each run still has its own incarnation.
     pub restart_request_ids: bool,
+    /// A few simulated watchers (the whole key space, a single key, a prefix; some with
+    /// NOPUT/NODELETE or prev_kv), each attached to a node, kept open across crashes,
+    /// partitions, snapshots and compactions, and a watch workload that puts, deletes, writes
+    /// several keys in one transaction and compacts on keys of its own (`w0`..`w3`, apart from
+    /// the clients' registers). Their streams are checked against the committed history of
+    /// events at the end (see [`crate::watch`]).
+    pub watchers: bool,
 }
 
 impl Profile {
@@ -150,6 +159,7 @@ impl Profile {
             transfer_crash: 0.0,
             late_start: false,
             restart_request_ids: false,
+            watchers: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -176,6 +186,8 @@ impl Profile {
         let stalls = nodes == 3 && p.crash_every.is_some();
         p.late_start = nodes > 1 && entries > 0 && !stalls && (!faults || r.chance(0.5));
         p.restart_request_ids = r.chance(0.5);
+        // Drawn last, like the pick above.
+        p.watchers = r.chance(0.5);
         p
     }
 
@@ -204,6 +216,7 @@ impl Profile {
             transfer_crash: 0.0,
             late_start: false,
             restart_request_ids: true,
+            watchers: false,
         }
     }
 }
@@ -311,6 +324,54 @@ enum Event {
     Transfer(u64),
     /// The late node starts (ignored if it already did; see [`Profile::late_start`]).
     LateStart(NodeId),
+    /// A watcher's next step: connect, lag, reconnect elsewhere or take a progress
+    /// notification (see [`Profile::watchers`]).
+    Watcher(usize),
+    /// The next history page of a watcher catching up (ignored unless the generation is the
+    /// watcher's current one).
+    WatchPage(usize, u64),
+    /// The watch workload's next write.
+    WatchWrite,
+}
+
+/// Live batches a watcher buffers while it reads history (the server's feed); past this it
+/// has lagged, and catches up again from a fresh copy once done.
+const WATCH_BUFFER_BATCHES: usize = 4;
+
+/// A simulated watch client: one watch, kept open across crashes, partitions, snapshots and
+/// compactions, as a client library keeps it (etcd's clientv3 resumes from the last revision
+/// it received + 1 on another member, and starts a new watch after a cancellation).
+struct SimWatcher {
+    spec: WatchSpec,
+    /// `None` until the watch starts.
+    cursor: Option<WatchCursor>,
+    /// The node it is attached to, with that node's epoch then (a crash ends it).
+    node: Option<(NodeId, u64)>,
+    /// The node it was last attached to (a reconnect prefers another).
+    last_node: Option<NodeId>,
+    /// The node's count of installed snapshots when last looked at: a new install resets the
+    /// watcher (no events are produced for what a snapshot covers), as the server's feed does.
+    installed_seen: u64,
+    state: WatchState,
+    /// Bumped whenever a catch-up starts or the watcher detaches, so that stale page events
+    /// are ignored.
+    generation: u64,
+    observations: Vec<WatchObservation>,
+}
+
+enum WatchState {
+    /// Not attached to any node.
+    Detached,
+    /// Reading history from a copy of its node's store through `upto`, one small page per
+    /// step, while buffering the node's live batches (`lagged` once the buffer overflowed).
+    CatchingUp {
+        copy: Box<Store>,
+        upto: i64,
+        buffered: Vec<(Vec<RevisionEvents>, i64)>,
+        lagged: bool,
+    },
+    /// Taking its node's live batches as they are applied.
+    Following,
 }
 
 struct SimNode {
@@ -403,10 +464,21 @@ pub struct World {
     transfer_crash_plan: Option<TransferCrash>,
     /// The node waiting to start late (see [`Profile::late_start`]), until it is started.
     late_node: Option<NodeId>,
+    /// The simulated watchers (see [`Profile::watchers`]).
+    watchers: Vec<SimWatcher>,
+    /// The committed history of events, from what the nodes applied.
+    events: EventReference,
+    /// Watch events delivered to the simulated watchers.
+    pub watch_events_delivered: u64,
+    /// Writes the watch workload proposed.
+    watch_writes: u64,
 }
 
 /// Request ids at or above this are scripted requests (see [`World::put`]).
 const SCRIPTED_REQUEST_BASE: u64 = 1 << 62;
+/// Request ids of the watch workload's writes start here (below the scripted ones; their
+/// completions are ignored).
+const WATCH_REQUEST_BASE: u64 = 1 << 61;
 
 fn membership(n: u64) -> Membership {
     Membership::voters((1..=n).map(NodeId))
@@ -467,6 +539,10 @@ impl World {
             transfers: BTreeMap::new(),
             transfer_crash_plan: None,
             late_node: None,
+            watchers: Vec::new(),
+            events: EventReference::default(),
+            watch_events_delivered: 0,
+            watch_writes: 0,
         };
         w.late_node = w.profile.late_start.then_some(NodeId(w.profile.nodes));
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
@@ -490,6 +566,9 @@ impl World {
         {
             let at = w.rng.range(50, 200);
             w.schedule(at, Event::Nemesis);
+        }
+        if w.profile.watchers {
+            w.add_watchers();
         }
         w
     }
@@ -683,6 +762,9 @@ impl World {
             Event::ClientTimeout(c, node, req) => self.client_timeout(c, node, req),
             Event::SnapshotWork(id, epoch) => self.snapshot_work(id, epoch)?,
             Event::Transfer(key) => self.transfer_step(key)?,
+            Event::Watcher(w) => self.watcher_step(w),
+            Event::WatchPage(w, generation) => self.watch_page(w, generation),
+            Event::WatchWrite => self.watch_write()?,
         }
         Ok(())
     }
@@ -963,6 +1045,13 @@ impl World {
     /// Takes a replica's output: sends messages through the network, feeds the checkers,
     /// routes completions to clients.
     fn absorb(&mut self, id: NodeId, out: Output) -> Result<(), Failure> {
+        // First, so that no early return leaves a revision out of the reference.
+        if !out.events.is_empty() {
+            self.events.on_events(id, &out.events).map_err(|v| Failure::Safety(v.to_string()))?;
+        }
+        if !self.watchers.is_empty() {
+            self.watch_live(id, &out.events);
+        }
         for ss in &out.changes {
             let line = format!("{id} is {} at term {}", ss.role, ss.term);
             self.note(|| line);
@@ -1052,7 +1141,10 @@ impl World {
             choices.push(2);
         }
         match self.rng.pick(&choices) {
-            0 => self.partition(&ids),
+            0 => {
+                self.partition(&ids);
+                self.watchers_leave_cut_nodes();
+            }
             1 => {
                 let up: Vec<NodeId> =
                     ids.iter().copied().filter(|i| self.nodes[i].replica.is_some()).collect();
@@ -1175,6 +1267,12 @@ impl World {
         node.led = None;
         node.disk.crash(mode);
         self.waiting.retain(|(n, _), _| *n != id);
+        // Its watchers lose their stream; each reconnects at its next step.
+        for w in 0..self.watchers.len() {
+            if self.watchers[w].node.is_some_and(|(n, _)| n == id) {
+                self.watch_detach(w);
+            }
+        }
         self.note(|| format!("{id} crashed ({mode:?})"));
     }
 
@@ -1270,6 +1368,369 @@ impl World {
             })
             .collect();
         self.checkers.check_final_states(&states).map_err(|v| Failure::Safety(v.to_string()))?;
+        self.check_watchers()
+    }
+
+    // ----- Watchers -----------------------------------------------------------------------------
+
+    /// Two to four watchers, each of one kind (the whole key space, a single key, the watch
+    /// workload's prefix, the clients' prefix) with random filters and prev_kv, starting at
+    /// random times in the first half of the safety phase; and the watch workload.
+    fn add_watchers(&mut self) {
+        let count = self.rng.range(2, 5);
+        for i in 0..count {
+            let mut spec = match i % 4 {
+                0 => WatchSpec::new("\0", "\0"),
+                1 => {
+                    let key = self.rng.pick(&["w0", "w1", "w2", "k0"]);
+                    WatchSpec::new(key, "")
+                }
+                2 => WatchSpec::new("w", tenure_kv::prefix_end(b"w")),
+                _ => WatchSpec::new("k", tenure_kv::prefix_end(b"k")),
+            };
+            match self.rng.range(0, 5) {
+                0 => spec.no_put = true,
+                1 => spec.no_delete = true,
+                _ => {}
+            }
+            spec.prev_kv = self.rng.chance(0.5);
+            self.watchers.push(SimWatcher {
+                spec,
+                cursor: None,
+                node: None,
+                last_node: None,
+                installed_seen: 0,
+                state: WatchState::Detached,
+                generation: 0,
+                observations: Vec::new(),
+            });
+            let at = self.rng.range(1, self.profile.safety_ms / 2 + 2);
+            self.schedule(at, Event::Watcher(i as usize));
+        }
+        let at = self.rng.range(1, 50);
+        self.schedule(at, Event::WatchWrite);
+    }
+
+    /// A watcher's periodic step: a detached one connects; one that follows its node lags now
+    /// and then (catches up from history again), moves to another node now and then, and
+    /// otherwise takes a progress notification.
+    fn watcher_step(&mut self, w: usize) {
+        let next = self.rng.range(10, 80);
+        self.schedule(next, Event::Watcher(w));
+        match self.watchers[w].state {
+            WatchState::Detached => self.watch_connect(w),
+            WatchState::CatchingUp { .. } => {}
+            WatchState::Following => match self.rng.range(0, 20) {
+                0..=2 => {
+                    self.note(|| format!("watcher {w} lags"));
+                    self.watch_catch_up(w);
+                }
+                3 => {
+                    self.watch_detach(w);
+                    self.watch_connect(w);
+                }
+                _ => {
+                    let watcher = &mut self.watchers[w];
+                    let revision = watcher.cursor.as_ref().expect("following").next() - 1;
+                    watcher.observations.push(WatchObservation::Progress { revision });
+                }
+            },
+        }
+    }
+
+    /// Attaches a watcher to an up node (another than its last one if it can), starting its
+    /// watch there (from the node's next revision or a little in the past) or resuming it from
+    /// its next revision, and catches up from history.
+    fn watch_connect(&mut self, w: usize) {
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.is_some() && !n.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        let others: Vec<NodeId> =
+            up.iter().copied().filter(|id| Some(*id) != self.watchers[w].last_node).collect();
+        let target = match (others.is_empty(), up.is_empty()) {
+            (_, true) => return,
+            (true, false) => self.rng.pick(&up),
+            (false, false) => self.rng.pick(&others),
+        };
+        let node = &self.nodes[&target];
+        let r = node.replica.as_ref().expect("up");
+        let (revision, installed, epoch) =
+            (r.kv().revision(), r.snapshot_stats().installed, node.epoch);
+        let from_now = self.rng.chance(0.5);
+        let back = self.rng.range(0, 8) as i64;
+        let watcher = &mut self.watchers[w];
+        match &watcher.cursor {
+            None => {
+                let from = if from_now { revision + 1 } else { (revision - back).max(1) };
+                watcher.cursor = Some(WatchCursor::new(watcher.spec.clone(), from));
+                watcher.observations.push(WatchObservation::Start { from });
+                self.note(|| format!("watcher {w} starts on {target} from {from}"));
+            }
+            Some(cursor) => {
+                let next = cursor.next();
+                watcher.observations.push(WatchObservation::Resume { node: target, next });
+                self.note(|| format!("watcher {w} resumes on {target} from {next}"));
+            }
+        }
+        let watcher = &mut self.watchers[w];
+        watcher.node = Some((target, epoch));
+        watcher.last_node = Some(target);
+        watcher.installed_seen = installed;
+        self.watch_catch_up(w);
+    }
+
+    /// The watcher loses its stream.
+    fn watch_detach(&mut self, w: usize) {
+        let watcher = &mut self.watchers[w];
+        watcher.node = None;
+        watcher.state = WatchState::Detached;
+        watcher.generation += 1;
+    }
+
+    /// After a partition change, each watcher whose node lost a link moves to another node
+    /// half the time (a client whose member is cut off reconnects elsewhere).
+    fn watchers_leave_cut_nodes(&mut self) {
+        for w in 0..self.watchers.len() {
+            let Some((node, _)) = self.watchers[w].node else { continue };
+            let cut = self.cut.iter().any(|(a, b)| *a == node || *b == node);
+            if cut && self.rng.chance(0.5) {
+                self.note(|| format!("watcher {w} leaves {node}"));
+                self.watch_detach(w);
+                self.watch_connect(w);
+            }
+        }
+    }
+
+    /// Starts reading history from a copy of the watcher's node's store (O(1)), from the
+    /// watcher's next revision through the copy's revision.
+    fn watch_catch_up(&mut self, w: usize) {
+        let Some((id, _)) = self.watchers[w].node else { return };
+        let Some(r) = self.nodes[&id].replica.as_ref() else {
+            self.watch_detach(w);
+            return;
+        };
+        let copy = Box::new(r.kv().clone());
+        let upto = copy.revision();
+        let watcher = &mut self.watchers[w];
+        watcher.generation += 1;
+        watcher.state = WatchState::CatchingUp { copy, upto, buffered: Vec::new(), lagged: false };
+        let generation = watcher.generation;
+        let after = self.rng.range(0, 3);
+        self.schedule(after, Event::WatchPage(w, generation));
+    }
+
+    /// One history page for a watcher catching up (a compacted start cancels its watch and
+    /// starts a new one after the compaction, as a client does); once through the copy, the
+    /// buffered live batches, or a fresh copy if it lagged.
+    fn watch_page(&mut self, w: usize, generation: u64) {
+        let max_events = self.rng.range(1, 4) as usize;
+        let watcher = &mut self.watchers[w];
+        if watcher.generation != generation {
+            return;
+        }
+        let WatchState::CatchingUp { copy, upto, .. } = &watcher.state else { return };
+        let upto = *upto;
+        let cursor = watcher.cursor.as_mut().expect("a catching-up watcher has started");
+        let mut cancelled = None;
+        if cursor.next() <= upto {
+            let spec = cursor.spec();
+            match copy.history(&spec.key, &spec.range_end, cursor.next(), upto, max_events) {
+                Ok(page) => {
+                    let out = cursor.on_history(&page, upto);
+                    self.watch_events_delivered += deliver(&mut watcher.observations, out);
+                }
+                Err(HistoryError::Compacted { compact_revision }) => {
+                    watcher.observations.push(WatchObservation::Cancel { compact_revision });
+                    let from = compact_revision + 1;
+                    *cursor = WatchCursor::new(watcher.spec.clone(), from);
+                    watcher.observations.push(WatchObservation::Start { from });
+                    cancelled = Some(compact_revision);
+                }
+            }
+        }
+        if let Some(c) = cancelled {
+            self.note(|| {
+                format!("watcher {w} cancelled: compacted at {c}; a new watch from {}", c + 1)
+            });
+        }
+        let watcher = &mut self.watchers[w];
+        let cursor = watcher.cursor.as_mut().expect("started");
+        if cursor.next() <= upto {
+            let after = self.rng.range(0, 3);
+            self.schedule(after, Event::WatchPage(w, generation));
+            return;
+        }
+        let state = std::mem::replace(&mut watcher.state, WatchState::Following);
+        let WatchState::CatchingUp { buffered, lagged, .. } = state else { unreachable!() };
+        if lagged {
+            self.watch_catch_up(w);
+            return;
+        }
+        for (batch, revision) in buffered {
+            let out = cursor.on_live(&batch, revision);
+            self.watch_events_delivered += deliver(&mut watcher.observations, out);
+        }
+    }
+
+    /// A node's output: its watchers take the live batch (or buffer it while catching up),
+    /// or start over from history if the node installed a snapshot since they last looked.
+    fn watch_live(&mut self, id: NodeId, events: &[RevisionEvents]) {
+        let node = &self.nodes[&id];
+        let Some(r) = node.replica.as_ref() else { return };
+        let (revision, installed, epoch) =
+            (r.kv().revision(), r.snapshot_stats().installed, node.epoch);
+        for w in 0..self.watchers.len() {
+            let watcher = &mut self.watchers[w];
+            if watcher.node != Some((id, epoch)) {
+                continue;
+            }
+            if watcher.installed_seen != installed {
+                watcher.installed_seen = installed;
+                self.note(|| format!("watcher {w} resets: {id} installed a snapshot"));
+                self.watch_catch_up(w);
+                continue;
+            }
+            match &mut watcher.state {
+                WatchState::Detached => {}
+                WatchState::Following => {
+                    let cursor = watcher.cursor.as_mut().expect("following");
+                    let out = cursor.on_live(events, revision);
+                    self.watch_events_delivered += deliver(&mut watcher.observations, out);
+                }
+                WatchState::CatchingUp { buffered, lagged, .. } => {
+                    if *lagged || events.is_empty() {
+                        continue;
+                    }
+                    if buffered.len() >= WATCH_BUFFER_BATCHES {
+                        *lagged = true;
+                        buffered.clear();
+                    } else {
+                        buffered.push((events.to_vec(), revision));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The watch workload's next write, on keys of its own (`w0`..`w3`): puts, deletes of a
+    /// key or the whole prefix, transactions writing several keys in one revision, and now and
+    /// then a compaction a few revisions back. Fire and forget: outcomes are not checked here;
+    /// the watchers see what was applied.
+    fn watch_write(&mut self) -> Result<(), Failure> {
+        if self.liveness || self.now >= self.profile.safety_ms {
+            return Ok(());
+        }
+        let after = self.rng.range(5, 40);
+        self.schedule(after, Event::WatchWrite);
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.is_some() && !n.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
+        let target = match leader {
+            Some(l) if self.rng.chance(0.8) => l,
+            _ => self.rng.pick(&up),
+        };
+        self.watch_writes += 1;
+        let value = format!("x{}", self.watch_writes);
+        let key = |rng: &mut SimRng| format!("w{}", rng.range(0, 4));
+        let kv = self.nodes[&target].replica.as_ref().expect("up").kv();
+        let (revision, compacted) = (kv.revision(), kv.compact_revision().unwrap_or(0));
+        let cmd = match self.rng.range(0, 12) {
+            5 => Command::DeleteRange(DeleteRangeRequest::single(key(&mut self.rng))),
+            6 => Command::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(b"w"),
+                range_end: tenure_kv::prefix_end(b"w"),
+                prev_kv: false,
+            }),
+            7..=9 => {
+                // Distinct keys: etcd refuses a transaction that writes one key twice.
+                let first = self.rng.range(0, 4);
+                let count = self.rng.range(2, 5);
+                let ops = (0..count)
+                    .map(|i| {
+                        let k = format!("w{}", (first + i) % 4);
+                        if self.rng.chance(0.3) {
+                            RequestOp::DeleteRange(DeleteRangeRequest::single(k))
+                        } else {
+                            RequestOp::Put(PutRequest::new(k, value.clone()))
+                        }
+                    })
+                    .collect();
+                Command::Txn(TxnRequest { compare: vec![], success: ops, failure: vec![] })
+            }
+            10 | 11 if revision - 1 > compacted => {
+                let back = self.rng.range(0, 6) as i64;
+                let at = (revision - back).max(compacted + 1);
+                Command::Compact(CompactionRequest { revision: at, physical: false })
+            }
+            _ => Command::Put(PutRequest::new(key(&mut self.rng), value)),
+        };
+        let req = RequestId(WATCH_REQUEST_BASE + self.watch_writes);
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        r.propose(req, &Proposal::new(cmd), &mut out);
+        self.absorb(target, out)?;
+        self.pump(target)
+    }
+
+    /// At the end: every watcher resumes on the node furthest ahead and catches up through its
+    /// revision (all nodes have converged), then takes a progress notification there; each
+    /// stream is then checked against the reference, and the replicas' events against each
+    /// other.
+    fn check_watchers(&mut self) -> Result<(), Failure> {
+        self.events.check().map_err(|v| Failure::Safety(v.to_string()))?;
+        let target = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| n.replica.as_ref().map(|r| (r.kv().revision(), *id)))
+            .max();
+        for w in 0..self.watchers.len() {
+            let Some((_, id)) = target else { break };
+            if self.watchers[w].cursor.is_none() {
+                continue;
+            }
+            self.watch_detach(w);
+            let store = self.nodes[&id].replica.as_ref().expect("up").kv().clone();
+            let upto = store.revision();
+            let watcher = &mut self.watchers[w];
+            let cursor = watcher.cursor.as_mut().expect("started");
+            watcher.observations.push(WatchObservation::Resume { node: id, next: cursor.next() });
+            while cursor.next() <= upto {
+                let spec = cursor.spec();
+                match store.history(&spec.key, &spec.range_end, cursor.next(), upto, 64) {
+                    Ok(page) => {
+                        let out = cursor.on_history(&page, upto);
+                        self.watch_events_delivered += deliver(&mut watcher.observations, out);
+                    }
+                    Err(HistoryError::Compacted { compact_revision }) => {
+                        watcher.observations.push(WatchObservation::Cancel { compact_revision });
+                        let from = compact_revision + 1;
+                        *cursor = WatchCursor::new(watcher.spec.clone(), from);
+                        watcher.observations.push(WatchObservation::Start { from });
+                    }
+                }
+            }
+            let revision = cursor.next() - 1;
+            watcher.observations.push(WatchObservation::Progress { revision });
+        }
+        for (w, watcher) in self.watchers.iter().enumerate() {
+            check_watch(
+                &w.to_string(),
+                &watcher.spec,
+                &watcher.observations,
+                self.events.revisions(),
+            )
+            .map_err(|v| Failure::Safety(v.to_string()))?;
+        }
         Ok(())
     }
 
@@ -1683,6 +2144,16 @@ impl World {
         let resp = r.kv().range(&RangeRequest::single(key.to_string())).ok()?;
         resp.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     }
+}
+
+/// Records the revisions a watcher delivered; returns how many events they hold.
+fn deliver(observations: &mut Vec<WatchObservation>, revisions: Vec<RevisionEvents>) -> u64 {
+    let mut count = 0;
+    for r in revisions {
+        count += r.events.len() as u64;
+        observations.push(WatchObservation::Deliver(r));
+    }
+    count
 }
 
 fn is_write(kind: &OpKind) -> bool {
