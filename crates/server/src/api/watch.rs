@@ -30,9 +30,12 @@
 //! current revision; a start revision of 0 means the next revision; a cancel of an unknown id
 //! is not answered; a progress request is answered (watch id -1) with the current revision once
 //! every watcher of the stream has taken everything up to it; `progress_notify` watchers get an
-//! empty response after an interval without events; `fragment` splits a response larger than
-//! the request size limit; a stream opened with `hasleader=true` metadata is refused, or closed,
-//! with "etcdserver: no leader" while the member has no leader.
+//! empty response after an interval without events; `fragment` splits a response of two events
+//! or more that reaches the request size limit plus gRPC's overhead allowance (2 MiB by
+//! default), cut where etcd cuts; a stream opened with `hasleader=true` metadata is refused, or
+//! closed, with "etcdserver: no leader" while the member has no leader. A create, cancel or
+//! progress request reads the current revision on the replica thread, as etcd reads its store;
+//! a compaction cancel carries header revision 0, as etcd's does.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -214,7 +217,7 @@ impl StreamState {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => self.cancel(c.watch_id).await,
             Some(RequestUnion::ProgressRequest(_)) => {
-                self.progress();
+                self.progress().await;
                 Ok(())
             }
             None => Ok(()),
@@ -225,9 +228,9 @@ impl StreamState {
         self.tx.send(Ok(response)).await.map_err(|_| ())
     }
 
-    fn header(&self) -> Option<pb::ResponseHeader> {
-        let st = self.services.runtime.status();
-        Some(self.services.ctx().header(st.revision))
+    /// A header with the store's current revision (see [`current_revision`]).
+    async fn header(&self) -> Option<pb::ResponseHeader> {
+        Some(self.services.ctx().header(current_revision(&self.services).await))
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
@@ -244,13 +247,12 @@ impl StreamState {
             && c.range_end.as_ref() != b"\0"
             && c.range_end.as_ref() <= key.as_ref();
         if empty {
-            return self
-                .send(pb::WatchResponse { header: self.header(), ..refuse(EMPTY_RANGE) })
-                .await;
+            let r = pb::WatchResponse { header: self.header().await, ..refuse(EMPTY_RANGE) };
+            return self.send(r).await;
         }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
-                let r = pb::WatchResponse { header: self.header(), ..refuse(DUPLICATE_ID) };
+                let r = pb::WatchResponse { header: self.header().await, ..refuse(DUPLICATE_ID) };
                 return self.send(r).await;
             }
             c.watch_id
@@ -274,7 +276,7 @@ impl StreamState {
         };
         // Subscribe before reading the revision: nothing applied after it can be missed.
         let feed = self.services.runtime.subscribe();
-        let current = self.services.runtime.status().revision;
+        let current = current_revision(&self.services).await;
         let start = if c.start_revision > 0 { c.start_revision } else { current + 1 };
         let created = pb::WatchResponse {
             header: Some(self.services.ctx().header(current)),
@@ -305,7 +307,7 @@ impl StreamState {
         w.task.abort();
         self.services.runtime.metrics().watcher_removed();
         let r = pb::WatchResponse {
-            header: self.header(),
+            header: self.header().await,
             watch_id: id,
             canceled: true,
             ..Default::default()
@@ -315,8 +317,8 @@ impl StreamState {
 
     /// Answers a progress request once every watcher has taken everything up to the current
     /// revision, so that the answer's revision bounds every event sent before it.
-    fn progress(&self) {
-        let target = self.services.runtime.status().revision;
+    async fn progress(&self) {
+        let target = current_revision(&self.services).await;
         let watchers: Vec<Arc<AtomicI64>> =
             self.watchers.values().map(|w| Arc::clone(&w.processed)).collect();
         let tx = self.tx.clone();
@@ -335,6 +337,22 @@ impl StreamState {
             };
             let _ = tx.send(Ok(r)).await;
         });
+    }
+}
+
+/// The store's revision now, read on the replica thread. The member's published status lags:
+/// it is updated after a turn's answers went out, so a client that has seen its write answered
+/// could read an older revision there, and a watcher created with start revision 0 would then
+/// send that write, which etcd (whose create reads the store) never does. Falls back to the
+/// status when the replica thread cannot take the request (stopping, or its lane is full).
+async fn current_revision(services: &Services) -> i64 {
+    let asked = services.runtime.inspect(|replica| replica.kv().revision());
+    match asked {
+        Ok(rx) => match rx.await {
+            Ok(revision) => revision,
+            Err(_) => services.runtime.status().revision,
+        },
+        Err(_) => services.runtime.status().revision,
     }
 }
 
@@ -434,14 +452,17 @@ impl Watcher {
                     self.next = last + 1;
                 }
                 Err(HistoryError::Compacted { compact_revision }) => {
+                    // etcd's compaction response carries no revision (its header says 0).
                     let r = pb::WatchResponse {
-                        header: Some(self.services.ctx().header(upto)),
+                        header: Some(self.services.ctx().header(0)),
                         watch_id: self.spec.id,
                         canceled: true,
                         compact_revision,
                         ..Default::default()
                     };
                     let _ = self.tx.send(Ok(r)).await;
+                    // A cancelled watcher holds back no progress response.
+                    self.processed.store(i64::MAX, Ordering::Release);
                     return Err(Stop::Compacted);
                 }
             }
@@ -515,8 +536,11 @@ impl Watcher {
             let header = Some(self.services.ctx().header(through));
             let response =
                 pb::WatchResponse { header, watch_id: self.spec.id, events, ..Default::default() };
-            let limit = self.services.request_bytes_max;
-            if self.spec.fragment && response.encoded_len() > limit {
+            // etcd's watch server fragments at --max-request-bytes plus gRPC's overhead
+            // allowance, and only a response of two events or more (`sendFragments`).
+            let limit = self.services.request_bytes_max + super::GRPC_OVERHEAD_BYTES;
+            let fragmented = response.events.len() >= 2 && response.encoded_len() >= limit;
+            if self.spec.fragment && fragmented {
                 for part in fragments(response, limit) {
                     self.send(part).await?;
                 }
@@ -549,11 +573,12 @@ fn event_to_pb(e: &Event, with_prev: bool) -> mvccpb::Event {
     }
 }
 
-/// Splits `response` into responses of at most about `limit` encoded bytes (at least one event
-/// each), all marked `fragment` but the last, as etcd's `sendFragments`.
+/// Splits `response` into responses under `limit` encoded bytes (at least one event each), all
+/// marked `fragment` but the last, cut where etcd's `sendFragments` cuts: a part takes events
+/// while it stays below the limit, its size counted with the `fragment` flag set.
 fn fragments(response: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
     let pb::WatchResponse { header, watch_id, events, .. } = response;
-    let empty = pb::WatchResponse { header, watch_id, ..Default::default() };
+    let empty = pb::WatchResponse { header, watch_id, fragment: true, ..Default::default() };
     let base = empty.encoded_len();
     let mut parts = Vec::new();
     let mut current = Vec::new();
@@ -561,7 +586,7 @@ fn fragments(response: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse
     for e in events {
         // Each repeated field costs its length plus a tag and a length prefix.
         let len = e.encoded_len() + 1 + prost::length_delimiter_len(e.encoded_len());
-        if !current.is_empty() && size + len > limit {
+        if !current.is_empty() && size + len >= limit {
             parts.push(std::mem::take(&mut current));
             size = base;
         }
@@ -608,12 +633,26 @@ mod tests {
         let parts = fragments(response, 1000);
         assert!(parts.len() >= 4, "{} parts", parts.len());
         for (i, p) in parts.iter().enumerate() {
-            assert!(p.encoded_len() <= 1000, "part {i} is {} bytes", p.encoded_len());
+            assert!(p.encoded_len() < 1000, "part {i} is {} bytes", p.encoded_len());
             assert_eq!(p.fragment, i + 1 < parts.len());
             assert_eq!(p.watch_id, 3);
         }
         let joined: Vec<mvccpb::Event> = parts.into_iter().flat_map(|p| p.events).collect();
         assert_eq!(joined, events, "nothing lost, nothing reordered");
+    }
+
+    #[test]
+    fn a_part_that_would_reach_the_limit_exactly_is_cut_before_it_as_etcd_cuts() {
+        let events = vec![put_event("a", 100), put_event("b", 100)];
+        let whole = pb::WatchResponse {
+            watch_id: 1,
+            fragment: true,
+            events: events.clone(),
+            ..Default::default()
+        };
+        let response = pb::WatchResponse { watch_id: 1, events, ..Default::default() };
+        assert_eq!(fragments(response.clone(), whole.encoded_len() + 1).len(), 1);
+        assert_eq!(fragments(response, whole.encoded_len()).len(), 2);
     }
 
     #[test]
