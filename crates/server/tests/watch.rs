@@ -961,7 +961,7 @@ async fn fragment_splits_a_response_over_the_request_limit_into_parts_that_reass
 /// etcd refuses a `hasleader=true` stream on a member without a leader. A single etcd always
 /// has one, so this is tenure only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hasleader_watch_on_a_member_without_a_leader_is_refused_with_no_leader() {
+async fn hasleader_watch_is_closed_and_refused_with_no_leader_on_a_member_without_one() {
     let mut tenure = Tenure::start().await;
     let ch = tenure.channel(0).await;
     // With a leader, such a stream opens and serves.
@@ -975,6 +975,14 @@ async fn hasleader_watch_on_a_member_without_a_leader_is_refused_with_no_leader(
         assert!(Instant::now() < deadline, "member 0 still has a leader");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The stream opened with a leader is closed with etcd's error.
+    let rx = s.responses().await.expect("open");
+    let closed = tokio::time::timeout(PATIENCE, rx.message()).await.expect("closed in time");
+    let closed = closed.expect_err("an error, not a response or a clean end");
+    assert_eq!(
+        (closed.code(), closed.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+    );
     let refused = Stream::try_open(&ch, true).await.err().expect("refused");
     assert_eq!(refused.code(), tonic::Code::Unavailable);
     assert_eq!(refused.message(), "etcdserver: no leader");
@@ -1028,4 +1036,24 @@ async fn a_watcher_on_a_follower_sees_every_put_through_other_members_once_in_or
     assert_eq!(seen, made, "every put once, in revision order");
     assert!(s.quiet().await.is_empty(), "nothing more");
     tenure.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The comparison itself.
+
+#[test]
+fn normalise_blanks_ids_and_term_but_a_different_revision_or_field_still_differs() {
+    let r = |cluster_id, revision, canceled| pb::WatchResponse {
+        header: Some(pb::ResponseHeader {
+            cluster_id,
+            member_id: cluster_id,
+            revision,
+            raft_term: 2,
+        }),
+        canceled,
+        ..Default::default()
+    };
+    assert_eq!(normalise(vec![r(1, 5, false)]), normalise(vec![r(9, 5, false)]));
+    assert_ne!(normalise(vec![r(1, 5, false)]), normalise(vec![r(1, 6, false)]));
+    assert_ne!(normalise(vec![r(1, 5, false)]), normalise(vec![r(1, 5, true)]));
 }
