@@ -460,6 +460,9 @@ impl Worker {
                     break;
                 }
             }
+            // The status first: a client that got its answer and then reads the status (a
+            // response header, a watch's created revision) sees at least its own write.
+            self.publish();
             self.dispatch(out);
             // After the messages left, so that this turn's appends and heartbeats never wait
             // for the job (an O(1) copy of the store, and a new file).
@@ -468,7 +471,6 @@ impl Worker {
                 // The snapshot thread lives as long as this sender.
                 let _ = self.snap_tx.send(job);
             }
-            self.publish();
             if flow == Flow::Stop {
                 return self.drain_for_exit();
             }
