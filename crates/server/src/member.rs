@@ -250,6 +250,11 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     // Ticks are heartbeat intervals: a request waits at most about one election timeout
     // times five before it times out (etcd waits a fixed 5 s plus the election timeout).
     rc.request_timeout_ticks = u64::from(cfg.election_ticks()) * 5;
+    rc.kv.request_bytes_max = cfg.max_request_bytes;
+    rc.kv.txn_ops_max = cfg.max_txn_ops;
+    // A log entry holds one request plus its envelope; leave room for both.
+    let entry_bytes = u64::try_from(cfg.max_request_bytes).unwrap_or(u64::MAX);
+    rc.storage.entry_bytes_max = rc.storage.entry_bytes_max.max(entry_bytes.saturating_add(4096));
     rc.snapshot.entries = cfg.snapshot_count;
     rc.snapshot.catchup_entries = cfg.snapshot_catchup_entries;
     let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));

@@ -138,6 +138,8 @@ impl Cluster {
                     snapshot_catchup_entries: 5_000,
                     heartbeat_interval: 50,
                     election_timeout: 500,
+                    max_request_bytes: 1536 * 1024,
+                    max_txn_ops: 128,
                     max_concurrent_requests: tenure_server::api::REQUESTS_IN_FLIGHT_MAX,
                 };
                 ServeConfig::from_args(&args).expect("valid config")

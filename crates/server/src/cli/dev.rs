@@ -63,6 +63,8 @@ pub fn configs(
                 snapshot_catchup_entries: 5_000,
                 heartbeat_interval: timing.heartbeat_ms,
                 election_timeout: timing.election_ms,
+                max_request_bytes: 1536 * 1024,
+                max_txn_ops: 128,
                 max_concurrent_requests: crate::api::REQUESTS_IN_FLIGHT_MAX,
             };
             ServeConfig::from_args(&args).map_err(anyhow::Error::from)

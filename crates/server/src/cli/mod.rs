@@ -297,6 +297,13 @@ pub struct ServeArgs {
     /// Election timeout, in milliseconds.
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
+    /// Largest client request accepted, in bytes (etcd's limit; larger requests get "request
+    /// is too large", and watch responses larger than it are fragmented when asked).
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most operations in one transaction (compares, and ops per branch).
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
     /// Client requests this member works on at once at most; more are refused at once with
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
@@ -436,6 +443,10 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// Election timeout.
     pub election_timeout: Duration,
+    /// Largest client request accepted, in bytes (> 0).
+    pub max_request_bytes: usize,
+    /// Most operations in one transaction (> 0).
+    pub max_txn_ops: usize,
     /// Client requests in flight at most (> 0).
     pub max_concurrent_requests: usize,
     /// This member's id.
@@ -670,6 +681,12 @@ impl ServeConfig {
         if a.snapshot_catchup_entries == 0 {
             return Err(ConfigError::ZeroCount("snapshot-catchup-entries"));
         }
+        if a.max_request_bytes == 0 {
+            return Err(ConfigError::ZeroCount("max-request-bytes"));
+        }
+        if a.max_txn_ops == 0 {
+            return Err(ConfigError::ZeroCount("max-txn-ops"));
+        }
         if a.max_concurrent_requests == 0 {
             return Err(ConfigError::ZeroCount("max-concurrent-requests"));
         }
@@ -697,6 +714,8 @@ impl ServeConfig {
             snapshot_catchup_entries: a.snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(a.heartbeat_interval),
             election_timeout: Duration::from_millis(a.election_timeout),
+            max_request_bytes: a.max_request_bytes,
+            max_txn_ops: a.max_txn_ops,
             max_concurrent_requests: a.max_concurrent_requests,
             member_id,
             cluster_id,
@@ -808,6 +827,8 @@ mod tests {
         assert_eq!(c.initial_advertise_peer_urls[0].to_string(), "http://localhost:2380");
         assert_eq!(c.initial_cluster_state, ClusterState::New);
         assert_eq!((c.snapshot_count, c.snapshot_catchup_entries), (100_000, 5_000));
+        assert_eq!((c.max_request_bytes, c.max_txn_ops), (1536 * 1024, 128), "etcd's defaults");
+        assert_eq!(c.max_concurrent_requests, crate::api::REQUESTS_IN_FLIGHT_MAX);
         assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(c.election_ticks(), 10);
         assert_eq!(ids::format_id(c.member_id), "8e9e05c52164694d");
@@ -980,6 +1001,18 @@ mod tests {
         assert_eq!(serve(&["--heartbeat-interval", "0"]), Err(ConfigError::ZeroHeartbeat));
         let c = serve(&["--heartbeat-interval", "50", "--election-timeout", "250"]).unwrap();
         assert_eq!(c.election_ticks(), 5);
+    }
+
+    #[test]
+    fn request_limits_are_taken_and_must_be_positive() {
+        let c = serve(&["--max-request-bytes", "4096", "--max-txn-ops", "7"]).unwrap();
+        assert_eq!((c.max_request_bytes, c.max_txn_ops), (4096, 7));
+        let c = serve(&["--max-concurrent-requests", "9"]).unwrap();
+        assert_eq!(c.max_concurrent_requests, 9);
+        for flag in ["max-request-bytes", "max-txn-ops", "max-concurrent-requests"] {
+            let arg = format!("--{flag}");
+            assert_eq!(serve(&[&arg, "0"]), Err(ConfigError::ZeroCount(flag)));
+        }
     }
 
     #[test]
