@@ -24,6 +24,17 @@
 //! store the same way. So a watcher sees every revision after its start exactly once, in order,
 //! all events of a revision in one response.
 //!
+//! **Which events a watcher sends, and where it stands, is decided by kv's
+//! [`WatchCursor`]**, not here: the range and filters, `prev_kv`, skipping what a history page
+//! or an earlier batch already covered, and the watcher's next revision (the revision its
+//! history is read from after a lag or a reset, and, one below, the revision it has processed
+//! for progress). The simulator's watchers run on the same cursor and its watch checker judges
+//! what they deliver (ordered, unique, atomic, reliable, resumable, bookmarkable, `prev_kv`,
+//! filters) across crashes, partitions, snapshot installs and compactions, so that checker
+//! exercises the selection and bookkeeping the server runs. This module keeps the I/O around
+//! it: the feed, copies of the store, history pages on a blocking thread, the conversion to
+//! protobuf, fragments, progress, cancellation and metrics.
+//!
 //! etcd's rules kept here: watch ids are chosen by the server from 0 up unless the client picks
 //! one ("mvcc: duplicate watch ID provided on the WatchStream" for one in use, answered as a
 //! created-and-cancelled response with id -1); a create is answered with `created` and the
@@ -45,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message as _;
-use tenure_kv::{Event, EventKind, HistoryError, RevisionEvents, Store};
+use tenure_kv::{Event, EventKind, HistoryError, RevisionEvents, Store, WatchCursor, WatchSpec};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tonic::{Request, Status, Streaming};
@@ -134,44 +145,20 @@ impl pb::watch_server::Watch for Services {
     }
 }
 
-/// What a watcher was asked for.
-#[derive(Clone, Debug)]
-struct Spec {
+/// What a watcher was asked for beyond the events it wants (those are its cursor's
+/// [`WatchSpec`]): the stream-level fields of etcd's `WatchCreateRequest`.
+#[derive(Clone, Copy, Debug)]
+struct StreamFields {
     id: i64,
-    key: Bytes,
-    range_end: Bytes,
-    prev_kv: bool,
-    no_put: bool,
-    no_delete: bool,
     progress_notify: bool,
     fragment: bool,
-}
-
-impl Spec {
-    /// Whether `key` lies in the watched range (etcd's `key`/`range_end` conventions).
-    fn covers(&self, key: &[u8]) -> bool {
-        if self.range_end.is_empty() {
-            key == self.key.as_ref()
-        } else if self.range_end.as_ref() == b"\0" {
-            key >= self.key.as_ref()
-        } else {
-            key >= self.key.as_ref() && key < self.range_end.as_ref()
-        }
-    }
-
-    fn wants(&self, e: &Event) -> bool {
-        let filtered = match e.kind {
-            EventKind::Put => self.no_put,
-            EventKind::Delete => self.no_delete,
-        };
-        !filtered && self.covers(&e.kv.key)
-    }
 }
 
 /// A running watcher, as its stream sees it.
 struct WatcherHandle {
     task: JoinHandle<()>,
-    /// The store revision through which the watcher has taken every event (sent or filtered).
+    /// The store revision through which the watcher has taken every event (sent or filtered):
+    /// its cursor's next revision - 1, published once what it took was queued toward the client.
     processed: Arc<AtomicI64>,
 }
 
@@ -234,8 +221,7 @@ impl StreamState {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
-        // etcd: an empty key watches "\0"; a range end of "\0" watches every key from `key`.
-        let key = if c.key.is_empty() { Bytes::from_static(b"\0") } else { c.key };
+        let spec = watch_spec(&c);
         let refuse = |reason: &str| pb::WatchResponse {
             watch_id: NO_WATCH_ID,
             created: true,
@@ -243,9 +229,9 @@ impl StreamState {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        let empty = !c.range_end.is_empty()
-            && c.range_end.as_ref() != b"\0"
-            && c.range_end.as_ref() <= key.as_ref();
+        let empty = !spec.range_end.is_empty()
+            && spec.range_end.as_ref() != b"\0"
+            && spec.range_end <= spec.key;
         if empty {
             let r = pb::WatchResponse { header: self.header().await, ..refuse(EMPTY_RANGE) };
             return self.send(r).await;
@@ -263,17 +249,7 @@ impl StreamState {
             self.next_id += 1;
             self.next_id - 1
         };
-        use pb::watch_create_request::FilterType;
-        let spec = Spec {
-            id,
-            key,
-            range_end: c.range_end,
-            prev_kv: c.prev_kv,
-            no_put: c.filters.contains(&(FilterType::Noput as i32)),
-            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
-            progress_notify: c.progress_notify,
-            fragment: c.fragment,
-        };
+        let stream = StreamFields { id, progress_notify: c.progress_notify, fragment: c.fragment };
         // Subscribe before reading the revision: nothing applied after it can be missed.
         let feed = self.services.runtime.subscribe();
         let current = current_revision(&self.services).await;
@@ -286,13 +262,14 @@ impl StreamState {
         };
         // The created response goes first: the watcher starts only after it was queued.
         self.send(created).await?;
-        let processed = Arc::new(AtomicI64::new(start - 1));
+        let cursor = WatchCursor::new(spec, start);
+        let processed = Arc::new(AtomicI64::new(cursor.next() - 1));
         let watcher = Watcher {
-            spec,
+            stream,
+            cursor,
             services: self.services.clone(),
             tx: self.tx.clone(),
             feed,
-            next: start,
             processed: Arc::clone(&processed),
             last_sent: Instant::now(),
         };
@@ -340,6 +317,20 @@ impl StreamState {
     }
 }
 
+/// The events a create request asks for, as its watcher's cursor takes them. etcd: an empty key
+/// watches "\0"; a range end of "\0" watches every key from `key`.
+fn watch_spec(c: &pb::WatchCreateRequest) -> WatchSpec {
+    use pb::watch_create_request::FilterType;
+    let key = if c.key.is_empty() { Bytes::from_static(b"\0") } else { c.key.clone() };
+    WatchSpec {
+        key,
+        range_end: c.range_end.clone(),
+        no_put: c.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        prev_kv: c.prev_kv,
+    }
+}
+
 /// The store's revision now, read on the replica thread. The member's published status lags:
 /// it is updated after a turn's answers went out, so a client that has seen its write answered
 /// could read an older revision there, and a watcher created with start revision 0 would then
@@ -368,13 +359,15 @@ impl Drop for StreamState {
 
 /// One watcher's task.
 struct Watcher {
-    spec: Spec,
+    stream: StreamFields,
+    /// Which events to send and the first revision not yet taken. Invariant: every wanted
+    /// event of a revision below `cursor.next()` was handed to [`Watcher::send_events`] exactly
+    /// once, in order; the cursor moves before the send, so `processed` trails it until then.
+    cursor: WatchCursor,
     services: Services,
     tx: Outgoing,
     feed: broadcast::Receiver<Arc<Published>>,
-    /// The first revision not yet taken. Invariant: every event of a revision below it was
-    /// sent (or filtered out), exactly once.
-    next: i64,
+    /// Shared with the stream ([`WatcherHandle::processed`]); `i64::MAX` once cancelled.
     processed: Arc<AtomicI64>,
     last_sent: Instant,
 }
@@ -417,8 +410,8 @@ impl Watcher {
         }
     }
 
-    /// Sends every event from `next` through the revision of a fresh copy of the store, from
-    /// its history, a page at a time.
+    /// Sends every wanted event from the cursor's next revision through the revision of a
+    /// fresh copy of the store, from its history, a page at a time.
     async fn catch_up(&mut self) -> Result<(), Stop> {
         let _counted = CatchingUp::new(Arc::clone(self.services.runtime.metrics()));
         self.catch_up_from_history().await
@@ -434,8 +427,9 @@ impl Watcher {
             .map_err(|_| Stop::Gone)?;
         let store: Store = rx.await.map_err(|_| Stop::Gone)?;
         let upto = store.revision();
-        while self.next <= upto {
-            let (key, end, from) = (self.spec.key.clone(), self.spec.range_end.clone(), self.next);
+        while self.cursor.next() <= upto {
+            let spec = self.cursor.spec();
+            let (key, end, from) = (spec.key.clone(), spec.range_end.clone(), self.cursor.next());
             let page = {
                 let store = store.clone();
                 tokio::task::spawn_blocking(move || {
@@ -446,16 +440,16 @@ impl Watcher {
             };
             match page {
                 Ok(page) => {
-                    let next = page.next;
-                    let last = next.map_or(upto, |n| n - 1);
-                    self.deliver(&page.revisions, last).await?;
-                    self.next = last + 1;
+                    // The cursor moves past the page's last complete revision (`upto`, or
+                    // the revision before the one the next page starts at).
+                    let wanted = self.cursor.on_history(&page, upto);
+                    self.send_events(wanted).await?;
                 }
                 Err(HistoryError::Compacted { compact_revision }) => {
                     // etcd's compaction response carries no revision (its header says 0).
                     let r = pb::WatchResponse {
                         header: Some(self.services.ctx().header(0)),
-                        watch_id: self.spec.id,
+                        watch_id: self.stream.id,
                         canceled: true,
                         compact_revision,
                         ..Default::default()
@@ -467,7 +461,8 @@ impl Watcher {
                 }
             }
         }
-        self.processed.fetch_max(upto, Ordering::AcqRel);
+        // A start revision above the copy's read nothing: it was processed up to below it.
+        self.publish_processed();
         Ok(())
     }
 
@@ -481,28 +476,27 @@ impl Watcher {
                 item = self.feed.recv() => match item {
                     Ok(published) => match &*published {
                         Published::Events { revisions, revision } => {
-                            let fresh: Vec<&RevisionEvents> =
-                                revisions.iter().filter(|r| r.revision >= self.next).collect();
-                            self.deliver_refs(&fresh, *revision).await?;
-                            self.next = self.next.max(*revision + 1);
+                            // What the copy read at catch-up already held is skipped here.
+                            let wanted = self.cursor.on_live(revisions, *revision);
+                            self.send_events(wanted).await?;
                         }
                         Published::Reset => return Ok(()),
                     },
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(
-                            watch_id = self.spec.id,
+                            watch_id = self.stream.id,
                             "watcher lagged {missed} batches behind the feed; catching up"
                         );
                         return Ok(());
                     }
                     Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
                 },
-                _ = progress.tick(), if self.spec.progress_notify => {
+                _ = progress.tick(), if self.stream.progress_notify => {
                     if self.last_sent.elapsed() >= interval {
                         let revision = self.processed.load(Ordering::Acquire);
                         let r = pb::WatchResponse {
                             header: Some(self.services.ctx().header(revision)),
-                            watch_id: self.spec.id,
+                            watch_id: self.stream.id,
                             ..Default::default()
                         };
                         self.send(r).await?;
@@ -513,34 +507,29 @@ impl Watcher {
         }
     }
 
-    async fn deliver(&mut self, revisions: &[RevisionEvents], through: i64) -> Result<(), Stop> {
-        let refs: Vec<&RevisionEvents> = revisions.iter().collect();
-        self.deliver_refs(&refs, through).await
-    }
-
-    /// Sends the wanted events of `revisions` (all of them in one response, or in fragments
-    /// if asked and too large), then records `through` as processed.
-    async fn deliver_refs(
-        &mut self,
-        revisions: &[&RevisionEvents],
-        through: i64,
-    ) -> Result<(), Stop> {
-        let events: Vec<mvccpb::Event> = revisions
-            .iter()
-            .flat_map(|r| r.events.iter())
-            .filter(|e| self.spec.wants(e))
-            .map(|e| event_to_pb(e, self.spec.prev_kv))
-            .collect();
+    /// Sends `wanted`, what the cursor just selected (all of it in one response, or in
+    /// fragments if asked and too large), then publishes the revision the cursor has passed as
+    /// processed.
+    async fn send_events(&mut self, wanted: Vec<RevisionEvents>) -> Result<(), Stop> {
+        // Every revision below the cursor's next was shown to it: the page's last complete
+        // revision, or the store's revision after a live batch, as the header says.
+        let through = self.cursor.next() - 1;
+        let events: Vec<mvccpb::Event> =
+            wanted.into_iter().flat_map(|r| r.events).map(event_to_pb).collect();
         if !events.is_empty() {
             let count = events.len() as u64;
             let header = Some(self.services.ctx().header(through));
-            let response =
-                pb::WatchResponse { header, watch_id: self.spec.id, events, ..Default::default() };
+            let response = pb::WatchResponse {
+                header,
+                watch_id: self.stream.id,
+                events,
+                ..Default::default()
+            };
             // etcd's watch server fragments at --max-request-bytes plus gRPC's overhead
             // allowance, and only a response of two events or more (`sendFragments`).
             let limit = self.services.request_bytes_max + super::GRPC_OVERHEAD_BYTES;
             let fragmented = response.events.len() >= 2 && response.encoded_len() >= limit;
-            if self.spec.fragment && fragmented {
+            if self.stream.fragment && fragmented {
                 for part in fragments(response, limit) {
                     self.send(part).await?;
                 }
@@ -549,8 +538,14 @@ impl Watcher {
             }
             self.services.runtime.metrics().watch_events_sent(count);
         }
-        self.processed.fetch_max(through, Ordering::AcqRel);
+        self.publish_processed();
         Ok(())
+    }
+
+    /// Tells the stream that every revision below the cursor's next was taken (and what it
+    /// wanted queued toward the client), for progress requests and notifications.
+    fn publish_processed(&self) {
+        self.processed.fetch_max(self.cursor.next() - 1, Ordering::AcqRel);
     }
 
     async fn send(&mut self, r: pb::WatchResponse) -> Result<(), Stop> {
@@ -560,16 +555,17 @@ impl Watcher {
     }
 }
 
-/// An event as etcd's `mvccpb.Event`; `prev_kv` only if the watcher asked for it.
-fn event_to_pb(e: &Event, with_prev: bool) -> mvccpb::Event {
+/// An event as etcd's `mvccpb.Event`. It has a `prev_kv` only if the watcher asked for one:
+/// the cursor drops it otherwise.
+fn event_to_pb(e: Event) -> mvccpb::Event {
     let kind = match e.kind {
         EventKind::Put => mvccpb::event::EventType::Put,
         EventKind::Delete => mvccpb::event::EventType::Delete,
     };
     mvccpb::Event {
         r#type: kind as i32,
-        kv: Some(key_value_to_pb(e.kv.clone())),
-        prev_kv: if with_prev { e.prev_kv.clone().map(key_value_to_pb) } else { None },
+        kv: Some(key_value_to_pb(e.kv)),
+        prev_kv: e.prev_kv.map(key_value_to_pb),
     }
 }
 
@@ -666,18 +662,33 @@ mod tests {
 
     #[test]
     fn ranges_follow_etcds_key_and_range_end_conventions() {
-        let spec = |key: &'static str, end: &'static str| Spec {
-            id: 0,
-            key: Bytes::from_static(key.as_bytes()),
-            range_end: Bytes::from_static(end.as_bytes()),
-            prev_kv: false,
-            no_put: false,
-            no_delete: false,
-            progress_notify: false,
-            fragment: false,
+        let spec = |key: &'static str, end: &'static str| {
+            watch_spec(&pb::WatchCreateRequest {
+                key: Bytes::from_static(key.as_bytes()),
+                range_end: Bytes::from_static(end.as_bytes()),
+                ..Default::default()
+            })
         };
         assert!(spec("a", "").covers(b"a") && !spec("a", "").covers(b"ab"));
         assert!(spec("a", "b").covers(b"ab") && !spec("a", "b").covers(b"b"));
         assert!(spec("m", "\0").covers(b"zzz") && !spec("m", "\0").covers(b"a"));
+        assert!(spec("", "\0").covers(b"\0") && spec("", "\0").covers(b"a"), "every key");
+        assert!(spec("", "").covers(b"\0") && !spec("", "").covers(b"a"), "only the key \"\\0\"");
+    }
+
+    #[test]
+    fn a_create_request_becomes_its_cursors_filters_and_prev_kv() {
+        use pb::watch_create_request::FilterType;
+        let c = pb::WatchCreateRequest {
+            key: Bytes::from_static(b"k"),
+            filters: vec![FilterType::Nodelete as i32],
+            prev_kv: true,
+            ..Default::default()
+        };
+        let spec = watch_spec(&c);
+        assert!(!spec.no_put && spec.no_delete && spec.prev_kv);
+        let c = pb::WatchCreateRequest { filters: vec![FilterType::Noput as i32], ..c };
+        let spec = watch_spec(&c);
+        assert!(spec.no_put && !spec.no_delete);
     }
 }
