@@ -11,8 +11,8 @@
 //! has to deduplicate itself.
 //!
 //! The cursor does not read the store, fragment responses or send anything: its caller does.
-//! The simulator's watchers run on it; the server's watcher (`api/watch.rs`) runs the same
-//! logic inline today and is to adopt it.
+//! The server's watcher (`api/watch.rs`) and the simulator's watchers both run on it, so the
+//! simulator's watch checker judges the selection and bookkeeping the server runs.
 
 use bytes::Bytes;
 
