@@ -119,7 +119,7 @@ impl Member {
         let (stop_clients, stopped) = watch::channel(false);
         let watch = crate::api::watch::WatchConfig {
             leader_check_interval: cfg.election_timeout,
-            ..crate::api::watch::WatchConfig::default()
+            progress_notify_interval: cfg.watch_progress_notify_interval,
         };
         let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max)
             .with_requests_in_flight_max(cfg.max_concurrent_requests)

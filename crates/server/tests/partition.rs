@@ -140,6 +140,9 @@ impl Cluster {
                     election_timeout: 500,
                     max_request_bytes: 1536 * 1024,
                     max_txn_ops: 128,
+                    experimental_watch_progress_notify_interval: std::time::Duration::from_secs(
+                        600,
+                    ),
                     max_concurrent_requests: tenure_server::api::REQUESTS_IN_FLIGHT_MAX,
                 };
                 ServeConfig::from_args(&args).expect("valid config")

@@ -51,10 +51,16 @@ struct Tenure {
 
 impl Tenure {
     async fn start() -> Tenure {
+        Tenure::start_with(|_| {}).await
+    }
+
+    /// A cluster whose members' configurations `adjust` changed first.
+    async fn start_with(adjust: impl Fn(&mut ServeConfig)) -> Tenure {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> =
             common::free_ports(6).chunks(2).map(|c| (c[0], c[1])).collect();
-        let configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
+        let mut configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
+        configs.iter_mut().for_each(adjust);
         let members = dev::start(&configs).await.expect("cluster starts");
         let t = Tenure { configs, members: members.into_iter().map(Some).collect(), _dir: dir };
         t.leader().await;
@@ -893,6 +899,31 @@ async fn progress_response_follows_every_event_up_to_its_revision() {
     }
     let want: Vec<i64> = (2..=last).collect();
     assert_eq!(seen, want, "every event up to the progress revision came before it");
+    tenure.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_watchers_alone_get_an_empty_response_after_a_quiet_interval() {
+    // etcd 3.5's --experimental-watch-progress-notify-interval; a single etcd here would take
+    // 10 minutes, so there is no etcd half.
+    let interval = Duration::from_millis(300);
+    let tenure = Tenure::start_with(|c| c.watch_progress_notify_interval = interval).await;
+    let ch = tenure.channel(tenure.follower().await).await;
+    let mut s = Stream::open(&ch).await;
+    let notified = s.created(pb::WatchCreateRequest { progress_notify: true, ..watch("p") }).await;
+    let quiet = s.created(watch("q")).await;
+    let mut w = Writer::new(&ch);
+    let put = w.put("p", "v").await;
+    let event = s.next().await;
+    assert_eq!(event.watch_id, notified.watch_id);
+    assert_eq!(events(&[event]).len(), 1);
+    let started = Instant::now();
+    let progress = s.next().await;
+    assert_eq!(progress.watch_id, notified.watch_id, "only the watcher that asked: {progress:?}");
+    assert!(progress.events.is_empty() && !progress.canceled && !progress.created);
+    assert!(revision(&progress) >= put, "{progress:?} after the put at {put}");
+    assert!(progress.watch_id != quiet.watch_id);
+    eprintln!("progress notification {:?} after the last event", started.elapsed());
     tenure.shutdown().await;
 }
 

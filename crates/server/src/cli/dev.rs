@@ -65,6 +65,7 @@ pub fn configs(
                 election_timeout: timing.election_ms,
                 max_request_bytes: 1536 * 1024,
                 max_txn_ops: 128,
+                experimental_watch_progress_notify_interval: std::time::Duration::from_secs(600),
                 max_concurrent_requests: crate::api::REQUESTS_IN_FLIGHT_MAX,
             };
             ServeConfig::from_args(&args).map_err(anyhow::Error::from)

@@ -304,6 +304,15 @@ pub struct ServeArgs {
     /// Most operations in one transaction (compares, and ops per branch).
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Interval between progress notifications to watchers that asked for them (etcd 3.5's
+    /// flag; e.g. `10m`, `500ms`).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
     /// Client requests this member works on at once at most; more are refused at once with
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
@@ -447,6 +456,8 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// Most operations in one transaction (> 0).
     pub max_txn_ops: usize,
+    /// Interval between progress notifications to watchers that asked for them (> 0).
+    pub watch_progress_notify_interval: Duration,
     /// Client requests in flight at most (> 0).
     pub max_concurrent_requests: usize,
     /// This member's id.
@@ -687,6 +698,9 @@ impl ServeConfig {
         if a.max_txn_ops == 0 {
             return Err(ConfigError::ZeroCount("max-txn-ops"));
         }
+        if a.experimental_watch_progress_notify_interval.is_zero() {
+            return Err(ConfigError::ZeroCount("experimental-watch-progress-notify-interval"));
+        }
         if a.max_concurrent_requests == 0 {
             return Err(ConfigError::ZeroCount("max-concurrent-requests"));
         }
@@ -716,6 +730,7 @@ impl ServeConfig {
             election_timeout: Duration::from_millis(a.election_timeout),
             max_request_bytes: a.max_request_bytes,
             max_txn_ops: a.max_txn_ops,
+            watch_progress_notify_interval: a.experimental_watch_progress_notify_interval,
             max_concurrent_requests: a.max_concurrent_requests,
             member_id,
             cluster_id,
@@ -1007,6 +1022,12 @@ mod tests {
     fn request_limits_are_taken_and_must_be_positive() {
         let c = serve(&["--max-request-bytes", "4096", "--max-txn-ops", "7"]).unwrap();
         assert_eq!((c.max_request_bytes, c.max_txn_ops), (4096, 7));
+        let c = serve(&["--experimental-watch-progress-notify-interval", "500ms"]).unwrap();
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_millis(500));
+        assert_eq!(
+            serve(&["--experimental-watch-progress-notify-interval", "0s"]),
+            Err(ConfigError::ZeroCount("experimental-watch-progress-notify-interval"))
+        );
         let c = serve(&["--max-concurrent-requests", "9"]).unwrap();
         assert_eq!(c.max_concurrent_requests, 9);
         for flag in ["max-request-bytes", "max-txn-ops", "max-concurrent-requests"] {
