@@ -103,27 +103,34 @@ fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives while the member is still starting is
+/// kept and acted on once it has started, rather than killing the process half-way.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -138,12 +145,13 @@ fn serve(cfg: ServeConfig) -> ExitCode {
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
         tracing::info!("starting {}", cfg.summary());
+        let stop = shutdown_signal();
         let member = Member::start(&cfg, &Default::default()).await?;
         let urls: Vec<String> = cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect();
         tracing::info!("{} serving clients on {}", cfg.name, urls.join(","));
         let replica = member.handle();
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = stop => {}
             // The replica stopped by itself: its storage or state machine failed (logged).
             _ = replica.exited() => {
                 member.shutdown().await?;

@@ -53,7 +53,7 @@ impl Server {
         let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         assert!(kill.expect("runs kill").success());
         let status = child.wait().expect("waits");
-        assert_eq!(status.code(), Some(0), "tenure serve exits 0 on SIGTERM");
+        assert_eq!(status.code(), Some(0), "tenure serve exits 0 on SIGTERM, not {status}");
     }
 
     /// SIGKILL: no shutdown, no final sync.
