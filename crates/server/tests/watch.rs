@@ -69,25 +69,7 @@ impl Tenure {
 
     /// Waits until one running member leads and every running member knows it.
     async fn leader(&self) -> usize {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let running: Vec<(usize, _)> = self
-                .members
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| m.as_ref().map(|m| (i, m.handle().status())))
-                .collect();
-            let leaders: Vec<usize> =
-                running.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
-            if let [l] = leaders[..] {
-                let id = self.configs[l].member_id;
-                if running.iter().all(|(_, s)| s.leader == Some(id)) {
-                    return l;
-                }
-            }
-            assert!(Instant::now() < deadline, "no leader elected: {running:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_for_leader(&self.members, &self.configs, PATIENCE).await
     }
 
     async fn follower(&self) -> usize {

@@ -1536,20 +1536,10 @@ impl World {
         let cursor = watcher.cursor.as_mut().expect("a catching-up watcher has started");
         let mut cancelled = None;
         if cursor.next() <= upto {
-            let spec = cursor.spec();
-            match copy.history(&spec.key, &spec.range_end, cursor.next(), upto, max_events) {
-                Ok(page) => {
-                    let out = cursor.on_history(&page, upto);
-                    self.watch_events_delivered += deliver(&mut watcher.observations, out);
-                }
-                Err(HistoryError::Compacted { compact_revision }) => {
-                    watcher.observations.push(WatchObservation::Cancel { compact_revision });
-                    let from = compact_revision + 1;
-                    *cursor = WatchCursor::new(watcher.spec.clone(), from);
-                    watcher.observations.push(WatchObservation::Start { from });
-                    cancelled = Some(compact_revision);
-                }
-            }
+            let (spec, seen) = (&watcher.spec, &mut watcher.observations);
+            let (delivered, c) = history_page(cursor, spec, seen, copy, upto, max_events);
+            self.watch_events_delivered += delivered;
+            cancelled = c;
         }
         if let Some(c) = cancelled {
             self.note(|| {
@@ -1705,19 +1695,8 @@ impl World {
             let cursor = watcher.cursor.as_mut().expect("started");
             watcher.observations.push(WatchObservation::Resume { node: id, next: cursor.next() });
             while cursor.next() <= upto {
-                let spec = cursor.spec();
-                match store.history(&spec.key, &spec.range_end, cursor.next(), upto, 64) {
-                    Ok(page) => {
-                        let out = cursor.on_history(&page, upto);
-                        self.watch_events_delivered += deliver(&mut watcher.observations, out);
-                    }
-                    Err(HistoryError::Compacted { compact_revision }) => {
-                        watcher.observations.push(WatchObservation::Cancel { compact_revision });
-                        let from = compact_revision + 1;
-                        *cursor = WatchCursor::new(watcher.spec.clone(), from);
-                        watcher.observations.push(WatchObservation::Start { from });
-                    }
-                }
+                let (spec, seen) = (&watcher.spec, &mut watcher.observations);
+                self.watch_events_delivered += history_page(cursor, spec, seen, &store, upto, 64).0;
             }
             let revision = cursor.next() - 1;
             watcher.observations.push(WatchObservation::Progress { revision });
@@ -2147,6 +2126,33 @@ impl World {
 }
 
 /// Records the revisions a watcher delivered; returns how many events they hold.
+/// Reads one history page from `store` for a watcher's `cursor`, up to `upto`, and delivers its
+/// events. A compacted start cancels the watch and starts a new one after the compaction, as a
+/// client does. Returns the events delivered and, if cancelled, the compact revision.
+fn history_page(
+    cursor: &mut WatchCursor,
+    spec: &WatchSpec,
+    observations: &mut Vec<WatchObservation>,
+    store: &Store,
+    upto: i64,
+    max_events: usize,
+) -> (u64, Option<i64>) {
+    let range = cursor.spec();
+    match store.history(&range.key, &range.range_end, cursor.next(), upto, max_events) {
+        Ok(page) => {
+            let out = cursor.on_history(&page, upto);
+            (deliver(observations, out), None)
+        }
+        Err(HistoryError::Compacted { compact_revision }) => {
+            observations.push(WatchObservation::Cancel { compact_revision });
+            let from = compact_revision + 1;
+            *cursor = WatchCursor::new(spec.clone(), from);
+            observations.push(WatchObservation::Start { from });
+            (0, Some(compact_revision))
+        }
+    }
+}
+
 fn deliver(observations: &mut Vec<WatchObservation>, revisions: Vec<RevisionEvents>) -> u64 {
     let mut count = 0;
     for r in revisions {

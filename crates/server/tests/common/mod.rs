@@ -154,3 +154,30 @@ impl Plan {
         self.spawn(i, dir, listen_peer_url, extra)
     }
 }
+
+/// Waits (up to `patience`) until one running member of an in-process cluster leads and every
+/// running member knows it; returns its position. `members[i]` runs with `configs[i]`.
+pub async fn wait_for_leader(
+    members: &[Option<tenure_server::member::Member>],
+    configs: &[tenure_server::cli::ServeConfig],
+    patience: std::time::Duration,
+) -> usize {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let running: Vec<(usize, _)> = members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.as_ref().map(|m| (i, m.handle().status())))
+            .collect();
+        let leaders: Vec<usize> =
+            running.iter().filter(|(_, s)| s.is_leader).map(|(i, _)| *i).collect();
+        if let [l] = leaders[..] {
+            let id = configs[l].member_id;
+            if running.iter().all(|(_, s)| s.leader == Some(id)) {
+                return l;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader elected: {running:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
