@@ -364,7 +364,9 @@ pub struct LeaseGrantRequest {
     /// Requested id; 0 lets the store choose the lowest unused positive id above the last
     /// one it chose (deterministic, unlike etcd's random ids).
     pub id: i64,
-    /// TTL in seconds, stored and reported; expiry by time is not done here.
+    /// TTL in seconds, stored and reported. Expiry by time is the replica's (its leader
+    /// proposes a [`LeaseExpireRequest`]); the server raises a TTL below etcd's minimum before
+    /// proposing, so the store keeps what the log says.
     pub ttl: i64,
 }
 
@@ -391,4 +393,81 @@ pub struct LeaseRevokeRequest {
 pub struct LeaseRevokeResponse {
     /// Store revision for the response header.
     pub revision: i64,
+}
+
+/// `etcdserverpb.LeaseKeepAliveRequest` as a log command: one renewal of one lease.
+///
+/// Renewals go through the log, so every member learns of them at the same position and a
+/// new leader has every renewal a client was told about (see [`crate::lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseRenewRequest {
+    /// The lease to renew.
+    pub id: i64,
+}
+
+/// The answer to a [`LeaseRenewRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseRenewResponse {
+    /// Store revision for the response header (a renewal does not change it).
+    pub revision: i64,
+    /// The renewed lease.
+    pub id: i64,
+    /// Its granted TTL in seconds: the time it now has left.
+    pub ttl: i64,
+}
+
+/// One lease's remaining time as the leader saw it (etcd's `LeaseCheckpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseCheckpoint {
+    /// The lease.
+    pub id: i64,
+    /// The [`crate::Lease::renewed_at`] the leader measured from: a lease renewed since is
+    /// left alone, since the checkpoint would shorten a renewal.
+    pub renewed_at: u64,
+    /// Milliseconds left.
+    pub remaining_ms: u64,
+}
+
+/// Records leases' remaining time in the log, so a new leader (or a restarted member)
+/// continues from it instead of from the full TTL (etcd issue 13508). Proposed by the leader's
+/// replica, never by clients. Does not bump the revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseCheckpointRequest {
+    /// The checkpoints, in any order.
+    pub checkpoints: Vec<LeaseCheckpoint>,
+}
+
+/// The answer to a [`LeaseCheckpointRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseCheckpointResponse {
+    /// Store revision for the response header.
+    pub revision: i64,
+}
+
+/// One lease the leader found expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseExpiry {
+    /// The lease.
+    pub id: i64,
+    /// The [`crate::Lease::renewed_at`] the leader's deadline was measured from: if the lease
+    /// was renewed since (the renewal was ordered before this entry), it is not revoked.
+    pub renewed_at: u64,
+}
+
+/// Revokes leases whose TTL ran out on the leader's clock, each as its own revision (as etcd
+/// revokes each expired lease with its own request), in the order given. Proposed by the
+/// leader's replica, never by clients.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseExpireRequest {
+    /// The expired leases.
+    pub leases: Vec<LeaseExpiry>,
+}
+
+/// The answer to a [`LeaseExpireRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseExpireResponse {
+    /// Store revision after the last revoke.
+    pub revision: i64,
+    /// The leases revoked (those that still existed and were not renewed since).
+    pub revoked: Vec<i64>,
 }

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
-    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpoint, LeaseCheckpointRequest,
+    LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseExpiry,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
@@ -265,6 +267,27 @@ fn put_command(w: &mut Writer, c: &Command) {
             w.u64(a.member_id);
             w.u8(a.alarm.map_or(0, alarm_type_tag));
         }
+        Command::LeaseRenew(v) => {
+            w.u8(9);
+            w.i64(v.id);
+        }
+        Command::LeaseCheckpoint(c) => {
+            w.u8(10);
+            w.len(c.checkpoints.len());
+            for cp in &c.checkpoints {
+                w.i64(cp.id);
+                w.u64(cp.renewed_at);
+                w.u64(cp.remaining_ms);
+            }
+        }
+        Command::LeaseExpire(e) => {
+            w.u8(11);
+            w.len(e.leases.len());
+            for l in &e.leases {
+                w.i64(l.id);
+                w.u64(l.renewed_at);
+            }
+        }
     }
 }
 
@@ -340,6 +363,27 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
             member_id: r.u64()?,
             alarm: get_alarm_type(r)?,
         }),
+        9 => Command::LeaseRenew(LeaseRenewRequest { id: r.i64()? }),
+        10 => {
+            let n = r.count()?;
+            let mut checkpoints = Vec::with_capacity(n);
+            for _ in 0..n {
+                checkpoints.push(LeaseCheckpoint {
+                    id: r.i64()?,
+                    renewed_at: r.u64()?,
+                    remaining_ms: r.u64()?,
+                });
+            }
+            Command::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })
+        }
+        11 => {
+            let n = r.count()?;
+            let mut leases = Vec::with_capacity(n);
+            for _ in 0..n {
+                leases.push(LeaseExpiry { id: r.i64()?, renewed_at: r.u64()? });
+            }
+            Command::LeaseExpire(LeaseExpireRequest { leases })
+        }
         tag => return Err(DecodeError::InvalidTag { what: "command", tag }),
     })
 }
@@ -720,6 +764,24 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                         put_alarm_member(w, m);
                     }
                 }
+                Response::LeaseRenew(v) => {
+                    w.u8(9);
+                    w.i64(v.revision);
+                    w.i64(v.id);
+                    w.i64(v.ttl);
+                }
+                Response::LeaseCheckpoint(c) => {
+                    w.u8(10);
+                    w.i64(c.revision);
+                }
+                Response::LeaseExpire(e) => {
+                    w.u8(11);
+                    w.i64(e.revision);
+                    w.len(e.revoked.len());
+                    for id in &e.revoked {
+                        w.i64(*id);
+                    }
+                }
             }
         }
         Err(e) => {
@@ -751,6 +813,21 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
                     alarms.push(get_alarm_member(r)?);
                 }
                 Response::Alarm(AlarmResponse { revision, alarms })
+            }
+            9 => Response::LeaseRenew(LeaseRenewResponse {
+                revision: r.i64()?,
+                id: r.i64()?,
+                ttl: r.i64()?,
+            }),
+            10 => Response::LeaseCheckpoint(LeaseCheckpointResponse { revision: r.i64()? }),
+            11 => {
+                let revision = r.i64()?;
+                let n = r.count()?;
+                let mut revoked = Vec::with_capacity(n);
+                for _ in 0..n {
+                    revoked.push(r.i64()?);
+                }
+                Response::LeaseExpire(LeaseExpireResponse { revision, revoked })
             }
             tag => {
                 return Err(DecodeError::InvalidTag { what: "response", tag });

@@ -8,8 +8,9 @@
 use crate::alarm::{AlarmRequest, AlarmResponse};
 use crate::api::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 use crate::members::{PublishMemberRequest, PublishMemberResponse};
 
@@ -34,6 +35,12 @@ pub enum Command {
     /// `Maintenance.Alarm`: lists, raises or clears an alarm (see [`crate::alarm`]). Does not
     /// bump the revision.
     Alarm(AlarmRequest),
+    /// `Lease.LeaseKeepAlive`: one renewal. Does not bump the revision.
+    LeaseRenew(LeaseRenewRequest),
+    /// The leader's record of leases' remaining time. Does not bump the revision.
+    LeaseCheckpoint(LeaseCheckpointRequest),
+    /// The leader's revokes of expired leases; each revoke that deletes keys is a revision.
+    LeaseExpire(LeaseExpireRequest),
 }
 
 /// Identifies one command of one client for exactly-once retries (dissertation §6.3).
@@ -87,6 +94,12 @@ pub enum Response {
     PublishMember(PublishMemberResponse),
     /// Result of [`Command::Alarm`].
     Alarm(AlarmResponse),
+    /// Result of [`Command::LeaseRenew`].
+    LeaseRenew(LeaseRenewResponse),
+    /// Result of [`Command::LeaseCheckpoint`].
+    LeaseCheckpoint(LeaseCheckpointResponse),
+    /// Result of [`Command::LeaseExpire`].
+    LeaseExpire(LeaseExpireResponse),
 }
 
 impl Response {
@@ -101,6 +114,9 @@ impl Response {
             Response::LeaseRevoke(r) => r.revision,
             Response::PublishMember(r) => r.revision,
             Response::Alarm(r) => r.revision,
+            Response::LeaseRenew(r) => r.revision,
+            Response::LeaseCheckpoint(r) => r.revision,
+            Response::LeaseExpire(r) => r.revision,
         }
     }
 }

@@ -81,6 +81,8 @@ pub enum HistoryError {
 #[derive(Debug, Default)]
 pub(crate) struct EventBuffer {
     pub(crate) revisions: Vec<RevisionEvents>,
+    /// Lease deadline changes since the last `Store::take_lease_changes`.
+    pub(crate) lease_changes: Vec<crate::lease::LeaseChange>,
 }
 
 impl Clone for EventBuffer {

@@ -1,8 +1,16 @@
 //! The lease table: granted leases and the keys attached to each.
 //!
-//! Leases are granted and revoked only through the log, so every replica holds the same
-//! table. Expiry by time is not done here: the server (or a later issue) must propose a
-//! revoke when a lease's TTL runs out.
+//! Everything that changes a lease goes through the log, so every replica holds the same
+//! table: grants, revokes, renewals ([`crate::LeaseRenewRequest`]: a keep-alive is a log
+//! entry), checkpoints of the remaining time ([`crate::LeaseCheckpointRequest`]) and expiries
+//! ([`crate::LeaseExpireRequest`]).
+//!
+//! Time is not here. The store has no clock: each replica measures a lease's deadline on its
+//! own clock from the moment it applies the entry that set it, which the store reports as a
+//! [`LeaseChange`] (see [`crate::Store::take_lease_changes`]), and the leader proposes the
+//! expiry. An expiry or checkpoint names the [`Lease::renewed_at`] the leader measured from,
+//! and is ignored if the lease was renewed since: whatever the order in which a renewal and an
+//! expiry reach the log, a renewal that was applied (and so acknowledged) is never undone.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +29,42 @@ pub struct Lease {
     /// Keys whose current version is attached to this lease, in key order. A persistent set,
     /// like the key index, so that copying the store for a snapshot does not copy it.
     pub keys: imbl::OrdSet<Bytes>,
+    /// The log index of the grant or of the last renewal (0 for a lease restored from a
+    /// snapshot format without it).
+    pub renewed_at: u64,
+    /// The time left, in milliseconds, as of the last checkpoint since `renewed_at`; `None`
+    /// when there was none (the full TTL).
+    pub remaining_ms: Option<u64>,
+}
+
+impl Lease {
+    /// The time the lease has left as of the last entry that set it: the checkpointed time,
+    /// or the whole TTL.
+    pub fn remaining_ms(&self) -> u64 {
+        self.remaining_ms.unwrap_or_else(|| ttl_ms(self.ttl))
+    }
+}
+
+/// A TTL in seconds as milliseconds (a TTL at or below 0 is 0).
+pub(crate) fn ttl_ms(ttl: i64) -> u64 {
+    u64::try_from(ttl).unwrap_or(0).saturating_mul(1000)
+}
+
+/// What an applied entry did to a lease's deadline, for the replica that measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// The lease has `remaining_ms` left from now: granted, renewed or checkpointed.
+    Reset {
+        /// The lease.
+        id: i64,
+        /// Milliseconds left as of this entry.
+        remaining_ms: u64,
+    },
+    /// The lease is gone: revoked or expired.
+    Ended {
+        /// The lease.
+        id: i64,
+    },
 }
 
 /// All granted leases.
@@ -58,12 +102,17 @@ impl Leases {
         }
     }
 
-    pub(crate) fn grant(&mut self, id: i64, ttl: i64, auto: bool) {
+    pub(crate) fn grant(&mut self, id: i64, ttl: i64, auto: bool, renewed_at: u64) {
         assert!(id != 0 && !self.by_id.contains_key(&id), "grant of lease {id} not checked");
         if auto {
             self.last_auto_id = id;
         }
-        self.by_id.insert(id, Lease { id, ttl, keys: imbl::OrdSet::new() });
+        let keys = imbl::OrdSet::new();
+        self.by_id.insert(id, Lease { id, ttl, keys, renewed_at, remaining_ms: None });
+    }
+
+    pub(crate) fn get_mut(&mut self, id: i64) -> Option<&mut Lease> {
+        self.by_id.get_mut(&id)
     }
 
     pub(crate) fn attach(&mut self, id: i64, key: &Bytes) {

@@ -95,7 +95,9 @@ pub mod watch;
 pub use alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 pub use api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
-    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpoint, LeaseCheckpointRequest,
+    LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseExpiry,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
     prefix_end,
@@ -106,7 +108,7 @@ pub use command::{Command, Proposal, Response, SessionTag};
 pub use config::{Config, ConfigError};
 pub use error::{DecodeError, Error, GrpcCode};
 pub use event::{Event, EventKind, HistoryError, HistoryPage, RevisionEvents};
-pub use lease::{LEASE_TTL_MAX, Lease};
+pub use lease::{LEASE_TTL_MAX, Lease, LeaseChange};
 pub use members::{
     MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX, MEMBER_NAME_BYTES_MAX, MemberAttributes,
     MemberError, PublishMemberRequest, PublishMemberResponse,

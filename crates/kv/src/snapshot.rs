@@ -13,7 +13,12 @@
 //! each kind. A version record holds the mod revision, the sub-revision (the write's position
 //! within its revision), the create revision, the version, the lease and the value.
 //!
-//! Older versions still restore: version 3 (before sub-revisions) has no sub-revision in
+//! A lease record holds the id, the TTL, the index of the grant or last renewal and the
+//! checkpointed remaining time (a flag, then milliseconds).
+//!
+//! Older versions still restore: version 4 (before lease renewals and checkpoints) has only
+//! the id and TTL in lease records and restores with `renewed_at` 0 and no checkpoint (the
+//! full TTL from the restore); version 3 (before sub-revisions) has no sub-revision in
 //! version records and restores with every sub-revision 0, so history orders the events of one
 //! revision by key (right for DeleteRange and lease revokes, which etcd also applies in key
 //! order; a multi-key transaction's events come in key order instead of operation order);
@@ -36,9 +41,10 @@ use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes. It also reads version 3 (no
-/// sub-revisions), version 2 (no alarms either) and version 1 (no member table either).
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// The snapshot format version this build writes. It also reads version 4 (no lease renewal
+/// index or checkpoint), version 3 (no sub-revisions either), version 2 (no alarms either) and
+/// version 1 (no member table either).
+pub const SNAPSHOT_VERSION: u32 = 5;
 /// The oldest snapshot format version this build reads.
 const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
@@ -167,6 +173,14 @@ impl Store {
             f.rec.u8(TAG_LEASE);
             f.rec.i64(lease.id);
             f.rec.i64(lease.ttl);
+            f.rec.u64(lease.renewed_at);
+            match lease.remaining_ms {
+                None => f.rec.bool(false),
+                Some(ms) => {
+                    f.rec.bool(true);
+                    f.rec.u64(ms);
+                }
+            }
             f.end_record()?;
         }
         let mut version_count: u64 = 0;
@@ -413,7 +427,17 @@ impl Restorer<'_> {
                 ensure(id != 0, "lease id 0")?;
                 ensure(self.lease_last.is_none_or(|l| l < id), "leases out of order")?;
                 self.lease_last = Some(id);
-                self.store.leases.grant(id, ttl, false);
+                let (renewed_at, remaining_ms) = if self.version >= 5 {
+                    let renewed_at = r.u64()?;
+                    (renewed_at, if r.bool()? { Some(r.u64()?) } else { None })
+                } else {
+                    (0, None)
+                };
+                ensure(renewed_at <= self.store.applied_index, "lease renewed after the snapshot")?;
+                self.store.leases.grant(id, ttl, false, renewed_at);
+                if let Some(lease) = self.store.leases.get_mut(id) {
+                    lease.remaining_ms = remaining_ms;
+                }
             }
             TAG_KEY => {
                 ensure(matches!(self.phase, Phase::Leases | Phase::Keys), "key out of place")?;
@@ -639,6 +663,17 @@ mod tests {
         w.u8(TAG_LEASE);
         w.i64(id);
         w.i64(10);
+        w.u64(0);
+        w.bool(false);
+        w.buf
+    }
+
+    /// A lease record as version 4 wrote it: the id and TTL only.
+    fn lease_v4(id: i64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(TAG_LEASE);
+        w.i64(id);
+        w.i64(10);
         w.buf
     }
 
@@ -831,9 +866,31 @@ mod tests {
             ),
             "{err:?}"
         );
-        let v5 = framed_as(5, &[header(1), end(0, 0, 0)]);
-        let err = Store::restore(Config::default(), &mut v5.as_slice()).unwrap_err();
-        assert!(matches!(err, SnapshotError::UnsupportedVersion(5)));
+        let v6 = framed_as(6, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v6.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(6)));
+    }
+
+    #[test]
+    fn version_4_lease_records_restore_with_the_full_ttl_left() {
+        let v4 = framed_as(4, &[header(1), lease_v4(7), end(1, 0, 0)]);
+        let store = Store::restore(Config::default(), &mut v4.as_slice()).unwrap();
+        let lease = store.lease(7).unwrap();
+        assert_eq!((lease.renewed_at, lease.remaining_ms, lease.remaining_ms()), (0, None, 10_000));
+    }
+
+    #[test]
+    fn a_lease_renewed_after_the_snapshot_index_is_refused() {
+        let mut w = Writer::default();
+        w.u8(TAG_LEASE);
+        w.i64(7);
+        w.i64(10);
+        w.u64(5);
+        w.bool(false);
+        assert_eq!(
+            inconsistency(&[header(1), w.buf, end(1, 0, 0)]),
+            "lease renewed after the snapshot"
+        );
     }
 
     #[test]

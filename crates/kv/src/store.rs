@@ -5,15 +5,17 @@ use std::cmp::Ordering;
 use crate::alarm::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
-    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpointRequest,
+    LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 use crate::command::{Command, Proposal, Response};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::event::{Event, EventBuffer, EventKind, HistoryError, HistoryPage, RevisionEvents};
-use crate::lease::{Lease, Leases};
+use crate::lease::{self, Lease, LeaseChange, Leases};
 use crate::members::{MemberAttributes, Members, PublishMemberRequest, PublishMemberResponse};
 use crate::mvcc::{Index, KeyRange, tombstone_kv};
 use crate::session::{Check, Sessions};
@@ -189,6 +191,13 @@ impl Store {
         std::mem::take(&mut self.events.revisions)
     }
 
+    /// What the entries applied since the last call did to leases' deadlines, in order: the
+    /// replica measures each lease's deadline on its own clock from the moment it applies the
+    /// entry that set it. Like events, changes pile up until taken (a clone starts with none).
+    pub fn take_lease_changes(&mut self) -> Vec<LeaseChange> {
+        std::mem::take(&mut self.events.lease_changes)
+    }
+
     /// History for a watcher catching up: the events with `from <= revision <= to` on keys
     /// in etcd's range `(key, range_end)` (`range_end` empty: the single key; `"\0"`: every key
     /// `>= key`; otherwise `[key, range_end)`), in revision then operation order, the same
@@ -271,6 +280,9 @@ impl Store {
             Command::LeaseRevoke(r) => self.lease_revoke(&r).map(Response::LeaseRevoke),
             Command::PublishMember(p) => Ok(Response::PublishMember(self.publish_member(p))),
             Command::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
+            Command::LeaseRenew(r) => self.lease_renew(&r).map(Response::LeaseRenew),
+            Command::LeaseCheckpoint(c) => Ok(Response::LeaseCheckpoint(self.lease_checkpoint(&c))),
+            Command::LeaseExpire(e) => Ok(Response::LeaseExpire(self.lease_expire(&e))),
         }
     }
 
@@ -289,9 +301,13 @@ impl Store {
                 | Command::DeleteRange(_)
                 | Command::Compact(_)
                 | Command::LeaseGrant(_)
-                | Command::LeaseRevoke(_) => true,
+                | Command::LeaseRevoke(_)
+                | Command::LeaseExpire(_) => true,
                 Command::Txn(t) => !t.is_read_only(),
-                Command::PublishMember(_) | Command::Alarm(_) => false,
+                Command::PublishMember(_)
+                | Command::Alarm(_)
+                | Command::LeaseRenew(_)
+                | Command::LeaseCheckpoint(_) => false,
             };
             if writes {
                 return Err(Error::Corrupt);
@@ -423,20 +439,68 @@ impl Store {
         if self.leases.contains(id) {
             return Err(Error::LeaseExists);
         }
-        self.leases.grant(id, g.ttl, auto);
+        self.leases.grant(id, g.ttl, auto, self.applied_index);
+        let remaining_ms = lease::ttl_ms(g.ttl);
+        self.events.lease_changes.push(LeaseChange::Reset { id, remaining_ms });
         Ok(LeaseGrantResponse { revision: self.revision, id, ttl: g.ttl })
     }
 
     fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse, Error> {
+        if !self.leases.contains(r.id) {
+            return Err(Error::LeaseNotFound);
+        }
+        Ok(LeaseRevokeResponse { revision: self.revoke(r.id) })
+    }
+
+    /// Deletes a lease's keys in one revision (none if it has no keys) and the lease.
+    fn revoke(&mut self, id: i64) -> i64 {
         let keys: Vec<_> =
-            self.leases.get(r.id).ok_or(Error::LeaseNotFound)?.keys.iter().cloned().collect();
+            self.leases.get(id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default();
         let mut w = self.write();
         for key in &keys {
             w.delete_key(key);
         }
         let revision = w.finish();
-        self.leases.remove(r.id);
-        Ok(LeaseRevokeResponse { revision })
+        self.leases.remove(id);
+        self.events.lease_changes.push(LeaseChange::Ended { id });
+        revision
+    }
+
+    /// A renewal restarts the lease's TTL from this entry and forgets any checkpoint.
+    fn lease_renew(&mut self, r: &LeaseRenewRequest) -> Result<LeaseRenewResponse, Error> {
+        let index = self.applied_index;
+        let lease = self.leases.get_mut(r.id).ok_or(Error::LeaseNotFound)?;
+        lease.renewed_at = index;
+        lease.remaining_ms = None;
+        let (id, ttl) = (lease.id, lease.ttl);
+        self.events.lease_changes.push(LeaseChange::Reset { id, remaining_ms: lease::ttl_ms(ttl) });
+        Ok(LeaseRenewResponse { revision: self.revision, id, ttl })
+    }
+
+    /// Checkpoints of leases renewed since the leader measured them are skipped.
+    fn lease_checkpoint(&mut self, c: &LeaseCheckpointRequest) -> LeaseCheckpointResponse {
+        for cp in &c.checkpoints {
+            if let Some(lease) = self.leases.get_mut(cp.id)
+                && lease.renewed_at == cp.renewed_at
+            {
+                lease.remaining_ms = Some(cp.remaining_ms);
+                let change = LeaseChange::Reset { id: cp.id, remaining_ms: cp.remaining_ms };
+                self.events.lease_changes.push(change);
+            }
+        }
+        LeaseCheckpointResponse { revision: self.revision }
+    }
+
+    /// Leases renewed since the leader measured them, or already gone, are skipped.
+    fn lease_expire(&mut self, e: &LeaseExpireRequest) -> LeaseExpireResponse {
+        let mut revoked = Vec::new();
+        for l in &e.leases {
+            if self.leases.get(l.id).is_some_and(|lease| lease.renewed_at == l.renewed_at) {
+                self.revoke(l.id);
+                revoked.push(l.id);
+            }
+        }
+        LeaseExpireResponse { revision: self.revision, revoked }
     }
 
     /// Validated by `execute`. Last write wins; the revision stays where it is (etcd's member

@@ -27,7 +27,12 @@ pub fn validate_command(command: &Command, config: &Config) -> Result<(), Error>
             check_writes(&t.failure)?;
             Ok(())
         }
-        Command::Compact(_) | Command::LeaseRevoke(_) | Command::Alarm(_) => Ok(()),
+        Command::Compact(_)
+        | Command::LeaseRevoke(_)
+        | Command::LeaseRenew(_)
+        | Command::LeaseCheckpoint(_)
+        | Command::LeaseExpire(_)
+        | Command::Alarm(_) => Ok(()),
         Command::LeaseGrant(g) => {
             if g.ttl > LEASE_TTL_MAX {
                 return Err(Error::LeaseTtlTooLarge);

@@ -37,11 +37,14 @@
 //!   request id).
 //! - [`snapshot`]: snapshot jobs, the policy, and chunked adapters between the state machine
 //!   and snapshot files.
+//! - `lessor`: lease deadlines on this replica's clock; the leader's expiry and checkpoint
+//!   proposals ([`LeaseConfig`]).
 //! - this file: [`Replica`], its configuration, requests, completions and errors.
 
 #![warn(missing_docs)]
 
 pub mod envelope;
+mod lessor;
 pub mod snapshot;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -59,6 +62,7 @@ use tenure_storage::{
 };
 
 pub use envelope::Envelope;
+pub use lessor::LeaseConfig;
 pub use snapshot::{SnapshotDone, SnapshotJob, SnapshotPolicy};
 
 /// Everything a replica is configured with.
@@ -75,6 +79,8 @@ pub struct ReplicaConfig {
     pub request_timeout_ticks: u64,
     /// When to snapshot and compact the log.
     pub snapshot: SnapshotPolicy,
+    /// How the leader expires and checkpoints leases.
+    pub lease: LeaseConfig,
     /// Which run of this replica this is: it must differ from every earlier run's (the server
     /// draws 64 random bits at start; the simulator counts restarts). Request ids are the
     /// caller's and restart with the process, so the incarnation is what tells an entry or a
@@ -105,6 +111,7 @@ impl ReplicaConfig {
             kv: tenure_kv::Config::default(),
             request_timeout_ticks: 50,
             snapshot: SnapshotPolicy::default(),
+            lease: LeaseConfig::default(),
             incarnation,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: PlantedBugs::default(),
@@ -359,6 +366,8 @@ pub struct Replica {
     stats: SnapshotStats,
     /// The highest index applied to the state machine (or installed with a snapshot).
     applied: LogIndex,
+    /// Lease deadlines on this replica's clock.
+    lessor: lessor::Lessor,
 }
 
 /// Snapshot counters, for metrics.
@@ -395,6 +404,8 @@ impl Replica {
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.applied = snapshot_index;
         let node = Node::new(raft_cfg, storage)?;
+        let mut lessor = lessor::Lessor::new(cfg.lease);
+        lessor.rebuild(&kv, 0);
         let r = Replica {
             id: cfg.raft.id,
             node,
@@ -411,6 +422,7 @@ impl Replica {
             snapshot_in_flight: false,
             stats: SnapshotStats { index: snapshot_index.0, ..SnapshotStats::default() },
             applied: snapshot_index,
+            lessor,
         };
         r.check_pointers();
         Ok(r)
@@ -439,6 +451,21 @@ impl Replica {
     /// Whether this replica leads.
     pub fn is_leader(&self) -> bool {
         self.node.role() == Role::Leader
+    }
+
+    /// The time lease `id` has left by this replica's clock (0 once past its deadline and
+    /// not yet revoked), or `None` if the lease does not exist here. On the leader this is
+    /// the deadline it expires the lease by; on a follower a close copy of it (measured from
+    /// when this replica applied the grant, renewal or checkpoint). Answer `LeaseTimeToLive`
+    /// with it after a linearizable barrier.
+    pub fn lease_remaining_ms(&self, id: i64) -> Option<u64> {
+        self.kv.lease(id)?;
+        self.lessor.remaining_ms(id, self.now_ms)
+    }
+
+    /// Leases revoked because they expired, as applied by this replica since it started.
+    pub fn leases_expired(&self) -> u64 {
+        self.lessor.expired_total
     }
 
     /// Requests waiting for an answer.
@@ -474,6 +501,9 @@ impl Replica {
         self.ticks += 1;
         self.now_ms = self.now_ms.max(now_ms);
         self.node.tick();
+        for command in self.lessor.tick(self.now_ms, self.is_leader(), &self.kv) {
+            self.propose_internal(&Proposal::new(command));
+        }
         while let Some(id) = self.pending.next_expired(self.ticks) {
             if self.pending.take_write(id).is_none() {
                 self.pending.take_read(id);
@@ -543,6 +573,21 @@ impl Replica {
                 let result = Err(ClientError::Refused(e.to_string()));
                 out.completions.push(Completion { id, result, entry: None });
             }
+        }
+    }
+
+    /// Proposes a command of the replica's own (lease expiries and checkpoints): no client
+    /// waits for it (request id 0), and if it cannot be proposed now it is proposed again
+    /// later by whoever needs it.
+    fn propose_internal(&mut self, proposal: &Proposal) {
+        let env = Envelope {
+            log_time_ms: self.now_ms,
+            origin: self.id.0,
+            incarnation: self.incarnation(),
+            request: 0,
+        };
+        if let Err(e) = self.node.propose(env.encode(&proposal.encode())) {
+            tracing::debug!(replica = %self.id, "lease proposal not made: {e}");
         }
     }
 
@@ -773,6 +818,7 @@ impl Replica {
         self.kv =
             Store::new(self.cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
         self.kv = restore_store(reader, &self.cfg.kv, &meta)?;
+        self.lessor.rebuild(&self.kv, self.now_ms);
         let storage = self.node.log_view_mut();
         storage.note_snapshot(meta.clone());
         storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
@@ -864,7 +910,15 @@ impl Replica {
                 return Err(ReplicaError::StateMachine { index, error: e.clone() });
             }
             out.events.append(&mut self.kv.take_events());
-            if env.origin == self.id.0 && env.incarnation == self.incarnation() {
+            for change in self.kv.take_lease_changes() {
+                self.lessor.apply(change, self.now_ms);
+            }
+            if let Ok(Response::LeaseExpire(r)) = &outcome {
+                self.lessor.expired_total += r.revoked.len() as u64;
+            }
+            // Request 0 is the replica's own proposal (see `propose_internal`): no one waits.
+            if env.origin == self.id.0 && env.incarnation == self.incarnation() && env.request != 0
+            {
                 let id = RequestId(env.request);
                 if self.is_entry_of(id, &entry) {
                     self.pending.take_write(id);

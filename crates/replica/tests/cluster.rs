@@ -10,8 +10,8 @@ use tenure_kv::{Command, Proposal, PutRequest, RangeRequest, Response};
 use tenure_raft::{LogIndex, LogView, SnapshotStatus};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
-    SnapshotPolicy,
+    Answer, ClientError, Completion, Consistency, LeaseConfig, Output, Replica, ReplicaConfig,
+    RequestId, SnapshotPolicy,
 };
 use tenure_storage::{CrashMode, SimDisk};
 
@@ -25,6 +25,7 @@ struct Net {
     /// Nodes cut off from everyone.
     isolated: BTreeSet<NodeId>,
     policy: SnapshotPolicy,
+    lease: LeaseConfig,
 }
 
 fn members() -> Membership {
@@ -33,10 +34,15 @@ fn members() -> Membership {
 
 /// Opens a replica; each run of a process gets a new incarnation, as the server draws one.
 fn open(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy) -> Replica {
+    open_with(id, disk, policy, LeaseConfig::default())
+}
+
+fn open_with(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy, lease: LeaseConfig) -> Replica {
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let incarnation = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut cfg = ReplicaConfig::new(id, incarnation);
     cfg.snapshot = policy.clone();
+    cfg.lease = lease;
     Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members()).expect("open")
 }
 
@@ -46,6 +52,10 @@ impl Net {
     }
 
     fn with_policy(policy: SnapshotPolicy) -> Net {
+        Net::with(policy, LeaseConfig::default())
+    }
+
+    fn with(policy: SnapshotPolicy, lease: LeaseConfig) -> Net {
         let mut net = Net {
             replicas: BTreeMap::new(),
             disks: BTreeMap::new(),
@@ -55,11 +65,12 @@ impl Net {
             next_request: 1,
             isolated: BTreeSet::new(),
             policy,
+            lease,
         };
         for i in 1..=3 {
             let id = NodeId(i);
             let disk = SimDisk::new(i);
-            net.replicas.insert(id, open(id, &disk, &net.policy));
+            net.replicas.insert(id, open_with(id, &disk, &net.policy, net.lease));
             net.disks.insert(id, disk);
         }
         net
@@ -145,9 +156,13 @@ impl Net {
     }
 
     fn put(&mut self, on: NodeId, key: &str, value: &str) -> RequestId {
+        self.exec(on, Command::Put(PutRequest::new(key.to_string(), value.to_string())))
+    }
+
+    fn exec(&mut self, on: NodeId, command: Command) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let p = Proposal::new(Command::Put(PutRequest::new(key.to_string(), value.to_string())));
+        let p = Proposal::new(command);
         let mut out = Output::default();
         self.replicas.get_mut(&on).unwrap().propose(id, &p, &mut out);
         self.absorb(out);
@@ -177,7 +192,7 @@ impl Net {
         self.replicas.remove(&id);
         let disk = self.disks[&id].clone();
         disk.crash(CrashMode::LoseUnsynced);
-        self.replicas.insert(id, open(id, &disk, &self.policy));
+        self.replicas.insert(id, open_with(id, &disk, &self.policy, self.lease));
     }
 }
 
@@ -457,4 +472,153 @@ fn an_entry_proposed_by_a_previous_run_never_answers_a_request_of_this_run() {
         "the old run's put was committed too"
     );
     assert_eq!(answered, written, "the new request is answered with its own entry's revision");
+}
+
+// ----- Leases (issue 13) ----------------------------------------------------------------------
+// One tick is 10 ms here; the default promotion extension is 1,000 ms (100 ticks).
+
+/// Grants lease `id` with `ttl_s` seconds on `on` and attaches key `key` to it.
+fn grant_with_key(net: &mut Net, on: NodeId, id: i64, ttl_s: i64, key: &str) {
+    let g = net.exec(on, Command::LeaseGrant(tenure_kv::LeaseGrantRequest { id, ttl: ttl_s }));
+    net.settle();
+    assert!(matches!(net.done[&g].result, Ok(Answer::Write(_))), "{:?}", net.done.get(&g));
+    let mut put = PutRequest::new(key.to_string(), "v".to_string());
+    put.lease = id;
+    let w = net.exec(on, Command::Put(put));
+    net.settle();
+    assert!(matches!(net.done[&w].result, Ok(Answer::Write(_))), "{:?}", net.done.get(&w));
+}
+
+/// Whether every running replica still holds `key` (they must agree).
+fn held_everywhere(net: &Net, key: &str) -> bool {
+    let held: BTreeSet<bool> = net
+        .replicas
+        .values()
+        .map(|r| !r.kv().range(&RangeRequest::single(key.to_string())).unwrap().kvs.is_empty())
+        .collect();
+    assert_eq!(held.len(), 1, "replicas disagree about {key}");
+    held.contains(&true)
+}
+
+/// Ticks until `key` is gone everywhere; returns the ticks it took (panics after `max`).
+fn ticks_until_gone(net: &mut Net, key: &str, max: u32) -> u32 {
+    for t in 0..max {
+        if !held_everywhere(net, key) {
+            return t;
+        }
+        net.tick(1);
+    }
+    panic!("{key} still held after {max} ticks");
+}
+
+#[test]
+fn a_lease_not_renewed_expires_by_the_leaders_clock_and_every_replica_deletes_its_keys_at_one_revision()
+ {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120); // past the promotion extension
+    grant_with_key(&mut net, leader, 1, 1, "k");
+    let remaining = net.replicas[&leader].lease_remaining_ms(1).unwrap();
+    assert!((900..=1000).contains(&remaining), "{remaining}");
+    net.tick(90);
+    assert!(held_everywhere(&net, "k"), "not before its TTL");
+    let t = ticks_until_gone(&mut net, "k", 30);
+    assert!(t <= 15, "expired {t} ticks after 900 ms of a 1,000 ms TTL");
+    let revisions: BTreeSet<i64> = net.replicas.values().map(|r| r.kv().revision()).collect();
+    assert_eq!(revisions.len(), 1, "one revision everywhere: {revisions:?}");
+    assert!(net.replicas.values().all(|r| r.kv().lease(1).is_none()));
+    assert_eq!(net.replicas[&leader].leases_expired(), 1);
+    assert_eq!(net.replicas[&leader].lease_remaining_ms(1), None);
+}
+
+#[test]
+fn renewals_through_a_follower_keep_a_lease_alive_past_its_ttl() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % 3 + 1);
+    grant_with_key(&mut net, follower, 1, 1, "k");
+    for _ in 0..10 {
+        net.tick(40);
+        let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
+        net.settle();
+        match &net.done[&r].result {
+            Ok(Answer::Write(Response::LeaseRenew(r))) => assert_eq!(r.ttl, 1),
+            other => panic!("renewal failed: {other:?}"),
+        }
+        assert!(held_everywhere(&net, "k"));
+    }
+    let t = ticks_until_gone(&mut net, "k", 130);
+    assert!(t >= 95, "expired {t} ticks after the last renewal of a 1,000 ms lease");
+}
+
+#[test]
+fn a_leader_change_neither_resets_the_remaining_ttl_nor_expires_before_it() {
+    // etcd issue 13508: a new leader restarted every lease's TTL, so leases never expired
+    // while leaders kept changing. Here the followers track the deadline from when they
+    // applied the grant; the new leader adds only the election-timeout extension.
+    let mut net = Net::new();
+    let old = net.leader();
+    net.tick(120);
+    grant_with_key(&mut net, old, 1, 3, "k");
+    net.tick(150);
+    net.replicas.remove(&old);
+    let new = net.leader();
+    assert_ne!(new, old);
+    net.tick(1);
+    let remaining = net.replicas[&new].lease_remaining_ms(1).unwrap();
+    // 3,000 - ~1,500 elapsed + 1,000 extension.
+    assert!((2_300..=2_600).contains(&remaining), "remaining {remaining} ms on the new leader");
+    let t = ticks_until_gone(&mut net, "k", 400);
+    assert!((200..=280).contains(&t), "expired {t} ticks after the change");
+}
+
+#[test]
+fn a_cluster_restarted_continues_from_the_checkpointed_remaining_time() {
+    let lease = LeaseConfig { checkpoint_interval_ms: 1_000, ..LeaseConfig::default() };
+    let mut net = Net::with(SnapshotPolicy::default(), lease);
+    let leader = net.leader();
+    net.tick(120);
+    grant_with_key(&mut net, leader, 1, 5, "k");
+    net.tick(320);
+    let checkpointed = net.replicas[&leader].kv().lease(1).unwrap().remaining_ms;
+    let checkpointed = checkpointed.expect("a checkpoint after three intervals");
+    assert!((1_500..=3_100).contains(&checkpointed), "{checkpointed}");
+    for i in 1..=3 {
+        net.crash_and_restart(NodeId(i));
+    }
+    // The restarted replicas hold the key again once they have re-applied the log.
+    let mut replayed = 0;
+    while !held_everywhere(&net, "k") {
+        replayed += 1;
+        assert!(replayed < 100, "the restarted cluster did not re-apply the log");
+        net.tick(1);
+    }
+    // From the full TTL it would be 5,000 ms plus the extension; from the checkpoint about
+    // 2,000 ms plus the extension (the rest of a 5 s lease granted 3.2 s before the crash).
+    let t = ticks_until_gone(&mut net, "k", 800) + replayed;
+    assert!(t <= 400, "expired {t} ticks after the restart; the checkpoint was not used");
+    assert!(t >= 150, "expired {t} ticks after the restart: sooner than the time it had left");
+}
+
+#[test]
+fn a_snapshot_carries_leases_and_their_checkpoints_to_a_follower_that_was_behind() {
+    let lease = LeaseConfig { checkpoint_interval_ms: 500, ..LeaseConfig::default() };
+    let mut net = Net::with(small_snapshots(), lease);
+    let leader = net.leader();
+    net.tick(120);
+    let behind = NodeId(leader.0 % 3 + 1);
+    net.isolated.insert(behind);
+    grant_with_key(&mut net, leader, 1, 4, "k");
+    put_all(&mut net, leader, 0..30);
+    net.tick(100);
+    net.isolated.remove(&behind);
+    net.tick(20);
+    let r = &net.replicas[&behind];
+    assert!(r.snapshot_stats().installed >= 1, "caught up by snapshot");
+    assert!(r.kv().lease(1).is_some());
+    let remaining = r.lease_remaining_ms(1).unwrap();
+    assert!(remaining < 4_000, "{remaining}: measured from the checkpoint, not the full TTL");
+    let t = ticks_until_gone(&mut net, "k", 400);
+    assert!(t <= 300, "{t}");
 }

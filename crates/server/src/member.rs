@@ -123,7 +123,11 @@ impl Member {
         };
         let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max)
             .with_requests_in_flight_max(cfg.max_concurrent_requests)
-            .with_watch_config(watch);
+            .with_watch_config(watch)
+            .with_lease_ttl_min_secs(crate::api::lease::lease_ttl_min_secs(
+                u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+                cfg.election_ticks(),
+            ));
         for l in client_listeners {
             let router = services.clone().router();
             // TCP_NODELAY and the :authority fix for etcd 3.4 clients (see api::incoming).
@@ -255,6 +259,9 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     // A log entry holds one request plus its envelope; leave room for both.
     let entry_bytes = u64::try_from(cfg.max_request_bytes).unwrap_or(u64::MAX);
     rc.storage.entry_bytes_max = rc.storage.entry_bytes_max.max(entry_bytes.saturating_add(4096));
+    // A new leader extends every lease by the election timeout, as etcd does.
+    rc.lease.promotion_extension_ms =
+        u64::try_from(cfg.election_timeout.as_millis()).unwrap_or(u64::MAX);
     rc.snapshot.entries = cfg.snapshot_count;
     rc.snapshot.catchup_entries = cfg.snapshot_catchup_entries;
     let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));

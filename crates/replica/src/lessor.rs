@@ -1,0 +1,224 @@
+//! Lease deadlines on this replica's clock, and the leader's expiry and checkpoint proposals.
+//!
+//! The store holds the lease table; everything that changes it is a log entry (see
+//! `tenure_kv::lease`). Time lives here. Every replica, leader or not, keeps a deadline per
+//! lease on its own clock: when it applies the entry that granted, renewed or checkpointed a
+//! lease (reported by [`tenure_kv::Store::take_lease_changes`]), the deadline becomes "now plus
+//! the time that entry left". A follower's deadlines are therefore a close copy of the
+//! leader's, measured from a moment no earlier than the leader's own apply.
+//!
+//! Only the leader acts on them:
+//! - **Expiry.** Leases past their deadline are revoked by a `LeaseExpire` entry, at most
+//!   [`LeaseConfig::expire_batch_max`] per tick, so a mass expiry is spread out and client
+//!   writes keep flowing between the batches (etcd revokes at most 1,000 leases a second). Each
+//!   expiry names the renewal it measured from; if a renewal reached the log first, the expiry
+//!   is ignored when applied, so an acknowledged renewal is never undone.
+//! - **Checkpoints.** Every [`LeaseConfig::checkpoint_interval_ms`], the leases not renewed
+//!   within the interval get their remaining time written to the log, so a member that did not
+//!   see the lease's history (restarted, or restored from a snapshot) continues from it rather
+//!   than from the full TTL: a leader change never resets a lease's TTL (etcd issue 13508).
+//! - **Promotion.** A replica that becomes leader adds [`LeaseConfig::promotion_extension_ms`]
+//!   (the election timeout) to every deadline, as etcd does: a renewal the old leader
+//!   acknowledged just before it was replaced is covered even if this replica measured it late.
+//!
+//! Why this is safe: a client sent its renewal at `t` and was answered once the renewal entry
+//! was applied on the member it asked, so the entry was committed. Every replica that applies
+//! it later (a future leader included) starts its deadline at its own apply time, which is
+//! after `t`, so no replica expires the lease before `t + TTL` on a clock running at the
+//! client's rate. Clock-rate drift is what the promotion extension covers.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tenure_kv::{
+    Command, LeaseChange, LeaseCheckpoint, LeaseCheckpointRequest, LeaseExpireRequest, LeaseExpiry,
+    Store,
+};
+
+/// How the leader expires and checkpoints leases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How often the leader writes the remaining time of leases not renewed within the
+    /// interval to the log (etcd's `--experimental-lease-checkpoint-interval`, default 5
+    /// minutes). 0 turns checkpoints off.
+    pub checkpoint_interval_ms: u64,
+    /// Most leases revoked per tick (and per `LeaseExpire` entry); also the most checkpoints
+    /// per entry.
+    pub expire_batch_max: usize,
+    /// Added to every deadline when this replica becomes leader (etcd: the election timeout).
+    pub promotion_extension_ms: u64,
+    /// An expiry proposed but not applied within this long is proposed again (the entry may
+    /// have been lost to a leader change).
+    pub retry_ms: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            checkpoint_interval_ms: 5 * 60 * 1000,
+            expire_batch_max: 100,
+            promotion_extension_ms: 1000,
+            retry_ms: 5000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Deadline {
+    /// When the lease expires, on this replica's clock.
+    at_ms: u64,
+    /// When the entry that set it was applied here.
+    set_ms: u64,
+}
+
+/// Lease deadlines and the leader's pending proposals.
+#[derive(Debug, Default)]
+pub(crate) struct Lessor {
+    cfg: LeaseConfig,
+    deadlines: HashMap<i64, Deadline>,
+    /// `(at_ms, id)` of every deadline, to find the expired ones without a scan.
+    by_deadline: BTreeSet<(u64, i64)>,
+    /// Whether this replica led at the last tick.
+    leading: bool,
+    /// Whether the clock has been read: deadlines set before the first tick are relative to
+    /// 0 and are moved to the first tick's time.
+    started: bool,
+    /// Expiries proposed and not yet applied, with when they were proposed.
+    proposed: HashMap<i64, u64>,
+    /// When the leader last wrote checkpoints.
+    last_checkpoint_ms: u64,
+    /// Leases revoked by expiry, as applied here.
+    pub(crate) expired_total: u64,
+}
+
+impl Lessor {
+    pub(crate) fn new(cfg: LeaseConfig) -> Lessor {
+        Lessor { cfg, ..Lessor::default() }
+    }
+
+    /// Forgets every deadline and starts each lease of `store` afresh from its remaining time
+    /// (after a restart or a snapshot install: the lease's history is not known here).
+    pub(crate) fn rebuild(&mut self, store: &Store, now_ms: u64) {
+        self.deadlines.clear();
+        self.by_deadline.clear();
+        self.proposed.clear();
+        for lease in store.leases() {
+            self.set(lease.id, now_ms, lease.remaining_ms());
+        }
+    }
+
+    /// Follows an applied entry's change to a lease.
+    pub(crate) fn apply(&mut self, change: LeaseChange, now_ms: u64) {
+        match change {
+            LeaseChange::Reset { id, remaining_ms } => {
+                self.proposed.remove(&id);
+                self.set(id, now_ms, remaining_ms);
+            }
+            LeaseChange::Ended { id } => {
+                self.proposed.remove(&id);
+                if let Some(d) = self.deadlines.remove(&id) {
+                    self.by_deadline.remove(&(d.at_ms, id));
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, id: i64, now_ms: u64, remaining_ms: u64) {
+        let d = Deadline { at_ms: now_ms.saturating_add(remaining_ms), set_ms: now_ms };
+        if let Some(old) = self.deadlines.insert(id, d) {
+            self.by_deadline.remove(&(old.at_ms, id));
+        }
+        self.by_deadline.insert((d.at_ms, id));
+    }
+
+    /// The time lease `id` has left on this replica's clock (0 once past its deadline), if
+    /// this replica knows the lease.
+    pub(crate) fn remaining_ms(&self, id: i64, now_ms: u64) -> Option<u64> {
+        self.deadlines.get(&id).map(|d| d.at_ms.saturating_sub(now_ms))
+    }
+
+    /// Advances to `now_ms`; on the leader, returns the commands to propose: expiries of
+    /// leases past their deadline and, when due, checkpoints.
+    pub(crate) fn tick(&mut self, now_ms: u64, leader: bool, store: &Store) -> Vec<Command> {
+        if !self.started {
+            self.started = true;
+            self.shift_all(now_ms);
+        }
+        let mut out = Vec::new();
+        if leader && !self.leading {
+            // Promotion: every deadline moves out by the extension, and checkpoints restart
+            // their interval from here.
+            self.shift_all(self.cfg.promotion_extension_ms);
+            self.proposed.clear();
+            self.last_checkpoint_ms = now_ms;
+        }
+        self.leading = leader;
+        if !leader {
+            self.proposed.clear();
+            return out;
+        }
+        let expired = self.expired(now_ms, store);
+        if !expired.is_empty() {
+            out.push(Command::LeaseExpire(LeaseExpireRequest { leases: expired }));
+        }
+        let interval = self.cfg.checkpoint_interval_ms;
+        if interval > 0 && now_ms.saturating_sub(self.last_checkpoint_ms) >= interval {
+            self.last_checkpoint_ms = now_ms;
+            out.extend(self.checkpoints(now_ms, store));
+        }
+        out
+    }
+
+    /// Moves every deadline (and when it was set) `by_ms` later.
+    fn shift_all(&mut self, by_ms: u64) {
+        if by_ms == 0 {
+            return;
+        }
+        self.by_deadline.clear();
+        for (id, d) in &mut self.deadlines {
+            d.at_ms = d.at_ms.saturating_add(by_ms);
+            d.set_ms = d.set_ms.saturating_add(by_ms);
+            self.by_deadline.insert((d.at_ms, *id));
+        }
+    }
+
+    /// Up to a batch of leases past their deadline, not proposed within the retry time.
+    fn expired(&mut self, now_ms: u64, store: &Store) -> Vec<LeaseExpiry> {
+        let mut expired = Vec::new();
+        for &(at_ms, id) in &self.by_deadline {
+            if at_ms > now_ms || expired.len() >= self.cfg.expire_batch_max {
+                break;
+            }
+            if self.proposed.get(&id).is_some_and(|&at| now_ms < at + self.cfg.retry_ms) {
+                continue;
+            }
+            if let Some(lease) = store.lease(id) {
+                expired.push(LeaseExpiry { id, renewed_at: lease.renewed_at });
+            }
+        }
+        for e in &expired {
+            self.proposed.insert(e.id, now_ms);
+        }
+        expired
+    }
+
+    /// Checkpoint entries for the leases whose deadline was last set an interval ago or more
+    /// and that have time left.
+    fn checkpoints(&self, now_ms: u64, store: &Store) -> Vec<Command> {
+        let interval = self.cfg.checkpoint_interval_ms;
+        let mut due: Vec<LeaseCheckpoint> = self
+            .deadlines
+            .iter()
+            .filter(|(_, d)| d.set_ms.saturating_add(interval) <= now_ms && d.at_ms > now_ms)
+            .filter_map(|(&id, d)| {
+                let lease = store.lease(id)?;
+                let remaining_ms = d.at_ms - now_ms;
+                Some(LeaseCheckpoint { id, renewed_at: lease.renewed_at, remaining_ms })
+            })
+            .collect();
+        // The hash map's order must not leak into the log.
+        due.sort_by_key(|c| c.id);
+        due.chunks(self.cfg.expire_batch_max.max(1))
+            .map(|c| Command::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints: c.to_vec() }))
+            .collect()
+    }
+}
