@@ -9,13 +9,13 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`api`] | the client API: one module per etcd service (`kv`, `cluster`, `maintenance`), the HTTP endpoints (`http`), the protobuf conversions (`convert`) and etcd's errors (`error`) |
+//! | [`api`] | the client API: one module per etcd service (`kv`, `watch`, `lease`, `lock`, `election`, `cluster`, `maintenance`), the HTTP endpoints (`http`), the protobuf conversions (`convert`) and etcd's errors (`error`) |
 //! | [`peer`] | talking to other members: the wire format (`wire`), message connections (`transport`), snapshot transfer (`snapshot_stream`) |
 //! | [`runtime`] | the replica thread, its sync, snapshot and tick threads, what it publishes (`status`) and its Prometheus metrics (`metrics`) |
 //! | [`cli`] | the `tenure` command line: `serve` flags and their validation, client subcommands (`client`), `tenure dev` (`dev`), `tenure demo` (`demo`) |
 //! | [`member`] | [`member::Member`]: listeners, storage, runtime, transport and API of one member |
 //! | [`ids`] | etcd-compatible member and cluster ids (SHA-1 based) |
-//! | [`pb`] | code generated from `proto/` (etcd's `etcdserverpb` and `mvccpb`): messages, tonic clients and server traits |
+//! | [`pb`] | code generated from `proto/` (etcd's `etcdserverpb`, `mvccpb`, `v3lockpb` and `v3electionpb`): messages, tonic clients and server traits |
 //!
 //! Dependencies between them point one way: `cli` → `member` → (`api`, `peer`) → `runtime`;
 //! `runtime::status` is a leaf that `metrics` and `api` read.
@@ -51,5 +51,15 @@ pub mod pb {
     #[allow(missing_docs, clippy::all)]
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
+    }
+    /// etcd's `v3lockpb` package: the Lock service.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    /// etcd's `v3electionpb` package: the Election service.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
     }
 }

@@ -4,6 +4,10 @@
 //! | module | what it serves |
 //! |---|---|
 //! | [`kv`] | `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact |
+//! | [`lease`] | `etcdserverpb.Lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases |
+//! | [`lock`] | `v3lockpb.Lock`: Lock, Unlock |
+//! | [`election`] | `v3electionpb.Election`: Campaign, Proclaim, Leader, Observe, Resign |
+//! | [`concurrency`] | what Lock and Election share: etcd's concurrency recipes (sessions, waiting for deletes, key layout) run inside the member |
 //! | [`cluster`] | `etcdserverpb.Cluster`: MemberList |
 //! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm |
 //! | [`http`] | `/health`, `/version`, `/metrics` |
@@ -23,11 +27,15 @@
 //! `x-tenure-sequence` metadata; etcd clients get etcd's at-least-once behaviour.
 
 pub mod cluster;
+pub mod concurrency;
 pub mod convert;
+pub mod election;
 pub mod error;
 pub mod http;
 pub mod incoming;
 pub mod kv;
+pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -88,6 +96,8 @@ pub struct Services {
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     /// How watch streams behave.
     watch: watch::WatchConfig,
+    /// The shortest lease TTL granted, in seconds (see [`lease::lease_ttl_min_secs`]).
+    lease_ttl_min_secs: i64,
 }
 
 /// Client requests (reads and writes) a member works on at once at most. Beyond it a request
@@ -110,6 +120,7 @@ impl Services {
             request_bytes_max,
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
             watch: watch::WatchConfig::default(),
+            lease_ttl_min_secs: lease::lease_ttl_min_secs(100, 10),
         }
     }
 
@@ -122,6 +133,13 @@ impl Services {
     /// The same services with watch streams configured by `watch`.
     pub fn with_watch_config(mut self, watch: watch::WatchConfig) -> Services {
         self.watch = watch;
+        self
+    }
+
+    /// The same services granting leases of at least `secs` seconds (etcd's default, 2 s, is
+    /// [`lease::lease_ttl_min_secs`] of its default timing).
+    pub fn with_lease_ttl_min_secs(mut self, secs: i64) -> Services {
+        self.lease_ttl_min_secs = secs;
         self
     }
 
@@ -144,6 +162,9 @@ impl Services {
         )
         .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
         .add_service(pb::watch_server::WatchServer::new(self.clone()))
+        .add_service(pb::lease_server::LeaseServer::new(self.clone()))
+        .add_service(crate::pb::v3lockpb::lock_server::LockServer::new(self.clone()))
+        .add_service(crate::pb::v3electionpb::election_server::ElectionServer::new(self.clone()))
         .add_service(pb::maintenance_server::MaintenanceServer::new(self));
         let http = axum::Router::new()
             .route("/health", axum::routing::get(move || http::health(runtime.clone())))

@@ -50,6 +50,10 @@ pub struct Metrics {
     watch_streams: Gauge,
     slow_watchers: Gauge,
     watch_events: Counter,
+    leases_granted: Counter,
+    leases_revoked: Counter,
+    leases_renewed: Counter,
+    lease_ttl_seconds: Histogram,
     /// Heartbeat rounds sent and not yet answered: (peer, round) -> when sent.
     heartbeats_in_flight: Mutex<HashMap<(u64, u64), Instant>>,
 }
@@ -198,6 +202,31 @@ impl Metrics {
             "Events sent to watchers.",
             watch_events.clone(),
         );
+        let leases_granted = Counter::default();
+        let leases_revoked = Counter::default();
+        let leases_renewed = Counter::default();
+        // etcd's buckets: 1 s doubling to about 2 hours.
+        let lease_ttl_seconds = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "etcd_debugging_lease_granted",
+            "Leases granted through this member.",
+            leases_granted.clone(),
+        );
+        registry.register(
+            "etcd_debugging_lease_revoked",
+            "Leases revoked through this member.",
+            leases_revoked.clone(),
+        );
+        registry.register(
+            "etcd_debugging_lease_renewed",
+            "Lease renewals (keep-alives) applied and answered through this member.",
+            leases_renewed.clone(),
+        );
+        registry.register(
+            "etcd_debugging_lease_ttl_total",
+            "TTLs of the leases granted through this member, in seconds.",
+            lease_ttl_seconds.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -223,6 +252,10 @@ impl Metrics {
             watch_streams,
             slow_watchers,
             watch_events,
+            leases_granted,
+            leases_revoked,
+            leases_renewed,
+            lease_ttl_seconds,
             heartbeats_in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -259,6 +292,22 @@ impl Metrics {
     /// `n` events were sent to watchers.
     pub fn watch_events_sent(&self, n: u64) {
         self.watch_events.inc_by(n);
+    }
+
+    /// A lease of `ttl_secs` was granted.
+    pub fn lease_granted(&self, ttl_secs: i64) {
+        self.leases_granted.inc();
+        self.lease_ttl_seconds.observe(ttl_secs as f64);
+    }
+
+    /// `n` leases were revoked.
+    pub fn lease_revoked(&self, n: u64) {
+        self.leases_revoked.inc_by(n);
+    }
+
+    /// A lease was renewed.
+    pub fn lease_renewed(&self) {
+        self.leases_renewed.inc();
     }
 
     /// A heartbeat of round `round` left for `peer`.
@@ -511,6 +560,22 @@ mod tests {
         m.observe_status(&led, &none);
         m.observe_status(&none, &NodeStatus { leader: Some(2), ..none });
         assert!(m.render().contains("etcd_server_leader_changes_seen_total 2\n"));
+    }
+
+    #[test]
+    fn lease_metrics_carry_etcds_names() {
+        let m = Metrics::new();
+        m.lease_granted(5);
+        m.lease_granted(3600);
+        m.lease_revoked(2);
+        m.lease_renewed();
+        let text = m.render();
+        assert!(text.contains("etcd_debugging_lease_granted_total 2\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_revoked_total 2\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_renewed_total 1\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_ttl_total_count 2\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_ttl_total_sum 3605.0\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_ttl_total_bucket{le=\"8.0\"} 1\n"), "{text}");
     }
 
     /// The value of the sample `name` in `text`.
