@@ -41,7 +41,8 @@
 //! current revision; a start revision of 0 means the next revision; a cancel of an unknown id
 //! is not answered; a progress request is answered (watch id -1) with the current revision once
 //! every watcher of the stream has taken everything up to it; `progress_notify` watchers get an
-//! empty response after an interval without events; `fragment` splits a response of two events
+//! empty response after an interval without events (none while their start revision is ahead
+//! of the store, as etcd since its issue 20221); `fragment` splits a response of two events
 //! or more that reaches the request size limit plus gRPC's overhead allowance (2 MiB by
 //! default), cut where etcd cuts; a stream opened with `hasleader=true` metadata is refused, or
 //! closed, with "etcdserver: no leader" while the member has no leader. A create, cancel or
@@ -271,6 +272,7 @@ impl StreamState {
             tx: self.tx.clone(),
             feed,
             processed: Arc::clone(&processed),
+            observed: current,
             last_sent: Instant::now(),
         };
         let task = tokio::spawn(watcher.run());
@@ -369,6 +371,9 @@ struct Watcher {
     feed: broadcast::Receiver<Arc<Published>>,
     /// Shared with the stream ([`WatcherHandle::processed`]); `i64::MAX` once cancelled.
     processed: Arc<AtomicI64>,
+    /// The store revision the watcher was last shown (a copy's at catch-up, a live batch's
+    /// after it). Below `processed` only while the start revision is in the future.
+    observed: i64,
     last_sent: Instant,
 }
 
@@ -427,6 +432,7 @@ impl Watcher {
             .map_err(|_| Stop::Gone)?;
         let store: Store = rx.await.map_err(|_| Stop::Gone)?;
         let upto = store.revision();
+        self.observed = self.observed.max(upto);
         while self.cursor.next() <= upto {
             let spec = self.cursor.spec();
             let (key, end, from) = (spec.key.clone(), spec.range_end.clone(), self.cursor.next());
@@ -476,6 +482,7 @@ impl Watcher {
                 item = self.feed.recv() => match item {
                     Ok(published) => match &*published {
                         Published::Events { revisions, revision } => {
+                            self.observed = self.observed.max(*revision);
                             // What the copy read at catch-up already held is skipped here.
                             let wanted = self.cursor.on_live(revisions, *revision);
                             self.send_events(wanted).await?;
@@ -492,8 +499,12 @@ impl Watcher {
                     Err(broadcast::error::RecvError::Closed) => return Err(Stop::Gone),
                 },
                 _ = progress.tick(), if self.stream.progress_notify => {
-                    if self.last_sent.elapsed() >= interval {
-                        let revision = self.processed.load(Ordering::Acquire);
+                    let revision = self.processed.load(Ordering::Acquire);
+                    // A watcher whose start revision the store has not reached yet has
+                    // processed up to a revision that does not exist: it gets no notification
+                    // until the store reaches it (etcd issue 20221; a header never names a
+                    // revision ahead of the store).
+                    if self.last_sent.elapsed() >= interval && revision <= self.observed {
                         let r = pb::WatchResponse {
                             header: Some(self.services.ctx().header(revision)),
                             watch_id: self.stream.id,

@@ -5,6 +5,8 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+pub mod isolate;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
