@@ -41,6 +41,17 @@ pub fn lease_key(prefix: &[u8], lease: i64) -> Bytes {
     Bytes::from(key)
 }
 
+/// An error of a recipe's request as etcd's Lock and Election services answer it: their
+/// recipes run on a client that turns etcd's own errors into plain Go errors, which gRPC sends
+/// with code `Unknown` and the same message. Other errors keep their code.
+pub fn recipe_error(status: Status) -> Status {
+    if status.message().starts_with("etcdserver: ") {
+        Status::unknown(status.message())
+    } else {
+        status
+    }
+}
+
 /// `name/`: the prefix under which a lock's or an election's keys live.
 pub fn name_prefix(name: &[u8]) -> Bytes {
     let mut p = Vec::with_capacity(name.len() + 1);

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
-use super::concurrency::{KeyWatch, first_created, lease_key, name_prefix};
+use super::concurrency::{KeyWatch, first_created, lease_key, name_prefix, recipe_error};
 use super::convert::key_value_to_pb;
 use super::{Services, unexpected};
 use crate::pb::v3electionpb as pb;
@@ -225,7 +225,10 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<tonic::Response<pb::CampaignResponse>, Status> {
-        Services::campaign(self, request.into_inner()).await.map(tonic::Response::new)
+        Services::campaign(self, request.into_inner())
+            .await
+            .map(tonic::Response::new)
+            .map_err(recipe_error)
     }
 
     async fn proclaim(
@@ -234,9 +237,10 @@ impl pb::election_server::Election for Services {
     ) -> Result<tonic::Response<pb::ProclaimResponse>, Status> {
         let r = request.into_inner();
         let leader = r.leader.ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
-        let lease = self.session_lease(leader.lease).await?;
+        let lease = self.session_lease(leader.lease).await.map_err(recipe_error)?;
         let key = leader.key;
-        let revision = self.proclaim_key(&key, leader.rev, lease, r.value).await?;
+        let revision =
+            self.proclaim_key(&key, leader.rev, lease, r.value).await.map_err(recipe_error)?;
         Ok(tonic::Response::new(pb::ProclaimResponse { header: Some(self.ctx().header(revision)) }))
     }
 
@@ -245,7 +249,7 @@ impl pb::election_server::Election for Services {
         request: Request<pb::LeaderRequest>,
     ) -> Result<tonic::Response<pb::LeaderResponse>, Status> {
         let prefix = name_prefix(&request.into_inner().name);
-        let (kv, revision) = self.leader_kv(&prefix).await?;
+        let (kv, revision) = self.leader_kv(&prefix).await.map_err(recipe_error)?;
         Ok(tonic::Response::new(pb::LeaderResponse {
             header: Some(self.ctx().header(revision)),
             kv: Some(key_value_to_pb(kv)),
@@ -266,7 +270,7 @@ impl pb::election_server::Election for Services {
             tokio::select! {
                 result = services.observe_loop(prefix, tx.clone()) => {
                     if let Err(status) = result {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(recipe_error(status))).await;
                     }
                 }
                 // The client went away: stop following.
@@ -284,7 +288,7 @@ impl pb::election_server::Election for Services {
             request.into_inner().leader.ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
         // etcd's server opens a session here too (granting a lease for lease 0), but Resign
         // never uses its lease; tenure grants none.
-        let revision = self.resign_key(&leader.key, leader.rev).await?;
+        let revision = self.resign_key(&leader.key, leader.rev).await.map_err(recipe_error)?;
         Ok(tonic::Response::new(pb::ResignResponse { header: Some(self.ctx().header(revision)) }))
     }
 }

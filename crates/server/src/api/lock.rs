@@ -27,7 +27,7 @@ use tenure_kv::{
 };
 use tonic::{Request, Status};
 
-use super::concurrency::{first_created, lease_key, name_prefix};
+use super::concurrency::{first_created, lease_key, name_prefix, recipe_error};
 use super::{Services, unexpected};
 use crate::pb::v3lockpb as pb;
 
@@ -127,7 +127,7 @@ impl pb::lock_server::Lock for Services {
         request: Request<pb::LockRequest>,
     ) -> Result<tonic::Response<pb::LockResponse>, Status> {
         let r = request.into_inner();
-        self.lock_named(&r.name, r.lease).await.map(tonic::Response::new)
+        self.lock_named(&r.name, r.lease).await.map(tonic::Response::new).map_err(recipe_error)
     }
 
     async fn unlock(
@@ -136,7 +136,7 @@ impl pb::lock_server::Lock for Services {
     ) -> Result<tonic::Response<pb::UnlockResponse>, Status> {
         let key = request.into_inner().key;
         let delete = Command::DeleteRange(DeleteRangeRequest::single(key));
-        match self.propose_internal(delete).await? {
+        match self.propose_internal(delete).await.map_err(recipe_error)? {
             Response::DeleteRange(d) => Ok(tonic::Response::new(pb::UnlockResponse {
                 header: Some(self.ctx().header(d.revision)),
             })),
