@@ -36,7 +36,9 @@ fn bad_bench_flags_fail_with_one_line_and_exit_code_2() {
         (&["bench", "mixed", "--read-ratio", "2"], "between 0 and 1"),
         (&["bench", "put", "--key-size", "1", "--key-space-size", "11"], "cannot number"),
         (&["bench", "put", "--total", "many"], "invalid value 'many'"),
-        (&["bench", "watch"], "unrecognized subcommand 'watch'"),
+        (&["bench", "watch", "--watchers", "2", "--streams", "3"], "must not exceed --watchers"),
+        (&["bench", "watch", "--prefix", ""], "--prefix must not be empty"),
+        (&["bench", "watch", "--watchers", "0"], "--watchers must be greater than 0"),
     ];
     for (args, needle) in cases {
         let o = tenure(args);
@@ -48,12 +50,13 @@ fn bad_bench_flags_fail_with_one_line_and_exit_code_2() {
 }
 
 #[test]
-fn bench_help_says_watch_comes_later() {
+fn bench_help_lists_every_workload() {
     let o = tenure(&["bench", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("txn-put") && out.contains("mixed"), "{out}");
-    assert!(out.contains("once tenure serves Watch"), "{out}");
+    for workload in ["put", "range", "txn-put", "mixed", "watch"] {
+        assert!(out.contains(workload), "{workload}: {out}");
+    }
 }
 
 #[test]
@@ -215,6 +218,55 @@ async fn short_runs_of_each_workload_against_a_three_member_cluster() {
     .await;
     check_summary(&mixed, "mixed", 200);
     assert_eq!(mixed["config"]["read_ratio"], 0.5, "{mixed}");
+
+    // Twenty watchers on five streams over three members while eight clients put 200 keys
+    // under the prefix: every watcher receives every put, once and in order.
+    let watch = bench_json(
+        &endpoints,
+        &[
+            "watch",
+            "--watchers",
+            "20",
+            "--streams",
+            "5",
+            "--prefix",
+            "w/",
+            "--total",
+            "200",
+            "--clients",
+            "8",
+            "--conns",
+            "3",
+            "--key-space-size",
+            "50",
+            "--sequential-keys",
+        ],
+    )
+    .await;
+    check_summary(&watch, "watch", 200);
+    let w = &watch["watch"];
+    assert_eq!((w["watchers"].as_u64(), w["streams"].as_u64()), (Some(20), Some(5)), "{watch}");
+    assert_eq!(w["prefix"], "w/", "{watch}");
+    assert_eq!(w["events_expected"], 200 * 20, "{watch}");
+    assert_eq!(w["events_received"], 200 * 20, "{watch}");
+    for counter in ["missed", "disordered", "failed_watchers"] {
+        assert_eq!(w[counter], 0, "{counter}: {watch}");
+    }
+    let (start, last) =
+        (w["start_revision"].as_i64().unwrap(), w["last_revision"].as_i64().unwrap());
+    assert_eq!(last - start + 1, 200, "one revision per put, none lost: {watch}");
+    assert!(w["events_per_second"].as_f64().unwrap() > 0.0, "{watch}");
+    let under_prefix = kv
+        .range(pb::RangeRequest {
+            key: Bytes::from_static(b"w/"),
+            range_end: Bytes::from_static(b"w0"),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(under_prefix.count, 50, "the puts went under the prefix");
 
     for m in members {
         m.shutdown().await.expect("clean shutdown");

@@ -16,8 +16,19 @@
 //!   which teaches the client the current mod revision for its next try. A failed compare is
 //!   not an error: the summary counts `txn_succeeded` and `txn_failed`.
 //! - `mixed --read-ratio R`: each request is a `Range` with probability R, else a `Put`.
+//! - `watch --watchers N --streams S`: N watchers on the prefix `--prefix`, spread evenly over
+//!   S watch streams (stream `j` on connection `j mod conns`), all created (from the current
+//!   revision) before the load starts; then `--clients` clients put keys under the prefix as
+//!   `put` does. After the last put is answered the watchers are given up to
+//!   [`WATCH_DRAIN_MAX`] to receive every event. Each watcher must receive the event of every
+//!   acknowledged put, each revision once and in increasing order: the summary's `watch`
+//!   object counts what was received, `missed` (acknowledged puts a watcher never got, summed
+//!   over watchers) and `disordered` (events at or below a revision the watcher already had);
+//!   either nonzero, or a watcher cancelled or its stream failed, is exit code 1.
+//!   `--hold D` keeps the watchers idle for D before the puts start (to measure a member's
+//!   memory per idle watcher from outside).
 //!
-//! Keys are `--key-size` bytes: the key's number in `0..--key-space-size`, in decimal,
+//! Keys are `--key-size` bytes (after `--prefix`, for `watch` only): the key's number in `0..--key-space-size`, in decimal,
 //! zero-padded (readable in `etcdctl get`), chosen at random or, with `--sequential-keys`, in
 //! order of the requests. Values are `--val-size` bytes. Requests carry no tenure session
 //! metadata, so tenure and etcd receive exactly the same bytes.
@@ -31,7 +42,7 @@
 //!
 //! ```text
 //! {
-//!   "workload": "put" | "range" | "txn-put" | "mixed",
+//!   "workload": "put" | "range" | "txn-put" | "mixed" | "watch",
 //!   "config": {
 //!     "endpoints": [string], "clients": int, "conns": int,
 //!     "total": int | null, "duration_seconds": float | null,
@@ -46,13 +57,22 @@
 //!                                              // requests past --request-timeout
 //!   "counts": { "put" | "range" | "txn_succeeded" | "txn_failed": int, ... },
 //!   "throughput_ops_per_second": float,        // ops_count / elapsed_seconds
-//!   "latency_ms": { "min", "mean", "p50", "p90", "p99", "p99_9", "max": float }
+//!   "latency_ms": { "min", "mean", "p50", "p90", "p99", "p99_9", "max": float },
+//!   "watch": {                                 // watch only (absent otherwise)
+//!     "watchers": int, "streams": int, "prefix": string,
+//!     "start_revision": int,                   // the first revision the watchers wait for
+//!     "last_revision": int,                    // the last acknowledged put's revision
+//!     "events_expected": int,                  // acknowledged puts x watchers
+//!     "events_received": int,                  // events received by all watchers
+//!     "missed": int, "disordered": int, "failed_watchers": int,
+//!     "events_elapsed_seconds": float,         // first put sent to last event received
+//!     "events_per_second": float               // events_received / events_elapsed_seconds
+//!   }
 //! }
 //! ```
 //!
-//! Bad arguments are one line on stderr and exit code 2; an endpoint that cannot be reached
-//! is exit code 1. `watch` (events per second delivered to N watchers) will join the
-//! workloads once tenure serves Watch.
+//! Bad arguments are one line on stderr and exit code 2; an endpoint that cannot be reached,
+//! or a `watch` run whose watchers did not all receive every event, is exit code 1.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
@@ -75,8 +95,6 @@ use pb::kv_client::KvClient;
 
 /// `tenure bench`.
 #[derive(Debug, Args)]
-#[command(after_help = "A `watch` workload (events per second delivered to N watchers) \
-                        will be added once tenure serves Watch.")]
 pub struct BenchArgs {
     /// The workload.
     #[command(subcommand)]
@@ -97,6 +115,25 @@ pub enum Workload {
     TxnPut,
     /// Gets and puts, mixed at random.
     Mixed(MixedArgs),
+    /// Watchers on a prefix while clients put keys under it: events per second delivered.
+    Watch(WatchArgs),
+}
+
+/// `tenure bench watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Watchers in all, each on the prefix.
+    #[arg(long, default_value_t = 1)]
+    pub watchers: u64,
+    /// Watch streams the watchers are spread over (evenly).
+    #[arg(long, default_value_t = 1)]
+    pub streams: u64,
+    /// The prefix watched and put under.
+    #[arg(long, default_value = "watch/")]
+    pub prefix: String,
+    /// Keep the watchers idle this long before the puts start (e.g. `10s`).
+    #[arg(long, value_parser = parse_duration)]
+    pub hold: Option<Duration>,
 }
 
 /// `tenure bench range`.
@@ -168,6 +205,11 @@ pub struct LoadArgs {
 const CLIENTS_MAX: u64 = 100_000;
 const CONNS_MAX: u64 = 10_000;
 const KEY_SIZE_MAX: u64 = 1 << 20;
+const WATCHERS_MAX: u64 = 1_000_000;
+
+/// How long `watch` waits, after the last put was answered, for every watcher to receive
+/// every event.
+pub const WATCH_DRAIN_MAX: Duration = Duration::from_secs(60);
 const VAL_SIZE_MAX: u64 = 64 << 20;
 
 /// Latencies above this (one hour, in microseconds) are recorded as this.
@@ -206,6 +248,17 @@ pub enum BenchError {
         /// `--key-space-size`.
         key_space_size: u64,
     },
+    /// More watch streams than watchers would leave streams empty.
+    #[error("--streams ({streams}) must not exceed --watchers ({watchers})")]
+    StreamsAboveWatchers {
+        /// `--streams`.
+        streams: u64,
+        /// `--watchers`.
+        watchers: u64,
+    },
+    /// An empty `--prefix` has no end to watch up to.
+    #[error("--prefix must not be empty or end in 0xff")]
+    Prefix,
     /// `--read-ratio` outside [0, 1].
     #[error("--read-ratio must be between 0 and 1, got {0}")]
     ReadRatio(f64),
@@ -275,6 +328,36 @@ pub struct Plan {
     pub dial_timeout: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// Watchers of the `watch` workload (whose requests are puts under its prefix).
+    pub watch: Option<WatchPlan>,
+}
+
+/// The watchers of a `watch` run. Invariant: `1 <= streams <= watchers`; `prefix` non-empty
+/// and its last byte below 0xff (so that its range end is the prefix with that byte + 1).
+#[derive(Debug, Clone)]
+pub struct WatchPlan {
+    /// Watchers in all.
+    pub watchers: u64,
+    /// Streams they are spread over.
+    pub streams: u64,
+    /// The prefix watched; every key put starts with it.
+    pub prefix: Bytes,
+    /// Idle time before the puts.
+    pub hold: Option<Duration>,
+}
+
+impl WatchPlan {
+    /// etcd's range end for the prefix.
+    pub fn range_end(&self) -> Bytes {
+        let mut end = self.prefix.to_vec();
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        Bytes::from(end)
+    }
+
+    /// How many watchers stream `j` carries (the first `watchers mod streams` carry one more).
+    pub fn watchers_on(&self, j: u64) -> u64 {
+        self.watchers / self.streams + u64::from(j < self.watchers % self.streams)
+    }
 }
 
 fn check_positive(flag: &'static str, v: u64, max: u64) -> Result<(), BenchError> {
@@ -329,8 +412,29 @@ impl Plan {
         if endpoints.is_empty() {
             return Err(BenchError::Endpoint("no endpoint given".to_string()));
         }
+        let mut watch = None;
         let (name, op) = match workload {
             Workload::Put => ("put", Op::Put),
+            Workload::Watch(w) => {
+                check_positive("watchers", w.watchers, WATCHERS_MAX)?;
+                check_positive("streams", w.streams, WATCHERS_MAX)?;
+                if w.streams > w.watchers {
+                    return Err(BenchError::StreamsAboveWatchers {
+                        streams: w.streams,
+                        watchers: w.watchers,
+                    });
+                }
+                if w.prefix.as_bytes().last().is_none_or(|b| *b == 0xff) {
+                    return Err(BenchError::Prefix);
+                }
+                watch = Some(WatchPlan {
+                    watchers: w.watchers,
+                    streams: w.streams,
+                    prefix: Bytes::copy_from_slice(w.prefix.as_bytes()),
+                    hold: w.hold,
+                });
+                ("watch", Op::Put)
+            }
             Workload::Range(r) => {
                 ("range", Op::Range { serializable: r.consistency == Consistency::Serializable })
             }
@@ -356,13 +460,19 @@ impl Plan {
             sequential_keys: a.sequential_keys,
             dial_timeout: a.dial_timeout,
             request_timeout: a.request_timeout,
+            watch,
         })
     }
 
-    /// Key number `n` as the key's bytes: decimal, zero-padded to `key_size`.
+    /// Key number `n` as the key's bytes: decimal, zero-padded to `key_size`, after the
+    /// watched prefix for `watch`.
     pub fn key(&self, n: u64) -> Bytes {
         debug_assert!(n < self.key_space_size);
-        Bytes::from(format!("{n:0width$}", width = self.key_size as usize))
+        let number = format!("{n:0width$}", width = self.key_size as usize);
+        match &self.watch {
+            None => Bytes::from(number),
+            Some(w) => Bytes::from([&w.prefix[..], number.as_bytes()].concat()),
+        }
     }
 }
 
@@ -457,6 +567,45 @@ pub struct Report {
     pub throughput_ops_per_second: f64,
     /// Latencies of the answered requests.
     pub latency_ms: Latency,
+    /// What the watchers of a `watch` run received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchSummary>,
+}
+
+/// What the watchers of a `watch` run received (the JSON schema is in the module doc).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WatchSummary {
+    /// `--watchers`.
+    pub watchers: u64,
+    /// `--streams`.
+    pub streams: u64,
+    /// `--prefix`, as text.
+    pub prefix: String,
+    /// The first revision every watcher waits for (after their created responses' revisions).
+    pub start_revision: i64,
+    /// The revision of the last acknowledged put.
+    pub last_revision: i64,
+    /// Acknowledged puts times watchers.
+    pub events_expected: u64,
+    /// Events received by all watchers.
+    pub events_received: u64,
+    /// Acknowledged puts a watcher did not receive, summed over watchers.
+    pub missed: u64,
+    /// Events at or below a revision their watcher already had.
+    pub disordered: u64,
+    /// Watchers cancelled, or whose stream failed or ended.
+    pub failed_watchers: u64,
+    /// From the first put sent to the last event received.
+    pub events_elapsed_seconds: f64,
+    /// `events_received / events_elapsed_seconds`.
+    pub events_per_second: f64,
+}
+
+impl WatchSummary {
+    /// Whether every watcher received every acknowledged put once, in order.
+    pub fn complete(&self) -> bool {
+        self.missed == 0 && self.disordered == 0 && self.failed_watchers == 0
+    }
 }
 
 impl Report {
@@ -503,6 +652,7 @@ impl Report {
             counts: tally.counts.clone(),
             throughput_ops_per_second: if secs > 0.0 { ops_count as f64 / secs } else { 0.0 },
             latency_ms: latency(&tally.latencies),
+            watch: None,
         }
     }
 
@@ -535,6 +685,24 @@ impl Report {
             let errors: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
             out += &format!("errors: {} ({})\n", self.errors_count, errors.join(", "));
         }
+        if let Some(w) = &self.watch {
+            out += &format!(
+                "watch: {} events to {} watchers on {} streams in {:.2} s: {:.1} events/s\n",
+                w.events_received,
+                w.watchers,
+                w.streams,
+                w.events_elapsed_seconds,
+                w.events_per_second,
+            );
+            out += &format!(
+                "watch: expected {}, missed {}, disordered {}, failed watchers {} ({})\n",
+                w.events_expected,
+                w.missed,
+                w.disordered,
+                w.failed_watchers,
+                if w.complete() { "complete" } else { "INCOMPLETE" },
+            );
+        }
         out
     }
 }
@@ -548,15 +716,23 @@ pub struct Tally {
     pub errors: BTreeMap<String, u64>,
     /// Answered requests by kind.
     pub counts: BTreeMap<String, u64>,
+    /// The highest revision an answered put was given (0 if none).
+    pub last_put_revision: i64,
 }
 
 impl Tally {
     fn new() -> Tally {
-        Tally { latencies: new_histogram(), errors: BTreeMap::new(), counts: BTreeMap::new() }
+        Tally {
+            latencies: new_histogram(),
+            errors: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            last_put_revision: 0,
+        }
     }
 
     fn merge(&mut self, other: Tally) {
         self.latencies.add(&other.latencies).expect("histograms with the same bounds");
+        self.last_put_revision = self.last_put_revision.max(other.last_put_revision);
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -616,8 +792,9 @@ impl Shared {
     }
 }
 
-/// One request's outcome: which kind of answer, or the error's gRPC code.
-type Outcome = Result<&'static str, tonic::Code>;
+/// One request's outcome: which kind of answer (and a put's revision), or the error's gRPC
+/// code.
+type Outcome = Result<(&'static str, Option<i64>), tonic::Code>;
 
 /// One closed-loop client.
 async fn client_loop(shared: Arc<Shared>, channel: Channel, seed: u64) -> Tally {
@@ -651,11 +828,12 @@ async fn client_loop(shared: Arc<Shared>, channel: Channel, seed: u64) -> Tally 
                 Op::Put => {
                     let req =
                         pb::PutRequest { key, value: shared.value.clone(), ..Default::default() };
-                    kv.put(req).await.map(|_| "put")
+                    let resp = kv.put(req).await?.into_inner();
+                    Ok(("put", resp.header.map(|h| h.revision)))
                 }
                 Op::Range { serializable } => {
                     let req = pb::RangeRequest { key, serializable, ..Default::default() };
-                    kv.range(req).await.map(|_| "range")
+                    kv.range(req).await.map(|_| ("range", None))
                 }
                 Op::TxnPut => {
                     let req = cas_request(key.clone(), shared.value.clone(), {
@@ -666,20 +844,21 @@ async fn client_loop(shared: Arc<Shared>, channel: Channel, seed: u64) -> Tally 
                         Some(rev) => mod_revisions.insert(key_number, rev),
                         None => mod_revisions.remove(&key_number),
                     };
-                    Ok(if resp.succeeded { "txn_succeeded" } else { "txn_failed" })
+                    Ok((if resp.succeeded { "txn_succeeded" } else { "txn_failed" }, None))
                 }
                 Op::Mixed { .. } => unreachable!("resolved above"),
             }
         };
         let outcome: Outcome = match tokio::time::timeout(plan.request_timeout, request).await {
-            Ok(Ok(kind)) => Ok(kind),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(status)) => Err(status.code()),
             Err(_) => Err(tonic::Code::DeadlineExceeded),
         };
         let micros = started.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
         match outcome {
-            Ok(kind) => {
+            Ok((kind, revision)) => {
                 tally.latencies.saturating_record(micros.max(1));
+                tally.last_put_revision = tally.last_put_revision.max(revision.unwrap_or(0));
                 *tally.counts.entry(kind.to_string()).or_default() += 1;
             }
             Err(code) => {
@@ -756,6 +935,14 @@ async fn connect(plan: &Plan) -> anyhow::Result<Vec<Channel>> {
 /// Runs the load; `progress` shows a bar on stderr.
 pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
     let channels = connect(plan).await?;
+    let watchers = match &plan.watch {
+        Some(w) => Some(Watchers::start(w, &channels).await?),
+        None => None,
+    };
+    if let (Some(w), Some(hold)) = (&plan.watch, plan.watch.as_ref().and_then(|w| w.hold)) {
+        eprintln!("tenure bench: {} watchers created; holding them idle for {hold:?}", w.watchers);
+        tokio::time::sleep(hold).await;
+    }
     let started = Instant::now();
     let shared = Arc::new(Shared {
         plan: plan.clone(),
@@ -797,7 +984,173 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(Report::new(plan, elapsed, &tally))
+    let mut report = Report::new(plan, elapsed, &tally);
+    if let (Some(w), Some(watchers)) = (&plan.watch, watchers) {
+        let acked = tally.counts.get("put").copied().unwrap_or(0);
+        report.watch = Some(watchers.finish(w, started, acked, tally.last_put_revision).await);
+    }
+    Ok(report)
+}
+
+/// The watch streams of a `watch` run, each read by a task of its own.
+struct Watchers {
+    tasks: Vec<tokio::task::JoinHandle<StreamTally>>,
+    /// Once the puts are done: the revision every watcher must reach, and until when.
+    done: tokio::sync::watch::Sender<Option<(i64, tokio::time::Instant)>>,
+    /// The first revision the watchers wait for.
+    start_revision: i64,
+}
+
+/// What one stream's watchers received.
+struct StreamTally {
+    /// Per watcher: events received in increasing revision order.
+    received: Vec<u64>,
+    disordered: u64,
+    failed: u64,
+    last_event: Option<Instant>,
+}
+
+impl Watchers {
+    /// Opens every stream and creates its watchers from the current revision; returns once
+    /// every watcher was created.
+    async fn start(w: &WatchPlan, channels: &[Channel]) -> anyhow::Result<Watchers> {
+        let (done, _) = tokio::sync::watch::channel(None);
+        let mut tasks = Vec::new();
+        let mut start_revision = 0;
+        for j in 0..w.streams {
+            let channel = channels[(j % channels.len() as u64) as usize].clone();
+            let (requests, rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut client = pb::watch_client::WatchClient::new(channel);
+            let n = w.watchers_on(j);
+            for _ in 0..n {
+                let create = pb::WatchCreateRequest {
+                    key: w.prefix.clone(),
+                    range_end: w.range_end(),
+                    ..Default::default()
+                };
+                let union = pb::watch_request::RequestUnion::CreateRequest(create);
+                let _ = requests.send(pb::WatchRequest { request_union: Some(union) });
+            }
+            let rx = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+            let mut responses =
+                client.watch(rx).await.context("cannot open a watch stream")?.into_inner();
+            let mut ids = HashMap::new();
+            while ids.len() < n as usize {
+                let r = responses.message().await.context("a watch stream failed")?.ok_or_else(
+                    || anyhow!("a watch stream ended before its watchers were created"),
+                )?;
+                if !r.created || r.canceled {
+                    return Err(anyhow!("a watcher was refused: {}", r.cancel_reason));
+                }
+                start_revision = start_revision.max(r.header.map_or(0, |h| h.revision) + 1);
+                let position = ids.len();
+                ids.insert(r.watch_id, position);
+            }
+            tasks.push(tokio::spawn(read_stream(responses, requests, ids, done.subscribe())));
+        }
+        Ok(Watchers { tasks, done, start_revision })
+    }
+
+    /// Tells every stream the last acknowledged put's revision, waits (up to
+    /// [`WATCH_DRAIN_MAX`]) for every watcher to reach it, and sums up.
+    async fn finish(
+        self,
+        w: &WatchPlan,
+        started: Instant,
+        acked: u64,
+        last_revision: i64,
+    ) -> WatchSummary {
+        let deadline = tokio::time::Instant::now() + WATCH_DRAIN_MAX;
+        let _ = self.done.send(Some((last_revision, deadline)));
+        let (mut received, mut missed, mut disordered, mut failed) = (0, 0, 0, 0);
+        let mut last_event: Option<Instant> = None;
+        for t in self.tasks {
+            let Ok(s) = t.await else {
+                failed += 1;
+                continue;
+            };
+            received += s.received.iter().sum::<u64>();
+            missed += s.received.iter().map(|r| acked.saturating_sub(*r)).sum::<u64>();
+            disordered += s.disordered;
+            failed += s.failed;
+            last_event = last_event.max(s.last_event);
+        }
+        let events_elapsed = last_event.map_or(Duration::ZERO, |t| t.duration_since(started));
+        let secs = events_elapsed.as_secs_f64();
+        WatchSummary {
+            watchers: w.watchers,
+            streams: w.streams,
+            prefix: String::from_utf8_lossy(&w.prefix).into_owned(),
+            start_revision: self.start_revision,
+            last_revision,
+            events_expected: acked * w.watchers,
+            events_received: received,
+            missed,
+            disordered,
+            failed_watchers: failed,
+            events_elapsed_seconds: secs,
+            events_per_second: if secs > 0.0 { received as f64 / secs } else { 0.0 },
+        }
+    }
+}
+
+/// Reads one stream's responses until each of its watchers has an event at the revision
+/// `done` names, or `done`'s deadline passes, or the stream fails. `requests` is held so the
+/// stream stays open.
+async fn read_stream(
+    mut stream: tonic::Streaming<pb::WatchResponse>,
+    requests: tokio::sync::mpsc::UnboundedSender<pb::WatchRequest>,
+    ids: HashMap<i64, usize>,
+    mut done: tokio::sync::watch::Receiver<Option<(i64, tokio::time::Instant)>>,
+) -> StreamTally {
+    let n = ids.len();
+    let mut tally =
+        StreamTally { received: vec![0; n], disordered: 0, failed: 0, last_event: None };
+    let mut last = vec![0i64; n];
+    let mut failed = vec![false; n];
+    loop {
+        let target = *done.borrow();
+        if let Some((revision, deadline)) = target
+            && ((0..n).all(|i| failed[i] || last[i] >= revision)
+                || tokio::time::Instant::now() >= deadline)
+        {
+            break;
+        }
+        let far = tokio::time::Instant::now() + WATCH_DRAIN_MAX;
+        let deadline = target.map_or(far, |(_, d)| d);
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(r)) => {
+                    let Some(&i) = ids.get(&r.watch_id) else { continue };
+                    if r.canceled {
+                        failed[i] = true;
+                        continue;
+                    }
+                    for e in &r.events {
+                        let revision = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                        if revision <= last[i] {
+                            tally.disordered += 1;
+                        } else {
+                            last[i] = revision;
+                            tally.received[i] += 1;
+                        }
+                    }
+                    if !r.events.is_empty() {
+                        tally.last_event = Some(Instant::now());
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    failed.iter_mut().for_each(|f| *f = true);
+                    break;
+                }
+            },
+            _ = done.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    tally.failed = failed.iter().filter(|f| **f).count() as u64;
+    drop(requests);
+    tally
 }
 
 fn progress_bar(plan: &Plan) -> indicatif::ProgressBar {
@@ -853,6 +1206,10 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             } else {
                 print!("{}", report.to_text());
             }
+            if report.watch.as_ref().is_some_and(|w| !w.complete()) {
+                eprintln!("tenure bench: some watchers did not receive every event");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -903,7 +1260,8 @@ mod tests {
             (&["put", "--endpoints", ","], "no endpoint given"),
             (&["put", "--duration", "0s"], "--duration must be greater than 0"),
             (&["range", "--consistency", "x"], "invalid value 'x'"),
-            (&["watch"], "unrecognized subcommand 'watch'"),
+            (&["watch", "--watchers", "1", "--streams", "2"], "must not exceed --watchers"),
+            (&["watch", "--prefix", ""], "--prefix must not be empty"),
         ];
         for (args, needle) in cases {
             let err = plan(args).unwrap_err();
@@ -912,6 +1270,31 @@ mod tests {
         }
         // The boundary: two digits number exactly 100 keys.
         assert!(plan(&["put", "--key-size", "2", "--key-space-size", "100"]).is_ok());
+    }
+
+    #[test]
+    fn watch_keys_are_under_the_prefix_and_watchers_spread_evenly_over_streams() {
+        let p = plan(&[
+            "watch",
+            "--watchers",
+            "10",
+            "--streams",
+            "4",
+            "--prefix",
+            "w/",
+            "--key-space-size",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(p.key(7), Bytes::from_static(b"w/00000007"));
+        let w = p.watch.expect("a watch plan");
+        assert_eq!(w.range_end(), Bytes::from_static(b"w0"));
+        let spread: Vec<u64> = (0..4).map(|j| w.watchers_on(j)).collect();
+        assert_eq!(spread, [3, 3, 2, 2]);
+        assert_eq!(
+            plan(&["put", "--key-space-size", "9"]).unwrap().key(7),
+            Bytes::from_static(b"00000007")
+        );
     }
 
     #[test]
