@@ -3,9 +3,12 @@
 //! The store holds the lease table; everything that changes it is a log entry (see
 //! `tenure_kv::lease`). Time lives here. Every replica, leader or not, keeps a deadline per
 //! lease on its own clock: when it applies the entry that granted, renewed or checkpointed a
-//! lease (reported by [`tenure_kv::Store::take_lease_changes`]), the deadline becomes "now plus
-//! the time that entry left". A follower's deadlines are therefore a close copy of the
-//! leader's, measured from a moment no earlier than the leader's own apply.
+//! lease (reported by [`tenure_kv::Store::take_lease_changes`]), the deadline becomes "the next
+//! tick's time plus the time that entry left". (The next tick, not the last one: the clock is
+//! read only at ticks, and a process that was stopped applies what it received before its
+//! clock moves; the simulator found leases cut short that way.) A follower's deadlines are
+//! therefore a close copy of the leader's, measured from a moment no earlier than the leader's
+//! own apply.
 //!
 //! Only the leader acts on them:
 //! - **Expiry.** Leases past their deadline are revoked by a `LeaseExpire` entry, at most
@@ -79,9 +82,11 @@ pub(crate) struct Lessor {
     by_deadline: BTreeSet<(u64, i64)>,
     /// Whether this replica led at the last tick.
     leading: bool,
-    /// Whether the clock has been read: deadlines set before the first tick are relative to
-    /// 0 and are moved to the first tick's time.
-    started: bool,
+    /// Leases set by entries applied since the last tick, with the time each had left: their
+    /// deadlines start at the next tick. The clock is read only at ticks, so the last tick's
+    /// time may be well before the apply (a process stopped and resumed applies what it
+    /// received before its clock moves); counting from the next tick never shortens a lease.
+    unclocked: HashMap<i64, u64>,
     /// Expiries proposed and not yet applied, with when they were proposed.
     proposed: HashMap<i64, u64>,
     /// When the leader last wrote checkpoints.
@@ -97,24 +102,27 @@ impl Lessor {
 
     /// Forgets every deadline and starts each lease of `store` afresh from its remaining time
     /// (after a restart or a snapshot install: the lease's history is not known here).
-    pub(crate) fn rebuild(&mut self, store: &Store, now_ms: u64) {
+    pub(crate) fn rebuild(&mut self, store: &Store) {
         self.deadlines.clear();
         self.by_deadline.clear();
         self.proposed.clear();
+        self.unclocked.clear();
         for lease in store.leases() {
-            self.set(lease.id, now_ms, lease.remaining_ms());
+            self.unclocked.insert(lease.id, lease.remaining_ms());
         }
     }
 
-    /// Follows an applied entry's change to a lease.
-    pub(crate) fn apply(&mut self, change: LeaseChange, now_ms: u64) {
+    /// Follows an applied entry's change to a lease; the new deadline counts from the next
+    /// tick.
+    pub(crate) fn apply(&mut self, change: LeaseChange) {
         match change {
             LeaseChange::Reset { id, remaining_ms } => {
                 self.proposed.remove(&id);
-                self.set(id, now_ms, remaining_ms);
+                self.unclocked.insert(id, remaining_ms);
             }
             LeaseChange::Ended { id } => {
                 self.proposed.remove(&id);
+                self.unclocked.remove(&id);
                 if let Some(d) = self.deadlines.remove(&id) {
                     self.by_deadline.remove(&(d.at_ms, id));
                 }
@@ -130,18 +138,33 @@ impl Lessor {
         self.by_deadline.insert((d.at_ms, id));
     }
 
+    /// Starts the deadlines of entries applied since the last tick at `now_ms` (a planted
+    /// bug when `now_ms` is the last tick's time).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn clock_now(&mut self, now_ms: u64) {
+        let mut unclocked: Vec<(i64, u64)> = self.unclocked.drain().collect();
+        unclocked.sort_unstable();
+        for (id, remaining_ms) in unclocked {
+            self.set(id, now_ms, remaining_ms);
+        }
+    }
+
     /// The time lease `id` has left on this replica's clock (0 once past its deadline), if
     /// this replica knows the lease.
     pub(crate) fn remaining_ms(&self, id: i64, now_ms: u64) -> Option<u64> {
+        if let Some(&remaining) = self.unclocked.get(&id) {
+            return Some(remaining);
+        }
         self.deadlines.get(&id).map(|d| d.at_ms.saturating_sub(now_ms))
     }
 
     /// Advances to `now_ms`; on the leader, returns the commands to propose: expiries of
     /// leases past their deadline and, when due, checkpoints.
     pub(crate) fn tick(&mut self, now_ms: u64, leader: bool, store: &Store) -> Vec<Command> {
-        if !self.started {
-            self.started = true;
-            self.shift_all(now_ms);
+        let mut unclocked: Vec<(i64, u64)> = self.unclocked.drain().collect();
+        unclocked.sort_unstable();
+        for (id, remaining_ms) in unclocked {
+            self.set(id, now_ms, remaining_ms);
         }
         let mut out = Vec::new();
         if leader && !self.leading {
@@ -201,14 +224,15 @@ impl Lessor {
         expired
     }
 
-    /// Checkpoint entries for the leases whose deadline was last set an interval ago or more
-    /// and that have time left.
+    /// Checkpoint entries for the leases that have time left and whose deadline was not set
+    /// within the last half interval (leases renewed more often need none; a lease whose last
+    /// checkpoint applied a tick after the previous round is still due in this one).
     fn checkpoints(&self, now_ms: u64, store: &Store) -> Vec<Command> {
         let interval = self.cfg.checkpoint_interval_ms;
         let mut due: Vec<LeaseCheckpoint> = self
             .deadlines
             .iter()
-            .filter(|(_, d)| d.set_ms.saturating_add(interval) <= now_ms && d.at_ms > now_ms)
+            .filter(|(_, d)| d.set_ms.saturating_add(interval / 2) <= now_ms && d.at_ms > now_ms)
             .filter_map(|(&id, d)| {
                 let lease = store.lease(id)?;
                 let remaining_ms = d.at_ms - now_ms;

@@ -100,6 +100,10 @@ pub struct PlantedBugs {
     /// client's request id, as tenure did before incarnations: the incarnation is ignored in
     /// entries and read ids, and the entry's payload is not checked against the request.
     pub completion_ignores_incarnation: bool,
+    /// Start a lease's deadline at the last tick's time when the entry that set it is
+    /// applied, instead of at the next tick: a process that was stopped applies entries
+    /// before its clock moves, and cuts leases short.
+    pub lease_deadline_from_last_tick: bool,
 }
 
 impl ReplicaConfig {
@@ -405,7 +409,7 @@ impl Replica {
         raft_cfg.applied = snapshot_index;
         let node = Node::new(raft_cfg, storage)?;
         let mut lessor = lessor::Lessor::new(cfg.lease);
-        lessor.rebuild(&kv, 0);
+        lessor.rebuild(&kv);
         let r = Replica {
             id: cfg.raft.id,
             node,
@@ -818,7 +822,7 @@ impl Replica {
         self.kv =
             Store::new(self.cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
         self.kv = restore_store(reader, &self.cfg.kv, &meta)?;
-        self.lessor.rebuild(&self.kv, self.now_ms);
+        self.lessor.rebuild(&self.kv);
         let storage = self.node.log_view_mut();
         storage.note_snapshot(meta.clone());
         storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
@@ -911,7 +915,11 @@ impl Replica {
             }
             out.events.append(&mut self.kv.take_events());
             for change in self.kv.take_lease_changes() {
-                self.lessor.apply(change, self.now_ms);
+                self.lessor.apply(change);
+                #[cfg(feature = "planted-bugs")]
+                if self.cfg.planted_bugs.lease_deadline_from_last_tick {
+                    self.lessor.clock_now(self.now_ms);
+                }
             }
             if let Ok(Response::LeaseExpire(r)) = &outcome {
                 self.lessor.expired_total += r.revoked.len() as u64;

@@ -13,6 +13,9 @@
 //! - [`watch`]: the watch checkers: replicas agree on events, and each simulated watcher's
 //!   stream is ordered, unique, atomic, reliable, resumable and bookmarkable, with correct
 //!   `prev_kv` and filters, against the committed history of events.
+//! - [`lease`]: the lease workload and its checkers: no lease's key deleted while a renewal
+//!   acknowledged within its TTL is live, none deleted late once faults heal, and every
+//!   member deleting it at the same revision.
 //! - [`run`]: running one seed and classifying its outcome.
 //! - [`linearizability`]: a Wing & Gong / Porcupine style checker that decides whether a
 //!   history of client operations on a map of registers (read, write, cas, append) is
@@ -32,6 +35,7 @@
 
 pub mod checkers;
 pub mod history;
+pub mod lease;
 pub mod linearizability;
 pub mod rng;
 pub mod run;

@@ -3,7 +3,9 @@
 //! - `tenure-sim --seeds 0..1000` runs those seeds of the simulator and ends with one line
 //!   `seeds=<n> passed=<n> failed=<n> ops=<n> ...`, which counts the snapshots taken and
 //!   installed and the seeds that installed any (`seeds_with_installs=<n>`), and the events
-//!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`). Exit codes: 0 all
+//!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`), and
+//!   the lease clients' leases that expired (`leases_expired=<n>`,
+//!   `seeds_with_lease_expiries=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
@@ -147,8 +149,14 @@ fn replay(seed: u64, trace: bool) -> u8 {
         None => {
             let _ = writeln!(
                 out,
-                "seed {seed} passed: ops={} messages={} snapshots={} installs={} watch_events={}",
-                r.ops, r.messages, r.snapshots_taken, r.snapshots_installed, r.watch_events
+                "seed {seed} passed: ops={} messages={} snapshots={} installs={} watch_events={} \
+                 leases_expired={}",
+                r.ops,
+                r.messages,
+                r.snapshots_taken,
+                r.snapshots_installed,
+                r.watch_events,
+                r.leases_expired
             );
             EXIT_LINEARIZABLE
         }
@@ -197,11 +205,14 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let seeds_installing = results.iter().filter(|r| r.snapshots_installed > 0).count();
     let watch_events: u64 = results.iter().map(|r| r.watch_events).sum();
     let seeds_watching = results.iter().filter(|r| r.watch_events > 0).count();
+    let leases_expired: u64 = results.iter().map(|r| r.leases_expired).sum();
+    let seeds_expiring = results.iter().filter(|r| r.leases_expired > 0).count();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
          installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
-         seeds_with_watch_events={seeds_watching} seconds={seconds:.1} \
+         seeds_with_watch_events={seeds_watching} leases_expired={leases_expired} \
+         seeds_with_lease_expiries={seeds_expiring} seconds={seconds:.1} \
          seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),

@@ -24,6 +24,8 @@ pub struct SeedResult {
     pub snapshots_installed: u64,
     /// Events delivered to the simulated watchers.
     pub watch_events: u64,
+    /// Leases of the lease clients whose key was deleted by expiry.
+    pub leases_expired: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -49,8 +51,12 @@ pub fn run_seed_with(
         }
         let outcome = world.run();
         let outcome = outcome.and_then(|()| check_linearizable(&world));
-        let counts =
-            (world.snapshots_taken, world.snapshots_installed, world.watch_events_delivered);
+        let counts = (
+            world.snapshots_taken,
+            world.snapshots_installed,
+            world.watch_events_delivered,
+            world.leases_expired(),
+        );
         let trace = world.trace.take().unwrap_or_default();
         (world.ops_done, world.messages_delivered, counts, outcome, trace)
     }));
@@ -58,7 +64,7 @@ pub fn run_seed_with(
         Ok((
             ops,
             messages,
-            (snapshots_taken, snapshots_installed, watch_events),
+            (snapshots_taken, snapshots_installed, watch_events, leases_expired),
             outcome,
             trace,
         )) => SeedResult {
@@ -68,6 +74,7 @@ pub fn run_seed_with(
             snapshots_taken,
             snapshots_installed,
             watch_events,
+            leases_expired,
             failure: outcome.err(),
             trace,
         },
@@ -84,6 +91,7 @@ pub fn run_seed_with(
                 snapshots_taken: 0,
                 snapshots_installed: 0,
                 watch_events: 0,
+                leases_expired: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

@@ -40,6 +40,7 @@ use tenure_storage::{CrashMode, SimDisk, SnapshotWriter, SyncTicket};
 use crate::checkers::{
     Checkers, EntrySeen, SnapshotEvent, Violation, check_answer_source, digest, state_digest,
 };
+use crate::lease::{LeaseBounds, LeaseWorkload, check_leases};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::rng::SimRng;
 use crate::watch::{EventReference, WatchObservation, check_watch};
@@ -125,6 +126,11 @@ pub struct Profile {
     /// the clients' registers). Their streams are checked against the committed history of
     /// events at the end (see [`crate::watch`]).
     pub watchers: bool,
+    /// Two or three lease clients (see [`crate::lease`]): each grants 1 s leases, attaches a
+    /// key to each, renews it through random members a few times and lets it expire. Each
+    /// node's clock runs at its own drifted rate for lease deadlines. Checked at the end:
+    /// no key deleted early, none late, all at one revision.
+    pub leases: bool,
 }
 
 impl Profile {
@@ -160,6 +166,7 @@ impl Profile {
             late_start: false,
             restart_request_ids: false,
             watchers: false,
+            leases: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -188,6 +195,8 @@ impl Profile {
         p.restart_request_ids = r.chance(0.5);
         // Drawn last, like the pick above.
         p.watchers = r.chance(0.5);
+        // Drawn last, like the pick above.
+        p.leases = r.chance(0.5);
         p
     }
 
@@ -217,6 +226,7 @@ impl Profile {
             late_start: false,
             restart_request_ids: true,
             watchers: false,
+            leases: false,
         }
     }
 }
@@ -332,6 +342,8 @@ enum Event {
     WatchPage(usize, u64),
     /// The watch workload's next write.
     WatchWrite,
+    /// A lease client's next step (see [`Profile::leases`]).
+    LeaseClient(usize),
 }
 
 /// Live batches a watcher buffers while it reads history (the server's feed); past this it
@@ -472,7 +484,18 @@ pub struct World {
     pub watch_events_delivered: u64,
     /// Writes the watch workload proposed.
     watch_writes: u64,
+    /// The lease clients (see [`Profile::leases`]).
+    leases: Option<LeaseWorkload>,
+    /// When the liveness phase began.
+    healed_at: Option<Millis>,
 }
+
+/// How often leaders checkpoint leases' remaining time in the simulator.
+const LEASE_CHECKPOINT_MS: Millis = 300;
+/// How late past its TTL an unrenewed lease may be deleted once faults heal: an election
+/// (with Pre-Vote, a few timeouts), the promotion extension (one election timeout), a
+/// checkpoint interval a restarted member may be behind by, and commit and apply.
+const LEASE_LATE_MS: Millis = 2_000;
 
 /// Request ids at or above this are scripted requests (see [`World::put`]).
 const SCRIPTED_REQUEST_BASE: u64 = 1 << 62;
@@ -543,6 +566,8 @@ impl World {
             events: EventReference::default(),
             watch_events_delivered: 0,
             watch_writes: 0,
+            leases: None,
+            healed_at: None,
         };
         w.late_node = w.profile.late_start.then_some(NodeId(w.profile.nodes));
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
@@ -569,6 +594,14 @@ impl World {
         }
         if w.profile.watchers {
             w.add_watchers();
+        }
+        if w.profile.leases {
+            let clients = w.rng.range(2, 4) as usize;
+            w.leases = Some(LeaseWorkload::new(clients));
+            for c in 0..clients {
+                let at = w.rng.range(50, 300);
+                w.schedule(at, Event::LeaseClient(c));
+            }
         }
         w
     }
@@ -606,6 +639,13 @@ impl World {
         cfg.raft.inflight_appends_max = self.profile.inflight_appends_max;
         cfg.raft.inflight_bytes_max = cfg.raft.inflight_bytes_max.max(cfg.raft.append_bytes_max);
         cfg.snapshot = self.profile.snapshot.clone();
+        // Lease timings scaled to the simulated cluster (an election timeout of 100 ms).
+        cfg.lease = tenure_replica::LeaseConfig {
+            checkpoint_interval_ms: LEASE_CHECKPOINT_MS,
+            expire_batch_max: 2,
+            promotion_extension_ms: u64::from(ELECTION_TICKS) * TICK_MS,
+            retry_ms: 400,
+        };
         if self.profile.lease_reads {
             // Drift of up to 10% over an election timeout of 10 ticks is one tick; allow two.
             cfg.raft.read_mode = tenure_raft::ReadMode::Lease { clock_drift_ticks: 2 };
@@ -707,7 +747,8 @@ impl World {
                     && let Some(r) = node.replica.as_mut()
                 {
                     let mut out = Output::default();
-                    r.tick(self.now, &mut out);
+                    // Each node's clock runs at its own rate (its drifted tick length).
+                    r.tick(self.now * TICK_MS / next, &mut out);
                     self.absorb(id, out)?;
                     self.pump(id)?;
                 }
@@ -765,6 +806,7 @@ impl World {
             Event::Watcher(w) => self.watcher_step(w),
             Event::WatchPage(w, generation) => self.watch_page(w, generation),
             Event::WatchWrite => self.watch_write()?,
+            Event::LeaseClient(c) => self.lease_step(c)?,
         }
         Ok(())
     }
@@ -1052,6 +1094,11 @@ impl World {
         if !self.watchers.is_empty() {
             self.watch_live(id, &out.events);
         }
+        if let Some(leases) = self.leases.as_mut() {
+            leases
+                .on_events(id, &out.events, self.now)
+                .map_err(|v| Failure::Safety(v.to_string()))?;
+        }
         for ss in &out.changes {
             let line = format!("{id} is {} at term {}", ss.role, ss.term);
             self.note(|| line);
@@ -1278,6 +1325,7 @@ impl World {
 
     fn start_liveness_phase(&mut self) -> Result<(), Failure> {
         self.liveness = true;
+        self.healed_at = Some(self.now);
         // A late node still waiting starts below with every crashed one.
         self.late_node = None;
         self.cut.clear();
@@ -1304,7 +1352,14 @@ impl World {
             .values()
             .filter_map(|n| n.replica.as_ref())
             .all(|r| r.node().status().applied >= committed && r.pending_requests() == 0);
-        clients_done && nodes_caught_up
+        // Lease clients stop renewing when faults heal: every lease must then expire.
+        let leases_gone = self.leases.is_none()
+            || self
+                .nodes
+                .values()
+                .filter_map(|n| n.replica.as_ref())
+                .all(|r| r.kv().leases().next().is_none());
+        clients_done && nodes_caught_up && leases_gone
     }
 
     fn liveness_report(&self) -> String {
@@ -1368,7 +1423,63 @@ impl World {
             })
             .collect();
         self.checkers.check_final_states(&states).map_err(|v| Failure::Safety(v.to_string()))?;
-        self.check_watchers()
+        self.check_watchers()?;
+        self.check_leases()
+    }
+
+    // ----- Lease clients ------------------------------------------------------------------------
+
+    /// A lease client's step: its next request, to the leader or (half the time) any member,
+    /// so that renewals also travel as forwarded proposals.
+    fn lease_step(&mut self, c: usize) -> Result<(), Failure> {
+        let after = self.rng.range(100, 300);
+        self.schedule(after, Event::LeaseClient(c));
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.is_some() && !n.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
+        let target = match leader {
+            Some(l) if self.rng.chance(0.5) => l,
+            _ => self.rng.pick(&up),
+        };
+        let stop = self.liveness || self.now >= self.profile.safety_ms;
+        let Some(leases) = self.leases.as_mut() else { return Ok(()) };
+        let Some((req, command)) = leases.step(c, target, self.now, stop, &mut self.rng) else {
+            return Ok(());
+        };
+        self.note(|| format!("lease client {c} sends {command:?} to {target}"));
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        r.propose(req, &Proposal::new(command), &mut out);
+        self.absorb(target, out)?;
+        self.pump(target)
+    }
+
+    /// Leases of the lease clients whose key was deleted (they expired).
+    pub fn leases_expired(&self) -> u64 {
+        self.leases
+            .as_ref()
+            .map_or(0, |l| l.records().iter().filter(|r| r.deleted_at.is_some()).count() as u64)
+    }
+
+    /// The lease checkers, at the end of the run.
+    fn check_leases(&self) -> Result<(), Failure> {
+        let Some(leases) = self.leases.as_ref() else { return Ok(()) };
+        let ticks = self.nodes.values().map(|n| n.tick_ms);
+        let (fast, slow) = (ticks.clone().min().unwrap_or(TICK_MS), ticks.max().unwrap_or(TICK_MS));
+        let bounds = LeaseBounds {
+            fastest: (TICK_MS, fast),
+            slowest: (TICK_MS, slow),
+            healed_at: self.healed_at.unwrap_or(self.now),
+            late_ms: LEASE_LATE_MS,
+        };
+        check_leases(&leases.records(), &bounds).map_err(|v| Failure::Safety(v.to_string()))
     }
 
     // ----- Watchers -----------------------------------------------------------------------------
@@ -1843,6 +1954,12 @@ impl World {
         completion: Completion,
         applied: &[tenure_raft::Entry],
     ) -> Result<(), Failure> {
+        if let Some(leases) = self.leases.as_mut()
+            && leases.owns(node, completion.id)
+        {
+            leases.complete(node, &completion, &mut self.rng);
+            return Ok(());
+        }
         let Some(c) = self.waiting.remove(&(node, completion.id)) else {
             if completion.id.0 >= SCRIPTED_REQUEST_BASE {
                 // Scripted writes are acknowledged writes too: the durability checker holds

@@ -87,3 +87,28 @@ fn the_same_restarting_id_seeds_pass_with_incarnations() {
     let found = failures_in(restarting_ids, |_| {});
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// Swarm profiles with lease clients, frequent pauses and crashes: a paused process applies
+/// what it received before its clock moves.
+fn leasing(seed: u64) -> Profile {
+    let p = Profile::swarm(seed);
+    Profile {
+        leases: true,
+        pause_every: Some(300),
+        crash_every: Some(500),
+        lease_reads: false,
+        nodes: p.nodes.max(3),
+        ..p
+    }
+}
+
+#[test]
+fn simulator_finds_leases_cut_short_when_deadlines_start_at_the_last_tick() {
+    let found = failures_in(leasing, |c| c.planted_bugs.lease_deadline_from_last_tick = true);
+    assert!(
+        found.iter().any(|(_, f)| matches!(f, Failure::Safety(v) if v.contains("expired early"))),
+        "the planted lease-clock bug went unnoticed in {ID_REUSE_SEEDS} seeds: {found:?}"
+    );
+    let clean = failures_in(leasing, |_| {});
+    assert!(clean.is_empty(), "the same seeds fail without the bug: {clean:?}");
+}

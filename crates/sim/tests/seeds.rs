@@ -9,7 +9,7 @@ use tenure_sim::run::run_seed;
 fn bounded_seed_range_passes_and_installs_snapshots() {
     let count: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let results: Vec<(Option<String>, bool, bool)> = std::thread::scope(|s| {
+    let results: Vec<(Option<String>, bool, bool, bool)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
@@ -22,7 +22,12 @@ fn bounded_seed_range_passes_and_installs_snapshots() {
                                     "seed {seed}: {f:?}\n  replay: cargo run --release -p tenure-sim -- --seed {seed} --trace"
                                 )
                             });
-                            (failure, r.snapshots_installed > 0, r.watch_events > 0)
+                            (
+                                failure,
+                                r.snapshots_installed > 0,
+                                r.watch_events > 0,
+                                r.leases_expired > 0,
+                            )
                         })
                         .collect::<Vec<_>>()
                 })
@@ -30,7 +35,7 @@ fn bounded_seed_range_passes_and_installs_snapshots() {
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("worker")).collect()
     });
-    let failures: Vec<&String> = results.iter().filter_map(|(f, _, _)| f.as_ref()).collect();
+    let failures: Vec<&String> = results.iter().filter_map(|(f, ..)| f.as_ref()).collect();
     assert!(
         failures.is_empty(),
         "{} of {count} seeds failed:\n{}",
@@ -40,10 +45,17 @@ fn bounded_seed_range_passes_and_installs_snapshots() {
     // The seeds must also exercise snapshots (Raft §7), or they would pass while testing none
     // of it: about two seeds in three install one (single-node clusters and the one seed in
     // seven without snapshots never can). Only over enough seeds for the share to be stable.
-    let installing = results.iter().filter(|(_, installed, _)| *installed).count() as u64;
+    let installing = results.iter().filter(|(_, installed, ..)| *installed).count() as u64;
     // And watch streams: half the seeds run watchers, and most of those deliver events.
-    let watching = results.iter().filter(|(_, _, watched)| *watched).count() as u64;
+    let watching = results.iter().filter(|(_, _, watched, _)| *watched).count() as u64;
+    // And leases: half the seeds run lease clients, whose leases all expire in the end.
+    let expiring = results.iter().filter(|(.., expired)| *expired).count() as u64;
     if count >= 500 {
+        assert!(
+            expiring * 3 >= count,
+            "only {expiring} of {count} seeds saw a lease expire; the lease clients no longer \
+             exercise expiry"
+        );
         assert!(
             watching * 3 >= count,
             "only {watching} of {count} seeds delivered watch events; the simulated watchers \
