@@ -197,3 +197,57 @@ fn lease_commands_round_trip_through_the_codec() {
         assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
     }
 }
+
+/// etcd issue 13676: a lease granted with a negative id (which etcd's API accepts) was not
+/// loaded again after a restart, so its keys lived on with a lease that "was not found".
+#[test]
+fn etcd_13676_a_lease_with_a_negative_id_survives_a_snapshot_restore_with_its_keys() {
+    let mut kv = Kv::new();
+    grant(&mut kv, -7, 10);
+    grant(&mut kv, 5, 10);
+    put_leased(&mut kv, "neg", -7);
+    let mut bytes = Vec::new();
+    kv.store.write_snapshot(&mut bytes).unwrap();
+    let restored = Store::restore(kv.store.config().clone(), &mut bytes.as_slice()).unwrap();
+    assert_eq!(restored, kv.store);
+    let lease = restored.lease(-7).expect("the negative lease is restored");
+    assert!(lease.keys.contains(&b("neg")));
+    // And it is revoked, keys and all, like any other.
+    let mut kv = Kv { store: restored, index: kv.index, log_time_ms: 0 };
+    assert_eq!(expire(&mut kv, &[(-7, 1)]), vec![-7]);
+    assert!(kv.get("neg").is_none());
+}
+
+/// Jepsen's etcd analysis (etcd issue 11408): a client that held a lock and was paused past
+/// its lease's TTL still believed it held the lock when it resumed, while another client had
+/// taken it. A lock is only safe with its fencing token: a write guarded by "my lock key still
+/// has the create revision I locked with" fails once the lease expired, and the new holder's
+/// guarded write succeeds.
+#[test]
+fn etcd_11408_a_lock_holder_whose_lease_expired_cannot_write_with_its_fencing_token() {
+    use tenure_kv::{Compare, CompareResult, CompareTarget, RequestOp, TxnRequest};
+    let mut kv = Kv::new();
+    grant(&mut kv, 1, 1);
+    grant(&mut kv, 2, 1);
+    put_leased(&mut kv, "lock/1", 1);
+    let token_a = kv.get("lock/1").unwrap().create_revision;
+    let guarded = |key: &str, token: i64, value: &str| TxnRequest {
+        compare: vec![Compare::new(
+            b(key),
+            CompareResult::Equal,
+            CompareTarget::CreateRevision(token),
+        )],
+        success: vec![RequestOp::Put(PutRequest::new(b("resource"), b(value)))],
+        failure: vec![],
+    };
+    assert!(kv.txn(guarded("lock/1", token_a, "a1")).unwrap().succeeded);
+    // A is paused; its lease runs out and the leader expires it.
+    assert_eq!(expire(&mut kv, &[(1, 1)]), vec![1]);
+    // B's lock key is now the oldest under lock/: B holds the lock.
+    put_leased(&mut kv, "lock/2", 2);
+    let token_b = kv.get("lock/2").unwrap().create_revision;
+    assert!(kv.txn(guarded("lock/2", token_b, "b1")).unwrap().succeeded);
+    // A resumes and writes with its token: refused, the resource keeps B's write.
+    assert!(!kv.txn(guarded("lock/1", token_a, "a2")).unwrap().succeeded);
+    assert_eq!(kv.get("resource").unwrap().value, b("b1"));
+}

@@ -553,7 +553,7 @@ fn renewals_through_a_follower_keep_a_lease_alive_past_its_ttl() {
 }
 
 #[test]
-fn a_leader_change_neither_resets_the_remaining_ttl_nor_expires_before_it() {
+fn etcd_13508_a_leader_change_neither_resets_the_remaining_ttl_nor_expires_before_it() {
     // etcd issue 13508: a new leader restarted every lease's TTL, so leases never expired
     // while leaders kept changing. Here the followers track the deadline from when they
     // applied the grant; the new leader adds only the election-timeout extension.
@@ -621,4 +621,45 @@ fn a_snapshot_carries_leases_and_their_checkpoints_to_a_follower_that_was_behind
     assert!(remaining < 4_000, "{remaining}: measured from the checkpoint, not the full TTL");
     let t = ticks_until_gone(&mut net, "k", 400);
     assert!(t <= 300, "{t}");
+}
+
+/// etcd issue 13690: a keep-alive sent right after a grant was acknowledged could reach a
+/// member that had not applied the grant yet and be answered "lease not found". Here a
+/// renewal is a log entry: it is ordered after the grant it follows wherever it is sent.
+#[test]
+fn etcd_13690_a_renewal_sent_to_a_follower_right_after_the_grant_is_acknowledged_finds_the_lease() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(5);
+    let follower = NodeId(leader.0 % 3 + 1);
+    let g = net.exec(leader, Command::LeaseGrant(tenure_kv::LeaseGrantRequest { id: 9, ttl: 5 }));
+    // Run the cluster one round at a time, only until the leader has answered the grant.
+    for _ in 0..50 {
+        for r in net.replicas.values_mut() {
+            let mut out = Output::default();
+            r.run_until_idle(&mut out).expect("replica loop");
+            net.wire.extend(out.messages);
+            for c in out.completions {
+                net.done.insert(c.id, c);
+            }
+        }
+        if net.done.contains_key(&g) {
+            break;
+        }
+        let round: Vec<Message> = net.wire.drain(..).collect();
+        for m in round {
+            net.deliver(m);
+        }
+    }
+    assert!(matches!(net.done[&g].result, Ok(Answer::Write(_))), "{:?}", net.done.get(&g));
+    assert!(
+        net.replicas[&follower].kv().lease(9).is_none(),
+        "the follower has not applied the grant yet (the race is set up)"
+    );
+    let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 9 }));
+    net.settle();
+    match &net.done[&r].result {
+        Ok(Answer::Write(Response::LeaseRenew(resp))) => assert_eq!((resp.id, resp.ttl), (9, 5)),
+        other => panic!("the renewal did not find the lease: {other:?}"),
+    }
 }
