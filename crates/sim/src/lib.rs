@@ -16,6 +16,8 @@
 //! - [`lease`]: the lease workload and its checkers: no lease's key deleted while a renewal
 //!   acknowledged within its TTL is live, none deleted late once faults heal, and every
 //!   member deleting it at the same revision.
+//! - [`lock`]: the lock clients (etcd's lock recipe with fenced writes, some holders letting
+//!   their lease expire) and the checker that guarded writes never interleave between holders.
 //! - [`run`]: running one seed and classifying its outcome.
 //! - [`linearizability`]: a Wing & Gong / Porcupine style checker that decides whether a
 //!   history of client operations on a map of registers (read, write, cas, append) is
@@ -37,6 +39,7 @@ pub mod checkers;
 pub mod history;
 pub mod lease;
 pub mod linearizability;
+pub mod lock;
 pub mod rng;
 pub mod run;
 pub mod watch;

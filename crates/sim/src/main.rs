@@ -5,7 +5,7 @@
 //!   installed and the seeds that installed any (`seeds_with_installs=<n>`), and the events
 //!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`), and
 //!   the lease clients' leases that expired (`leases_expired=<n>`,
-//!   `seeds_with_lease_expiries=<n>`). Exit codes: 0 all
+//!   `seeds_with_lease_expiries=<n>`) and the lock clients' fenced writes (`lock_writes=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
@@ -207,12 +207,14 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let seeds_watching = results.iter().filter(|r| r.watch_events > 0).count();
     let leases_expired: u64 = results.iter().map(|r| r.leases_expired).sum();
     let seeds_expiring = results.iter().filter(|r| r.leases_expired > 0).count();
+    let lock_writes: u64 = results.iter().map(|r| r.lock_writes).sum();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
          installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
          seeds_with_watch_events={seeds_watching} leases_expired={leases_expired} \
-         seeds_with_lease_expiries={seeds_expiring} seconds={seconds:.1} \
+         seeds_with_lease_expiries={seeds_expiring} lock_writes={lock_writes} \
+         seconds={seconds:.1} \
          seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),

@@ -26,6 +26,8 @@ pub struct SeedResult {
     pub watch_events: u64,
     /// Leases of the lease clients whose key was deleted by expiry.
     pub leases_expired: u64,
+    /// Guarded writes the lock clients were told took effect.
+    pub lock_writes: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -56,6 +58,7 @@ pub fn run_seed_with(
             world.snapshots_installed,
             world.watch_events_delivered,
             world.leases_expired(),
+            world.lock_writes(),
         );
         let trace = world.trace.take().unwrap_or_default();
         (world.ops_done, world.messages_delivered, counts, outcome, trace)
@@ -64,7 +67,7 @@ pub fn run_seed_with(
         Ok((
             ops,
             messages,
-            (snapshots_taken, snapshots_installed, watch_events, leases_expired),
+            (snapshots_taken, snapshots_installed, watch_events, leases_expired, lock_writes),
             outcome,
             trace,
         )) => SeedResult {
@@ -75,6 +78,7 @@ pub fn run_seed_with(
             snapshots_installed,
             watch_events,
             leases_expired,
+            lock_writes,
             failure: outcome.err(),
             trace,
         },
@@ -92,6 +96,7 @@ pub fn run_seed_with(
                 snapshots_installed: 0,
                 watch_events: 0,
                 leases_expired: 0,
+                lock_writes: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

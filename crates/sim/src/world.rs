@@ -42,6 +42,7 @@ use crate::checkers::{
 };
 use crate::lease::{LeaseBounds, LeaseWorkload, check_leases};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
+use crate::lock::{LockRequest, LockWorkload, check_lock};
 use crate::rng::SimRng;
 use crate::watch::{EventReference, WatchObservation, check_watch};
 
@@ -131,6 +132,10 @@ pub struct Profile {
     /// node's clock runs at its own drifted rate for lease deadlines. Checked at the end:
     /// no key deleted early, none late, all at one revision.
     pub leases: bool,
+    /// Two or three lock clients running etcd's lock recipe with fenced writes (see
+    /// [`crate::lock`]); a quarter of the holders stop renewing their lease while they hold
+    /// the lock. Checked at the end: the guarded writes never interleave between holders.
+    pub locks: bool,
 }
 
 impl Profile {
@@ -167,6 +172,7 @@ impl Profile {
             restart_request_ids: false,
             watchers: false,
             leases: false,
+            locks: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -197,6 +203,8 @@ impl Profile {
         p.watchers = r.chance(0.5);
         // Drawn last, like the pick above.
         p.leases = r.chance(0.5);
+        // Drawn last, like the pick above.
+        p.locks = r.chance(0.5);
         p
     }
 
@@ -227,6 +235,7 @@ impl Profile {
             restart_request_ids: true,
             watchers: false,
             leases: false,
+            locks: false,
         }
     }
 }
@@ -344,6 +353,8 @@ enum Event {
     WatchWrite,
     /// A lease client's next step (see [`Profile::leases`]).
     LeaseClient(usize),
+    /// A lock client's next step (see [`Profile::locks`]).
+    LockClient(usize),
 }
 
 /// Live batches a watcher buffers while it reads history (the server's feed); past this it
@@ -486,6 +497,8 @@ pub struct World {
     watch_writes: u64,
     /// The lease clients (see [`Profile::leases`]).
     leases: Option<LeaseWorkload>,
+    /// The lock clients (see [`Profile::locks`]).
+    locks: Option<LockWorkload>,
     /// When the liveness phase began.
     healed_at: Option<Millis>,
 }
@@ -567,6 +580,7 @@ impl World {
             watch_events_delivered: 0,
             watch_writes: 0,
             leases: None,
+            locks: None,
             healed_at: None,
         };
         w.late_node = w.profile.late_start.then_some(NodeId(w.profile.nodes));
@@ -601,6 +615,14 @@ impl World {
             for c in 0..clients {
                 let at = w.rng.range(50, 300);
                 w.schedule(at, Event::LeaseClient(c));
+            }
+        }
+        if w.profile.locks {
+            let clients = w.rng.range(2, 4) as usize;
+            w.locks = Some(LockWorkload::new(clients));
+            for c in 0..clients {
+                let at = w.rng.range(50, 300);
+                w.schedule(at, Event::LockClient(c));
             }
         }
         w
@@ -807,6 +829,7 @@ impl World {
             Event::WatchPage(w, generation) => self.watch_page(w, generation),
             Event::WatchWrite => self.watch_write()?,
             Event::LeaseClient(c) => self.lease_step(c)?,
+            Event::LockClient(c) => self.lock_step(c)?,
         }
         Ok(())
     }
@@ -1424,7 +1447,11 @@ impl World {
             .collect();
         self.checkers.check_final_states(&states).map_err(|v| Failure::Safety(v.to_string()))?;
         self.check_watchers()?;
-        self.check_leases()
+        self.check_leases()?;
+        if self.locks.is_some() {
+            check_lock(self.events.revisions()).map_err(|v| Failure::Safety(v.to_string()))?;
+        }
+        Ok(())
     }
 
     // ----- Lease clients ------------------------------------------------------------------------
@@ -1459,6 +1486,45 @@ impl World {
         r.propose(req, &Proposal::new(command), &mut out);
         self.absorb(target, out)?;
         self.pump(target)
+    }
+
+    /// A lock client's step: its next request to the leader or any member.
+    fn lock_step(&mut self, c: usize) -> Result<(), Failure> {
+        let after = self.rng.range(50, 200);
+        self.schedule(after, Event::LockClient(c));
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.is_some() && !n.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
+        let target = match leader {
+            Some(l) if self.rng.chance(0.5) => l,
+            _ => self.rng.pick(&up),
+        };
+        let stop = self.liveness || self.now >= self.profile.safety_ms;
+        let Some(locks) = self.locks.as_mut() else { return Ok(()) };
+        let Some((req, request)) = locks.step(c, target, self.now, stop, &mut self.rng) else {
+            return Ok(());
+        };
+        self.note(|| format!("lock client {c} sends {request:?} to {target}"));
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        match request {
+            LockRequest::Propose(command) => r.propose(req, &Proposal::new(command), &mut out),
+            LockRequest::Read(range) => r.read(req, range, Consistency::Linearizable, &mut out),
+        }
+        self.absorb(target, out)?;
+        self.pump(target)
+    }
+
+    /// Guarded writes the lock clients were told took effect.
+    pub fn lock_writes(&self) -> u64 {
+        self.locks.as_ref().map_or(0, |l| l.acknowledged_writes)
     }
 
     /// Leases of the lease clients whose key was deleted (they expired).
@@ -1958,6 +2024,12 @@ impl World {
             && leases.owns(node, completion.id)
         {
             leases.complete(node, &completion, &mut self.rng);
+            return Ok(());
+        }
+        if let Some(locks) = self.locks.as_mut()
+            && locks.owns(node, completion.id)
+        {
+            locks.complete(node, &completion, &mut self.rng);
             return Ok(());
         }
         let Some(c) = self.waiting.remove(&(node, completion.id)) else {
