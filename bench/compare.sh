@@ -19,7 +19,16 @@
 # system pays a follower's forwarding hop by luck of the election; other rounds spread
 # CONNS connections over the three members.
 #
+# With MODE=watch it compares Watch instead (no key fill, none of the workloads above): for
+# 1, 100 and 10,000 watchers on one prefix (1, 10 and 100 streams over CONNS connections to
+# the three members) while 256 clients put under it, `tenure bench watch` reports the events
+# per second delivered to all watchers and the put throughput, alternating the systems as
+# above; every watcher must receive every acknowledged put (the table shows the missed count).
+# First, the memory per idle watcher, before any load: the VmRSS of the first member with 10,000 idle watchers on
+# 100 streams (`--hold`) minus its VmRSS just before, divided by 10,000, for each system.
+#
 # Usage: bench/compare.sh            (from the repository root)
+#        MODE=watch bench/compare.sh
 # Environment: ROUND_SECONDS (10), ROUNDS (1), KEY_SPACE (10000), VAL_SIZE (256),
 #   KEY_SIZE (8), CONNS (3), BASE_PORT (41000), ETCD (etcd), TENURE (builds and uses
 #   target/release/tenure), KEEP (a directory to copy the logs and raw JSON summaries into).
@@ -35,6 +44,7 @@ KEY_SIZE=${KEY_SIZE:-8}
 CONNS=${CONNS:-3}
 BASE_PORT=${BASE_PORT:-41000}
 ETCD=${ETCD:-etcd}
+MODE=${MODE:-kv}
 
 # name | tenure bench arguments (1-client rounds go to the leader)
 WORKLOADS=(
@@ -174,6 +184,83 @@ start etcd 0
 start tenure 100
 ready etcd
 ready tenure
+
+# watch_round SYSTEM WATCHERS STREAMS ROUND: one timed watch run; appends a line to RESULTS.
+watch_round() {
+    local system=$1 watchers=$2 streams=$3 n=$4 out
+    out=$WORK/$system-watch-$watchers-$n.json
+    # shellcheck disable=SC2086
+    "$TENURE" bench watch --watchers "$watchers" --streams "$streams" --prefix watch/ \
+        --clients 256 --conns "$CONNS" --duration "${ROUND_SECONDS}s" --key-size "$KEY_SIZE" \
+        --val-size "$VAL_SIZE" --key-space-size "$KEY_SPACE" \
+        --endpoints "${ENDPOINTS[$system]}" --json --quiet >"$out" || true
+    jq -r --arg sys "$system" --arg w "$watchers" '
+        [$w, $sys, .watch.events_per_second, .throughput_ops_per_second, .watch.missed,
+         .watch.disordered + .watch.failed_watchers, .errors_count] | @tsv' "$out" >>"$RESULTS"
+    say "$(printf '%6s watchers %-6s round %d: ' "$watchers" "$system" "$n")$(jq -r \
+        '"\(.watch.events_per_second | floor) events/s, \(.throughput_ops_per_second | floor) puts/s, missed \(.watch.missed)"' "$out")"
+}
+
+# idle_watcher_bytes SYSTEM: (VmRSS of member 0 with 10,000 idle watchers - before) / 10,000.
+idle_watcher_bytes() {
+    local system=$1 pid ep before after bench log
+    pid=${SERVER_PIDS[$system]%% *}
+    ep=${ENDPOINTS[$system]%%,*}
+    log=$WORK/$system-idle.log
+    before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    "$TENURE" bench watch --watchers 10000 --streams 100 --clients 1 --conns 1 --total 1 \
+        --hold 8s --endpoints "$ep" --json --quiet >"$WORK/$system-idle.json" 2>"$log" &
+    bench=$!
+    local deadline=$((SECONDS + 60))
+    until grep -q holding "$log"; do
+        ((SECONDS < deadline)) || { say "$system: the idle watchers were never created"; exit 1; }
+        sleep 0.2
+    done
+    sleep 3
+    after=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    wait "$bench" || true
+    echo $(((after - before) * 1024 / 10000))
+}
+
+if [[ $MODE == watch ]]; then
+    WATCH_RUNS=("1 1" "100 10" "10000 100")
+    # Memory first, on members that have not run any load yet: after a load, freed memory the
+    # allocator keeps would absorb the idle watchers.
+    declare -A IDLE
+    for system in etcd tenure; do
+        IDLE[$system]=$(idle_watcher_bytes "$system")
+        say "$system: ${IDLE[$system]} bytes per idle watcher"
+    done
+    for run in "${WATCH_RUNS[@]}"; do
+        read -r watchers streams <<<"$run"
+        for ((n = 1; n <= ROUNDS; n++)); do
+            if ((n % 2 == 1)); then order=(etcd tenure); else order=(tenure etcd); fi
+            for system in "${order[@]}"; do
+                watch_round "$system" "$watchers" "$streams" "$n"
+            done
+        done
+    done
+    median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    figure() { awk -F'\t' -v n="$1" -v s="$2" -v c="$3" '$1 == n && $2 == s { print $c }' "$RESULTS" | median; }
+    echo
+    echo "| watchers | etcd events/s | tenure events/s | tenure/etcd | puts/s etcd / tenure | missed etcd / tenure | disordered+failed etcd / tenure |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    for run in "${WATCH_RUNS[@]}"; do
+        read -r watchers _ <<<"$run"
+        awk -v w="$watchers" -v ee="$(figure "$watchers" etcd 3)" -v te="$(figure "$watchers" tenure 3)" \
+            -v ep="$(figure "$watchers" etcd 4)" -v tp="$(figure "$watchers" tenure 4)" \
+            -v em="$(figure "$watchers" etcd 5)" -v tm="$(figure "$watchers" tenure 5)" \
+            -v ed="$(figure "$watchers" etcd 6)" -v td="$(figure "$watchers" tenure 6)" 'BEGIN {
+            printf "| %d | %.0f | %.0f | %.2fx | %.0f / %.0f | %d / %d | %d / %d |\n",
+                w, ee, te, (ee > 0 ? te / ee : 0), ep, tp, em, tm, ed, td
+        }'
+    done
+    echo
+    echo "Memory per idle watcher (member 0's VmRSS with 10,000 idle watchers on 100 streams, minus before, / 10,000): etcd ${IDLE[etcd]} bytes, tenure ${IDLE[tenure]} bytes."
+    echo
+    echo "$ROUNDS round(s) of ${ROUND_SECONDS} s per run and system; 256 putting clients, $CONNS connections; $KEY_SIZE-byte keys, $VAL_SIZE-byte values; $(nproc) cores; $($ETCD --version | head -1); tenure $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+    exit 0
+fi
 
 for system in etcd tenure; do
     say "$system: writing $KEY_SPACE keys"
