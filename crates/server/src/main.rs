@@ -12,6 +12,10 @@ use tenure_server::cli::{
 use tenure_server::cli::{bench, client, demo, dev};
 use tenure_server::member::Member;
 
+/// mimalloc rather than glibc's malloc (see the dependency's note in Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
