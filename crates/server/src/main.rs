@@ -9,7 +9,7 @@ use clap::error::ErrorKind;
 use tenure_server::cli::{
     Cli, Command, DevArgs, EndpointCommand, MemberCommand, ServeConfig, one_line,
 };
-use tenure_server::cli::{bench, client, demo, dev};
+use tenure_server::cli::{bench, client, demo, dev, lease};
 use tenure_server::member::Member;
 
 /// mimalloc rather than glibc's malloc (see the dependency's note in Cargo.toml).
@@ -68,6 +68,9 @@ fn run_client(command: Command) -> ExitCode {
             Command::Get(a) => client::get(a).await,
             Command::Del(a) => client::del(a).await,
             Command::Watch(a) => client::watch(a).await,
+            Command::Lease { command } => lease::lease(command).await,
+            Command::Lock(a) => lease::lock(a).await,
+            Command::Elect(a) => lease::elect(a).await,
             Command::Member { command: MemberCommand::List(a) } => client::member_list(a).await,
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await

@@ -516,3 +516,67 @@ fn transcripts_that_differ_in_a_ttl_or_an_error_are_not_equal() {
     let s = tonic::Status::not_found("etcdserver: requested lease not found");
     assert_eq!(error_line(&s), "error NotFound: etcdserver: requested lease not found");
 }
+
+/// `tenure lease ...` prints what etcdctl prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenure_lease_subcommands_print_as_etcdctl_does() {
+    let tenure = Tenure::start().await;
+    let url = tenure.url(tenure.follower().await);
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+                    .args(&args)
+                    .args(["--endpoints", &url])
+                    .output()
+                    .expect("runs tenure");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                (out.status.success(), text)
+            })
+            .await
+            .expect("task")
+        }
+    };
+    let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let (ok, granted) = run(args("lease grant 1")).await;
+    assert!(ok && granted.ends_with(" granted with TTL(2s)\n"), "{granted}");
+    let id = granted.split(' ').nth(1).expect("an id").to_string();
+    assert_eq!(id.len(), 16, "{granted}");
+    let lease = i64::from_str_radix(&id, 16).expect("hex");
+    let ch = tenure.channel(0).await;
+    let long = grant(&ch, 0x2a, 600).await;
+    assert!(long.starts_with("grant id=42 "), "{long}");
+    put(&ch, "k", 0x2a).await;
+    assert_eq!(
+        run(args("lease keep-alive --once 000000000000002a")).await,
+        (true, "lease 000000000000002a keepalived with TTL(600)\n".to_string())
+    );
+    let (ok, ttl) = run(args("lease timetolive --keys 2a")).await;
+    assert!(ok && ttl.starts_with("lease 000000000000002a granted with TTL(600s), remaining("));
+    assert!(ttl.ends_with("s), attached keys([k])\n"), "{ttl}");
+    let mut ids = [lease, 0x2a];
+    ids.sort_unstable();
+    assert_eq!(
+        run(args("lease list")).await,
+        (true, format!("found 2 leases\n{:016x}\n{:016x}\n", ids[0], ids[1]))
+    );
+    assert_eq!(
+        run(args("lease revoke 2a")).await,
+        (true, "lease 000000000000002a revoked\n".to_string())
+    );
+    assert_eq!(
+        run(args("lease timetolive 2a")).await,
+        (true, "lease 000000000000002a already expired\n".to_string())
+    );
+    let (ok, err) = run(args("lease revoke 2a")).await;
+    assert!(!ok && err.contains("etcdserver: requested lease not found"), "{err}");
+    // Keep-alive of a lease that is gone says so and ends.
+    run(args(&format!("lease revoke {id}"))).await;
+    assert_eq!(
+        run(args(&format!("lease keep-alive {id}"))).await,
+        (true, format!("lease {id} expired or revoked.\n"))
+    );
+    tenure.shutdown().await;
+}

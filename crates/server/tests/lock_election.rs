@@ -613,3 +613,93 @@ async fn etcdctl_elect_and_the_election_service_share_one_election() {
     );
     tenure.shutdown().await;
 }
+
+/// Two `tenure lock NAME -- command` processes through different members: the holds never
+/// overlap, and each command sees its lock key and fencing token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenure_lock_processes_exclude_each_other_and_pass_the_fencing_token() {
+    let tenure = Tenure::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    let mut children = Vec::new();
+    for i in 0..2 {
+        let script = format!(
+            "echo start $ETCD_LOCK_KEY $ETCD_LOCK_REV >> {0}; sleep 1; echo end >> {0}",
+            log.display()
+        );
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args(["lock", "shared", "--ttl", "5", "--endpoints", &tenure.url(i)])
+            .args(["--", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs tenure lock");
+        children.push(child);
+    }
+    let outputs = tokio::task::spawn_blocking(move || {
+        children.into_iter().map(|c| c.wait_with_output().expect("waits")).collect::<Vec<_>>()
+    })
+    .await
+    .expect("task");
+    let lines: Vec<String> =
+        std::fs::read_to_string(&log).expect("log").lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 4, "{lines:?} {outputs:?}");
+    assert!(lines[0].starts_with("start shared/") && lines[1] == "end", "{lines:?}");
+    assert!(lines[2].starts_with("start shared/") && lines[3] == "end", "{lines:?}");
+    for o in &outputs {
+        assert!(o.status.success(), "{o:?}");
+        // Each printed its key, and its command saw the same key.
+        let key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(lines.iter().any(|l| l.starts_with(&format!("start {key} "))), "{key}: {lines:?}");
+    }
+    // Both leases were revoked and the keys deleted on the way out.
+    let ch = tenure.channel(0).await;
+    assert!(keys(&ch, "shared/").await.ends_with(" []"));
+    tenure.shutdown().await;
+}
+
+/// `tenure elect NAME PROPOSAL` leads and prints its key and value; `tenure elect NAME`
+/// prints the leader; Ctrl-C resigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenure_elect_campaigns_observes_and_resigns_on_interrupt() {
+    let tenure = Tenure::start().await;
+    let spawn = |args: &[&str], url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args(args)
+            .args(["--endpoints", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runs tenure elect")
+    };
+    let candidate = spawn(&["elect", "el", "hello"], tenure.url(0));
+    let ch = tenure.channel(1).await;
+    let deadline = Instant::now() + PATIENCE;
+    while !leader(&ch, "el").await.contains("\"hello\"") {
+        assert!(Instant::now() < deadline, "the candidate never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let observer = spawn(&["elect", "el"], tenure.url(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for child in [&candidate, &observer] {
+        let pid = child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+    }
+    let (c, o) = tokio::task::spawn_blocking(move || {
+        (candidate.wait_with_output().expect("waits"), observer.wait_with_output().expect("waits"))
+    })
+    .await
+    .expect("task");
+    assert!(c.status.success() && o.status.success(), "{c:?} {o:?}");
+    let printed = String::from_utf8_lossy(&c.stdout).into_owned();
+    assert!(printed.starts_with("el/") && printed.ends_with("\nhello\n"), "{printed:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), printed);
+    assert_eq!(leader(&ch, "el").await, "error Unknown: election: no leader");
+    tenure.shutdown().await;
+}

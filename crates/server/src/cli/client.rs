@@ -103,7 +103,7 @@ fn with_session<T>(req: T, client_id: u64) -> tonic::Request<T> {
 /// round) until one answers with something other than a retryable error, all within the
 /// command timeout. Returns the answer, or the last error (etcd's exact message). A round in
 /// which no endpoint can be reached ends the retries: nobody is there to answer.
-async fn with_retries<T, F, Fut>(args: &ClientArgs, mut attempt: F) -> anyhow::Result<T>
+pub(crate) async fn with_retries<T, F, Fut>(args: &ClientArgs, mut attempt: F) -> anyhow::Result<T>
 where
     F: FnMut(Channel) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,

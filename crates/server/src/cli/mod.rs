@@ -7,13 +7,14 @@
 //! check is one line on stderr and exit code 2.
 
 //!
-//! Submodules: [`client`] (the client subcommands), [`dev`] (`tenure dev`), [`demo`]
-//! (`tenure demo`), [`bench`] (`tenure bench`).
+//! Submodules: [`client`] (the client subcommands), [`lease`] (`tenure lease`, `lock`,
+//! `elect`), [`dev`] (`tenure dev`), [`demo`] (`tenure demo`), [`bench`] (`tenure bench`).
 
 pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod dev;
+pub mod lease;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +51,16 @@ pub enum Command {
     Del(DelArgs),
     /// Watch a key or a range and print its events as they happen (like `etcdctl watch`).
     Watch(WatchArgs),
+    /// Leases (like `etcdctl lease`).
+    Lease {
+        /// The lease subcommand.
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Hold a named lock while a command runs, or until Ctrl-C (like `etcdctl lock`).
+    Lock(LockArgs),
+    /// Campaign in an election with a proposal, or observe its leaders (like `etcdctl elect`).
+    Elect(ElectArgs),
     /// Cluster membership (like `etcdctl member`).
     Member {
         /// The member subcommand.
@@ -72,6 +83,91 @@ pub enum Command {
 pub enum MemberCommand {
     /// List the cluster's members.
     List(ClientArgs),
+}
+
+/// `tenure lease ...`. Lease ids are hexadecimal, as etcdctl prints them.
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds (the server may raise it to its minimum).
+    Grant {
+        /// Time to live, in seconds.
+        ttl: i64,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a lease, deleting the keys attached to it.
+    Revoke {
+        /// The lease id.
+        #[arg(value_parser = parse_hex_lease)]
+        id: i64,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Keep a lease alive, printing each renewal, until it is gone.
+    KeepAlive {
+        /// The lease id.
+        #[arg(value_parser = parse_hex_lease)]
+        id: i64,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a lease's granted and remaining TTL.
+    #[command(name = "timetolive")]
+    Timetolive {
+        /// The lease id.
+        #[arg(value_parser = parse_hex_lease)]
+        id: i64,
+        /// Also list the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List every lease.
+    List {
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `tenure lock NAME [-- command args...]`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// TTL of the lease the lock is held with, in seconds (kept alive while held).
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+    /// A command to run while holding the lock (after `--`); it gets the lock key and its
+    /// fencing token (the key's create revision) in ETCD_LOCK_KEY and ETCD_LOCK_REV.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `tenure elect NAME [PROPOSAL]`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name.
+    pub name: String,
+    /// Campaign with this value and lead until Ctrl-C; without it, print each leader.
+    pub proposal: Option<String>,
+    /// TTL of the campaign's lease, in seconds (kept alive while campaigning and leading).
+    #[arg(long, default_value_t = 60)]
+    pub ttl: i64,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `tenure endpoint ...`.
