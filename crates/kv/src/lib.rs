@@ -114,5 +114,5 @@ pub use members::{
     MemberError, PublishMemberRequest, PublishMemberResponse,
 };
 pub use snapshot::SnapshotError;
-pub use store::{INITIAL_REVISION, Store};
+pub use store::{INITIAL_REVISION, ReadView, Store};
 pub use watch::{WatchCursor, WatchSpec};

@@ -191,6 +191,19 @@ impl Store {
         std::mem::take(&mut self.events.revisions)
     }
 
+    /// A read-only view of the store as it is now, for reads served off the thread that
+    /// applies: O(1) to take (the index is a persistent map; the view shares its nodes and a
+    /// later write copies only the nodes on its path), and it answers every
+    /// [`Store::range`] exactly as the store would at this point.
+    pub fn read_view(&self) -> ReadView {
+        ReadView {
+            index: self.index.clone(),
+            compacted: self.compacted,
+            revision: self.revision,
+            applied_index: self.applied_index,
+        }
+    }
+
     /// What the entries applied since the last call did to leases' deadlines, in order: the
     /// replica measures each lease's deadline on its own clock from the moment it applies the
     /// entry that set it. Like events, changes pile up until taken (a clone starts with none).
@@ -512,6 +525,33 @@ impl Store {
 
     fn alarm(&mut self, a: &AlarmRequest) -> AlarmResponse {
         AlarmResponse { revision: self.revision, alarms: self.alarms.apply(a) }
+    }
+}
+
+/// The store at one applied index, for reads only (see [`Store::read_view`]).
+#[derive(Debug, Clone)]
+pub struct ReadView {
+    index: Index,
+    compacted: Option<i64>,
+    revision: i64,
+    applied_index: u64,
+}
+
+impl ReadView {
+    /// The same answer [`Store::range`] gave when the view was taken.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, Error> {
+        check_range(request)?;
+        range_at(&self.index, self.compacted, request, self.revision)
+    }
+
+    /// The store's revision when the view was taken.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The index of the last entry applied when the view was taken.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
     }
 }
 

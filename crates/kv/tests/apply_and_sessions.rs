@@ -406,3 +406,23 @@ fn a_copy_of_the_store_stays_a_point_in_time_while_the_original_moves_on() {
     assert!(kv.store.lease(7).is_none());
     assert_ne!(kv.store, frozen);
 }
+
+#[test]
+fn a_read_view_answers_as_the_store_did_when_taken_whatever_is_applied_after() {
+    use tenure_kv::RangeRequest;
+    let mut kv = common::Kv::new();
+    kv.put("a", "1");
+    kv.put("b", "2");
+    let all = RangeRequest::prefix("");
+    let all = RangeRequest { key: common::b("\0"), range_end: common::b("\0"), ..all };
+    let before = kv.store.range(&all).unwrap();
+    let view = kv.store.read_view();
+    kv.put("a", "changed");
+    kv.put("c", "3");
+    assert_eq!(view.range(&all).unwrap(), before);
+    assert_eq!(view.revision(), before.revision);
+    assert_eq!(view.applied_index(), 2);
+    assert_ne!(kv.store.range(&all).unwrap(), before);
+    // Bad requests get the store's errors.
+    assert!(view.range(&RangeRequest::single("")).is_err());
+}

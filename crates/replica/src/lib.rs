@@ -240,7 +240,8 @@ struct PendingWrite {
 }
 
 struct PendingRead {
-    request: RangeRequest,
+    /// `None` for a barrier (see [`Replica::read_barrier`]).
+    request: Option<RangeRequest>,
     /// The index the read waits for, once confirmed.
     index: Option<LogIndex>,
     deadline_tick: u64,
@@ -608,6 +609,20 @@ impl Replica {
             out.completions.push(Completion { id, result, entry: None });
             return;
         }
+        self.read_index(id, Some(request), out);
+    }
+
+    /// A linearizable barrier: completes with an empty [`Answer::Read`] (no keys, the store's
+    /// revision at that point) once this replica has applied through a read index the leader
+    /// confirmed after the call (dissertation §6.4). Whatever state the caller reads after the
+    /// completion (such as a [`tenure_kv::ReadView`] taken once it has been applied) answers
+    /// a linearizable read, which lets the caller run the read itself, off the thread that
+    /// drives the replica.
+    pub fn read_barrier(&mut self, id: RequestId, out: &mut Output) {
+        self.read_index(id, None, out);
+    }
+
+    fn read_index(&mut self, id: RequestId, request: Option<RangeRequest>, out: &mut Output) {
         match self.node.read_index(self.read_id(id)) {
             Ok(()) => {
                 let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
@@ -987,7 +1002,13 @@ impl Replica {
         let applied = self.applied;
         while let Some(id) = self.pending.next_servable_read(applied) {
             let r = self.pending.take_read(id).expect("an indexed read is pending");
-            let result = self.kv.range(&r.request).map(Answer::Read).map_err(ClientError::Kv);
+            let result = match &r.request {
+                Some(request) => self.kv.range(request).map(Answer::Read).map_err(ClientError::Kv),
+                None => Ok(Answer::Read(RangeResponse {
+                    revision: self.kv.revision(),
+                    ..RangeResponse::default()
+                })),
+            };
             out.completions.push(Completion { id, result, entry: None });
         }
     }

@@ -663,3 +663,33 @@ fn etcd_13690_a_renewal_sent_to_a_follower_right_after_the_grant_is_acknowledged
         other => panic!("the renewal did not find the lease: {other:?}"),
     }
 }
+
+#[test]
+fn a_read_barrier_on_a_follower_completes_once_it_has_applied_the_acknowledged_write() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let follower = NodeId(leader.0 % 3 + 1);
+    let w = net.put(leader, "k", "v");
+    net.settle();
+    let Ok(Answer::Write(Response::Put(put))) = &net.done[&w].result else {
+        panic!("{:?}", net.done.get(&w))
+    };
+    let revision = put.revision;
+    let id = RequestId(net.next_request);
+    net.next_request += 1;
+    let mut out = Output::default();
+    net.replicas.get_mut(&follower).unwrap().read_barrier(id, &mut out);
+    net.absorb(out);
+    net.settle();
+    net.tick(1);
+    match &net.done[&id].result {
+        Ok(Answer::Read(r)) => {
+            assert!(r.kvs.is_empty(), "a barrier reads nothing");
+            assert!(r.revision >= revision, "confirmed at or after the write");
+        }
+        other => panic!("{other:?}"),
+    }
+    // What the caller reads after the barrier holds the write.
+    let view = net.replicas[&follower].kv().read_view();
+    assert_eq!(view.range(&RangeRequest::single("k")).unwrap().kvs.len(), 1);
+}

@@ -35,6 +35,14 @@
 //! the log is compacted. A `Snapshot` message for a follower leaves with the newest snapshot file
 //! opened for it ([`Outbox::send_snapshot`]); how its transfer ended comes back as an input.
 //!
+//! **Reads run on the caller's task, not on the replica thread.** After every turn that
+//! applied something, the thread publishes a [`tenure_kv::ReadView`] of the store (O(1): the
+//! index is a persistent map) before it sends any answer. A serializable read takes the latest
+//! view and runs at once on the gRPC task that asked; a linearizable one first waits for a
+//! ReadIndex barrier from the replica thread ([`Replica::read_barrier`]: confirmed by the
+//! leader, applied here) and then runs on the view published with that answer or a newer one.
+//! The replica thread keeps only consensus work; reads scale with the tokio workers.
+//!
 //! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
 //! [`SyncTicket`] to the sync thread, so the leader's fsync overlaps replication and readies
 //! that arrive meanwhile join the next sync (group commit).
@@ -46,7 +54,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use tenure_kv::{Proposal, RangeRequest};
+use tenure_kv::{Proposal, RangeRequest, ReadView};
 use tenure_raft::{LogView, Message, MessageBody, NodeId, Role, SnapshotStatus};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaError, RequestId,
@@ -87,12 +95,9 @@ pub enum ClientInput {
         /// Where the answer goes.
         reply: Reply,
     },
-    /// A client's read.
-    Read {
-        /// What to read.
-        request: RangeRequest,
-        /// How.
-        consistency: Consistency,
+    /// A linearizable read's barrier: answered (with an empty read) once the replica has
+    /// applied through a confirmed read index; the read itself runs on the caller's task.
+    ReadBarrier {
         /// Where the answer goes.
         reply: Reply,
     },
@@ -177,6 +182,8 @@ pub struct RuntimeHandle {
     metrics: Arc<Metrics>,
     /// Applied events, for watchers (see [`RuntimeHandle::subscribe`]).
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
+    /// The store as of the last turn that applied anything (see the module docs).
+    view: Arc<Mutex<Arc<ReadView>>>,
 }
 
 impl RuntimeHandle {
@@ -199,15 +206,45 @@ impl RuntimeHandle {
         Ok(rx)
     }
 
-    /// Queues a read.
+    /// Starts a read; awaiting the returned future answers it (an `Err` means the replica
+    /// stopped). A serializable read runs on this member's latest applied state without
+    /// involving the replica thread; a linearizable one waits for a ReadIndex barrier first.
+    /// Either way the range itself runs on the awaiting task.
     pub fn read(
         &self,
         request: RangeRequest,
         consistency: Consistency,
-    ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(ClientInput::Read { request, consistency, reply })?;
-        Ok(rx)
+    ) -> Result<
+        impl std::future::Future<
+            Output = Result<Result<Answer, ClientError>, oneshot::error::RecvError>,
+        > + Send
+        + 'static,
+        SubmitError,
+    > {
+        let barrier = match consistency {
+            Consistency::Serializable => None,
+            Consistency::Linearizable => {
+                let (reply, rx) = oneshot::channel();
+                self.submit(ClientInput::ReadBarrier { reply })?;
+                Some(rx)
+            }
+        };
+        let view = Arc::clone(&self.view);
+        Ok(async move {
+            if let Some(rx) = barrier
+                && let Err(e) = rx.await?
+            {
+                return Ok(Err(e));
+            }
+            // Published before the barrier's answer was sent: applied through its read index.
+            let view = Arc::clone(&view.lock().unwrap_or_else(|e| e.into_inner()));
+            Ok(view.range(&request).map(Answer::Read).map_err(ClientError::Kv))
+        })
+    }
+
+    /// The store as of the last turn that applied anything, for reads that need no barrier.
+    pub fn read_view(&self) -> Arc<ReadView> {
+        Arc::clone(&self.view.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Runs `f` on the replica thread against this member's applied state; its result arrives
@@ -308,6 +345,7 @@ impl Runtime {
         let replica_installed = replica.snapshot_stats().installed;
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
+        let view = Arc::new(Mutex::new(Arc::new(replica.kv().read_view())));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
 
         let synced_tx = lanes.control.clone();
@@ -360,6 +398,7 @@ impl Runtime {
             feed: feed.clone(),
             rx,
             status: Arc::clone(&status),
+            view: Arc::clone(&view),
             replies: BTreeMap::new(),
             next_request: 1,
             start: Instant::now(),
@@ -376,7 +415,7 @@ impl Runtime {
             result
         })?;
         Ok(Runtime {
-            handle: RuntimeHandle { lanes, status, exited, metrics, feed },
+            handle: RuntimeHandle { lanes, status, exited, metrics, feed, view },
             thread: Some(thread),
         })
     }
@@ -424,6 +463,8 @@ struct Worker {
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
     rx: LaneReceivers,
     status: Arc<Mutex<NodeStatus>>,
+    /// Where the read view is published (see the module docs).
+    view: Arc<Mutex<Arc<ReadView>>>,
     /// Clients waiting, by the request id the runtime gave them, with whether each asked for
     /// a write (for the proposal counters).
     replies: BTreeMap<RequestId, (Reply, bool)>,
@@ -524,9 +565,9 @@ impl Worker {
                 let id = self.register(reply, true);
                 self.replica.propose(id, &proposal, out);
             }
-            ClientInput::Read { request, consistency, reply } => {
+            ClientInput::ReadBarrier { reply } => {
                 let id = self.register(reply, false);
-                self.replica.read(id, request, consistency, out);
+                self.replica.read_barrier(id, out);
             }
             ClientInput::Inspect(f) => f(&self.replica),
         }
@@ -679,6 +720,12 @@ impl Worker {
             key_count: kv.key_count(),
             stopped: false,
         };
+        let applied = kv.applied_index();
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if view.applied_index() != applied || view.revision() != kv.revision() {
+            *view = Arc::new(kv.read_view());
+        }
+        drop(view);
         let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.observe_status(&published, &status);
         *published = status;
@@ -873,7 +920,11 @@ mod tests {
             Some(super::SubmitError::Full),
             "a client finding its lane full is refused at once"
         );
-        assert!(h.read(RangeRequest::single("k"), Consistency::Serializable).is_err());
+        assert!(h.read(RangeRequest::single("k"), Consistency::Linearizable).is_err());
+        // A serializable read needs no lane and no replica thread: it is answered even now,
+        // with the replica thread held and the client lane full.
+        let read = h.read(RangeRequest::single("k"), Consistency::Serializable).expect("no lane");
+        assert!(matches!(read.await.expect("answered"), Ok(Answer::Read(_))));
         assert_eq!(h.step(stray_message()), Ok(()), "peer messages have a lane of their own");
         drop(release);
         for w in queued {
