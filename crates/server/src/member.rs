@@ -262,6 +262,8 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
     // A new leader extends every lease by the election timeout, as etcd does.
     rc.lease.promotion_extension_ms =
         u64::try_from(cfg.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    rc.lease.checkpoint_interval_ms =
+        u64::try_from(cfg.lease_checkpoint_interval.as_millis()).unwrap_or(u64::MAX);
     rc.snapshot.entries = cfg.snapshot_count;
     rc.snapshot.catchup_entries = cfg.snapshot_catchup_entries;
     let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));

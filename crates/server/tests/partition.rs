@@ -143,6 +143,8 @@ impl Cluster {
                     experimental_watch_progress_notify_interval: std::time::Duration::from_secs(
                         600,
                     ),
+                    experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
+                    experimental_enable_lease_checkpoint: true,
                     max_concurrent_requests: tenure_server::api::REQUESTS_IN_FLIGHT_MAX,
                 };
                 ServeConfig::from_args(&args).expect("valid config")

@@ -66,6 +66,8 @@ pub fn configs(
                 max_request_bytes: 1536 * 1024,
                 max_txn_ops: 128,
                 experimental_watch_progress_notify_interval: std::time::Duration::from_secs(600),
+                experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
+                experimental_enable_lease_checkpoint: true,
                 max_concurrent_requests: crate::api::REQUESTS_IN_FLIGHT_MAX,
             };
             ServeConfig::from_args(&args).map_err(anyhow::Error::from)

@@ -409,6 +409,29 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// How often the leader writes the remaining TTL of every lease not renewed within the
+    /// interval to the log (etcd 3.4's flag; e.g. `5m`, `30s`), so that a member that restarts
+    /// or becomes leader continues each lease from there rather than from its full TTL.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub experimental_lease_checkpoint_interval: Duration,
+    /// Accepted for etcd 3.4's command lines and ignored: tenure always checkpoints leases
+    /// (every `--experimental-lease-checkpoint-interval`), whatever this flag says, `=false`
+    /// included. Like a Go boolean flag, a value needs `=`.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_enable_lease_checkpoint: bool,
     /// Client requests this member works on at once at most; more are refused at once with
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
@@ -554,6 +577,8 @@ pub struct ServeConfig {
     pub max_txn_ops: usize,
     /// Interval between progress notifications to watchers that asked for them (> 0).
     pub watch_progress_notify_interval: Duration,
+    /// How often the leader checkpoints the remaining TTL of leases not renewed since (> 0).
+    pub lease_checkpoint_interval: Duration,
     /// Client requests in flight at most (> 0).
     pub max_concurrent_requests: usize,
     /// This member's id.
@@ -800,6 +825,11 @@ impl ServeConfig {
         if a.max_concurrent_requests == 0 {
             return Err(ConfigError::ZeroCount("max-concurrent-requests"));
         }
+        // etcd reads 0 as its default; tenure refuses it, as it refuses every other zero
+        // interval, rather than guess (the replica would read 0 as "no checkpoints").
+        if a.experimental_lease_checkpoint_interval.is_zero() {
+            return Err(ConfigError::ZeroCount("experimental-lease-checkpoint-interval"));
+        }
 
         let member_id = members
             .iter()
@@ -827,6 +857,7 @@ impl ServeConfig {
             max_request_bytes: a.max_request_bytes,
             max_txn_ops: a.max_txn_ops,
             watch_progress_notify_interval: a.experimental_watch_progress_notify_interval,
+            lease_checkpoint_interval: a.experimental_lease_checkpoint_interval,
             max_concurrent_requests: a.max_concurrent_requests,
             member_id,
             cluster_id,
@@ -1130,6 +1161,33 @@ mod tests {
             let arg = format!("--{flag}");
             assert_eq!(serve(&[&arg, "0"]), Err(ConfigError::ZeroCount(flag)));
         }
+    }
+
+    #[test]
+    fn lease_checkpoint_flags_take_etcd_3_4s_names() {
+        let default = serve(&[]).unwrap();
+        assert_eq!(default.lease_checkpoint_interval, Duration::from_secs(300), "etcd's 5m");
+        let c = serve(&["--experimental-lease-checkpoint-interval", "1500ms"]).unwrap();
+        assert_eq!(c.lease_checkpoint_interval, Duration::from_millis(1500));
+        let c = serve(&["--experimental-lease-checkpoint-interval=2m"]).unwrap();
+        assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(120));
+        assert_eq!(
+            serve(&["--experimental-lease-checkpoint-interval", "0s"]),
+            Err(ConfigError::ZeroCount("experimental-lease-checkpoint-interval"))
+        );
+        assert!(parse(&["serve", "--experimental-lease-checkpoint-interval", "5h"]).is_err());
+
+        // The enable flag is accepted as Go parses a boolean flag, and changes nothing.
+        for form in [
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-enable-lease-checkpoint=true",
+            "--experimental-enable-lease-checkpoint=false",
+        ] {
+            assert_eq!(serve(&[form]).unwrap(), default, "{form}");
+        }
+        assert!(parse(&["serve", "--experimental-enable-lease-checkpoint=maybe"]).is_err());
+        // As with Go's flags, a separate word is not the flag's value.
+        assert!(parse(&["serve", "--experimental-enable-lease-checkpoint", "false"]).is_err());
     }
 
     #[test]
