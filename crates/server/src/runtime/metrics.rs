@@ -214,7 +214,8 @@ impl Metrics {
         );
         registry.register(
             "etcd_debugging_lease_revoked",
-            "Leases revoked through this member.",
+            "Leases revoked: by a client through this member, or by expiry as this member \
+             applied it.",
             leases_revoked.clone(),
         );
         registry.register(
@@ -332,8 +333,13 @@ impl Metrics {
     }
 
     /// Updates the gauges from a freshly published status, counting a leader change when the
-    /// leader known differs from `previous`'s.
+    /// leader known differs from `previous`'s, and the leases expired since `previous` as
+    /// revoked (etcd counts an expiry as the revoke it proposes).
     pub fn observe_status(&self, previous: &NodeStatus, status: &NodeStatus) {
+        let expired = status.leases_expired.saturating_sub(previous.leases_expired);
+        if expired > 0 {
+            self.leases_revoked.inc_by(expired);
+        }
         self.term.set(i64::try_from(status.term).unwrap_or(i64::MAX));
         self.is_leader.set(i64::from(status.is_leader));
         self.has_leader.set(i64::from(status.leader.is_some()));
@@ -576,6 +582,23 @@ mod tests {
         assert!(text.contains("etcd_debugging_lease_ttl_total_count 2\n"), "{text}");
         assert!(text.contains("etcd_debugging_lease_ttl_total_sum 3605.0\n"), "{text}");
         assert!(text.contains("etcd_debugging_lease_ttl_total_bucket{le=\"8.0\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn expired_leases_are_counted_as_revoked_once_each() {
+        let m = Metrics::new();
+        let start = NodeStatus::default();
+        let two = NodeStatus { leases_expired: 2, ..start };
+        m.observe_status(&start, &two);
+        // A status published again without new expiries adds nothing.
+        m.observe_status(&two, &two);
+        m.lease_revoked(1);
+        let text = m.render();
+        assert!(text.contains("etcd_debugging_lease_revoked_total 3\n"), "{text}");
+        m.observe_status(&two, &NodeStatus { leases_expired: 5, ..two });
+        let text = m.render();
+        assert!(text.contains("etcd_debugging_lease_revoked_total 6\n"), "{text}");
+        assert!(text.contains("etcd_debugging_lease_granted_total 0\n"), "{text}");
     }
 
     /// The value of the sample `name` in `text`.

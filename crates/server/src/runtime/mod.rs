@@ -718,6 +718,7 @@ impl Worker {
             applied: st.applied.0,
             revision: kv.revision(),
             key_count: kv.key_count(),
+            leases_expired: self.replica.leases_expired(),
             stopped: false,
         };
         let applied = kv.applied_index();

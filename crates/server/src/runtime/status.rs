@@ -21,6 +21,9 @@ pub struct NodeStatus {
     pub revision: i64,
     /// Keys in the store (for a rough size estimate).
     pub key_count: usize,
+    /// Leases this replica revoked because they expired (applied `LeaseExpire` entries), since
+    /// the process started; only grows.
+    pub leases_expired: u64,
     /// Whether the replica thread has stopped (shutdown or a fatal error).
     pub stopped: bool,
 }
