@@ -27,6 +27,7 @@ use tenure_raft::NodeId;
 use tenure_replica::{Answer, ClientError, Completion, RequestId};
 
 use crate::checkers::Violation;
+use crate::outstanding::Outstanding;
 use crate::rng::SimRng;
 use crate::world::Millis;
 
@@ -129,9 +130,7 @@ pub(crate) struct LeaseWorkload {
     clients: Vec<LeaseClient>,
     records: BTreeMap<i64, LeaseRecord>,
     deletions: LeaseDeletions,
-    /// Requests in flight, by where they went.
-    in_flight: BTreeMap<(NodeId, RequestId), usize>,
-    next_request: u64,
+    requests: Outstanding,
 }
 
 /// The TTL the lease clients ask for, in seconds (etcd's TTLs are whole seconds).
@@ -150,8 +149,6 @@ struct LeaseClient {
     started: i64,
     /// Renewals left before the client lets the lease go.
     renewals_left: u64,
-    /// The request in flight: where, and when it was sent.
-    sent: Option<(NodeId, RequestId, Millis)>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -167,6 +164,7 @@ impl LeaseWorkload {
     pub(crate) fn new(clients: usize) -> LeaseWorkload {
         LeaseWorkload {
             clients: (0..clients).map(|_| LeaseClient::default()).collect(),
+            requests: Outstanding::new(LEASE_REQUEST_BASE, clients),
             ..LeaseWorkload::default()
         }
     }
@@ -181,17 +179,10 @@ impl LeaseWorkload {
         stop: bool,
         rng: &mut SimRng,
     ) -> Option<(RequestId, Command)> {
-        let client = &mut self.clients[c];
-        if let Some((n, req, at)) = client.sent {
-            if now < at + LEASE_REQUEST_PATIENCE_MS {
-                return None;
-            }
-            self.in_flight.remove(&(n, req));
-            client.sent = None;
-        }
-        if stop {
+        if stop || self.requests.waiting(c, now, LEASE_REQUEST_PATIENCE_MS) {
             return None;
         }
+        let client = &mut self.clients[c];
         let command = match client.state {
             LeaseState::Idle => {
                 if client.started >= LEASES_PER_CLIENT {
@@ -225,23 +216,18 @@ impl LeaseWorkload {
             let record = self.records.get_mut(&client.lease).expect("recorded at grant");
             record.last_sent = now;
         }
-        self.next_request += 1;
-        let req = RequestId(LEASE_REQUEST_BASE + self.next_request);
-        client.sent = Some((node, req, now));
-        self.in_flight.insert((node, req), c);
-        Some((req, command))
+        Some((self.requests.send(c, node, now), command))
     }
 
     /// Whether `req` on `node` is a lease client's request.
     pub(crate) fn owns(&self, node: NodeId, req: RequestId) -> bool {
-        self.in_flight.contains_key(&(node, req))
+        self.requests.owns(node, req)
     }
 
     /// A lease client's request completed.
     pub(crate) fn complete(&mut self, node: NodeId, completion: &Completion, rng: &mut SimRng) {
-        let Some(c) = self.in_flight.remove(&(node, completion.id)) else { return };
+        let Some((c, sent_at)) = self.requests.take(node, completion.id) else { return };
         let client = &mut self.clients[c];
-        let Some((_, _, sent_at)) = client.sent.take() else { return };
         let record = self.records.get_mut(&client.lease).expect("recorded at grant");
         let not_found = Err(ClientError::Kv(Error::LeaseNotFound));
         match (&completion.result, client.state) {

@@ -40,6 +40,7 @@ pub mod history;
 pub mod lease;
 pub mod linearizability;
 pub mod lock;
+mod outstanding;
 pub mod rng;
 pub mod run;
 pub mod watch;

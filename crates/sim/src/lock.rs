@@ -23,6 +23,7 @@ use tenure_raft::NodeId;
 use tenure_replica::{Answer, Completion, RequestId};
 
 use crate::checkers::Violation;
+use crate::outstanding::Outstanding;
 use crate::rng::SimRng;
 use crate::world::Millis;
 
@@ -65,7 +66,6 @@ struct LockClient {
     state: State,
     lease: i64,
     started: i64,
-    sent: Option<(NodeId, RequestId, Millis)>,
     /// Whether the next holding step renews the lease rather than writing.
     renew_next: bool,
 }
@@ -74,8 +74,7 @@ struct LockClient {
 #[derive(Debug, Default)]
 pub(crate) struct LockWorkload {
     clients: Vec<LockClient>,
-    in_flight: BTreeMap<(NodeId, RequestId), usize>,
-    next_request: u64,
+    requests: Outstanding,
     /// Guarded writes acknowledged as taken effect.
     pub(crate) acknowledged_writes: u64,
 }
@@ -88,6 +87,7 @@ impl LockWorkload {
     pub(crate) fn new(clients: usize) -> LockWorkload {
         LockWorkload {
             clients: (0..clients).map(|_| LockClient::default()).collect(),
+            requests: Outstanding::new(LOCK_REQUEST_BASE, clients),
             ..LockWorkload::default()
         }
     }
@@ -99,19 +99,11 @@ impl LockWorkload {
         node: NodeId,
         now: Millis,
         stop: bool,
-        rng: &mut SimRng,
     ) -> Option<(RequestId, LockRequest)> {
-        let client = &mut self.clients[c];
-        if let Some((n, req, at)) = client.sent {
-            if now < at + PATIENCE_MS {
-                return None;
-            }
-            self.in_flight.remove(&(n, req));
-            client.sent = None;
-        }
-        if stop {
+        if stop || self.requests.waiting(c, now, PATIENCE_MS) {
             return None;
         }
+        let client = &mut self.clients[c];
         let key = lock_key(client.lease);
         let request = match client.state {
             State::Idle => {
@@ -170,25 +162,17 @@ impl LockWorkload {
                 LockRequest::Propose(Command::DeleteRange(DeleteRangeRequest::single(key)))
             }
         };
-        let _ = rng;
-        self.next_request += 1;
-        let req = RequestId(LOCK_REQUEST_BASE + self.next_request);
-        client.sent = Some((node, req, now));
-        self.in_flight.insert((node, req), c);
-        Some((req, request))
+        Some((self.requests.send(c, node, now), request))
     }
 
     pub(crate) fn owns(&self, node: NodeId, req: RequestId) -> bool {
-        self.in_flight.contains_key(&(node, req))
+        self.requests.owns(node, req)
     }
 
     /// A lock client's request completed.
     pub(crate) fn complete(&mut self, node: NodeId, completion: &Completion, rng: &mut SimRng) {
-        let Some(c) = self.in_flight.remove(&(node, completion.id)) else { return };
+        let Some((c, _)) = self.requests.take(node, completion.id) else { return };
         let client = &mut self.clients[c];
-        if client.sent.take().is_none() {
-            return;
-        }
         let Ok(answer) = &completion.result else {
             // Failed or unknown: a grant that may have been applied is abandoned; anything
             // else is retried at the next step.

@@ -1456,11 +1456,9 @@ impl World {
 
     // ----- Lease clients ------------------------------------------------------------------------
 
-    /// A lease client's step: its next request, to the leader or (half the time) any member,
-    /// so that renewals also travel as forwarded proposals.
-    fn lease_step(&mut self, c: usize) -> Result<(), Failure> {
-        let after = self.rng.range(100, 300);
-        self.schedule(after, Event::LeaseClient(c));
+    /// Where a workload sends its next request: the leader with probability `leader_share`
+    /// (if there is one up), otherwise any node that is up and not paused; `None` if none is.
+    fn workload_target(&mut self, leader_share: f64) -> Option<NodeId> {
         let up: Vec<NodeId> = self
             .nodes
             .iter()
@@ -1468,13 +1466,21 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         if up.is_empty() {
-            return Ok(());
+            return None;
         }
         let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
-        let target = match leader {
-            Some(l) if self.rng.chance(0.5) => l,
+        Some(match leader {
+            Some(l) if self.rng.chance(leader_share) => l,
             _ => self.rng.pick(&up),
-        };
+        })
+    }
+
+    /// A lease client's step: its next request, to the leader or (half the time) any member,
+    /// so that renewals also travel as forwarded proposals.
+    fn lease_step(&mut self, c: usize) -> Result<(), Failure> {
+        let after = self.rng.range(100, 300);
+        self.schedule(after, Event::LeaseClient(c));
+        let Some(target) = self.workload_target(0.5) else { return Ok(()) };
         let stop = self.liveness || self.now >= self.profile.safety_ms;
         let Some(leases) = self.leases.as_mut() else { return Ok(()) };
         let Some((req, command)) = leases.step(c, target, self.now, stop, &mut self.rng) else {
@@ -1492,23 +1498,10 @@ impl World {
     fn lock_step(&mut self, c: usize) -> Result<(), Failure> {
         let after = self.rng.range(50, 200);
         self.schedule(after, Event::LockClient(c));
-        let up: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.replica.is_some() && !n.paused)
-            .map(|(id, _)| *id)
-            .collect();
-        if up.is_empty() {
-            return Ok(());
-        }
-        let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
-        let target = match leader {
-            Some(l) if self.rng.chance(0.5) => l,
-            _ => self.rng.pick(&up),
-        };
+        let Some(target) = self.workload_target(0.5) else { return Ok(()) };
         let stop = self.liveness || self.now >= self.profile.safety_ms;
         let Some(locks) = self.locks.as_mut() else { return Ok(()) };
-        let Some((req, request)) = locks.step(c, target, self.now, stop, &mut self.rng) else {
+        let Some((req, request)) = locks.step(c, target, self.now, stop) else {
             return Ok(());
         };
         self.note(|| format!("lock client {c} sends {request:?} to {target}"));
@@ -1792,20 +1785,7 @@ impl World {
         }
         let after = self.rng.range(5, 40);
         self.schedule(after, Event::WatchWrite);
-        let up: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.replica.is_some() && !n.paused)
-            .map(|(id, _)| *id)
-            .collect();
-        if up.is_empty() {
-            return Ok(());
-        }
-        let leader = up.iter().copied().find(|id| node_is_leader(&self.nodes, *id));
-        let target = match leader {
-            Some(l) if self.rng.chance(0.8) => l,
-            _ => self.rng.pick(&up),
-        };
+        let Some(target) = self.workload_target(0.8) else { return Ok(()) };
         self.watch_writes += 1;
         let value = format!("x{}", self.watch_writes);
         let key = |rng: &mut SimRng| format!("w{}", rng.range(0, 4));
