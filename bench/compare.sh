@@ -27,11 +27,22 @@
 # First, the memory per idle watcher, before any load: the VmRSS of the first member with 10,000 idle watchers on
 # 100 streams (`--hold`) minus its VmRSS just before, divided by 10,000, for each system.
 #
+# With MODE=lease it compares LeaseKeepAlive instead (no key fill): for each client count in
+# LEASE_CLIENTS, `tenure bench lease-keepalive` grants LEASES leases of 60 s, then the clients
+# (over CONNS connections to the three members, each client with a stream of its own and one
+# renewal in flight) renew them round-robin for ROUND_SECONDS, and the leases are revoked;
+# systems alternate as above. CPU per 1,000 renewals counts the members' CPU between the
+# bench's "renewing" and "renewals done" lines on stderr only (not the grants and revokes);
+# peak RSS covers the whole round, grants included. A renewal answered with TTL 0 shows in the
+# expired column.
+#
 # Usage: bench/compare.sh            (from the repository root)
 #        MODE=watch bench/compare.sh
+#        MODE=lease bench/compare.sh
 # Environment: ROUND_SECONDS (10), ROUNDS (1), KEY_SPACE (10000), VAL_SIZE (256),
 #   KEY_SIZE (8), CONNS (3), BASE_PORT (41000), ETCD (etcd), TENURE (builds and uses
-#   target/release/tenure), KEEP (a directory to copy the logs and raw JSON summaries into).
+#   target/release/tenure), KEEP (a directory to copy the logs and raw JSON summaries into),
+#   LEASES (10000) and LEASE_CLIENTS ("64 256") for MODE=lease.
 # Everything started is killed on exit, and the temporary directory removed.
 
 set -euo pipefail
@@ -45,6 +56,8 @@ CONNS=${CONNS:-3}
 BASE_PORT=${BASE_PORT:-41000}
 ETCD=${ETCD:-etcd}
 MODE=${MODE:-kv}
+LEASES=${LEASES:-10000}
+LEASE_CLIENTS=${LEASE_CLIENTS:-64 256}
 
 # name | tenure bench arguments (1-client rounds go to the leader)
 WORKLOADS=(
@@ -221,6 +234,78 @@ idle_watcher_bytes() {
     wait "$bench" || true
     echo $(((after - before) * 1024 / 10000))
 }
+
+# wait_for_line LOG TEXT PID: waits until LOG has a line with TEXT; fails if PID exits first.
+wait_for_line() {
+    local log=$1 text=$2 pid=$3
+    until grep -q "$text" "$log" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+}
+
+# lease_round SYSTEM CLIENTS ROUND: one timed lease-keepalive run; appends a line to RESULTS.
+lease_round() {
+    local system=$1 clients=$2 n=$3 out log bench before after pid rc=0
+    local pids=(${SERVER_PIDS[$system]})
+    out=$WORK/$system-lease-$clients-$n.json
+    log=$WORK/$system-lease-$clients-$n.log
+    for pid in "${pids[@]}"; do echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true; done
+    "$TENURE" bench lease-keepalive --leases "$LEASES" --ttl 60 --clients "$clients" \
+        --conns "$CONNS" --duration "${ROUND_SECONDS}s" --endpoints "${ENDPOINTS[$system]}" \
+        --json --quiet >"$out" 2>"$log" &
+    bench=$!
+    if ! wait_for_line "$log" renewing "$bench"; then
+        say "$system: the leases were not granted: $(tail -1 "$log")"
+        exit 1
+    fi
+    before=$(cpu_ticks "${pids[@]}")
+    wait_for_line "$log" "renewals done" "$bench" || true
+    after=$(cpu_ticks "${pids[@]}")
+    wait "$bench" || rc=$?
+    [[ -s $out ]] || { say "$system: no summary (exit code $rc): $(tail -1 "$log")"; exit 1; }
+    local rss
+    rss=$(peak_rss_kib "${pids[@]}")
+    jq -r --arg sys "$system" --arg name "$clients" --argjson ticks $((after - before)) \
+        --argjson tps "$TICKS_PER_SECOND" --argjson rss "$rss" '
+        [$name, $sys, .throughput_ops_per_second, .latency_ms.p50, .latency_ms.p99,
+         ($rss / 1024), (if .ops_count > 0 then $ticks / $tps / .ops_count * 1000 else 0 end),
+         .errors_count, .lease.expired_renewals] | @tsv' "$out" >>"$RESULTS"
+    say "$(printf '%4s clients %-6s round %d: ' "$clients" "$system" "$n")$(jq -r \
+        '"\(.throughput_ops_per_second | floor) renewals/s, p50 \(.latency_ms.p50) ms, errors \(.errors_count), expired \(.lease.expired_renewals), revoked \(.lease.revoked)"' "$out")"
+}
+
+if [[ $MODE == lease ]]; then
+    for clients in $LEASE_CLIENTS; do
+        for ((n = 1; n <= ROUNDS; n++)); do
+            if ((n % 2 == 1)); then order=(etcd tenure); else order=(tenure etcd); fi
+            for system in "${order[@]}"; do
+                lease_round "$system" "$clients" "$n"
+            done
+        done
+    done
+    median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    figure() { awk -F'\t' -v n="$1" -v s="$2" -v c="$3" '$1 == n && $2 == s { print $c }' "$RESULTS" | median; }
+    echo
+    echo "| clients | etcd renewals/s | tenure renewals/s | tenure/etcd | p50 ms etcd / tenure | p99 ms etcd / tenure | peak RSS MiB etcd / tenure | CPU s per 1k renewals etcd / tenure | errors etcd / tenure | expired etcd / tenure |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for clients in $LEASE_CLIENTS; do
+        declare -A f=()
+        for system in etcd tenure; do
+            for col in 3 4 5 6 7 8 9; do f[$system$col]=$(figure "$clients" "$system" $col); done
+        done
+        awk -v n="$clients" -v et="${f[etcd3]}" -v tt="${f[tenure3]}" \
+            -v e50="${f[etcd4]}" -v t50="${f[tenure4]}" -v e99="${f[etcd5]}" -v t99="${f[tenure5]}" \
+            -v erss="${f[etcd6]}" -v trss="${f[tenure6]}" -v ecpu="${f[etcd7]}" -v tcpu="${f[tenure7]}" \
+            -v eerr="${f[etcd8]}" -v terr="${f[tenure8]}" -v eexp="${f[etcd9]}" -v texp="${f[tenure9]}" 'BEGIN {
+            printf "| %d | %.0f | %.0f | %.2fx | %.2f / %.2f | %.2f / %.2f | %.0f / %.0f | %.3f / %.3f | %d / %d | %d / %d |\n",
+                n, et, tt, (et > 0 ? tt / et : 0), e50, t50, e99, t99, erss, trss, ecpu, tcpu, eerr, terr, eexp, texp
+        }'
+    done
+    echo
+    echo "$ROUNDS round(s) of ${ROUND_SECONDS} s per client count and system; $LEASES leases of 60 s renewed round-robin, one stream per client, one renewal in flight; $CONNS connections; $(nproc) cores; $($ETCD --version | head -1); tenure $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+    exit 0
+fi
 
 if [[ $MODE == watch ]]; then
     WATCH_RUNS=("1 1" "100 10" "10000 100")

@@ -39,6 +39,8 @@ fn bad_bench_flags_fail_with_one_line_and_exit_code_2() {
         (&["bench", "watch", "--watchers", "2", "--streams", "3"], "must not exceed --watchers"),
         (&["bench", "watch", "--prefix", ""], "--prefix must not be empty"),
         (&["bench", "watch", "--watchers", "0"], "--watchers must be greater than 0"),
+        (&["bench", "lease-keepalive", "--leases", "0"], "--leases must be greater than 0"),
+        (&["bench", "lease-keepalive", "--ttl", "0"], "--ttl must be greater than 0"),
     ];
     for (args, needle) in cases {
         let o = tenure(args);
@@ -54,7 +56,7 @@ fn bench_help_lists_every_workload() {
     let o = tenure(&["bench", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     let out = String::from_utf8_lossy(&o.stdout);
-    for workload in ["put", "range", "txn-put", "mixed", "watch"] {
+    for workload in ["put", "range", "txn-put", "mixed", "watch", "lease-keepalive"] {
         assert!(out.contains(workload), "{workload}: {out}");
     }
 }
@@ -101,6 +103,11 @@ async fn settle(configs: &[ServeConfig], members: &[Member]) {
             }
         }
     }
+}
+
+/// Member `i`'s client URL.
+fn endpoints_of(configs: &[ServeConfig], i: usize) -> String {
+    configs[i].advertise_client_urls[0].to_string()
 }
 
 /// Runs `tenure bench ARGS --json --quiet` against `endpoints` and parses its summary.
@@ -175,9 +182,8 @@ async fn short_runs_of_each_workload_against_a_three_member_cluster() {
         (Some(8), Some(3))
     );
     assert!(put["config"]["consistency"].is_null(), "{put}");
-    let mut kv = pb::kv_client::KvClient::connect(configs[0].advertise_client_urls[0].to_string())
-        .await
-        .expect("connect");
+    let mut kv =
+        pb::kv_client::KvClient::connect(endpoints_of(&configs, 0)).await.expect("connect");
     let all = kv
         .range(pb::RangeRequest {
             key: Bytes::from_static(b"00000000"),
@@ -267,6 +273,51 @@ async fn short_runs_of_each_workload_against_a_three_member_cluster() {
         .expect("range")
         .into_inner();
     assert_eq!(under_prefix.count, 50, "the puts went under the prefix");
+
+    // Fifty leases renewed round-robin by eight clients, each on its own stream, through all
+    // three members: every renewal answered with a live TTL, then every lease revoked.
+    let lease = bench_json(
+        &endpoints,
+        &[
+            "lease-keepalive",
+            "--leases",
+            "50",
+            "--ttl",
+            "30",
+            "--total",
+            "200",
+            "--clients",
+            "8",
+            "--conns",
+            "3",
+        ],
+    )
+    .await;
+    check_summary(&lease, "lease-keepalive", 200);
+    assert_eq!(lease["counts"]["renew"], 200, "{lease}");
+    let l = &lease["lease"];
+    assert_eq!((l["leases"].as_u64(), l["ttl_seconds"].as_u64()), (Some(50), Some(30)), "{lease}");
+    assert_eq!(l["granted_ttl_seconds"], 30, "{lease}");
+    assert!(l["grant_seconds"].as_f64().unwrap() > 0.0, "{lease}");
+    assert_eq!(l["expired_renewals"], 0, "{lease}");
+    assert_eq!(
+        (l["revoked"].as_u64(), l["revoke_errors"].as_u64()),
+        (Some(50), Some(0)),
+        "{lease}"
+    );
+    let mut leases =
+        pb::lease_client::LeaseClient::connect(endpoints_of(&configs, 0)).await.expect("connect");
+    // A revoke acknowledged through another member may reach this one a moment later.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left =
+            leases.lease_leases(pb::LeaseLeasesRequest {}).await.expect("leases").into_inner();
+        if left.leases.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases not revoked: {:?}", left.leases);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     for m in members {
         m.shutdown().await.expect("clean shutdown");

@@ -27,6 +27,18 @@
 //!   either nonzero, or a watcher cancelled or its stream failed, is exit code 1.
 //!   `--hold D` keeps the watchers idle for D before the puts start (to measure a member's
 //!   memory per idle watcher from outside).
+//! - `lease-keepalive --leases N --ttl T`: grants N leases of T seconds (spread over the
+//!   connections, `--clients` grants at a time) before the clock starts; then each client
+//!   renews them round-robin over a `LeaseKeepAlive` stream of its own (request `n` renews
+//!   lease `n mod N`), one renewal in flight per stream, as etcd's `benchmark lease-keepalive`
+//!   (which sends one at a time, though over a new stream for each). A renewal answered with
+//!   a TTL of 0 or less (the lease is gone: expired or revoked) counts as an error
+//!   `LeaseExpired`, as does one answered for another lease (`WrongLease`); any is exit code 1.
+//!   A stream that fails or times out is dropped and the client's next renewal opens a new
+//!   one. After the last answer every lease is revoked, best effort (failures are counted,
+//!   not fatal). The grants and the revokes are outside `elapsed_seconds` and the latencies;
+//!   stderr gets a line when the renewals start and when they end (for measuring a server
+//!   from outside during the renewals only).
 //!
 //! Keys are `--key-size` bytes (after `--prefix`, for `watch` only): the key's number in `0..--key-space-size`, in decimal,
 //! zero-padded (readable in `etcdctl get`), chosen at random or, with `--sequential-keys`, in
@@ -42,7 +54,7 @@
 //!
 //! ```text
 //! {
-//!   "workload": "put" | "range" | "txn-put" | "mixed" | "watch",
+//!   "workload": "put" | "range" | "txn-put" | "mixed" | "watch" | "lease-keepalive",
 //!   "config": {
 //!     "endpoints": [string], "clients": int, "conns": int,
 //!     "total": int | null, "duration_seconds": float | null,
@@ -55,7 +67,7 @@
 //!   "errors_count": int,                       // requests answered with an error
 //!   "errors": { "<gRPC code>": int, ... },     // e.g. "Unavailable"; "DeadlineExceeded" for
 //!                                              // requests past --request-timeout
-//!   "counts": { "put" | "range" | "txn_succeeded" | "txn_failed": int, ... },
+//!   "counts": { "put" | "range" | "txn_succeeded" | "txn_failed" | "renew": int, ... },
 //!   "throughput_ops_per_second": float,        // ops_count / elapsed_seconds
 //!   "latency_ms": { "min", "mean", "p50", "p90", "p99", "p99_9", "max": float },
 //!   "watch": {                                 // watch only (absent otherwise)
@@ -67,12 +79,20 @@
 //!     "missed": int, "disordered": int, "failed_watchers": int,
 //!     "events_elapsed_seconds": float,         // first put sent to last event received
 //!     "events_per_second": float               // events_received / events_elapsed_seconds
+//!   },
+//!   "lease": {                                 // lease-keepalive only (absent otherwise)
+//!     "leases": int, "ttl_seconds": int,       // --leases, --ttl
+//!     "granted_ttl_seconds": int,              // the smallest TTL a grant was answered with
+//!     "grant_seconds": float,                  // time to grant them all
+//!     "expired_renewals": int,                 // renewals answered with TTL <= 0
+//!     "revoked": int, "revoke_errors": int     // the revokes after the run
 //!   }
 //! }
 //! ```
 //!
 //! Bad arguments are one line on stderr and exit code 2; an endpoint that cannot be reached,
-//! or a `watch` run whose watchers did not all receive every event, is exit code 1.
+//! a `watch` run whose watchers did not all receive every event, or a `lease-keepalive` run
+//! with a lease that could not be granted or a renewal answered with TTL 0, is exit code 1.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
@@ -81,7 +101,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
@@ -117,6 +137,19 @@ pub enum Workload {
     Mixed(MixedArgs),
     /// Watchers on a prefix while clients put keys under it: events per second delivered.
     Watch(WatchArgs),
+    /// Renew leases round-robin over LeaseKeepAlive streams: renewals per second.
+    LeaseKeepalive(LeaseArgs),
+}
+
+/// `tenure bench lease-keepalive`.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Leases granted before the run and renewed round-robin.
+    #[arg(long, default_value_t = 10_000)]
+    pub leases: u64,
+    /// Their TTL in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub ttl: u64,
 }
 
 /// `tenure bench watch`.
@@ -206,6 +239,9 @@ const CLIENTS_MAX: u64 = 100_000;
 const CONNS_MAX: u64 = 10_000;
 const KEY_SIZE_MAX: u64 = 1 << 20;
 const WATCHERS_MAX: u64 = 1_000_000;
+const LEASES_MAX: u64 = 1_000_000;
+/// etcd's largest lease TTL (`MaxLeaseTTL`, 9,000,000,000 s).
+const LEASE_TTL_SECONDS_MAX: u64 = 9_000_000_000;
 
 /// How long `watch` waits, after the last put was answered, for every watcher to receive
 /// every event.
@@ -286,6 +322,8 @@ pub enum Op {
         /// Served locally by the member, without confirming leadership.
         serializable: bool,
     },
+    /// One renewal on the client's `LeaseKeepAlive` stream.
+    LeaseKeepAlive,
     /// Compare-and-swap put.
     TxnPut,
     /// A range with probability `read_ratio`, else a put.
@@ -330,6 +368,18 @@ pub struct Plan {
     pub request_timeout: Duration,
     /// Watchers of the `watch` workload (whose requests are puts under its prefix).
     pub watch: Option<WatchPlan>,
+    /// The leases of the `lease-keepalive` workload.
+    pub lease: Option<LeasePlan>,
+}
+
+/// The leases of a `lease-keepalive` run. Invariant: `1 <= leases <= LEASES_MAX`,
+/// `1 <= ttl_seconds <= LEASE_TTL_SECONDS_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeasePlan {
+    /// Leases granted and renewed.
+    pub leases: u64,
+    /// The TTL asked for each.
+    pub ttl_seconds: u64,
 }
 
 /// The watchers of a `watch` run. Invariant: `1 <= streams <= watchers`; `prefix` non-empty
@@ -413,6 +463,7 @@ impl Plan {
             return Err(BenchError::Endpoint("no endpoint given".to_string()));
         }
         let mut watch = None;
+        let mut lease = None;
         let (name, op) = match workload {
             Workload::Put => ("put", Op::Put),
             Workload::Watch(w) => {
@@ -434,6 +485,12 @@ impl Plan {
                     hold: w.hold,
                 });
                 ("watch", Op::Put)
+            }
+            Workload::LeaseKeepalive(l) => {
+                check_positive("leases", l.leases, LEASES_MAX)?;
+                check_positive("ttl", l.ttl, LEASE_TTL_SECONDS_MAX)?;
+                lease = Some(LeasePlan { leases: l.leases, ttl_seconds: l.ttl });
+                ("lease-keepalive", Op::LeaseKeepAlive)
             }
             Workload::Range(r) => {
                 ("range", Op::Range { serializable: r.consistency == Consistency::Serializable })
@@ -461,6 +518,7 @@ impl Plan {
             dial_timeout: a.dial_timeout,
             request_timeout: a.request_timeout,
             watch,
+            lease,
         })
     }
 
@@ -570,6 +628,28 @@ pub struct Report {
     /// What the watchers of a `watch` run received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchSummary>,
+    /// The leases of a `lease-keepalive` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseSummary>,
+}
+
+/// The leases of a `lease-keepalive` run (the JSON schema is in the module doc).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LeaseSummary {
+    /// `--leases`.
+    pub leases: u64,
+    /// `--ttl`.
+    pub ttl_seconds: u64,
+    /// The smallest TTL the grants were answered with.
+    pub granted_ttl_seconds: i64,
+    /// Time to grant every lease.
+    pub grant_seconds: f64,
+    /// Renewals answered with a TTL of 0 or less.
+    pub expired_renewals: u64,
+    /// Leases revoked after the run.
+    pub revoked: u64,
+    /// Revokes that failed (best effort: not an error of the run).
+    pub revoke_errors: u64,
 }
 
 /// What the watchers of a `watch` run received (the JSON schema is in the module doc).
@@ -618,7 +698,7 @@ impl Report {
             Op::Range { serializable } | Op::Mixed { serializable, .. } => {
                 Some(if serializable { "s" } else { "l" }.to_string())
             }
-            Op::Put | Op::TxnPut => None,
+            Op::Put | Op::TxnPut | Op::LeaseKeepAlive => None,
         };
         let read_ratio = match plan.op {
             Op::Mixed { read_ratio, .. } => Some(read_ratio),
@@ -653,7 +733,19 @@ impl Report {
             throughput_ops_per_second: if secs > 0.0 { ops_count as f64 / secs } else { 0.0 },
             latency_ms: latency(&tally.latencies),
             watch: None,
+            lease: None,
         }
+    }
+
+    /// Why the run is exit code 1 although it ran to the end, if it is.
+    pub fn failure(&self) -> Option<&'static str> {
+        if self.watch.as_ref().is_some_and(|w| !w.complete()) {
+            return Some("some watchers did not receive every event");
+        }
+        if self.errors.contains_key(LEASE_EXPIRED) || self.errors.contains_key(WRONG_LEASE) {
+            return Some("some renewals were answered with TTL 0 or for another lease");
+        }
+        None
     }
 
     /// The human-readable summary.
@@ -701,6 +793,19 @@ impl Report {
                 w.disordered,
                 w.failed_watchers,
                 if w.complete() { "complete" } else { "INCOMPLETE" },
+            );
+        }
+        if let Some(l) = &self.lease {
+            out += &format!(
+                "leases: {} granted with TTL {} s (asked {}) in {:.2} s; {} renewals expired; \
+                 {} revoked, {} revoke errors\n",
+                l.leases,
+                l.granted_ttl_seconds,
+                l.ttl_seconds,
+                l.grant_seconds,
+                l.expired_renewals,
+                l.revoked,
+                l.revoke_errors,
             );
         }
         out
@@ -847,6 +952,7 @@ async fn client_loop(shared: Arc<Shared>, channel: Channel, seed: u64) -> Tally 
                     Ok((if resp.succeeded { "txn_succeeded" } else { "txn_failed" }, None))
                 }
                 Op::Mixed { .. } => unreachable!("resolved above"),
+                Op::LeaseKeepAlive => unreachable!("lease_client_loop runs lease-keepalive"),
             }
         };
         let outcome: Outcome = match tokio::time::timeout(plan.request_timeout, request).await {
@@ -943,6 +1049,18 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
         eprintln!("tenure bench: {} watchers created; holding them idle for {hold:?}", w.watchers);
         tokio::time::sleep(hold).await;
     }
+    let leases = match plan.lease {
+        Some(l) => {
+            let granted = grant_leases(plan, l, &channels).await?;
+            eprintln!(
+                "tenure bench: {} leases granted in {:.2} s; renewing",
+                l.leases,
+                granted.elapsed.as_secs_f64()
+            );
+            Some(granted)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let shared = Arc::new(Shared {
         plan: plan.clone(),
@@ -970,7 +1088,10 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
         .map(|i| {
             let channel = channels[(i % plan.conns) as usize].clone();
             let seed = base_seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            tokio::spawn(client_loop(shared.clone(), channel, seed))
+            match &leases {
+                Some(l) => tokio::spawn(lease_client_loop(shared.clone(), channel, l.ids.clone())),
+                None => tokio::spawn(client_loop(shared.clone(), channel, seed)),
+            }
         })
         .collect();
     let mut tally = Tally::new();
@@ -989,7 +1110,216 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
         let acked = tally.counts.get("put").copied().unwrap_or(0);
         report.watch = Some(watchers.finish(w, started, acked, tally.last_put_revision).await);
     }
+    if let (Some(l), Some(granted)) = (plan.lease, leases) {
+        eprintln!("tenure bench: renewals done; revoking the leases");
+        let (revoked, revoke_errors) = revoke_leases(plan, &granted.ids, &channels).await;
+        report.lease = Some(LeaseSummary {
+            leases: l.leases,
+            ttl_seconds: l.ttl_seconds,
+            granted_ttl_seconds: granted.ttl_min,
+            grant_seconds: granted.elapsed.as_secs_f64(),
+            expired_renewals: tally.errors.get(LEASE_EXPIRED).copied().unwrap_or(0),
+            revoked,
+            revoke_errors,
+        });
+    }
     Ok(report)
+}
+
+/// The error name of a renewal answered with a TTL of 0 or less: the lease is gone.
+pub const LEASE_EXPIRED: &str = "LeaseExpired";
+/// The error name of a renewal answered for a lease other than the one renewed.
+pub const WRONG_LEASE: &str = "WrongLease";
+
+/// How many grants or revokes are in flight at once, at most (and at most `--clients`).
+const LEASE_SETUP_CONCURRENCY_MAX: u64 = 256;
+
+/// The leases of a `lease-keepalive` run, granted.
+struct GrantedLeases {
+    /// Their ids, in the order renewals go round.
+    ids: Arc<[i64]>,
+    /// The smallest TTL a grant was answered with.
+    ttl_min: i64,
+    /// Time to grant them all.
+    elapsed: Duration,
+}
+
+/// Grants every lease with server-chosen ids, spread over the connections; a grant refused
+/// with `Unavailable` (no leader yet) is tried again until `--request-timeout` runs out, any
+/// other failure ends the run.
+async fn grant_leases(
+    plan: &Plan,
+    l: LeasePlan,
+    channels: &[Channel],
+) -> anyhow::Result<GrantedLeases> {
+    use pb::lease_client::LeaseClient;
+    let started = Instant::now();
+    let ttl = i64::try_from(l.ttl_seconds).expect("--ttl is at most 9e9");
+    let workers = plan.clients.min(LEASE_SETUP_CONCURRENCY_MAX).min(l.leases);
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let mut client = LeaseClient::new(channels[(w % plan.conns) as usize].clone());
+            let next = next.clone();
+            let timeout = plan.request_timeout;
+            tokio::spawn(async move {
+                let mut granted = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < l.leases {
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    loop {
+                        let request = pb::LeaseGrantRequest { ttl, id: 0 };
+                        match tokio::time::timeout_at(deadline, client.lease_grant(request)).await {
+                            Ok(Ok(r)) if r.get_ref().error.is_empty() => {
+                                let r = r.into_inner();
+                                granted.push((r.id, r.ttl));
+                                break;
+                            }
+                            Ok(Ok(r)) => bail!("cannot grant a lease: {}", r.get_ref().error),
+                            Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Ok(Err(s)) => bail!("cannot grant a lease: {}", s.message()),
+                            Err(_) => bail!("cannot grant a lease: request timeout"),
+                        }
+                    }
+                }
+                Ok(granted)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut ttl_min = i64::MAX;
+    for t in tasks {
+        for (id, ttl) in t.await.context("a grant task failed")?? {
+            ids.push(id);
+            ttl_min = ttl_min.min(ttl);
+        }
+    }
+    assert_eq!(ids.len() as u64, l.leases, "every lease granted once");
+    Ok(GrantedLeases { ids: ids.into(), ttl_min, elapsed: started.elapsed() })
+}
+
+/// Revokes every lease, best effort: answers how many were revoked and how many failed.
+async fn revoke_leases(plan: &Plan, ids: &Arc<[i64]>, channels: &[Channel]) -> (u64, u64) {
+    use pb::lease_client::LeaseClient;
+    let workers = plan.clients.min(LEASE_SETUP_CONCURRENCY_MAX).min(ids.len() as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let mut client = LeaseClient::new(channels[(w % plan.conns) as usize].clone());
+            let (next, ids) = (next.clone(), ids.clone());
+            let timeout = plan.request_timeout;
+            tokio::spawn(async move {
+                let (mut revoked, mut failed) = (0, 0);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&id) = ids.get(i) else { break };
+                    let request = pb::LeaseRevokeRequest { id };
+                    match tokio::time::timeout(timeout, client.lease_revoke(request)).await {
+                        Ok(Ok(_)) => revoked += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (revoked, failed)
+            })
+        })
+        .collect();
+    let (mut revoked, mut failed) = (0, 0);
+    for t in tasks {
+        let (r, f) = t.await.unwrap_or((0, 0));
+        revoked += r;
+        failed += f;
+    }
+    // Leases a panicked task never reached count as failed.
+    failed = failed.max(ids.len() as u64 - revoked);
+    (revoked, failed)
+}
+
+/// A client's `LeaseKeepAlive` stream: requests go in through `requests` (room for one),
+/// answers come out of `responses`.
+struct KeepAliveStream {
+    requests: tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    responses: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+/// Renews lease `id` on `stream`, opening one first if there is none, and answers the
+/// server's answer. The stream is kept for the next renewal only once this one is answered:
+/// after a failure, or if this future is dropped (a timeout), the next renewal opens a new
+/// stream, so that a late answer is never taken for the next renewal's.
+async fn renew(
+    client: &mut pb::lease_client::LeaseClient<Channel>,
+    stream: &mut Option<KeepAliveStream>,
+    id: i64,
+) -> Result<pb::LeaseKeepAliveResponse, tonic::Status> {
+    let request = pb::LeaseKeepAliveRequest { id };
+    let mut s = match stream.take() {
+        Some(s) => {
+            s.requests
+                .send(request)
+                .await
+                .map_err(|_| tonic::Status::unavailable("the keep-alive stream closed"))?;
+            s
+        }
+        None => {
+            // The first request goes in before the call: a server may send the stream's
+            // headers only with its first answer (etcd does), and the call waits for them.
+            let (requests, rx) = tokio::sync::mpsc::channel(1);
+            requests.try_send(request).expect("a new channel has room for one");
+            let rx = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let responses = client.lease_keep_alive(rx).await?.into_inner();
+            KeepAliveStream { requests, responses }
+        }
+    };
+    match s.responses.message().await? {
+        Some(r) => {
+            *stream = Some(s);
+            Ok(r)
+        }
+        None => Err(tonic::Status::unavailable("the keep-alive stream ended")),
+    }
+}
+
+/// What a renewal of `id` answered means: a renewal, or an error (see [`LEASE_EXPIRED`] and
+/// [`WRONG_LEASE`]).
+fn renewal_outcome(id: i64, r: &pb::LeaseKeepAliveResponse) -> Result<(), &'static str> {
+    if r.id != id {
+        Err(WRONG_LEASE)
+    } else if r.ttl <= 0 {
+        Err(LEASE_EXPIRED)
+    } else {
+        Ok(())
+    }
+}
+
+/// One closed-loop `lease-keepalive` client: request `n` renews lease `n mod leases` on the
+/// client's own stream, one renewal in flight.
+async fn lease_client_loop(shared: Arc<Shared>, channel: Channel, ids: Arc<[i64]>) -> Tally {
+    let plan = &shared.plan;
+    let mut client = pb::lease_client::LeaseClient::new(channel);
+    let mut stream = None;
+    let mut tally = Tally::new();
+    while let Some(n) = shared.claim() {
+        let id = ids[(n % ids.len() as u64) as usize];
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(plan.request_timeout, renew(&mut client, &mut stream, id))
+                .await
+            {
+                Ok(Ok(r)) => renewal_outcome(id, &r).map_err(str::to_string),
+                Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                Err(_) => Err(format!("{:?}", tonic::Code::DeadlineExceeded)),
+            };
+        let micros = started.elapsed().as_micros().min(u128::from(LATENCY_US_MAX)) as u64;
+        match outcome {
+            Ok(()) => {
+                tally.latencies.saturating_record(micros.max(1));
+                *tally.counts.entry("renew".to_string()).or_default() += 1;
+            }
+            Err(name) => *tally.errors.entry(name).or_default() += 1,
+        }
+        shared.answered.fetch_add(1, Ordering::Relaxed);
+    }
+    tally
 }
 
 /// The watch streams of a `watch` run, each read by a task of its own.
@@ -1206,8 +1536,8 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             } else {
                 print!("{}", report.to_text());
             }
-            if report.watch.as_ref().is_some_and(|w| !w.complete()) {
-                eprintln!("tenure bench: some watchers did not receive every event");
+            if let Some(why) = report.failure() {
+                eprintln!("tenure bench: {why}");
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
@@ -1244,6 +1574,38 @@ mod tests {
         let p = plan(&["mixed", "--read-ratio", "0.9"]).unwrap();
         assert_eq!(p.op, Op::Mixed { read_ratio: 0.9, serializable: false });
         assert_eq!(plan(&["txn-put"]).unwrap().op, Op::TxnPut);
+        let p = plan(&["lease-keepalive", "--clients", "64", "--duration", "2s"]).unwrap();
+        assert_eq!((p.workload, p.op), ("lease-keepalive", Op::LeaseKeepAlive));
+        assert_eq!(p.lease, Some(LeasePlan { leases: 10_000, ttl_seconds: 60 }));
+        let p = plan(&["lease-keepalive", "--leases", "5", "--ttl", "7"]).unwrap();
+        assert_eq!(p.lease, Some(LeasePlan { leases: 5, ttl_seconds: 7 }));
+        assert_eq!(plan(&["put"]).unwrap().lease, None);
+    }
+
+    #[test]
+    fn a_renewal_answered_with_ttl_0_or_for_another_lease_is_an_error_and_exit_code_1() {
+        let answer = |id, ttl| pb::LeaseKeepAliveResponse { header: None, id, ttl };
+        assert_eq!(renewal_outcome(7, &answer(7, 60)), Ok(()));
+        assert_eq!(renewal_outcome(7, &answer(7, 0)), Err(LEASE_EXPIRED));
+        assert_eq!(renewal_outcome(7, &answer(7, -1)), Err(LEASE_EXPIRED));
+        assert_eq!(renewal_outcome(7, &answer(8, 60)), Err(WRONG_LEASE));
+
+        let p = plan(&["lease-keepalive", "--leases", "2", "--total", "3"]).unwrap();
+        let mut t = Tally::new();
+        t.latencies.record(1000).unwrap();
+        t.counts.insert("renew".into(), 1);
+        assert_eq!(Report::new(&p, Duration::from_secs(1), &t).failure(), None);
+        // Other errors (a member down, a timeout) are counted, not a failed run, as for the
+        // other workloads.
+        t.errors.insert("Unavailable".into(), 1);
+        assert_eq!(Report::new(&p, Duration::from_secs(1), &t).failure(), None);
+        for name in [LEASE_EXPIRED, WRONG_LEASE] {
+            let mut bad = t.clone();
+            bad.errors.insert(name.into(), 1);
+            let r = Report::new(&p, Duration::from_secs(1), &bad);
+            assert!(r.failure().is_some_and(|why| why.contains("TTL 0")), "{name}");
+            assert!(r.to_text().contains(&format!("{name} 1")), "{}", r.to_text());
+        }
     }
 
     #[test]
@@ -1262,6 +1624,9 @@ mod tests {
             (&["range", "--consistency", "x"], "invalid value 'x'"),
             (&["watch", "--watchers", "1", "--streams", "2"], "must not exceed --watchers"),
             (&["watch", "--prefix", ""], "--prefix must not be empty"),
+            (&["lease-keepalive", "--leases", "0"], "--leases must be greater than 0"),
+            (&["lease-keepalive", "--ttl", "0"], "--ttl must be greater than 0"),
+            (&["lease-keepalive", "--ttl", "9000000001"], "--ttl must be at most 9000000000"),
         ];
         for (args, needle) in cases {
             let err = plan(args).unwrap_err();
