@@ -73,6 +73,24 @@ fn serve_reads_etcd_environment_variables() {
     let o = tenure_env(&["serve"], &[("ETCD_INITIAL_CLUSTER_STATE", "sideways")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("invalid --initial-cluster-state \"sideways\""), "{}", stderr(&o));
+    // etcd 3.4's lease checkpoint variables reach the flags (and are checked before anything
+    // starts; the enable flag is accepted and ignored).
+    let o = tenure_env(
+        &["serve"],
+        &[
+            ("ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", "0s"),
+            ("ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", "false"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--experimental-lease-checkpoint-interval must be greater than 0"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tenure_env(&["serve"], &[("ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT", "maybe")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("experimental-enable-lease-checkpoint"), "{}", stderr(&o));
     let client = format!("http://127.0.0.1:{}", free_port());
     let dir = scratch_dir("env");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenure"))
