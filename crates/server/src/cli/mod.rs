@@ -888,20 +888,43 @@ impl ServeConfig {
     }
 }
 
-/// Parses `2s`, `500ms`, `1m`, or a bare number of seconds.
+/// Parses a duration as Go's `time.ParseDuration` does (etcd's flags take those): a sequence
+/// of decimal numbers, each with an optional fraction and a unit (`ns`, `us`, `µs`, `ms`,
+/// `s`, `m`, `h`), such as `500ms`, `1.5s`, `5m0s` or `1h30m`; and, as before, a bare number
+/// of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let invalid = || {
+        format!("invalid duration {s:?}: use a number and a unit (ms, s, m, h), e.g. 500ms or 5m0s")
     };
-    let n: u64 = number.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("invalid duration {s:?}: use ms, s or m")),
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return s.parse::<u64>().map(Duration::from_secs).map_err(|_| invalid());
     }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_end =
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += Duration::try_from_secs_f64(value * unit_secs).map_err(|_| invalid())?;
+        rest = next;
+    }
+    Ok(total)
 }
 
 /// Parses a lease id written in hexadecimal (as etcdctl prints and takes them).
@@ -927,6 +950,21 @@ pub fn one_line(err: &clap::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_go_parses_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("500ms"), Ok(ms(500)));
+        assert_eq!(parse_duration("2s"), Ok(ms(2_000)));
+        assert_eq!(parse_duration("7"), Ok(ms(7_000)), "a bare number is seconds");
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1_500)));
+        assert_eq!(parse_duration("5m0s"), Ok(ms(300_000)));
+        assert_eq!(parse_duration("1h30m"), Ok(ms(5_400_000)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        for bad in ["", "s", "5x", "1.2.3s", "-1s", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("tenure").chain(args.iter().copied()))
@@ -1175,7 +1213,7 @@ mod tests {
             serve(&["--experimental-lease-checkpoint-interval", "0s"]),
             Err(ConfigError::ZeroCount("experimental-lease-checkpoint-interval"))
         );
-        assert!(parse(&["serve", "--experimental-lease-checkpoint-interval", "5h"]).is_err());
+        assert!(parse(&["serve", "--experimental-lease-checkpoint-interval", "5x"]).is_err());
 
         // The enable flag is accepted as Go parses a boolean flag, and changes nothing.
         for form in [
@@ -1258,7 +1296,7 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("150ms"), Ok(Duration::from_millis(150)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("2h").is_err());
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("x").is_err());
         assert_eq!(parse_hex_lease("ff"), Ok(255));
         assert!(parse_hex_lease("zz").is_err());
