@@ -1,5 +1,6 @@
 //! Errors the caller handles. Broken invariants are panics, not errors.
 
+use crate::membership::{ConfigDecodeError, InvalidChange};
 use crate::types::{EntryId, LogIndex, NodeId, Term};
 
 /// Why a proposal was refused.
@@ -51,6 +52,59 @@ pub enum TransferError {
     NotAVoter(NodeId),
 }
 
+/// Why a configuration change was refused (see [`crate::Node::propose_conf_change`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfChangeError {
+    /// Only the leader proposes configuration changes.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this node last heard from, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader is handing leadership to another node and accepts no proposals meanwhile.
+    #[error("leadership transfer to {to} in progress")]
+    TransferInProgress {
+        /// The node leadership is moving to.
+        to: NodeId,
+    },
+    /// A new leader has not committed an entry of its term yet, so it does not know whether
+    /// the last configuration in its log is committed; retry shortly.
+    #[error("the leader has not committed an entry of its term yet")]
+    LeaderNotReady,
+    /// One change at a time: the configuration entry at `index` is not committed yet, or the
+    /// configuration is joint and must be left first.
+    #[error("a configuration change is in progress (entry {index})")]
+    ChangeInProgress {
+        /// The configuration entry that is still in progress.
+        index: LogIndex,
+    },
+    /// Leaving was asked for but the configuration is not joint.
+    #[error("the configuration is not joint")]
+    NotJoint,
+    /// The changes do not apply to the current configuration.
+    #[error(transparent)]
+    Invalid(#[from] InvalidChange),
+    /// The learner to promote trails the leader by too much ([`crate::membership::learner_caught_up`]).
+    #[error("learner {id} is not caught up (match {match_index}, leader's last {last_index})")]
+    LearnerNotCaughtUp {
+        /// The learner.
+        id: NodeId,
+        /// Its match index.
+        match_index: LogIndex,
+        /// The leader's last index.
+        last_index: LogIndex,
+    },
+    /// The change would leave fewer active voters than a quorum (etcd's strict
+    /// reconfiguration check, [`crate::membership::enough_active_voters`]).
+    #[error("not enough active voters after the change: {active} active, {needed} needed")]
+    NotEnoughActiveVoters {
+        /// Active voters in the configuration the change leads to.
+        active: usize,
+        /// Its quorum.
+        needed: usize,
+    },
+}
+
 /// A message that this node must not accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
@@ -86,6 +140,14 @@ pub enum StepError {
         index: LogIndex,
         /// This leader's last index.
         last_index: LogIndex,
+    },
+    /// A (pre-)vote request from a node that does not vote in this node's configuration: a
+    /// removed server must not disrupt the cluster (dissertation §4.2.3), so it is not
+    /// answered and its term is not adopted.
+    #[error("vote request from {from}, which does not vote in this configuration")]
+    VoteFromNonVoter {
+        /// The sender.
+        from: NodeId,
     },
 }
 
@@ -146,4 +208,12 @@ pub enum Malformed {
     /// A snapshot's configuration is invalid (no voter, or a member both voter and learner).
     #[error("snapshot configuration: {0}")]
     SnapshotMembership(String),
+    /// A configuration entry's data does not decode ([`crate::membership::ConfigEntry`]).
+    #[error("configuration entry {entry}: {reason}")]
+    ConfigEntry {
+        /// The entry.
+        entry: EntryId,
+        /// What is wrong with it.
+        reason: ConfigDecodeError,
+    },
 }

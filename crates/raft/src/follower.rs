@@ -2,10 +2,11 @@
 //! read-index answers from the leader.
 
 use crate::log_view::{LogView, SnapshotMeta};
+use crate::membership::ConfigEntry;
 use crate::message::{MessageBody, ReadId, RejectHint};
 use crate::node::Node;
 use crate::ready::ReadState;
-use crate::types::{Entry, EntryId, LogIndex, NodeId};
+use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId};
 
 impl<L: LogView> Node<L> {
     /// AppendEntries receiver (Raft Figure 2).
@@ -26,8 +27,26 @@ impl<L: LogView> Node<L> {
         }
         // `Message::validate` checked the entries: contiguous after `prev`, terms
         // non-decreasing and not above the leader's term, indexes in range.
+        // Configurations take effect when appended (dissertation §4.1). `Message::validate`
+        // decoded these already; entries the log holds already are skipped below.
+        let configs: Vec<(LogIndex, ConfigEntry)> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Config)
+            .map(|e| (e.index(), ConfigEntry::decode(&e.data).expect("validated by the message")))
+            .collect();
         match self.log.maybe_append(prev, entries) {
-            Some(last_new) => {
+            Some((last_new, written)) => {
+                if let Some(first) = written {
+                    let rolled_back = self.configs.truncate_from(first);
+                    let mut added = false;
+                    for (index, c) in configs.into_iter().filter(|(i, _)| *i >= first) {
+                        self.configs.push(index, c.next);
+                        added = true;
+                    }
+                    if rolled_back || added {
+                        self.on_config_changed();
+                    }
+                }
                 // S5: the follower learns the commit index from the leader, but never past
                 // what it knows matches the leader's log.
                 self.log.commit_to(commit.min(last_new));
@@ -65,7 +84,8 @@ impl<L: LogView> Node<L> {
         }
         // Steps 7-8: discard the log and install the snapshot.
         self.log.restore(snap);
-        self.membership = meta.membership.clone();
+        self.configs.reset(snap.index, meta.membership.clone());
+        self.on_config_changed();
         self.snapshot_to_install = Some(meta);
         self.send_after_persist(from, MessageBody::AppendResponse { result: Ok(snap.index) });
     }

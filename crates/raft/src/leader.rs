@@ -43,6 +43,14 @@ impl<L: LogView> Node<L> {
             Entry { id: EntryId::new(self.term, next), kind: EntryKind::Noop, data: Bytes::new() };
         self.log.append(noop);
         self.maybe_commit();
+        if self.role == Role::Leader
+            && self.membership.voters.is_joint()
+            && self.configs.latest_index() <= self.log.committed
+        {
+            // The joint configuration committed under an earlier leader, which did not leave
+            // it: leave it now (dissertation §4.3).
+            self.append_config(self.membership.leave_joint(), Bytes::new());
+        }
     }
 
     /// Leaves the leader role: reads that were waiting can no longer be confirmed.
@@ -81,7 +89,12 @@ impl<L: LogView> Node<L> {
                 self.become_follower(self.term, None);
                 return;
             }
-            for pr in self.ls().progress.values_mut() {
+            let ls = self.ls();
+            ls.active_last_window.clear();
+            for (id, pr) in ls.progress.iter_mut() {
+                if pr.recent_active {
+                    ls.active_last_window.insert(*id);
+                }
                 pr.recent_active = false;
             }
         }
@@ -169,6 +182,7 @@ impl<L: LogView> Node<L> {
         {
             return;
         }
+        let before = self.log.committed;
         self.log.commit_to(quorum);
         let committed = self.log.committed;
         let ls = self.ls();
@@ -185,6 +199,48 @@ impl<L: LogView> Node<L> {
             for (id, from) in waiting {
                 self.leader_read(id, from);
             }
+        }
+        let latest = self.configs.latest_index();
+        if latest > before && latest <= committed {
+            self.on_config_committed();
+        }
+    }
+
+    /// The configuration in force is committed (dissertation §4.3): a joint one is left at
+    /// once; nodes no longer members are let go; a leader that is not a voter of it steps
+    /// down (§4.2.2), and being no voter, it will not campaign.
+    fn on_config_committed(&mut self) {
+        if self.membership.voters.is_joint() {
+            self.append_config(self.membership.leave_joint(), Bytes::new());
+            return;
+        }
+        self.release_removed();
+        if !self.membership.is_voter(self.id) {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Stops tracking the nodes the committed configuration removed once they hold the entry
+    /// that removed them, telling each that it is committed, so they learn they were removed
+    /// ([`Node::is_removed`]). Until then they are sent the log like any follower (one that
+    /// never answers is tracked until the next leader, which tracks members only).
+    fn release_removed(&mut self) {
+        let latest = self.configs.latest_index();
+        let committed = self.log.committed;
+        if latest > committed {
+            return;
+        }
+        let membership = &self.membership;
+        let ls = self.leader_state.as_mut().expect("leader");
+        let released: Vec<(NodeId, LogIndex)> = ls
+            .progress
+            .iter()
+            .filter(|(id, pr)| !membership.contains(**id) && pr.match_index >= latest)
+            .map(|(id, pr)| (*id, committed.min(pr.match_index)))
+            .collect();
+        for (id, commit) in released {
+            self.ls().progress.remove(&id);
+            self.send(id, MessageBody::Heartbeat { commit, read_round: 0 });
         }
     }
 
@@ -315,6 +371,13 @@ impl<L: LogView> Node<L> {
                 let matched = pr.match_index;
                 if moved {
                     self.maybe_commit();
+                    if self.role != Role::Leader {
+                        // Stepped down: the configuration that removed it committed.
+                        return Ok(());
+                    }
+                    if !self.membership.contains(from) {
+                        self.release_removed();
+                    }
                 }
                 let ls = self.ls();
                 if ls.transfer.is_some_and(|t| t.to == from && matched == last) {
@@ -440,7 +503,9 @@ impl<L: LogView> Node<L> {
     /// ReadIndex at the leader (dissertation §6.4).
     pub(crate) fn leader_read(&mut self, id: ReadId, from: NodeId) {
         let committed = self.log.committed;
-        let single_voter = self.membership.voters.ids().len() == 1;
+        // Only when this node is the one voter: a leader removed from the configuration
+        // (waiting for that to commit) must still confirm its reads with the voters.
+        let single_voter = self.membership.voters.ids().into_iter().eq([self.id]);
         let lease_ok = self.lease_valid();
         let ls = self.ls();
         if !ls.committed_in_term {

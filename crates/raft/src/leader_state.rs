@@ -6,7 +6,7 @@
 //! of messages. The leader's behaviour (`leader.rs`) drives it, so dependencies point one
 //! way: `node -> leader_state` and `leader -> {node, leader_state}`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::message::ReadId;
 use crate::progress::Progress;
@@ -59,6 +59,9 @@ pub(crate) struct LeaderState {
     /// Proposed entries not yet committed, with their sizes.
     pub(crate) uncommitted: VecDeque<(LogIndex, u64)>,
     pub(crate) uncommitted_bytes: u64,
+    /// The followers that were `recent_active` in the previous Check-Quorum window, so the
+    /// strict reconfiguration check does not see everyone idle just after a window starts.
+    pub(crate) active_last_window: BTreeSet<NodeId>,
 }
 
 impl LeaderState {
@@ -79,6 +82,7 @@ impl LeaderState {
             lease_revoked: false,
             uncommitted: VecDeque::new(),
             uncommitted_bytes: 0,
+            active_last_window: BTreeSet::new(),
         }
     }
 }

@@ -48,7 +48,8 @@
 //! - [`config`]: `Config` and `Config::validate()`.
 //! - [`log_view`]: the read-only `LogView` trait and the in-memory `MemLog`.
 //! - [`quorum`]: majority and joint quorum arithmetic, pure functions.
-//! - [`membership`]: voters (a joint config) and learners.
+//! - [`membership`]: voters (a joint config) and learners; configuration changes, the
+//!   configuration entry's encoding, and the safety checks run before a change.
 //! - [`progress`]: the leader's per-follower replication state and in-flight window.
 //! - `node`, `election`, `follower`, `leader`: the state machine, one file per role.
 //! - `leader_state`: the data a node keeps while it leads (progress, read rounds, transfer),
@@ -86,9 +87,9 @@ pub mod types;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBugs;
 pub use config::{Config, ConfigError, ReadMode};
-pub use error::{Malformed, ProposeError, ReadError, StepError, TransferError};
+pub use error::{ConfChangeError, Malformed, ProposeError, ReadError, StepError, TransferError};
 pub use log_view::{InitialState, LogError, LogView, MemLog, SnapshotMeta};
-pub use membership::Membership;
+pub use membership::{ConfChange, ConfigEntry, Membership};
 pub use message::{Message, MessageBody, ReadId, RejectHint};
 pub use node::{Node, Proposed, SnapshotStatus, Status};
 pub use ready::{ReadState, Ready, SoftState};

@@ -39,7 +39,10 @@ pub enum LogError {
 pub struct InitialState {
     /// Term, vote and commit as last persisted.
     pub hard_state: HardState,
-    /// The configuration in force at the end of the durable log.
+    /// The configuration in force at `hard_state.commit`: what the caller last wrote from
+    /// [`crate::Ready::membership`] (or a snapshot's, or the bootstrap configuration). The
+    /// node reads the configuration entries after its applied index back from the log, so
+    /// one in force later in the log (the latest counts, committed or not) is found there.
     pub membership: Membership,
 }
 
@@ -127,6 +130,8 @@ pub fn push_within_bytes<'a>(
 pub struct MemLog {
     hard_state: HardState,
     membership: Membership,
+    /// The configuration at the snapshot point.
+    snapshot_membership: Membership,
     /// The id of the entry just before `entries[0]` (the snapshot point).
     /// Invariant: `entries[i].index == snapshot.index + 1 + i`.
     snapshot: EntryId,
@@ -138,6 +143,7 @@ impl MemLog {
     pub fn new(membership: Membership) -> MemLog {
         MemLog {
             hard_state: HardState::default(),
+            snapshot_membership: membership.clone(),
             membership,
             snapshot: EntryId::default(),
             entries: Vec::new(),
@@ -193,7 +199,22 @@ impl MemLog {
         }
     }
 
-    /// Drops every entry up to and including `index`, which becomes the snapshot point.
+    /// Writes the configuration in force at the commit index ([`crate::Ready::membership`]).
+    pub fn set_membership(&mut self, membership: Membership) {
+        self.membership = membership;
+    }
+
+    /// Like [`MemLog::compact`], recording `membership` (the configuration in force at
+    /// `index`, [`crate::Node::membership_at`]) as the snapshot's.
+    pub fn compact_with_membership(&mut self, index: LogIndex, membership: Membership) {
+        if index > self.snapshot.index {
+            self.compact(index);
+            self.snapshot_membership = membership;
+        }
+    }
+
+    /// Drops every entry up to and including `index`, which becomes the snapshot point. The
+    /// snapshot's configuration is the one last written.
     pub fn compact(&mut self, index: LogIndex) {
         if index <= self.snapshot.index {
             return;
@@ -202,12 +223,14 @@ impl MemLog {
         let drop = (index.0 - self.snapshot.index.0) as usize;
         self.entries.drain(..drop);
         self.snapshot = EntryId::new(term, index);
+        self.snapshot_membership = self.membership.clone();
     }
 
     /// Replaces the whole log with an empty one that starts after a snapshot at `snapshot`.
     pub fn reset_to_snapshot(&mut self, snapshot: EntryId, membership: Membership) {
         self.entries.clear();
         self.snapshot = snapshot;
+        self.snapshot_membership = membership.clone();
         self.membership = membership;
     }
 
@@ -233,7 +256,7 @@ impl LogView for MemLog {
     fn snapshot(&self) -> Option<SnapshotMeta> {
         (self.snapshot.index.0 > 0).then(|| SnapshotMeta {
             last_included: self.snapshot,
-            membership: self.membership.clone(),
+            membership: self.snapshot_membership.clone(),
         })
     }
 

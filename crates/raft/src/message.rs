@@ -9,7 +9,8 @@ use std::fmt;
 
 use crate::error::Malformed;
 use crate::log_view::SnapshotMeta;
-use crate::types::{Entry, EntryId, LogIndex, NodeId, Term};
+use crate::membership::ConfigEntry;
+use crate::types::{Entry, EntryId, EntryKind, LogIndex, NodeId, Term};
 
 /// An opaque id the caller attaches to a read request, returned with the read's
 /// [`crate::ReadState`]. It only needs to be unique among the caller's pending reads.
@@ -210,6 +211,10 @@ impl Message {
                     position_ok(e.id)?;
                     if e.term() < previous.term {
                         return Err(Malformed::TermsGoBackwards { entry: e.id, previous });
+                    }
+                    if e.kind == EntryKind::Config {
+                        ConfigEntry::decode(&e.data)
+                            .map_err(|reason| Malformed::ConfigEntry { entry: e.id, reason })?;
                     }
                     previous = e.id;
                 }

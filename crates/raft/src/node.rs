@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
-use crate::error::{ProposeError, ReadError, StepError, TransferError};
+use crate::error::{ConfChangeError, ProposeError, ReadError, StepError, TransferError};
 use crate::leader_state::LeaderState;
 use crate::log_view::{LogView, SnapshotMeta};
-use crate::membership::Membership;
+use crate::membership::{ConfChange, ConfigEntry, ConfigHistory, Membership};
 use crate::message::{Message, MessageBody, ReadId};
 use crate::raft_log::RaftLog;
 use crate::ready::{ReadState, Ready, SoftState};
 use crate::rng::Rng;
-use crate::types::{EntryId, HardState, LogIndex, NodeId, Role, Term};
+use crate::types::{EntryId, EntryKind, HardState, LogIndex, NodeId, Role, Term};
 
 /// What happened to an accepted proposal.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,7 +74,18 @@ pub struct Node<L: LogView> {
     pub(crate) cfg: Config,
     pub(crate) id: NodeId,
     pub(crate) log: RaftLog<L>,
+    /// The configuration in force: a copy of `configs.current()`, kept in step by
+    /// `on_config_changed`.
     pub(crate) membership: Membership,
+    /// The configurations along the log from the applied index on (dissertation §4.1: the
+    /// latest one in the log is in force, committed or not; truncation falls back).
+    pub(crate) configs: ConfigHistory,
+    /// The index of the configuration entry in force at the commit index last handed out in a
+    /// `Ready`'s hard state, so `Ready::membership` says when the caller must write it.
+    reported_config_index: LogIndex,
+    /// The configuration entry that removed this node (its previous configuration included
+    /// it, the one it put in force does not), while that configuration is in force.
+    removal_index: Option<LogIndex>,
     /// Current term (S1). Only grows.
     pub(crate) term: Term,
     /// Vote in `term` (S2). Invariant: reset to `None` whenever `term` grows.
@@ -144,6 +155,8 @@ impl<L: LogView> Node<L> {
         }
         let committed = hs.commit.max(store.first_index().prev());
         let log = RaftLog::new(store, committed, cfg.applied);
+        let configs = recover_configs(&log, init.membership)?;
+        let reported_config_index = configs.index_at(committed);
         let soft = SoftState { role: Role::Follower, term: hs.term, leader: None };
         let mut node = Node {
             id: cfg.id,
@@ -151,7 +164,10 @@ impl<L: LogView> Node<L> {
             boot_guard: matches!(cfg.read_mode, crate::config::ReadMode::Lease { .. }),
             cfg,
             log,
-            membership: init.membership,
+            membership: configs.current().clone(),
+            configs,
+            reported_config_index,
+            removal_index: None,
             term: hs.term,
             vote: hs.vote,
             role: Role::Follower,
@@ -217,6 +233,29 @@ impl<L: LogView> Node<L> {
             kind: msg.body.kind(),
             reason,
         })?;
+        if matches!(msg.body, MessageBody::PreVote { .. } | MessageBody::Vote { .. })
+            && !self.membership.is_voter(msg.from)
+        {
+            // Dissertation §4.2.3: a server removed from the configuration (or never in it)
+            // must not disrupt it. Its request is not answered and, above all, its term is
+            // not adopted, which would depose the leader.
+            return Err(StepError::VoteFromNonVoter { from: msg.from });
+        }
+        if msg.term > self.term
+            && !matches!(
+                msg.body,
+                MessageBody::Append { .. }
+                    | MessageBody::Heartbeat { .. }
+                    | MessageBody::Snapshot { .. }
+            )
+            && !self.membership.contains(msg.from)
+        {
+            // The same rule for the answers of a removed node that kept campaigning: a
+            // leader still sending it the entry that removed it must not adopt its term.
+            // A leader's messages are not concerned: this node may not yet know a
+            // configuration that names the new leader.
+            return Ok(());
+        }
         if msg.term > self.term {
             if self.on_higher_term(&msg) == Handled::Done {
                 return Ok(());
@@ -368,6 +407,11 @@ impl<L: LogView> Node<L> {
         }
         let hs = self.hard_state();
         if hs != self.last_hard_state {
+            let config_index = self.configs.index_at(hs.commit);
+            if config_index != self.reported_config_index {
+                self.reported_config_index = config_index;
+                rd.membership = Some(self.configs.at(hs.commit).clone());
+            }
             rd.term_or_vote_changed =
                 hs.term != self.last_hard_state.term || hs.vote != self.last_hard_state.vote;
             rd.hard_state = Some(hs);
@@ -425,6 +469,162 @@ impl<L: LogView> Node<L> {
     /// Reports that the state machine applied every entry through `index`.
     pub fn on_applied(&mut self, index: LogIndex) {
         self.log.applied_to(index);
+        self.configs.compact_to(self.log.applied);
+    }
+
+    // ----- Configuration changes (dissertation chapter 4) -------------------------------------
+
+    /// Proposes a configuration change (leader only): several changes at once go through the
+    /// joint configuration `C_old,new` (dissertation §4.3), as does any change of voters; a
+    /// change of learners only is a simple step. The entry takes effect on every node as soon
+    /// as it is appended (§4.1). Once the joint entry commits, the leader proposes the entry
+    /// that leaves it ([`Node::leave_joint`] asks for it explicitly).
+    ///
+    /// One change at a time: refused while a configuration entry is uncommitted or the
+    /// configuration is joint. `context` is carried untouched in the entry for the caller
+    /// (see [`ConfigEntry`]). The safety checks a server runs first are
+    /// [`Node::can_promote`] and [`Node::check_active_quorum`]; this method does not run them.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: &[ConfChange],
+        context: Bytes,
+    ) -> Result<EntryId, ConfChangeError> {
+        self.check_can_change()?;
+        if self.membership.voters.is_joint() {
+            return Err(ConfChangeError::ChangeInProgress { index: self.configs.latest_index() });
+        }
+        let next = self.membership.apply_changes(changes)?;
+        Ok(self.append_config(next, context))
+    }
+
+    /// Proposes leaving the joint configuration (leader only). The leader does this by itself
+    /// once the joint entry commits; this asks for it explicitly (for example after a leader
+    /// change while the leave entry was not yet appended).
+    pub fn leave_joint(&mut self) -> Result<EntryId, ConfChangeError> {
+        self.check_can_change()?;
+        if !self.membership.voters.is_joint() {
+            return Err(ConfChangeError::NotJoint);
+        }
+        let next = self.membership.leave_joint();
+        Ok(self.append_config(next, Bytes::new()))
+    }
+
+    fn check_can_change(&self) -> Result<(), ConfChangeError> {
+        let Some(ls) = &self.leader_state else {
+            return Err(ConfChangeError::NotLeader { leader_hint: self.leader });
+        };
+        if let Some(t) = ls.transfer {
+            return Err(ConfChangeError::TransferInProgress { to: t.to });
+        }
+        if !ls.committed_in_term {
+            return Err(ConfChangeError::LeaderNotReady);
+        }
+        let latest = self.configs.latest_index();
+        if latest > self.log.committed {
+            return Err(ConfChangeError::ChangeInProgress { index: latest });
+        }
+        Ok(())
+    }
+
+    /// Whether `learner` may be promoted now (leader only): it must be a learner whose log
+    /// matches the leader's within [`crate::membership::PROMOTE_LAG_ENTRIES_MAX`] entries of
+    /// the leader's last index (etcd: "can only promote a learner member which is in sync
+    /// with leader").
+    pub fn can_promote(&self, learner: NodeId) -> Result<(), ConfChangeError> {
+        let Some(ls) = &self.leader_state else {
+            return Err(ConfChangeError::NotLeader { leader_hint: self.leader });
+        };
+        if !self.membership.learners.contains(&learner) {
+            return Err(crate::membership::InvalidChange::NotALearner(learner).into());
+        }
+        let match_index = ls.progress.get(&learner).map_or(LogIndex(0), |p| p.match_index);
+        let last_index = self.log.last_index();
+        if !crate::membership::learner_caught_up(match_index, last_index) {
+            return Err(ConfChangeError::LearnerNotCaughtUp {
+                id: learner,
+                match_index,
+                last_index,
+            });
+        }
+        Ok(())
+    }
+
+    /// etcd's strict reconfiguration check (leader only): refuses `changes` if, in the
+    /// configuration they lead to, fewer voters than a quorum are active. A voter is active if
+    /// it is this leader or answered it during the current or the previous Check-Quorum window
+    /// (about one to two election timeouts); a node being added is not active until it
+    /// answers.
+    pub fn check_active_quorum(&self, changes: &[ConfChange]) -> Result<(), ConfChangeError> {
+        let Some(ls) = &self.leader_state else {
+            return Err(ConfChangeError::NotLeader { leader_hint: self.leader });
+        };
+        let next = self.membership.apply_changes(changes)?;
+        let active = |id: NodeId| {
+            id == self.id
+                || ls.progress.get(&id).is_some_and(|p| p.recent_active)
+                || ls.active_last_window.contains(&id)
+        };
+        // Only the configuration being moved to matters: the joint phase's outgoing half is
+        // today's voters, who are committing now.
+        let incoming =
+            crate::quorum::JointConfig::simple(next.voters.incoming.voters().iter().copied());
+        crate::membership::enough_active_voters(&incoming, active)
+            .map_err(|(active, needed)| ConfChangeError::NotEnoughActiveVoters { active, needed })
+    }
+
+    /// Whether this node was removed: it saw the configuration entry that removed it (the
+    /// configuration before included it, the one in force does not) and that entry is
+    /// committed. A removed node never campaigns and the members refuse its vote requests
+    /// (§4.2.3); its caller should shut it down. A node that restarts after its removal
+    /// committed, or that missed the entry, does not know; it stays silent (it does not
+    /// vote) and the members refuse it.
+    pub fn is_removed(&self) -> bool {
+        self.removal_index.is_some_and(|i| i <= self.log.committed)
+    }
+
+    /// The configuration in force at `index`, for an `index` at or after the applied index
+    /// (a snapshot taken at the applied index records this one).
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.configs.at(index)
+    }
+
+    /// Appends a configuration entry leading from the current configuration to `next`, which
+    /// takes effect at once (leader only).
+    pub(crate) fn append_config(&mut self, next: Membership, context: Bytes) -> EntryId {
+        assert_eq!(self.role, Role::Leader, "only the leader appends configuration entries");
+        let id = EntryId::new(self.term, self.log.last_index().next());
+        let data = ConfigEntry { prev: self.membership.clone(), next: next.clone(), context };
+        let entry = crate::types::Entry { id, kind: EntryKind::Config, data: data.encode() };
+        self.log.append(entry);
+        self.configs.push(id.index, next);
+        self.on_config_changed();
+        id
+    }
+
+    /// The configuration in force changed (an entry appended or truncated, a snapshot): take
+    /// it, and as leader start tracking new members at once (nodes removed are tracked until
+    /// the change commits, so they learn of it).
+    pub(crate) fn on_config_changed(&mut self) {
+        self.membership = self.configs.current().clone();
+        let latest = self.configs.latest_index();
+        let before = self.configs.at(latest.prev());
+        self.removal_index =
+            (!self.membership.contains(self.id) && before.contains(self.id)).then_some(latest);
+        let next = self.log.last_index().next();
+        let (appends_max, bytes_max) = (self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
+        let members = self.membership.members();
+        let me = self.id;
+        if let Some(ls) = self.leader_state.as_mut() {
+            for id in members.into_iter().filter(|id| *id != me) {
+                ls.progress.entry(id).or_insert_with(|| {
+                    crate::progress::Progress::new(next, appends_max, bytes_max)
+                });
+            }
+        }
+        if self.role != Role::Leader {
+            // A pending (pre-)campaign counted votes under the old configuration.
+            self.votes.retain(|id, _| self.membership.is_voter(*id) || *id == me);
+        }
     }
 
     // ----- Accessors ------------------------------------------------------------------------
@@ -615,6 +815,35 @@ impl<L: LogView> Node<L> {
     pub(crate) fn other_voters(&self) -> Vec<NodeId> {
         self.membership.voters.ids().into_iter().filter(|id| *id != self.id).collect()
     }
+}
+
+/// The configurations along a restarted node's log: the entries after the applied index are
+/// read back (the caller re-applies them anyway), since the configuration in force is the
+/// latest in the log, committed or not (dissertation §4.1), and each entry names the one
+/// before it, to fall back to if it is truncated. With no configuration entry there, the
+/// caller's `membership` (in force at the durable commit index) is in force.
+fn recover_configs<L: LogView>(
+    log: &RaftLog<L>,
+    membership: Membership,
+) -> Result<ConfigHistory, ConfigError> {
+    let mut history = None::<ConfigHistory>;
+    let mut next = log.applied.next();
+    let last = log.last_index();
+    let mut batch = Vec::new();
+    while next <= last {
+        batch.clear();
+        log.entries(next, last, 1 << 20, &mut batch)
+            .map_err(|e| ConfigError::InitialState(format!("reading the log: {e}")))?;
+        for e in batch.iter().filter(|e| e.kind == EntryKind::Config) {
+            let c = ConfigEntry::decode(&e.data).map_err(|err| {
+                ConfigError::InitialState(format!("configuration entry {}: {err}", e.id))
+            })?;
+            let h = history.get_or_insert_with(|| ConfigHistory::new(log.applied, c.prev));
+            h.push(e.index(), c.next);
+        }
+        next = batch.last().map_or(last, |e| e.index()).next();
+    }
+    Ok(history.unwrap_or_else(|| ConfigHistory::new(log.applied, membership)))
 }
 
 #[derive(PartialEq, Eq)]

@@ -177,17 +177,19 @@ impl<L: LogView> RaftLog<L> {
 
     /// The follower's side of AppendEntries (Raft §5.3, receiver steps 2-5): checks `prev`,
     /// skips entries already held, truncates a conflicting suffix and appends the rest (moved,
-    /// not copied). Returns the index of the last new entry, or `None` if `prev` does not
-    /// match.
+    /// not copied). Returns the index of the last new entry and the index from which the log
+    /// was written (everything from there was replaced or added; `None` if every entry was
+    /// already held), or `None` if `prev` does not match.
     pub(crate) fn maybe_append(
         &mut self,
         prev: EntryId,
         mut entries: Vec<Entry>,
-    ) -> Option<LogIndex> {
+    ) -> Option<(LogIndex, Option<LogIndex>)> {
         if !self.matches(prev) {
             return None;
         }
         let last_new = prev.index.plus(entries.len() as u64);
+        let mut written = None;
         // The first entry that is not already in our log (by index and term).
         if let Some(pos) = entries.iter().position(|e| !self.matches(e.id)) {
             let first = entries[pos].index();
@@ -198,9 +200,10 @@ impl<L: LogView> RaftLog<L> {
                 self.committed
             );
             entries.drain(..pos);
+            written = Some(first);
             self.truncate_and_append(entries);
         }
-        Some(last_new)
+        Some((last_new, written))
     }
 
     fn truncate_and_append(&mut self, entries: Vec<Entry>) {

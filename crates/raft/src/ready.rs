@@ -1,6 +1,7 @@
 //! The node's output: [`Ready`], and the contract for handling it.
 
 use crate::log_view::SnapshotMeta;
+use crate::membership::Membership;
 use crate::message::{Message, ReadId};
 use crate::types::{Entry, HardState, LogIndex, NodeId, Role, Term};
 
@@ -94,6 +95,11 @@ pub struct Ready {
     pub snapshot: Option<SnapshotMeta>,
     /// Entries to persist (append, overwriting from `entries[0].index`).
     pub entries: Vec<Entry>,
+    /// The configuration in force at `hard_state.commit`, when that changed (the commit index
+    /// passed a configuration entry, or a snapshot was installed): write it before the hard
+    /// state. It is what [`crate::InitialState::membership`] returns after a restart; the
+    /// configuration entries after it are read back from the log.
+    pub membership: Option<Membership>,
     /// Messages to send now.
     pub messages: Vec<Message>,
     /// Messages to send only after this `Ready` (and every earlier one) is durable.

@@ -113,6 +113,35 @@ impl Cluster {
         c
     }
 
+    /// Starts a new, empty node `id` that is not yet a member, as a server started to join a
+    /// running cluster would be: it starts from `membership` (the configuration it is told
+    /// it joins) and learns the real history from the leader's log or snapshot.
+    pub fn add_node(
+        &mut self,
+        id: NodeId,
+        membership: Membership,
+        configure: impl Fn(&mut Config),
+    ) {
+        assert!(!self.configs.contains_key(&id), "{id} exists already");
+        let mut cfg = Config::new(id);
+        configure(&mut cfg);
+        let node = Node::new(cfg.clone(), MemLog::new(membership)).expect("valid config");
+        self.configs.insert(id, cfg);
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+        self.note(format!("{id} started"));
+    }
+
+    /// Proposes a configuration change on node `id` (see [`Node::propose_conf_change`]).
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        changes: &[crate::membership::ConfChange],
+    ) -> Result<EntryId, crate::error::ConfChangeError> {
+        let node = self.nodes.get_mut(&id).unwrap_or_else(|| panic!("{id} is down"));
+        node.propose_conf_change(changes, Bytes::new())
+    }
+
     /// The ids of every node, up or down.
     pub fn ids(&self) -> Vec<NodeId> {
         self.configs.keys().copied().collect()
@@ -210,6 +239,9 @@ impl Cluster {
             }
         }
         let node = self.nodes.get_mut(&id).expect("running");
+        if let Some(m) = &rd.membership {
+            node.log_view_mut().set_membership(m.clone());
+        }
         if let Some(hs) = rd.hard_state {
             node.log_view_mut().set_hard_state(hs);
         }
@@ -313,9 +345,17 @@ impl Cluster {
             self.staged.entry(to).or_default().insert(meta.last_included);
         }
         let line = format!("{m:?}");
-        self.nodes.get_mut(&to).expect("checked").step(m).expect("well-formed message");
+        let result = self.nodes.get_mut(&to).expect("checked").step(m);
         self.delivered_count += 1;
         self.note(line);
+        match result {
+            Ok(()) => {}
+            // A removed (or not yet added) node's vote request: refused, as a peer would be.
+            Err(e @ crate::error::StepError::VoteFromNonVoter { .. }) => {
+                self.note(format!("{to} refused: {e}"))
+            }
+            Err(e) => panic!("well-formed message refused: {e}"),
+        }
         if snapshot && let Some(sender) = self.nodes.get_mut(&from) {
             sender.report_snapshot(to, SnapshotStatus::Delivered);
         }
@@ -364,7 +404,8 @@ impl Cluster {
         if index < node.log_view().first_index() {
             return;
         }
-        node.log_view_mut().compact(index);
+        let membership = node.membership_at(index).clone();
+        node.log_view_mut().compact_with_membership(index, membership);
         let snap = node.log_view().snapshot().expect("compacted").last_included;
         let data: Vec<Entry> =
             self.applied[&id].iter().filter(|e| e.index() <= index).cloned().collect();

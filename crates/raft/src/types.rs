@@ -154,8 +154,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends at the start of its term so that it can commit
     /// entries of earlier terms (Raft §5.4.2, §8). The state machine skips it.
     Noop,
-    /// A change of the cluster configuration; its data is an encoded [`crate::Membership`]
-    /// change. Reserved for the membership issue: the core does not emit it yet.
+    /// A change of the cluster configuration; its data is an encoded
+    /// [`crate::membership::ConfigEntry`]. It takes effect when appended; the state machine
+    /// skips it.
     Config,
 }
 

@@ -665,6 +665,12 @@ impl Replica {
         if !rd.entries.is_empty() {
             storage.append(&rd.entries)?;
         }
+        // The configuration at the new commit index goes before the hard state, so a durable
+        // commit index never runs ahead of the durable configuration (the core reads the
+        // configuration entries after it back from the log on restart).
+        if let Some(m) = rd.membership.take() {
+            storage.set_membership(m)?;
+        }
         if let Some(hs) = rd.hard_state {
             storage.set_hard_state(hs)?;
         }
@@ -752,7 +758,7 @@ impl Replica {
         })?;
         let meta = SnapshotMeta {
             last_included: EntryId::new(term, applied),
-            membership: self.node.membership().clone(),
+            membership: self.node.membership_at(applied).clone(),
         };
         let writer = self.node.log_view().snapshot_writer(meta.clone())?;
         self.snapshot_in_flight = true;
@@ -1051,6 +1057,10 @@ fn recover_snapshot(
     }
     let hs = storage.hard_state();
     if hs.commit < snap.index {
+        // The membership recorded is the one at the commit index (`Ready::membership`).
+        if !changed {
+            storage.set_membership(meta.membership.clone())?;
+        }
         storage.set_hard_state(tenure_raft::HardState { commit: snap.index, ..hs })?;
         changed = true;
     }
