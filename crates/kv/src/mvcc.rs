@@ -122,12 +122,20 @@ pub(crate) struct Index {
     /// A persistent B-tree: cloning the index (what a snapshot does) is O(1) and shares every
     /// node; a write after a clone copies only the nodes on its path. So a snapshot costs
     /// neither a pause proportional to the key count nor a second copy of the index.
-    pub(crate) keys: OrdMap<Bytes, Vec<Version>>,
+    ///
+    /// Each history sits behind an `Arc`: copying a leaf of the map (which a write does when
+    /// the leaf is shared with a snapshot job's copy or a published read view) then copies
+    /// pointers, not every key's versions; the one history the write changes is copied only if
+    /// a copy still holds it.
+    pub(crate) keys: OrdMap<Bytes, History>,
     /// Keys compaction may shrink: those with more than one version. A key with one version
     /// always has a live one, which compaction keeps, so compaction only walks this set.
     /// Invariant: `key in dirty` iff `keys[key].len() > 1`.
     pub(crate) dirty: OrdSet<Bytes>,
 }
+
+/// A key's versions, oldest first, shared between copies of the index (see [`Index::keys`]).
+pub(crate) type History = std::sync::Arc<Vec<Version>>;
 
 /// Appends to a history without `Vec`'s default minimum capacity of four: most keys hold one
 /// or two versions, and with a million keys the slack would outweigh the data.
@@ -191,9 +199,10 @@ impl Index {
             Entry::Occupied(o) => (o.key().clone(), o.into_mut()),
             Entry::Vacant(v) => {
                 let key = v.key().clone();
-                (key, v.insert(Vec::new()))
+                (key, v.insert(History::default()))
             }
         };
+        let history = std::sync::Arc::make_mut(history);
         if let Some(last) = history.last() {
             assert!(
                 last.mod_revision < revision,
@@ -239,6 +248,7 @@ impl Index {
         let (key, history) = self.keys.get_key_value(key)?;
         let prev = history.last()?.to_kv(key)?;
         let history = self.keys.get_mut(prev.key.as_ref()).expect("key was just found");
+        let history = std::sync::Arc::make_mut(history);
         assert!(prev.mod_revision < revision, "delete at a past revision");
         push_version(
             history,
@@ -280,18 +290,21 @@ impl Index {
         // `retain`, so they are collected and removed after the walk.
         let mut clean = Vec::new();
         for key in &self.dirty {
-            let history = keys.get_mut(&key[..]).expect("dirty keys are in the index");
+            let history = keys.get(&key[..]).expect("dirty keys are in the index");
             let n = history.partition_point(|v| v.mod_revision <= revision);
             let keep_from = match n.checked_sub(1) {
                 None => 0,
                 Some(i) if history[i].value.is_some() => i,
                 Some(_) => n,
             };
+            let mut left = history.len();
             if keep_from > 0 {
+                let history = keys.get_mut(&key[..]).expect("dirty keys are in the index");
+                let history = std::sync::Arc::make_mut(history);
                 history.drain(..keep_from);
                 history.shrink_to_fit();
+                left = history.len();
             }
-            let left = history.len();
             if left == 0 {
                 keys.remove(&key[..]);
             }

@@ -189,7 +189,7 @@ impl Store {
             f.rec.bytes(key);
             f.rec.u64(history.len() as u64);
             f.end_record()?;
-            for v in history {
+            for v in history.iter() {
                 let w = &mut f.rec;
                 w.u8(TAG_VERSION);
                 w.i64(v.mod_revision);
@@ -574,7 +574,7 @@ impl Restorer<'_> {
             ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
             self.store.leases.attach(last.lease, &key);
         }
-        self.store.index.keys.insert(key, history);
+        self.store.index.keys.insert(key, std::sync::Arc::new(history));
         Ok(())
     }
 }

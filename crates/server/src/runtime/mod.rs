@@ -35,13 +35,20 @@
 //! the log is compacted. A `Snapshot` message for a follower leaves with the newest snapshot file
 //! opened for it ([`Outbox::send_snapshot`]); how its transfer ended comes back as an input.
 //!
-//! **Reads run on the caller's task, not on the replica thread.** After every turn that
-//! applied something, the thread publishes a [`tenure_kv::ReadView`] of the store (O(1): the
-//! index is a persistent map) before it sends any answer. A serializable read takes the latest
-//! view and runs at once on the gRPC task that asked; a linearizable one first waits for a
-//! ReadIndex barrier from the replica thread ([`Replica::read_barrier`]: confirmed by the
-//! leader, applied here) and then runs on the view published with that answer or a newer one.
-//! The replica thread keeps only consensus work; reads scale with the tokio workers.
+//! **Serializable reads run on the caller's task.** The thread publishes a
+//! [`tenure_kv::ReadView`] of the store (O(1): the index is a persistent map) when a
+//! serializable read needs one, and only then: a view shares the index with the store, so each
+//! later write copies the path it changes, which a write-only load should not pay for every
+//! turn. A serializable read uses the published view if it holds everything the store had
+//! applied when the read began (the status says), which covers the reader's own acknowledged
+//! writes; otherwise it asks the thread for a fresh one (`FreshView`) and runs on that, on the
+//! gRPC task that asked, so a read-mostly load scales with the tokio workers.
+//!
+//! Linearizable reads are answered on the replica thread once their ReadIndex is confirmed and
+//! applied, all those of a turn together. Running them off the thread too (a barrier, then a
+//! view) was measured slower on two cores: with three members and the client sharing them,
+//! the views published every turn made every write copy histories, and mixed loads lost a
+//! third of their throughput (BENCHMARKS.md, issue 14).
 //!
 //! The replica thread never waits on I/O: it writes (buffered) inside `poll` and hands each
 //! [`SyncTicket`] to the sync thread, so the leader's fsync overlaps replication and readies
@@ -95,12 +102,15 @@ pub enum ClientInput {
         /// Where the answer goes.
         reply: Reply,
     },
-    /// A linearizable read's barrier: answered (with an empty read) once the replica has
-    /// applied through a confirmed read index; the read itself runs on the caller's task.
-    ReadBarrier {
+    /// A linearizable read, answered once applied through a confirmed read index.
+    Read {
+        /// What to read.
+        request: RangeRequest,
         /// Where the answer goes.
         reply: Reply,
     },
+    /// A read view of the store as it is now (published for later readers too).
+    FreshView(oneshot::Sender<Arc<ReadView>>),
     /// A look at the replica's state on its own thread (for what is neither a proposal nor a
     /// range read, such as the member table).
     Inspect(Box<dyn FnOnce(&Replica) + Send>),
@@ -182,7 +192,7 @@ pub struct RuntimeHandle {
     metrics: Arc<Metrics>,
     /// Applied events, for watchers (see [`RuntimeHandle::subscribe`]).
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
-    /// The store as of the last turn that applied anything (see the module docs).
+    /// The last read view published (see the module docs).
     view: Arc<Mutex<Arc<ReadView>>>,
 }
 
@@ -207,9 +217,9 @@ impl RuntimeHandle {
     }
 
     /// Starts a read; awaiting the returned future answers it (an `Err` means the replica
-    /// stopped). A serializable read runs on this member's latest applied state without
-    /// involving the replica thread; a linearizable one waits for a ReadIndex barrier first.
-    /// Either way the range itself runs on the awaiting task.
+    /// stopped). A linearizable read is answered by the replica thread once its ReadIndex is
+    /// confirmed and applied; a serializable one runs on the awaiting task against a view of
+    /// this member's applied state that holds everything applied when the call was made.
     pub fn read(
         &self,
         request: RangeRequest,
@@ -221,28 +231,39 @@ impl RuntimeHandle {
         + 'static,
         SubmitError,
     > {
-        let barrier = match consistency {
-            Consistency::Serializable => None,
+        enum Wait {
+            Answer(oneshot::Receiver<Result<Answer, ClientError>>),
+            Fresh(oneshot::Receiver<Arc<ReadView>>, RangeRequest),
+            Ready(Arc<ReadView>, RangeRequest),
+        }
+        let wait = match consistency {
             Consistency::Linearizable => {
                 let (reply, rx) = oneshot::channel();
-                self.submit(ClientInput::ReadBarrier { reply })?;
-                Some(rx)
+                self.submit(ClientInput::Read { request, reply })?;
+                Wait::Answer(rx)
+            }
+            Consistency::Serializable => {
+                let view = self.read_view();
+                if view.applied_index() >= self.status().store_applied {
+                    Wait::Ready(view, request)
+                } else {
+                    let (reply, rx) = oneshot::channel();
+                    self.submit(ClientInput::FreshView(reply))?;
+                    Wait::Fresh(rx, request)
+                }
             }
         };
-        let view = Arc::clone(&self.view);
         Ok(async move {
-            if let Some(rx) = barrier
-                && let Err(e) = rx.await?
-            {
-                return Ok(Err(e));
-            }
-            // Published before the barrier's answer was sent: applied through its read index.
-            let view = Arc::clone(&view.lock().unwrap_or_else(|e| e.into_inner()));
+            let (view, request) = match wait {
+                Wait::Answer(rx) => return rx.await,
+                Wait::Ready(view, request) => (view, request),
+                Wait::Fresh(rx, request) => (rx.await?, request),
+            };
             Ok(view.range(&request).map(Answer::Read).map_err(ClientError::Kv))
         })
     }
 
-    /// The store as of the last turn that applied anything, for reads that need no barrier.
+    /// The last read view published (see the module docs); it may be behind the store.
     pub fn read_view(&self) -> Arc<ReadView> {
         Arc::clone(&self.view.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -565,9 +586,12 @@ impl Worker {
                 let id = self.register(reply, true);
                 self.replica.propose(id, &proposal, out);
             }
-            ClientInput::ReadBarrier { reply } => {
+            ClientInput::Read { request, reply } => {
                 let id = self.register(reply, false);
-                self.replica.read_barrier(id, out);
+                self.replica.read(id, request, Consistency::Linearizable, out);
+            }
+            ClientInput::FreshView(reply) => {
+                let _ = reply.send(self.publish_view());
             }
             ClientInput::Inspect(f) => f(&self.replica),
         }
@@ -717,19 +741,25 @@ impl Worker {
             committed: st.committed.0,
             applied: st.applied.0,
             revision: kv.revision(),
+            store_applied: kv.applied_index(),
             key_count: kv.key_count(),
             leases_expired: self.replica.leases_expired(),
             stopped: false,
         };
-        let applied = kv.applied_index();
-        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        if view.applied_index() != applied || view.revision() != kv.revision() {
-            *view = Arc::new(kv.read_view());
-        }
-        drop(view);
         let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.observe_status(&published, &status);
         *published = status;
+    }
+
+    /// Publishes a view of the store as it is now, unless the published one is it already,
+    /// and returns it.
+    fn publish_view(&mut self) -> Arc<ReadView> {
+        let kv = self.replica.kv();
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if view.applied_index() != kv.applied_index() || view.revision() != kv.revision() {
+            *view = Arc::new(kv.read_view());
+        }
+        Arc::clone(&view)
     }
 
     /// On the way out: waits for the sync in flight, then writes and syncs whatever is left
@@ -860,6 +890,31 @@ mod tests {
             replica.run_until_idle(&mut out).expect("run");
         }
         panic!("acknowledged write lost after a crash");
+    }
+
+    #[tokio::test]
+    async fn a_serializable_read_sees_every_write_acknowledged_before_it_and_views_are_lazy() {
+        let disk = SimDisk::new(11);
+        let rt = start(&disk);
+        let h = rt.handle();
+        wait_until_leader(&h).await;
+        let serializable = |key: &str| {
+            h.read(RangeRequest::single(key.to_string()), Consistency::Serializable).expect("read")
+        };
+        for i in 0..20 {
+            let value = format!("v{i}");
+            let w = h.propose(put("k", &value)).expect("queued").await.expect("answered");
+            assert!(matches!(w, Ok(Answer::Write(_))), "{w:?}");
+            // No read since the write: the published view is behind the store.
+            assert!(h.read_view().applied_index() < h.status().store_applied);
+            match serializable("k").await.expect("answered") {
+                Ok(Answer::Read(r)) => assert_eq!(r.kvs[0].value, value.as_bytes()),
+                other => panic!("{other:?}"),
+            }
+            // The read published a view that holds the write; the next read uses it as is.
+            assert_eq!(h.read_view().applied_index(), h.status().store_applied);
+        }
+        rt.shutdown().expect("clean shutdown");
     }
 
     #[tokio::test]

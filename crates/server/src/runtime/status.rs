@@ -19,6 +19,9 @@ pub struct NodeStatus {
     pub applied: u64,
     /// The store's revision.
     pub revision: i64,
+    /// The index of the last entry the store applied (the node's applied index also counts
+    /// entries that are not for the store, such as a new leader's no-op).
+    pub store_applied: u64,
     /// Keys in the store (for a rough size estimate).
     pub key_count: usize,
     /// Leases this replica revoked because they expired (applied `LeaseExpire` entries), since
