@@ -41,37 +41,9 @@ const ATTEMPT_MAX: Duration = Duration::from_secs(1);
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 const KEY: &str = "lp/key";
 
-/// The leader a member names in `Maintenance.Status` and the member's own id, if it answers
-/// within half a second.
-async fn status(url: &str) -> Option<(u64, u64)> {
-    let ask = async {
-        let mut c =
-            pb::maintenance_client::MaintenanceClient::connect(url.to_string()).await.ok()?;
-        let r = c.status(pb::StatusRequest {}).await.ok()?.into_inner();
-        Some((r.header?.member_id, r.leader))
-    };
-    tokio::time::timeout(Duration::from_millis(500), ask).await.ok().flatten()
-}
-
-/// The index of the member every member of `up` names as leader, once they agree.
+/// The member every member of `up` names as leader (see [`common::agreed_leader`]).
 async fn leader(plan: &Plan, up: &[usize]) -> usize {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut seen = Vec::new();
-        for &i in up {
-            seen.push(status(&plan.clients[i]).await);
-        }
-        let leaders: Vec<u64> = seen.iter().flatten().map(|(_, l)| *l).collect();
-        let agreed =
-            leaders.len() == up.len() && leaders.iter().all(|l| *l != 0 && *l == leaders[0]);
-        if agreed
-            && let Some(pos) = seen.iter().position(|s| s.is_some_and(|(id, _)| id == leaders[0]))
-        {
-            return up[pos];
-        }
-        assert!(Instant::now() < deadline, "no agreed leader among {up:?}: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::agreed_leader(plan, up, PATIENCE).await
 }
 
 /// The value of the sample `name` on `/metrics` of the member at `client_url`, if it answers.

@@ -15,37 +15,9 @@ use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The leader a member names in `Maintenance.Status` and the member's own id, if it answers
-/// within half a second.
-async fn status(url: &str) -> Option<(u64, u64)> {
-    let ask = async {
-        let mut c =
-            pb::maintenance_client::MaintenanceClient::connect(url.to_string()).await.ok()?;
-        let r = c.status(pb::StatusRequest {}).await.ok()?.into_inner();
-        Some((r.header?.member_id, r.leader))
-    };
-    tokio::time::timeout(Duration::from_millis(500), ask).await.ok().flatten()
-}
-
-/// The index of the member every running member names as leader.
+/// The member every member of `up` names as leader (see [`common::agreed_leader`]).
 async fn leader(plan: &Plan, up: &[usize]) -> usize {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut seen = Vec::new();
-        for &i in up {
-            seen.push(status(&plan.clients[i]).await);
-        }
-        let leaders: Vec<u64> = seen.iter().flatten().map(|(_, l)| *l).collect();
-        let agreed =
-            leaders.len() == up.len() && leaders.iter().all(|l| *l != 0 && *l == leaders[0]);
-        if agreed
-            && let Some(pos) = seen.iter().position(|s| s.is_some_and(|(id, _)| id == leaders[0]))
-        {
-            return up[pos];
-        }
-        assert!(Instant::now() < deadline, "no agreed leader among {up:?}: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::agreed_leader(plan, up, PATIENCE).await
 }
 
 /// Puts `key` through the members `via` in turn until one succeeds; returns the revision.
@@ -234,7 +206,7 @@ async fn a_watcher_on_a_partitioned_follower_gets_every_event_once_after_the_hea
     for i in 0..3 {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some((id, _)) = status(&plan.clients[i]).await {
+            if let Some((id, _)) = common::member_status(&plan.clients[i]).await {
                 ids.push(id);
                 break;
             }
@@ -339,5 +311,5 @@ async fn a_watcher_on_a_partitioned_follower_gets_every_event_once_after_the_hea
 
 /// Whether member `i` names a leader (it cannot while it is cut off from the others).
 async fn has_leader(plan: &Plan, i: usize) -> bool {
-    status(&plan.clients[i]).await.is_some_and(|(_, leader)| leader != 0)
+    common::member_status(&plan.clients[i]).await.is_some_and(|(_, leader)| leader != 0)
 }

@@ -183,3 +183,38 @@ pub async fn wait_for_leader(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The leader a member names in `Maintenance.Status` and the member's own id, as
+/// `(member id, leader id)`, if it answers within half a second.
+pub async fn member_status(url: &str) -> Option<(u64, u64)> {
+    use tenure_server::pb::etcdserverpb as pb;
+    let ask = async {
+        let mut c =
+            pb::maintenance_client::MaintenanceClient::connect(url.to_string()).await.ok()?;
+        let r = c.status(pb::StatusRequest {}).await.ok()?.into_inner();
+        Some((r.header?.member_id, r.leader))
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(500), ask).await.ok().flatten()
+}
+
+/// The index (into `plan`) of the member every member of `up` names as leader, once they
+/// agree; panics after `patience`.
+pub async fn agreed_leader(plan: &Plan, up: &[usize], patience: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let mut seen = Vec::new();
+        for &i in up {
+            seen.push(member_status(&plan.clients[i]).await);
+        }
+        let leaders: Vec<u64> = seen.iter().flatten().map(|(_, l)| *l).collect();
+        let agreed =
+            leaders.len() == up.len() && leaders.iter().all(|l| *l != 0 && *l == leaders[0]);
+        if agreed
+            && let Some(pos) = seen.iter().position(|s| s.is_some_and(|(id, _)| id == leaders[0]))
+        {
+            return up[pos];
+        }
+        assert!(std::time::Instant::now() < deadline, "no agreed leader among {up:?}: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
