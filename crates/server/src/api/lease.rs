@@ -24,8 +24,8 @@
 
 use std::pin::Pin;
 
-use tenure_kv::{Command, LEASE_TTL_MAX, Proposal, RangeRequest, Response};
-use tenure_replica::{Answer, ClientError, Consistency};
+use tenure_kv::{Command, LEASE_TTL_MAX, Proposal, Response};
+use tenure_replica::{Answer, ClientError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
@@ -59,16 +59,9 @@ impl Services {
     /// Waits until this member has applied everything committed before the call (a ReadIndex
     /// round, as a linearizable read does).
     async fn linearizable_barrier(&self) -> Result<(), Status> {
-        let rx = self
-            .runtime
-            .read(
-                RangeRequest { count_only: true, ..RangeRequest::single("\0") },
-                Consistency::Linearizable,
-            )
-            .map_err(submit_status)?;
+        let rx = self.runtime.barrier().map_err(submit_status)?;
         match rx.await {
-            Ok(Ok(Answer::Read(_))) => Ok(()),
-            Ok(Ok(Answer::Write(_))) => Err(unexpected("a barrier read")),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(client_status(e)),
             Err(_) => Err(ServerError::Stopped.into()),
         }

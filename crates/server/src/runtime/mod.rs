@@ -109,6 +109,12 @@ pub enum ClientInput {
         /// Where the answer goes.
         reply: Reply,
     },
+    /// A linearizable barrier ([`Replica::read_barrier`]): answered with an empty read once
+    /// the replica has applied through a confirmed read index.
+    Barrier {
+        /// Where the answer goes.
+        reply: Reply,
+    },
     /// A read view of the store as it is now (published for later readers too).
     FreshView(oneshot::Sender<Arc<ReadView>>),
     /// A look at the replica's state on its own thread (for what is neither a proposal nor a
@@ -261,6 +267,16 @@ impl RuntimeHandle {
             };
             Ok(view.range(&request).map(Answer::Read).map_err(ClientError::Kv))
         })
+    }
+
+    /// Queues a linearizable barrier: the answer arrives once this member has applied
+    /// everything committed before the call, so whatever a later [`RuntimeHandle::inspect`]
+    /// sees is as fresh as a linearizable read (for state that is not a key range, such as
+    /// leases).
+    pub fn barrier(&self) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(ClientInput::Barrier { reply })?;
+        Ok(rx)
     }
 
     /// The last read view published (see the module docs); it may be behind the store.
@@ -589,6 +605,10 @@ impl Worker {
             ClientInput::Read { request, reply } => {
                 let id = self.register(reply, false);
                 self.replica.read(id, request, Consistency::Linearizable, out);
+            }
+            ClientInput::Barrier { reply } => {
+                let id = self.register(reply, false);
+                self.replica.read_barrier(id, out);
             }
             ClientInput::FreshView(reply) => {
                 let _ = reply.send(self.publish_view());
