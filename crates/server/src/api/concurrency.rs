@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use tenure_kv::{
     Command, Event, EventKind, HistoryError, Proposal, RangeRequest, RangeResponse, Response,
-    SortOrder, SortTarget, Store, TxnRequest, TxnResponse, WatchCursor, WatchSpec,
+    SortOrder, SortTarget, TxnRequest, TxnResponse, WatchCursor, WatchSpec,
 };
 use tenure_replica::{Answer, Consistency};
 use tokio::sync::broadcast;
@@ -26,9 +26,6 @@ use crate::runtime::Published;
 /// session default, `concurrency.NewSession`'s `defaultSessionTTL`). Nobody renews it: etcd's
 /// server orphans the session, so the lock or candidacy lasts at most this long.
 pub const SESSION_TTL_SECS: i64 = 60;
-
-/// Events read from history per page while a [`KeyWatch`] catches up.
-const HISTORY_PAGE_EVENTS: usize = 1000;
 
 /// The key a session with `lease` holds under `prefix` (which ends in `/`): the lease id in
 /// lowercase hexadecimal, as Go's `fmt.Sprintf("%s%x", prefix, lease)` writes it (a negative
@@ -234,24 +231,15 @@ impl KeyWatch {
     async fn catch_up(&mut self) -> Result<(), Status> {
         // Subscribe again first: whatever the copy misses, the feed holds.
         self.feed = self.feed.resubscribe();
-        let rx =
-            self.services.runtime.inspect(|replica| replica.kv().clone()).map_err(submit_status)?;
-        let store: Store = rx.await.map_err(|_| Status::from(ServerError::Stopped))?;
+        let stopped = || Status::from(ServerError::Stopped);
+        let store = super::watch::store_copy(&self.services).await.ok_or_else(stopped)?;
         let upto = store.revision();
         while self.cursor.next() <= upto {
-            let spec = self.cursor.spec();
-            let (key, end, from) = (spec.key.clone(), spec.range_end.clone(), self.cursor.next());
-            let store = store.clone();
-            let page = tokio::task::spawn_blocking(move || {
-                store.history(&key, &end, from, upto, HISTORY_PAGE_EVENTS)
-            })
-            .await
-            .map_err(|_| Status::from(ServerError::Stopped))?;
-            match page {
-                Ok(page) => {
-                    let wanted = self.cursor.on_history(&page, upto);
-                    self.queue(wanted);
-                }
+            match super::watch::history_page(&store, &mut self.cursor, upto)
+                .await
+                .ok_or_else(stopped)?
+            {
+                Ok(wanted) => self.queue(wanted),
                 Err(e @ HistoryError::Compacted { .. }) => {
                     return Err(Status::out_of_range(format!("etcdserver: {e}")));
                 }

@@ -425,32 +425,12 @@ impl Watcher {
     async fn catch_up_from_history(&mut self) -> Result<(), Stop> {
         // A fresh subscription first: whatever the copy misses, the feed holds.
         self.feed = self.feed.resubscribe();
-        let rx = self
-            .services
-            .runtime
-            .inspect(|replica| replica.kv().clone())
-            .map_err(|_| Stop::Gone)?;
-        let store: Store = rx.await.map_err(|_| Stop::Gone)?;
+        let store = store_copy(&self.services).await.ok_or(Stop::Gone)?;
         let upto = store.revision();
         self.observed = self.observed.max(upto);
         while self.cursor.next() <= upto {
-            let spec = self.cursor.spec();
-            let (key, end, from) = (spec.key.clone(), spec.range_end.clone(), self.cursor.next());
-            let page = {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.history(&key, &end, from, upto, HISTORY_PAGE_EVENTS)
-                })
-                .await
-                .map_err(|_| Stop::Gone)?
-            };
-            match page {
-                Ok(page) => {
-                    // The cursor moves past the page's last complete revision (`upto`, or
-                    // the revision before the one the next page starts at).
-                    let wanted = self.cursor.on_history(&page, upto);
-                    self.send_events(wanted).await?;
-                }
+            match history_page(&store, &mut self.cursor, upto).await.ok_or(Stop::Gone)? {
+                Ok(wanted) => self.send_events(wanted).await?,
                 Err(HistoryError::Compacted { compact_revision }) => {
                     // etcd's compaction response carries no revision (its header says 0).
                     let r = pb::WatchResponse {
@@ -564,6 +544,31 @@ impl Watcher {
         self.last_sent = Instant::now();
         Ok(())
     }
+}
+
+/// An O(1) copy of the member's store, taken on the replica thread (`None` if it stopped).
+pub(super) async fn store_copy(services: &Services) -> Option<Store> {
+    services.runtime.inspect(|replica| replica.kv().clone()).ok()?.await.ok()
+}
+
+/// The next page of history for `cursor` from `store`, through revision `upto`, read on a
+/// blocking thread (a page walks every key of the watched range); the cursor moves past the
+/// page's last complete revision (`upto`, or the one before where the next page starts) and
+/// the events it wants are returned. `None` if the blocking task could not run.
+pub(super) async fn history_page(
+    store: &Store,
+    cursor: &mut WatchCursor,
+    upto: i64,
+) -> Option<Result<Vec<RevisionEvents>, HistoryError>> {
+    let spec = cursor.spec();
+    let (key, end, from) = (spec.key.clone(), spec.range_end.clone(), cursor.next());
+    let store = store.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        store.history(&key, &end, from, upto, HISTORY_PAGE_EVENTS)
+    })
+    .await
+    .ok()?;
+    Some(page.map(|page| cursor.on_history(&page, upto)))
 }
 
 /// An event as etcd's `mvccpb.Event`. It has a `prev_kv` only if the watcher asked for one:
