@@ -21,7 +21,10 @@ use crate::api::{
 };
 use crate::command::{Command, Proposal, Response, SessionTag};
 use crate::error::{DecodeError, Error};
-use crate::members::{MemberAttributes, MemberError, PublishMemberRequest, PublishMemberResponse};
+use crate::members::{
+    MemberAttributes, MemberError, MemberPeersAction, MemberPeersRequest, MemberPeersResponse,
+    PublishMemberRequest, PublishMemberResponse, get_urls, put_urls,
+};
 
 /// The encoding version written by this build, first byte of every proposal and outcome.
 ///
@@ -267,6 +270,24 @@ fn put_command(w: &mut Writer, c: &Command) {
             w.u64(a.member_id);
             w.u8(a.alarm.map_or(0, alarm_type_tag));
         }
+        Command::MemberPeers(p) => {
+            w.u8(12);
+            match &p.action {
+                MemberPeersAction::Seed(list) => {
+                    w.u8(1);
+                    w.len(list.len());
+                    for (id, urls) in list {
+                        w.u64(*id);
+                        put_urls(w, urls);
+                    }
+                }
+                MemberPeersAction::Update { member_id, peer_urls } => {
+                    w.u8(2);
+                    w.u64(*member_id);
+                    put_urls(w, peer_urls);
+                }
+            }
+        }
         Command::LeaseRenew(v) => {
             w.u8(9);
             w.i64(v.id);
@@ -364,6 +385,20 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
             alarm: get_alarm_type(r)?,
         }),
         9 => Command::LeaseRenew(LeaseRenewRequest { id: r.i64()? }),
+        12 => Command::MemberPeers(MemberPeersRequest {
+            action: match r.u8()? {
+                1 => {
+                    let n = r.count()?;
+                    let mut list = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        list.push((r.u64()?, get_urls(r)?));
+                    }
+                    MemberPeersAction::Seed(list)
+                }
+                2 => MemberPeersAction::Update { member_id: r.u64()?, peer_urls: get_urls(r)? },
+                tag => return Err(DecodeError::InvalidTag { what: "member peers action", tag }),
+            },
+        }),
         10 => {
             let n = r.count()?;
             let mut checkpoints = Vec::with_capacity(n);
@@ -770,6 +805,10 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                     w.i64(v.id);
                     w.i64(v.ttl);
                 }
+                Response::MemberPeers(p) => {
+                    w.u8(12);
+                    w.i64(p.revision);
+                }
                 Response::LeaseCheckpoint(c) => {
                     w.u8(10);
                     w.i64(c.revision);
@@ -820,6 +859,7 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
                 ttl: r.i64()?,
             }),
             10 => Response::LeaseCheckpoint(LeaseCheckpointResponse { revision: r.i64()? }),
+            12 => Response::MemberPeers(MemberPeersResponse { revision: r.i64()? }),
             11 => {
                 let revision = r.i64()?;
                 let n = r.count()?;
@@ -874,6 +914,12 @@ fn put_error(w: &mut Writer, e: &Error) {
                 MemberError::NameTooLong => 2,
                 MemberError::TooManyClientUrls => 3,
                 MemberError::ClientUrlTooLong => 4,
+                MemberError::BadPeerUrls => 5,
+                MemberError::NotFound => 6,
+                MemberError::IdExists => 7,
+                MemberError::IdRemoved => 8,
+                MemberError::PeerUrlExists => 9,
+                MemberError::SeedTooLarge => 10,
             });
             return;
         }
@@ -904,6 +950,12 @@ fn get_error(r: &mut Reader<'_>) -> Result<Error, DecodeError> {
             2 => MemberError::NameTooLong,
             3 => MemberError::TooManyClientUrls,
             4 => MemberError::ClientUrlTooLong,
+            5 => MemberError::BadPeerUrls,
+            6 => MemberError::NotFound,
+            7 => MemberError::IdExists,
+            8 => MemberError::IdRemoved,
+            9 => MemberError::PeerUrlExists,
+            10 => MemberError::SeedTooLarge,
             tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
         }),
         18 => Error::NoSpace,

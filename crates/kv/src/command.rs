@@ -12,7 +12,9 @@ use crate::api::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
-use crate::members::{PublishMemberRequest, PublishMemberResponse};
+use crate::members::{
+    MemberPeersRequest, MemberPeersResponse, PublishMemberRequest, PublishMemberResponse,
+};
 
 /// A state-machine command, applied in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub enum Command {
     LeaseCheckpoint(LeaseCheckpointRequest),
     /// The leader's revokes of expired leases; each revoke that deletes keys is a revision.
     LeaseExpire(LeaseExpireRequest),
+    /// Records the founding members' peer URLs, or changes one member's (`MemberUpdate`).
+    /// Does not bump the revision.
+    MemberPeers(MemberPeersRequest),
 }
 
 /// Identifies one command of one client for exactly-once retries (dissertation §6.3).
@@ -100,6 +105,8 @@ pub enum Response {
     LeaseCheckpoint(LeaseCheckpointResponse),
     /// Result of [`Command::LeaseExpire`].
     LeaseExpire(LeaseExpireResponse),
+    /// Result of [`Command::MemberPeers`].
+    MemberPeers(MemberPeersResponse),
 }
 
 impl Response {
@@ -117,6 +124,7 @@ impl Response {
             Response::LeaseRenew(r) => r.revision,
             Response::LeaseCheckpoint(r) => r.revision,
             Response::LeaseExpire(r) => r.revision,
+            Response::MemberPeers(r) => r.revision,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! | [`command`] | [`Command`], the session-tagged [`Proposal`] that goes in the log, [`Response`] |
 //! | `codec` | the compact versioned binary encoding of proposals and responses |
 //! | [`error`] | [`Error`] with etcd's exact messages, [`GrpcCode`], [`DecodeError`] |
+//! | [`hash`] | [`Store::hash_kv`] and [`Store::hash`]: the CRC-32C behind `Maintenance.HashKV` and `Hash` |
+//! | [`size`] | [`Store::size_bytes`]: what the store holds, kept as it changes (dbSize, quota) |
 //! | [`event`] | [`Event`]s for watchers: per applied revision ([`Store::take_events`]) and from history ([`Store::history`]) |
 //! | `mvcc` | the multi-version index: key -> history of versions, each with its sub-revision |
 //! | [`lease`] | granted leases and their keys |
@@ -83,10 +85,12 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod hash;
 pub mod lease;
 pub mod members;
 mod mvcc;
 mod session;
+pub mod size;
 pub mod snapshot;
 pub mod store;
 mod validate;
@@ -108,10 +112,13 @@ pub use command::{Command, Proposal, Response, SessionTag};
 pub use config::{Config, ConfigError};
 pub use error::{DecodeError, Error, GrpcCode};
 pub use event::{Event, EventKind, HistoryError, HistoryPage, RevisionEvents};
+pub use hash::HashKv;
 pub use lease::{LEASE_TTL_MAX, Lease, LeaseChange};
 pub use members::{
-    MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX, MEMBER_NAME_BYTES_MAX, MemberAttributes,
-    MemberError, PublishMemberRequest, PublishMemberResponse,
+    MEMBER_CLIENT_URL_BYTES_MAX, MEMBER_CLIENT_URLS_MAX, MEMBER_NAME_BYTES_MAX,
+    MEMBER_PEER_URL_BYTES_MAX, MEMBER_PEER_URLS_MAX, MEMBER_SEED_MAX, MemberAttributes,
+    MemberChange, MemberError, MemberPeersAction, MemberPeersRequest, MemberPeersResponse,
+    PublishMemberRequest, PublishMemberResponse, check_peer_urls,
 };
 pub use snapshot::SnapshotError;
 pub use store::{INITIAL_REVISION, ReadView, Store};

@@ -132,6 +132,10 @@ pub(crate) struct Index {
     /// always has a live one, which compaction keeps, so compaction only walks this set.
     /// Invariant: `key in dirty` iff `keys[key].len() > 1`.
     pub(crate) dirty: OrdSet<Bytes>,
+    /// What the histories hold, in bytes: the sum of [`crate::size::version_bytes`] over every
+    /// stored version. Kept by every write and compaction, recounted on restore
+    /// ([`Index::recount_bytes`]). Invariant: equals [`Index::measure_bytes`].
+    pub(crate) bytes: u64,
 }
 
 /// A key's versions, oldest first, shared between copies of the index (see [`Index::keys`]).
@@ -230,7 +234,9 @@ impl Index {
             value: Some(value),
         };
         let kv = written.to_kv(&stored_key).expect("a put is live");
+        let added = crate::size::version_bytes(&stored_key, &written);
         push_version(history, written);
+        self.bytes += added;
         if history.len() == 2 {
             self.dirty.insert(stored_key);
         }
@@ -250,17 +256,16 @@ impl Index {
         let history = self.keys.get_mut(prev.key.as_ref()).expect("key was just found");
         let history = std::sync::Arc::make_mut(history);
         assert!(prev.mod_revision < revision, "delete at a past revision");
-        push_version(
-            history,
-            Version {
-                mod_revision: revision,
-                sub_revision,
-                create_revision: 0,
-                version: 0,
-                lease: 0,
-                value: None,
-            },
-        );
+        let tombstone = Version {
+            mod_revision: revision,
+            sub_revision,
+            create_revision: 0,
+            version: 0,
+            lease: 0,
+            value: None,
+        };
+        self.bytes += crate::size::version_bytes(&prev.key, &tombstone);
+        push_version(history, tombstone);
         if history.len() == 2 {
             self.dirty.insert(prev.key.clone());
         }
@@ -286,6 +291,7 @@ impl Index {
     /// version can lose any, so this walks the dirty set, not every key.
     pub(crate) fn compact(&mut self, revision: i64) {
         let keys = &mut self.keys;
+        let mut freed: u64 = 0;
         // Keys left with at most one version stop being dirty; a persistent set has no
         // `retain`, so they are collected and removed after the walk.
         let mut clean = Vec::new();
@@ -301,6 +307,10 @@ impl Index {
             if keep_from > 0 {
                 let history = keys.get_mut(&key[..]).expect("dirty keys are in the index");
                 let history = std::sync::Arc::make_mut(history);
+                freed += history[..keep_from]
+                    .iter()
+                    .map(|v| crate::size::version_bytes(key, v))
+                    .sum::<u64>();
                 history.drain(..keep_from);
                 history.shrink_to_fit();
                 left = history.len();
@@ -316,6 +326,23 @@ impl Index {
         for key in clean {
             self.dirty.remove(&key);
         }
+        self.bytes -= freed;
+    }
+
+    /// The bytes the histories hold, counted from scratch (O(versions)); see [`Index::bytes`].
+    pub(crate) fn measure_bytes(&self) -> u64 {
+        self.keys
+            .iter()
+            .map(|(key, history)| {
+                history.iter().map(|v| crate::size::version_bytes(key, v)).sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// Sets [`Index::bytes`] from the histories, for an index built without its writes (a
+    /// restore).
+    pub(crate) fn recount_bytes(&mut self) {
+        self.bytes = self.measure_bytes();
     }
 
     /// The events with `from <= revision <= to` on keys of `range`, in revision order and,

@@ -9,14 +9,15 @@
 //! Records, in this order: one header (revision, compaction, applied index, log time, lease
 //! id counter), the leases by id, every key by key order (a key record then one record per
 //! version, oldest first), the sessions by client id, the published member attributes by
-//! member id, the raised alarms by member then type, and an end record with the counts of
-//! each kind. A version record holds the mod revision, the sub-revision (the write's position
+//! member id, the raised alarms by member then type, the members' peer URLs by member id,
+//! the removed member ids in order, and an end record with the counts of each kind. A version record holds the mod revision, the sub-revision (the write's position
 //! within its revision), the create revision, the version, the lease and the value.
 //!
 //! A lease record holds the id, the TTL, the index of the grant or last renewal and the
 //! checkpointed remaining time (a flag, then milliseconds).
 //!
-//! Older versions still restore: version 4 (before lease renewals and checkpoints) has only
+//! Older versions still restore: version 5 (before membership changes) has no peer-URL or
+//! removed-member records and no counts of them, and restores with none; version 4 (before lease renewals and checkpoints) has only
 //! the id and TTL in lease records and restores with `renewed_at` 0 and no checkpoint (the
 //! full TTL from the restore); version 3 (before sub-revisions) has no sub-revision in
 //! version records and restores with every sub-revision 0, so history orders the events of one
@@ -41,10 +42,10 @@ use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes. It also reads version 4 (no lease renewal
-/// index or checkpoint), version 3 (no sub-revisions either), version 2 (no alarms either) and
+/// The snapshot format version this build writes. It also reads version 5 (no member peer
+/// URLs or removed members), version 4 (no lease renewal index or checkpoint), version 3 (no sub-revisions either), version 2 (no alarms either) and
 /// version 1 (no member table either).
-pub const SNAPSHOT_VERSION: u32 = 5;
+pub const SNAPSHOT_VERSION: u32 = 6;
 /// The oldest snapshot format version this build reads.
 const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
@@ -60,6 +61,8 @@ const TAG_SESSION: u8 = 5;
 const TAG_END: u8 = 6;
 const TAG_MEMBER: u8 = 7;
 const TAG_ALARM: u8 = 8;
+const TAG_MEMBER_PEERS: u8 = 9;
+const TAG_MEMBER_REMOVED: u8 = 10;
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +232,17 @@ impl Store {
             codec::put_alarm_member(&mut f.rec, alarm);
             f.end_record()?;
         }
+        for (id, urls) in &self.members.peers {
+            f.rec.u8(TAG_MEMBER_PEERS);
+            f.rec.u64(*id);
+            crate::members::put_urls(&mut f.rec, urls);
+            f.end_record()?;
+        }
+        for id in &self.members.removed {
+            f.rec.u8(TAG_MEMBER_REMOVED);
+            f.rec.u64(*id);
+            f.end_record()?;
+        }
         let w = &mut f.rec;
         w.u8(TAG_END);
         w.u64(self.leases.by_id.len() as u64);
@@ -237,6 +251,8 @@ impl Store {
         w.u64(self.sessions.by_client.len() as u64);
         w.u64(self.members.by_id.len() as u64);
         w.u64(self.alarms.len() as u64);
+        w.u64(self.members.peers.len() as u64);
+        w.u64(self.members.removed.len() as u64);
         f.flush()?;
         counting.flush()?;
         Ok(counting.bytes)
@@ -267,6 +283,8 @@ impl Store {
             client_last: None,
             member_last: None,
             alarm_last: None,
+            peers_last: None,
+            removed_last: None,
             version,
         };
         let mut offset: u64 = 12;
@@ -299,6 +317,7 @@ impl Store {
         if input.read(&mut probe)? != 0 {
             return Err(SnapshotError::Invalid { offset, what: "bytes after the end record" });
         }
+        store.recount_size_bytes();
         Ok(store)
     }
 }
@@ -343,6 +362,8 @@ enum Phase {
     Sessions,
     Members,
     Alarms,
+    MemberPeers,
+    Removed,
     Done,
 }
 
@@ -385,6 +406,8 @@ struct Restorer<'a> {
     client_last: Option<u64>,
     member_last: Option<u64>,
     alarm_last: Option<crate::alarm::AlarmMember>,
+    peers_last: Option<u64>,
+    removed_last: Option<u64>,
     /// The snapshot's format version (1 has no member records and no member count; 1 and 2
     /// have no alarm records and no alarm count; 1 to 3 have no sub-revisions).
     version: u32,
@@ -536,6 +559,36 @@ impl Restorer<'_> {
                 self.alarm_last = Some(alarm);
                 self.store.alarms.raised.insert(alarm);
             }
+            TAG_MEMBER_PEERS => {
+                ensure(self.version >= 6, "peer URL record before version 6")?;
+                ensure(
+                    !matches!(self.phase, Phase::Header | Phase::Removed),
+                    "peer URL record out of place",
+                )?;
+                self.phase = Phase::MemberPeers;
+                let id = r.u64()?;
+                ensure(id != 0, "member id 0")?;
+                ensure(self.peers_last.is_none_or(|m| m < id), "peer URL records out of order")?;
+                self.peers_last = Some(id);
+                let urls = crate::members::get_urls(r)?;
+                ensure(crate::members::check_peer_urls(&urls).is_ok(), "invalid peer URLs")?;
+                self.store.members.peers.insert(id, urls);
+            }
+            TAG_MEMBER_REMOVED => {
+                ensure(self.version >= 6, "removed member record before version 6")?;
+                ensure(self.phase != Phase::Header, "removed member record out of place")?;
+                self.phase = Phase::Removed;
+                let id = r.u64()?;
+                ensure(id != 0, "member id 0")?;
+                ensure(self.removed_last.is_none_or(|m| m < id), "removed members out of order")?;
+                self.removed_last = Some(id);
+                let m = &self.store.members;
+                ensure(
+                    !m.peers.contains_key(&id) && !m.by_id.contains_key(&id),
+                    "a removed member has a record",
+                )?;
+                self.store.members.removed.insert(id);
+            }
             TAG_END => {
                 ensure(self.phase != Phase::Header, "end before the header")?;
                 let s = &*self.store;
@@ -548,6 +601,10 @@ impl Restorer<'_> {
                 }
                 if self.version >= 3 {
                     ensure(r.u64()? == s.alarms.len() as u64, "alarm count mismatch")?;
+                }
+                if self.version >= 6 {
+                    ensure(r.u64()? == s.members.peers.len() as u64, "peer URL count mismatch")?;
+                    ensure(r.u64()? == s.members.removed.len() as u64, "removed count mismatch")?;
                 }
                 ensure(r.remaining() == 0, "bytes after the end record")?;
                 self.phase = Phase::Done;
@@ -735,6 +792,14 @@ mod tests {
         members: u64,
         alarms: u64,
     ) -> Vec<u8> {
+        let mut w = Writer { buf: end_v5(leases, keys, versions, members, alarms) };
+        w.u64(0);
+        w.u64(0);
+        w.buf
+    }
+
+    /// A version 3 to 5 end record: no peer URL or removed member counts.
+    fn end_v5(leases: u64, keys: u64, versions: u64, members: u64, alarms: u64) -> Vec<u8> {
         let mut w = Writer { buf: end_v2(leases, keys, versions, members) };
         w.u64(alarms);
         w.buf
@@ -866,14 +931,14 @@ mod tests {
             ),
             "{err:?}"
         );
-        let v6 = framed_as(6, &[header(1), end(0, 0, 0)]);
-        let err = Store::restore(Config::default(), &mut v6.as_slice()).unwrap_err();
-        assert!(matches!(err, SnapshotError::UnsupportedVersion(6)));
+        let v7 = framed_as(7, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v7.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(7)));
     }
 
     #[test]
     fn version_4_lease_records_restore_with_the_full_ttl_left() {
-        let v4 = framed_as(4, &[header(1), lease_v4(7), end(1, 0, 0)]);
+        let v4 = framed_as(4, &[header(1), lease_v4(7), end_v5(1, 0, 0, 0, 0)]);
         let store = Store::restore(Config::default(), &mut v4.as_slice()).unwrap();
         let lease = store.lease(7).unwrap();
         assert_eq!((lease.renewed_at, lease.remaining_ms, lease.remaining_ms()), (0, None, 10_000));
@@ -995,7 +1060,7 @@ mod tests {
             key(b"b", 2),
             put_version_v3(2, 2, 1, 0),
             tombstone(3),
-            end_with_alarms(0, 2, 4, 0, 0),
+            end_v5(0, 2, 4, 0, 0),
         ];
         let store =
             Store::restore(Config::default(), &mut framed_as(3, &records).as_slice()).unwrap();

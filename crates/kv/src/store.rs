@@ -16,7 +16,10 @@ use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::event::{Event, EventBuffer, EventKind, HistoryError, HistoryPage, RevisionEvents};
 use crate::lease::{self, Lease, LeaseChange, Leases};
-use crate::members::{MemberAttributes, Members, PublishMemberRequest, PublishMemberResponse};
+use crate::members::{
+    MemberAttributes, MemberChange, MemberError, MemberPeersRequest, MemberPeersResponse, Members,
+    PublishMemberRequest, PublishMemberResponse,
+};
 use crate::mvcc::{Index, KeyRange, tombstone_kv};
 use crate::session::{Check, Sessions};
 use crate::validate::{check_range, validate_command};
@@ -137,6 +140,60 @@ impl Store {
     /// Number of members that have published attributes.
     pub fn member_count(&self) -> usize {
         self.members.len()
+    }
+
+    /// `member_id`'s peer URLs, if the table has them (see [`crate::members`]).
+    pub fn member_peer_urls(&self, member_id: u64) -> Option<&[String]> {
+        self.members.peers.get(&member_id).map(Vec::as_slice)
+    }
+
+    /// Every member's peer URLs that the table has, by member id.
+    pub fn member_peers(&self) -> impl Iterator<Item = (u64, &[String])> {
+        self.members.peers.iter().map(|(id, urls)| (*id, urls.as_slice()))
+    }
+
+    /// Whether `member_id` was removed from the cluster (it can never come back).
+    pub fn is_member_removed(&self, member_id: u64) -> bool {
+        self.members.removed.contains(&member_id)
+    }
+
+    /// The removed members' ids.
+    pub fn removed_members(&self) -> impl Iterator<Item = u64> + '_ {
+        self.members.removed.iter().copied()
+    }
+
+    /// Checks what a configuration change would do to the member table before it is proposed:
+    /// an added member's id must be new and never removed, its peer URLs valid and not another
+    /// member's; no change may name a removed id. (Whether the change suits the Raft
+    /// configuration is the core's to check.)
+    pub fn check_member_change(&self, change: &MemberChange) -> Result<(), MemberError> {
+        crate::members::check_change(&self.members, change)
+    }
+
+    /// Applies the member-table part of a Raft configuration entry at `index`: `context` is a
+    /// [`MemberChange::encode`]. The configuration itself took effect when the entry was
+    /// appended, so the table follows it whatever it holds; undecodable bytes change nothing
+    /// but still count as applied (every replica sees the same bytes), and answer an error.
+    /// Like [`Store::apply`], `index` must grow; a lower one is a non-deterministic error.
+    pub fn apply_member_change(
+        &mut self,
+        index: u64,
+        log_time_ms: u64,
+        context: &[u8],
+    ) -> Result<MemberChange, Error> {
+        self.check_index(index)?;
+        self.advance(index, log_time_ms);
+        let change = MemberChange::decode(context).map_err(Error::Decode)?;
+        self.members.apply_change(change.clone());
+        Ok(change)
+    }
+
+    /// Empties the member table, for a store restored from a backup into a new cluster
+    /// (`tenure snapshot restore`): the old cluster's members are not the new one's, and the
+    /// new members publish themselves when they start (etcd's restore drops the old members
+    /// too).
+    pub fn forget_members(&mut self) {
+        self.members = Members::default();
     }
 
     /// The raised alarms, sorted by member then type.
@@ -291,7 +348,8 @@ impl Store {
             Command::Compact(c) => self.compact(&c).map(Response::Compact),
             Command::LeaseGrant(g) => self.lease_grant(&g).map(Response::LeaseGrant),
             Command::LeaseRevoke(r) => self.lease_revoke(&r).map(Response::LeaseRevoke),
-            Command::PublishMember(p) => Ok(Response::PublishMember(self.publish_member(p))),
+            Command::PublishMember(p) => self.publish_member(p).map(Response::PublishMember),
+            Command::MemberPeers(p) => self.apply_member_peers(p).map(Response::MemberPeers),
             Command::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
             Command::LeaseRenew(r) => self.lease_renew(&r).map(Response::LeaseRenew),
             Command::LeaseCheckpoint(c) => Ok(Response::LeaseCheckpoint(self.lease_checkpoint(&c))),
@@ -318,6 +376,7 @@ impl Store {
                 | Command::LeaseExpire(_) => true,
                 Command::Txn(t) => !t.is_read_only(),
                 Command::PublishMember(_)
+                | Command::MemberPeers(_)
                 | Command::Alarm(_)
                 | Command::LeaseRenew(_)
                 | Command::LeaseCheckpoint(_) => false,
@@ -518,9 +577,18 @@ impl Store {
 
     /// Validated by `execute`. Last write wins; the revision stays where it is (etcd's member
     /// attributes are not keys either).
-    fn publish_member(&mut self, p: PublishMemberRequest) -> PublishMemberResponse {
+    /// A removed member cannot publish (etcd ignores a removed member's attributes).
+    fn publish_member(&mut self, p: PublishMemberRequest) -> Result<PublishMemberResponse, Error> {
+        if self.members.removed.contains(&p.member_id) {
+            return Err(Error::InvalidMember(MemberError::IdRemoved));
+        }
         self.members.publish(p.member_id, p.attributes);
-        PublishMemberResponse { revision: self.revision }
+        Ok(PublishMemberResponse { revision: self.revision })
+    }
+
+    fn apply_member_peers(&mut self, p: MemberPeersRequest) -> Result<MemberPeersResponse, Error> {
+        self.members.apply_peers(p).map_err(Error::InvalidMember)?;
+        Ok(MemberPeersResponse { revision: self.revision })
     }
 
     fn alarm(&mut self, a: &AlarmRequest) -> AlarmResponse {

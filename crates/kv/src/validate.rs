@@ -13,7 +13,7 @@ use crate::command::Command;
 use crate::config::Config;
 use crate::error::Error;
 use crate::lease::LEASE_TTL_MAX;
-use crate::members::check_publish;
+use crate::members::{check_peers_request, check_publish};
 use crate::mvcc::KeyRange;
 
 /// Checks `command` against the rules that do not depend on the store's state.
@@ -40,6 +40,7 @@ pub fn validate_command(command: &Command, config: &Config) -> Result<(), Error>
             Ok(())
         }
         Command::PublishMember(p) => check_publish(p).map_err(Error::InvalidMember),
+        Command::MemberPeers(p) => check_peers_request(p).map_err(Error::InvalidMember),
     }
 }
 
