@@ -45,6 +45,7 @@
 
 pub mod envelope;
 mod lessor;
+mod members;
 pub mod snapshot;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -63,6 +64,7 @@ use tenure_storage::{
 
 pub use envelope::Envelope;
 pub use lessor::LeaseConfig;
+pub use members::{MemberRefusal, MemberRequest, MembershipConfig};
 pub use snapshot::{SnapshotDone, SnapshotJob, SnapshotPolicy};
 
 /// Everything a replica is configured with.
@@ -81,6 +83,8 @@ pub struct ReplicaConfig {
     pub snapshot: SnapshotPolicy,
     /// How the leader expires and checkpoints leases.
     pub lease: LeaseConfig,
+    /// Limits on membership changes.
+    pub members: MembershipConfig,
     /// Which run of this replica this is: it must differ from every earlier run's (the server
     /// draws 64 random bits at start; the simulator counts restarts). Request ids are the
     /// caller's and restart with the process, so the incarnation is what tells an entry or a
@@ -116,6 +120,7 @@ impl ReplicaConfig {
             request_timeout_ticks: 50,
             snapshot: SnapshotPolicy::default(),
             lease: LeaseConfig::default(),
+            members: MembershipConfig::default(),
             incarnation,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: PlantedBugs::default(),
@@ -157,6 +162,9 @@ pub enum ClientError {
     /// The request is malformed.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A membership change was refused before it was proposed (etcd's reasons).
+    #[error("{0}")]
+    Member(MemberRefusal),
 }
 
 /// The answer to a client request.
@@ -166,6 +174,8 @@ pub enum Answer {
     Write(Response),
     /// A read's response.
     Read(RangeResponse),
+    /// A membership change's: the configuration in force once it took effect.
+    Membership(Membership),
 }
 
 /// A finished client request.
@@ -373,6 +383,12 @@ pub struct Replica {
     applied: LogIndex,
     /// Lease deadlines on this replica's clock.
     lessor: lessor::Lessor,
+    /// Pending requests that are membership changes (see `members`).
+    conf_requests: BTreeSet<RequestId>,
+    /// Membership changes applied in a joint configuration, answered once it is left.
+    awaiting_simple: Vec<RequestId>,
+    /// Whether a configuration entry or a snapshot was applied since the caller last asked.
+    members_changed: bool,
 }
 
 /// Snapshot counters, for metrics.
@@ -428,6 +444,9 @@ impl Replica {
             stats: SnapshotStats { index: snapshot_index.0, ..SnapshotStats::default() },
             applied: snapshot_index,
             lessor,
+            conf_requests: BTreeSet::new(),
+            awaiting_simple: Vec::new(),
+            members_changed: true,
         };
         r.check_pointers();
         Ok(r)
@@ -510,6 +529,7 @@ impl Replica {
             self.propose_internal(&Proposal::new(command));
         }
         while let Some(id) = self.pending.next_expired(self.ticks) {
+            self.conf_requests.remove(&id);
             if self.pending.take_write(id).is_none() {
                 self.pending.take_read(id);
             }
@@ -844,6 +864,7 @@ impl Replica {
             Store::new(self.cfg.kv.clone()).map_err(|e| ReplicaError::KvConfig(e.to_string()))?;
         self.kv = restore_store(reader, &self.cfg.kv, &meta)?;
         self.lessor.rebuild(&self.kv);
+        self.members_changed = true;
         let storage = self.node.log_view_mut();
         storage.note_snapshot(meta.clone());
         storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
@@ -955,6 +976,8 @@ impl Replica {
                     out.completions.push(Completion { id, result, entry: Some(entry.id) });
                 }
             }
+        } else if entry.kind == EntryKind::Config {
+            self.apply_config(&entry, out)?;
         }
         self.fail_replaced_writes(index, entry.term(), out);
         self.node_applied(index);

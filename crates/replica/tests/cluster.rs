@@ -10,8 +10,8 @@ use tenure_kv::{Command, Proposal, PutRequest, RangeRequest, Response};
 use tenure_raft::{LogIndex, LogView, SnapshotStatus};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, LeaseConfig, Output, Replica, ReplicaConfig,
-    RequestId, SnapshotPolicy,
+    Answer, ClientError, Completion, Consistency, LeaseConfig, MemberRefusal, MemberRequest,
+    Output, Replica, ReplicaConfig, RequestId, SnapshotPolicy,
 };
 use tenure_storage::{CrashMode, SimDisk};
 
@@ -692,4 +692,155 @@ fn a_read_barrier_on_a_follower_completes_once_it_has_applied_the_acknowledged_w
     // What the caller reads after the barrier holds the write.
     let view = net.replicas[&follower].kv().read_view();
     assert_eq!(view.range(&RangeRequest::single("k")).unwrap().kvs.len(), 1);
+}
+
+// ----- Membership changes (dissertation chapter 4; etcd's Cluster API) ------------------------
+
+impl Net {
+    fn change_members(&mut self, on: NodeId, request: MemberRequest) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let mut out = Output::default();
+        self.replicas.get_mut(&on).unwrap().change_members(id, request, &mut out);
+        self.absorb(out);
+        id
+    }
+
+    /// Starts a member with an empty disk, as `--initial-cluster-state existing` does: its
+    /// configuration is the cluster's current one, which names it (the server fetches it from
+    /// a member before it starts).
+    fn join(&mut self, id: NodeId, current: Membership) {
+        let disk = SimDisk::new(id.0);
+        let mut cfg = ReplicaConfig::new(id, 100 + id.0);
+        cfg.snapshot = self.policy.clone();
+        let r = Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), current).unwrap();
+        self.replicas.insert(id, r);
+        self.disks.insert(id, disk);
+    }
+
+    fn membership_answer(&self, id: RequestId) -> Membership {
+        match &self.done.get(&id).expect("completed").result {
+            Ok(Answer::Membership(m)) => m.clone(),
+            other => panic!("not a membership answer: {other:?}"),
+        }
+    }
+
+    fn refusal(&self, id: RequestId) -> MemberRefusal {
+        match &self.done.get(&id).expect("completed").result {
+            Err(ClientError::Member(r)) => r.clone(),
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+}
+
+fn add(member_id: u64, url: &str, learner: bool) -> MemberRequest {
+    MemberRequest::Add { member_id, peer_urls: vec![url.to_string()], learner }
+}
+
+#[test]
+fn s4_2_learner_added_catches_up_is_promoted_and_the_member_table_follows_the_configuration() {
+    let mut net = Net::with_policy(small_snapshots());
+    let leader = net.leader();
+    put_all(&mut net, leader, 0..40);
+    let a = net.change_members(leader, add(4, "http://n4:2380", true));
+    net.settle();
+    net.tick(2);
+    let m = net.membership_answer(a);
+    assert!(m.learners.contains(&NodeId(4)) && !m.is_voter(NodeId(4)));
+    // Every member's table has the new member's peer URLs once it applied the change.
+    for r in net.replicas.values() {
+        assert_eq!(r.kv().member_peer_urls(4), Some(&["http://n4:2380".to_string()][..]));
+    }
+    // A second learner is refused while one is there (etcd's default limit of one).
+    let second = net.change_members(leader, add(5, "http://n5:2380", true));
+    assert_eq!(net.refusal(second), MemberRefusal::TooManyLearners);
+    // Its peer URLs or its id cannot be reused.
+    let dup_url = net.change_members(leader, add(6, "http://n4:2380", false));
+    assert_eq!(net.refusal(dup_url), MemberRefusal::Table(tenure_kv::MemberError::PeerUrlExists));
+    let dup_id = net.change_members(leader, add(4, "http://x:2380", false));
+    assert_eq!(net.refusal(dup_id), MemberRefusal::Exists);
+    // The learner starts empty, is sent a snapshot and the log, and catches up.
+    net.join(NodeId(4), m);
+    net.tick(10);
+    put_all(&mut net, leader, 40..45);
+    net.tick(3);
+    let r = net.get(NodeId(4), "k44", Consistency::Serializable);
+    assert_eq!(net.value(r).as_deref(), Some("v44"), "the learner has the data");
+    // A caught-up learner is promoted; the request completes once the joint configuration is
+    // left (the core leaves it by itself).
+    let p = net.change_members(leader, MemberRequest::Promote { member_id: 4 });
+    net.tick(5);
+    let m = net.membership_answer(p);
+    assert!(m.is_voter(NodeId(4)) && !m.voters.is_joint() && m.learners.is_empty());
+    // Promoting a voter is refused with etcd's reason.
+    let again = net.change_members(leader, MemberRequest::Promote { member_id: 4 });
+    assert_eq!(net.refusal(again), MemberRefusal::NotLearner);
+    // Writes keep committing with four voters.
+    let w = net.put(leader, "after", "promote");
+    net.settle();
+    net.tick(1);
+    assert!(matches!(net.done[&w].result, Ok(Answer::Write(_))));
+}
+
+#[test]
+fn s4_2_2_a_removed_leader_steps_down_its_id_is_retired_and_the_rest_elect_a_new_leader() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let r = net.change_members(leader, MemberRequest::Remove { member_id: leader.0 });
+    net.tick(5);
+    let m = net.membership_answer(r);
+    assert!(!m.contains(leader) && m.voters.incoming.voters().len() == 2);
+    assert!(net.replicas[&leader].is_removed(), "the removed leader knows it");
+    for r in net.replicas.values() {
+        assert!(r.kv().is_member_removed(leader.0));
+    }
+    // The removed node stops; the two others elect a leader among themselves and commit.
+    net.replicas.remove(&leader);
+    let new_leader = net.leader();
+    assert_ne!(new_leader, leader);
+    let w = net.put(new_leader, "k", "v");
+    net.settle();
+    net.tick(1);
+    assert!(matches!(net.done[&w].result, Ok(Answer::Write(_))));
+    // The retired id can never come back.
+    let back = net.change_members(new_leader, add(leader.0, "http://new:2380", false));
+    assert_eq!(net.refusal(back), MemberRefusal::Table(tenure_kv::MemberError::IdRemoved));
+}
+
+#[test]
+fn membership_changes_are_refused_on_a_follower_and_when_they_would_lose_quorum() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let follower = NodeId(leader.0 % 3 + 1);
+    let f = net.change_members(follower, MemberRequest::Remove { member_id: leader.0 });
+    assert!(matches!(net.done[&f].result, Err(ClientError::NotLeader { leader_hint: Some(_) })));
+    // With one follower cut off, removing the other would leave one active voter of two.
+    let other = NodeId(6 - leader.0 - follower.0);
+    net.isolated.insert(other);
+    net.tick(25);
+    let leader = net.leader();
+    assert!(leader != other);
+    let r = net.change_members(leader, MemberRequest::Remove { member_id: follower.0 });
+    assert_eq!(net.refusal(r), MemberRefusal::Unhealthy);
+    // Adding a voter that has not started would leave 2 active of 4 (a quorum is 3).
+    let a = net.change_members(leader, add(9, "http://n9:2380", false));
+    assert_eq!(net.refusal(a), MemberRefusal::NotEnoughStarted);
+    let unknown = net.change_members(leader, MemberRequest::Remove { member_id: 77 });
+    assert_eq!(net.refusal(unknown), MemberRefusal::NotFound);
+}
+
+#[test]
+fn a_restarted_member_keeps_the_changed_configuration_and_member_table() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let a = net.change_members(leader, add(4, "http://n4:2380", true));
+    net.tick(3);
+    net.membership_answer(a);
+    let follower = NodeId(leader.0 % 3 + 1);
+    net.crash_and_restart(follower);
+    let r = &net.replicas[&follower];
+    assert!(r.membership().learners.contains(&NodeId(4)), "{:?}", r.membership());
+    net.tick(3);
+    let r = &net.replicas[&follower];
+    assert_eq!(r.kv().member_peer_urls(4), Some(&["http://n4:2380".to_string()][..]));
 }

@@ -2035,6 +2035,10 @@ impl World {
         // to retry.
         let mut read_value = None;
         let verdict: Option<Option<Status>> = match completion.result {
+            Ok(Answer::Membership(_)) => {
+                let what = "a key-value operation was answered with a membership change";
+                return Err(Failure::Safety(what.into()));
+            }
             Ok(Answer::Read(r)) => {
                 read_value =
                     Some(r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));

@@ -87,7 +87,7 @@ impl Services {
         let rx = self.runtime.propose(Proposal::new(command)).map_err(submit_status)?;
         match rx.await {
             Ok(Ok(Answer::Write(r))) => Ok(r),
-            Ok(Ok(Answer::Read(_))) => Err(unexpected("a proposal")),
+            Ok(Ok(_)) => Err(unexpected("a proposal")),
             Ok(Err(e)) => Err(client_status(e)),
             Err(_) => Err(ServerError::Stopped.into()),
         }
@@ -110,7 +110,7 @@ impl Services {
         let rx = self.runtime.read(request, Consistency::Linearizable).map_err(submit_status)?;
         match rx.await {
             Ok(Ok(Answer::Read(r))) => Ok(r),
-            Ok(Ok(Answer::Write(_))) => Err(unexpected("Range")),
+            Ok(Ok(_)) => Err(unexpected("Range")),
             Ok(Err(e)) => Err(client_status(e)),
             Err(_) => Err(ServerError::Stopped.into()),
         }

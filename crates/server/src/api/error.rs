@@ -79,6 +79,16 @@ pub enum ServerError {
     /// A leadership transfer named a member that cannot become leader.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// A membership change would leave fewer started voters than a quorum
+    /// (`--strict-reconfig-check`).
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// A member add or update gave peer URLs that cannot be used.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// Another membership change is still being made (tenure makes one at a time); retry.
+    #[error("tenure: {0}; retry")]
+    MembershipBusy(String),
     /// The RPC exists in etcd's API but tenure does not serve it (yet).
     #[error("tenure: {0} is not supported")]
     Unsupported(&'static str),
@@ -96,6 +106,7 @@ impl ServerError {
             | ServerError::TimeoutDueToLeaderFail
             | ServerError::TimeoutDueToConnectionLost
             | ServerError::UnhealthyCluster
+            | ServerError::MembershipBusy(_)
             | ServerError::Stopped => Code::Unavailable,
             ServerError::NotLeader
             | ServerError::MemberExists
@@ -103,7 +114,9 @@ impl ServerError {
             | ServerError::MemberNotLearner
             | ServerError::LearnerNotReady
             | ServerError::TooManyLearners
+            | ServerError::NotEnoughStartedMembers
             | ServerError::BadLeaderTransferee => Code::FailedPrecondition,
+            ServerError::MemberBadUrls => Code::InvalidArgument,
             ServerError::TooManyRequests | ServerError::NoSpace => Code::ResourceExhausted,
             ServerError::MemberNotFound => Code::NotFound,
             ServerError::Unsupported(_) => Code::Unimplemented,
@@ -123,6 +136,27 @@ impl From<tenure_raft::ProposeError> for ServerError {
             P::NotLeader { leader_hint: Some(_) } => ServerError::NotLeader,
             P::TransferInProgress { .. } => ServerError::LeaderChanged,
             P::UncommittedBytesExceeded { .. } => ServerError::TooManyRequests,
+        }
+    }
+}
+
+/// A refused membership change, with etcd's answers (a removed id is "member not found", as
+/// etcd maps its `ErrIDRemoved`).
+impl From<tenure_replica::MemberRefusal> for ServerError {
+    fn from(r: tenure_replica::MemberRefusal) -> ServerError {
+        use tenure_kv::MemberError as T;
+        use tenure_replica::MemberRefusal as R;
+        match r {
+            R::Table(T::NotFound | T::IdRemoved) | R::NotFound => ServerError::MemberNotFound,
+            R::Table(T::IdExists) | R::Exists => ServerError::MemberExists,
+            R::Table(T::PeerUrlExists) => ServerError::PeerUrlExists,
+            R::Table(_) => ServerError::MemberBadUrls,
+            R::NotLearner => ServerError::MemberNotLearner,
+            R::LearnerNotReady => ServerError::LearnerNotReady,
+            R::TooManyLearners => ServerError::TooManyLearners,
+            R::NotEnoughStarted | R::LastVoter => ServerError::NotEnoughStartedMembers,
+            R::Unhealthy => ServerError::UnhealthyCluster,
+            R::Busy(why) => ServerError::MembershipBusy(why),
         }
     }
 }

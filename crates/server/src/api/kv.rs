@@ -28,7 +28,7 @@ impl pb::kv_server::Kv for Services {
             Ok(Ok(Answer::Read(r))) => {
                 Ok(tonic::Response::new(convert::range_response_to_pb(r, &self.ctx())))
             }
-            Ok(Ok(Answer::Write(_))) => Err(unexpected("Range")),
+            Ok(Ok(_)) => Err(unexpected("Range")),
             Ok(Err(e)) => Err(client_status(e)),
             Err(_) => Err(ServerError::Stopped.into()),
         }

@@ -212,7 +212,7 @@ impl Services {
         let rx = self.runtime.propose(proposal).map_err(submit_status)?;
         match rx.await {
             Ok(Ok(Answer::Write(r))) => Ok(r),
-            Ok(Ok(Answer::Read(_))) => Err(Status::internal("tenure: a write answered as a read")),
+            Ok(Ok(_)) => Err(Status::internal("tenure: a write answered as a read")),
             Ok(Err(e)) => Err(client_status(e)),
             Err(_) => Err(ServerError::Stopped.into()),
         }
@@ -262,6 +262,7 @@ pub(super) fn client_status(e: ClientError) -> Status {
         ClientError::Refused(_) => ServerError::TooManyRequests,
         ClientError::Kv(e) => ServerError::Kv(e),
         ClientError::Invalid(why) => return Status::invalid_argument(why),
+        ClientError::Member(r) => ServerError::from(r),
     };
     err.into()
 }
