@@ -94,6 +94,27 @@ impl Write for CrcWriter {
     }
 }
 
+/// A test hook: silent data corruption on purpose, for tests that show the integrity checks
+/// catch it. Only with the `test-hooks` feature; never in a real member.
+#[cfg(feature = "test-hooks")]
+impl Store {
+    /// Replaces the value of `key`'s newest version in place, moving no revision and recording
+    /// no event: what a flipped bit in memory or on disk would do. Returns whether the key had
+    /// a live version to corrupt.
+    pub fn corrupt_value_for_test(&mut self, key: &[u8], value: bytes::Bytes) -> bool {
+        let Some(history) = self.index.keys.get_mut(key) else {
+            return false;
+        };
+        let history = std::sync::Arc::make_mut(history);
+        let Some(version) = history.last_mut().filter(|v| v.value.is_some()) else {
+            return false;
+        };
+        version.value = Some(value);
+        self.index.recount_bytes();
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{

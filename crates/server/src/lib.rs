@@ -13,6 +13,8 @@
 //! | [`peer`] | talking to other members: the wire format (`wire`), message connections (`transport`), snapshot transfer (`snapshot_stream`) |
 //! | [`runtime`] | the replica thread, its sync, snapshot and tick threads, what it publishes (`status`) and its Prometheus metrics (`metrics`) |
 //! | [`cli`] | the `tenure` command line: `serve` flags and their validation, client subcommands (`client`), `tenure dev` (`dev`), `tenure demo` (`demo`) |
+//! | [`compactor`] | automatic compaction on the leader (`--auto-compaction-mode`, `-retention`) |
+//! | [`corruption`] | integrity checks across members (HashKV at startup, periodically and after compaction; the `CORRUPT` alarm) |
 //! | [`member`] | [`member::Member`]: listeners, storage, runtime, transport and API of one member |
 //! | [`ids`] | etcd-compatible member and cluster ids (SHA-1 based) |
 //! | [`pb`] | code generated from `proto/` (etcd's `etcdserverpb`, `mvccpb`, `v3lockpb` and `v3electionpb`): messages, tonic clients and server traits |
@@ -33,6 +35,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod compactor;
+pub mod corruption;
 pub mod ids;
 pub mod member;
 pub mod peer;

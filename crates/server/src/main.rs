@@ -75,6 +75,7 @@ fn run_client(command: Command) -> ExitCode {
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await
             }
+            Command::Snapshot { command } => tenure_server::cli::snapshot::run(command).await,
             Command::Serve(_) | Command::Dev(_) | Command::Demo(_) | Command::Bench(_) => {
                 unreachable!("handled by main")
             }

@@ -116,6 +116,18 @@ impl Member {
             attributes,
             cfg.tick_interval(),
         )));
+        if let Some(mode) = cfg.auto_compaction {
+            tasks.push(tokio::spawn(crate::compactor::run(handle.clone(), cfg.name.clone(), mode)));
+        }
+        if cfg.corrupt_check != crate::corruption::CorruptCheck::default() {
+            tasks.push(tokio::spawn(crate::corruption::run(
+                handle.clone(),
+                cfg.name.clone(),
+                cfg.member_id,
+                cfg.corrupt_check,
+                cfg.election_timeout.max(Duration::from_secs(1)),
+            )));
+        }
         let (stop_clients, stopped) = watch::channel(false);
         let watch = crate::api::watch::WatchConfig {
             leader_check_interval: cfg.election_timeout,
@@ -124,6 +136,7 @@ impl Member {
         let services = Services::new(handle, cluster_info(cfg, client_urls), request_bytes_max)
             .with_requests_in_flight_max(cfg.max_concurrent_requests)
             .with_watch_config(watch)
+            .with_quota(cfg.quota)
             .with_lease_ttl_min_secs(crate::api::lease::lease_ttl_min_secs(
                 u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
                 cfg.election_ticks(),

@@ -146,6 +146,7 @@ impl Cluster {
                     experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
                     experimental_enable_lease_checkpoint: true,
                     max_concurrent_requests: tenure_server::api::REQUESTS_IN_FLIGHT_MAX,
+                    ..ServeArgs::default()
                 };
                 ServeConfig::from_args(&args).expect("valid config")
             })

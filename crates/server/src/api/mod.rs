@@ -9,7 +9,7 @@
 //! | [`election`] | `v3electionpb.Election`: Campaign, Proclaim, Leader, Observe, Resign |
 //! | [`concurrency`] | what Lock and Election share: etcd's concurrency recipes (sessions, waiting for deletes, key layout) run inside the member |
 //! | [`cluster`] | `etcdserverpb.Cluster`: MemberList |
-//! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm |
+//! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm, Snapshot, Hash, HashKV, Defragment; the backend quota |
 //! | [`http`] | `/health`, `/version`, `/metrics` |
 //! | [`incoming`] | accepted client connections: `TCP_NODELAY`, and an `:authority` with a scheme made acceptable |
 //! | [`convert`] | protobuf ⇄ [`tenure_kv`] requests and responses; [`convert::HeaderContext`] |
@@ -98,6 +98,8 @@ pub struct Services {
     watch: watch::WatchConfig,
     /// The shortest lease TTL granted, in seconds (see [`lease::lease_ttl_min_secs`]).
     lease_ttl_min_secs: i64,
+    /// The backend quota (see [`maintenance::Quota`]).
+    quota: maintenance::Quota,
 }
 
 /// Client requests (reads and writes) a member works on at once at most. Beyond it a request
@@ -121,7 +123,15 @@ impl Services {
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
             watch: watch::WatchConfig::default(),
             lease_ttl_min_secs: lease::lease_ttl_min_secs(100, 10),
+            quota: maintenance::Quota::default(),
         }
+    }
+
+    /// The same services refusing writes that would grow the store past `quota` (etcd's
+    /// `--quota-backend-bytes`), raising the `NOSPACE` alarm when one is refused.
+    pub fn with_quota(mut self, quota: maintenance::Quota) -> Services {
+        self.quota = quota;
+        self
     }
 
     /// The same services admitting at most `n` client requests at once (at least 1).
@@ -205,6 +215,7 @@ impl Services {
             return Err(ServerError::RequestTooLarge.into());
         }
         let _permit = self.admit()?;
+        self.check_quota(&command).await?;
         let proposal = match session(request)? {
             Some((client_id, sequence)) => Proposal::with_session(command, client_id, sequence),
             None => Proposal::new(command),

@@ -69,6 +69,7 @@ pub fn configs(
                 experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
                 experimental_enable_lease_checkpoint: true,
                 max_concurrent_requests: crate::api::REQUESTS_IN_FLIGHT_MAX,
+                ..ServeArgs::default()
             };
             ServeConfig::from_args(&args).map_err(anyhow::Error::from)
         })

@@ -15,6 +15,7 @@ pub mod client;
 pub mod demo;
 pub mod dev;
 pub mod lease;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,6 +77,12 @@ pub enum Command {
     /// Load an etcd v3 endpoint (tenure or etcd) and report throughput and latency (like etcd's
     /// `benchmark`).
     Bench(bench::BenchArgs),
+    /// Backups: save one from a member, check a file, restore a new cluster from one.
+    Snapshot {
+        /// The snapshot subcommand.
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
 }
 
 /// `tenure member ...`.
@@ -436,6 +443,45 @@ pub struct ServeArgs {
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
     pub max_concurrent_requests: usize,
+    /// Writes that would take the store past this many bytes are refused with "database space
+    /// exceeded" and raise the NOSPACE alarm (etcd's flag: 0 is the default, 2 GiB; a
+    /// negative value disables the quota).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+    /// `periodic` (keep --auto-compaction-retention of time) or `revision` (keep that many
+    /// revisions) [default: periodic].
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// What automatic compaction keeps: a duration (`1h`, `30m`) or a bare number of hours in
+    /// periodic mode, a number of revisions in revision mode; 0 turns it off [default: 0].
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION")]
+    pub auto_compaction_retention: Option<String>,
+    /// Before serving, compare this member's key-value hash with its peers' and raise the
+    /// CORRUPT alarm on a mismatch (etcd's flag; like a Go boolean flag, a value needs `=`).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares its key-value hash with every member's (and after every
+    /// compaction), raising CORRUPT on a mismatch; 0 turns it off (etcd's flag).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_duration
+    )]
+    pub experimental_corrupt_check_time: Duration,
 }
 
 /// etcd's upper bound on the election timeout.
@@ -585,6 +631,13 @@ pub struct ServeConfig {
     pub member_id: u64,
     /// The cluster's id.
     pub cluster_id: u64,
+    /// The backend quota (`--quota-backend-bytes`).
+    pub quota: crate::api::maintenance::Quota,
+    /// Automatic compaction, if on (`--auto-compaction-mode` and `-retention`).
+    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
+    /// Integrity checks across members (`--experimental-initial-corrupt-check`,
+    /// `--experimental-corrupt-check-time`).
+    pub corrupt_check: crate::corruption::CorruptCheck,
 }
 
 /// Why `tenure serve`'s flags are not a usable configuration. Each message is one line.
@@ -670,6 +723,10 @@ pub enum ConfigError {
     /// A count flag is zero.
     #[error("--{0} must be greater than 0")]
     ZeroCount(&'static str),
+    /// `--auto-compaction-mode` or `--auto-compaction-retention` is not usable (etcd's
+    /// messages).
+    #[error("{0}")]
+    AutoCompaction(String),
 }
 
 /// Parses a comma-separated URL list flag.
@@ -837,6 +894,11 @@ impl ServeConfig {
             .map(|m| m.id)
             .expect("own name checked above");
         let cluster_id = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+        let auto_compaction = crate::compactor::AutoCompaction::from_flags(
+            a.auto_compaction_mode.as_deref(),
+            a.auto_compaction_retention.as_deref(),
+        )
+        .map_err(ConfigError::AutoCompaction)?;
         Ok(ServeConfig {
             name: a.name.clone(),
             data_dir: a
@@ -861,6 +923,13 @@ impl ServeConfig {
             max_concurrent_requests: a.max_concurrent_requests,
             member_id,
             cluster_id,
+            quota: crate::api::maintenance::Quota::from_flag(a.quota_backend_bytes),
+            auto_compaction,
+            corrupt_check: crate::corruption::CorruptCheck {
+                initial: a.experimental_initial_corrupt_check,
+                interval: (!a.experimental_corrupt_check_time.is_zero())
+                    .then_some(a.experimental_corrupt_check_time),
+            },
         })
     }
 

@@ -35,6 +35,7 @@ pub struct Metrics {
     proposals_committed: Counter,
     proposals_failed: Counter,
     apply_lag: Gauge,
+    db_total_bytes: Gauge,
     fsync_seconds: Histogram,
     peer_sent: Counter,
     peer_dropped: Counter,
@@ -98,6 +99,12 @@ impl Metrics {
             peer_rtt_seconds.clone(),
         );
         registry.register("etcd_server_term", "The current Raft term.", term.clone());
+        let db_total_bytes = Gauge::default();
+        registry.register(
+            "etcd_mvcc_db_total_size_in_bytes",
+            "What the store holds, in bytes (kv::Store::size_bytes; the figure the quota checks).",
+            db_total_bytes.clone(),
+        );
         registry.register(
             "etcd_server_is_leader",
             "Whether this member is the leader (1) or not (0).",
@@ -238,6 +245,7 @@ impl Metrics {
             proposals_committed,
             proposals_failed,
             apply_lag,
+            db_total_bytes,
             fsync_seconds,
             peer_sent,
             peer_dropped,
@@ -345,6 +353,7 @@ impl Metrics {
         self.has_leader.set(i64::from(status.leader.is_some()));
         let lag = status.committed.saturating_sub(status.applied);
         self.apply_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.db_total_bytes.set(i64::try_from(status.db_bytes).unwrap_or(i64::MAX));
         if status.leader.is_some() && status.leader != previous.leader {
             self.leader_changes.inc();
         }

@@ -64,8 +64,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tenure_kv::{Proposal, RangeRequest, ReadView};
 use tenure_raft::{LogView, Message, MessageBody, NodeId, Role, SnapshotStatus};
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaError, RequestId,
-    SnapshotDone, SnapshotJob,
+    Answer, ClientError, Completion, Consistency, MemberRequest, Output, Replica, ReplicaError,
+    RequestId, SnapshotDone, SnapshotJob,
 };
 use tenure_storage::{FinishedSync, SnapshotReader, SyncTicket};
 use tokio::sync::oneshot;
@@ -120,6 +120,21 @@ pub enum ClientInput {
     /// A look at the replica's state on its own thread (for what is neither a proposal nor a
     /// range read, such as the member table).
     Inspect(Box<dyn FnOnce(&Replica) + Send>),
+    /// A membership change ([`Replica::change_members`]).
+    ChangeMembers {
+        /// The change.
+        request: MemberRequest,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Start a leadership transfer ([`Replica::transfer_leadership`]); the answer says whether
+    /// it started.
+    TransferLeader {
+        /// The member to hand leadership to.
+        to: NodeId,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<(), tenure_raft::TransferError>>,
+    },
 }
 
 /// What the runtime's own threads tell the replica thread: the control lane.
@@ -175,6 +190,14 @@ pub trait Outbox: Send + 'static {
     /// that follower anything but heartbeats). `message` is the `Snapshot` message naming
     /// `data`'s snapshot, to be stepped into the follower once the data is durable there.
     fn send_snapshot(&mut self, message: Message, data: SnapshotReader, report: SnapshotReport);
+
+    /// The members to keep connections to, each with its peer URLs as the member table has
+    /// them (empty where the table has none yet: the outbox may know them from its
+    /// configuration). Called when the replica starts and whenever a configuration entry or
+    /// a snapshot was applied.
+    fn set_peers(&mut self, peers: &BTreeMap<NodeId, Vec<String>>) {
+        let _ = peers;
+    }
 }
 
 /// Why a request could not be handed to the replica thread.
@@ -267,6 +290,27 @@ impl RuntimeHandle {
             };
             Ok(view.range(&request).map(Answer::Read).map_err(ClientError::Kv))
         })
+    }
+
+    /// Queues a membership change; the answer arrives once the change is in force (see
+    /// [`Replica::change_members`]).
+    pub fn change_members(
+        &self,
+        request: MemberRequest,
+    ) -> Result<oneshot::Receiver<Result<Answer, ClientError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(ClientInput::ChangeMembers { request, reply })?;
+        Ok(rx)
+    }
+
+    /// Asks the replica to start handing leadership to `to`.
+    pub fn transfer_leader(
+        &self,
+        to: NodeId,
+    ) -> Result<oneshot::Receiver<Result<(), tenure_raft::TransferError>>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(ClientInput::TransferLeader { to, reply })?;
+        Ok(rx)
     }
 
     /// Queues a linearizable barrier: the answer arrives once this member has applied
@@ -614,6 +658,13 @@ impl Worker {
                 let _ = reply.send(self.publish_view());
             }
             ClientInput::Inspect(f) => f(&self.replica),
+            ClientInput::ChangeMembers { request, reply } => {
+                let id = self.register(reply, true);
+                self.replica.change_members(id, request, out);
+            }
+            ClientInput::TransferLeader { to, reply } => {
+                let _ = reply.send(self.replica.transfer_leadership(to));
+            }
         }
     }
 
@@ -669,6 +720,9 @@ impl Worker {
             for m in snapshots {
                 self.send_snapshot(m);
             }
+        }
+        if self.replica.take_members_changed() {
+            self.outbox.set_peers(&peers_of(&self.replica));
         }
         if !out.messages.is_empty() {
             self.outbox.send(out.messages);
@@ -763,8 +817,10 @@ impl Worker {
             revision: kv.revision(),
             store_applied: kv.applied_index(),
             key_count: kv.key_count(),
+            db_bytes: kv.size_bytes(),
             leases_expired: self.replica.leases_expired(),
             stopped: false,
+            removed: self.replica.is_removed(),
         };
         let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.observe_status(&published, &status);
@@ -813,6 +869,19 @@ impl Worker {
         tracing::info!("{} stopped", self.name);
         Ok(())
     }
+}
+
+/// Every other member of the configuration in force, with its peer URLs from the member table.
+fn peers_of(replica: &Replica) -> BTreeMap<NodeId, Vec<String>> {
+    let me = replica.id();
+    let kv = replica.kv();
+    replica
+        .membership()
+        .members()
+        .into_iter()
+        .filter(|id| *id != me)
+        .map(|id| (id, kv.member_peer_urls(id.0).map(<[String]>::to_vec).unwrap_or_default()))
+        .collect()
 }
 
 #[cfg(test)]

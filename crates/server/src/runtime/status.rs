@@ -22,11 +22,15 @@ pub struct NodeStatus {
     /// The index of the last entry the store applied (the node's applied index also counts
     /// entries that are not for the store, such as a new leader's no-op).
     pub store_applied: u64,
-    /// Keys in the store (for a rough size estimate).
+    /// Keys in the store.
     pub key_count: usize,
+    /// What the store holds, in bytes (`kv::Store::size_bytes`): `dbSize`, the quota's figure.
+    pub db_bytes: u64,
     /// Leases this replica revoked because they expired (applied `LeaseExpire` entries), since
     /// the process started; only grows.
     pub leases_expired: u64,
     /// Whether the replica thread has stopped (shutdown or a fatal error).
     pub stopped: bool,
+    /// Whether this member was removed from the cluster (it should stop).
+    pub removed: bool,
 }
