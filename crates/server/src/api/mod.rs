@@ -171,7 +171,7 @@ impl Services {
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
         .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
-        .add_service(pb::watch_server::WatchServer::new(self.clone()))
+        .add_service(watch::WatchServer::new(self.clone()))
         .add_service(pb::lease_server::LeaseServer::new(self.clone()))
         .add_service(crate::pb::v3lockpb::lock_server::LockServer::new(self.clone()))
         .add_service(crate::pb::v3electionpb::election_server::ElectionServer::new(self.clone()))
