@@ -42,7 +42,9 @@
 # Environment: ROUND_SECONDS (10), ROUNDS (1), KEY_SPACE (10000), VAL_SIZE (256),
 #   KEY_SIZE (8), CONNS (3), BASE_PORT (41000), ETCD (etcd), TENURE (builds and uses
 #   target/release/tenure), KEEP (a directory to copy the logs and raw JSON summaries into),
-#   LEASES (10000) and LEASE_CLIENTS ("64 256") for MODE=lease.
+#   LEASES (10000) and LEASE_CLIENTS ("64 256") for MODE=lease, BENCH (the `tenure` binary
+#   whose `bench watch` is the client for MODE=watch; TENURE by default), to compare servers
+#   of two builds with one client.
 # Everything started is killed on exit, and the temporary directory removed.
 
 set -euo pipefail
@@ -83,6 +85,7 @@ if [[ -z "${TENURE:-}" ]]; then
     cargo build --release --quiet -p tenure-server --bin tenure
     TENURE=$PWD/target/release/tenure
 fi
+BENCH=${BENCH:-$TENURE}
 
 WORK=$(mktemp -d -t tenure-compare-XXXXXX)
 PIDS=()
@@ -203,7 +206,7 @@ watch_round() {
     local system=$1 watchers=$2 streams=$3 n=$4 out
     out=$WORK/$system-watch-$watchers-$n.json
     # shellcheck disable=SC2086
-    "$TENURE" bench watch --watchers "$watchers" --streams "$streams" --prefix watch/ \
+    "$BENCH" bench watch --watchers "$watchers" --streams "$streams" --prefix watch/ \
         --clients 256 --conns "$CONNS" --duration "${ROUND_SECONDS}s" --key-size "$KEY_SIZE" \
         --val-size "$VAL_SIZE" --key-space-size "$KEY_SPACE" \
         --endpoints "${ENDPOINTS[$system]}" --json --quiet >"$out" || true
@@ -221,7 +224,7 @@ idle_watcher_bytes() {
     ep=${ENDPOINTS[$system]%%,*}
     log=$WORK/$system-idle.log
     before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
-    "$TENURE" bench watch --watchers 10000 --streams 100 --clients 1 --conns 1 --total 1 \
+    "$BENCH" bench watch --watchers 10000 --streams 100 --clients 1 --conns 1 --total 1 \
         --hold 8s --endpoints "$ep" --json --quiet >"$WORK/$system-idle.json" 2>"$log" &
     bench=$!
     local deadline=$((SECONDS + 60))
