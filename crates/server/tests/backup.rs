@@ -339,3 +339,73 @@ fn common_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.exists())
 }
+
+/// The command line end to end with real processes: `tenure snapshot save` from a running
+/// `tenure serve` member, `tenure snapshot restore` with etcd's flags for each member of a new
+/// cluster, and three `tenure serve` processes started on the restored directories with the
+/// same flags serve the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn command_line_save_and_restore_start_real_members() {
+    let bin = env!("CARGO_BIN_EXE_tenure");
+    let dir = tempfile::tempdir().unwrap();
+    let old = common::Plan::new("old");
+    let servers: Vec<_> = (0..3).map(|i| old.start(i, &dir.path().join("old"))).collect();
+    common::agreed_leader(&old, &[0, 1, 2], PATIENCE).await;
+    let ch = Channel::from_shared(old.clients[0].clone()).unwrap().connect().await.unwrap();
+    let mut kv = pb::kv_client::KvClient::new(ch);
+    for i in 0..25 {
+        kv.put(put_request(&format!("cli/{i}"), &format!("{i}"))).await.unwrap();
+    }
+    let file = dir.path().join("cli.db");
+    let out = std::process::Command::new(bin)
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .args(["--endpoints", &old.clients[2]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for s in servers {
+        s.terminate();
+    }
+
+    let new = common::Plan::new("new");
+    let cluster: Vec<String> =
+        new.names.iter().zip(&new.peers).map(|(n, p)| format!("{n}={p}")).collect();
+    for i in 0..3 {
+        let out = std::process::Command::new(bin)
+            .args(["snapshot", "restore"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("new").join(&new.names[i]))
+            .args(["--name", &new.names[i]])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-token", "etcd-cluster"])
+            .args(["--initial-advertise-peer-urls", &new.peers[i]])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("restored snapshot of revision 26 (25 keys)"), "{text}");
+    }
+    let servers: Vec<_> = (0..3).map(|i| new.start(i, &dir.path().join("new"))).collect();
+    common::agreed_leader(&new, &[0, 1, 2], PATIENCE).await;
+    for url in &new.clients {
+        let ch = Channel::from_shared(url.clone()).unwrap().connect().await.unwrap();
+        let mut kv = pb::kv_client::KvClient::new(ch);
+        let all =
+            pb::RangeRequest { key: "cli/".into(), range_end: "cli0".into(), ..Default::default() };
+        let r = kv.range(all).await.unwrap().into_inner();
+        assert_eq!((r.count, r.header.unwrap().revision), (25, 26), "{url}");
+    }
+    for s in servers {
+        s.terminate();
+    }
+}
+
+fn put_request(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
+}
