@@ -291,6 +291,15 @@ async fn quota_refuses_writes_and_compaction_defragment_and_disarm_make_room() {
         c.maintenance(leader).await.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert!(status.db_size > 60 * 1024 && status.db_size > empty, "{status:?}");
     assert_eq!(status.db_size, status.db_size_in_use);
+    // The metric shows the same measured figure.
+    let authority = c.configs[leader].advertise_client_urls[0].authority();
+    let metrics =
+        tokio::task::spawn_blocking(move || http_get(&authority, "/metrics")).await.unwrap();
+    let line = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_mvcc_db_total_size_in_bytes "))
+        .expect("the metric is exported");
+    assert_eq!(line.trim().parse::<i64>().unwrap(), status.db_size);
     let leader_id = c.configs[leader].member_id;
     assert_eq!(c.alarms((leader + 1) % 3).await, vec![(leader_id, NOSPACE)]);
     if let Some(etcdctl) = servers::binary("etcdctl") {
@@ -417,4 +426,16 @@ async fn startup_check_finds_its_own_corruption() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(c.alarms(leader).await, vec![]);
     c.shutdown().await;
+}
+
+/// One HTTP/1.1 GET on a client port; returns the body.
+fn http_get(authority: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(authority).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
