@@ -439,3 +439,107 @@ fn http_get(authority: &str, path: &str) -> String {
     s.read_to_string(&mut reply).expect("read");
     reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
 }
+
+/// A real etcd with `--quota-backend-bytes`, killed when dropped.
+struct QuotaEtcd {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for QuotaEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl QuotaEtcd {
+    async fn start(quota_bytes: u64) -> Option<QuotaEtcd> {
+        let Some(bin) = servers::binary("etcd") else {
+            println!("etcd is not installed (apt-get install etcd-server); skipping the etcd half");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ports = common::free_ports(2);
+        let client = format!("http://127.0.0.1:{}", ports[0]);
+        let peer = format!("http://127.0.0.1:{}", ports[1]);
+        let child = std::process::Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .arg(format!("--quota-backend-bytes={quota_bytes}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("runs etcd");
+        let etcd = QuotaEtcd { child, url: client, _dir: dir };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(ch) = Channel::from_shared(etcd.url.clone()).unwrap().connect().await {
+                let ready = pb::StatusRequest {};
+                if let Ok(s) =
+                    pb::maintenance_client::MaintenanceClient::new(ch).status(ready).await
+                    && s.into_inner().leader != 0
+                {
+                    return Some(etcd);
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The quota's answers, as etcd 3.4 gives them, for a quota nothing fits under: the put is
+/// refused and raises NOSPACE for the member, a lease grant is refused, deletes and reads
+/// still work, disarming clears the alarm and the next put raises it again.
+async fn quota_transcript(ch: Channel) -> Vec<String> {
+    let mut kv = pb::kv_client::KvClient::new(ch.clone());
+    let mut m = pb::maintenance_client::MaintenanceClient::new(ch.clone());
+    let mut lease = pb::lease_client::LeaseClient::new(ch);
+    let line = |r: Result<String, tonic::Status>| match r {
+        Ok(s) => s,
+        Err(e) => servers::error_line(&e),
+    };
+    let mut t = Vec::new();
+    let member =
+        m.status(pb::StatusRequest {}).await.unwrap().into_inner().header.unwrap().member_id;
+    t.push(line(kv.put(put("k", "v")).await.map(|_| "put ok".into())));
+    let list = pb::AlarmRequest { action: 0, member_id: 0, alarm: 0 };
+    let alarms = m.alarm(list).await.unwrap().into_inner().alarms;
+    let alarms: Vec<String> = alarms
+        .iter()
+        .map(|a| format!("{} {}", if a.member_id == member { "self" } else { "other" }, a.alarm))
+        .collect();
+    t.push(format!("alarms {alarms:?}"));
+    let grant = pb::LeaseGrantRequest { ttl: 60, id: 0 };
+    t.push(line(lease.lease_grant(grant).await.map(|_| "grant ok".into())));
+    let del = pb::DeleteRangeRequest { key: "k".into(), ..Default::default() };
+    t.push(line(kv.delete_range(del).await.map(|r| format!("deleted {}", r.into_inner().deleted))));
+    let get = pb::RangeRequest { key: "k".into(), ..Default::default() };
+    t.push(line(kv.range(get).await.map(|r| format!("count {}", r.into_inner().count))));
+    let disarm = pb::AlarmRequest { action: 2, member_id: member, alarm: NOSPACE };
+    let cleared = m.alarm(disarm).await.unwrap().into_inner().alarms.len();
+    t.push(format!("disarmed {cleared}"));
+    t.push(line(kv.put(put("k", "v")).await.map(|_| "put ok".into())));
+    let list = pb::AlarmRequest { action: 0, member_id: 0, alarm: 0 };
+    t.push(format!("alarms {}", m.alarm(list).await.unwrap().into_inner().alarms.len()));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quota_nothing_fits_under_answers_as_etcd_does() {
+    let c = Cluster::start(|cfg| cfg.quota = Quota::from_flag(1)).await;
+    let leader = c.leader().await;
+    let ours = quota_transcript(c.channel(leader).await).await;
+    c.shutdown().await;
+    assert_eq!(ours[0], "error ResourceExhausted: etcdserver: mvcc: database space exceeded");
+    if let Some(etcd) = QuotaEtcd::start(1).await {
+        let ch = Channel::from_shared(etcd.url.clone()).unwrap().connect().await.unwrap();
+        let theirs = quota_transcript(ch).await;
+        assert_eq!(ours, theirs, "tenure (left) and etcd 3.4 (right) answer differently");
+    }
+}
