@@ -81,6 +81,12 @@ pub struct PlantedBugs {
     pub vote_ignores_log: bool,
     /// Send a vote before it is durable (violates S2: a crash can make the node vote twice).
     pub vote_before_persist: bool,
+    /// Put a configuration in force when its entry commits instead of when it is appended
+    /// (violates dissertation §4.1: the joint entry is committed by the old voters alone).
+    pub config_on_commit: bool,
+    /// Count learners as voters toward commit: the commit quorum is a majority of voters and
+    /// learners together (violates dissertation §4.2.1: learners never count).
+    pub learner_counts_for_commit: bool,
 }
 
 impl Config {

@@ -40,7 +40,7 @@ impl<L: LogView> Node<L> {
                     let rolled_back = self.configs.truncate_from(first);
                     let mut added = false;
                     for (index, c) in configs.into_iter().filter(|(i, _)| *i >= first) {
-                        self.configs.push(index, c.next);
+                        self.configs.push(index, c.prev, c.next);
                         added = true;
                     }
                     if rolled_back || added {

@@ -165,7 +165,20 @@ impl<L: LogView> Node<L> {
     pub(crate) fn maybe_commit(&mut self) {
         let persisted = self.log.persisted_index();
         let ls = self.leader_state.as_ref().expect("leader");
-        let quorum = self.membership.voters.committed(|id| {
+        #[cfg(feature = "planted-bugs")]
+        let planted_voters = self.cfg.planted_bugs.learner_counts_for_commit.then(|| {
+            let mut incoming = self.membership.voters.incoming.voters().clone();
+            incoming.extend(self.membership.learners.iter().copied());
+            crate::quorum::JointConfig {
+                incoming: crate::quorum::MajorityConfig::new(incoming),
+                outgoing: self.membership.voters.outgoing.clone(),
+            }
+        });
+        #[cfg(feature = "planted-bugs")]
+        let voters = planted_voters.as_ref().unwrap_or(&self.membership.voters);
+        #[cfg(not(feature = "planted-bugs"))]
+        let voters = &self.membership.voters;
+        let quorum = voters.committed(|id| {
             if id == self.id {
                 Some(persisted.0)
             } else {
@@ -185,6 +198,8 @@ impl<L: LogView> Node<L> {
         let before = self.log.committed;
         self.log.commit_to(quorum);
         let committed = self.log.committed;
+        #[cfg(feature = "planted-bugs")]
+        self.planted_config_on_commit();
         let ls = self.ls();
         while let Some(&(index, bytes)) = ls.uncommitted.front() {
             if index > committed {

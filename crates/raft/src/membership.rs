@@ -390,12 +390,15 @@ impl<'a> Reader<'a> {
 /// (dissertation §4.1: a server uses the latest configuration in its log, committed or not),
 /// and truncating entries falls back to the one before them.
 ///
-/// Invariant: `changes` ascend by index, all above `base_index`.
+/// Invariant: `changes` ascend by index, all above `base_index`. Each change keeps its entry's
+/// previous configuration too: that, not the configuration before it in this history, is what
+/// the entry changed (a node that joined from the configuration naming it and replays older
+/// entries has a base that is not what preceded them).
 #[derive(Clone, Debug)]
 pub(crate) struct ConfigHistory {
     base_index: LogIndex,
     base: Membership,
-    changes: Vec<(LogIndex, Membership)>,
+    changes: Vec<(LogIndex, Membership, Membership)>,
 }
 
 impl ConfigHistory {
@@ -406,29 +409,35 @@ impl ConfigHistory {
 
     /// The configuration in force at the end of the log.
     pub(crate) fn current(&self) -> &Membership {
-        self.changes.last().map_or(&self.base, |(_, m)| m)
+        self.changes.last().map_or(&self.base, |(_, _, m)| m)
     }
 
     /// The index of the entry that put the current configuration in force (or the base
     /// index).
     pub(crate) fn latest_index(&self) -> LogIndex {
-        self.changes.last().map_or(self.base_index, |(i, _)| *i)
+        self.changes.last().map_or(self.base_index, |(i, _, _)| *i)
     }
 
     /// The index of the entry whose configuration is in force at `index` (or the base index).
     pub(crate) fn index_at(&self, index: LogIndex) -> LogIndex {
-        self.changes.iter().rev().find(|(i, _)| *i <= index).map_or(self.base_index, |(i, _)| *i)
+        self.changes.iter().rev().find(|(i, _, _)| *i <= index).map_or(self.base_index, |c| c.0)
     }
 
     /// The configuration in force at `index`; the base for any index at or below its point.
     pub(crate) fn at(&self, index: LogIndex) -> &Membership {
-        self.changes.iter().rev().find(|(i, _)| *i <= index).map_or(&self.base, |(_, m)| m)
+        self.changes.iter().rev().find(|(i, _, _)| *i <= index).map_or(&self.base, |(_, _, m)| m)
     }
 
-    /// A configuration entry at `index` was appended.
-    pub(crate) fn push(&mut self, index: LogIndex, m: Membership) {
+    /// The previous configuration of the entry that put the current one in force (`None`
+    /// when the base is in force).
+    pub(crate) fn latest_prev(&self) -> Option<&Membership> {
+        self.changes.last().map(|(_, prev, _)| prev)
+    }
+
+    /// A configuration entry at `index` was appended: it leads from `prev` to `m`.
+    pub(crate) fn push(&mut self, index: LogIndex, prev: Membership, m: Membership) {
         assert!(index > self.latest_index(), "configuration at {index} is not after the last");
-        self.changes.push((index, m));
+        self.changes.push((index, prev, m));
     }
 
     /// Entries from `index` on were removed: their configurations no longer count. Returns
@@ -436,16 +445,17 @@ impl ConfigHistory {
     pub(crate) fn truncate_from(&mut self, index: LogIndex) -> bool {
         assert!(index > self.base_index, "truncating the base configuration at {index}");
         let before = self.changes.len();
-        self.changes.retain(|(i, _)| *i < index);
+        self.changes.retain(|(i, _, _)| *i < index);
         self.changes.len() != before
     }
 
     /// Forgets what no longer matters once everything through `index` is applied (and so can
     /// never be truncated): the configuration in force at `index` becomes the base.
     pub(crate) fn compact_to(&mut self, index: LogIndex) {
-        let keep = self.changes.iter().position(|(i, _)| *i > index).unwrap_or(self.changes.len());
+        let keep =
+            self.changes.iter().position(|(i, _, _)| *i > index).unwrap_or(self.changes.len());
         if keep > 0 {
-            let (i, m) = self.changes.drain(..keep).next_back().expect("keep > 0");
+            let (i, _, m) = self.changes.drain(..keep).next_back().expect("keep > 0");
             self.base_index = i;
             self.base = m;
         }
@@ -524,9 +534,10 @@ mod tests {
     #[test]
     fn s4_1_history_uses_latest_and_falls_back_on_truncation() {
         let mut h = ConfigHistory::new(LogIndex(0), v(&[1]));
-        h.push(LogIndex(3), v(&[1, 2]));
-        h.push(LogIndex(5), v(&[1, 2, 3]));
+        h.push(LogIndex(3), v(&[1]), v(&[1, 2]));
+        h.push(LogIndex(5), v(&[1, 2]), v(&[1, 2, 3]));
         assert_eq!(h.current(), &v(&[1, 2, 3]));
+        assert_eq!(h.latest_prev(), Some(&v(&[1, 2])));
         assert_eq!(h.at(LogIndex(4)), &v(&[1, 2]));
         assert!(h.truncate_from(LogIndex(5)));
         assert_eq!(h.current(), &v(&[1, 2]));

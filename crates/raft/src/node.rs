@@ -383,6 +383,8 @@ impl<L: LogView> Node<L> {
 
     /// Takes everything the node wants done. See [`Ready`] for the contract.
     pub fn ready(&mut self) -> Ready {
+        #[cfg(feature = "planted-bugs")]
+        self.planted_config_on_commit();
         if self.role == Role::Leader {
             self.send_appends_to_all();
             self.maybe_start_read_round();
@@ -596,7 +598,7 @@ impl<L: LogView> Node<L> {
         let data = ConfigEntry { prev: self.membership.clone(), next: next.clone(), context };
         let entry = crate::types::Entry { id, kind: EntryKind::Config, data: data.encode() };
         self.log.append(entry);
-        self.configs.push(id.index, next);
+        self.configs.push(id.index, data.prev, next);
         self.on_config_changed();
         id
     }
@@ -606,10 +608,15 @@ impl<L: LogView> Node<L> {
     /// the change commits, so they learn of it).
     pub(crate) fn on_config_changed(&mut self) {
         self.membership = self.configs.current().clone();
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bugs.config_on_commit {
+            self.membership = self.configs.at(self.log.committed).clone();
+        }
         let latest = self.configs.latest_index();
-        let before = self.configs.at(latest.prev());
-        self.removal_index =
-            (!self.membership.contains(self.id) && before.contains(self.id)).then_some(latest);
+        // Removed by the latest entry: its own previous configuration named this node (not
+        // the one before it here, which for a node that joined is where it started).
+        let named_before = self.configs.latest_prev().is_some_and(|prev| prev.contains(self.id));
+        self.removal_index = (!self.membership.contains(self.id) && named_before).then_some(latest);
         let next = self.log.last_index().next();
         let (appends_max, bytes_max) = (self.cfg.inflight_appends_max, self.cfg.inflight_bytes_max);
         let members = self.membership.members();
@@ -624,6 +631,16 @@ impl<L: LogView> Node<L> {
         if self.role != Role::Leader {
             // A pending (pre-)campaign counted votes under the old configuration.
             self.votes.retain(|id, _| self.membership.is_voter(*id) || *id == me);
+        }
+    }
+
+    /// Planted bug `config_on_commit`: the configuration in force follows the commit index.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn planted_config_on_commit(&mut self) {
+        if self.cfg.planted_bugs.config_on_commit
+            && self.membership != *self.configs.at(self.log.committed)
+        {
+            self.on_config_changed();
         }
     }
 
@@ -838,8 +855,8 @@ fn recover_configs<L: LogView>(
             let c = ConfigEntry::decode(&e.data).map_err(|err| {
                 ConfigError::InitialState(format!("configuration entry {}: {err}", e.id))
             })?;
-            let h = history.get_or_insert_with(|| ConfigHistory::new(log.applied, c.prev));
-            h.push(e.index(), c.next);
+            let h = history.get_or_insert_with(|| ConfigHistory::new(log.applied, c.prev.clone()));
+            h.push(e.index(), c.prev, c.next);
         }
         next = batch.last().map_or(last, |e| e.index()).next();
     }

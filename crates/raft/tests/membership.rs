@@ -503,3 +503,46 @@ fn s4_random_changes_under_message_loss_keep_safety() {
         check_commit_quorums(&c, &voters(&[1, 2, 3]));
     }
 }
+
+/// Found by the simulator's membership churn (seed 133 of `tenure-sim --seeds`, before the
+/// fix): a new member starts, as the server starts one with the member list `MemberAdd`
+/// returned, from the configuration that names it, then replays the leader's log from an
+/// older point. Each configuration entry it appends must be judged against that entry's own
+/// previous configuration: against the one it started from, an older entry that never named
+/// it looked like its removal, and once committed, `is_removed()` told its caller to stop it.
+#[test]
+fn s4_a_member_that_joins_and_replays_older_configurations_is_never_removed() {
+    // One entry per append, so the new member commits each entry before it sees the next.
+    let mut c = Cluster::new(3, |cfg| cfg.append_bytes_max = 1);
+    c.campaign(n(1));
+    assert_eq!(c.leader(), Some(n(1)));
+    // An earlier change the new member's log will replay: learner 4 added, then removed.
+    c.add_node(n(4), voters(&[1, 2, 3]), |cfg| cfg.append_bytes_max = 1);
+    c.propose_conf_change(n(1), &[ConfChange::AddLearner(n(4))]).unwrap();
+    c.stabilize();
+    c.propose_conf_change(n(1), &[ConfChange::Remove(n(4))]).unwrap();
+    c.stabilize();
+    c.crash(n(4));
+    c.propose(n(1), "before 5").unwrap();
+    c.stabilize();
+    c.propose_conf_change(n(1), &[ConfChange::AddLearner(n(5))]).unwrap();
+    c.stabilize();
+    let joined_with = c.node(n(1)).membership().clone();
+    assert!(joined_with.learners.contains(&n(5)));
+    c.add_node(n(5), joined_with, |cfg| cfg.append_bytes_max = 1);
+    // Message by message, so that every state the new member passes through is looked at.
+    for _ in 0..1_000 {
+        let worked = c.process_all();
+        let held = c.hold_where(|_| true);
+        let moved = !held.is_empty();
+        for m in held {
+            c.deliver(m);
+            assert!(!c.node(n(5)).is_removed(), "{}", c.describe(n(5)));
+        }
+        if !worked && !moved {
+            c.tick(n(1));
+        }
+    }
+    assert_eq!(c.node(n(5)).committed(), c.node(n(1)).committed());
+    assert!(c.node(n(5)).membership().learners.contains(&n(5)));
+}
