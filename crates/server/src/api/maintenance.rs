@@ -277,9 +277,10 @@ impl pb::maintenance_server::Maintenance for Services {
 
     type SnapshotStream = SnapshotChunks;
 
-    /// Streams a consistent copy of the store: the kv snapshot encoding of an O(1) copy taken
-    /// now, in [`SNAPSHOT_CHUNK_BYTES`] messages, then one message with the SHA-256 of all of
-    /// it (etcd's trailer). `remaining_bytes` counts the data still to come, as etcd's does:
+    /// Streams a consistent copy of the store as a backup (see the module docs): the header,
+    /// the kv snapshot encoding of an O(1) copy taken now and the padding, in
+    /// [`SNAPSHOT_CHUNK_BYTES`] messages, then one message with the SHA-256 of all of it
+    /// (etcd's trailer). `remaining_bytes` counts the data still to come, as etcd's does:
     /// the copy is encoded once to measure it and once to send it, both on a blocking thread.
     async fn snapshot(
         &self,
