@@ -189,7 +189,8 @@ async fn writes_on_one_member_are_read_linearizably_on_another() {
         .expect("connect");
     let s = m.status(pb::StatusRequest {}).await.expect("status").into_inner();
     assert_eq!(s.leader, cluster.configs[leader].member_id);
-    assert!(s.version.starts_with("3.4.23"), "{}", s.version);
+    assert_eq!(s.version, tenure_server::api::VERSION);
+    assert!(s.version.starts_with("3.4.31+tenure."), "{}", s.version);
     assert!(s.raft_applied_index >= 4, "{s:?}");
     let a = m.alarm(pb::AlarmRequest::default()).await.expect("alarm").into_inner();
     assert!(a.alarms.is_empty());
@@ -387,7 +388,7 @@ async fn etcdctl_works_against_the_cluster() {
     assert_eq!(status.lines().count(), 3, "{status}");
     // Exactly one member says it leads.
     assert_eq!(status.lines().filter(|l| l.contains(", true, false, ")).count(), 1, "{status}");
-    assert!(status.contains("3.4.23-tenure"), "{status}");
+    assert!(status.contains(tenure_server::api::VERSION), "{status}");
 
     cluster.shutdown().await;
 }
@@ -420,7 +421,10 @@ async fn health_and_version_are_served_over_http_on_the_client_port() {
     let (status, body) =
         tokio::task::spawn_blocking(move || http_get(&a, "/version")).await.unwrap();
     assert!(status.contains("200"), "{status}");
-    assert!(body.contains(r#""etcdserver":"3.4.23-tenure""#), "{body}");
+    assert!(
+        body.starts_with(r#"{"etcdserver":"3.4.31","etcdcluster":"3.4.0","tenureVersion":""#),
+        "{body}"
+    );
 
     // A member cut off from the quorum is unhealthy: its quorum read fails (and soon it
     // knows no leader either).

@@ -10,7 +10,8 @@
 //! | [`concurrency`] | what Lock and Election share: etcd's concurrency recipes (sessions, waiting for deletes, key layout) run inside the member |
 //! | [`cluster`] | `etcdserverpb.Cluster`: MemberList |
 //! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm, Snapshot, Hash, HashKV, Defragment; the backend quota |
-//! | [`http`] | `/health`, `/version`, `/metrics` |
+//! | [`http`] | `/health`, `/livez`, `/readyz`, `/version`, `/metrics`; 404 for paths not served |
+//! | [`gateway`] | etcd's gRPC gateway: the services above as JSON over HTTP (`/v3/kv/range`, ...) |
 //! | [`incoming`] | accepted client connections: `TCP_NODELAY`, and an `:authority` with a scheme made acceptable |
 //! | [`convert`] | protobuf ⇄ [`tenure_kv`] requests and responses; [`convert::HeaderContext`] |
 //! | [`error`] | [`ServerError`] and its mapping to `tonic::Status` with etcd's exact codes and messages |
@@ -31,6 +32,7 @@ pub mod concurrency;
 pub mod convert;
 pub mod election;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod incoming;
 pub mod kv;
@@ -50,8 +52,19 @@ use self::error::ServerError;
 use crate::pb::etcdserverpb as pb;
 use crate::runtime::{RuntimeHandle, SubmitError};
 
-/// The version `Maintenance/Status` reports: etcd's API level, marked as tenure.
-pub const VERSION: &str = "3.4.23-tenure";
+/// The etcd release whose API and behaviour tenure serves, as `/version` reports it. 3.4.31 is
+/// the first 3.4 release whose watch progress responses come only after the events before
+/// them (etcd issue 15220), as tenure's do, so clients that gate progress requests on the
+/// version (kube-apiserver wants 3.4.31 or 3.5.13) use them.
+pub const ETCD_VERSION: &str = "3.4.31";
+
+/// tenure's own version, reported beside [`ETCD_VERSION`].
+pub const TENURE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version `Maintenance/Status` reports: [`ETCD_VERSION`] with tenure's version as semver
+/// build metadata, which orders equal to the plain version (a `-tenure` pre-release suffix
+/// would order before 3.4.31 and fail version gates).
+pub const VERSION: &str = concat!("3.4.31+tenure.", env!("CARGO_PKG_VERSION"));
 
 /// One member as `MemberList` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +180,8 @@ impl Services {
         let decode_max = self.request_bytes_max + GRPC_OVERHEAD_BYTES;
         let runtime = self.runtime.clone();
         let metrics_runtime = self.runtime.clone();
+        let gateway = gateway::routes(&self);
+        let health_checks = http_health_checks(&self);
         let grpc = tonic::service::Routes::new(
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
@@ -179,8 +194,14 @@ impl Services {
         let http = axum::Router::new()
             .route("/health", axum::routing::get(move || http::health(runtime.clone())))
             .route("/version", axum::routing::get(http::version))
-            .route("/metrics", axum::routing::get(move || http::metrics(metrics_runtime.clone())));
-        let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
+            .route("/metrics", axum::routing::get(move || http::metrics(metrics_runtime.clone())))
+            .merge(health_checks)
+            .merge(gateway);
+        // Without this fallback, tonic's answers every unknown path with a gRPC Unimplemented
+        // in an HTTP 200, whatever the request.
+        let routes = tonic::service::Routes::from(
+            grpc.into_axum_router().merge(http).fallback(http::not_served),
+        );
         tonic::transport::Server::builder().accept_http1(true).add_routes(routes)
     }
 
@@ -228,6 +249,27 @@ impl Services {
             Err(_) => Err(ServerError::Stopped.into()),
         }
     }
+}
+
+/// etcd's `/livez` and `/readyz`, and a sub-path for each of their checks.
+fn http_health_checks(services: &Services) -> axum::Router {
+    let mut router = axum::Router::new();
+    for (path, checks) in [("/livez", http::LIVEZ), ("/readyz", http::READYZ)] {
+        let s = services.clone();
+        let all = axum::routing::get(move |q: axum::extract::RawQuery| {
+            http::run_checks(s.clone(), checks, q.0, true)
+        });
+        router = router.route(path, all.fallback(http::health_method_not_allowed));
+        for check in checks {
+            let s = services.clone();
+            let one = axum::routing::get(move |q: axum::extract::RawQuery| {
+                http::run_checks(s.clone(), std::slice::from_ref(check), q.0, false)
+            });
+            let sub = format!("{path}/{}", check.name());
+            router = router.route(&sub, one.fallback(http::health_method_not_allowed));
+        }
+    }
+    router
 }
 
 /// Reads tenure's session metadata; both headers or neither.
