@@ -326,6 +326,58 @@ struct BodyReader {
     /// The largest unparsed body held: a request at `message_bytes_max` in JSON (base64 adds a
     /// third, JSON's quoting and field names more) with room to spare.
     buf_bytes_max: usize,
+    /// Where the first value in `buf` ends, found by a scan that goes on where it stopped, so
+    /// that a body arriving in many pieces is parsed once, not once per piece.
+    scan: ValueScan,
+}
+
+/// A scan for the end of the first JSON object, array or string in a buffer, byte by byte
+/// across calls.
+#[derive(Default)]
+struct ValueScan {
+    /// Bytes scanned.
+    scanned: usize,
+    /// Objects and arrays open.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ValueScan {
+    /// The end of the first complete object, array or string in `buf`, if it has arrived. A
+    /// bare number or literal at the top level has no end marker: it is parsed once the body
+    /// has ended.
+    fn end(&mut self, buf: &[u8]) -> Option<usize> {
+        while let Some(&b) = buf.get(self.scanned) {
+            self.scanned += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(self.scanned);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    // A stray closer ends a value too: the parser then reports it.
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(self.scanned);
+                    }
+                }
+                b'"' => self.in_string = true,
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 impl BodyReader {
@@ -337,18 +389,21 @@ impl BodyReader {
             done: false,
             message_bytes_max,
             buf_bytes_max: message_bytes_max.saturating_mul(2).saturating_add(64 * 1024),
+            scan: ValueScan::default(),
         }
     }
 
     /// The next request, `None` at the end of the body.
     async fn next<T: FromJson + prost::Message>(&mut self) -> Result<Option<T>, ReadError> {
         loop {
+            let complete = self.scan.end(&self.buf).is_some() || self.done;
             let mut values =
                 serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde_json::Value>();
-            match values.next() {
+            match values.next().filter(|_| complete) {
                 Some(Ok(value)) => {
                     let used = values.byte_offset();
                     self.buf.drain(..used);
+                    self.scan = ValueScan::default();
                     let request = T::from_json(&value)?;
                     let len = request.encoded_len();
                     if len > self.message_bytes_max {
@@ -473,6 +528,21 @@ mod tests {
             line,
             r#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#
         );
+    }
+
+    #[test]
+    fn a_value_scan_finds_where_the_first_value_ends_across_pieces() {
+        let body = br#" {"a":"}\"]","b":[1,{"c":2}]} {"d":1}"#;
+        let mut scan = ValueScan::default();
+        let first_end = body.windows(3).position(|w| w == b"]} ").unwrap() + 2;
+        // Fed a byte at a time, it finds the end of the first object only once it arrived,
+        // whatever braces and quotes its strings hold.
+        let end = (1..=body.len()).find_map(|n| scan.end(&body[..n]));
+        assert_eq!(end, Some(first_end));
+        assert!(serde_json::from_slice::<serde_json::Value>(&body[..first_end]).is_ok());
+        assert_eq!(ValueScan::default().end(br#""a \" b" 1"#), Some(8));
+        assert_eq!(ValueScan::default().end(b"123 "), None, "a number has no end marker");
+        assert_eq!(ValueScan::default().end(b"]"), Some(1), "a stray closer ends a value");
     }
 
     #[test]
