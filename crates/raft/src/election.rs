@@ -14,7 +14,7 @@ impl<L: LogView> Node<L> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.boot_guard = false;
         }
-        if self.election_elapsed >= self.election_timeout && self.membership.is_voter(self.id) {
+        if self.election_elapsed >= self.election_timeout && self.may_campaign() {
             self.start_election(false);
         }
     }
@@ -145,7 +145,7 @@ impl<L: LogView> Node<L> {
 
     /// Leadership transfer: the old leader says "campaign now" (dissertation §3.10).
     pub(crate) fn on_timeout_now(&mut self) {
-        if self.role != Role::Leader && self.membership.is_voter(self.id) {
+        if self.role != Role::Leader && self.may_campaign() {
             self.start_election(true);
         }
     }

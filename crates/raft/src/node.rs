@@ -190,6 +190,8 @@ impl<L: LogView> Node<L> {
             last_hard_state: HardState { commit: committed, ..hs },
             last_soft_state: soft,
         };
+        // A restarted node knows again whether its latest configuration entry removed it.
+        node.on_config_changed();
         node.reset_election_timer();
         Ok(node)
     }
@@ -209,7 +211,7 @@ impl<L: LogView> Node<L> {
     /// Starts an election now (as if the election timeout fired), with Pre-Vote if enabled.
     /// Does nothing on a leader or a node that does not vote.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader && self.membership.is_voter(self.id) {
+        if self.role != Role::Leader && self.may_campaign() {
             self.start_election(false);
         }
     }
@@ -582,6 +584,21 @@ impl<L: LogView> Node<L> {
     /// vote) and the members refuse it.
     pub fn is_removed(&self) -> bool {
         self.removal_index.is_some_and(|i| i <= self.log.committed)
+    }
+
+    /// Whether this node may start an election: it votes in the configuration in force, or
+    /// it voted in the one the latest configuration entry removed it from and that entry is
+    /// not committed yet. Until it is, the remaining voters may need this node (which may
+    /// hold entries they lost or never got, the removing entry among them) to elect a leader
+    /// that commits it: dissertation §4.2.2, "a server that is not part of its own latest
+    /// configuration should still start new elections, as it might still be needed until the
+    /// C_new entry is committed". Its own vote does not count; it needs a majority of the
+    /// configuration in force, and steps down once that commits.
+    pub(crate) fn may_campaign(&self) -> bool {
+        self.membership.is_voter(self.id)
+            || (self.removal_index.is_some()
+                && !self.is_removed()
+                && self.configs.latest_prev().is_some_and(|prev| prev.is_voter(self.id)))
     }
 
     /// The configuration in force at `index`, for an `index` at or after the applied index
