@@ -18,6 +18,9 @@
 //!   member deleting it at the same revision.
 //! - [`lock`]: the lock clients (etcd's lock recipe with fenced writes, some holders letting
 //!   their lease expire) and the checker that guarded writes never interleave between holders.
+//! - [`membership`]: the operator's membership churn (add a learner, promote it, remove a
+//!   voter or the leader, replace a member) and the checkers that every commit and every
+//!   election had a majority of each configuration in force, and that learners never counted.
 //! - [`run`]: running one seed and classifying its outcome.
 //! - [`linearizability`]: a Wing & Gong / Porcupine style checker that decides whether a
 //!   history of client operations on a map of registers (read, write, cas, append) is
@@ -40,6 +43,7 @@ pub mod history;
 pub mod lease;
 pub mod linearizability;
 pub mod lock;
+pub mod membership;
 mod outstanding;
 pub mod rng;
 pub mod run;

@@ -5,7 +5,13 @@
 //!   installed and the seeds that installed any (`seeds_with_installs=<n>`), and the events
 //!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`), and
 //!   the lease clients' leases that expired (`leases_expired=<n>`,
-//!   `seeds_with_lease_expiries=<n>`) and the lock clients' fenced writes (`lock_writes=<n>`). Exit codes: 0 all
+//!   `seeds_with_lease_expiries=<n>`) and the lock clients' fenced writes (`lock_writes=<n>`),
+//!   the membership operator's completed changes (`member_changes=<n>`,
+//!   `seeds_with_member_changes=<n>`, of them `leaders_removed=<n>`, and `members_joined=<n>`
+//!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
+//!   removed while the committed configuration named them) and the committed entries whose
+//!   quorum was checked
+//!   (`quorum_checked=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
@@ -150,13 +156,14 @@ fn replay(seed: u64, trace: bool) -> u8 {
             let _ = writeln!(
                 out,
                 "seed {seed} passed: ops={} messages={} snapshots={} installs={} watch_events={} \
-                 leases_expired={}",
+                 leases_expired={} churn={:?}",
                 r.ops,
                 r.messages,
                 r.snapshots_taken,
                 r.snapshots_installed,
                 r.watch_events,
-                r.leases_expired
+                r.leases_expired,
+                r.churn
             );
             EXIT_LINEARIZABLE
         }
@@ -208,13 +215,22 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let leases_expired: u64 = results.iter().map(|r| r.leases_expired).sum();
     let seeds_expiring = results.iter().filter(|r| r.leases_expired > 0).count();
     let lock_writes: u64 = results.iter().map(|r| r.lock_writes).sum();
+    let member_changes: u64 = results.iter().map(|r| r.churn.completed()).sum();
+    let seeds_changing = results.iter().filter(|r| r.churn.completed() > 0).count();
+    let leaders_removed: u64 = results.iter().map(|r| r.churn.leaders_removed).sum();
+    let joined: u64 = results.iter().map(|r| r.churn.joined).sum();
+    let told_early: u64 = results.iter().map(|r| r.churn.told_removed_early).sum();
+    let quorum_checked: u64 = results.iter().map(|r| r.quorum_checked).sum();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
          installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
          seeds_with_watch_events={seeds_watching} leases_expired={leases_expired} \
          seeds_with_lease_expiries={seeds_expiring} lock_writes={lock_writes} \
-         seconds={seconds:.1} \
+         member_changes={member_changes} seeds_with_member_changes={seeds_changing} \
+         leaders_removed={leaders_removed} members_joined={joined} \
+         told_removed_early={told_early} \
+         quorum_checked={quorum_checked} seconds={seconds:.1} \
          seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),

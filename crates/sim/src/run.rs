@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::history::format_operation;
 use crate::linearizability::{CheckResult, check};
+use crate::membership::ChurnCounts;
 
 use crate::world::{Failure, Profile, World};
 
@@ -28,6 +29,10 @@ pub struct SeedResult {
     pub leases_expired: u64,
     /// Guarded writes the lock clients were told took effect.
     pub lock_writes: u64,
+    /// What the membership operator did (all zero unless the profile churns members).
+    pub churn: ChurnCounts,
+    /// Committed entries whose commit quorum was checked.
+    pub quorum_checked: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -59,6 +64,8 @@ pub fn run_seed_with(
             world.watch_events_delivered,
             world.leases_expired(),
             world.lock_writes(),
+            world.churn(),
+            world.quorum_checked(),
         );
         let trace = world.trace.take().unwrap_or_default();
         (world.ops_done, world.messages_delivered, counts, outcome, trace)
@@ -67,7 +74,15 @@ pub fn run_seed_with(
         Ok((
             ops,
             messages,
-            (snapshots_taken, snapshots_installed, watch_events, leases_expired, lock_writes),
+            (
+                snapshots_taken,
+                snapshots_installed,
+                watch_events,
+                leases_expired,
+                lock_writes,
+                churn,
+                quorum_checked,
+            ),
             outcome,
             trace,
         )) => SeedResult {
@@ -79,6 +94,8 @@ pub fn run_seed_with(
             watch_events,
             leases_expired,
             lock_writes,
+            churn,
+            quorum_checked,
             failure: outcome.err(),
             trace,
         },
@@ -97,6 +114,8 @@ pub fn run_seed_with(
                 watch_events: 0,
                 leases_expired: 0,
                 lock_writes: 0,
+                churn: ChurnCounts::default(),
+                quorum_checked: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

@@ -28,12 +28,12 @@ use tenure_kv::{
     TxnRequest, WatchCursor, WatchSpec,
 };
 use tenure_raft::{
-    EntryId, LogIndex, LogView, Membership, Message, MessageBody, NodeId, Role, SnapshotStatus,
-    Term,
+    ConfigEntry, EntryId, EntryKind, LogIndex, LogView, Membership, Message, MessageBody, NodeId,
+    Role, SnapshotStatus, Term,
 };
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, Output, Replica, ReplicaConfig, RequestId,
-    SnapshotDone, SnapshotJob, SnapshotPolicy,
+    Answer, ClientError, Completion, Consistency, MemberRequest, Output, Replica, ReplicaConfig,
+    RequestId, SnapshotDone, SnapshotJob, SnapshotPolicy,
 };
 use tenure_storage::{CrashMode, SimDisk, SnapshotWriter, SyncTicket};
 
@@ -43,6 +43,7 @@ use crate::checkers::{
 use crate::lease::{LeaseBounds, LeaseWorkload, check_leases};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::lock::{LockRequest, LockWorkload, check_lock};
+use crate::membership::{ChurnCounts, Operator, OperatorRequest, QuorumChecker};
 use crate::rng::SimRng;
 use crate::watch::{EventReference, WatchObservation, check_watch};
 
@@ -136,6 +137,16 @@ pub struct Profile {
     /// [`crate::lock`]); a quarter of the holders stop renewing their lease while they hold
     /// the lock. Checked at the end: the guarded writes never interleave between holders.
     pub locks: bool,
+    /// Membership churn: an operator changes the cluster's members one change at a time
+    /// through [`Replica::change_members`], as etcd's Cluster API does, under the seed's
+    /// faults: it adds a learner (a new node id, which the world then starts on an empty disk
+    /// with the cluster's committed configuration, as `--initial-cluster-state existing`
+    /// does), promotes it once it caught up, removes a voter (the leader a third of the time)
+    /// or a learner, and replaces a member (a removal, then a new learner). Clusters keep
+    /// between 1 and 5 voters. A removed node is stopped, as the server stops once it learns
+    /// it was removed, half the time only after it kept running for up to a second (it must
+    /// not disrupt the others). Only for clusters of at most 5 nodes.
+    pub membership: bool,
 }
 
 impl Profile {
@@ -173,6 +184,7 @@ impl Profile {
             watchers: false,
             leases: false,
             locks: false,
+            membership: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -205,6 +217,9 @@ impl Profile {
         p.leases = r.chance(0.5);
         // Drawn last, like the pick above.
         p.locks = r.chance(0.5);
+        // Drawn last, like the pick above (and only for clusters that start with at most five
+        // voters, so that seeds with seven nodes keep their draws).
+        p.membership = nodes <= 5 && r.chance(0.4);
         p
     }
 
@@ -236,6 +251,7 @@ impl Profile {
             watchers: false,
             leases: false,
             locks: false,
+            membership: false,
         }
     }
 }
@@ -355,6 +371,12 @@ enum Event {
     LeaseClient(usize),
     /// A lock client's next step (see [`Profile::locks`]).
     LockClient(usize),
+    /// The operator's next step (see [`Profile::membership`]).
+    Operator,
+    /// A node added to the configuration starts on an empty disk (ignored if it did).
+    Join(NodeId),
+    /// A removed node stops for good (ignored if it did).
+    Stop(NodeId),
 }
 
 /// Live batches a watcher buffers while it reads history (the server's feed); past this it
@@ -414,6 +436,12 @@ struct SimNode {
     installed_seen: u64,
     /// The next request id of this run (see [`Profile::restart_request_ids`]).
     next_request: u64,
+    /// The configuration the node joined with (`None`: one of the initial nodes, which start
+    /// with the initial configuration).
+    joined_with: Option<Membership>,
+    /// Removed from the cluster: stopping (`Stop` is scheduled) or stopped for good. A removed
+    /// node is never restarted.
+    removed: bool,
 }
 
 impl SimNode {
@@ -501,6 +529,10 @@ pub struct World {
     locks: Option<LockWorkload>,
     /// When the liveness phase began.
     healed_at: Option<Millis>,
+    /// The membership operator (see [`Profile::membership`]).
+    operator: Option<Operator>,
+    /// The commit and election quorum checkers, across configuration changes.
+    quorums: QuorumChecker,
 }
 
 /// How often leaders checkpoint leases' remaining time in the simulator.
@@ -515,6 +547,13 @@ const SCRIPTED_REQUEST_BASE: u64 = 1 << 62;
 /// Request ids of the watch workload's writes start here (below the scripted ones; their
 /// completions are ignored).
 const WATCH_REQUEST_BASE: u64 = 1 << 61;
+/// Request ids of the membership operator start here (between the watch workload's and the
+/// lease clients').
+const OPERATOR_REQUEST_BASE: u64 = 5 << 59;
+/// How long the operator waits on a change before it looks at the cluster again.
+const OPERATOR_PATIENCE_MS: Millis = 2_000;
+/// The most voters the operator lets a cluster have.
+const VOTERS_MAX: usize = 5;
 
 fn membership(n: u64) -> Membership {
     Membership::voters((1..=n).map(NodeId))
@@ -540,12 +579,15 @@ impl World {
                 led: None,
                 snapshot: None,
                 installed_seen: 0,
+                joined_with: None,
+                removed: false,
             };
             nodes.insert(NodeId(i), node);
         }
         let clients = (0..profile.clients)
             .map(|i| Client { id: i + 1, next_sequence: 1, op: None, leader_hint: None })
             .collect();
+        let quorums = QuorumChecker::new(membership(profile.nodes));
         let mut w = World {
             seed,
             profile,
@@ -582,6 +624,8 @@ impl World {
             leases: None,
             locks: None,
             healed_at: None,
+            operator: None,
+            quorums,
         };
         w.late_node = w.profile.late_start.then_some(NodeId(w.profile.nodes));
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
@@ -625,6 +669,11 @@ impl World {
                 w.schedule(at, Event::LockClient(c));
             }
         }
+        if w.profile.membership {
+            w.operator = Some(Operator::new(w.profile.nodes + 1));
+            let at = w.rng.range(100, 300);
+            w.schedule(at, Event::Operator);
+        }
         w
     }
 
@@ -648,6 +697,7 @@ impl World {
     fn start_node(&mut self, id: NodeId) -> Result<(), Failure> {
         let n = self.profile.nodes;
         let node = self.nodes.get_mut(&id).expect("node");
+        assert!(!node.removed, "{id} was removed and is never started again");
         let mut cfg = ReplicaConfig::new(id, node.incarnation());
         cfg.raft.election_ticks = ELECTION_TICKS;
         cfg.raft.heartbeat_ticks = 1;
@@ -674,7 +724,8 @@ impl World {
         }
         (self.configure)(&mut cfg);
         let disk: Arc<dyn tenure_storage::Disk> = Arc::new(node.disk.clone());
-        match Replica::open(cfg, disk, Path::new("/data"), membership(n)) {
+        let bootstrap = node.joined_with.clone().unwrap_or_else(|| membership(n));
+        match Replica::open(cfg, disk, Path::new("/data"), bootstrap) {
             Ok(r) => {
                 let restored = r.node().log_view().snapshot().map(|m| m.last_included);
                 let state = state_digest(r.kv());
@@ -799,14 +850,14 @@ impl World {
                 }
             }
             Event::Restart(id) => {
-                if self.nodes[&id].replica.is_none() {
+                if self.nodes[&id].replica.is_none() && !self.nodes[&id].removed {
                     self.note(|| format!("{id} restarts"));
                     self.start_node(id)?;
                     self.pump(id)?;
                 }
             }
             Event::LateStart(id) => {
-                if self.late_node == Some(id) {
+                if self.late_node == Some(id) && !self.nodes[&id].removed {
                     self.late_node = None;
                     self.note(|| format!("{id} starts late"));
                     self.start_node(id)?;
@@ -830,6 +881,9 @@ impl World {
             Event::WatchWrite => self.watch_write()?,
             Event::LeaseClient(c) => self.lease_step(c)?,
             Event::LockClient(c) => self.lock_step(c)?,
+            Event::Operator => self.operator_step()?,
+            Event::Join(id) => self.join(id)?,
+            Event::Stop(id) => self.stop(id),
         }
         Ok(())
     }
@@ -852,6 +906,7 @@ impl World {
                 self.start_sync(id, t);
             }
             if !worked {
+                self.check_removed(id)?;
                 return self.take_snapshot_job(id);
             }
         }
@@ -997,15 +1052,16 @@ impl World {
         if t.stage == Stage::Stepped {
             return self.report_snapshot(from, to, SnapshotStatus::Delivered);
         }
-        let receiver = &self.nodes[&to];
-        let receiver_gone =
-            receiver.replica.is_none() || t.to_epoch.is_some_and(|e| e != receiver.epoch);
+        // A node added to the configuration may not have started yet.
+        let receiver_gone = self.nodes.get(&to).is_none_or(|receiver| {
+            receiver.replica.is_none() || t.to_epoch.is_some_and(|e| e != receiver.epoch)
+        });
         if t.lost || self.cut.contains(&(from, to)) || receiver_gone {
             self.note(|| format!("snapshot transfer {from} -> {to} failed"));
             self.transfers_failed += 1;
             return self.report_snapshot(from, to, SnapshotStatus::Failed);
         }
-        if sender.paused || receiver.paused {
+        if sender.paused || self.nodes[&to].paused {
             self.transfers.insert(key, t);
             self.schedule(5, Event::Transfer(key));
             return Ok(());
@@ -1126,7 +1182,7 @@ impl World {
             let line = format!("{id} is {} at term {}", ss.role, ss.term);
             self.note(|| line);
         }
-        self.check_node(id).map_err(|v| Failure::Safety(v.to_string()))?;
+        self.check_node(id)?;
         for e in &out.applied {
             let committed = self.nodes[&id].replica.as_ref().expect("up").node().committed();
             let seen = EntrySeen { id: e.id, digest: digest(e.kind.code(), &e.data) };
@@ -1143,26 +1199,57 @@ impl World {
         Ok(())
     }
 
-    fn check_node(&mut self, id: NodeId) -> Result<(), Violation> {
+    fn check_node(&mut self, id: NodeId) -> Result<(), Failure> {
+        let safety = |v: Violation| Failure::Safety(v.to_string());
         let node = self.nodes.get_mut(&id).expect("node");
         let Some(r) = node.replica.as_ref() else { return Ok(()) };
         let n = r.node();
-        if n.role() != Role::Leader {
+        let term = n.term();
+        let leading = n.role() == Role::Leader;
+        // Every index a leader commits is checked against the acknowledgements it was sent in
+        // its term, also when it stepped down in the step that committed (a leader that is
+        // not in C_new does once C_new commits).
+        let committed = n.committed();
+        if !leading && node.led != Some(term) {
             return Ok(());
         }
-        let term = n.term();
+        self.checkers.on_leader_commit(term, committed);
+        if committed > self.quorums.frontier() {
+            let configs = config_entries(n, self.quorums.frontier().next(), committed)?;
+            let persisted = n.status().persisted;
+            self.quorums.on_commit(id, term, committed, persisted, &configs).map_err(safety)?;
+        }
+        if !leading {
+            return Ok(());
+        }
         let first = n.log_view().first_index();
         let newly = node.led != Some(term);
         node.led = Some(term);
         let log = log_of(r);
-        self.checkers.on_leader_commit(term, n.committed());
         if newly {
-            self.checkers.on_leader(id, term, |i| n.entry_term(i), first)?;
+            self.checkers.on_leader(id, term, |i| n.entry_term(i), first).map_err(safety)?;
+            // The configuration it won in is the one at its last entry before its term's.
+            let mut last = n.last_index();
+            while last.0 > 0 && n.entry_term(last) == Some(term) {
+                last = LogIndex(last.0 - 1);
+            }
+            let configs = config_entries(n, committed.next(), last)?;
+            self.quorums.on_elected(id, term, committed, last, &configs).map_err(safety)?;
         }
-        self.checkers.on_leader_log(id, term, &log)
+        self.checkers.on_leader_log(id, term, &log).map_err(safety)
     }
 
     fn send(&mut self, m: Message) -> Result<(), Failure> {
+        // What was sent, lost or not: the quorum checkers count only what could have counted.
+        match m.body {
+            MessageBody::AppendResponse { result: Ok(index) } => {
+                self.quorums.on_ack(m.from, m.to, m.term, index)
+            }
+            MessageBody::VoteResponse { granted: true } => {
+                self.quorums.on_vote(m.from, m.to, m.term)
+            }
+            _ => {}
+        }
         let lost = self.cut.contains(&(m.from, m.to))
             || (!self.liveness && self.rng.chance(self.profile.drop));
         if matches!(m.body, MessageBody::Snapshot { .. }) {
@@ -1199,7 +1286,8 @@ impl World {
         if self.liveness {
             return Ok(());
         }
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let ids: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, n)| !n.removed).map(|(id, _)| *id).collect();
         let mut choices = Vec::new();
         if self.profile.partition_every.is_some() {
             choices.push(0);
@@ -1327,15 +1415,23 @@ impl World {
 
     /// Crashes a node: its process state is gone, its disk loses (some) unsynced writes.
     pub fn crash(&mut self, id: NodeId, mode: CrashMode) {
+        if !self.take_down(id) {
+            return;
+        }
+        self.nodes.get_mut(&id).expect("node").disk.crash(mode);
+        self.note(|| format!("{id} crashed ({mode:?})"));
+    }
+
+    /// Ends a node's process: whatever it had in flight is gone. Returns whether it was up.
+    fn take_down(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node");
         if node.replica.take().is_none() {
-            return;
+            return false;
         }
         node.sync = None;
         node.snapshot = None;
         node.epoch += 1;
         node.led = None;
-        node.disk.crash(mode);
         self.waiting.retain(|(n, _), _| *n != id);
         // Its watchers lose their stream; each reconnects at its next step.
         for w in 0..self.watchers.len() {
@@ -1343,7 +1439,7 @@ impl World {
                 self.watch_detach(w);
             }
         }
-        self.note(|| format!("{id} crashed ({mode:?})"));
+        true
     }
 
     fn start_liveness_phase(&mut self) -> Result<(), Failure> {
@@ -1357,6 +1453,11 @@ impl World {
         for id in ids {
             let node = self.nodes.get_mut(&id).expect("node");
             node.paused = false;
+            if node.removed {
+                // A removed node still running (to show it does not disrupt) stops now.
+                self.stop(id);
+                continue;
+            }
             if node.replica.is_none() {
                 self.start_node(id)?;
             }
@@ -1370,11 +1471,16 @@ impl World {
         let Some(leader) = leader else { return false };
         let committed = leader.node().committed();
         let clients_done = self.clients.iter().all(|c| c.op.is_none());
-        let nodes_caught_up = self
-            .nodes
-            .values()
-            .filter_map(|n| n.replica.as_ref())
-            .all(|r| r.node().status().applied >= committed && r.pending_requests() == 0);
+        // Every member (a removed node that still runs is not one) caught up, in a simple
+        // configuration.
+        let members = leader.membership().members();
+        let nodes_caught_up = !leader.membership().voters.is_joint()
+            && self
+                .nodes
+                .iter()
+                .filter(|(id, _)| members.contains(id))
+                .filter_map(|(_, n)| n.replica.as_ref())
+                .all(|r| r.node().status().applied >= committed && r.pending_requests() == 0);
         // Lease clients stop renewing when faults heal: every lease must then expire.
         let leases_gone = self.leases.is_none()
             || self
@@ -1389,6 +1495,7 @@ impl World {
         let mut s = String::from("no convergence after healing:");
         for (id, n) in &self.nodes {
             match &n.replica {
+                _ if n.removed => s.push_str(&format!(" [{id} removed]")),
                 Some(r) => {
                     let st = r.node().status();
                     s.push_str(&format!(
@@ -1409,6 +1516,18 @@ impl World {
     }
 
     fn final_checks(&mut self) -> Result<(), Failure> {
+        // Nodes that are no longer members stop (their state machines stopped at their
+        // removal and are not expected to converge).
+        let members = self.quorums.committed_config_at(self.quorums.frontier()).1.members();
+        let gone: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.replica.is_some() && !members.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.stop(id);
+        }
         let logs: Vec<(NodeId, Vec<(LogIndex, Term)>)> = self
             .nodes
             .iter()
@@ -1451,6 +1570,296 @@ impl World {
         if self.locks.is_some() {
             check_lock(self.events.revisions()).map_err(|v| Failure::Safety(v.to_string()))?;
         }
+        Ok(())
+    }
+
+    // ----- Membership churn ---------------------------------------------------------------------
+
+    /// What the membership operator did so far (see [`Profile::membership`]).
+    pub fn churn(&self) -> ChurnCounts {
+        self.operator.as_ref().map_or_else(ChurnCounts::default, |o| o.counts)
+    }
+
+    /// Committed entries the commit quorum checker looked at.
+    pub fn quorum_checked(&self) -> u64 {
+        self.quorums.checked()
+    }
+
+    /// The configuration of the committed log, as far as any leader committed.
+    fn committed_config(&self) -> Membership {
+        self.quorums.committed_config_at(self.quorums.frontier()).1.clone()
+    }
+
+    /// The operator's step: bring the world in line with the committed configuration (start
+    /// members added, stop members removed); then, in the safety phase and with no change
+    /// in flight, ask the leader for the next change.
+    fn operator_step(&mut self) -> Result<(), Failure> {
+        let after = self.rng.range(50, 250);
+        self.schedule(after, Event::Operator);
+        self.operator_reconcile()?;
+        let now = self.now;
+        let Some(op) = self.operator.as_mut() else { return Ok(()) };
+        if let Some(f) = &op.in_flight {
+            if f.deadline > now {
+                return Ok(());
+            }
+            // No answer in time (its node crashed, or the answer was lost with it): the
+            // change may or may not have happened; the committed configuration will tell.
+            op.in_flight = None;
+            op.counts.unknown += 1;
+        }
+        if self.liveness || self.now >= self.profile.safety_ms {
+            return Ok(());
+        }
+        let Some(leader) = self.leader() else { return Ok(()) };
+        let committed = self.committed_config();
+        let current = self.nodes[&leader].replica.as_ref().expect("up").membership().clone();
+        if current != committed || current.voters.is_joint() {
+            return Ok(()); // A change is still on its way.
+        }
+        let voters: Vec<NodeId> = committed.voters.incoming.voters().iter().copied().collect();
+        let learner = committed.learners.iter().next().copied();
+        let mut replace = false;
+        let request = if let Some(learner) = learner {
+            if !self.nodes.contains_key(&learner) {
+                return Ok(()); // It has not started yet.
+            }
+            if self.rng.chance(0.15) {
+                MemberRequest::Remove { member_id: learner.0 }
+            } else {
+                MemberRequest::Promote { member_id: learner.0 }
+            }
+        } else {
+            let op = self.operator.as_mut().expect("operator");
+            let grow = voters.len() < VOTERS_MAX;
+            let shrink = voters.len() > 1;
+            let choice = if op.replace_pending && grow {
+                0
+            } else {
+                let mut choices = Vec::new();
+                if grow {
+                    choices.extend([0, 0]);
+                }
+                if shrink {
+                    choices.extend([1, 2]);
+                }
+                self.rng.pick(&choices)
+            };
+            let op = self.operator.as_mut().expect("operator");
+            op.replace_pending = false;
+            match choice {
+                0 => {
+                    let member_id = op.next_id;
+                    op.next_id += 1;
+                    let peer_urls = vec![format!("http://n{member_id}:2380")];
+                    MemberRequest::Add { member_id, peer_urls, learner: true }
+                }
+                _ => {
+                    replace = choice == 2;
+                    let victim = if self.rng.chance(0.3) { leader } else { self.rng.pick(&voters) };
+                    MemberRequest::Remove { member_id: victim.0 }
+                }
+            }
+        };
+        // Now and then through a member that is not the leader, which must refuse it.
+        let target =
+            if self.rng.chance(0.9) { leader } else { self.workload_target(0.0).unwrap_or(leader) };
+        let op = self.operator.as_mut().expect("operator");
+        op.requests += 1;
+        let id = RequestId(OPERATOR_REQUEST_BASE + op.requests);
+        let deadline = self.now + OPERATOR_PATIENCE_MS;
+        op.in_flight =
+            Some(OperatorRequest { node: target, id, request: request.clone(), replace, deadline });
+        self.note(|| format!("operator asks {target}: {request:?}"));
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        r.change_members(id, request, &mut out);
+        self.absorb(target, out)?;
+        self.pump(target)
+    }
+
+    /// The operator heard how its change ended.
+    fn operator_complete(&mut self, completion: Completion) -> Result<(), Failure> {
+        let op = self.operator.as_mut().expect("operator");
+        let f = op.in_flight.take().expect("in flight");
+        let id = NodeId(f.request.member_id());
+        let m = match completion.result {
+            Ok(Answer::Membership(m)) => m,
+            Ok(other) => {
+                return Err(Failure::Safety(format!(
+                    "a membership change ({:?}) was answered with {other:?}",
+                    f.request
+                )));
+            }
+            Err(error) => {
+                if matches!(error, ClientError::Member(_)) {
+                    op.counts.refused += 1;
+                } else {
+                    op.counts.unknown += 1;
+                }
+                self.note(|| format!("operator: {:?} failed: {error}", f.request));
+                return Ok(());
+            }
+        };
+        // The answer is the configuration once the change took effect.
+        let answered_right = match f.request {
+            MemberRequest::Add { .. } => m.learners.contains(&id),
+            MemberRequest::Promote { .. } => m.is_voter(id),
+            MemberRequest::Remove { .. } => !m.contains(id),
+        };
+        if !answered_right || m.voters.is_joint() {
+            return Err(Failure::Safety(format!(
+                "membership change {:?} was answered with configuration {m:?}",
+                f.request
+            )));
+        }
+        self.note(|| format!("operator: {:?} done: {m:?}", f.request));
+        let op = self.operator.as_mut().expect("operator");
+        match f.request {
+            MemberRequest::Add { .. } => {
+                op.counts.learners_added += 1;
+                let after = self.rng.range(0, 200);
+                self.schedule(after, Event::Join(id));
+            }
+            MemberRequest::Promote { .. } => op.counts.promoted += 1,
+            MemberRequest::Remove { .. } => {
+                op.counts.removed += 1;
+                op.counts.leaders_removed += u64::from(f.node == id);
+                if f.replace {
+                    op.counts.replacements += 1;
+                    op.replace_pending = true;
+                }
+                self.retire(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts every member of the committed configuration that has not started, and retires
+    /// every node that the committed configuration no longer names.
+    fn operator_reconcile(&mut self) -> Result<(), Failure> {
+        let committed = self.committed_config();
+        for id in committed.members() {
+            if !self.nodes.contains_key(&id) {
+                self.join(id)?;
+            }
+        }
+        let gone: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| !n.removed && !committed.contains(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.retire(id);
+        }
+        Ok(())
+    }
+
+    /// A node added to the configuration starts on an empty disk with the committed
+    /// configuration (which names it), as `tenure serve --initial-cluster-state existing`
+    /// starts with the member list `MemberAdd` returned.
+    fn join(&mut self, id: NodeId) -> Result<(), Failure> {
+        let committed = self.committed_config();
+        if self.nodes.contains_key(&id) || !committed.contains(id) {
+            return Ok(());
+        }
+        let drift = self.profile.drift_percent * TICK_MS;
+        let tick_ms = (TICK_MS * 100 + self.rng.range(0, 2 * drift + 1) - drift).max(50) / 100;
+        let node = SimNode {
+            replica: None,
+            disk: SimDisk::new(self.seed.wrapping_mul(31).wrapping_add(id.0)),
+            tick_ms: tick_ms.max(1),
+            paused: false,
+            sync: None,
+            epoch: 0,
+            next_request: 1,
+            led: None,
+            snapshot: None,
+            installed_seen: 0,
+            joined_with: Some(committed.clone()),
+            removed: false,
+        };
+        self.nodes.insert(id, node);
+        self.note(|| format!("{id} joins with {committed:?}"));
+        if let Some(op) = self.operator.as_mut() {
+            op.counts.joined += 1;
+        }
+        self.start_node(id)?;
+        let first_tick = self.rng.range(1, TICK_MS + 1);
+        self.schedule(first_tick, Event::Tick(id));
+        self.pump(id)
+    }
+
+    /// A node was removed from the cluster: it stops, at once or (half the time, in the
+    /// safety phase) after running for up to a second, during which it must not disrupt the
+    /// others. It is never restarted.
+    fn retire(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.removed {
+            return;
+        }
+        node.removed = true;
+        if node.replica.is_none() || self.liveness || self.rng.chance(0.5) {
+            self.stop(id);
+        } else {
+            let after = self.rng.range(100, 1000);
+            self.note(|| format!("{id} was removed and keeps running for {after}ms"));
+            self.schedule(after, Event::Stop(id));
+        }
+    }
+
+    /// A removed node stops for good.
+    fn stop(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("node").removed = true;
+        if self.late_node == Some(id) {
+            self.late_node = None;
+        }
+        if self.take_down(id) {
+            if let Some(op) = self.operator.as_mut() {
+                op.counts.stopped += 1;
+            }
+            self.note(|| format!("{id} stops: removed"));
+        }
+    }
+
+    /// After a node went idle: if its core says it was removed, it stops (as the server does).
+    /// It must really have been: the committed configuration no longer names it (ids are
+    /// never reused, so a member that believes otherwise would stop a member of the cluster).
+    ///
+    /// The server stops on [`Replica::is_removed`], which also says yes once the member table
+    /// retired the id: that happens when the joint entry `C_old,new` is applied, while the
+    /// node is still a voter of `C_old` and the entry leaving the joint configuration may not
+    /// even be appended. Stopping then can leave the joint configuration without the votes it
+    /// needs (`tests/membership.rs` shows a two-voter cluster that removes its leader stuck
+    /// for good), so the world stops on the core's answer and only counts those early ones
+    /// ([`ChurnCounts::told_removed_early`]).
+    fn check_removed(&mut self, id: NodeId) -> Result<(), Failure> {
+        let node = &self.nodes[&id];
+        let Some(r) = node.replica.as_ref().filter(|_| !node.removed) else { return Ok(()) };
+        let (core, replica) = (r.node().is_removed(), r.is_removed());
+        if !core && !replica {
+            return Ok(());
+        }
+        let committed = self.committed_config();
+        if !core {
+            if committed.contains(id)
+                && let Some(op) = self.operator.as_mut()
+                && op.told_removed_early.insert(id)
+            {
+                op.counts.told_removed_early += 1;
+                self.note(|| format!("{id} is told it was removed while {committed:?} names it"));
+            }
+            return Ok(());
+        }
+        if committed.contains(id) {
+            return Err(Failure::Safety(format!(
+                "a member never removed believes it was: {id} says it was removed, but the \
+                 committed configuration {committed:?} names it"
+            )));
+        }
+        self.note(|| format!("{id} learned it was removed"));
+        self.retire(id);
         Ok(())
     }
 
@@ -2012,6 +2421,14 @@ impl World {
             locks.complete(node, &completion, &mut self.rng);
             return Ok(());
         }
+        if self
+            .operator
+            .as_ref()
+            .and_then(|o| o.in_flight.as_ref())
+            .is_some_and(|f| (f.node, f.id) == (node, completion.id))
+        {
+            return self.operator_complete(completion);
+        }
         let Some(c) = self.waiting.remove(&(node, completion.id)) else {
             if completion.id.0 >= SCRIPTED_REQUEST_BASE {
                 // Scripted writes are acknowledged writes too: the durability checker holds
@@ -2225,6 +2642,31 @@ impl World {
         req
     }
 
+    /// Asks `node` for a membership change outside the operator (scripted scenarios); returns
+    /// the request, whose completion [`World::completion`] shows.
+    pub fn change_members(&mut self, node: NodeId, request: MemberRequest) -> RequestId {
+        self.scripted_seq += 1;
+        let req = RequestId(SCRIPTED_REQUEST_BASE + self.scripted_seq);
+        let mut out = Output::default();
+        if let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) {
+            r.change_members(req, request, &mut out);
+        }
+        let _ = self.absorb(node, out);
+        let _ = self.pump(node);
+        req
+    }
+
+    /// Starts node `id` on an empty disk as a member that joins: the committed configuration
+    /// must name it (scripted scenarios; the operator does this by itself).
+    pub fn join_node(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.join(id)
+    }
+
+    /// Stops node `id` for good, as a removed member stops (scripted scenarios).
+    pub fn stop_removed(&mut self, id: NodeId) {
+        self.stop(id);
+    }
+
     /// The completion of a scripted request, once it arrived.
     pub fn completion(&self, req: RequestId) -> Option<&Completion> {
         self.scripted.get(&req)
@@ -2341,6 +2783,33 @@ fn is_write(kind: &OpKind) -> bool {
 
 fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {
     nodes.get(&id).and_then(|n| n.replica.as_ref()).is_some_and(|r| r.is_leader())
+}
+
+/// The configuration entries of a node's log from `lo` through `hi` (from its first index, if
+/// `lo` was compacted): each one's index and the configuration it puts in force.
+fn config_entries<L: LogView>(
+    n: &tenure_raft::Node<L>,
+    lo: LogIndex,
+    hi: LogIndex,
+) -> Result<Vec<(LogIndex, Membership)>, Failure> {
+    let log = n.log_view();
+    let unreadable = |what: String| Failure::Crash(format!("{}'s log: {what}", n.id()));
+    let mut configs = Vec::new();
+    let mut at = lo.max(log.first_index());
+    let mut batch = Vec::new();
+    while at <= hi {
+        batch.clear();
+        log.entries(at, hi, 1 << 20, &mut batch)
+            .map_err(|e| unreadable(format!("entries {at}..={hi}: {e:?}")))?;
+        for e in batch.iter().filter(|e| e.kind == EntryKind::Config) {
+            let entry = ConfigEntry::decode(&e.data)
+                .map_err(|err| unreadable(format!("configuration entry {}: {err}", e.id)))?;
+            configs.push((e.index(), entry.next));
+        }
+        let Some(last) = batch.last() else { break };
+        at = last.index().next();
+    }
+    Ok(configs)
 }
 
 /// A replica's log as `(index, term)` pairs, starting at its snapshot point when the log was

@@ -9,7 +9,7 @@ use tenure_sim::run::run_seed;
 fn bounded_seed_range_passes_and_installs_snapshots() {
     let count: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let results: Vec<(Option<String>, bool, bool, bool, bool)> = std::thread::scope(|s| {
+    let results: Vec<(Option<String>, bool, bool, bool, bool, bool)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
@@ -28,6 +28,7 @@ fn bounded_seed_range_passes_and_installs_snapshots() {
                                 r.watch_events > 0,
                                 r.leases_expired > 0,
                                 r.lock_writes > 0,
+                                r.churn.completed() > 0,
                             )
                         })
                         .collect::<Vec<_>>()
@@ -50,10 +51,18 @@ fn bounded_seed_range_passes_and_installs_snapshots() {
     // And watch streams: half the seeds run watchers, and most of those deliver events.
     let watching = results.iter().filter(|(_, _, watched, ..)| *watched).count() as u64;
     // And leases: half the seeds run lease clients, whose leases all expire in the end.
-    let expiring = results.iter().filter(|(_, _, _, expired, _)| *expired).count() as u64;
+    let expiring = results.iter().filter(|(_, _, _, expired, ..)| *expired).count() as u64;
     // And locks: half the seeds run lock clients; many of them hold the lock and write.
-    let locking = results.iter().filter(|(.., wrote)| *wrote).count() as u64;
+    let locking = results.iter().filter(|(_, _, _, _, wrote, _)| *wrote).count() as u64;
+    // And membership changes: a third of the seeds churn members, and most of those complete
+    // changes.
+    let changing = results.iter().filter(|(.., changed)| *changed).count() as u64;
     if count >= 500 {
+        assert!(
+            changing * 5 >= count,
+            "only {changing} of {count} seeds completed a membership change; the operator no \
+             longer changes members"
+        );
         assert!(
             locking * 10 >= count,
             "only {locking} of {count} seeds saw a fenced write; the lock clients no longer \
