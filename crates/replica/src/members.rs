@@ -239,14 +239,23 @@ impl Replica {
         std::mem::take(&mut self.members_changed)
     }
 
+    /// Starts handing leadership to `to` (leader only; dissertation §3.10, etcd's
+    /// `MoveLeader`): the core catches `to` up, then tells it to campaign at once.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), tenure_raft::TransferError> {
+        self.node.transfer_leadership(to)
+    }
+
     /// The configuration in force (appended, perhaps not yet committed).
     pub fn membership(&self) -> &Membership {
         self.node.membership()
     }
 
-    /// Whether this member was removed from the cluster and knows it (see
-    /// [`tenure_raft::Node::is_removed`], and the member table's removed ids for one that
-    /// restarted after its removal).
+    /// Whether this member was removed from the cluster and knows it: the core saw its
+    /// removal commit ([`tenure_raft::Node::is_removed`]), or this member applied the
+    /// committed entry that removes it (the member table retired its id). From then on the
+    /// cluster does not need it: joint consensus leaves the joint configuration by an entry
+    /// that only the new configuration's majority commits, so a removed member that stops
+    /// (or never hears of the end of the change) cannot hold the cluster up.
     pub fn is_removed(&self) -> bool {
         self.node.is_removed() || self.kv.is_member_removed(self.id.0)
     }

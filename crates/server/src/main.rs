@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use tenure_server::cli::{
-    Cli, Command, DevArgs, EndpointCommand, MemberCommand, ServeConfig, one_line,
-};
-use tenure_server::cli::{bench, client, demo, dev, lease};
+use tenure_server::cli::{Cli, Command, DevArgs, EndpointCommand, ServeConfig, one_line};
+use tenure_server::cli::{bench, client, demo, dev, lease, member};
 use tenure_server::member::Member;
 
 /// mimalloc rather than glibc's malloc (see the dependency's note in Cargo.toml).
@@ -71,7 +69,8 @@ fn run_client(command: Command) -> ExitCode {
             Command::Lease { command } => lease::lease(command).await,
             Command::Lock(a) => lease::lock(a).await,
             Command::Elect(a) => lease::elect(a).await,
-            Command::Member { command: MemberCommand::List(a) } => client::member_list(a).await,
+            Command::Member { command } => member::member(command).await,
+            Command::MoveLeader(a) => member::move_leader(a).await,
             Command::Endpoint { command: EndpointCommand::Status(a) } => {
                 client::endpoint_status(a).await
             }
@@ -164,6 +163,16 @@ fn serve(cfg: ServeConfig) -> ExitCode {
             _ = replica.exited() => {
                 member.shutdown().await?;
                 anyhow::bail!("the replica stopped; see the log above");
+            }
+            // Removed from the cluster: the others no longer answer it as a member (etcd
+            // stops the same way).
+            _ = member.removed() => {
+                tracing::warn!("{} has been permanently removed from the cluster; stopping", cfg.name);
+                // Answers in flight (the removal's own, when a follower forwarded it here)
+                // get a moment to leave.
+                tokio::time::sleep(cfg.election_timeout.max(Duration::from_secs(1))).await;
+                member.shutdown().await?;
+                return Ok(());
             }
         }
         tracing::info!("{} shutting down", cfg.name);

@@ -7,14 +7,25 @@
 //!
 //! Once started, a member publishes its name and client URLs through the log (etcd's
 //! `publish`), retrying until the entry is applied, so that `MemberList` on every member shows
-//! them.
+//! them. A founding member (`--initial-cluster-state new`) also proposes the founders' peer
+//! URLs for the member table (idempotent), which is where every transport finds its peers.
+//!
+//! Identity: the data directory keeps the cluster id and the member id in a file of their own
+//! ([`IDS_FILE`]), written when the directory is created; a restart runs with those, whatever
+//! the flags say now. A new member joining a running cluster (`--initial-cluster-state
+//! existing` with an empty data directory) asks the members it is given for the cluster's view
+//! ([`crate::peer::join`]), checks its flags against it, and takes its member id from the
+//! `MemberAdd` that added its peer URLs and its first configuration from the view.
+//!
+//! A member that learns it was removed from the cluster stops serving: [`Member::removed`]
+//! resolves, and `tenure serve` exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tenure_kv::{Command, Proposal, PublishMemberRequest};
+use tenure_kv::{Command, MemberPeersAction, MemberPeersRequest, Proposal, PublishMemberRequest};
 use tenure_raft::{Membership, NodeId};
 use tenure_replica::{ClientError, Replica, ReplicaConfig};
 use tokio::net::TcpListener;
@@ -62,7 +73,9 @@ impl Member {
             client_listeners.push(bind(url, "clients").await?);
         }
 
-        let replica = open_replica(cfg)?;
+        let (effective, bootstrap) = identify(cfg).await?;
+        let cfg = &effective;
+        let replica = open_replica(cfg, bootstrap)?;
         let request_bytes_max = replica.kv().config().request_bytes_max;
 
         let codec = FrameCodec::new(cfg.cluster_id, cfg.member_id);
@@ -101,9 +114,30 @@ impl Member {
         let handle = runtime.handle();
 
         let mut tasks = Vec::new();
+        let responder = Arc::new(crate::peer::join::Responder {
+            cluster_id: cfg.cluster_id,
+            token_hash: crate::peer::join::token_hash(&cfg.initial_cluster_token),
+            configured: cfg
+                .members
+                .iter()
+                .map(|m| (m.id, m.peer_urls.iter().map(Url::to_string).collect()))
+                .collect(),
+        });
         for l in peer_listeners {
-            let accept = transport::accept_loop(l, codec, timing, handle.clone());
+            let accept =
+                transport::accept_loop(l, codec, timing, handle.clone(), Arc::clone(&responder));
             tasks.push(peer_runtime.spawn(accept));
+        }
+        if cfg.initial_cluster_state == ClusterState::New {
+            let seed = MemberPeersAction::Seed(responder.configured.clone().into_iter().collect());
+            let seed = Command::MemberPeers(MemberPeersRequest { action: seed });
+            let name = format!("{}: the founding members' peer URLs", cfg.name);
+            tasks.push(tokio::spawn(propose_until_applied(
+                handle.clone(),
+                name,
+                seed,
+                cfg.tick_interval(),
+            )));
         }
         let attributes = PublishMemberRequest::new(
             cfg.member_id,
@@ -175,6 +209,18 @@ impl Member {
         self.runtime.as_ref().expect("running until shutdown").handle()
     }
 
+    /// Resolves once this member knows it was removed from the cluster (it should stop: the
+    /// others no longer answer it as a member).
+    pub async fn removed(&self) {
+        let handle = self.handle();
+        loop {
+            if handle.status().removed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops serving clients and peers, makes everything written durable and stops the
     /// replica.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -219,7 +265,19 @@ async fn publish(
     attributes: PublishMemberRequest,
     retry: Duration,
 ) {
-    let proposal = Proposal::new(Command::PublishMember(attributes));
+    let what = format!("{name}: its name and client URLs");
+    propose_until_applied(runtime, what, Command::PublishMember(attributes), retry).await;
+}
+
+/// Proposes an idempotent command of the member's own once a leader is known, and again after
+/// every failure that may be transient, until it is applied here (see [`publish`]).
+async fn propose_until_applied(
+    runtime: RuntimeHandle,
+    what: String,
+    command: Command,
+    retry: Duration,
+) {
+    let proposal = Proposal::new(command);
     loop {
         let status = runtime.status();
         if status.stopped {
@@ -232,14 +290,14 @@ async fn publish(
                 Ok(rx) => match rx.await {
                     Err(_) => return,
                     Ok(Ok(_)) => {
-                        tracing::info!("{name}: published its name and client URLs");
+                        tracing::info!("published {what}");
                         return;
                     }
                     Ok(Err(ClientError::Kv(e))) => {
-                        tracing::error!("{name}: cannot publish its name and client URLs: {e}");
+                        tracing::error!("cannot publish {what}: {e}");
                         return;
                     }
-                    Ok(Err(e)) => tracing::debug!("{name}: publishing attributes: {e}; retrying"),
+                    Ok(Err(e)) => tracing::debug!("publishing {what}: {e}; retrying"),
                 },
             }
         }
@@ -247,20 +305,115 @@ async fn publish(
     }
 }
 
-/// Opens (or bootstraps) the member's storage and replica.
-fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
+/// The file in the data directory that keeps the cluster id and the member id.
+pub const IDS_FILE: &str = "member-ids";
+
+/// Works out who this member is: the ids kept in the data directory; for a new directory, the
+/// ids from the flags (a new cluster) or from the running cluster's view (joining one). Writes
+/// the ids file for a new directory. Returns the configuration to run with and the membership
+/// to bootstrap a new directory with.
+async fn identify(cfg: &ServeConfig) -> anyhow::Result<(ServeConfig, Membership)> {
+    let mut effective = cfg.clone();
     let fresh = std::fs::read_dir(&cfg.data_dir).map_or(true, |mut d| d.next().is_none());
-    if fresh && cfg.initial_cluster_state == ClusterState::Existing {
-        // Joining needs a member add through the log, which tenure does not do yet; bootstrapping
-        // a fresh directory with someone else's membership would split the cluster.
+    let ids_path = cfg.data_dir.join(IDS_FILE);
+    let founders = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
+    if !fresh {
+        match std::fs::read_to_string(&ids_path) {
+            Ok(text) => {
+                let (cluster_id, member_id) = parse_ids(&text).with_context(|| {
+                    format!("{} is damaged; it should hold two hex ids", ids_path.display())
+                })?;
+                effective.cluster_id = cluster_id;
+                effective.member_id = member_id;
+            }
+            // A directory from before the file existed: the flags' ids are the ones it ran with.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_ids(&effective)?,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", ids_path.display())),
+        }
+        return Ok((effective, founders));
+    }
+    if cfg.initial_cluster_state == ClusterState::New {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+        write_ids(&effective)?;
+        return Ok((effective, founders));
+    }
+    let own: Vec<String> = cfg.initial_advertise_peer_urls.iter().map(Url::to_string).collect();
+    let others: Vec<String> = cfg
+        .members
+        .iter()
+        .filter(|m| m.peer_urls.iter().map(Url::to_string).collect::<Vec<_>>() != own)
+        .filter_map(|m| m.peer_urls.first().map(Url::authority))
+        .collect();
+    if others.is_empty() {
         anyhow::bail!(
-            "--initial-cluster-state=existing with an empty data dir {}: joining a running \
-             cluster is not supported yet",
-            cfg.data_dir.display()
+            "--initial-cluster-state=existing needs --initial-cluster to list the running \
+             cluster's members (it lists only this one)"
         );
     }
+    let view = crate::peer::join::fetch(&others, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the running cluster to join it: {e}"))?;
+    let initial: Vec<Vec<String>> =
+        cfg.members.iter().map(|m| m.peer_urls.iter().map(Url::to_string).collect()).collect();
+    let joined = crate::peer::join::check_join(&view, &cfg.initial_cluster_token, &own, &initial)
+        .map_err(|e| anyhow::anyhow!("cannot join the running cluster: {e}"))?;
+    effective.cluster_id = joined.cluster_id;
+    effective.member_id = joined.member_id;
+    // The flags computed ids from peer URLs; the running cluster's ids are the real ones.
+    for m in &mut effective.members {
+        let urls: Vec<String> = m.peer_urls.iter().map(Url::to_string).collect();
+        if let Some(v) = joined.members.iter().find(|v| v.peer_urls == urls) {
+            m.id = v.id;
+        }
+    }
+    let membership = Membership {
+        voters: tenure_raft::quorum::JointConfig::simple(
+            joined.members.iter().filter(|m| !m.learner).map(|m| NodeId(m.id)),
+        ),
+        learners: joined.members.iter().filter(|m| m.learner).map(|m| NodeId(m.id)).collect(),
+    };
+    tracing::info!(
+        "{}: joining cluster {} as member {} ({} members)",
+        cfg.name,
+        crate::ids::format_id(joined.cluster_id),
+        crate::ids::format_id(joined.member_id),
+        joined.members.len()
+    );
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    write_ids(&effective)?;
+    Ok((effective, membership))
+}
+
+fn parse_ids(text: &str) -> Option<(u64, u64)> {
+    let mut words = text.split_whitespace();
+    let cluster = u64::from_str_radix(words.next()?, 16).ok()?;
+    let member = u64::from_str_radix(words.next()?, 16).ok()?;
+    words.next().is_none().then_some((cluster, member))
+}
+
+fn write_ids(cfg: &ServeConfig) -> anyhow::Result<()> {
+    let path = cfg.data_dir.join(IDS_FILE);
+    let tmp = cfg.data_dir.join(format!("{IDS_FILE}.tmp"));
+    let text = format!(
+        "{} {}\n",
+        crate::ids::format_id(cfg.cluster_id),
+        crate::ids::format_id(cfg.member_id)
+    );
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&cfg.data_dir)?.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Opens (or bootstraps, with `bootstrap`) the member's storage and replica.
+fn open_replica(cfg: &ServeConfig, bootstrap: Membership) -> anyhow::Result<Replica> {
     let mut rc = ReplicaConfig::new(NodeId(cfg.member_id), new_incarnation());
     rc.raft.election_ticks = cfg.election_ticks();
     rc.raft.heartbeat_ticks = 1;
@@ -279,8 +432,7 @@ fn open_replica(cfg: &ServeConfig) -> anyhow::Result<Replica> {
         u64::try_from(cfg.lease_checkpoint_interval.as_millis()).unwrap_or(u64::MAX);
     rc.snapshot.entries = cfg.snapshot_count;
     rc.snapshot.catchup_entries = cfg.snapshot_catchup_entries;
-    let membership = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
-    Replica::open(rc, Arc::new(tenure_storage::RealDisk), &cfg.data_dir, membership)
+    Replica::open(rc, Arc::new(tenure_storage::RealDisk), &cfg.data_dir, bootstrap)
         .with_context(|| format!("cannot open data dir {}", cfg.data_dir.display()))
 }
 

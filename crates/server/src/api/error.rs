@@ -86,6 +86,9 @@ pub enum ServerError {
     /// A member add or update gave peer URLs that cannot be used.
     #[error("etcdserver: given member URLs are invalid")]
     MemberBadUrls,
+    /// `MoveLeader` started a transfer that did not finish in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// Another membership change is still being made (tenure makes one at a time); retry.
     #[error("tenure: {0}; retry")]
     MembershipBusy(String),
@@ -107,6 +110,7 @@ impl ServerError {
             | ServerError::TimeoutDueToConnectionLost
             | ServerError::UnhealthyCluster
             | ServerError::MembershipBusy(_)
+            | ServerError::LeaderTransferTimeout
             | ServerError::Stopped => Code::Unavailable,
             ServerError::NotLeader
             | ServerError::MemberExists

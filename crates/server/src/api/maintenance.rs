@@ -340,9 +340,9 @@ impl pb::maintenance_server::Maintenance for Services {
 
     async fn move_leader(
         &self,
-        _: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
-        Err(ServerError::Unsupported("MoveLeader").into())
+        self.move_leader_on_leader(request.into_inner().target_id).await
     }
 }
 

@@ -41,9 +41,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
-use std::collections::BTreeMap;
-
-use tenure_kv::{Command, MemberAttributes, Proposal, Response};
+use tenure_kv::{Command, Proposal, Response};
 use tenure_replica::{Answer, ClientError};
 use tonic::{Request, Status};
 
@@ -211,19 +209,6 @@ impl Services {
             member_id: self.cluster.member_id,
             raft_term: self.runtime.status().term,
         }
-    }
-
-    /// The member attributes this member has applied, by member id.
-    pub(super) async fn published_members(
-        &self,
-    ) -> Result<BTreeMap<u64, MemberAttributes>, Status> {
-        let rx = self
-            .runtime
-            .inspect(|replica| {
-                replica.kv().members().map(|(id, a)| (id, a.clone())).collect::<BTreeMap<_, _>>()
-            })
-            .map_err(submit_status)?;
-        rx.await.map_err(|_| ServerError::Stopped.into())
     }
 
     pub(super) async fn write<T: prost::Message>(

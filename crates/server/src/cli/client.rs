@@ -43,7 +43,7 @@ pub fn endpoint_uri(endpoint: &str) -> anyhow::Result<String> {
 }
 
 /// Connects to one endpoint within the dial timeout.
-async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Channel> {
+pub(crate) async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Channel> {
     let uri = endpoint_uri(endpoint)?;
     let ep = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("invalid endpoint {endpoint}"))?

@@ -15,6 +15,7 @@ pub mod client;
 pub mod demo;
 pub mod dev;
 pub mod lease;
+pub mod member;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ pub enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Hand leadership to another member (like `etcdctl move-leader`).
+    MoveLeader(MoveLeaderArgs),
     /// Endpoint queries (like `etcdctl endpoint`).
     Endpoint {
         /// The endpoint subcommand.
@@ -85,11 +88,71 @@ pub enum Command {
     },
 }
 
-/// `tenure member ...`.
+/// `tenure member ...`. Member ids are hexadecimal, as etcdctl prints them.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
     /// List the cluster's members.
     List(ClientArgs),
+    /// Add a member; prints the flags to start it with (`--initial-cluster-state existing`).
+    Add {
+        /// The new member's name (for the printed flags; it publishes it when it starts).
+        name: String,
+        /// Its peer URLs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        /// Add it as a learner (it gets the log, does not vote, until promoted).
+        #[arg(long)]
+        learner: bool,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a member.
+    Remove {
+        /// The member id (hex).
+        #[arg(value_parser = parse_hex_id)]
+        id: u64,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change a member's peer URLs.
+    Update {
+        /// The member id (hex).
+        #[arg(value_parser = parse_hex_id)]
+        id: u64,
+        /// Its new peer URLs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Promote a learner that has caught up to a voter.
+    Promote {
+        /// The member id (hex).
+        #[arg(value_parser = parse_hex_id)]
+        id: u64,
+        /// Connection flags.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// A member id in hexadecimal, as etcdctl prints and takes them.
+pub fn parse_hex_id(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s, 16).map_err(|e| format!("bad member ID arg ({e}), expecting ID in Hex"))
+}
+
+/// `tenure move-leader ID`.
+#[derive(Debug, Args)]
+pub struct MoveLeaderArgs {
+    /// The member to hand leadership to (hex id).
+    #[arg(value_parser = parse_hex_id)]
+    pub id: u64,
+    /// Connection flags.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// `tenure lease ...`. Lease ids are hexadecimal, as etcdctl prints them.

@@ -8,6 +8,13 @@
 //!   frames and every message is handed to the runtime. A frame from another cluster, or any
 //!   malformed frame, closes that connection with a logged error.
 //!
+//! - **Members come and go**: the runtime calls [`Outbox::set_peers`] with the configuration's
+//!   members and their peer URLs from the replicated member table whenever a configuration
+//!   entry or snapshot is applied; a new member gets a connection task, a removed one loses
+//!   its own (dropping its queue ends the task), and a member whose address changed
+//!   (`MemberUpdate`) gets a new one. A member the table has no URLs for yet keeps the address
+//!   from `--initial-cluster`.
+//!
 //! - **Snapshots** travel on connections of their own ([`crate::peer::snapshot_stream`]), one per
 //!   transfer, so a large snapshot never delays heartbeats or appends. The accept loop tells
 //!   the two kinds of connection apart by their first four bytes.
@@ -46,6 +53,7 @@
 //! forwarded proposal or read times out and the client retries. Loss costs time, never
 //! safety; the liveness checks above keep that time within about one election timeout.
 
+use crate::peer::join::{self, QUERY_MAGIC, Responder};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,6 +137,10 @@ pub struct PeerSender {
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
     /// Each peer's `host:port`, for snapshot connections.
     addrs: BTreeMap<NodeId, String>,
+    /// The addresses from the member's configuration, for members the table has none for.
+    configured: BTreeMap<NodeId, String>,
+    codec: FrameCodec,
+    timing: PeerTiming,
     stream_codec: StreamCodec,
     /// Where snapshot transfers run: `send_snapshot` is called from the replica thread.
     tokio: tokio::runtime::Handle,
@@ -147,20 +159,46 @@ impl PeerSender {
         timing: PeerTiming,
         metrics: Arc<Metrics>,
     ) -> PeerSender {
-        let mut queues = BTreeMap::new();
-        let mut addrs = BTreeMap::new();
-        for (id, addr) in peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            let link = Link { codec, peer: *id, addr: addr.clone(), timing };
-            tokio::spawn(peer_loop(link, rx, Arc::clone(&metrics)));
-            queues.insert(NodeId(*id), tx);
-            addrs.insert(NodeId(*id), addr.clone());
-        }
         let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
         let tokio = tokio::runtime::Handle::current();
         let backoff = TransferBackoff::default();
-        PeerSender { queues, addrs, stream_codec, tokio, backoff, metrics }
+        let configured: BTreeMap<NodeId, String> =
+            peers.iter().map(|(id, addr)| (NodeId(*id), addr.clone())).collect();
+        let mut sender = PeerSender {
+            queues: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            configured: configured.clone(),
+            codec,
+            timing,
+            stream_codec,
+            tokio,
+            backoff,
+            metrics,
+        };
+        for (id, addr) in configured {
+            sender.connect(id, addr);
+        }
+        sender
     }
+
+    /// Starts (or restarts, for a new address) the connection task for `id`.
+    fn connect(&mut self, id: NodeId, addr: String) {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        let link = Link { codec: self.codec, peer: id.0, addr: addr.clone(), timing: self.timing };
+        self.tokio.spawn(peer_loop(link, rx, Arc::clone(&self.metrics)));
+        self.queues.insert(id, tx);
+        self.addrs.insert(id, addr);
+    }
+
+    /// The peers connected to now, with their addresses.
+    pub fn peers(&self) -> &BTreeMap<NodeId, String> {
+        &self.addrs
+    }
+}
+
+/// The `host:port` of the first peer URL that parses.
+fn peer_address(urls: &[String]) -> Option<String> {
+    urls.iter().find_map(|u| crate::cli::Url::parse(u).ok()).map(|u| u.authority())
 }
 
 impl Outbox for PeerSender {
@@ -225,6 +263,41 @@ impl Outbox for PeerSender {
             backoff.record(peer, outcome.status);
             report(outcome.status);
         });
+    }
+
+    fn set_peers(&mut self, peers: &BTreeMap<NodeId, Vec<String>>) {
+        let me = NodeId(self.codec.member_id);
+        let wanted: BTreeMap<NodeId, String> = peers
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(id, urls)| {
+                // The table drops a member's URLs when the change removing it applies, while
+                // the joint configuration still counts it: keep talking to it where it is.
+                let addr = peer_address(urls)
+                    .or_else(|| self.addrs.get(id).cloned())
+                    .or_else(|| self.configured.get(id).cloned());
+                if addr.is_none() {
+                    tracing::warn!(
+                        "no peer URL known for member {}; not connecting",
+                        format_id(id.0)
+                    );
+                }
+                addr.map(|a| (*id, a))
+            })
+            .collect();
+        let gone: Vec<NodeId> =
+            self.addrs.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
+        for id in gone {
+            tracing::info!("disconnecting from {}: no longer a member", format_id(id.0));
+            self.queues.remove(&id);
+            self.addrs.remove(&id);
+        }
+        for (id, addr) in wanted {
+            if self.addrs.get(&id) != Some(&addr) {
+                tracing::info!("connecting to member {} at {addr}", format_id(id.0));
+                self.connect(id, addr);
+            }
+        }
     }
 }
 
@@ -475,6 +548,7 @@ pub async fn accept_loop(
     codec: FrameCodec,
     timing: PeerTiming,
     runtime: RuntimeHandle,
+    responder: Arc<Responder>,
 ) {
     let mut readers = tokio::task::JoinSet::new();
     let partials = Partials::default();
@@ -486,7 +560,10 @@ pub async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let (runtime, partials) = (runtime.clone(), partials.clone());
                 let from = from.to_string();
-                readers.spawn(read_loop(stream, from, codec, timing, runtime, partials));
+                let responder = Arc::clone(&responder);
+                readers.spawn(async move {
+                    read_loop(stream, from, codec, timing, runtime, partials, &responder).await;
+                });
             }
             Err(e) => {
                 tracing::warn!("peer accept failed: {e}");
@@ -498,7 +575,8 @@ pub async fn accept_loop(
 
 /// Reads frames from one inbound connection until it closes or sends something bad, and
 /// writes a keepalive back every heartbeat interval; a connection that opens with
-/// [`STREAM_MAGIC`] is a snapshot transfer instead.
+/// [`STREAM_MAGIC`] is a snapshot transfer instead, and one that opens with [`QUERY_MAGIC`] a
+/// joining member's question (answered with this member's view of the cluster).
 async fn read_loop(
     mut stream: TcpStream,
     from: String,
@@ -506,6 +584,7 @@ async fn read_loop(
     timing: PeerTiming,
     runtime: RuntimeHandle,
     partials: Partials,
+    responder: &Responder,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while buf.len() < STREAM_MAGIC.len() {
@@ -513,6 +592,11 @@ async fn read_loop(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+    if buf[..QUERY_MAGIC.len()] == QUERY_MAGIC {
+        tracing::info!("answering a cluster query from {from}");
+        join::answer(stream, responder, &runtime).await;
+        return;
     }
     if buf[..STREAM_MAGIC.len()] == STREAM_MAGIC {
         let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };

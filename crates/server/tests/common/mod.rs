@@ -121,10 +121,23 @@ impl Plan {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr_for(&self.names[i]))
             .spawn()
             .expect("runs tenure serve");
         Server(Some(child))
+    }
+}
+
+/// Where a member's log goes: nowhere, or with `TENURE_TEST_LOGS=DIR` set, to `DIR/NAME.log`
+/// (for looking into a failing test).
+pub fn stderr_for(name: &str) -> Stdio {
+    match std::env::var_os("TENURE_TEST_LOGS") {
+        Some(dir) => std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join(format!("{name}.log")))
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
     }
 }
 
