@@ -533,7 +533,8 @@ impl<L: LogView> Node<L> {
     /// Whether `learner` may be promoted now (leader only): it must be a learner whose log
     /// matches the leader's within [`crate::membership::PROMOTE_LAG_ENTRIES_MAX`] entries of
     /// the leader's last index (etcd: "can only promote a learner member which is in sync
-    /// with leader").
+    /// with leader"), and that has acknowledged some entry (one that never answered holds
+    /// nothing, however short the log).
     pub fn can_promote(&self, learner: NodeId) -> Result<(), ConfChangeError> {
         let Some(ls) = &self.leader_state else {
             return Err(ConfChangeError::NotLeader { leader_hint: self.leader });
@@ -543,7 +544,9 @@ impl<L: LogView> Node<L> {
         }
         let match_index = ls.progress.get(&learner).map_or(LogIndex(0), |p| p.match_index);
         let last_index = self.log.last_index();
-        if !crate::membership::learner_caught_up(match_index, last_index) {
+        // A learner that never acknowledged anything holds nothing, however short the log.
+        let answered = match_index > LogIndex(0);
+        if !answered || !crate::membership::learner_caught_up(match_index, last_index) {
             return Err(ConfChangeError::LearnerNotCaughtUp {
                 id: learner,
                 match_index,

@@ -546,3 +546,23 @@ fn s4_a_member_that_joins_and_replays_older_configurations_is_never_removed() {
     assert_eq!(c.node(n(5)).committed(), c.node(n(1)).committed());
     assert!(c.node(n(5)).membership().learners.contains(&n(5)));
 }
+
+/// Found while building the simulator's membership churn: a learner that never answered the
+/// leader (not started yet, or cut off since it was added) has match index 0, which is
+/// within `PROMOTE_LAG_ENTRIES_MAX` of any log shorter than that, so it could be promoted
+/// while holding nothing: a voter that cannot help commit, as etcd's "in sync with leader"
+/// check (a learner's match against the leader's) is there to prevent.
+#[test]
+fn s4_a_learner_that_never_acknowledged_anything_is_not_promoted() {
+    let mut c = cluster(3);
+    c.propose_conf_change(n(1), &[ConfChange::AddLearner(n(4))]).unwrap();
+    c.stabilize();
+    // Node 4 was never started: the leader has heard nothing from it.
+    let err = c.node(n(1)).can_promote(n(4)).unwrap_err();
+    assert!(matches!(err, ConfChangeError::LearnerNotCaughtUp { .. }), "{err}");
+    // Once it runs and catches up, it may be.
+    c.add_node(n(4), voters(&[1, 2, 3]), |_| {});
+    c.run_ticks(5);
+    c.stabilize();
+    c.node(n(1)).can_promote(n(4)).unwrap();
+}
