@@ -250,14 +250,20 @@ impl Replica {
         self.node.membership()
     }
 
-    /// Whether this member was removed from the cluster and knows it: the core saw its
-    /// removal commit ([`tenure_raft::Node::is_removed`]), or this member applied the
-    /// committed entry that removes it (the member table retired its id). From then on the
-    /// cluster does not need it: joint consensus leaves the joint configuration by an entry
-    /// that only the new configuration's majority commits, so a removed member that stops
-    /// (or never hears of the end of the change) cannot hold the cluster up.
+    /// Whether this member was removed from the cluster and knows it, so that its server can
+    /// stop it: the core saw its removal commit ([`tenure_raft::Node::is_removed`]); or it
+    /// applied the committed entry that removes it (the member table retired its id) and it
+    /// no longer hears from a leader, which is how a removed follower ends up (the leader
+    /// lets it go once it leaves the joint configuration, perhaps before telling it the end
+    /// of the change), and how a removed member that restarts starts.
+    ///
+    /// A member being removed is not taken for removed while a leader still counts on it:
+    /// until the leave entry commits, the joint configuration may need its vote (a two-voter
+    /// cluster whose leader removes itself has no other way to elect).
     pub fn is_removed(&self) -> bool {
-        self.node.is_removed() || self.kv.is_member_removed(self.id.0)
+        let retired = self.kv.is_member_removed(self.id.0);
+        self.node.is_removed()
+            || (retired && !self.is_leader() && self.node.soft_state().leader.is_none())
     }
 }
 

@@ -387,19 +387,26 @@ async fn etcdctl_flow(move_to_new: bool) {
     })
     .await;
     assert!(removed.contains(&format!("Member {id:>16} removed")), "{removed}");
-    // The removed member never disrupts the others: the leader stays the leader while it
-    // keeps running (a removed follower that never heard of the end of the change does not
-    // stop by itself yet; one that applied its removal does, see the replica's tests).
+    // The removed member learns it was removed (it applied its removal and no leader talks to
+    // it any more) and stops by itself, without disrupting the others on the way: the leader
+    // and its term stay.
     let before = common::agreed_leader(&plan, &[0, 1, 2], PATIENCE).await;
     let term = |url: String| async move {
         let mut m = pb::maintenance_client::MaintenanceClient::connect(url).await.ok()?;
         Some(m.status(pb::StatusRequest {}).await.ok()?.into_inner().raft_term)
     };
     let term_before = term(plan.clients[before].clone()).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = learner.0.try_wait().unwrap() {
+            assert!(status.success(), "the removed member exits cleanly: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the removed member kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(common::agreed_leader(&plan, &[0, 1, 2], PATIENCE).await, before);
     assert_eq!(term(plan.clients[before].clone()).await, term_before, "no election happened");
-    let _ = learner.0.kill();
     common::agreed_leader(&plan, &[0, 1, 2], PATIENCE).await;
     let ok = etcdctl(&plan.clients[follower], &["put", "after", "removal"]).unwrap();
     assert!(ok.status.success(), "{}", text(&ok));

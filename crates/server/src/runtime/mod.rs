@@ -721,11 +721,13 @@ impl Worker {
                 self.send_snapshot(m);
             }
         }
-        if self.replica.take_members_changed() {
-            self.outbox.set_peers(&peers_of(&self.replica));
-        }
         if !out.messages.is_empty() {
             self.outbox.send(out.messages);
+        }
+        // After the messages: the last ones to a member just removed (the core's final
+        // heartbeat telling it the change committed) still leave on its connection.
+        if self.replica.take_members_changed() {
+            self.outbox.set_peers(&peers_of(&self.replica));
         }
         for Completion { id, result, .. } in out.completions {
             if let Some((reply, write)) = self.replies.remove(&id) {
