@@ -2,7 +2,6 @@
 //! data directory, replica thread, sync thread, TCP peer transport and gRPC listener on free
 //! loopback ports. Clients are the generated tonic stubs and, where installed, etcdctl.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +12,8 @@ use tenure_server::pb::etcdserverpb as pb;
 use tonic::transport::Channel;
 
 mod common;
+
+use common::etcdctl;
 
 /// Short timeouts so elections take well under a second; the tests only wait on outcomes,
 /// never assert on timings.
@@ -283,26 +284,11 @@ async fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
     cluster.shutdown().await;
 }
 
-/// Runs etcdctl 3.4 (API v3) with `args`; `None` if it is not installed.
-fn etcdctl(endpoints: &str, args: &[&str]) -> Option<std::process::Output> {
-    let bin = Path::new("/usr/bin/etcdctl");
-    let bin = if bin.exists() { bin.to_path_buf() } else { which("etcdctl")? };
-    let out = std::process::Command::new(bin)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("runs etcdctl");
-    Some(out)
-}
-
 /// Runs etcdctl with `input` on its standard input (for `txn`).
 fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
-    let bin = Path::new("/usr/bin/etcdctl");
-    let bin = if bin.exists() { bin.to_path_buf() } else { which("etcdctl").expect("etcdctl") };
+    let bin = common::etcdctl_path().expect("etcdctl");
     let mut child = std::process::Command::new(bin)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
@@ -315,14 +301,6 @@ fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> std::proce
         .expect("runs etcdctl");
     child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     child.wait_with_output().expect("etcdctl output")
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
 }
 
 fn ok(o: &std::process::Output) -> String {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Plan, Server};
+use common::{Plan, Server, etcdctl};
 use tenure_server::pb::etcdserverpb as pb;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -233,22 +233,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// etcdctl 3.4 with `args` against `endpoints`; `None` if it is not installed.
-fn etcdctl(endpoints: &str, args: &[&str]) -> Option<std::process::Output> {
-    let bin = Path::new("/usr/bin/etcdctl");
-    if !bin.exists() {
-        return None;
-    }
-    let out = Command::new(bin)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .output()
-        .expect("runs etcdctl");
-    Some(out)
 }
 
 fn text(o: &std::process::Output) -> String {

@@ -231,3 +231,29 @@ pub async fn agreed_leader(plan: &Plan, up: &[usize], patience: std::time::Durat
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Where etcdctl 3.4 is: Debian's `/usr/bin/etcdctl`, or the first on `PATH`.
+pub fn etcdctl_path() -> Option<std::path::PathBuf> {
+    let bin = Path::new("/usr/bin/etcdctl");
+    if bin.exists() {
+        return Some(bin.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("etcdctl"))
+        .find(|p| p.exists())
+}
+
+/// Runs etcdctl (API v3) against `endpoints` with a 10 s command timeout; `None` if etcdctl is
+/// not installed.
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Option<std::process::Output> {
+    let out = Command::new(etcdctl_path()?)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .output()
+        .expect("runs etcdctl");
+    Some(out)
+}
