@@ -251,19 +251,13 @@ impl Replica {
     }
 
     /// Whether this member was removed from the cluster and knows it, so that its server can
-    /// stop it: the core saw its removal commit ([`tenure_raft::Node::is_removed`]); or it
-    /// applied the committed entry that removes it (the member table retired its id) and it
-    /// no longer hears from a leader, which is how a removed follower ends up (the leader
-    /// lets it go once it leaves the joint configuration, perhaps before telling it the end
-    /// of the change), and how a removed member that restarts starts.
-    ///
-    /// A member being removed is not taken for removed while a leader still counts on it:
-    /// until the leave entry commits, the joint configuration may need its vote (a two-voter
-    /// cluster whose leader removes itself has no other way to elect).
+    /// stop it: the core saw a committed configuration without it
+    /// ([`tenure_raft::Node::is_removed`]). Not earlier: until the entry that leaves the joint
+    /// configuration commits, an election may still need its vote (a two-voter cluster whose
+    /// leader removes itself has no other way to elect). A removed follower learns it from
+    /// the leader's last heartbeat, which tells it the leaving entry committed.
     pub fn is_removed(&self) -> bool {
-        let retired = self.kv.is_member_removed(self.id.0);
         self.node.is_removed()
-            || (retired && !self.is_leader() && self.node.soft_state().leader.is_none())
     }
 }
 

@@ -9,7 +9,7 @@
 //!   the membership operator's completed changes (`member_changes=<n>`,
 //!   `seeds_with_member_changes=<n>`, of them `leaders_removed=<n>`, and `members_joined=<n>`
 //!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
-//!   removed while the committed configuration named them) and the committed entries whose
+//!   removed before their core did, each also a safety failure) and the committed entries whose
 //!   quorum was checked
 //!   (`quorum_checked=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash

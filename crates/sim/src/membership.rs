@@ -55,8 +55,8 @@ pub struct ChurnCounts {
     pub refused: u64,
     /// Changes whose outcome the operator never heard (timed out, leader changed).
     pub unknown: u64,
-    /// Nodes that [`tenure_replica::Replica::is_removed`] called removed while the committed
-    /// configuration still named them (see `World::check_removed`).
+    /// Nodes that [`tenure_replica::Replica::is_removed`] called removed before their core did
+    /// (a safety failure since the replica waits for the core; see `World::check_removed`).
     pub told_removed_early: u64,
 }
 
@@ -78,8 +78,6 @@ pub(crate) struct Operator {
     /// A replacement removed a member: a new learner is added next.
     pub(crate) replace_pending: bool,
     pub(crate) counts: ChurnCounts,
-    /// The nodes counted in [`ChurnCounts::told_removed_early`].
-    pub(crate) told_removed_early: BTreeSet<NodeId>,
 }
 
 /// A membership change the operator sent and waits on.
@@ -101,7 +99,6 @@ impl Operator {
             in_flight: None,
             replace_pending: false,
             counts: ChurnCounts::default(),
-            told_removed_early: BTreeSet::new(),
         }
     }
 }

@@ -1823,34 +1823,28 @@ impl World {
         }
     }
 
-    /// After a node went idle: if its core says it was removed, it stops (as the server does).
-    /// It must really have been: the committed configuration no longer names it (ids are
-    /// never reused, so a member that believes otherwise would stop a member of the cluster).
-    ///
-    /// The server stops on [`Replica::is_removed`], which also says yes once the member table
-    /// retired the id: that happens when the joint entry `C_old,new` is applied, while the
-    /// node is still a voter of `C_old` and the entry leaving the joint configuration may not
-    /// even be appended. Stopping then can leave the joint configuration without the votes it
-    /// needs (`tests/membership.rs` shows a two-voter cluster that removes its leader stuck
-    /// for good), so the world stops on the core's answer and only counts those early ones
-    /// ([`ChurnCounts::told_removed_early`]).
+    /// After a node went idle: if its replica says it was removed, it stops, as the server
+    /// does on [`Replica::is_removed`]. It must really have been: the committed configuration
+    /// no longer names it (ids are never reused, so a member that believes otherwise would stop
+    /// a member of the cluster), and the replica must not say so before its core does (the
+    /// joint configuration may still need its vote; `tests/membership.rs` shows a two-voter
+    /// cluster that removed its leader stuck for good when it did).
     fn check_removed(&mut self, id: NodeId) -> Result<(), Failure> {
         let node = &self.nodes[&id];
         let Some(r) = node.replica.as_ref().filter(|_| !node.removed) else { return Ok(()) };
         let (core, replica) = (r.node().is_removed(), r.is_removed());
-        if !core && !replica {
+        if !replica {
             return Ok(());
         }
         let committed = self.committed_config();
         if !core {
-            if committed.contains(id)
-                && let Some(op) = self.operator.as_mut()
-                && op.told_removed_early.insert(id)
-            {
+            if let Some(op) = self.operator.as_mut() {
                 op.counts.told_removed_early += 1;
-                self.note(|| format!("{id} is told it was removed while {committed:?} names it"));
             }
-            return Ok(());
+            return Err(Failure::Safety(format!(
+                "{id} is told it was removed before its core knows it (committed configuration \
+                 {committed:?})"
+            )));
         }
         if committed.contains(id) {
             return Err(Failure::Safety(format!(

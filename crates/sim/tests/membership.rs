@@ -151,7 +151,6 @@ fn replace_a_member_grow_and_remove_the_leader_under_writes_with_every_checker_o
 /// membership churn (`ChurnCounts::told_removed_early`; the world stops nodes on the core's
 /// `Node::is_removed()` instead, which waits for the leave entry to commit).
 #[test]
-#[ignore = "replica bug: Replica::is_removed() is true from the joint entry on (crates/replica/src/members.rs)"]
 fn a_member_is_told_it_was_removed_only_once_no_committed_configuration_names_it() {
     let mut w = quiet_world(3);
     let leader = elect(&mut w);

@@ -873,14 +873,15 @@ impl Worker {
     }
 }
 
-/// Every other member of the configuration in force, with its peer URLs from the member table.
+/// Every other member of the configuration in force, and every node a leader still tracks (a
+/// member being removed is told the change committed before the leader lets it go), with its
+/// peer URLs from the member table.
 fn peers_of(replica: &Replica) -> BTreeMap<NodeId, Vec<String>> {
     let me = replica.id();
     let kv = replica.kv();
-    replica
-        .membership()
-        .members()
-        .into_iter()
+    let mut ids = replica.membership().members();
+    ids.extend(replica.node().status().matched.keys().copied());
+    ids.into_iter()
         .filter(|id| *id != me)
         .map(|id| (id, kv.member_peer_urls(id.0).map(<[String]>::to_vec).unwrap_or_default()))
         .collect()
