@@ -844,3 +844,24 @@ fn a_restarted_member_keeps_the_changed_configuration_and_member_table() {
     let r = &net.replicas[&follower];
     assert_eq!(r.kv().member_peer_urls(4), Some(&["http://n4:2380".to_string()][..]));
 }
+
+#[test]
+fn s3_10_leadership_moves_to_a_member_that_joined_and_was_promoted_and_everyone_keeps_it() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    let a = net.change_members(leader, add(4, "http://n4:2380", true));
+    net.tick(3);
+    let m = net.membership_answer(a);
+    net.join(NodeId(4), m);
+    net.tick(10);
+    let p = net.change_members(leader, MemberRequest::Promote { member_id: 4 });
+    net.tick(5);
+    assert!(net.membership_answer(p).is_voter(NodeId(4)));
+    net.replicas.get_mut(&leader).unwrap().transfer_leadership(NodeId(4)).unwrap();
+    net.tick(10);
+    assert!(net.replicas[&NodeId(4)].is_leader(), "the transfer completed");
+    for (id, r) in &net.replicas {
+        assert!(r.membership().is_voter(NodeId(4)), "n{id} dropped n4: {:?}", r.membership());
+        assert!(!r.is_removed(), "{id} takes itself for removed");
+    }
+}

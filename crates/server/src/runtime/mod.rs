@@ -873,14 +873,18 @@ impl Worker {
     }
 }
 
-/// Every other member of the configuration in force, and every node a leader still tracks (a
-/// member being removed is told the change committed before the leader lets it go), with its
-/// peer URLs from the member table.
+/// Every other member of the configuration in force, every node a leader still tracks (a
+/// member being removed is told the change committed before the leader lets it go), and the
+/// leader (a leader removing itself still needs its followers' acknowledgements of the entry
+/// that leaves the joint configuration, which no longer names it), with their peer URLs from
+/// the member table.
 fn peers_of(replica: &Replica) -> BTreeMap<NodeId, Vec<String>> {
     let me = replica.id();
     let kv = replica.kv();
+    let status = replica.node().status();
     let mut ids = replica.membership().members();
-    ids.extend(replica.node().status().matched.keys().copied());
+    ids.extend(status.matched.keys().copied());
+    ids.extend(status.soft.leader);
     ids.into_iter()
         .filter(|id| *id != me)
         .map(|id| (id, kv.member_peer_urls(id.0).map(<[String]>::to_vec).unwrap_or_default()))
