@@ -435,3 +435,75 @@ async fn a_joiner_with_a_wrong_token_or_a_stale_member_list_is_refused_at_start(
     // Nothing was written to the refused members' data directories.
     assert!(!dir.path().join(&new.name).join("member-ids").exists());
 }
+
+/// Adds a learner on `new`'s peer URL through `via`, starts it with `existing` and the members
+/// `cluster` lists, and promotes it once it is in sync; returns its id and its process.
+async fn grow(via: &str, new: &Joiner, cluster: &str, dir: &Path) -> (u64, ChildGuard) {
+    let added = retry("member add", || async {
+        let mut c = cluster_client(via).await;
+        let req = pb::MemberAddRequest { peer_ur_ls: vec![new.peer.clone()], is_learner: true };
+        c.member_add(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string())
+    })
+    .await;
+    let id = added.member.expect("the added member").id;
+    let child = new.command(dir, cluster, &[]).stderr(common::stderr_for(&new.name)).spawn();
+    let guard = ChildGuard(child.expect("runs tenure serve"));
+    retry("member promote", || async {
+        let mut c = cluster_client(via).await;
+        c.member_promote(pb::MemberPromoteRequest { id }).await.map_err(|s| s.to_string())
+    })
+    .await;
+    (id, guard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_grows_from_three_to_five_voters_and_shrinks_back_under_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new("gs");
+    let _servers: Vec<Server> = (0..3).map(|i| plan.start(i, dir.path())).collect();
+    common::agreed_leader(&plan, &[0, 1, 2], PATIENCE).await;
+    let founders: Vec<String> =
+        (0..3).map(|i| format!("{}={}", plan.names[i], plan.peers[i])).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, endpoints) = (Arc::clone(&stop), plan.clients.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut i) = (Vec::new(), 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("g{i:05}");
+                if put(&endpoints[i % 3], &key, "v").await.is_ok() {
+                    acked.push(key);
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+
+    let (n4, n5) = (Joiner::new("gs4"), Joiner::new("gs5"));
+    let with4 = format!("{},{}={}", founders.join(","), n4.name, n4.peer);
+    let (id4, _p4) = grow(&plan.clients[0], &n4, &with4, dir.path()).await;
+    let with5 = format!("{with4},{}={}", n5.name, n5.peer);
+    let (id5, _p5) = grow(&plan.clients[1], &n5, &with5, dir.path()).await;
+    let five = members(&plan.clients[2]).await.unwrap();
+    assert_eq!(five.len(), 5, "{five:?}");
+    assert!(five.iter().all(|m| !m.is_learner), "{five:?}");
+
+    for id in [id5, id4] {
+        retry("member remove", || async {
+            let mut c = cluster_client(&plan.clients[2]).await;
+            c.member_remove(pb::MemberRemoveRequest { id }).await.map_err(|s| s.to_string())
+        })
+        .await;
+    }
+    let three = members(&plan.clients[0]).await.unwrap();
+    assert_eq!(three.len(), 3, "{three:?}");
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 10, "the client kept writing: {} writes", acked.len());
+    for key in &acked {
+        let v = retry("read", || get(&plan.clients[0], key, false)).await;
+        assert!(v.is_some(), "{key} acknowledged but missing after the changes");
+    }
+}
