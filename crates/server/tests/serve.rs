@@ -76,7 +76,7 @@ async fn three_serve_processes_form_a_cluster_and_recover_after_a_restart() {
 }
 
 #[test]
-fn joining_an_existing_cluster_with_an_empty_data_dir_is_refused() {
+fn joining_with_no_running_member_to_ask_is_refused_and_leaves_no_data_dir() {
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = Plan::new("s");
     let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
@@ -92,7 +92,23 @@ fn joining_an_existing_cluster_with_an_empty_data_dir_is_refused() {
         .expect("runs tenure serve");
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("joining a running cluster is not supported yet"), "{err}");
+    assert!(err.contains("needs --initial-cluster to list the running cluster's members"), "{err}");
+    // A list of members that do not answer: refused, naming what it tried.
+    let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
+        .arg("--data-dir")
+        .arg(dir.path().join("s1"))
+        .args(["--listen-client-urls", &plan.clients[0]])
+        .args(["--advertise-client-urls", &plan.clients[0]])
+        .args(["--listen-peer-urls", &plan.peers[0]])
+        .args(["--initial-advertise-peer-urls", &plan.peers[0]])
+        .args(["--initial-cluster", &format!("s1={},s2={}", plan.peers[0], plan.peers[1])])
+        .output()
+        .expect("runs tenure serve");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot reach the running cluster to join it"), "{err}");
+    assert!(!dir.path().join("s1").exists(), "a refused member writes nothing");
 }
 
 /// Each member's `MemberList` until every member shows its client URL (members publish them
