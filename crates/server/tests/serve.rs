@@ -79,34 +79,26 @@ async fn three_serve_processes_form_a_cluster_and_recover_after_a_restart() {
 fn joining_with_no_running_member_to_ask_is_refused_and_leaves_no_data_dir() {
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = Plan::new("s");
-    let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
-        .arg("--data-dir")
-        .arg(dir.path().join("s1"))
-        .args(["--listen-client-urls", &plan.clients[0]])
-        .args(["--advertise-client-urls", &plan.clients[0]])
-        .args(["--listen-peer-urls", &plan.peers[0]])
-        .args(["--initial-advertise-peer-urls", &plan.peers[0]])
-        .args(["--initial-cluster", &format!("s1={}", plan.peers[0])])
-        .output()
-        .expect("runs tenure serve");
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    // `tenure serve --initial-cluster-state existing` for s1 with `cluster` as the member list.
+    let join = |cluster: String| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
+            .arg("--data-dir")
+            .arg(dir.path().join("s1"))
+            .args(["--listen-client-urls", &plan.clients[0]])
+            .args(["--advertise-client-urls", &plan.clients[0]])
+            .args(["--listen-peer-urls", &plan.peers[0]])
+            .args(["--initial-advertise-peer-urls", &plan.peers[0]])
+            .args(["--initial-cluster", &cluster])
+            .output()
+            .expect("runs tenure serve");
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = join(format!("s1={}", plan.peers[0]));
     assert!(err.contains("needs --initial-cluster to list the running cluster's members"), "{err}");
     // A list of members that do not answer: refused, naming what it tried.
-    let o = Command::new(env!("CARGO_BIN_EXE_tenure"))
-        .args(["serve", "--name", "s1", "--initial-cluster-state", "existing"])
-        .arg("--data-dir")
-        .arg(dir.path().join("s1"))
-        .args(["--listen-client-urls", &plan.clients[0]])
-        .args(["--advertise-client-urls", &plan.clients[0]])
-        .args(["--listen-peer-urls", &plan.peers[0]])
-        .args(["--initial-advertise-peer-urls", &plan.peers[0]])
-        .args(["--initial-cluster", &format!("s1={},s2={}", plan.peers[0], plan.peers[1])])
-        .output()
-        .expect("runs tenure serve");
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = join(format!("s1={},s2={}", plan.peers[0], plan.peers[1]));
     assert!(err.contains("cannot reach the running cluster to join it"), "{err}");
     assert!(!dir.path().join("s1").exists(), "a refused member writes nothing");
 }

@@ -28,17 +28,17 @@ use crate::pb::etcdserverpb as pb;
 const MOVE_LEADER_WAIT: Duration = Duration::from_secs(5);
 
 /// What the member list is built from, read on the replica thread in one go.
-struct Snapshot {
+struct MemberView {
     membership: Membership,
     attributes: BTreeMap<u64, MemberAttributes>,
     peer_urls: BTreeMap<u64, Vec<String>>,
 }
 
 impl Services {
-    async fn member_snapshot(&self) -> Result<Snapshot, Status> {
+    async fn member_snapshot(&self) -> Result<MemberView, Status> {
         let rx = self
             .runtime
-            .inspect(|r| Snapshot {
+            .inspect(|r| MemberView {
                 membership: r.membership().clone(),
                 attributes: r.kv().members().map(|(id, a)| (id, a.clone())).collect(),
                 peer_urls: r.kv().member_peers().map(|(id, u)| (id, u.to_vec())).collect(),
