@@ -29,10 +29,11 @@ use crate::members::{
 /// The encoding version written by this build, first byte of every proposal and outcome.
 ///
 /// Version 2 added member publications (a command, a response and an error); version 3 added
-/// alarms (a command, a response and two errors). Older input still decodes (each version is
+/// alarms (a command, a response and two errors); version 4 added auth (who sent a proposal,
+/// the auth command, its response and errors). Older input still decodes (each version is
 /// a subset of the next); a build that only knows an older version stops on a newer entry (a
 /// non-deterministic error) instead of skipping a command the others apply.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The oldest encoding version this build still reads.
 const FORMAT_VERSION_OLDEST: u8 = 1;
@@ -166,9 +167,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_version(r: &mut Reader<'_>) -> Result<(), DecodeError> {
+fn check_version(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     match r.u8()? {
-        FORMAT_VERSION_OLDEST..=FORMAT_VERSION => Ok(()),
+        v @ FORMAT_VERSION_OLDEST..=FORMAT_VERSION => Ok(v),
         v => Err(DecodeError::UnsupportedVersion(v)),
     }
 }
@@ -196,18 +197,27 @@ fn encode_proposal(p: &Proposal) -> Bytes {
             w.u64(tag.sequence);
         }
     }
+    match &p.auth {
+        None => w.bool(false),
+        Some(info) => {
+            w.bool(true);
+            crate::auth::put_auth_info(&mut w, info);
+        }
+    }
     put_command(&mut w, &p.command);
     Bytes::from(w.buf)
 }
 
 fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
     let mut r = Reader::new(bytes);
-    check_version(&mut r)?;
+    let version = check_version(&mut r)?;
     let session =
         if r.bool()? { Some(SessionTag { client_id: r.u64()?, sequence: r.u64()? }) } else { None };
+    let auth =
+        if version >= 4 && r.bool()? { Some(crate::auth::get_auth_info(&mut r)?) } else { None };
     let command = get_command(&mut r)?;
     r.finish()?;
-    Ok(Proposal { session, command })
+    Ok(Proposal { session, auth, command })
 }
 
 /// Encodes an apply outcome (as cached by sessions and stored in snapshots).
@@ -301,6 +311,10 @@ fn put_command(w: &mut Writer, c: &Command) {
                 w.u64(cp.remaining_ms);
             }
         }
+        Command::Auth(a) => {
+            w.u8(13);
+            crate::auth::put_auth_request(w, a);
+        }
         Command::LeaseExpire(e) => {
             w.u8(11);
             w.len(e.leases.len());
@@ -385,6 +399,7 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
             alarm: get_alarm_type(r)?,
         }),
         9 => Command::LeaseRenew(LeaseRenewRequest { id: r.i64()? }),
+        13 => Command::Auth(crate::auth::get_auth_request(r)?),
         12 => Command::MemberPeers(MemberPeersRequest {
             action: match r.u8()? {
                 1 => {
@@ -809,6 +824,11 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                     w.u8(12);
                     w.i64(p.revision);
                 }
+                Response::Auth(a) => {
+                    w.u8(13);
+                    w.i64(a.revision);
+                    w.u64(a.auth_revision);
+                }
                 Response::LeaseCheckpoint(c) => {
                     w.u8(10);
                     w.i64(c.revision);
@@ -860,6 +880,10 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
             }),
             10 => Response::LeaseCheckpoint(LeaseCheckpointResponse { revision: r.i64()? }),
             12 => Response::MemberPeers(MemberPeersResponse { revision: r.i64()? }),
+            13 => Response::Auth(crate::auth::AuthResponse {
+                revision: r.i64()?,
+                auth_revision: r.u64()?,
+            }),
             11 => {
                 let revision = r.i64()?;
                 let n = r.count()?;
@@ -896,6 +920,11 @@ fn put_error(w: &mut Writer, e: &Error) {
         Error::SessionExpired => 14,
         Error::NoSpace => 18,
         Error::Corrupt => 19,
+        Error::Auth(a) => {
+            w.u8(20);
+            w.u8(crate::auth::auth_error_tag(*a));
+            return;
+        }
         Error::Decode(d) => {
             w.u8(15);
             put_decode_error(w, d);
@@ -960,13 +989,14 @@ fn get_error(r: &mut Reader<'_>) -> Result<Error, DecodeError> {
         }),
         18 => Error::NoSpace,
         19 => Error::Corrupt,
+        20 => Error::Auth(crate::auth::auth_error_from_tag(r.u8()?)?),
         tag => return Err(DecodeError::InvalidTag { what: "error", tag }),
     })
 }
 
 /// The `what` strings a decoded [`DecodeError::InvalidTag`] may carry; an unknown one is
 /// mapped to "value" so that decoding never needs to allocate a `&'static str`.
-const TAG_KINDS: [&str; 14] = [
+const TAG_KINDS: [&str; 17] = [
     "value",
     "command",
     "sort order",
@@ -981,6 +1011,9 @@ const TAG_KINDS: [&str; 14] = [
     "snapshot record",
     "alarm action",
     "alarm type",
+    "auth request",
+    "auth error",
+    "permission type",
 ];
 
 fn put_decode_error(w: &mut Writer, d: &DecodeError) {

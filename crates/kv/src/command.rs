@@ -12,6 +12,7 @@ use crate::api::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
+use crate::auth::{AuthInfo, AuthRequest, AuthResponse};
 use crate::members::{
     MemberPeersRequest, MemberPeersResponse, PublishMemberRequest, PublishMemberResponse,
 };
@@ -46,6 +47,9 @@ pub enum Command {
     /// Records the founding members' peer URLs, or changes one member's (`MemberUpdate`).
     /// Does not bump the revision.
     MemberPeers(MemberPeersRequest),
+    /// A change to users, roles or whether auth is on (see [`crate::auth`]). Does not bump
+    /// the revision.
+    Auth(AuthRequest),
 }
 
 /// Identifies one command of one client for exactly-once retries (dissertation §6.3).
@@ -64,6 +68,9 @@ pub struct SessionTag {
 pub struct Proposal {
     /// Session metadata; `None` applies the command without duplicate detection.
     pub session: Option<SessionTag>,
+    /// Who sent a client's command, checked against the auth state when it applies (see
+    /// [`crate::auth`]); `None` for the member's own proposals, which are not checked.
+    pub auth: Option<AuthInfo>,
     /// The command.
     pub command: Command,
 }
@@ -71,12 +78,18 @@ pub struct Proposal {
 impl Proposal {
     /// A proposal without session metadata.
     pub fn new(command: Command) -> Self {
-        Proposal { session: None, command }
+        Proposal { session: None, auth: None, command }
     }
 
     /// A proposal carrying `client_id` and `sequence` for duplicate detection.
     pub fn with_session(command: Command, client_id: u64, sequence: u64) -> Self {
-        Proposal { session: Some(SessionTag { client_id, sequence }), command }
+        Proposal { session: Some(SessionTag { client_id, sequence }), auth: None, command }
+    }
+
+    /// The same proposal sent by the client `info` names.
+    pub fn with_auth(mut self, info: AuthInfo) -> Self {
+        self.auth = Some(info);
+        self
     }
 }
 
@@ -107,6 +120,8 @@ pub enum Response {
     LeaseExpire(LeaseExpireResponse),
     /// Result of [`Command::MemberPeers`].
     MemberPeers(MemberPeersResponse),
+    /// Result of [`Command::Auth`].
+    Auth(AuthResponse),
 }
 
 impl Response {
@@ -125,6 +140,7 @@ impl Response {
             Response::LeaseCheckpoint(r) => r.revision,
             Response::LeaseExpire(r) => r.revision,
             Response::MemberPeers(r) => r.revision,
+            Response::Auth(r) => r.revision,
         }
     }
 }

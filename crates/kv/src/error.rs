@@ -24,6 +24,10 @@ pub enum GrpcCode {
     DataLoss,
     /// `INTERNAL` (13): this replica failed; it must stop.
     Internal,
+    /// `PERMISSION_DENIED` (7): the user may not do this.
+    PermissionDenied,
+    /// `UNAUTHENTICATED` (16): the credentials are not (or no longer) valid.
+    Unauthenticated,
 }
 
 /// Why bytes could not be decoded into a proposal, a response or a snapshot record.
@@ -131,6 +135,9 @@ pub enum Error {
     /// A write while a `CORRUPT` alarm is raised (see [`crate::alarm`]).
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// Refused by authentication or authorization (see [`crate::auth`]).
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     /// The committed entry could not be decoded.
     #[error("kv: undecodable entry: {0}")]
     Decode(DecodeError),
@@ -180,9 +187,16 @@ impl Error {
             Error::LeaseExists | Error::StaleSequence | Error::SessionExpired => {
                 GrpcCode::FailedPrecondition
             }
+            Error::Auth(a) => a.grpc_code(),
             Error::Decode(e) if e.is_deterministic() => GrpcCode::InvalidArgument,
             Error::Decode(_) | Error::OutOfOrder { .. } => GrpcCode::Internal,
         }
+    }
+}
+
+impl From<crate::auth::AuthError> for Error {
+    fn from(e: crate::auth::AuthError) -> Self {
+        Error::Auth(e)
     }
 }
 

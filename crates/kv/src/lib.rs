@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`api`] | request and response types mirroring `etcdserverpb` / `mvccpb` |
+//! | [`auth`] | users, roles and key permissions ([`AuthState`]), changed through the log and checked when writes apply |
 //! | [`alarm`] | the replicated alarms behind `Maintenance.Alarm` (`NOSPACE`, `CORRUPT`) and what they refuse |
 //! | [`command`] | [`Command`], the session-tagged [`Proposal`] that goes in the log, [`Response`] |
 //! | `codec` | the compact versioned binary encoding of proposals and responses |
@@ -46,7 +47,8 @@
 //!   revision above the last compaction. Watch streams, filters and fragmenting are the
 //!   server's.
 //! - **Not here:** lease expiry by time (a lease lives until revoked through the log; the
-//!   server must propose revokes when TTLs run out), watch streams, auth, and the physical
+//!   server must propose revokes when TTLs run out), watch streams, password hashing and
+//!   tokens (the server hashes and signs; the store keeps hashes and the token key), and the physical
 //!   compaction and quota of etcd's bbolt backend (the store is in memory; alarms are
 //!   replicated and enforced here, but nothing here raises `NOSPACE` by itself).
 //!
@@ -80,6 +82,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod auth;
 mod codec;
 pub mod command;
 pub mod config;
@@ -105,6 +108,10 @@ pub use api::{
     LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE, PutRequest, PutResponse, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
     prefix_end,
+};
+pub use auth::{
+    AuthError, AuthInfo, AuthRequest, AuthResponse, AuthState, Permission, PermissionKind, Role,
+    User,
 };
 pub use codec::{FORMAT_VERSION, TXN_DEPTH_MAX};
 pub use codec::{decode_outcome, encode_outcome};

@@ -10,13 +10,16 @@
 //! id counter), the leases by id, every key by key order (a key record then one record per
 //! version, oldest first), the sessions by client id, the published member attributes by
 //! member id, the raised alarms by member then type, the members' peer URLs by member id,
-//! the removed member ids in order, and an end record with the counts of each kind. A version record holds the mod revision, the sub-revision (the write's position
+//! the removed member ids in order, one auth record (whether auth is on, the auth revision,
+//! the token key, the users with their password hashes and roles, the roles with their
+//! permissions), and an end record with the counts of each kind. A version record holds the mod revision, the sub-revision (the write's position
 //! within its revision), the create revision, the version, the lease and the value.
 //!
 //! A lease record holds the id, the TTL, the index of the grant or last renewal and the
 //! checkpointed remaining time (a flag, then milliseconds).
 //!
-//! Older versions still restore: version 5 (before membership changes) has no peer-URL or
+//! Older versions still restore: version 6 (before auth) has no auth record and restores
+//! with auth off and no users or roles; version 5 (before membership changes) has no peer-URL or
 //! removed-member records and no counts of them, and restores with none; version 4 (before lease renewals and checkpoints) has only
 //! the id and TTL in lease records and restores with `renewed_at` 0 and no checkpoint (the
 //! full TTL from the restore); version 3 (before sub-revisions) has no sub-revision in
@@ -42,10 +45,11 @@ use crate::store::{INITIAL_REVISION, Store};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"TNKVSNAP";
-/// The snapshot format version this build writes. It also reads version 5 (no member peer
+/// The snapshot format version this build writes. It also reads version 6 (no auth record),
+/// version 5 (no member peer
 /// URLs or removed members), version 4 (no lease renewal index or checkpoint), version 3 (no sub-revisions either), version 2 (no alarms either) and
 /// version 1 (no member table either).
-pub const SNAPSHOT_VERSION: u32 = 6;
+pub const SNAPSHOT_VERSION: u32 = 7;
 /// The oldest snapshot format version this build reads.
 const SNAPSHOT_VERSION_OLDEST: u32 = 1;
 /// Frames are cut once their payload reaches this size.
@@ -63,6 +67,7 @@ const TAG_MEMBER: u8 = 7;
 const TAG_ALARM: u8 = 8;
 const TAG_MEMBER_PEERS: u8 = 9;
 const TAG_MEMBER_REMOVED: u8 = 10;
+const TAG_AUTH: u8 = 11;
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +248,9 @@ impl Store {
             f.rec.u64(*id);
             f.end_record()?;
         }
+        f.rec.u8(TAG_AUTH);
+        crate::auth::put_state(&mut f.rec, &self.auth);
+        f.end_record()?;
         let w = &mut f.rec;
         w.u8(TAG_END);
         w.u64(self.leases.by_id.len() as u64);
@@ -364,6 +372,7 @@ enum Phase {
     Alarms,
     MemberPeers,
     Removed,
+    Auth,
     Done,
 }
 
@@ -562,7 +571,7 @@ impl Restorer<'_> {
             TAG_MEMBER_PEERS => {
                 ensure(self.version >= 6, "peer URL record before version 6")?;
                 ensure(
-                    !matches!(self.phase, Phase::Header | Phase::Removed),
+                    !matches!(self.phase, Phase::Header | Phase::Removed | Phase::Auth),
                     "peer URL record out of place",
                 )?;
                 self.phase = Phase::MemberPeers;
@@ -576,7 +585,10 @@ impl Restorer<'_> {
             }
             TAG_MEMBER_REMOVED => {
                 ensure(self.version >= 6, "removed member record before version 6")?;
-                ensure(self.phase != Phase::Header, "removed member record out of place")?;
+                ensure(
+                    !matches!(self.phase, Phase::Header | Phase::Auth),
+                    "removed member record out of place",
+                )?;
                 self.phase = Phase::Removed;
                 let id = r.u64()?;
                 ensure(id != 0, "member id 0")?;
@@ -589,8 +601,22 @@ impl Restorer<'_> {
                 )?;
                 self.store.members.removed.insert(id);
             }
+            TAG_AUTH => {
+                ensure(self.version >= 7, "auth record before version 7")?;
+                ensure(
+                    !matches!(self.phase, Phase::Header | Phase::Auth),
+                    "auth record out of place",
+                )?;
+                self.phase = Phase::Auth;
+                let state = crate::auth::get_state(r).map_err(RecordError::Invalid)?;
+                self.store.auth = std::sync::Arc::new(state);
+            }
             TAG_END => {
                 ensure(self.phase != Phase::Header, "end before the header")?;
+                ensure(
+                    self.version < 7 || self.phase == Phase::Auth,
+                    "no auth record before the end",
+                )?;
                 let s = &*self.store;
                 ensure(r.u64()? == s.leases.by_id.len() as u64, "lease count mismatch")?;
                 ensure(r.u64()? == s.index.keys.len() as u64, "key count mismatch")?;
@@ -792,7 +818,11 @@ mod tests {
         members: u64,
         alarms: u64,
     ) -> Vec<u8> {
-        let mut w = Writer { buf: end_v5(leases, keys, versions, members, alarms) };
+        // The current version's end: an (empty) auth record goes right before it.
+        let mut w = Writer::default();
+        w.u8(TAG_AUTH);
+        crate::auth::put_state(&mut w, &crate::auth::AuthState::default());
+        w.buf.extend_from_slice(&end_v5(leases, keys, versions, members, alarms));
         w.u64(0);
         w.u64(0);
         w.buf
@@ -931,9 +961,66 @@ mod tests {
             ),
             "{err:?}"
         );
-        let v7 = framed_as(7, &[header(1), end(0, 0, 0)]);
-        let err = Store::restore(Config::default(), &mut v7.as_slice()).unwrap_err();
-        assert!(matches!(err, SnapshotError::UnsupportedVersion(7)));
+        let v8 = framed_as(8, &[header(1), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut v8.as_slice()).unwrap_err();
+        assert!(matches!(err, SnapshotError::UnsupportedVersion(8)));
+    }
+
+    /// The version 6 end record: counts up to the removed members, no auth record before it.
+    fn end_v6() -> Vec<u8> {
+        let mut w = Writer { buf: end_v5(0, 0, 0, 0, 0) };
+        w.u64(0);
+        w.u64(0);
+        w.buf
+    }
+
+    #[test]
+    fn version_6_snapshot_restores_with_auth_off_and_refuses_auth_records() {
+        let store =
+            Store::restore(Config::default(), &mut framed_as(6, &[header(1), end_v6()]).as_slice())
+                .unwrap();
+        assert!(!store.auth().enabled());
+        let mut auth = Writer::default();
+        auth.u8(TAG_AUTH);
+        crate::auth::put_state(&mut auth, &crate::auth::AuthState::default());
+        let v6 = framed_as(6, &[header(1), auth.buf.clone(), end_v6()]);
+        let err = Store::restore(Config::default(), &mut v6.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Invalid { what: "auth record before version 7", .. }),
+            "{err:?}"
+        );
+        // Version 7 needs exactly one auth record, right before the end.
+        let missing = framed(&[header(1), end_v6()]);
+        let err = Store::restore(Config::default(), &mut missing.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Invalid { what: "no auth record before the end", .. }),
+            "{err:?}"
+        );
+        let twice = framed(&[header(1), auth.buf.clone(), end(0, 0, 0)]);
+        let err = Store::restore(Config::default(), &mut twice.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Invalid { what: "auth record out of place", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_auth_record_that_breaks_an_invariant_is_refused() {
+        // Auth on with no token key.
+        let mut w = Writer::default();
+        w.u8(TAG_AUTH);
+        w.bool(true);
+        w.u64(1);
+        w.bytes(b"");
+        w.len(0);
+        w.len(0);
+        w.buf.extend_from_slice(&end_v6());
+        let bad = framed(&[header(1), w.buf]);
+        let err = Store::restore(Config::default(), &mut bad.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Invalid { what: "auth enabled without a token key", .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::cmp::Ordering;
 
-use crate::alarm::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Alarms};
+use std::sync::Arc;
+
+use crate::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType, Alarms};
 use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpointRequest,
@@ -11,6 +13,7 @@ use crate::api::{
     LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
     ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
+use crate::auth::{AuthInfo, AuthRequest, AuthResponse, AuthState, PermissionKind};
 use crate::command::{Command, Proposal, Response};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
@@ -48,6 +51,9 @@ pub struct Store {
     pub(crate) members: Members,
     /// Raised alarms (not keys either: they never move the revision).
     pub(crate) alarms: Alarms,
+    /// Users, roles and whether auth is on (not keys: they never move the revision). Shared
+    /// so that the server can hold the current state without copying it.
+    pub(crate) auth: Arc<AuthState>,
     /// Index of the last entry passed to `apply` (0 before the first).
     pub(crate) applied_index: u64,
     /// Highest log time seen; log time never goes back even if an entry carries a lower one.
@@ -76,6 +82,7 @@ impl Store {
             sessions: Sessions::default(),
             members: Members::default(),
             alarms: Alarms::default(),
+            auth: Arc::new(AuthState::default()),
             applied_index: 0,
             log_time_ms: 0,
             events: EventBuffer::default(),
@@ -201,6 +208,12 @@ impl Store {
         self.alarms.raised.iter().copied()
     }
 
+    /// The auth state as of the last applied entry. The `Arc` changes (and only then) when an
+    /// entry changes it, so a reader can tell a change by pointer.
+    pub fn auth(&self) -> &Arc<AuthState> {
+        &self.auth
+    }
+
     /// The checks that need no state (empty keys, flags, txn size and duplicate keys), for the
     /// server to run before proposing, as etcd does. `apply` repeats them.
     pub fn validate(&self, command: &Command) -> Result<(), Error> {
@@ -317,14 +330,14 @@ impl Store {
     }
 
     fn apply_decoded(&mut self, proposal: Proposal) -> Result<Response, Error> {
-        let Proposal { session, command } = proposal;
+        let Proposal { session, auth, command } = proposal;
         let Some(tag) = session else {
-            return self.execute(command);
+            return self.execute(auth.as_ref(), command);
         };
         match self.sessions.check(tag, self.log_time_ms)? {
             Check::Cached(outcome) => outcome,
             Check::Apply => {
-                let outcome = self.execute(command);
+                let outcome = self.execute(auth.as_ref(), command);
                 if outcome.as_ref().err().is_none_or(Error::is_deterministic) {
                     self.sessions.record(
                         tag,
@@ -338,8 +351,14 @@ impl Store {
         }
     }
 
-    fn execute(&mut self, command: Command) -> Result<Response, Error> {
+    fn execute(&mut self, auth: Option<&AuthInfo>, command: Command) -> Result<Response, Error> {
         validate_command(&command, &self.config)?;
+        if let Some(info) = auth {
+            self.authorize(info, &command)?;
+        }
+        if let Command::Auth(a) = command {
+            return self.apply_auth(auth, a);
+        }
         self.check_alarms(&command)?;
         match command {
             Command::Put(p) => self.put(p).map(Response::Put),
@@ -354,7 +373,55 @@ impl Store {
             Command::LeaseRenew(r) => self.lease_renew(&r).map(Response::LeaseRenew),
             Command::LeaseCheckpoint(c) => Ok(Response::LeaseCheckpoint(self.lease_checkpoint(&c))),
             Command::LeaseExpire(e) => Ok(Response::LeaseExpire(self.lease_expire(&e))),
+            Command::Auth(_) => unreachable!("applied above"),
         }
+    }
+
+    /// Whether the client `info` names may run `command` under the auth state as it is at
+    /// this entry (see [`crate::auth`] for the rules; auth changes check themselves).
+    fn authorize(&self, info: &AuthInfo, command: &Command) -> Result<(), Error> {
+        let auth = &self.auth;
+        let result = match command {
+            Command::Put(p) => auth.check(info, |c| {
+                c.need(PermissionKind::Write, &p.key, b"")?;
+                if p.prev_kv { c.need(PermissionKind::Read, &p.key, b"") } else { Ok(()) }
+            }),
+            Command::DeleteRange(d) => auth.check(info, |c| {
+                c.need(PermissionKind::Write, &d.key, &d.range_end)?;
+                if d.prev_kv { c.need(PermissionKind::Read, &d.key, &d.range_end) } else { Ok(()) }
+            }),
+            Command::Txn(t) => auth.check_txn(info, t),
+            Command::LeaseRevoke(r) => match self.leases.get(r.id) {
+                Some(lease) => auth.check_write_keys(info, lease.keys.iter()),
+                // The revoke answers "lease not found" to any user.
+                None => auth.check_authenticated(info),
+            },
+            Command::Compact(_) | Command::LeaseGrant(_) | Command::LeaseRenew(_) => {
+                auth.check_authenticated(info)
+            }
+            Command::Alarm(a) if a.action == AlarmAction::Get => auth.check_authenticated(info),
+            Command::Alarm(_)
+            | Command::PublishMember(_)
+            | Command::MemberPeers(_)
+            | Command::LeaseCheckpoint(_)
+            | Command::LeaseExpire(_) => auth.check_admin(info),
+            Command::Auth(_) => Ok(()),
+        };
+        result.map_err(Error::Auth)
+    }
+
+    fn apply_auth(
+        &mut self,
+        info: Option<&AuthInfo>,
+        request: AuthRequest,
+    ) -> Result<Response, Error> {
+        // Applied on a copy, so that a refused change leaves the shared state untouched.
+        let mut next = (*self.auth).clone();
+        let auth_revision = next.apply(info, request)?;
+        if next != *self.auth {
+            self.auth = Arc::new(next);
+        }
+        Ok(Response::Auth(AuthResponse { revision: self.revision, auth_revision }))
     }
 
     /// etcd's alarm appliers: while a `CORRUPT` alarm is raised every write fails (etcd
@@ -379,7 +446,8 @@ impl Store {
                 | Command::MemberPeers(_)
                 | Command::Alarm(_)
                 | Command::LeaseRenew(_)
-                | Command::LeaseCheckpoint(_) => false,
+                | Command::LeaseCheckpoint(_)
+                | Command::Auth(_) => false,
             };
             if writes {
                 return Err(Error::Corrupt);

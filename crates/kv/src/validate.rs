@@ -32,7 +32,8 @@ pub fn validate_command(command: &Command, config: &Config) -> Result<(), Error>
         | Command::LeaseRenew(_)
         | Command::LeaseCheckpoint(_)
         | Command::LeaseExpire(_)
-        | Command::Alarm(_) => Ok(()),
+        | Command::Alarm(_)
+        | Command::Auth(_) => Ok(()),
         Command::LeaseGrant(g) => {
             if g.ttl > LEASE_TTL_MAX {
                 return Err(Error::LeaseTtlTooLarge);

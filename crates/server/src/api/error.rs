@@ -194,6 +194,8 @@ pub fn kv_code(e: &tenure_kv::Error) -> Code {
         GrpcCode::ResourceExhausted => Code::ResourceExhausted,
         GrpcCode::DataLoss => Code::DataLoss,
         GrpcCode::Internal => Code::Internal,
+        GrpcCode::PermissionDenied => Code::PermissionDenied,
+        GrpcCode::Unauthenticated => Code::Unauthenticated,
     }
 }
 
