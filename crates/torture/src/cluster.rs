@@ -1,0 +1,444 @@
+//! A cluster of real server processes on loopback: start, SIGKILL and restart, SIGSTOP and
+//! SIGCONT, and who leads.
+//!
+//! Member `i` (0-based, named `n{i+1}`) listens for clients and peers on `127.0.0.{11+i}`,
+//! on ports no other process held a moment before. The flags are etcd's, so the same
+//! [`Cluster`] runs `tenure serve` or etcd. With `run_as_users` (needed for partitions, see
+//! [`crate::net`]) each member runs as a user id of its own, which owns its data directory.
+//!
+//! Every process is killed when the [`Cluster`] is dropped, paused or not, so a failing run,
+//! an error or Ctrl-C never leaves servers behind; the data directories go with it.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::net::PeerEndpoint;
+
+/// Why a cluster could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No free port on a member's address.
+    #[error("no free port on {ip} in 20000..32000")]
+    NoPort {
+        /// The address.
+        ip: Ipv4Addr,
+    },
+    /// The members did not all answer and agree on a leader in time.
+    #[error("the cluster did not come up within {waited:?} ({detail}); logs: {logs}")]
+    NotReady {
+        /// How long it was given.
+        waited: Duration,
+        /// What was seen last.
+        detail: String,
+        /// Where the members' logs are.
+        logs: String,
+    },
+}
+
+/// How to start the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The server binary (`tenure` or `etcd`); `tenure` is started as `tenure serve`.
+    pub binary: PathBuf,
+    /// Whether the binary is etcd (no `serve` subcommand).
+    pub etcd: bool,
+    /// How many members.
+    pub member_count: usize,
+    /// `--heartbeat-interval`, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout`, in milliseconds.
+    pub election_ms: u64,
+    /// Run each member as a user of its own (partitions need it).
+    pub run_as_users: bool,
+    /// Where the members' logs go (`NAME.log`, appended across restarts); none: discarded.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// One member's addresses and identity.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    /// Its name, `n1`...
+    pub name: String,
+    /// Its loopback address.
+    pub ip: Ipv4Addr,
+    /// Its client port.
+    pub client_port: u16,
+    /// Its peer port.
+    pub peer_port: u16,
+    /// The user id it runs as, with `run_as_users`.
+    pub uid: Option<u32>,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl MemberSpec {
+    /// Its client URL.
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+
+    /// Its peer URL.
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.peer_port)
+    }
+
+    /// Its peer endpoint, for the firewall (uid 0 when not run as a user of its own).
+    pub fn peer_endpoint(&self) -> PeerEndpoint {
+        PeerEndpoint { uid: self.uid.unwrap_or(0), ip: self.ip, port: self.peer_port }
+    }
+}
+
+/// What one member said of the cluster (`Maintenance.Status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member's own id.
+    pub member_id: u64,
+    /// The leader it knows of (0: none).
+    pub leader_id: u64,
+    /// Its store's current revision.
+    pub revision: i64,
+}
+
+/// A running cluster; every process is killed on drop.
+pub struct Cluster {
+    config: ClusterConfig,
+    specs: Vec<MemberSpec>,
+    children: Vec<Option<Child>>,
+    paused: Vec<bool>,
+    member_ids: Vec<u64>,
+    _dir: tempfile::TempDir,
+}
+
+/// How long one status question may take.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Connects to `url` within `timeout`, each request bounded by `request_timeout` (none for a
+/// client that holds a watch stream open). The channel reconnects by itself afterwards.
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    request_timeout: Option<Duration>,
+) -> Result<Client, etcd_client::Error> {
+    let mut options = ConnectOptions::new().with_connect_timeout(timeout);
+    if let Some(t) = request_timeout {
+        options = options.with_timeout(t);
+    }
+    Client::connect([url], Some(options)).await
+}
+
+impl Cluster {
+    /// Starts the members and waits (up to `patience`) until every one answers and all agree
+    /// on a leader.
+    ///
+    /// # Errors
+    /// [`ClusterError`] if a directory, port or process cannot be had, or the cluster does not
+    /// come up in time.
+    pub async fn start(config: ClusterConfig, patience: Duration) -> Result<Cluster, ClusterError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| ClusterError::Io { what, source }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("tenure-torture-")
+            .tempdir()
+            .map_err(io("creating the data directory"))?;
+        set_mode(dir.path(), 0o755).map_err(io("opening the data directory to the members"))?;
+        if let Some(logs) = &config.log_dir {
+            std::fs::create_dir_all(logs).map_err(io("creating the log directory"))?;
+        }
+        let pid = std::process::id();
+        let mut specs = Vec::new();
+        let mut next_port = 20_000 + (pid.wrapping_mul(2_654_435_761) % 12_000) as u16;
+        for i in 0..config.member_count {
+            let ip = Ipv4Addr::new(127, 0, 0, 11 + i as u8);
+            let client_port = free_port(ip, &mut next_port)?;
+            let peer_port = free_port(ip, &mut next_port)?;
+            let name = format!("n{}", i + 1);
+            let data_dir = dir.path().join(&name);
+            std::fs::create_dir(&data_dir).map_err(io("creating a member's data directory"))?;
+            // Distinct per run (by pid) and per member, so two runs never share a user.
+            let uid = config.run_as_users.then(|| 100_000 + (pid % 50_000) * 8 + i as u32);
+            if let Some(uid) = uid {
+                std::os::unix::fs::chown(&data_dir, Some(uid), Some(uid))
+                    .map_err(io("giving a member its data directory"))?;
+            }
+            specs.push(MemberSpec { name, ip, client_port, peer_port, uid, data_dir });
+        }
+        let n = specs.len();
+        let mut cluster = Cluster {
+            config,
+            specs,
+            children: (0..n).map(|_| None).collect(),
+            paused: vec![false; n],
+            member_ids: vec![0; n],
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready(patience).await?;
+        Ok(cluster)
+    }
+
+    /// The members, in order.
+    pub fn specs(&self) -> &[MemberSpec] {
+        &self.specs
+    }
+
+    /// The members' ids (from their status), in member order.
+    pub fn member_ids(&self) -> &[u64] {
+        &self.member_ids
+    }
+
+    /// The configuration the cluster was started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    fn logs(&self) -> String {
+        self.config
+            .log_dir
+            .as_ref()
+            .map_or_else(|| "discarded (pass --log-dir)".to_string(), |d| d.display().to_string())
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        let spec = &self.specs[i];
+        let cluster: Vec<String> =
+            self.specs.iter().map(|s| format!("{}={}", s.name, s.peer_url())).collect();
+        let mut cmd = Command::new(&self.config.binary);
+        if !self.config.etcd {
+            cmd.arg("serve");
+        }
+        cmd.args(["--name", &spec.name])
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .args(["--listen-client-urls", &spec.client_url()])
+            .args(["--advertise-client-urls", &spec.client_url()])
+            .args(["--listen-peer-urls", &spec.peer_url()])
+            .args(["--initial-advertise-peer-urls", &spec.peer_url()])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", &self.config.heartbeat_ms.to_string()])
+            .args(["--election-timeout", &self.config.election_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_for(&spec.name));
+        if let Some(uid) = spec.uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd.spawn().map_err(|source| ClusterError::Io {
+            what: format!("starting {} ({})", spec.name, self.config.binary.display()),
+            source,
+        })?;
+        self.children[i] = Some(child);
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    fn log_for(&self, name: &str) -> Stdio {
+        match &self.config.log_dir {
+            Some(dir) => File::options()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{name}.log")))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+            None => Stdio::null(),
+        }
+    }
+
+    async fn wait_ready(&mut self, patience: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(exited) = self.exited().first() {
+                return Err(ClusterError::NotReady {
+                    waited: patience,
+                    detail: format!("{} exited: {}", self.specs[exited.0].name, exited.1),
+                    logs: self.logs(),
+                });
+            }
+            let statuses = self.statuses().await;
+            let detail = if statuses.iter().all(Option::is_some) {
+                let statuses: Vec<MemberStatus> = statuses.into_iter().flatten().collect();
+                let leader = statuses[0].leader_id;
+                if leader != 0 && statuses.iter().all(|s| s.leader_id == leader) {
+                    self.member_ids = statuses.iter().map(|s| s.member_id).collect();
+                    return Ok(());
+                }
+                format!("no agreed leader: {statuses:?}")
+            } else {
+                let down: Vec<&str> = statuses
+                    .iter()
+                    .zip(&self.specs)
+                    .filter(|(s, _)| s.is_none())
+                    .map(|(_, spec)| spec.name.as_str())
+                    .collect();
+                format!("no answer from {}", down.join(", "))
+            };
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NotReady { waited: patience, detail, logs: self.logs() });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Each member's status, `None` for those that do not answer in time.
+    pub async fn statuses(&self) -> Vec<Option<MemberStatus>> {
+        // Asked at once: a paused member costs one timeout, not one per member.
+        let asks: Vec<_> =
+            self.specs.iter().map(|s| tokio::spawn(status_of(s.client_url()))).collect();
+        let mut out = Vec::new();
+        for ask in asks {
+            out.push(ask.await.ok().flatten());
+        }
+        out
+    }
+
+    /// The member most of the answering members name as leader, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut votes = vec![0usize; self.specs.len()];
+        for s in self.statuses().await.into_iter().flatten() {
+            if let Some(i) = self.member_ids.iter().position(|&id| id == s.leader_id) {
+                votes[i] += 1;
+            }
+        }
+        let (best, count) = votes.iter().enumerate().max_by_key(|(_, c)| **c)?;
+        (*count > 0).then_some(best)
+    }
+
+    /// SIGKILLs member `i` (no shutdown, no final sync) and reaps it.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the signal cannot be sent.
+    pub fn kill(&mut self, i: usize) -> Result<(), ClusterError> {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().map_err(|source| ClusterError::Io {
+                what: format!("SIGKILL {}", self.specs[i].name),
+                source,
+            })?;
+            let _ = child.wait();
+        }
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// Starts member `i` again on its data directory (after [`Cluster::kill`]).
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the process cannot be started.
+    pub fn restart(&mut self, i: usize) -> Result<(), ClusterError> {
+        if self.children[i].is_none() {
+            self.spawn(i)?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOPs member `i`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the signal cannot be sent.
+    pub fn pause(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.signal(i, "STOP")?;
+        self.paused[i] = true;
+        Ok(())
+    }
+
+    /// SIGCONTs member `i`.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the signal cannot be sent.
+    pub fn resume(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.signal(i, "CONT")?;
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    fn signal(&self, i: usize, signal: &str) -> Result<(), ClusterError> {
+        let Some(child) = &self.children[i] else { return Ok(()) };
+        let what = format!("kill -{signal} {}", self.specs[i].name);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .map_err(|source| ClusterError::Io { what: what.clone(), source })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Io { what, source: std::io::Error::other(status.to_string()) })
+        }
+    }
+
+    /// Members whose process exited without being killed by the suite, with how.
+    pub fn exited(&mut self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                out.push((i, status.to_string()));
+                *slot = None;
+            }
+        }
+        out
+    }
+
+    /// Whether member `i` runs (and is not paused).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.children[i].is_some() && !self.paused[i]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn status_of(url: String) -> Option<MemberStatus> {
+    let ask = async {
+        let mut client = connect(&url, STATUS_TIMEOUT, Some(STATUS_TIMEOUT)).await.ok()?;
+        let s = client.status().await.ok()?;
+        let header = s.header()?;
+        Some(MemberStatus {
+            member_id: header.member_id(),
+            leader_id: s.leader(),
+            revision: header.revision(),
+        })
+    };
+    tokio::time::timeout(STATUS_TIMEOUT, ask).await.ok().flatten()
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// The next port from `*next` on that `ip` can bind, below Linux's ephemeral range so that
+/// no outgoing connection takes it between now and the server binding it.
+fn free_port(ip: Ipv4Addr, next: &mut u16) -> Result<u16, ClusterError> {
+    for _ in 0..12_000 {
+        let port = *next;
+        *next = if *next >= 31_999 { 20_000 } else { *next + 1 };
+        if TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(ClusterError::NoPort { ip })
+}

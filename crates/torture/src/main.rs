@@ -1,0 +1,164 @@
+//! `tenure-torture`: one run of the fault suite against real server processes; prints the
+//! report and exits 0 (no anomaly), 1 (anomalies), 2 (the run could not be carried out),
+//! 3 (a checker could not decide) or 130 (interrupted; everything was cleaned up).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tenure_torture::binary;
+use tenure_torture::run::{RunConfig, run};
+
+/// Runs a seeded fault schedule against a three-member cluster of real processes and checks
+/// the history.
+#[derive(Parser, Debug)]
+#[command(name = "tenure-torture", version)]
+struct Args {
+    /// Seed of the schedule and the clients [default: drawn from the clock, and reported].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long the workload runs, in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// The tenure binary [default: $TENURE_BIN, else the newest target/{debug,release}/tenure,
+    /// built if there is none].
+    #[arg(long, value_name = "PATH", conflicts_with = "etcd")]
+    tenure: Option<PathBuf>,
+    /// Run etcd (3.4's flags) instead of tenure, from PATH.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/usr/bin/etcd")]
+    etcd: Option<PathBuf>,
+    /// Inject kills and pauses only (partitions need root and iptables).
+    #[arg(long)]
+    no_partitions: bool,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5)]
+    clients: usize,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 4)]
+    keys: usize,
+    /// Milliseconds after which an operation counts as indeterminate.
+    #[arg(long, default_value_t = 1_000)]
+    op_timeout: u64,
+    /// The members' --heartbeat-interval, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// The members' --election-timeout, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    election_timeout: u64,
+    /// Seconds the linearizability checker may search.
+    #[arg(long, default_value_t = 120)]
+    check_timeout: u64,
+    /// Keep the members' logs here (NAME.log).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Write the history here, one JSON object per operation.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Print the schedule the seed draws and exit, starting nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Do not narrate faults on stderr.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let (server, etcd) = match (&args.etcd, &args.tenure) {
+        (Some(path), _) => match binary::check_executable(path) {
+            Ok(p) => (p, true),
+            Err(e) => return fail(&format!("{e} (install etcd: apt-get install -y etcd-server)")),
+        },
+        (None, Some(path)) => match binary::check_executable(path) {
+            Ok(p) => (p, false),
+            Err(e) => return fail(&e.to_string()),
+        },
+        (None, None) => match binary::locate_tenure(true) {
+            Ok(p) => (p, false),
+            Err(e) => return fail(&e.to_string()),
+        },
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut config = RunConfig::new(server);
+    config.seed = seed;
+    config.duration = Duration::from_secs(args.duration);
+    config.etcd = etcd;
+    config.partitions = !args.no_partitions;
+    config.partitions_note = args.no_partitions.then(|| "--no-partitions".to_string());
+    config.client_count = args.clients;
+    config.key_count = args.keys;
+    config.op_timeout = Duration::from_millis(args.op_timeout);
+    config.heartbeat_ms = args.heartbeat_interval;
+    config.election_ms = args.election_timeout;
+    config.check_timeout = Duration::from_secs(args.check_timeout);
+    config.log_dir = args.log_dir.clone();
+    config.verbose = !args.quiet;
+    config.history_path = args.history.clone();
+
+    if args.dry_run {
+        let spec = config.schedule_spec();
+        println!(
+            "seed {seed}, {} s, partitions {}",
+            args.duration,
+            if config.partitions { "on" } else { "off" }
+        );
+        for f in tenure_torture::schedule::generate(&spec) {
+            println!(
+                "  {:>7.2}..{:>7.2} s  {}",
+                f.start_ms as f64 / 1e3,
+                (f.start_ms + f.duration_ms) as f64 / 1e3,
+                f.kind
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+        };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(&config) => Some(r),
+            // Dropping the run's future kills the members and removes the rules.
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match outcome {
+        None => {
+            eprintln!("tenure-torture: interrupted; members stopped, rules removed");
+            ExitCode::from(130)
+        }
+        Some(Err(e)) => fail(&e.to_string()),
+        Some(Ok(report)) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => return fail(&format!("cannot encode the report: {e}")),
+                }
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.anomalies > 0 {
+                ExitCode::from(1)
+            } else if report.undecided > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("tenure-torture: {message}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,479 @@
+//! One run: start the cluster, run the workload and the watchers, inject the schedule's faults,
+//! heal, let the members converge, then check everything and write the report.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::check::{self, MemberHash};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, connect};
+use crate::net::{Firewall, FirewallError};
+use crate::report::{FaultRecord, Leaders, Report, Totals, availability};
+use crate::schedule::{self, FaultKind, PlannedFault, ScheduleSpec, Target};
+use crate::watchers::{WatchLog, watch_member};
+use crate::workload::{self, Recorder, WorkloadConfig};
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The seed of the schedule and of the clients.
+    pub seed: u64,
+    /// How long the workload runs.
+    pub duration: Duration,
+    /// The server binary.
+    pub server: PathBuf,
+    /// Whether the server is etcd.
+    pub etcd: bool,
+    /// Whether partitions are in the schedule (they need iptables).
+    pub partitions: bool,
+    /// Why partitions are off, when they are, for the report.
+    pub partitions_note: Option<String>,
+    /// Concurrent clients.
+    pub client_count: usize,
+    /// Keys.
+    pub key_count: usize,
+    /// How long an operation may take before it counts as indeterminate.
+    pub op_timeout: Duration,
+    /// `--heartbeat-interval`, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout`, in milliseconds.
+    pub election_ms: u64,
+    /// Where the members' logs go.
+    pub log_dir: Option<PathBuf>,
+    /// How long the linearizability checker may search.
+    pub check_timeout: Duration,
+    /// Print each fault as it is injected and healed (to stderr).
+    pub verbose: bool,
+    /// Write the history here, one JSON object per operation.
+    pub history_path: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// A configuration with the suite's defaults for `server`: seed 1, 60 s, partitions on,
+    /// 5 clients on 4 keys, 1 s operation timeout, etcd's default timing.
+    pub fn new(server: PathBuf) -> RunConfig {
+        RunConfig {
+            seed: 1,
+            duration: Duration::from_secs(60),
+            server,
+            etcd: false,
+            partitions: true,
+            partitions_note: None,
+            client_count: 5,
+            key_count: 4,
+            op_timeout: Duration::from_millis(1_000),
+            heartbeat_ms: 100,
+            election_ms: 1_000,
+            log_dir: None,
+            check_timeout: Duration::from_secs(60),
+            verbose: false,
+            history_path: None,
+        }
+    }
+
+    /// The schedule's shape.
+    pub fn schedule_spec(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            seed: self.seed,
+            duration: self.duration,
+            partitions: self.partitions,
+            member_count: MEMBER_COUNT,
+        }
+    }
+
+    /// The command line that reruns this schedule.
+    pub fn rerun_command(&self) -> String {
+        let mut cmd = format!(
+            "cargo run --release -p tenure-torture -- --seed {} --duration {} --clients {} --keys {} \
+             --op-timeout {} --heartbeat-interval {} --election-timeout {}",
+            self.seed,
+            self.duration.as_secs(),
+            self.client_count,
+            self.key_count,
+            self.op_timeout.as_millis(),
+            self.heartbeat_ms,
+            self.election_ms
+        );
+        if !self.partitions {
+            cmd.push_str(" --no-partitions");
+        }
+        let flag = if self.etcd { "--etcd" } else { "--tenure" };
+        cmd.push_str(&format!(" {flag} {}", self.server.display()));
+        cmd
+    }
+}
+
+/// The suite runs three members.
+pub const MEMBER_COUNT: usize = 3;
+
+/// Why a run could not be carried out (as opposed to an anomaly it found).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Partitions were asked for and the firewall cannot be installed.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// The cluster could not be started or driven.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The workload could not connect to a member at the start.
+    #[error("cannot connect to {member}: {detail}")]
+    Connect {
+        /// The member.
+        member: String,
+        /// The client's error.
+        detail: String,
+    },
+    /// A zero duration, no clients or no keys.
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// What is in force, to be healed.
+enum Active {
+    Killed(usize),
+    Paused(usize),
+    Cut,
+}
+
+/// Carries out one run and returns its report.
+///
+/// # Errors
+/// [`RunError`] when the run cannot be carried out; anomalies are in the report.
+pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
+    if config.client_count == 0 || config.key_count == 0 || config.duration.is_zero() {
+        return Err(RunError::Config("--clients, --keys and --duration must be above 0".into()));
+    }
+    let log = |msg: String| {
+        if config.verbose {
+            eprintln!("{msg}");
+        }
+    };
+    let firewall = if config.partitions { Some(Firewall::install()?) } else { None };
+    let plan = schedule::generate(&config.schedule_spec());
+    let mut cluster = Cluster::start(
+        ClusterConfig {
+            binary: config.server.clone(),
+            etcd: config.etcd,
+            member_count: MEMBER_COUNT,
+            heartbeat_ms: config.heartbeat_ms,
+            election_ms: config.election_ms,
+            run_as_users: firewall.is_some(),
+            log_dir: config.log_dir.clone(),
+        },
+        Duration::from_secs(30),
+    )
+    .await?;
+    log(format!(
+        "cluster up: {:?}",
+        cluster.specs().iter().map(|s| s.client_url()).collect::<Vec<_>>()
+    ));
+
+    let workload_config = WorkloadConfig {
+        client_count: config.client_count,
+        key_count: config.key_count,
+        op_timeout: config.op_timeout,
+        seed: config.seed,
+    };
+    let mut clients = Vec::new();
+    for spec in cluster.specs() {
+        let c = connect(&spec.client_url(), Duration::from_secs(2), Some(config.op_timeout))
+            .await
+            .map_err(|e| RunError::Connect { member: spec.name.clone(), detail: e.to_string() })?;
+        clients.push(c);
+    }
+    let watch_logs: Vec<Arc<Mutex<WatchLog>>> =
+        cluster.specs().iter().map(|_| Arc::new(Mutex::new(WatchLog::default()))).collect();
+    let watch_tasks: Vec<_> = cluster
+        .specs()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(watch_member(i, s.client_url(), watch_logs[i].clone())))
+        .collect();
+    let recorder = Arc::new(Recorder::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let client_tasks: Vec<_> = (0..config.client_count as u64)
+        .map(|id| {
+            tokio::spawn(workload::run_client(
+                id,
+                clients.clone(),
+                workload_config.clone(),
+                recorder.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let mut crashes = Vec::new();
+    let mut windows: Vec<(PlannedFault, String, u64, u64, Leaders)> = Vec::new();
+    for fault in &plan {
+        sleep_until(&recorder, fault.start_ms * 1_000, &mut cluster, &mut crashes, &log).await;
+        let leader = cluster.leader().await;
+        let who = |t: Target| resolve(t, leader, MEMBER_COUNT);
+        let name = |i: usize| format!("n{}", i + 1);
+        let (active, injected) = match fault.kind {
+            FaultKind::Kill { target } => {
+                let i = who(target);
+                cluster.kill(i)?;
+                (Active::Killed(i), format!("kill {}", name(i)))
+            }
+            FaultKind::Pause { target } => {
+                let i = who(target);
+                cluster.pause(i)?;
+                (Active::Paused(i), format!("pause {}", name(i)))
+            }
+            FaultKind::Isolate { target } => {
+                let i = who(target);
+                let fw = firewall.as_ref().expect("partitions are drawn only with a firewall");
+                for j in (0..MEMBER_COUNT).filter(|&j| j != i) {
+                    let (a, b) =
+                        (cluster.specs()[i].peer_endpoint(), cluster.specs()[j].peer_endpoint());
+                    fw.cut(&a, &b)?;
+                    fw.cut(&b, &a)?;
+                }
+                (Active::Cut, format!("isolate {}", name(i)))
+            }
+            FaultKind::OneWay { from, to } => {
+                let (f, t) = (who(from), who(to));
+                let fw = firewall.as_ref().expect("partitions are drawn only with a firewall");
+                fw.cut(&cluster.specs()[f].peer_endpoint(), &cluster.specs()[t].peer_endpoint())?;
+                (Active::Cut, format!("one-way {} -/-> {}", name(f), name(t)))
+            }
+        };
+        let start_us = recorder.now_us();
+        let leader_note =
+            leader.map_or("no leader known".to_string(), |l| format!("leader {}", name(l)));
+        log(format!(
+            "{:>8.2} s  {injected} ({}; {leader_note})",
+            start_us as f64 / 1e6,
+            fault.kind
+        ));
+        let planned_end = (fault.start_ms + fault.duration_ms) * 1_000;
+        sleep_until(&recorder, planned_end, &mut cluster, &mut crashes, &log).await;
+        // Who leads just before the heal (asking takes at most one status timeout; the
+        // window's end is taken at the heal itself).
+        let leader_before_heal = cluster.leader().await;
+        match active {
+            Active::Killed(i) => cluster.restart(i)?,
+            Active::Paused(i) => cluster.resume(i)?,
+            Active::Cut => {
+                if let Some(fw) = &firewall {
+                    fw.heal()?;
+                }
+            }
+        }
+        let end_us = recorder.now_us();
+        let leaders =
+            Leaders { at_start: leader.map(name), before_heal: leader_before_heal.map(name) };
+        log(format!(
+            "{:>8.2} s  healed (leader before the heal: {})",
+            end_us as f64 / 1e6,
+            leaders.before_heal.as_deref().unwrap_or("none")
+        ));
+        windows.push((*fault, injected, start_us, end_us, leaders));
+    }
+    let end_us = config.duration.as_micros() as u64;
+    sleep_until(&recorder, end_us, &mut cluster, &mut crashes, &log).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in client_tasks {
+        let _ = t.await;
+    }
+    let workload_end_us = recorder.now_us();
+    log(format!(
+        "{:>8.2} s  workload stopped; waiting for the members to converge",
+        workload_end_us as f64 / 1e6
+    ));
+
+    // Every member up, every rule gone: wait for equal revisions twice in a row.
+    let (final_revision, converged_note) = converge(&cluster).await;
+    let mut hashes = Vec::new();
+    for spec in cluster.specs() {
+        let answer = async {
+            let mut c =
+                connect(&spec.client_url(), Duration::from_secs(2), Some(Duration::from_secs(10)))
+                    .await?;
+            c.hash_kv(final_revision).await
+        }
+        .await;
+        hashes.push(match answer {
+            Ok(h) => MemberHash {
+                member: spec.name.clone(),
+                hash: Some((h.hash(), h.compact_version())),
+                error: None,
+            },
+            Err(e) => {
+                MemberHash { member: spec.name.clone(), hash: None, error: Some(e.to_string()) }
+            }
+        });
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        workload::final_reads(i, c, &workload_config, &recorder).await;
+    }
+    // The watchers catch up to the final revision (or are given up on).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline
+        && !watch_logs
+            .iter()
+            .all(|l| l.lock().unwrap_or_else(|e| e.into_inner()).last >= Some(final_revision))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in &watch_tasks {
+        t.abort();
+    }
+    crashes
+        .extend(cluster.exited().into_iter().map(|(i, how)| format!("n{} exited: {how}", i + 1)));
+    drop(cluster);
+    drop(firewall);
+
+    let history = recorder.ops();
+    if let Some(path) = &config.history_path {
+        let lines: Vec<String> = history.iter().map(|o| o.to_json().to_string()).collect();
+        if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
+            log(format!("cannot write the history to {}: {e}", path.display()));
+        }
+    }
+    let logs: Vec<WatchLog> =
+        watch_logs.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+    let mut verdicts = vec![check::linearizable(&history, config.check_timeout)];
+    let (watch_verdict, reference) = check::watches(&logs, final_revision);
+    verdicts.push(check::acknowledged_writes(&history, &reference));
+    verdicts.push(watch_verdict);
+    let mut convergence = check::convergence(&hashes, final_revision);
+    if let Some(note) = converged_note {
+        convergence.outcome = check::Outcome::Fail;
+        convergence.detail = format!("{note}; {}", convergence.detail);
+    }
+    verdicts.push(convergence);
+    verdicts.push(check::no_crashes(&crashes));
+
+    let faults = windows
+        .iter()
+        .enumerate()
+        .map(|(k, (planned, injected, start_us, end_us, leaders))| {
+            let next = windows.get(k + 1).map_or(workload_end_us, |w| w.2);
+            FaultRecord {
+                planned: planned.kind.to_string(),
+                injected: injected.clone(),
+                start_ms: *start_us as f64 / 1e3,
+                end_ms: *end_us as f64 / 1e3,
+                leader_at_start: leaders.at_start.clone(),
+                leader_before_heal: leaders.before_heal.clone(),
+                availability: availability(&history, *start_us, *end_us, next),
+            }
+        })
+        .collect();
+    let first_fault_us = windows.first().map_or(workload_end_us, |w| w.2);
+    let baseline = availability(&history, 0, first_fault_us, first_fault_us);
+    let mut report = Report {
+        seed: config.seed,
+        server: config.server.display().to_string(),
+        flavor: if config.etcd { "etcd" } else { "tenure" },
+        duration_s: config.duration.as_secs_f64(),
+        partitions: config.partitions,
+        partitions_note: config.partitions_note.clone(),
+        heartbeat_ms: config.heartbeat_ms,
+        election_ms: config.election_ms,
+        clients: config.client_count,
+        keys: config.key_count,
+        baseline_ops_per_s: baseline.ops_per_s_during,
+        faults,
+        totals: Totals::of(&history),
+        final_revision,
+        verdicts,
+        anomalies: 0,
+        undecided: 0,
+        rerun: config.rerun_command(),
+    };
+    report.tally();
+    Ok(report)
+}
+
+/// The member a target names, given the leader (member 0 if none is known).
+fn resolve(target: Target, leader: Option<usize>, members: usize) -> usize {
+    match target {
+        Target::Member(i) => i % members,
+        Target::Leader => leader.unwrap_or(0),
+        Target::Follower(k) => {
+            let followers: Vec<usize> = (0..members).filter(|&i| Some(i) != leader).collect();
+            followers[k % followers.len()]
+        }
+    }
+}
+
+/// Sleeps until `at_us` on the recorder's clock, meanwhile restarting any member that exited
+/// on its own (and noting the crash).
+async fn sleep_until(
+    recorder: &Recorder,
+    at_us: u64,
+    cluster: &mut Cluster,
+    crashes: &mut Vec<String>,
+    log: &dyn Fn(String),
+) {
+    loop {
+        for (i, how) in cluster.exited() {
+            let msg =
+                format!("n{} exited at {:.2} s: {how}", i + 1, recorder.now_us() as f64 / 1e6);
+            log(msg.clone());
+            crashes.push(msg);
+            if let Err(e) = cluster.restart(i) {
+                crashes.push(format!("n{} could not be restarted: {e}", i + 1));
+            }
+        }
+        let now = recorder.now_us();
+        if now >= at_us {
+            return;
+        }
+        tokio::time::sleep(Duration::from_micros((at_us - now).min(200_000))).await;
+    }
+}
+
+/// Waits (up to 30 s) until every member answers with the same revision twice in a row;
+/// returns it, with a note if they never did (then the highest revision seen).
+async fn converge(cluster: &Cluster) -> (i64, Option<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut previous: Option<i64> = None;
+    let mut highest = 0;
+    let mut last_seen = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let statuses = cluster.statuses().await;
+        let revisions: Vec<Option<i64>> = statuses.iter().map(|s| s.map(|s| s.revision)).collect();
+        highest = highest.max(revisions.iter().flatten().copied().max().unwrap_or(0));
+        last_seen = format!("{revisions:?}");
+        let first = revisions[0];
+        if first.is_some() && revisions.iter().all(|r| *r == first) {
+            if previous == first {
+                return (first.unwrap_or(0), None);
+            }
+            previous = first;
+        } else {
+            previous = None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    (highest, Some(format!("members did not converge within 30 s (revisions {last_seen})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_against_the_leader() {
+        assert_eq!(resolve(Target::Leader, Some(2), 3), 2);
+        assert_eq!(resolve(Target::Follower(0), Some(0), 3), 1);
+        assert_eq!(resolve(Target::Follower(1), Some(1), 3), 2);
+        assert_eq!(resolve(Target::Member(1), None, 3), 1);
+        assert_eq!(resolve(Target::Leader, None, 3), 0);
+    }
+
+    #[test]
+    fn the_rerun_command_names_every_choice() {
+        let mut c = RunConfig::new(PathBuf::from("/x/tenure"));
+        c.seed = 42;
+        c.partitions = false;
+        let cmd = c.rerun_command();
+        assert!(cmd.contains("--seed 42 --duration 60"), "{cmd}");
+        assert!(cmd.ends_with("--no-partitions --tenure /x/tenure"), "{cmd}");
+    }
+}
