@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod checkers;
 pub mod history;
 pub mod lease;

@@ -31,8 +31,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use tenure_sim::history::{line_numbers, parse_history};
 use tenure_sim::linearizability::{CheckResult, Limit, MEMO_BYTES_MAX, check, key_name};
-use tenure_sim::run::{SeedResult, run_seed};
-use tenure_sim::world::{Failure, Profile};
+use tenure_sim::run::{ProfileKind, SeedResult, run_seed_kind};
+use tenure_sim::world::Failure;
 
 /// Exit code when the history is linearizable.
 const EXIT_LINEARIZABLE: u8 = 0;
@@ -66,6 +66,18 @@ struct Cli {
     /// Worker threads for --seeds (default: the machine's cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// The profile every seed runs with: `swarm` (each seed picks its faults and workloads)
+    /// or `auth` (the same, with the auth workload and its checker).
+    #[arg(long, value_name = "NAME", value_parser = parse_profile, default_value = "swarm")]
+    profile: ProfileKind,
+}
+
+fn parse_profile(text: &str) -> Result<ProfileKind, String> {
+    match text {
+        "swarm" => Ok(ProfileKind::Swarm),
+        "auth" => Ok(ProfileKind::Auth),
+        _ => Err(format!("unknown profile {text} (expected swarm or auth)")),
+    }
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -111,8 +123,8 @@ fn main() -> ExitCode {
             ExitCode::from(check_history(&file, timeout))
         }
         None => match (cli.seeds, cli.seed) {
-            (Some((a, b)), _) => ExitCode::from(run_seeds(a, b, cli.threads)),
-            (None, Some(seed)) => ExitCode::from(replay(seed, cli.trace)),
+            (Some((a, b)), _) => ExitCode::from(run_seeds(a, b, cli.threads, cli.profile)),
+            (None, Some(seed)) => ExitCode::from(replay(seed, cli.trace, cli.profile)),
             (None, None) => {
                 eprintln!(
                     "usage: tenure-sim --seeds A..B | --seed N [--trace] | check-history FILE"
@@ -139,13 +151,13 @@ fn describe(failure: &Failure) -> String {
     }
 }
 
-fn replay(seed: u64, trace: bool) -> u8 {
+fn replay(seed: u64, trace: bool, kind: ProfileKind) -> u8 {
     use std::io::Write;
     // Write errors (a closed pipe, as with `| head`) end the output, not the run's verdict.
     let mut out = std::io::stdout().lock();
-    let profile = Profile::swarm(seed);
+    let profile = kind.profile(seed);
     let _ = writeln!(out, "seed {seed}: {profile:?}");
-    let r = run_seed(seed, trace);
+    let r = run_seed_kind(seed, kind, trace);
     for line in &r.trace {
         if writeln!(out, "{line}").is_err() {
             break;
@@ -156,14 +168,15 @@ fn replay(seed: u64, trace: bool) -> u8 {
             let _ = writeln!(
                 out,
                 "seed {seed} passed: ops={} messages={} snapshots={} installs={} watch_events={} \
-                 leases_expired={} churn={:?}",
+                 leases_expired={} churn={:?} auth={:?}",
                 r.ops,
                 r.messages,
                 r.snapshots_taken,
                 r.snapshots_installed,
                 r.watch_events,
                 r.leases_expired,
-                r.churn
+                r.churn,
+                r.auth
             );
             EXIT_LINEARIZABLE
         }
@@ -174,7 +187,7 @@ fn replay(seed: u64, trace: bool) -> u8 {
     }
 }
 
-fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
+fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) -> u8 {
     // Panics are caught and reported per seed; keep the default hook from printing them.
     std::panic::set_hook(Box::new(|_| {}));
     let threads = threads
@@ -191,11 +204,15 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
                     if seed >= end {
                         return;
                     }
-                    let r = run_seed(seed, false);
+                    let r = run_seed_kind(seed, kind, false);
                     if let Some(f) = &r.failure {
                         println!("seed {seed} FAILED: {}", describe(f));
+                        let profile = match kind {
+                            ProfileKind::Swarm => "",
+                            ProfileKind::Auth => " --profile auth",
+                        };
                         println!(
-                            "  replay: cargo run --release -p tenure-sim -- --seed {seed} --trace"
+                            "  replay: cargo run --release -p tenure-sim --{profile} --seed {seed} --trace"
                         );
                     }
                     results.lock().expect("results").push(r);
@@ -221,6 +238,12 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
     let joined: u64 = results.iter().map(|r| r.churn.joined).sum();
     let told_early: u64 = results.iter().map(|r| r.churn.told_removed_early).sum();
     let quorum_checked: u64 = results.iter().map(|r| r.quorum_checked).sum();
+    let auth_allowed: u64 = results.iter().map(|r| r.auth.allowed).sum();
+    let auth_denied: u64 = results.iter().map(|r| r.auth.denied).sum();
+    let auth_outcomes: u64 = results.iter().map(|r| r.auth.outcomes).sum();
+    let auth_acks: u64 = results.iter().map(|r| r.auth.acks).sum();
+    let seeds_auth_both =
+        results.iter().filter(|r| r.auth.allowed > 0 && r.auth.denied > 0).count();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
@@ -230,7 +253,9 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>) -> u8 {
          member_changes={member_changes} seeds_with_member_changes={seeds_changing} \
          leaders_removed={leaders_removed} members_joined={joined} \
          told_removed_early={told_early} \
-         quorum_checked={quorum_checked} seconds={seconds:.1} \
+         quorum_checked={quorum_checked} auth_outcomes={auth_outcomes} \
+         auth_allowed={auth_allowed} auth_denied={auth_denied} auth_acks={auth_acks} \
+         seeds_with_auth_allowed_and_denied={seeds_auth_both} seconds={seconds:.1} \
          seeds_per_second={:.1}",
         results.len(),
         results.len() - failed.len(),

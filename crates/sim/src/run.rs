@@ -4,6 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
+use crate::auth::AuthCounts;
 use crate::history::format_operation;
 use crate::linearizability::{CheckResult, check};
 use crate::membership::ChurnCounts;
@@ -33,6 +34,8 @@ pub struct SeedResult {
     pub churn: ChurnCounts,
     /// Committed entries whose commit quorum was checked.
     pub quorum_checked: u64,
+    /// What the auth checker checked (all zero unless the profile runs the auth workload).
+    pub auth: AuthCounts,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -42,6 +45,31 @@ pub struct SeedResult {
 /// Runs one seed. Panics inside the nodes are caught and reported as [`Failure::Crash`].
 pub fn run_seed(seed: u64, trace: bool) -> SeedResult {
     run_seed_with(seed, Profile::swarm(seed), trace, |_| {})
+}
+
+/// Which profile a seed runs with: the swarm's, or the swarm's with a workload added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// [`Profile::swarm`].
+    #[default]
+    Swarm,
+    /// [`Profile::auth`]: the swarm's with the auth workload and its checker.
+    Auth,
+}
+
+impl ProfileKind {
+    /// The profile of `seed`.
+    pub fn profile(self, seed: u64) -> Profile {
+        match self {
+            ProfileKind::Swarm => Profile::swarm(seed),
+            ProfileKind::Auth => Profile::auth(seed),
+        }
+    }
+}
+
+/// Runs one seed with the profile `kind` gives it.
+pub fn run_seed_kind(seed: u64, kind: ProfileKind, trace: bool) -> SeedResult {
+    run_seed_with(seed, kind.profile(seed), trace, |_| {})
 }
 
 /// Runs one seed with an explicit profile and configuration hook.
@@ -66,6 +94,7 @@ pub fn run_seed_with(
             world.lock_writes(),
             world.churn(),
             world.quorum_checked(),
+            world.auth_counts(),
         );
         let trace = world.trace.take().unwrap_or_default();
         (world.ops_done, world.messages_delivered, counts, outcome, trace)
@@ -82,6 +111,7 @@ pub fn run_seed_with(
                 lock_writes,
                 churn,
                 quorum_checked,
+                auth,
             ),
             outcome,
             trace,
@@ -96,6 +126,7 @@ pub fn run_seed_with(
             lock_writes,
             churn,
             quorum_checked,
+            auth,
             failure: outcome.err(),
             trace,
         },
@@ -116,6 +147,7 @@ pub fn run_seed_with(
                 lock_writes: 0,
                 churn: ChurnCounts::default(),
                 quorum_checked: 0,
+                auth: AuthCounts::default(),
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

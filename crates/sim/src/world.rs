@@ -32,11 +32,12 @@ use tenure_raft::{
     Role, SnapshotStatus, Term,
 };
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, MemberRequest, Output, Replica, ReplicaConfig,
-    RequestId, SnapshotDone, SnapshotJob, SnapshotPolicy,
+    Answer, ClientError, Completion, Consistency, Envelope, MemberRequest, Output, Replica,
+    ReplicaConfig, RequestId, SnapshotDone, SnapshotJob, SnapshotPolicy,
 };
 use tenure_storage::{CrashMode, SimDisk, SnapshotWriter, SyncTicket};
 
+use crate::auth::{AuthChecker, AuthCounts, AuthWorkload, Observed, carries_auth};
 use crate::checkers::{
     Checkers, EntrySeen, SnapshotEvent, Violation, check_answer_source, digest, state_digest,
 };
@@ -147,6 +148,12 @@ pub struct Profile {
     /// it was removed, half the time only after it kept running for up to a second (it must
     /// not disrupt the others). Only for clusters of at most 5 nodes.
     pub membership: bool,
+    /// The auth workload (see [`crate::auth`]): an administrator sets up `root`, a user and
+    /// roles, enables auth and keeps changing permissions, roles and the user's password
+    /// while user clients write as that user (with tokens that a password change
+    /// invalidates), as root and as no one. Each member's outcome of every such entry is
+    /// observed and checked against a model of the auth rules at that point of the log.
+    pub auth: bool,
 }
 
 impl Profile {
@@ -185,6 +192,7 @@ impl Profile {
             leases: false,
             locks: false,
             membership: false,
+            auth: false,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -252,7 +260,13 @@ impl Profile {
             leases: false,
             locks: false,
             membership: false,
+            auth: false,
         }
+    }
+
+    /// The swarm profile of `seed` with the auth workload (`--profile auth`).
+    pub fn auth(seed: u64) -> Profile {
+        Profile { auth: true, ..Profile::swarm(seed) }
     }
 }
 
@@ -377,6 +391,8 @@ enum Event {
     Join(NodeId),
     /// A removed node stops for good (ignored if it did).
     Stop(NodeId),
+    /// An auth client's next step (see [`Profile::auth`]).
+    AuthClient(usize),
 }
 
 /// Live batches a watcher buffers while it reads history (the server's feed); past this it
@@ -442,6 +458,10 @@ struct SimNode {
     /// Removed from the cluster: stopping (`Stop` is scheduled) or stopped for good. A removed
     /// node is never restarted.
     removed: bool,
+    /// For the auth checker: a copy of this run's store as of the applied index it holds
+    /// (the last output taken), on which the entries the node applies next are replayed to
+    /// observe each one's outcome. `None` until the first output after a start.
+    shadow: Option<(LogIndex, Store)>,
 }
 
 impl SimNode {
@@ -533,6 +553,12 @@ pub struct World {
     operator: Option<Operator>,
     /// The commit and election quorum checkers, across configuration changes.
     quorums: QuorumChecker,
+    /// The auth clients (see [`Profile::auth`]).
+    auth: Option<AuthWorkload>,
+    /// The auth checker (fed only when the auth workload runs).
+    auth_checker: AuthChecker,
+    /// What the auth checker checked, once it ran.
+    auth_counts: AuthCounts,
 }
 
 /// How often leaders checkpoint leases' remaining time in the simulator.
@@ -581,6 +607,7 @@ impl World {
                 installed_seen: 0,
                 joined_with: None,
                 removed: false,
+                shadow: None,
             };
             nodes.insert(NodeId(i), node);
         }
@@ -626,6 +653,9 @@ impl World {
             healed_at: None,
             operator: None,
             quorums,
+            auth: None,
+            auth_checker: AuthChecker::default(),
+            auth_counts: AuthCounts::default(),
         };
         w.late_node = w.profile.late_start.then_some(NodeId(w.profile.nodes));
         let ids: Vec<NodeId> = w.nodes.keys().copied().collect();
@@ -668,6 +698,15 @@ impl World {
                 let at = w.rng.range(50, 300);
                 w.schedule(at, Event::LockClient(c));
             }
+        }
+        if w.profile.auth {
+            let writers = w.rng.range(2, 4) as usize;
+            let workload = AuthWorkload::new(writers, seed);
+            for c in 0..workload.clients() {
+                let at = w.rng.range(20, 200);
+                w.schedule(at, Event::AuthClient(c));
+            }
+            w.auth = Some(workload);
         }
         if w.profile.membership {
             w.operator = Some(Operator::new(w.profile.nodes + 1));
@@ -733,6 +772,7 @@ impl World {
                 node.epoch += 1;
                 node.next_request = 1;
                 node.snapshot = None;
+                node.shadow = None;
                 node.installed_seen = 0;
                 if let Some(last) = restored {
                     self.note(|| format!("{id} restarts from snapshot {last}"));
@@ -884,6 +924,7 @@ impl World {
             Event::Operator => self.operator_step()?,
             Event::Join(id) => self.join(id)?,
             Event::Stop(id) => self.stop(id),
+            Event::AuthClient(c) => self.auth_step(c)?,
         }
         Ok(())
     }
@@ -1166,6 +1207,9 @@ impl World {
     /// Takes a replica's output: sends messages through the network, feeds the checkers,
     /// routes completions to clients.
     fn absorb(&mut self, id: NodeId, out: Output) -> Result<(), Failure> {
+        if self.auth.is_some() {
+            self.auth_observe(id, &out)?;
+        }
         // First, so that no early return leaves a revision out of the reference.
         if !out.events.is_empty() {
             self.events.on_events(id, &out.events).map_err(|v| Failure::Safety(v.to_string()))?;
@@ -1570,6 +1614,10 @@ impl World {
         if self.locks.is_some() {
             check_lock(self.events.revisions()).map_err(|v| Failure::Safety(v.to_string()))?;
         }
+        if self.auth.is_some() {
+            self.auth_counts =
+                self.auth_checker.check().map_err(|v| Failure::Safety(v.to_string()))?;
+        }
         Ok(())
     }
 
@@ -1779,6 +1827,7 @@ impl World {
             installed_seen: 0,
             joined_with: Some(committed.clone()),
             removed: false,
+            shadow: None,
         };
         self.nodes.insert(id, node);
         self.note(|| format!("{id} joins with {committed:?}"));
@@ -1854,6 +1903,104 @@ impl World {
         }
         self.note(|| format!("{id} learned it was removed"));
         self.retire(id);
+        Ok(())
+    }
+
+    // ----- Auth clients -------------------------------------------------------------------------
+
+    /// What the auth checker checked (zero unless the run had the auth workload and passed).
+    pub fn auth_counts(&self) -> AuthCounts {
+        self.auth_counts
+    }
+
+    /// The auth checker, for tests that feed it.
+    pub fn auth_checker_mut(&mut self) -> &mut AuthChecker {
+        &mut self.auth_checker
+    }
+
+    /// An auth client's step: its next request, to the leader or (half the time) any member.
+    fn auth_step(&mut self, c: usize) -> Result<(), Failure> {
+        let after = self.rng.range(20, 120);
+        self.schedule(after, Event::AuthClient(c));
+        let Some(target) = self.workload_target(0.5) else { return Ok(()) };
+        let stop = self.liveness || self.now >= self.profile.safety_ms;
+        let state = {
+            let r = self.nodes[&target].replica.as_ref().expect("up");
+            Arc::clone(r.kv().auth())
+        };
+        let Some(auth) = self.auth.as_mut() else { return Ok(()) };
+        let Some(send) = auth.step(c, target, &state, self.now, stop, &mut self.rng) else {
+            return Ok(());
+        };
+        let line = format!("auth client {c} sends {:?} to {target}", send.proposal);
+        self.note(|| line);
+        let mut out = Output::default();
+        let r = self.nodes.get_mut(&target).and_then(|n| n.replica.as_mut()).expect("up");
+        r.propose(send.id, &send.proposal, &mut out);
+        self.absorb(target, out)?;
+        self.pump(target)
+    }
+
+    /// Observes what node `id` applied in `out` for the auth checker: every entry's index and
+    /// auth-carrying content; and, replayed on the node's copy of its store from before, each
+    /// one's outcome and the auth state after it. The copy must end equal to the node's store.
+    fn auth_observe(&mut self, id: NodeId, out: &Output) -> Result<(), Failure> {
+        let safety = |v: Violation| Failure::Safety(v.to_string());
+        let node = self.nodes.get_mut(&id).expect("node");
+        let shadow = node.shadow.take();
+        let Some(r) = node.replica.as_ref() else { return Ok(()) };
+        let applied = r.node().status().applied;
+        let checker = &mut self.auth_checker;
+        checker.on_events(&out.events);
+        for e in &out.applied {
+            let proposal = (e.kind == EntryKind::Normal)
+                .then(|| Envelope::decode(&e.data))
+                .flatten()
+                .and_then(|(_, bytes)| Proposal::decode(bytes).ok())
+                .filter(carries_auth);
+            checker.on_applied(e.index(), proposal);
+        }
+        let follows = |from: LogIndex| {
+            out.applied.first().is_some_and(|e| e.index() == from.next())
+                && out.applied.last().is_some_and(|e| e.index() == applied)
+        };
+        if let Some((from, mut copy)) = shadow
+            && follows(from)
+        {
+            let mut whole = true;
+            for e in &out.applied {
+                let index = e.index();
+                match e.kind {
+                    EntryKind::Normal => {
+                        let Some((env, bytes)) = Envelope::decode(&e.data) else { continue };
+                        let revision = copy.revision();
+                        let outcome = copy.apply(index.0, env.log_time_ms, bytes);
+                        let changed = !copy.take_events().is_empty() || copy.revision() != revision;
+                        let _ = copy.take_lease_changes();
+                        if Proposal::decode(bytes).is_ok_and(|p| carries_auth(&p)) {
+                            let seen = Observed { node: id, outcome, changed };
+                            checker.on_outcome(index, seen).map_err(safety)?;
+                        }
+                        checker.on_state(id, index, copy.auth()).map_err(safety)?;
+                    }
+                    EntryKind::Noop => {}
+                    // A configuration entry changes the store through the replica's member
+                    // bookkeeping, which the copy does not follow: stop here.
+                    _ => {
+                        whole = false;
+                        break;
+                    }
+                }
+            }
+            if whole && copy != *r.kv() {
+                return Err(Failure::Safety(format!(
+                    "the auth checker's replay of {id}'s entries through {applied} does not \
+                     end in {id}'s store: the outcomes observed are not the node's"
+                )));
+            }
+        }
+        checker.on_state(id, applied, r.kv().auth()).map_err(safety)?;
+        node.shadow = Some((applied, r.kv().clone()));
         Ok(())
     }
 
@@ -2413,6 +2560,14 @@ impl World {
             && locks.owns(node, completion.id)
         {
             locks.complete(node, &completion, &mut self.rng);
+            return Ok(());
+        }
+        if let Some(auth) = self.auth.as_mut()
+            && auth.owns(node, completion.id)
+        {
+            if let Some((index, proposal, result)) = auth.complete(node, &completion) {
+                self.auth_checker.on_ack(node, index, proposal, result);
+            }
             return Ok(());
         }
         if self
