@@ -7,7 +7,10 @@
 //! [`crate::net`]) each member runs as a user id of its own, which owns its data directory.
 //!
 //! Every process is killed when the [`Cluster`] is dropped, paused or not, so a failing run,
-//! an error or Ctrl-C never leaves servers behind; the data directories go with it.
+//! an error or Ctrl-C never leaves servers behind; the data directories go with it. Where
+//! util-linux's `setpriv` is installed, members also get SIGKILL when the suite itself is
+//! SIGKILLed (its parent-death signal); the processes are spawned from the thread that runs
+//! the suite's future, which lives as long as the suite.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
@@ -120,6 +123,9 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
     member_ids: Vec<u64>,
+    /// Start members through `setpriv --pdeathsig KILL`, so that they die with the suite even
+    /// when it is SIGKILLed (and its drop never runs).
+    pdeathsig: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -185,6 +191,12 @@ impl Cluster {
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
             member_ids: vec![0; n],
+            pdeathsig: Command::new("setpriv")
+                .args(["--pdeathsig", "KILL", "--", "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
             _dir: dir,
         };
         for i in 0..n {
@@ -220,7 +232,13 @@ impl Cluster {
         let spec = &self.specs[i];
         let cluster: Vec<String> =
             self.specs.iter().map(|s| format!("{}={}", s.name, s.peer_url())).collect();
-        let mut cmd = Command::new(&self.config.binary);
+        let mut cmd = if self.pdeathsig {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--"]).arg(&self.config.binary);
+            c
+        } else {
+            Command::new(&self.config.binary)
+        };
         if !self.config.etcd {
             cmd.arg("serve");
         }
