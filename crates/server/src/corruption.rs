@@ -49,15 +49,17 @@ enum PeerHash {
     Skipped { member_id: u64, why: String },
 }
 
-/// Runs the configured checks for the member behind `runtime` until it stops.
+/// Runs the configured checks for the member behind `runtime` until it stops; peers' https
+/// client URLs are dialled with `tls` (the member's own client certificate and trusted CA).
 pub async fn run(
     runtime: RuntimeHandle,
     name: String,
     member_id: u64,
     check: CorruptCheck,
     timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) {
-    let checker = Checker { runtime, name, member_id, timeout };
+    let checker = Checker { runtime, name, member_id, timeout, tls };
     if check.initial {
         checker.initial_check().await;
     }
@@ -94,6 +96,8 @@ struct Checker {
     member_id: u64,
     /// For one peer request.
     timeout: Duration,
+    /// For https client URLs.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Checker {
@@ -237,7 +241,7 @@ impl Checker {
         let mut why = String::from("no client URL published");
         for url in urls {
             for attempt in 0..=BEHIND_RETRIES {
-                match ask_hash_kv(url, revision, self.timeout).await {
+                match ask_hash_kv(url, revision, self.timeout, self.tls.clone()).await {
                     Ok(r) => {
                         return PeerHash::Answer {
                             member_id,
@@ -289,13 +293,10 @@ async fn ask_hash_kv(
     url: &str,
     revision: i64,
     timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<pb::HashKvResponse, tonic::Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| tonic::Status::invalid_argument(format!("bad client URL: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint
-        .connect()
+    let configure = |e: tonic::transport::Endpoint| e.connect_timeout(timeout).timeout(timeout);
+    let channel = crate::tls::connect_channel(url, tls, configure)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
     let mut client = pb::maintenance_client::MaintenanceClient::new(channel);

@@ -17,6 +17,7 @@
 //! | [`corruption`] | integrity checks across members (HashKV at startup, periodically and after compaction; the `CORRUPT` alarm) |
 //! | [`member`] | [`member::Member`]: listeners, storage, runtime, transport and API of one member |
 //! | [`ids`] | etcd-compatible member and cluster ids (SHA-1 based) |
+//! | [`tls`] | TLS on the client and peer URLs: certificates re-read when they change, client certificate checks, the client's common name, TLS channels for clients |
 //! | [`pb`] | code generated from `proto/` (etcd's `etcdserverpb`, `mvccpb`, `v3lockpb` and `v3electionpb`): messages, tonic clients and server traits |
 //!
 //! Dependencies between them point one way: `cli` → `member` → (`api`, `peer`) → `runtime`;
@@ -41,6 +42,7 @@ pub mod ids;
 pub mod member;
 pub mod peer;
 pub mod runtime;
+pub mod tls;
 
 pub use api::error::ServerError;
 

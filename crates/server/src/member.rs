@@ -33,11 +33,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{ClusterInfo, MemberInfo, Services};
-use crate::cli::{ClusterState, ServeConfig, Url};
+use crate::cli::{ClusterState, Scheme, ServeConfig, Url};
+use crate::peer::stream::{PeerAcceptor, PeerDialer};
 use crate::peer::transport::{self, PeerSender, PeerTiming};
 use crate::peer::wire::FrameCodec;
 use crate::runtime::Metrics;
 use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
+use crate::tls::MemberTls;
 
 /// A member serving clients and peers until [`Member::shutdown`].
 pub struct Member {
@@ -73,7 +75,31 @@ impl Member {
             client_listeners.push(bind(url, "clients").await?);
         }
 
-        let (effective, bootstrap) = identify(cfg).await?;
+        // Every certificate file is read now: a missing file or a key that does not match
+        // ends start-up before the data directory is opened (auto TLS writes its pair there,
+        // which `identify` does not count as data).
+        crate::tls::install_crypto_provider();
+        let client_tls = match &cfg.client_tls {
+            Some(s) => {
+                let hosts =
+                    url_hosts(cfg.listen_client_urls.iter().chain(&cfg.advertise_client_urls));
+                Some(MemberTls::load(s, &cfg.data_dir, &hosts, &crate::tls::CLIENT_ALPN)?)
+            }
+            None => None,
+        };
+        let peer_tls = match &cfg.peer_tls {
+            Some(s) => {
+                let urls = cfg.listen_peer_urls.iter().chain(&cfg.initial_advertise_peer_urls);
+                Some(MemberTls::load(s, &cfg.data_dir, &url_hosts(urls), &[])?)
+            }
+            None => None,
+        };
+        let dialer = match &peer_tls {
+            Some(t) => PeerDialer::with_tls(Arc::clone(&t.client)),
+            None => PeerDialer::plain(),
+        };
+
+        let (effective, bootstrap) = identify(cfg, &dialer).await?;
         let cfg = &effective;
         let replica = open_replica(cfg, bootstrap)?;
         let request_bytes_max = replica.kv().config().request_bytes_max;
@@ -83,7 +109,7 @@ impl Member {
             .members
             .iter()
             .filter(|m| m.id != cfg.member_id)
-            .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.authority())))
+            .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.to_string())))
             .collect();
         let metrics = Arc::new(Metrics::new());
         // Peer connections give up on a silent peer within one election timeout.
@@ -101,7 +127,7 @@ impl Member {
         // runtime it is started in.
         let sender = {
             let _peer_context = peer_runtime.enter();
-            PeerSender::start(codec, &peers, timing, Arc::clone(&metrics))
+            PeerSender::start_with_dialer(codec, &peers, timing, Arc::clone(&metrics), dialer)
         };
         let runtime = Runtime::start_with_metrics(
             cfg.name.clone(),
@@ -123,9 +149,19 @@ impl Member {
                 .map(|m| (m.id, m.peer_urls.iter().map(Url::to_string).collect()))
                 .collect(),
         });
-        for l in peer_listeners {
-            let accept =
-                transport::accept_loop(l, codec, timing, handle.clone(), Arc::clone(&responder));
+        for (l, url) in peer_listeners.into_iter().zip(&cfg.listen_peer_urls) {
+            let acceptor = match (&peer_tls, url.scheme) {
+                (Some(t), Scheme::Https) => PeerAcceptor::with_tls(Arc::clone(&t.server)),
+                _ => PeerAcceptor::plain(),
+            };
+            let accept = transport::accept_loop(
+                l,
+                acceptor,
+                codec,
+                timing,
+                handle.clone(),
+                Arc::clone(&responder),
+            );
             tasks.push(peer_runtime.spawn(accept));
         }
         if cfg.initial_cluster_state == ClusterState::New {
@@ -160,6 +196,7 @@ impl Member {
                 cfg.member_id,
                 cfg.corrupt_check,
                 cfg.election_timeout.max(Duration::from_secs(1)),
+                client_tls.as_ref().map(|t| Arc::clone(&t.client)),
             )));
         }
         let (stop_clients, stopped) = watch::channel(false);
@@ -174,11 +211,17 @@ impl Member {
             .with_lease_ttl_min_secs(crate::api::lease::lease_ttl_min_secs(
                 u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
                 cfg.election_ticks(),
-            ));
-        for l in client_listeners {
+            ))
+            .with_client_tls(client_tls.as_ref().map(|t| Arc::clone(&t.client)));
+        for (l, url) in client_listeners.into_iter().zip(&cfg.listen_client_urls) {
             let router = services.clone().router();
-            // TCP_NODELAY and the :authority fix for etcd 3.4 clients (see api::incoming).
-            let incoming = crate::api::incoming::incoming(l);
+            let tls = match (&client_tls, url.scheme) {
+                (Some(t), Scheme::Https) => Some(Arc::clone(&t.server)),
+                _ => None,
+            };
+            // TCP_NODELAY, TLS on https listeners, and the :authority fix for etcd 3.4
+            // clients (see api::incoming).
+            let incoming = crate::api::incoming::incoming_with_tls(l, tls);
             let mut stopped = stopped.clone();
             let name = cfg.name.clone();
             tasks.push(tokio::spawn(async move {
@@ -312,9 +355,15 @@ pub const IDS_FILE: &str = "member-ids";
 /// ids from the flags (a new cluster) or from the running cluster's view (joining one). Writes
 /// the ids file for a new directory. Returns the configuration to run with and the membership
 /// to bootstrap a new directory with.
-async fn identify(cfg: &ServeConfig) -> anyhow::Result<(ServeConfig, Membership)> {
+async fn identify(
+    cfg: &ServeConfig,
+    dialer: &PeerDialer,
+) -> anyhow::Result<(ServeConfig, Membership)> {
     let mut effective = cfg.clone();
-    let fresh = std::fs::read_dir(&cfg.data_dir).map_or(true, |mut d| d.next().is_none());
+    // Auto TLS's self-signed pairs (`fixtures/`) are made before this and are no data.
+    let fresh = std::fs::read_dir(&cfg.data_dir).map_or(true, |d| {
+        d.filter_map(Result::ok).all(|e| e.file_name() == std::ffi::OsStr::new("fixtures"))
+    });
     let ids_path = cfg.data_dir.join(IDS_FILE);
     let founders = Membership::voters(cfg.members.iter().map(|m| NodeId(m.id)));
     if !fresh {
@@ -343,7 +392,7 @@ async fn identify(cfg: &ServeConfig) -> anyhow::Result<(ServeConfig, Membership)
         .members
         .iter()
         .filter(|m| m.peer_urls.iter().map(Url::to_string).collect::<Vec<_>>() != own)
-        .filter_map(|m| m.peer_urls.first().map(Url::authority))
+        .filter_map(|m| m.peer_urls.first().map(Url::to_string))
         .collect();
     if others.is_empty() {
         anyhow::bail!(
@@ -351,7 +400,7 @@ async fn identify(cfg: &ServeConfig) -> anyhow::Result<(ServeConfig, Membership)
              cluster's members (it lists only this one)"
         );
     }
-    let view = crate::peer::join::fetch(&others, Duration::from_secs(5))
+    let view = crate::peer::join::fetch(dialer, &others, Duration::from_secs(5))
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the running cluster to join it: {e}"))?;
     let initial: Vec<Vec<String>> =
@@ -387,6 +436,11 @@ async fn identify(cfg: &ServeConfig) -> anyhow::Result<(ServeConfig, Membership)
 }
 
 fn parse_ids(text: &str) -> Option<(u64, u64)> {
+/// The hosts of `urls`, for the names a self-signed certificate is made for.
+fn url_hosts<'a>(urls: impl Iterator<Item = &'a Url>) -> Vec<String> {
+    urls.map(|u| u.host.clone()).collect()
+}
+
     let mut words = text.split_whitespace();
     let cluster = u64::from_str_radix(words.next()?, 16).ok()?;
     let member = u64::from_str_radix(words.next()?, 16).ok()?;

@@ -114,14 +114,11 @@ impl Services {
             .unwrap_or_default();
         let mut why = Vec::new();
         for url in urls {
-            let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-                Ok(e) => e.connect_timeout(Duration::from_secs(2)),
-                Err(e) => {
-                    why.push(format!("{url}: {e}"));
-                    continue;
-                }
-            };
-            match endpoint.connect().await {
+            // An https client URL is dialled with this member's certificate and trusted CA.
+            let tls = self.client_tls.clone();
+            let configure =
+                |e: tonic::transport::Endpoint| e.connect_timeout(Duration::from_secs(2));
+            match crate::tls::connect_channel(&url, tls, configure).await {
                 Ok(c) => return Ok(c),
                 Err(e) => why.push(format!("{url}: {e}")),
             }

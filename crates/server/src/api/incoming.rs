@@ -37,19 +37,31 @@
 //!   seen literals instead of the client's indexed fields, every later block must be
 //!   re-encoded too, or the two dynamic tables would disagree.
 //!
+//! **TLS.** On an `https://` listener ([`incoming_with_tls`]) each accepted socket's TLS
+//! handshake runs in a task of its own, within [`HANDSHAKE_TIMEOUT`], so a slow or silent
+//! client never holds up the accept loop; a failed handshake is logged at debug level and the
+//! socket dropped. ALPN offers `h2` (gRPC) and `http/1.1` (`/health`, `/metrics`, the JSON
+//! gateway). The rewriting above works on the decrypted bytes. With client certificate
+//! authentication, the verified certificate's common name goes into the connection's
+//! [`ClientConnectInfo`], where [`crate::tls::client_common_name`] finds it.
+//!
 //! Input the rewriter cannot make sense of (a header block that HPACK cannot decode, a
 //! `CONTINUATION` out of place, a header block above [`HEADER_BLOCK_BYTES_MAX`]) ends the
 //! connection with an error, as `h2` itself would end it.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::tls::ClientConnectInfo;
 
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -70,22 +82,162 @@ const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 
+/// How long an accepted client connection may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS connections handshaken and not yet taken by the server, at most.
+const READY_CONNECTIONS_MAX: usize = 64;
+
 /// The connections `listener` accepts, each with `TCP_NODELAY` set and wrapped in a
 /// [`ClientConnection`]. A socket whose option cannot be set is still served (logged).
 pub fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<ClientConnection>> {
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
         let stream = accepted?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY on a client connection: {e}");
-        }
-        Ok(ClientConnection::new(stream))
+        set_nodelay(&stream);
+        Ok(ClientConnection::new(ClientStream::Plain(stream), None))
     })
 }
 
-/// One accepted client connection: writes go straight to the socket, reads come through the
-/// [`Rewriter`].
+/// A boxed stream of client connections, whatever produced them.
+pub type Incoming = std::pin::Pin<Box<dyn Stream<Item = io::Result<ClientConnection>> + Send>>;
+
+/// [`incoming`], with a TLS handshake on every connection when `tls` is given (an
+/// `https://` listener). Handshakes run concurrently, each in a task of its own within
+/// [`HANDSHAKE_TIMEOUT`]; the stream yields connections as their handshakes finish. A failed
+/// handshake drops its socket and is logged at debug level; an error accepting (out of file
+/// descriptors) is logged and retried after a pause; neither ends the listener. The accepting
+/// task ends when the stream is dropped.
+pub fn incoming_with_tls(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Incoming {
+    let Some(config) = tls else { return Box::pin(incoming(listener)) };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(READY_CONNECTIONS_MAX);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, from) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("client accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            set_nodelay(&stream);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let common_name = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(|cert| crate::tls::common_name(cert));
+                        let conn =
+                            ClientConnection::new(ClientStream::Tls(Box::new(tls)), common_name);
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!("TLS handshake with client {from} failed: {e}"),
+                    Err(_) => tracing::debug!(
+                        "TLS handshake with client {from} not done within {HANDSHAKE_TIMEOUT:?}"
+                    ),
+                }
+            });
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn set_nodelay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!("cannot set TCP_NODELAY on a client connection: {e}");
+    }
+}
+
+/// The socket under a client connection: plain, or TLS (server side).
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One accepted client connection: writes go straight to the socket (through TLS on an
+/// https listener), reads come through the [`Rewriter`].
 pub struct ClientConnection {
-    stream: TcpStream,
+    stream: ClientStream,
+    /// The common name of the client certificate verified in the TLS handshake.
+    common_name: Option<String>,
     rewriter: Rewriter,
     /// Bytes read from the socket, not yet rewritten.
     input: BytesMut,
@@ -96,9 +248,10 @@ pub struct ClientConnection {
 }
 
 impl ClientConnection {
-    fn new(stream: TcpStream) -> ClientConnection {
+    fn new(stream: ClientStream, common_name: Option<String>) -> ClientConnection {
         ClientConnection {
             stream,
+            common_name,
             rewriter: Rewriter::new(),
             input: BytesMut::new(),
             output: BytesMut::new(),
@@ -108,15 +261,23 @@ impl ClientConnection {
 
     /// The socket, for its options and addresses.
     pub fn socket(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
+    }
+
+    /// The common name of the client certificate verified in the TLS handshake, if any.
+    pub fn common_name(&self) -> Option<&str> {
+        self.common_name.as_deref()
     }
 }
 
 impl Connected for ClientConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ClientConnectInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ClientConnectInfo {
+        ClientConnectInfo {
+            tcp: self.stream.tcp().connect_info(),
+            common_name: self.common_name.clone(),
+        }
     }
 }
 
@@ -637,5 +798,97 @@ mod tests {
         let conn = accepted.next().await.expect("a connection").expect("accepted");
         assert!(conn.socket().nodelay().unwrap());
         drop(client);
+    }
+
+    /// On a TLS listener: a client that never finishes its handshake does not hold up the
+    /// next one, a failed handshake does not end the listener, the verified client's common
+    /// name reaches the connection, and the HTTP/2 rewriting applies to the decrypted bytes.
+    #[tokio::test]
+    async fn tls_handshakes_run_concurrently_and_carry_the_common_name() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let write_leaf = |cn: &str| {
+            let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            p.extended_key_usages = vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            let (c, k) =
+                (dir.path().join(format!("{cn}.pem")), dir.path().join(format!("{cn}.key")));
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            (c, k)
+        };
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let (server_cert, server_key) = write_leaf("server");
+        let (alice_cert, alice_key) = write_leaf("alice");
+        let settings = crate::tls::TlsSettings {
+            source: crate::tls::CertSource::Files { cert: server_cert, key: server_key },
+            trusted_ca_file: Some(ca_file.clone()),
+            client_cert_auth: true,
+            allowed_cn: None,
+            min_version: crate::tls::TlsMinVersion::Tls12,
+        };
+        let tls = crate::tls::MemberTls::load(&settings, dir.path(), &[], &crate::tls::CLIENT_ALPN)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming_with_tls(listener, Some(Arc::clone(&tls.server)));
+
+        // Connects and says nothing: its handshake waits in a task of its own.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        // Sends garbage: its handshake fails.
+        let mut garbage = TcpStream::connect(addr).await.unwrap();
+        garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let client = crate::tls::ClientTlsOptions {
+            ca_file: Some(ca_file),
+            cert_file: Some(alice_cert),
+            key_file: Some(alice_key),
+            skip_verify: false,
+        }
+        .client_config()
+        .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = crate::tls::server_name("localhost").unwrap();
+        let mut tls_client =
+            tokio_rustls::TlsConnector::from(client).connect(name, tcp).await.unwrap();
+        // An etcd 3.4 per-endpoint request: its authority carries a scheme.
+        let mut input = PREFACE.to_vec();
+        let headers = request("https://127.0.0.1:2379");
+        let block =
+            loona_hpack::Encoder::new().encode(headers.iter().map(|(n, v)| (&n[..], &v[..])));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
+        tls_client.write_all(&input).await.unwrap();
+        tls_client.flush().await.unwrap();
+
+        let mut conn = tokio::time::timeout(Duration::from_secs(5), accepted.next())
+            .await
+            .expect("the silent client does not hold up the next")
+            .expect("a connection")
+            .expect("accepted");
+        assert_eq!(conn.common_name(), Some("alice"));
+        assert_eq!(conn.connect_info().common_name.as_deref(), Some("alice"));
+        let mut got = vec![0u8; PREFACE.len()];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..], &PREFACE[..]);
+        let mut head = [0u8; FRAME_HEADER_BYTES];
+        conn.read_exact(&mut head).await.unwrap();
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        conn.read_exact(&mut payload).await.unwrap();
+        let mut frames = PREFACE.to_vec();
+        frames.extend_from_slice(&head);
+        frames.extend_from_slice(&payload);
+        let (_, blocks) = read_back(&frames);
+        let authority = blocks[0].iter().find(|(n, _)| n == b":authority").map(|(_, v)| v.clone());
+        assert_eq!(authority.as_deref(), Some(&b"127.0.0.1:2379"[..]));
     }
 }

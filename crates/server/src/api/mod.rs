@@ -111,6 +111,9 @@ pub struct Services {
     lease_ttl_min_secs: i64,
     /// The backend quota (see [`maintenance::Quota`]).
     quota: maintenance::Quota,
+    /// TLS for calls to other members' client URLs (forwarding to the leader), when the
+    /// client URLs are https: this member's certificate and trusted CA.
+    client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Client requests (reads and writes) a member works on at once at most. Beyond it a request
@@ -135,7 +138,18 @@ impl Services {
             watch: watch::WatchConfig::default(),
             lease_ttl_min_secs: lease::lease_ttl_min_secs(100, 10),
             quota: maintenance::Quota::default(),
+            client_tls: None,
         }
+    }
+
+    /// The same services calling other members' client URLs with `tls` (see
+    /// [`crate::tls::MemberTls`]); `None` dials them in plain text.
+    pub fn with_client_tls(
+        mut self,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Services {
+        self.client_tls = tls;
+        self
     }
 
     /// The same services refusing writes that would grow the store past `quota` (etcd's

@@ -106,9 +106,8 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::cli::client::endpoint_uri;
 use crate::cli::{Consistency, parse_duration};
 use crate::pb::etcdserverpb as pb;
 use pb::kv_client::KvClient;
@@ -231,6 +230,9 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// TLS flags (etcdctl's; `https://` endpoints).
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTlsArgs,
 }
 
 /// Largest value `--total`, `--clients`, `--conns`, the sizes and the key space may take:
@@ -346,8 +348,10 @@ pub struct Plan {
     pub workload: &'static str,
     /// What each request does.
     pub op: Op,
-    /// Endpoint URIs (`http://host:port`).
+    /// Endpoint URIs (`http://host:port` or `https://host:port`).
     pub endpoints: Vec<String>,
+    /// TLS flags for the connections.
+    pub tls: crate::cli::ClientTlsArgs,
     /// Concurrent clients.
     pub clients: u64,
     /// Shared connections.
@@ -457,7 +461,10 @@ impl Plan {
             .iter()
             .map(|e| e.trim())
             .filter(|e| !e.is_empty())
-            .map(|e| endpoint_uri(e).map_err(|err| BenchError::Endpoint(err.to_string())))
+            .map(|e| {
+                crate::cli::client::endpoint_uri_tls(e, &a.tls)
+                    .map_err(|err| BenchError::Endpoint(err.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(BenchError::Endpoint("no endpoint given".to_string()));
@@ -508,6 +515,7 @@ impl Plan {
             workload: name,
             op,
             endpoints,
+            tls: a.tls.clone(),
             clients: a.clients,
             conns: a.conns,
             stop,
@@ -1022,13 +1030,13 @@ pub fn learned_mod_revision(resp: &pb::TxnResponse) -> Option<i64> {
 /// Connects `plan.conns` channels, connection `i` to endpoint `i mod endpoints`.
 async fn connect(plan: &Plan) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
+    let tls = plan.tls.client_config()?;
     for i in 0..plan.conns {
         let uri = &plan.endpoints[(i % plan.endpoints.len() as u64) as usize];
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .with_context(|| format!("invalid endpoint {uri}"))?
-            .connect_timeout(plan.dial_timeout)
-            .tcp_nodelay(true);
-        let channel = match tokio::time::timeout(plan.dial_timeout, endpoint.connect()).await {
+        let connect = crate::tls::connect_channel(uri, tls.clone(), |e| {
+            e.connect_timeout(plan.dial_timeout).tcp_nodelay(true)
+        });
+        let channel = match tokio::time::timeout(plan.dial_timeout, connect).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(anyhow!("cannot connect to {uri}: {e}")),
             Err(_) => return Err(anyhow!("cannot connect to {uri}: dial timeout")),

@@ -28,32 +28,53 @@ use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 
-/// The URI to dial for an endpoint given as `host:port` or `http://host:port`.
+/// The URI to dial for an endpoint given as `host:port`, `http://host:port` or
+/// `https://host:port`.
 pub fn endpoint_uri(endpoint: &str) -> anyhow::Result<String> {
-    if endpoint.starts_with("https://") {
-        bail!("{endpoint}: TLS endpoints are not supported yet");
-    }
-    if endpoint.starts_with("http://") {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         Ok(endpoint.to_string())
     } else if endpoint.contains("://") {
-        bail!("{endpoint}: unsupported scheme (use host:port or http://host:port)")
+        bail!(
+            "{endpoint}: unsupported scheme (use host:port, http://host:port or https://host:port)"
+        )
     } else {
         Ok(format!("http://{endpoint}"))
     }
 }
 
-/// Connects to one endpoint within the dial timeout.
-pub(crate) async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Channel> {
+/// The URI to dial for `endpoint` with the TLS flags `tls`: a `host:port` endpoint uses TLS
+/// when any TLS flag is given (as etcdctl does).
+pub fn endpoint_uri_tls(endpoint: &str, tls: &crate::cli::ClientTlsArgs) -> anyhow::Result<String> {
     let uri = endpoint_uri(endpoint)?;
-    let ep = Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("invalid endpoint {endpoint}"))?
-        .connect_timeout(args.dial_timeout)
-        .timeout(args.command_timeout);
-    match tokio::time::timeout(args.dial_timeout, ep.connect()).await {
+    if tls.options().any() && !endpoint.contains("://") {
+        return Ok(format!("https://{endpoint}"));
+    }
+    Ok(uri)
+}
+
+/// Connects to `endpoint` with the TLS flags `tls`, within `dial_timeout`; `configure` sets
+/// the endpoint's other options (timeouts).
+pub(crate) async fn dial(
+    endpoint: &str,
+    tls: &crate::cli::ClientTlsArgs,
+    dial_timeout: Duration,
+    configure: impl FnOnce(Endpoint) -> Endpoint,
+) -> anyhow::Result<Channel> {
+    let uri = endpoint_uri_tls(endpoint, tls)?;
+    let config = tls.client_config()?;
+    let connect =
+        crate::tls::connect_channel(&uri, config, |e| configure(e.connect_timeout(dial_timeout)));
+    match tokio::time::timeout(dial_timeout, connect).await {
         Ok(Ok(ch)) => Ok(ch),
         Ok(Err(e)) => Err(anyhow!("{endpoint}: {e}")),
         Err(_) => Err(anyhow!("{endpoint}: context deadline exceeded")),
     }
+}
+
+/// Connects to one endpoint within the dial timeout.
+pub(crate) async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Channel> {
+    let timeout = args.command_timeout;
+    dial(endpoint, &args.tls, args.dial_timeout, |e| e.timeout(timeout)).await
 }
 
 /// Connects to the first endpoint that answers.
@@ -602,10 +623,15 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_need_a_plain_http_scheme() {
+    fn endpoints_take_http_https_or_host_port() {
         assert_eq!(endpoint_uri("127.0.0.1:2379").unwrap(), "http://127.0.0.1:2379");
         assert_eq!(endpoint_uri("http://h:1").unwrap(), "http://h:1");
-        assert!(endpoint_uri("https://h:1").is_err());
+        assert_eq!(endpoint_uri("https://h:1").unwrap(), "https://h:1");
+        let tls =
+            crate::cli::ClientTlsArgs { insecure_skip_tls_verify: true, ..Default::default() };
+        assert_eq!(endpoint_uri_tls("h:1", &tls).unwrap(), "https://h:1");
+        assert_eq!(endpoint_uri_tls("http://h:1", &tls).unwrap(), "http://h:1");
+        assert_eq!(endpoint_uri_tls("h:1", &Default::default()).unwrap(), "http://h:1");
         assert!(endpoint_uri("unix://x").is_err());
     }
 

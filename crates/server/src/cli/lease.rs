@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::cli::client::{endpoint_uri, with_retries};
+use crate::cli::client::{dial, endpoint_uri, with_retries};
 use crate::cli::{ClientArgs, ElectArgs, LeaseCommand, LockArgs};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::v3electionpb as epb;
@@ -98,17 +98,10 @@ pub fn format_time_to_live(r: &pb::LeaseTimeToLiveResponse, with_keys: bool) -> 
 async fn connect_unbounded(args: &ClientArgs) -> anyhow::Result<Channel> {
     let mut errors = Vec::new();
     for e in &args.endpoints {
-        let uri = endpoint_uri(e)?;
-        let ep = Endpoint::from_shared(uri).with_context(|| format!("invalid endpoint {e}"))?;
-        match tokio::time::timeout(
-            args.dial_timeout,
-            ep.connect_timeout(args.dial_timeout).connect(),
-        )
-        .await
-        {
-            Ok(Ok(ch)) => return Ok(ch),
-            Ok(Err(err)) => errors.push(format!("{e}: {err}")),
-            Err(_) => errors.push(format!("{e}: context deadline exceeded")),
+        endpoint_uri(e)?;
+        match dial(e, &args.tls, args.dial_timeout, |ep| ep).await {
+            Ok(ch) => return Ok(ch),
+            Err(err) => errors.push(err.to_string()),
         }
     }
     bail!("could not connect to any endpoint: {}", errors.join("; "))

@@ -300,6 +300,60 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(short = 'w', long, value_enum, default_value = "simple")]
     pub write_out: OutputFormat,
+    /// TLS flags (`https://` endpoints; with any of them a `host:port` endpoint uses TLS too).
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// etcdctl's TLS flags, for `https://` endpoints.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientTlsArgs {
+    /// Verify certificates of TLS-enabled servers using this CA bundle.
+    #[arg(long, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// Identify this client with this TLS certificate file.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        value_name = "CERT",
+        env = "ETCDCTL_CERT",
+        requires = "tls_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Identify this client with this TLS key file.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        value_name = "KEY",
+        env = "ETCDCTL_KEY",
+        requires = "tls_cert"
+    )]
+    pub key: Option<PathBuf>,
+    /// Skip server certificate verification (do not use in production).
+    #[arg(long, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl ClientTlsArgs {
+    /// The flags as [`crate::tls::ClientTlsOptions`].
+    pub fn options(&self) -> crate::tls::ClientTlsOptions {
+        crate::tls::ClientTlsOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            skip_verify: self.insecure_skip_tls_verify,
+        }
+    }
+
+    /// The TLS configuration to dial with: `None` when no flag is given (plain `host:port`
+    /// and `http://` endpoints; `https://` ones then verify against the system's CAs).
+    pub fn client_config(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        let options = self.options();
+        if !options.any() {
+            return Ok(None);
+        }
+        Ok(Some(options.client_config()?))
+    }
 }
 
 /// `tenure put KEY VALUE`.
@@ -555,6 +609,83 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
 pub enum ClusterState {
     /// Bootstrap the cluster from `--initial-cluster`.
     New,
+
+    // TLS (etcd's transport security flags): see `crate::tls`.
+    /// Path to the client server TLS certificate file (for https client URLs).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA certificate file (signs client certificates;
+    /// also verifies other members' client URLs when this member calls them).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates signed by --trusted-ca-file on the client URLs (like a Go
+    /// boolean flag, a value needs `=`).
+    #[arg(
+        long,
+        env = "ETCD_CLIENT_CERT_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub client_cert_auth: bool,
+    /// Client TLS using a self-signed certificate made at start-up (kept in
+    /// DATA_DIR/fixtures/client).
+    #[arg(
+        long,
+        env = "ETCD_AUTO_TLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS certificate file (for https peer URLs; also this member's
+    /// client certificate when it dials peers).
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file (signs the other members' peer
+    /// certificates).
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require peer client certificates signed by --peer-trusted-ca-file.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub peer_client_cert_auth: bool,
+    /// The only common name a peer's client certificate may carry (needs
+    /// --peer-client-cert-auth).
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Peer TLS using a self-signed certificate made at start-up (kept in
+    /// DATA_DIR/fixtures/peer); peers' certificates are then not verified.
+    #[arg(
+        long,
+        env = "ETCD_PEER_AUTO_TLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub peer_auto_tls: bool,
+    /// The lowest TLS version served and dialled: TLS1.2 or TLS1.3 [default: TLS1.2].
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
     /// Join a running cluster (the member was added with `member add`).
     Existing,
 }
@@ -713,6 +844,10 @@ pub enum ConfigError {
         flag: &'static str,
         /// What is wrong.
         reason: String,
+    /// TLS on the client URLs: set when a client URL is `https://`.
+    pub client_tls: Option<crate::tls::TlsSettings>,
+    /// TLS on the peer URLs: set when a peer URL (this member's or another's) is `https://`.
+    pub peer_tls: Option<crate::tls::TlsSettings>,
     },
     /// A URL flag was given but empty.
     #[error("--{0} must not be empty")]
@@ -805,6 +940,105 @@ fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> 
     }
     Ok(urls)
 }
+    /// The TLS flags do not fit the URLs or each other.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// The TLS flags of one side of a member (clients or peers), by their flag names.
+struct TlsFlags<'a> {
+    /// `client` or `peer`: the flag names' prefix and the message's subject.
+    side: &'static str,
+    cert: &'a Option<PathBuf>,
+    key: &'a Option<PathBuf>,
+    ca: &'a Option<PathBuf>,
+    client_cert_auth: bool,
+    auto: bool,
+    allowed_cn: Option<&'a String>,
+}
+
+impl TlsFlags<'_> {
+    fn flag(&self, name: &str) -> String {
+        match self.side {
+            "peer" => format!("--peer-{name}"),
+            _ => format!("--{name}"),
+        }
+    }
+
+    /// The settings for this side, given whether any of its URLs is `https`, with etcd's
+    /// rules: an https URL needs a certificate and key (or auto TLS); client certificate
+    /// authentication needs the CA that signs client certificates; the allowed CN needs client
+    /// certificate authentication. Unlike etcd, which only warns that it ignores them, TLS
+    /// flags without an https URL are refused: the likeliest cause is a URL typed `http://`
+    /// by mistake, which would otherwise serve in plain text.
+    fn settings(
+        &self,
+        https: bool,
+        min_version: crate::tls::TlsMinVersion,
+    ) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+        use crate::tls::{AUTO_TLS_CLIENT_DIR, AUTO_TLS_PEER_DIR, CertSource, TlsSettings};
+        let (cert_flag, key_flag) = (self.flag("cert-file"), self.flag("key-file"));
+        let source = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => {
+                Some(CertSource::Files { cert: cert.clone(), key: key.clone() })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Tls(format!(
+                    "{cert_flag} and {key_flag} must be given together"
+                )));
+            }
+            // etcd prefers given files over auto TLS the same way.
+            (None, None) if self.auto => Some(CertSource::Auto(PathBuf::from(match self.side {
+                "peer" => AUTO_TLS_PEER_DIR,
+                _ => AUTO_TLS_CLIENT_DIR,
+            }))),
+            (None, None) => None,
+        };
+        let any_flag = source.is_some()
+            || self.ca.is_some()
+            || self.client_cert_auth
+            || self.allowed_cn.is_some();
+        if !https {
+            if any_flag {
+                return Err(ConfigError::Tls(format!(
+                    "{side} TLS flags are set but no {side} URL is https:// (use https:// \
+                     {side} URLs, or drop the {side} TLS flags)",
+                    side = self.side
+                )));
+            }
+            return Ok(None);
+        }
+        let Some(source) = source else {
+            let auto = if self.side == "peer" { "--peer-auto-tls" } else { "--auto-tls" };
+            return Err(ConfigError::Tls(format!(
+                "TLS key/cert ({cert_flag}, {key_flag}) must be provided for {side} URLs with \
+                 the HTTPS scheme (or use {auto})",
+                side = self.side
+            )));
+        };
+        if self.client_cert_auth && self.ca.is_none() {
+            return Err(ConfigError::Tls(format!(
+                "{} needs {} (the CA that signs the certificates it accepts)",
+                self.flag("client-cert-auth"),
+                self.flag("trusted-ca-file")
+            )));
+        }
+        if self.allowed_cn.is_some() && !self.client_cert_auth {
+            return Err(ConfigError::Tls(
+                "--peer-cert-allowed-cn needs --peer-client-cert-auth".to_string(),
+            ));
+        }
+        if self.allowed_cn.is_some_and(|cn| cn.is_empty()) {
+            return Err(ConfigError::Tls("--peer-cert-allowed-cn must not be empty".to_string()));
+        }
+        Ok(Some(TlsSettings {
+            source,
+            trusted_ca_file: self.ca.clone(),
+            client_cert_auth: self.client_cert_auth,
+            allowed_cn: self.allowed_cn.cloned(),
+            min_version,
+        }))
+    }
 
 fn join_urls(urls: &[Url]) -> String {
     urls.iter().map(Url::to_string).collect::<Vec<_>>().join(",")
@@ -972,6 +1206,35 @@ impl ServeConfig {
             advertise_client_urls,
             listen_peer_urls,
             initial_advertise_peer_urls,
+        let min_version = match &a.tls_min_version {
+            Some(v) => crate::tls::TlsMinVersion::parse(v)
+                .map_err(|e| ConfigError::Tls(format!("invalid --tls-min-version: {e}")))?,
+            None => crate::tls::TlsMinVersion::default(),
+        };
+        let https = |urls: &[Url]| urls.iter().any(|u| u.scheme == Scheme::Https);
+        let client_tls = TlsFlags {
+            side: "client",
+            cert: &a.cert_file,
+            key: &a.key_file,
+            ca: &a.trusted_ca_file,
+            client_cert_auth: a.client_cert_auth,
+            auto: a.auto_tls,
+            allowed_cn: None,
+        }
+        .settings(https(&listen_client_urls) || https(&advertise_client_urls), min_version)?;
+        let peer_https = https(&listen_peer_urls)
+            || https(&initial_advertise_peer_urls)
+            || members.iter().any(|m| https(&m.peer_urls));
+        let peer_tls = TlsFlags {
+            side: "peer",
+            cert: &a.peer_cert_file,
+            key: &a.peer_key_file,
+            ca: &a.peer_trusted_ca_file,
+            client_cert_auth: a.peer_client_cert_auth,
+            auto: a.peer_auto_tls,
+            allowed_cn: a.peer_cert_allowed_cn.as_ref(),
+        }
+        .settings(peer_https, min_version)?;
             members,
             initial_cluster_state,
             initial_cluster_token: a.initial_cluster_token.clone(),
@@ -1009,6 +1272,8 @@ impl ServeConfig {
 
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
+            client_tls,
+            peer_tls,
         format!(
             "member {} ({}) of cluster {} with {} member(s), data dir {}",
             ids::format_id(self.member_id),

@@ -65,6 +65,9 @@ pub struct SaveArgs {
     /// Time allowed to connect (e.g. `2s`).
     #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     pub dial_timeout: std::time::Duration,
+    /// TLS flags.
+    #[command(flatten)]
+    pub tls: super::ClientTlsArgs,
 }
 
 /// How `status` prints.
@@ -154,11 +157,8 @@ async fn save(a: &SaveArgs) -> anyhow::Result<String> {
 /// Streams a backup from one endpoint into `FILE.part`, checks its trailer, syncs it and
 /// renames it to `FILE`.
 async fn save_from(endpoint: &str, a: &SaveArgs) -> anyhow::Result<String> {
-    let uri = endpoint_uri(endpoint)?;
-    let ep = tonic::transport::Endpoint::from_shared(uri)?.connect_timeout(a.dial_timeout);
-    let channel = tokio::time::timeout(a.dial_timeout, ep.connect())
-        .await
-        .map_err(|_| anyhow!("context deadline exceeded"))??;
+    endpoint_uri(endpoint)?;
+    let channel = super::client::dial(endpoint, &a.tls, a.dial_timeout, |e| e).await?;
     let mut client = pb::maintenance_client::MaintenanceClient::new(channel)
         .max_decoding_message_size(usize::MAX);
     let mut stream = client.snapshot(pb::SnapshotRequest {}).await?.into_inner();

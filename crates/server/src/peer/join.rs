@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::peer::stream::{PeerDialer, PeerStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::runtime::RuntimeHandle;
 
@@ -159,7 +159,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Answers one query connection (its magic already read) with this member's view.
-pub async fn answer(mut stream: TcpStream, responder: &Responder, runtime: &RuntimeHandle) {
+pub async fn answer(mut stream: PeerStream, responder: &Responder, runtime: &RuntimeHandle) {
     let configured = responder.configured.clone();
     let members = runtime.inspect(move |r| {
         let m = r.membership();
@@ -182,16 +182,25 @@ pub async fn answer(mut stream: TcpStream, responder: &Responder, runtime: &Runt
     let view =
         ClusterView { cluster_id: responder.cluster_id, token_hash: responder.token_hash, members };
     let bytes = view.encode();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&bytes)).await;
+    let write = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
     let _ = stream.shutdown().await;
 }
 
-/// Asks the members at `addrs` (`host:port` of their peer URLs), in turn, for their view of
-/// the cluster; the first answer wins. The error lists why each failed.
-pub async fn fetch(addrs: &[String], timeout: Duration) -> Result<ClusterView, String> {
+/// Asks the members at `addrs` (their peer URLs, or `host:port`), in turn, for their view of
+/// the cluster, dialling with `dialer` (TLS for `https://` URLs); the first answer wins. The
+/// error lists why each failed.
+pub async fn fetch(
+    dialer: &PeerDialer,
+    addrs: &[String],
+    timeout: Duration,
+) -> Result<ClusterView, String> {
     let mut why = Vec::new();
     for addr in addrs {
-        match tokio::time::timeout(timeout, fetch_one(addr)).await {
+        match tokio::time::timeout(timeout, fetch_one(dialer, addr, timeout)).await {
             Ok(Ok(view)) => return Ok(view),
             Ok(Err(e)) => why.push(format!("{addr}: {e}")),
             Err(_) => why.push(format!("{addr}: no answer within {timeout:?}")),
@@ -200,9 +209,14 @@ pub async fn fetch(addrs: &[String], timeout: Duration) -> Result<ClusterView, S
     Err(why.join("; "))
 }
 
-async fn fetch_one(addr: &str) -> Result<ClusterView, String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+async fn fetch_one(
+    dialer: &PeerDialer,
+    addr: &str,
+    timeout: Duration,
+) -> Result<ClusterView, String> {
+    let mut stream = dialer.dial(addr, timeout).await.map_err(|e| e.to_string())?;
     stream.write_all(&QUERY_MAGIC).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut limited = (&mut stream).take(ANSWER_BYTES_MAX as u64 + 1);
     limited.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;

@@ -67,9 +67,9 @@ use tenure_raft::{EntryId, Message, MessageBody, NodeId, SnapshotMeta, SnapshotS
 use tenure_storage::snapshot::SNAPSHOT_CHUNK_BYTES_MAX;
 use tenure_storage::{SnapshotReader, SnapshotWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::ids::format_id;
+use crate::peer::stream::{PeerDialer, PeerStream};
 use crate::peer::wire::{self, WireError};
 
 /// The four bytes every snapshot stream frame starts with.
@@ -353,7 +353,7 @@ pub enum TransferError {
 
 /// One side of a stream connection: a frame reader over a buffer, and a writer.
 struct Conn {
-    stream: TcpStream,
+    stream: PeerStream,
     buf: BytesMut,
     out: BytesMut,
     codec: StreamCodec,
@@ -361,7 +361,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, buf: BytesMut, codec: StreamCodec, group_id: u64) -> Conn {
+    fn new(stream: PeerStream, buf: BytesMut, codec: StreamCodec, group_id: u64) -> Conn {
         Conn { stream, buf, out: BytesMut::new(), codec, group_id }
     }
 
@@ -380,7 +380,9 @@ impl Conn {
         };
         let write = async {
             self.stream.write_all(&self.out).await?;
-            self.stream.write_all(data).await
+            self.stream.write_all(data).await?;
+            // TLS buffers what it encrypts: the frame leaves only when flushed.
+            self.stream.flush().await
         };
         match tokio::time::timeout(PROGRESS_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
@@ -492,8 +494,22 @@ pub struct SendOutcome {
 }
 
 /// Sends the snapshot `reader` holds (named by `msg`, a `Snapshot` message) to the peer at
-/// `addr`, reconnecting and resuming as needed. Never panics; every end is an outcome.
+/// `addr` (`host:port`, plain TCP), reconnecting and resuming as needed. Never panics; every
+/// end is an outcome.
 pub async fn send_snapshot(
+    codec: StreamCodec,
+    group_id: u64,
+    addr: String,
+    msg: Message,
+    reader: SnapshotReader,
+) -> SendOutcome {
+    send_snapshot_with(&PeerDialer::plain(), codec, group_id, addr, msg, reader).await
+}
+
+/// [`send_snapshot`] to a peer URL or `host:port`, dialled by `dialer` (TLS for `https://`,
+/// as the message connections).
+pub async fn send_snapshot_with(
+    dialer: &PeerDialer,
     codec: StreamCodec,
     group_id: u64,
     addr: String,
@@ -517,8 +533,10 @@ pub async fn send_snapshot(
     let mut last_error;
     loop {
         attempts += 1;
-        match attempt(codec, group_id, &addr, &msg, &mut source, &mut bytes, &mut resumed_at).await
-        {
+        let outcome =
+            attempt(dialer, codec, group_id, &addr, &msg, &mut source, &mut bytes, &mut resumed_at)
+                .await;
+        match outcome {
             Ok(()) => {
                 return SendOutcome {
                     status: SnapshotStatus::Delivered,
@@ -557,7 +575,9 @@ pub async fn send_snapshot(
 }
 
 /// One connection's worth of a transfer.
+#[allow(clippy::too_many_arguments)] // one transfer's state, threaded through its attempts
 async fn attempt(
+    dialer: &PeerDialer,
     codec: StreamCodec,
     group_id: u64,
     addr: &str,
@@ -566,12 +586,14 @@ async fn attempt(
     bytes: &mut u64,
     resumed_at: &mut Option<u64>,
 ) -> Result<(), TransferError> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(TransferError::Connection(format!("cannot connect: {e}"))),
-        Err(_) => return Err(TransferError::Connection("connect timed out".into())),
+    let stream = match dialer.dial(addr, CONNECT_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(TransferError::Connection("connect timed out".into()));
+        }
+        Err(e) => return Err(TransferError::Connection(format!("cannot connect: {e}"))),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut conn = Conn::new(stream, BytesMut::new(), codec, group_id);
     conn.send(&StreamFrame::Offer(msg.clone())).await?;
     let next = match conn.recv(PROGRESS_TIMEOUT).await?.frame {
@@ -762,15 +784,15 @@ pub enum ReceiveOutcome {
 }
 
 /// Serves one inbound snapshot stream connection (its first bytes already in `buf`) for the
-/// member `codec` speaks for.
+/// member `codec` speaks for. `stream` is a TCP stream or a [`PeerStream`] (TLS).
 pub async fn receive_snapshot(
-    stream: TcpStream,
+    stream: impl Into<PeerStream>,
     buf: BytesMut,
     codec: StreamCodec,
     sink: &impl SnapshotSink,
     partials: &Partials,
 ) -> ReceiveOutcome {
-    let mut conn = Conn::new(stream, buf, codec, 0);
+    let mut conn = Conn::new(stream.into(), buf, codec, 0);
     let offer = match conn.recv(RECEIVE_TIMEOUT).await {
         Ok(f) => f,
         Err(e) => return ReceiveOutcome::Failed(format!("no offer: {e}")),

@@ -63,6 +63,8 @@ use tenure_raft::{Message, MessageBody, NodeId, SnapshotMeta, SnapshotStatus};
 use tenure_storage::{SnapshotReader, SnapshotWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::peer::stream::{PeerAcceptor, PeerDialer, PeerStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -135,7 +137,7 @@ impl PeerTiming {
 /// The sending side: one queue per peer. Implements [`Outbox`] for the runtime.
 pub struct PeerSender {
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
-    /// Each peer's `host:port`, for snapshot connections.
+    /// Each peer's URL (or `host:port`), for snapshot connections.
     addrs: BTreeMap<NodeId, String>,
     /// The addresses from the member's configuration, for members the table has none for.
     configured: BTreeMap<NodeId, String>,
@@ -147,17 +149,31 @@ pub struct PeerSender {
     /// Waits before transfers to followers whose last transfers failed.
     backoff: TransferBackoff,
     metrics: Arc<Metrics>,
+    /// Opens connections: TLS to `https://` peer URLs.
+    dialer: PeerDialer,
 }
 
 impl PeerSender {
     /// Starts one connection task per peer (`peers`: member id and `host:port`) on the
     /// current tokio runtime, with liveness checks from `timing`, counting messages in
-    /// `metrics`.
+    /// `metrics`. Plain TCP only: see [`PeerSender::start_with_dialer`].
     pub fn start(
         codec: FrameCodec,
         peers: &[(u64, String)],
         timing: PeerTiming,
         metrics: Arc<Metrics>,
+    ) -> PeerSender {
+        PeerSender::start_with_dialer(codec, peers, timing, metrics, PeerDialer::plain())
+    }
+
+    /// [`PeerSender::start`] with peers given by URL (`https://` ones dialled with TLS by
+    /// `dialer`) or `host:port`.
+    pub fn start_with_dialer(
+        codec: FrameCodec,
+        peers: &[(u64, String)],
+        timing: PeerTiming,
+        metrics: Arc<Metrics>,
+        dialer: PeerDialer,
     ) -> PeerSender {
         let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
         let tokio = tokio::runtime::Handle::current();
@@ -174,6 +190,7 @@ impl PeerSender {
             tokio,
             backoff,
             metrics,
+            dialer,
         };
         for (id, addr) in configured {
             sender.connect(id, addr);
@@ -184,7 +201,13 @@ impl PeerSender {
     /// Starts (or restarts, for a new address) the connection task for `id`.
     fn connect(&mut self, id: NodeId, addr: String) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-        let link = Link { codec: self.codec, peer: id.0, addr: addr.clone(), timing: self.timing };
+        let link = Link {
+            codec: self.codec,
+            peer: id.0,
+            addr: addr.clone(),
+            timing: self.timing,
+            dialer: self.dialer.clone(),
+        };
         self.tokio.spawn(peer_loop(link, rx, Arc::clone(&self.metrics)));
         self.queues.insert(id, tx);
         self.addrs.insert(id, addr);
@@ -196,9 +219,9 @@ impl PeerSender {
     }
 }
 
-/// The `host:port` of the first peer URL that parses.
+/// The first peer URL that parses, normalised (its scheme says whether to dial with TLS).
 fn peer_address(urls: &[String]) -> Option<String> {
-    urls.iter().find_map(|u| crate::cli::Url::parse(u).ok()).map(|u| u.authority())
+    urls.iter().find_map(|u| crate::cli::Url::parse(u).ok()).map(|u| u.to_string())
 }
 
 impl Outbox for PeerSender {
@@ -226,6 +249,7 @@ impl Outbox for PeerSender {
         };
         let (codec, metrics) = (self.stream_codec, Arc::clone(&self.metrics));
         let backoff = self.backoff.clone();
+        let dialer = self.dialer.clone();
         self.tokio.spawn(async move {
             let peer = message.to;
             let to = format_id(peer.0);
@@ -240,7 +264,8 @@ impl Outbox for PeerSender {
             let began = std::time::Instant::now();
             tracing::info!("sending snapshot {snapshot} to {to}");
             let outcome =
-                snapshot_stream::send_snapshot(codec, GROUP_ID, addr, message, data).await;
+                snapshot_stream::send_snapshot_with(&dialer, codec, GROUP_ID, addr, message, data)
+                    .await;
             let seconds = began.elapsed().as_secs_f64();
             match &outcome.error {
                 None => {
@@ -330,6 +355,7 @@ struct Link {
     peer: u64,
     addr: String,
     timing: PeerTiming,
+    dialer: PeerDialer,
 }
 
 /// Why a connection to a peer was given up.
@@ -343,7 +369,7 @@ enum Ended {
 /// Keeps one connection to a peer and writes its queue to it, replacing the connection
 /// whenever it is found dead (see the module documentation).
 async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Metrics>) {
-    let Link { peer, ref addr, timing, .. } = link;
+    let Link { peer, ref addr, timing, ref dialer, .. } = link;
     let mut backoff = BACKOFF_MIN;
     let mut warned = false;
     let mut failures = 0u32;
@@ -351,7 +377,7 @@ async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Met
         // Only what was queued before this attempt counts as stale if it fails: a message
         // queued while we wait to retry still goes out if the next attempt succeeds.
         let queued_before = rx.len();
-        let mut stream = match connect(addr, timing).await {
+        let mut stream = match connect(dialer, addr, timing).await {
             Ok(s) => {
                 failures = 0;
                 s
@@ -410,20 +436,15 @@ async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Met
     }
 }
 
-/// Dials `addr` within the connect deadline and sets the socket options of a message
-/// connection.
-async fn connect(addr: &str, timing: PeerTiming) -> std::io::Result<TcpStream> {
-    let stream =
-        match tokio::time::timeout(timing.connect_timeout(), TcpStream::connect(addr)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer within {:?}", timing.connect_timeout()),
-                ));
-            }
-        };
-    tune_socket(&stream, timing);
+/// Dials `addr` within the connect deadline (a TLS handshake gets an election timeout more)
+/// and sets the socket options of a message connection.
+async fn connect(
+    dialer: &PeerDialer,
+    addr: &str,
+    timing: PeerTiming,
+) -> std::io::Result<PeerStream> {
+    let stream = dialer.dial(addr, timing.connect_timeout() + timing.election_timeout).await?;
+    tune_socket(stream.tcp(), timing);
     Ok(stream)
 }
 
@@ -451,11 +472,16 @@ fn tune_socket(stream: &TcpStream, timing: PeerTiming) {
 
 /// Writes `bytes` within the write deadline.
 async fn write_within(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     bytes: &[u8],
     deadline: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(deadline, stream.write_all(bytes)).await {
+    let write = async {
+        stream.write_all(bytes).await?;
+        // TLS buffers what it encrypts: the bytes leave only when flushed.
+        stream.flush().await
+    };
+    match tokio::time::timeout(deadline, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write failed: {e}")),
         Err(_) => {
@@ -468,12 +494,13 @@ async fn write_within(
 /// the connection is found dead or the member stops. Sets `heard` once a keepalive arrives.
 async fn run_connection(
     link: &Link,
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     rx: &mut mpsc::Receiver<Message>,
     metrics: &Metrics,
     heard: &mut bool,
 ) -> Ended {
-    let Link { codec, peer, timing, .. } = *link;
+    let Link { codec, peer, timing, .. } = link;
+    let (codec, peer, timing) = (*codec, *peer, *timing);
     let silence_max = timing.election_timeout;
     let mut out = BytesMut::new();
     // The opening frame, empty unless something is queued: it tells the acceptor at once
@@ -542,9 +569,12 @@ async fn run_connection(
 
 /// Accepts peer connections and feeds their messages to the runtime; runs until the task is
 /// dropped, which also closes every connection it accepted (so peers notice and reconnect
-/// to whoever listens next on this address).
+/// to whoever listens next on this address). Each connection's TLS handshake, on an
+/// `https://` listener, runs in the connection's own task: a slow or failed one never holds
+/// up the loop.
 pub async fn accept_loop(
     listener: TcpListener,
+    acceptor: PeerAcceptor,
     codec: FrameCodec,
     timing: PeerTiming,
     runtime: RuntimeHandle,
@@ -561,7 +591,17 @@ pub async fn accept_loop(
                 let (runtime, partials) = (runtime.clone(), partials.clone());
                 let from = from.to_string();
                 let responder = Arc::clone(&responder);
+                let acceptor = acceptor.clone();
                 readers.spawn(async move {
+                    let stream = match acceptor.accept(stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // A member with the wrong certificate retries every few
+                            // milliseconds: a warning per attempt would flood the log.
+                            tracing::debug!("refusing peer connection from {from}: TLS: {e}");
+                            return;
+                        }
+                    };
                     read_loop(stream, from, codec, timing, runtime, partials, &responder).await;
                 });
             }
@@ -578,7 +618,7 @@ pub async fn accept_loop(
 /// [`STREAM_MAGIC`] is a snapshot transfer instead, and one that opens with [`QUERY_MAGIC`] a
 /// joining member's question (answered with this member's view of the cluster).
 async fn read_loop(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     from: String,
     codec: FrameCodec,
     timing: PeerTiming,
@@ -618,7 +658,7 @@ async fn read_loop(
         }
         return;
     }
-    tune_socket(&stream, timing);
+    tune_socket(stream.tcp(), timing);
     let mut keepalive = BytesMut::new();
     codec.encode_keepalive(&mut keepalive);
     // The first tick is immediate: the dialler hears from us as soon as it has opened.

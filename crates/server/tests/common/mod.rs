@@ -49,6 +49,11 @@ pub fn free_port() -> u16 {
 pub struct Server(Option<Child>);
 
 impl Server {
+    /// A child started by the test itself (with flags `Plan` does not know).
+    pub fn from_child(child: Child) -> Server {
+        Server(Some(child))
+    }
+
     /// Sends SIGTERM and expects a clean exit.
     pub fn terminate(mut self) {
         let mut child = self.0.take().expect("running");
