@@ -55,6 +55,9 @@ struct Args {
     /// Write the history here, one JSON object per operation.
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// Read with serializable (local) reads: a planted bug the checker must catch.
+    #[arg(long)]
+    serializable_reads: bool,
     /// Print the schedule the seed draws and exit, starting nothing.
     #[arg(long)]
     dry_run: bool,
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
     config.log_dir = args.log_dir.clone();
     config.verbose = !args.quiet;
     config.history_path = args.history.clone();
+    config.serializable_reads = args.serializable_reads;
 
     if args.dry_run {
         let spec = config.schedule_spec();

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub verbose: bool,
     /// Write the history here, one JSON object per operation.
     pub history_path: Option<PathBuf>,
+    /// Serializable reads: the planted client-side bug the suite must find (see
+    /// [`WorkloadConfig::serializable_reads`]).
+    pub serializable_reads: bool,
 }
 
 impl RunConfig {
@@ -69,6 +72,7 @@ impl RunConfig {
             check_timeout: Duration::from_secs(60),
             verbose: false,
             history_path: None,
+            serializable_reads: false,
         }
     }
 
@@ -97,6 +101,9 @@ impl RunConfig {
         );
         if !self.partitions {
             cmd.push_str(" --no-partitions");
+        }
+        if self.serializable_reads {
+            cmd.push_str(" --serializable-reads");
         }
         let flag = if self.etcd { "--etcd" } else { "--tenure" };
         cmd.push_str(&format!(" {flag} {}", self.server.display()));
@@ -174,6 +181,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         key_count: config.key_count,
         op_timeout: config.op_timeout,
         seed: config.seed,
+        serializable_reads: config.serializable_reads,
     };
     let mut clients = Vec::new();
     for spec in cluster.specs() {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use tenure_sim::linearizability::{OpKind, Operation, Status};
 use tenure_sim::rng::SimRng;
 
@@ -143,6 +143,10 @@ pub struct WorkloadConfig {
     pub op_timeout: Duration,
     /// The seed each client's generator derives from.
     pub seed: u64,
+    /// Read with etcd's serializable reads (served from the asked member's own state, no
+    /// ReadIndex) instead of linearizable ones. Not linearizable by design: a planted bug on
+    /// the client side, which the suite must find (a member cut off serves stale values).
+    pub serializable_reads: bool,
 }
 
 /// The name of key `i`.
@@ -183,8 +187,9 @@ pub async fn run_client(
         let client = &mut members[member];
         let call_us = recorder.now_us();
         let (kind, status, revision) = if roll < 40 {
+            let options = config.serializable_reads.then(|| GetOptions::new().with_serializable());
             let read =
-                tokio::time::timeout(config.op_timeout, client.get(key.as_str(), None)).await;
+                tokio::time::timeout(config.op_timeout, client.get(key.as_str(), options)).await;
             match read {
                 Ok(Ok(r)) => {
                     let value =
