@@ -15,6 +15,7 @@
 //! | [`watchers`] | one watch from revision 1 per member, resumed across kills |
 //! | [`check`] | the checkers: linearizability, watch guarantees, acknowledged writes, convergence, crashes |
 //! | [`report`] | availability per fault window, the report as text and JSON |
+//! | [`compare`] | a tenure run and an etcd run of one schedule, side by side |
 //! | [`run`] | one run from start to report |
 //!
 //! Contract: a run never leaves anything behind. Every process it starts is killed, and every
@@ -26,6 +27,7 @@
 pub mod binary;
 pub mod check;
 pub mod cluster;
+pub mod compare;
 pub mod net;
 pub mod report;
 pub mod run;

@@ -1,5 +1,6 @@
-//! `tenure-torture`: one run of the fault suite against real server processes; prints the
-//! report and exits 0 (no anomaly), 1 (anomalies), 2 (the run could not be carried out),
+//! `tenure-torture`: one run of the fault suite against real server processes (or, with
+//! `--compare-etcd`, a tenure run and an etcd run of the same schedule); prints the report and
+//! exits 0 (no anomaly), 1 (anomalies), 2 (the run could not be carried out),
 //! 3 (a checker could not decide) or 130 (interrupted; everything was cleaned up).
 
 use std::path::PathBuf;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tenure_torture::binary;
-use tenure_torture::run::{RunConfig, run};
+use tenure_torture::report::Report;
+use tenure_torture::run::{RunConfig, RunError, run};
 
 /// Runs a seeded fault schedule against a three-member cluster of real processes and checks
 /// the history.
@@ -28,6 +30,16 @@ struct Args {
     /// Run etcd (3.4's flags) instead of tenure, from PATH.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/usr/bin/etcd")]
     etcd: Option<PathBuf>,
+    /// Run the schedule against tenure, then against etcd from PATH, and print both side by
+    /// side.
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = "/usr/bin/etcd",
+        conflicts_with = "etcd"
+    )]
+    compare_etcd: Option<PathBuf>,
     /// Inject kills and pauses only (partitions need root and iptables).
     #[arg(long)]
     no_partitions: bool,
@@ -129,37 +141,69 @@ fn main() -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(&format!("cannot start the runtime: {e}")),
         };
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            r = run(&config) => Some(r),
-            // Dropping the run's future kills the members and removes the rules.
-            _ = tokio::signal::ctrl_c() => None,
-        }
-    });
-    match outcome {
-        None => {
-            eprintln!("tenure-torture: interrupted; members stopped, rules removed");
-            ExitCode::from(130)
-        }
-        Some(Err(e)) => fail(&e.to_string()),
-        Some(Ok(report)) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => return fail(&format!("cannot encode the report: {e}")),
-                }
-            } else {
-                print!("{}", report.to_text());
-            }
-            if report.anomalies > 0 {
-                ExitCode::from(1)
-            } else if report.undecided > 0 {
-                ExitCode::from(3)
-            } else {
-                ExitCode::SUCCESS
-            }
+    let first = match run_one(&runtime, &config) {
+        None => return interrupted(),
+        Some(Err(e)) => return fail(&e.to_string()),
+        Some(Ok(r)) => r,
+    };
+    let mut reports = vec![first];
+    if let Some(etcd) = &args.compare_etcd {
+        let etcd = match binary::check_executable(etcd) {
+            Ok(p) => p,
+            Err(e) => return fail(&format!("{e} (install etcd: apt-get install -y etcd-server)")),
+        };
+        let mut other = config.clone();
+        other.server = etcd;
+        other.etcd = true;
+        match run_one(&runtime, &other) {
+            None => return interrupted(),
+            Some(Err(e)) => return fail(&e.to_string()),
+            Some(Ok(r)) => reports.push(r),
         }
     }
+    if args.json {
+        let value = match &reports[..] {
+            [a, b] => serde_json::to_value(serde_json::json!({ a.flavor: a, b.flavor: b })),
+            _ => serde_json::to_value(&reports[0]),
+        };
+        match value.and_then(|v| serde_json::to_string_pretty(&v)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(&format!("cannot encode the report: {e}")),
+        }
+    } else {
+        for r in &reports {
+            println!("{}", r.to_text());
+        }
+        if let [a, b] = &reports[..] {
+            print!("{}", tenure_torture::compare::side_by_side(a, b));
+        }
+    }
+    if reports.iter().any(|r| r.anomalies > 0) {
+        ExitCode::from(1)
+    } else if reports.iter().any(|r| r.undecided > 0) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs `config` to its report; `None` if Ctrl-C came first (dropping the run's future kills
+/// the members and removes the rules).
+fn run_one(
+    runtime: &tokio::runtime::Runtime,
+    config: &RunConfig,
+) -> Option<Result<Report, RunError>> {
+    runtime.block_on(async {
+        tokio::select! {
+            r = run(config) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    })
+}
+
+fn interrupted() -> ExitCode {
+    eprintln!("tenure-torture: interrupted; members stopped, rules removed");
+    ExitCode::from(130)
 }
 
 fn fail(message: &str) -> ExitCode {

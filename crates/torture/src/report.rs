@@ -26,6 +26,36 @@ pub struct FaultRecord {
     pub leader_before_heal: Option<String>,
     /// What the workload got done in the window and after it.
     pub availability: Availability,
+    /// When each member acknowledged a probe write after the heal.
+    pub heal_probe: HealProbe,
+}
+
+/// When the members served writes again after a heal: each member is sent writes from the
+/// heal on until one is acknowledged (see [`crate::workload::probe`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HealProbe {
+    /// Per member, milliseconds from the heal to its first acknowledged probe write (`None`:
+    /// none within the probe's patience).
+    pub member_ms: Vec<Option<f64>>,
+    /// The first member to acknowledge: the cluster serves writes again.
+    pub first_ms: Option<f64>,
+    /// The last: every member serves writes again (`None` if one never did).
+    pub all_ms: Option<f64>,
+}
+
+impl HealProbe {
+    /// The summary of per-member probe results, in microseconds.
+    pub fn of(member_us: &[Option<u64>]) -> HealProbe {
+        let member_ms: Vec<Option<f64>> =
+            member_us.iter().map(|u| u.map(|u| u as f64 / 1e3)).collect();
+        let first_ms = member_ms.iter().flatten().copied().reduce(f64::min);
+        let all_ms = if member_ms.iter().all(Option::is_some) {
+            member_ms.iter().flatten().copied().reduce(f64::max)
+        } else {
+            None
+        };
+        HealProbe { member_ms, first_ms, all_ms }
+    }
 }
 
 /// Who led at a fault's start and just before its heal, by member name.
@@ -109,6 +139,9 @@ pub struct Totals {
     pub info: usize,
     /// Acknowledged writes and successful cas.
     pub writes_acknowledged: usize,
+    /// Operations of the workload's clients decided (ok or fail): the final reads and the
+    /// heal probes left out.
+    pub workload_completed: usize,
 }
 
 impl Totals {
@@ -123,6 +156,10 @@ impl Totals {
             writes_acknowledged: history
                 .iter()
                 .filter(|o| o.acknowledged_write().is_some())
+                .count(),
+            workload_completed: history
+                .iter()
+                .filter(|o| o.completed() && o.client < crate::workload::FINAL_READ_CLIENT)
                 .count(),
         }
     }
@@ -197,18 +234,30 @@ impl Report {
         }
         let _ =
             writeln!(s, "baseline: {:.0} ops/s before the first fault", self.baseline_ops_per_s);
-        let _ = writeln!(s, "\nfaults:");
         let _ = writeln!(
             s,
-            "  {:<44} {:>17}  {:>9} {:>6} {:>8} {:>8} {:>11} {:>11}",
-            "fault", "window (s)", "leader", "ops", "ops/s", "after/s", "1st write", "1st op"
+            "\nfaults (ops: decided in the window; 1st write: the clients' first acknowledged \
+             write issued after the heal; probe: a write per member from the heal on, first and \
+             last member to acknowledge):"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<44} {:>17}  {:>9} {:>6} {:>8} {:>8} {:>11} {:>17}",
+            "fault",
+            "window (s)",
+            "leader",
+            "ops",
+            "ops/s",
+            "after/s",
+            "1st write",
+            "probe 1st/all"
         );
         for f in &self.faults {
             let a = &f.availability;
             let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
             let _ = writeln!(
                 s,
-                "  {:<44} {:>7.2}..{:>7.2}  {:>9} {:>6} {:>8.0} {:>8.0} {:>11} {:>11}",
+                "  {:<44} {:>7.2}..{:>7.2}  {:>9} {:>6} {:>8.0} {:>8.0} {:>11} {:>17}",
                 if f.planned == f.injected {
                     f.injected.clone()
                 } else {
@@ -225,7 +274,7 @@ impl Report {
                 a.ops_per_s_during,
                 a.ops_per_s_after,
                 ms(a.first_write_after_heal_ms),
-                ms(a.first_op_after_heal_ms)
+                format!("{} / {}", ms(f.heal_probe.first_ms), ms(f.heal_probe.all_ms))
             );
         }
         let t = &self.totals;
@@ -291,5 +340,18 @@ mod tests {
         assert_eq!(a.first_op_after_heal_ms, Some(300.0));
         assert_eq!(a.first_write_after_heal_ms, Some(600.0));
         assert!((a.ops_per_s_during - 1.0).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::HealProbe;
+
+    #[test]
+    fn a_probe_summary_names_the_first_and_the_last_member() {
+        let p = HealProbe::of(&[Some(30_000), Some(10_000), Some(20_000)]);
+        assert_eq!((p.first_ms, p.all_ms), (Some(10.0), Some(30.0)));
+        let p = HealProbe::of(&[Some(30_000), None, Some(20_000)]);
+        assert_eq!((p.first_ms, p.all_ms), (Some(20.0), None));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::check::{self, MemberHash};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, connect};
 use crate::net::{Firewall, FirewallError};
-use crate::report::{FaultRecord, Leaders, Report, Totals, availability};
+use crate::report::{FaultRecord, HealProbe, Leaders, Report, Totals, availability};
 use crate::schedule::{self, FaultKind, PlannedFault, ScheduleSpec, Target};
 use crate::watchers::{WatchLog, watch_member};
 use crate::workload::{self, Recorder, WorkloadConfig};
@@ -136,6 +136,10 @@ pub enum RunError {
     Config(String),
 }
 
+/// A fault as it happened: the plan, what was done, its window (µs), who led, and the heal
+/// probes still running.
+type Window = (PlannedFault, String, u64, u64, Leaders, Vec<tokio::task::JoinHandle<Option<u64>>>);
+
 /// What is in force, to be healed.
 enum Active {
     Killed(usize),
@@ -213,7 +217,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .collect();
 
     let mut crashes = Vec::new();
-    let mut windows: Vec<(PlannedFault, String, u64, u64, Leaders)> = Vec::new();
+    let mut windows: Vec<Window> = Vec::new();
     for fault in &plan {
         sleep_until(&recorder, fault.start_ms * 1_000, &mut cluster, &mut crashes, &log).await;
         let leader = cluster.leader().await;
@@ -278,7 +282,21 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             end_us as f64 / 1e6,
             leaders.before_heal.as_deref().unwrap_or("none")
         ));
-        windows.push((*fault, injected, start_us, end_us, leaders));
+        let probes: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(m, c)| {
+                tokio::spawn(workload::probe(
+                    windows.len(),
+                    m,
+                    c.clone(),
+                    end_us,
+                    recorder.clone(),
+                    config.op_timeout,
+                ))
+            })
+            .collect();
+        windows.push((*fault, injected, start_us, end_us, leaders, probes));
     }
     let end_us = config.duration.as_micros() as u64;
     sleep_until(&recorder, end_us, &mut cluster, &mut crashes, &log).await;
@@ -287,6 +305,14 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let _ = t.await;
     }
     let workload_end_us = recorder.now_us();
+    let mut probe_results = Vec::new();
+    for w in &mut windows {
+        let mut per_member = Vec::new();
+        for p in w.5.drain(..) {
+            per_member.push(p.await.ok().flatten());
+        }
+        probe_results.push(HealProbe::of(&per_member));
+    }
     log(format!(
         "{:>8.2} s  workload stopped; waiting for the members to converge",
         workload_end_us as f64 / 1e6
@@ -358,7 +384,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     let faults = windows
         .iter()
         .enumerate()
-        .map(|(k, (planned, injected, start_us, end_us, leaders))| {
+        .map(|(k, (planned, injected, start_us, end_us, leaders, _))| {
             let next = windows.get(k + 1).map_or(workload_end_us, |w| w.2);
             FaultRecord {
                 planned: planned.kind.to_string(),
@@ -368,6 +394,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 leader_at_start: leaders.at_start.clone(),
                 leader_before_heal: leaders.before_heal.clone(),
                 availability: availability(&history, *start_us, *end_us, next),
+                heal_probe: probe_results[k].clone(),
             }
         })
         .collect();

@@ -297,3 +297,56 @@ pub const AVOID_US: u64 = 2_000_000;
 
 /// Client ids from here on are the final reads (see [`final_reads`]).
 pub const FINAL_READ_CLIENT: u64 = 10_000;
+
+/// The key the heal probes write (see [`probe`]).
+pub const PROBE_KEY: &str = "probe";
+/// Probe client ids start here (`PROBE_CLIENT + fault * 8 + member`).
+pub const PROBE_CLIENT: u64 = 20_000;
+/// How long a probe keeps trying.
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// After the heal of fault `fault` at `heal_us`: writes through `member` until a write is
+/// acknowledged (each attempt bounded by `attempt_timeout`, for at most [`PROBE_PATIENCE`]),
+/// recording every attempt into the history. Returns the microseconds from the heal to the
+/// acknowledgement. Unlike the clients, a probe starts at the heal with nothing in flight, so
+/// it measures when the member serves writes again, not when a client's earlier request gave
+/// up.
+pub async fn probe(
+    fault: usize,
+    member: usize,
+    mut client: Client,
+    heal_us: u64,
+    recorder: Arc<Recorder>,
+    attempt_timeout: Duration,
+) -> Option<u64> {
+    let id = PROBE_CLIENT + fault as u64 * 8 + member as u64;
+    let give_up_us = heal_us + PROBE_PATIENCE.as_micros() as u64;
+    for attempt in 0.. {
+        let call_us = recorder.now_us();
+        if call_us >= give_up_us {
+            return None;
+        }
+        let value = format!("p{fault}.{member}.{attempt}");
+        let put = client.put(PROBE_KEY, value.as_str(), None);
+        let (status, revision) = match tokio::time::timeout(attempt_timeout, put).await {
+            Ok(Ok(r)) => (Status::Ok, r.header().map(|h| h.revision())),
+            _ => (Status::Info, None),
+        };
+        let ret_us = recorder.now_us();
+        recorder.push(OpRecord {
+            client: id,
+            member,
+            key: PROBE_KEY.to_string(),
+            kind: OpKind::Write { value },
+            call_us,
+            ret_us,
+            status,
+            revision,
+        });
+        if status == Status::Ok {
+            return Some(ret_us.saturating_sub(heal_us));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
