@@ -81,12 +81,12 @@ impl PermissionKind {
 /// empty: the key alone; `"\0"`: every key from `key` on; otherwise `[key, range_end)`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Permission {
-    /// What it allows.
-    pub kind: PermissionKind,
-    /// First key.
+    /// First key (permissions order by it, then by range end, as etcd lists them).
     pub key: Bytes,
     /// End of the range, as in a Range request.
     pub range_end: Bytes,
+    /// What it allows.
+    pub kind: PermissionKind,
 }
 
 /// A user.
@@ -376,6 +376,16 @@ impl AuthState {
         range_end: &[u8],
     ) -> Result<(), AuthError> {
         self.check(info, |c| c.need(PermissionKind::Read, key, range_end))
+    }
+
+    /// Whether `info`'s user may write etcd's range `(key, range_end)`.
+    pub fn check_write_range(
+        &self,
+        info: &AuthInfo,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), AuthError> {
+        self.check(info, |c| c.need(PermissionKind::Write, key, range_end))
     }
 
     /// Whether `info`'s user may do everything a transaction could do, on either branch.

@@ -53,7 +53,13 @@ pub mod pb {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
     }
-    /// etcd's `etcdserverpb` package: the KV, Watch, Lease, Cluster and Maintenance services.
+    /// etcd's `authpb` package: users, roles and permissions.
+    #[allow(missing_docs)]
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    /// etcd's `etcdserverpb` package: the KV, Watch, Lease, Cluster, Maintenance and Auth
+    /// services.
     #[allow(missing_docs, clippy::all)]
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");

@@ -208,6 +208,7 @@ impl Member {
             .with_requests_in_flight_max(cfg.max_concurrent_requests)
             .with_watch_config(watch)
             .with_quota(cfg.quota)
+            .with_auth_config(cfg.auth)
             .with_lease_ttl_min_secs(crate::api::lease::lease_ttl_min_secs(
                 u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
                 cfg.election_ticks(),
@@ -435,12 +436,12 @@ async fn identify(
     Ok((effective, membership))
 }
 
-fn parse_ids(text: &str) -> Option<(u64, u64)> {
 /// The hosts of `urls`, for the names a self-signed certificate is made for.
 fn url_hosts<'a>(urls: impl Iterator<Item = &'a Url>) -> Vec<String> {
     urls.map(|u| u.host.clone()).collect()
 }
 
+fn parse_ids(text: &str) -> Option<(u64, u64)> {
     let mut words = text.split_whitespace();
     let cluster = u64::from_str_radix(words.next()?, 16).ok()?;
     let member = u64::from_str_radix(words.next()?, 16).ok()?;

@@ -190,10 +190,12 @@ async fn agreed_leader(urls: &[&String], options: &ClientTlsOptions, patience: D
             seen.push(status(u, options).await.ok());
         }
         let leaders: Vec<u64> = seen.iter().flatten().map(|(_, l)| *l).collect();
-        if leaders.len() == urls.len() && leaders.iter().all(|l| *l != 0 && *l == leaders[0]) {
-            if let Some(pos) = seen.iter().position(|s| s.is_some_and(|(id, _)| id == leaders[0])) {
-                return pos;
-            }
+        let agreed =
+            leaders.len() == urls.len() && leaders.iter().all(|l| *l != 0 && *l == leaders[0]);
+        if agreed
+            && let Some(pos) = seen.iter().position(|s| s.is_some_and(|(id, _)| id == leaders[0]))
+        {
+            return pos;
         }
         assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;

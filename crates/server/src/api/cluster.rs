@@ -189,6 +189,8 @@ impl pb::cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<tonic::Response<pb::MemberAddResponse>, Status> {
+        let token = super::auth::forwarded_token(&request);
+        self.check_admin(&request)?;
         let r = request.into_inner();
         check_urls(&r.peer_ur_ls)?;
         let member_id = new_member_id(&r.peer_ur_ls);
@@ -202,7 +204,7 @@ impl pb::cluster_server::Cluster for Services {
             Err(ChangeOutcome::NotLeader(leader)) => {
                 let mut c =
                     pb::cluster_client::ClusterClient::new(self.leader_channel(leader).await?);
-                return c.member_add(r).await;
+                return c.member_add(super::auth::forward(r, token)).await;
             }
             Err(ChangeOutcome::Failed(s)) => return Err(s),
         }
@@ -225,13 +227,15 @@ impl pb::cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<tonic::Response<pb::MemberRemoveResponse>, Status> {
+        let token = super::auth::forwarded_token(&request);
+        self.check_admin(&request)?;
         let r = request.into_inner();
         match self.change_members(MemberRequest::Remove { member_id: r.id }).await {
             Ok(()) => {}
             Err(ChangeOutcome::NotLeader(leader)) => {
                 let mut c =
                     pb::cluster_client::ClusterClient::new(self.leader_channel(leader).await?);
-                return c.member_remove(r).await;
+                return c.member_remove(super::auth::forward(r, token)).await;
             }
             Err(ChangeOutcome::Failed(s)) => return Err(s),
         }
@@ -243,6 +247,7 @@ impl pb::cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<tonic::Response<pb::MemberUpdateResponse>, Status> {
+        self.check_admin(&request)?;
         let r = request.into_inner();
         check_urls(&r.peer_ur_ls)?;
         // Only a member of the configuration can be updated (etcd: "member not found").
@@ -285,13 +290,15 @@ impl pb::cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<tonic::Response<pb::MemberPromoteResponse>, Status> {
+        let token = super::auth::forwarded_token(&request);
+        self.check_admin(&request)?;
         let r = request.into_inner();
         match self.change_members(MemberRequest::Promote { member_id: r.id }).await {
             Ok(()) => {}
             Err(ChangeOutcome::NotLeader(leader)) => {
                 let mut c =
                     pb::cluster_client::ClusterClient::new(self.leader_channel(leader).await?);
-                return c.member_promote(r).await;
+                return c.member_promote(super::auth::forward(r, token)).await;
             }
             Err(ChangeOutcome::Failed(s)) => return Err(s),
         }

@@ -225,6 +225,7 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<tonic::Response<pb::CampaignResponse>, Status> {
+        self.check_recipe(&request, &name_prefix(&request.get_ref().name), true)?;
         Services::campaign(self, request.into_inner())
             .await
             .map(tonic::Response::new)
@@ -235,6 +236,9 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<tonic::Response<pb::ProclaimResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            self.check_recipe(&request, &name_prefix(&l.name), true)?;
+        }
         let r = request.into_inner();
         let leader = r.leader.ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
         let lease = self.session_lease(leader.lease).await.map_err(recipe_error)?;
@@ -248,6 +252,7 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<tonic::Response<pb::LeaderResponse>, Status> {
+        self.check_recipe(&request, &name_prefix(&request.get_ref().name), false)?;
         let prefix = name_prefix(&request.into_inner().name);
         let (kv, revision) = self.leader_kv(&prefix).await.map_err(recipe_error)?;
         Ok(tonic::Response::new(pb::LeaderResponse {
@@ -263,6 +268,7 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<tonic::Response<Self::ObserveStream>, Status> {
+        self.check_recipe(&request, &name_prefix(&request.get_ref().name), false)?;
         let prefix = name_prefix(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE_MAX);
         let services = self.clone();
@@ -284,6 +290,9 @@ impl pb::election_server::Election for Services {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<tonic::Response<pb::ResignResponse>, Status> {
+        if let Some(l) = &request.get_ref().leader {
+            self.check_recipe(&request, &name_prefix(&l.name), true)?;
+        }
         let leader =
             request.into_inner().leader.ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
         // etcd's server opens a session here too (granting a lease for lease 0), but Resign

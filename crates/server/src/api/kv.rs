@@ -18,14 +18,19 @@ impl pb::kv_server::Kv for Services {
         request: Request<pb::RangeRequest>,
     ) -> Result<tonic::Response<pb::RangeResponse>, Status> {
         let _permit = self.admit()?;
+        let info = self.auth_info(&request)?;
         let r = request.into_inner();
         let consistency =
             if r.serializable { Consistency::Serializable } else { Consistency::Linearizable };
         let req: RangeRequest =
             convert::range_request_from_pb(r).map_err(|e| Status::from(ServerError::from(e)))?;
+        let (key, range_end) = (req.key.clone(), req.range_end.clone());
         let rx = self.runtime.read(req, consistency).map_err(submit_status)?;
         match rx.await {
             Ok(Ok(Answer::Read(r))) => {
+                // Checked after the read, against the auth state applied by then: a revoke
+                // committed before a linearizable read refuses it.
+                self.check_read(&info, &key, &range_end)?;
                 Ok(tonic::Response::new(convert::range_response_to_pb(r, &self.ctx())))
             }
             Ok(Ok(_)) => Err(unexpected("Range")),

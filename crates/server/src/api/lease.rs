@@ -68,10 +68,15 @@ impl Services {
     }
 
     /// One renewal through the log: the answer to a keep-alive request for `id`.
-    async fn renew(&self, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    async fn renew(
+        &self,
+        id: i64,
+        info: tenure_kv::AuthInfo,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let _permit = self.admit()?;
         let renew = Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id });
-        let rx = self.runtime.propose(Proposal::new(renew)).map_err(submit_status)?;
+        let proposal = Proposal::new(renew).with_auth(info);
+        let rx = self.runtime.propose(proposal).map_err(submit_status)?;
         let (revision, ttl) = match rx.await {
             Ok(Ok(Answer::Write(Response::LeaseRenew(r)))) => {
                 self.runtime.metrics().lease_renewed();
@@ -133,6 +138,8 @@ impl pb::lease_server::Lease for Services {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<tonic::Response<KeepAliveStream>, Status> {
+        // The stream's credentials go with every renewal (checked when it applies).
+        let info = self.auth_info(&request)?;
         let mut requests = request.into_inner();
         let (out, rx) = mpsc::channel(KEEPALIVES_IN_FLIGHT_MAX);
         // Renewals in flight, oldest first: a reader starts them, an answerer sends their
@@ -150,7 +157,9 @@ impl pb::lease_server::Lease for Services {
                 match next {
                     Ok(Some(req)) => {
                         let services = services.clone();
-                        let renewal = tokio::spawn(async move { services.renew(req.id).await });
+                        let info = info.clone();
+                        let renewal =
+                            tokio::spawn(async move { services.renew(req.id, info).await });
                         if in_flight.send(renewal).await.is_err() {
                             return;
                         }
@@ -182,6 +191,7 @@ impl pb::lease_server::Lease for Services {
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<tonic::Response<pb::LeaseTimeToLiveResponse>, Status> {
         let _permit = self.admit()?;
+        self.check_authenticated(&request)?;
         let r = request.into_inner();
         self.linearizable_barrier().await?;
         let (id, with_keys) = (r.id, r.keys);
@@ -217,9 +227,10 @@ impl pb::lease_server::Lease for Services {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, Status> {
         let _permit = self.admit()?;
+        self.check_authenticated(&request)?;
         self.linearizable_barrier().await?;
         let rx = self
             .runtime

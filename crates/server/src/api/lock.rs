@@ -126,6 +126,7 @@ impl pb::lock_server::Lock for Services {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<tonic::Response<pb::LockResponse>, Status> {
+        self.check_recipe(&request, &name_prefix(&request.get_ref().name), true)?;
         let r = request.into_inner();
         self.lock_named(&r.name, r.lease).await.map(tonic::Response::new).map_err(recipe_error)
     }
@@ -134,7 +135,12 @@ impl pb::lock_server::Lock for Services {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<tonic::Response<pb::UnlockResponse>, Status> {
+        let info = self.auth_info(&request)?;
         let key = request.into_inner().key;
+        self.runtime
+            .auth()
+            .check_write_range(&info, &key, b"")
+            .map_err(super::auth::auth_status)?;
         let delete = Command::DeleteRange(DeleteRangeRequest::single(key));
         match self.propose_internal(delete).await.map_err(recipe_error)? {
             Response::DeleteRange(d) => Ok(tonic::Response::new(pb::UnlockResponse {

@@ -230,8 +230,9 @@ impl pb::maintenance_server::Maintenance for Services {
     /// Answers once this member is up, as etcd's does when its defragmentation is done.
     async fn defragment(
         &self,
-        _: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<tonic::Response<pb::DefragmentResponse>, Status> {
+        self.check_admin(&request)?;
         let st = self.runtime.status();
         if st.stopped {
             return Err(ServerError::Stopped.into());
@@ -243,8 +244,9 @@ impl pb::maintenance_server::Maintenance for Services {
 
     async fn hash(
         &self,
-        _: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<tonic::Response<pb::HashResponse>, Status> {
+        self.check_admin(&request)?;
         let _permit = self.admit()?;
         let store = self.store_copy().await?;
         let revision = store.revision();
@@ -261,6 +263,7 @@ impl pb::maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<tonic::Response<pb::HashKvResponse>, Status> {
+        self.check_admin(&request)?;
         let _permit = self.admit()?;
         let revision = request.get_ref().revision;
         let store = self.store_copy().await?;
@@ -284,8 +287,9 @@ impl pb::maintenance_server::Maintenance for Services {
     /// the copy is encoded once to measure it and once to send it, both on a blocking thread.
     async fn snapshot(
         &self,
-        _: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        self.check_admin(&request)?;
         let store = self.store_copy().await?;
         let header = self.ctx().header(store.revision());
         let member = crate::ids::format_id(self.cluster.member_id);
@@ -342,6 +346,7 @@ impl pb::maintenance_server::Maintenance for Services {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<tonic::Response<pb::MoveLeaderResponse>, Status> {
+        self.check_admin(&request)?;
         self.move_leader_on_leader(request.into_inner().target_id).await
     }
 }

@@ -8,6 +8,7 @@
 //! | [`lock`] | `v3lockpb.Lock`: Lock, Unlock |
 //! | [`election`] | `v3electionpb.Election`: Campaign, Proclaim, Leader, Observe, Resign |
 //! | [`concurrency`] | what Lock and Election share: etcd's concurrency recipes (sessions, waiting for deletes, key layout) run inside the member |
+//! | [`auth`] | `etcdserverpb.Auth` (users, roles, tokens), and who sent a request: the checks every service runs |
 //! | [`cluster`] | `etcdserverpb.Cluster`: MemberList |
 //! | [`maintenance`] | `etcdserverpb.Maintenance`: Status, Alarm, Snapshot, Hash, HashKV, Defragment; the backend quota |
 //! | [`http`] | `/health`, `/livez`, `/readyz`, `/version`, `/metrics`; 404 for paths not served |
@@ -27,6 +28,7 @@
 //! (exactly-once retries) only when tenure's own client sends `x-tenure-client-id` and
 //! `x-tenure-sequence` metadata; etcd clients get etcd's at-least-once behaviour.
 
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod convert;
@@ -111,6 +113,8 @@ pub struct Services {
     lease_ttl_min_secs: i64,
     /// The backend quota (see [`maintenance::Quota`]).
     quota: maintenance::Quota,
+    /// Tokens, logins and password hashing (see [`auth`]).
+    auth: std::sync::Arc<auth::Authenticator>,
     /// TLS for calls to other members' client URLs (forwarding to the leader), when the
     /// client URLs are https: this member's certificate and trusted CA.
     client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -138,6 +142,7 @@ impl Services {
             watch: watch::WatchConfig::default(),
             lease_ttl_min_secs: lease::lease_ttl_min_secs(100, 10),
             quota: maintenance::Quota::default(),
+            auth: std::sync::Arc::new(auth::Authenticator::new(auth::AuthConfig::default())),
             client_tls: None,
         }
     }
@@ -149,6 +154,12 @@ impl Services {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Services {
         self.client_tls = tls;
+        self
+    }
+
+    /// The same services authenticating as `config` says (token TTL, bcrypt cost).
+    pub fn with_auth_config(mut self, config: auth::AuthConfig) -> Services {
+        self.auth = std::sync::Arc::new(auth::Authenticator::new(config));
         self
     }
 
@@ -200,6 +211,7 @@ impl Services {
         .add_service(pb::cluster_server::ClusterServer::new(self.clone()))
         .add_service(watch::WatchServer::new(self.clone()))
         .add_service(pb::lease_server::LeaseServer::new(self.clone()))
+        .add_service(pb::auth_server::AuthServer::new(self.clone()))
         .add_service(crate::pb::v3lockpb::lock_server::LockServer::new(self.clone()))
         .add_service(crate::pb::v3electionpb::election_server::ElectionServer::new(self.clone()))
         .add_service(pb::maintenance_server::MaintenanceServer::new(self));
@@ -235,11 +247,14 @@ impl Services {
             return Err(ServerError::RequestTooLarge.into());
         }
         let _permit = self.admit()?;
+        // Who sent it goes with the proposal: the store checks permissions when it applies.
+        let info = self.auth_info(request)?;
         self.check_quota(&command).await?;
         let proposal = match session(request)? {
             Some((client_id, sequence)) => Proposal::with_session(command, client_id, sequence),
             None => Proposal::new(command),
-        };
+        }
+        .with_auth(info);
         let rx = self.runtime.propose(proposal).map_err(submit_status)?;
         match rx.await {
             Ok(Ok(Answer::Write(r))) => Ok(r),

@@ -335,6 +335,19 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
+    /// The settings etcdctl's environment variables give (`ETCDCTL_CACERT`, `ETCDCTL_CERT`,
+    /// `ETCDCTL_KEY`, `ETCDCTL_INSECURE_SKIP_TLS_VERIFY`), for commands without the flags.
+    pub fn from_env() -> ClientTlsArgs {
+        let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        ClientTlsArgs {
+            cacert: path("ETCDCTL_CACERT"),
+            cert: path("ETCDCTL_CERT"),
+            key: path("ETCDCTL_KEY"),
+            insecure_skip_tls_verify: std::env::var("ETCDCTL_INSECURE_SKIP_TLS_VERIFY")
+                .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True")),
+        }
+    }
+
     /// The flags as [`crate::tls::ClientTlsOptions`].
     pub fn options(&self) -> crate::tls::ClientTlsOptions {
         crate::tls::ClientTlsOptions {
@@ -570,6 +583,16 @@ pub struct ServeArgs {
         allow_negative_numbers = true
     )]
     pub quota_backend_bytes: i64,
+    /// How clients' tokens are made: `simple` (etcd's default; signed tokens any member can
+    /// check). etcd's `jwt` is not supported yet.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds an auth token stays valid after `Authenticate` (etcd's default 300).
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = crate::api::auth::TOKEN_TTL_SECS_DEFAULT)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost for hashing passwords (4 to 31; etcd's default 10).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = crate::api::auth::BCRYPT_COST_DEFAULT)]
+    pub bcrypt_cost: u32,
     /// `periodic` (keep --auto-compaction-retention of time) or `revision` (keep that many
     /// revisions) [default: periodic].
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE")]
@@ -599,16 +622,6 @@ pub struct ServeArgs {
         value_parser = parse_duration
     )]
     pub experimental_corrupt_check_time: Duration,
-}
-
-/// etcd's upper bound on the election timeout.
-pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
-
-/// Whether this member bootstraps a new cluster or joins an existing one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterState {
-    /// Bootstrap the cluster from `--initial-cluster`.
-    New,
 
     // TLS (etcd's transport security flags): see `crate::tls`.
     /// Path to the client server TLS certificate file (for https client URLs).
@@ -686,6 +699,16 @@ pub enum ClusterState {
     /// The lowest TLS version served and dialled: TLS1.2 or TLS1.3 [default: TLS1.2].
     #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
     pub tls_min_version: Option<String>,
+}
+
+/// etcd's upper bound on the election timeout.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 50_000;
+
+/// Whether this member bootstraps a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap the cluster from `--initial-cluster`.
+    New,
     /// Join a running cluster (the member was added with `member add`).
     Existing,
 }
@@ -827,11 +850,17 @@ pub struct ServeConfig {
     pub cluster_id: u64,
     /// The backend quota (`--quota-backend-bytes`).
     pub quota: crate::api::maintenance::Quota,
+    /// Authentication: token TTL and bcrypt cost (`--auth-token-ttl`, `--bcrypt-cost`).
+    pub auth: crate::api::auth::AuthConfig,
     /// Automatic compaction, if on (`--auto-compaction-mode` and `-retention`).
     pub auto_compaction: Option<crate::compactor::AutoCompaction>,
     /// Integrity checks across members (`--experimental-initial-corrupt-check`,
     /// `--experimental-corrupt-check-time`).
     pub corrupt_check: crate::corruption::CorruptCheck,
+    /// TLS on the client URLs: set when a client URL is `https://`.
+    pub client_tls: Option<crate::tls::TlsSettings>,
+    /// TLS on the peer URLs: set when a peer URL (this member's or another's) is `https://`.
+    pub peer_tls: Option<crate::tls::TlsSettings>,
 }
 
 /// Why `tenure serve`'s flags are not a usable configuration. Each message is one line.
@@ -844,10 +873,6 @@ pub enum ConfigError {
         flag: &'static str,
         /// What is wrong.
         reason: String,
-    /// TLS on the client URLs: set when a client URL is `https://`.
-    pub client_tls: Option<crate::tls::TlsSettings>,
-    /// TLS on the peer URLs: set when a peer URL (this member's or another's) is `https://`.
-    pub peer_tls: Option<crate::tls::TlsSettings>,
     },
     /// A URL flag was given but empty.
     #[error("--{0} must not be empty")]
@@ -895,6 +920,9 @@ pub enum ConfigError {
     /// Two members hash to the same id.
     #[error("--initial-cluster members {0} and {1} have the same member id")]
     DuplicateMemberId(String, String),
+    /// An auth flag has a value tenure cannot use.
+    #[error("{0}")]
+    Auth(String),
     /// `--initial-cluster-state` is neither `new` nor `existing`.
     #[error("invalid --initial-cluster-state {0:?}: want new or existing")]
     BadClusterState(String),
@@ -925,21 +953,6 @@ pub enum ConfigError {
     /// messages).
     #[error("{0}")]
     AutoCompaction(String),
-}
-
-/// Parses a comma-separated URL list flag.
-fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
-    let urls = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| Url::parse(s).map_err(|reason| ConfigError::BadUrl { flag, reason }))
-        .collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() {
-        return Err(ConfigError::EmptyUrls(flag));
-    }
-    Ok(urls)
-}
     /// The TLS flags do not fit the URLs or each other.
     #[error("{0}")]
     Tls(String),
@@ -1039,6 +1052,21 @@ impl TlsFlags<'_> {
             min_version,
         }))
     }
+}
+
+/// Parses a comma-separated URL list flag.
+fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<Url>, ConfigError> {
+    let urls = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Url::parse(s).map_err(|reason| ConfigError::BadUrl { flag, reason }))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(ConfigError::EmptyUrls(flag));
+    }
+    Ok(urls)
+}
 
 fn join_urls(urls: &[Url]) -> String {
     urls.iter().map(Url::to_string).collect::<Vec<_>>().join(",")
@@ -1191,21 +1219,6 @@ impl ServeConfig {
             .map(|m| m.id)
             .expect("own name checked above");
         let cluster_id = ids::cluster_id(&members.iter().map(|m| m.id).collect::<Vec<_>>());
-        let auto_compaction = crate::compactor::AutoCompaction::from_flags(
-            a.auto_compaction_mode.as_deref(),
-            a.auto_compaction_retention.as_deref(),
-        )
-        .map_err(ConfigError::AutoCompaction)?;
-        Ok(ServeConfig {
-            name: a.name.clone(),
-            data_dir: a
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", a.name))),
-            listen_client_urls,
-            advertise_client_urls,
-            listen_peer_urls,
-            initial_advertise_peer_urls,
         let min_version = match &a.tls_min_version {
             Some(v) => crate::tls::TlsMinVersion::parse(v)
                 .map_err(|e| ConfigError::Tls(format!("invalid --tls-min-version: {e}")))?,
@@ -1235,6 +1248,21 @@ impl ServeConfig {
             allowed_cn: a.peer_cert_allowed_cn.as_ref(),
         }
         .settings(peer_https, min_version)?;
+        let auto_compaction = crate::compactor::AutoCompaction::from_flags(
+            a.auto_compaction_mode.as_deref(),
+            a.auto_compaction_retention.as_deref(),
+        )
+        .map_err(ConfigError::AutoCompaction)?;
+        Ok(ServeConfig {
+            name: a.name.clone(),
+            data_dir: a
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", a.name))),
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
             members,
             initial_cluster_state,
             initial_cluster_token: a.initial_cluster_token.clone(),
@@ -1250,12 +1278,15 @@ impl ServeConfig {
             member_id,
             cluster_id,
             quota: crate::api::maintenance::Quota::from_flag(a.quota_backend_bytes),
+            auth: auth_config(a)?,
             auto_compaction,
             corrupt_check: crate::corruption::CorruptCheck {
                 initial: a.experimental_initial_corrupt_check,
                 interval: (!a.experimental_corrupt_check_time.is_zero())
                     .then_some(a.experimental_corrupt_check_time),
             },
+            client_tls,
+            peer_tls,
         })
     }
 
@@ -1272,8 +1303,6 @@ impl ServeConfig {
 
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
-            client_tls,
-            peer_tls,
         format!(
             "member {} ({}) of cluster {} with {} member(s), data dir {}",
             ids::format_id(self.member_id),
@@ -1283,6 +1312,35 @@ impl ServeConfig {
             self.data_dir.display()
         )
     }
+}
+
+/// `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`, checked.
+fn auth_config(a: &ServeArgs) -> Result<crate::api::auth::AuthConfig, ConfigError> {
+    let kind = a.auth_token.split(',').next().unwrap_or_default();
+    match kind {
+        "simple" => {}
+        "jwt" => {
+            return Err(ConfigError::Auth(
+                "--auth-token jwt is not supported by tenure yet; use simple".to_string(),
+            ));
+        }
+        other => {
+            return Err(ConfigError::Auth(format!("invalid --auth-token {other:?}: want simple")));
+        }
+    }
+    if !(4..=31).contains(&a.bcrypt_cost) {
+        return Err(ConfigError::Auth(format!(
+            "invalid --bcrypt-cost {}: want 4 to 31",
+            a.bcrypt_cost
+        )));
+    }
+    if a.auth_token_ttl == 0 {
+        return Err(ConfigError::Auth("--auth-token-ttl must be at least 1 second".to_string()));
+    }
+    Ok(crate::api::auth::AuthConfig {
+        token_ttl: Duration::from_secs(a.auth_token_ttl),
+        bcrypt_cost: a.bcrypt_cost,
+    })
 }
 
 /// Parses a duration as Go's `time.ParseDuration` does (etcd's flags take those): a sequence
@@ -1492,11 +1550,15 @@ mod tests {
         assert!(bad("http://a:99999").unwrap_err().to_string().contains("invalid port"));
         assert!(bad("a:1").unwrap_err().to_string().contains("no scheme"));
         assert_eq!(bad(" , "), Err(ConfigError::EmptyUrls("listen-client-urls")));
-        assert_eq!(
-            bad("http://[::1]:2379,https://0.0.0.0:2379").unwrap().listen_client_urls[0]
-                .authority(),
-            "[::1]:2379"
-        );
+        let both = "http://[::1]:2379,https://0.0.0.0:2379";
+        let cfg = serve(&[
+            "--listen-client-urls",
+            both,
+            "--advertise-client-urls",
+            "http://a:1",
+            "--auto-tls",
+        ]);
+        assert_eq!(cfg.unwrap().listen_client_urls[0].authority(), "[::1]:2379");
         assert!(matches!(
             serve(&["--initial-cluster", "default"]),
             Err(ConfigError::BadClusterEntry(_))

@@ -62,12 +62,10 @@ pub struct SaveArgs {
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: Vec<String>,
-    /// Time allowed to connect (e.g. `2s`).
+    /// Time allowed to connect (e.g. `2s`). TLS settings come from etcdctl's environment
+    /// variables (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY, ETCDCTL_INSECURE_SKIP_TLS_VERIFY).
     #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     pub dial_timeout: std::time::Duration,
-    /// TLS flags.
-    #[command(flatten)]
-    pub tls: super::ClientTlsArgs,
 }
 
 /// How `status` prints.
@@ -158,7 +156,8 @@ async fn save(a: &SaveArgs) -> anyhow::Result<String> {
 /// renames it to `FILE`.
 async fn save_from(endpoint: &str, a: &SaveArgs) -> anyhow::Result<String> {
     endpoint_uri(endpoint)?;
-    let channel = super::client::dial(endpoint, &a.tls, a.dial_timeout, |e| e).await?;
+    let tls = super::ClientTlsArgs::from_env();
+    let channel = super::client::dial(endpoint, &tls, a.dial_timeout, |e| e).await?;
     let mut client = pb::maintenance_client::MaintenanceClient::new(channel)
         .max_decoding_message_size(usize::MAX);
     let mut stream = client.snapshot(pb::SnapshotRequest {}).await?.into_inner();

@@ -61,7 +61,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use tenure_kv::{Proposal, RangeRequest, ReadView};
+use tenure_kv::{AuthState, Proposal, RangeRequest, ReadView};
 use tenure_raft::{LogView, Message, MessageBody, NodeId, Role, SnapshotStatus};
 use tenure_replica::{
     Answer, ClientError, Completion, Consistency, MemberRequest, Output, Replica, ReplicaError,
@@ -223,9 +223,18 @@ pub struct RuntimeHandle {
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
     /// The last read view published (see the module docs).
     view: Arc<Mutex<Arc<ReadView>>>,
+    /// The auth state as of the last turn (see [`RuntimeHandle::auth`]).
+    auth: Arc<Mutex<Arc<AuthState>>>,
 }
 
 impl RuntimeHandle {
+    /// The auth state this member has applied, as of its last loop turn: replaced (a new
+    /// `Arc`) only when an entry changed it. Published before the turn's events, so a watcher
+    /// that looks at it when it gets events sees any change applied before them.
+    pub fn auth(&self) -> Arc<AuthState> {
+        Arc::clone(&self.auth.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Subscribes to the events this member applies from now on. Everything applied before
     /// the call is in the store already: a watcher that subscribes first and then takes a
     /// copy of the store (through [`RuntimeHandle::inspect`]) misses nothing, since the
@@ -427,6 +436,7 @@ impl Runtime {
         let (exit_tx, exited) = tokio::sync::watch::channel(false);
         let status = Arc::new(Mutex::new(NodeStatus::default()));
         let view = Arc::new(Mutex::new(Arc::new(replica.kv().read_view())));
+        let auth = Arc::new(Mutex::new(Arc::clone(replica.kv().auth())));
         let (sync_tx, sync_rx) = mpsc::channel::<SyncTicket>();
 
         let synced_tx = lanes.control.clone();
@@ -480,6 +490,7 @@ impl Runtime {
             rx,
             status: Arc::clone(&status),
             view: Arc::clone(&view),
+            auth: Arc::clone(&auth),
             replies: BTreeMap::new(),
             next_request: 1,
             start: Instant::now(),
@@ -496,7 +507,7 @@ impl Runtime {
             result
         })?;
         Ok(Runtime {
-            handle: RuntimeHandle { lanes, status, exited, metrics, feed, view },
+            handle: RuntimeHandle { lanes, status, exited, metrics, feed, view, auth },
             thread: Some(thread),
         })
     }
@@ -546,6 +557,8 @@ struct Worker {
     status: Arc<Mutex<NodeStatus>>,
     /// Where the read view is published (see the module docs).
     view: Arc<Mutex<Arc<ReadView>>>,
+    /// Where the auth state is published (see [`RuntimeHandle::auth`]).
+    auth: Arc<Mutex<Arc<AuthState>>>,
     /// Clients waiting, by the request id the runtime gave them, with whether each asked for
     /// a write (for the proposal counters).
     replies: BTreeMap<RequestId, (Reply, bool)>,
@@ -827,6 +840,11 @@ impl Worker {
         let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.observe_status(&published, &status);
         *published = status;
+        drop(published);
+        let mut auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&auth, kv.auth()) {
+            *auth = Arc::clone(kv.auth());
+        }
     }
 
     /// Publishes a view of the store as it is now, unless the published one is it already,

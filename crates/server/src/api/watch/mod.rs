@@ -98,6 +98,10 @@ pub const PROGRESS_NOTIFY_INTERVAL_DEFAULT: Duration = Duration::from_secs(600);
 const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 /// etcd's answer to a range that selects no key.
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// The cancel reason of a watch the user may not (or no longer) read: etcd's, which is the
+/// text of its gRPC status.
+const PERMISSION_DENIED: &str =
+    "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
 
 /// The watch id etcd puts on responses that belong to no watcher (progress, refused creates).
 const NO_WATCH_ID: i64 = -1;
@@ -163,6 +167,9 @@ async fn open(
     if require_leader && services.runtime.status().leader.is_none() {
         return Err(ServerError::NoLeader.into());
     }
+    // Who opened the stream: every watcher of it is checked as this user, at its creation
+    // and again whenever the auth state changes.
+    let auth = services.auth_info(&request)?;
     let (tx, rx) = mpsc::channel(STREAM_RESPONSES_MAX);
     let (reports_tx, reports) = mpsc::channel(CATCH_UP_REPORTS_MAX);
     services.runtime.metrics().watch_stream_opened();
@@ -186,6 +193,8 @@ async fn open(
         notify_count: 0,
         next_id: 0,
         require_leader,
+        auth,
+        auth_seen: services.runtime.auth(),
     };
     tokio::spawn(stream.run(request.into_inner()));
     let out = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -240,6 +249,9 @@ struct Group {
     observed: i64,
     /// The task catching the group up from history, while it runs.
     catching_up: Option<CatchUpTask>,
+    /// The key range its watchers read (for permission checks).
+    key: Bytes,
+    range_end: Bytes,
 }
 
 /// A running catch-up; aborted when dropped.
@@ -307,6 +319,10 @@ struct StreamState {
     /// The next id the server picks (etcd: from 0, skipping ids in use).
     next_id: i64,
     require_leader: bool,
+    /// Who opened the stream.
+    auth: tenure_kv::AuthInfo,
+    /// The auth state the watchers were last checked against.
+    auth_seen: Arc<tenure_kv::AuthState>,
 }
 
 impl StreamState {
@@ -382,6 +398,11 @@ impl StreamState {
             let r = pb::WatchResponse { header: self.header().await, ..refuse(EMPTY_RANGE) };
             return self.send(r).await;
         }
+        self.enforce_auth().await?;
+        if self.auth_seen.check_range(&self.auth, &spec.key, &spec.range_end).is_err() {
+            let r = pb::WatchResponse { header: self.header().await, ..refuse(PERMISSION_DENIED) };
+            return self.send(r).await;
+        }
         let id = if c.watch_id != 0 {
             if self.index.contains_key(&c.watch_id) {
                 let r = pb::WatchResponse { header: self.header().await, ..refuse(DUPLICATE_ID) };
@@ -448,6 +469,8 @@ impl StreamState {
         self.next_group += 1;
         self.index.insert(member.fields.id, token);
         let group = Group {
+            key: cursor.spec().key.clone(),
+            range_end: cursor.spec().range_end.clone(),
             processed: cursor.next() - 1,
             cursor: Some(cursor),
             members: vec![member],
@@ -475,6 +498,46 @@ impl StreamState {
         if self.last_joined == Some(token) {
             self.last_joined = None;
         }
+    }
+
+    /// If the auth state changed since the watchers were last checked, cancels every watcher
+    /// whose range the stream's user may no longer read (with etcd's "permission denied"),
+    /// before anything more is delivered: the feed publishes a turn's auth state before its
+    /// events, so no event applied after a revoke reaches a watcher it revoked.
+    async fn enforce_auth(&mut self) -> Result<(), ()> {
+        let state = self.services.runtime.auth();
+        if Arc::ptr_eq(&state, &self.auth_seen) {
+            return Ok(());
+        }
+        self.auth_seen = state;
+        let denied: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| self.auth_seen.check_range(&self.auth, &g.key, &g.range_end).is_err())
+            .map(|(t, _)| *t)
+            .collect();
+        for token in denied {
+            let Some(g) = self.groups.remove(&token) else { continue };
+            if self.last_joined == Some(token) {
+                self.last_joined = None;
+            }
+            for m in &g.members {
+                self.index.remove(&m.fields.id);
+                if m.fields.progress_notify {
+                    self.notify_count -= 1;
+                }
+                self.services.runtime.metrics().watcher_removed();
+                let r = pb::WatchResponse {
+                    header: self.header().await,
+                    watch_id: m.fields.id,
+                    canceled: true,
+                    cancel_reason: PERMISSION_DENIED.to_string(),
+                    ..Default::default()
+                };
+                self.send(r).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn cancel(&mut self, id: i64) -> Result<(), ()> {
@@ -584,6 +647,8 @@ impl StreamState {
                 Err(_) => {}
             }
         }
+        // Read after every batch was taken: at least as new as the last batch's turn.
+        self.enforce_auth().await?;
         if let Some(last) = batches.last()
             && let Published::Events { revision, .. } = &**last
         {
@@ -663,6 +728,7 @@ impl StreamState {
     async fn on_report(&mut self, report: Report) -> Result<(), ()> {
         match report {
             Report::Events { group, through, events } => {
+                self.enforce_auth().await?;
                 let Some(g) = self.groups.get_mut(&group) else { return Ok(()) };
                 deliver(&self.tx, &self.services, &mut g.members, through, events).await?;
                 g.processed = g.processed.max(through);
