@@ -255,7 +255,29 @@ impl AuthWorkload {
         };
         self.writes += 1;
         let tag = format!("{c}.{}", self.writes);
-        let key = |rng: &mut SimRng| KEYS[rng.range(0, KEYS.len() as u64) as usize];
+        // Most of the time, keys the member says the user's roles cover (so that writes are
+        // allowed often enough); otherwise any key.
+        let covered: Vec<&str> = KEYS
+            .iter()
+            .copied()
+            .filter(|k| {
+                let roles = state.user(USER).map(|u| u.roles.clone()).unwrap_or_default();
+                roles.iter().filter_map(|r| state.role(r)).any(|role| {
+                    role.permissions.iter().any(|p| {
+                        in_range(k.as_bytes(), &p.key, &p.range_end)
+                            && p.kind.allows(PermissionKind::Write)
+                    })
+                })
+            })
+            .collect();
+        let favor = !covered.is_empty() && rng.chance(0.6);
+        let key = |rng: &mut SimRng| {
+            if favor {
+                covered[rng.range(0, covered.len() as u64) as usize]
+            } else {
+                KEYS[rng.range(0, KEYS.len() as u64) as usize]
+            }
+        };
         let put = |rng: &mut SimRng, n: usize| {
             let mut p = PutRequest::new(b(key(rng)), b(&format!("{tag}.{n}")));
             p.prev_kv = rng.chance(0.2);
@@ -803,6 +825,11 @@ impl AuthChecker {
                 }
             }
         }
+    }
+
+    /// The first member outcome observed at each index.
+    pub fn outcomes(&self) -> &BTreeMap<LogIndex, Observed> {
+        &self.outcomes
     }
 
     /// A client was told `result` for `proposal`, answered by the entry at `index` on `node`.

@@ -266,7 +266,9 @@ impl Profile {
 
     /// The swarm profile of `seed` with the auth workload (`--profile auth`).
     pub fn auth(seed: u64) -> Profile {
-        Profile { auth: true, ..Profile::swarm(seed) }
+        // A longer safety phase than the swarm's: the administrator's setup takes eight
+        // round trips under the seed's faults before any permission decides anything.
+        Profile { auth: true, safety_ms: 3_000, ..Profile::swarm(seed) }
     }
 }
 
