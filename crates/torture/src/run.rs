@@ -429,8 +429,11 @@ fn resolve(target: Target, leader: Option<usize>, members: usize) -> usize {
     match target {
         Target::Member(i) => i % members,
         Target::Leader => leader.unwrap_or(0),
+        // With no leader known, "the leader" is member 0, so the followers are the others:
+        // a one-way cut never names one member at both ends.
         Target::Follower(k) => {
-            let followers: Vec<usize> = (0..members).filter(|&i| Some(i) != leader).collect();
+            let leader = leader.unwrap_or(0);
+            let followers: Vec<usize> = (0..members).filter(|&i| i != leader).collect();
             followers[k % followers.len()]
         }
     }
@@ -500,6 +503,7 @@ mod tests {
         assert_eq!(resolve(Target::Follower(1), Some(1), 3), 2);
         assert_eq!(resolve(Target::Member(1), None, 3), 1);
         assert_eq!(resolve(Target::Leader, None, 3), 0);
+        assert_eq!(resolve(Target::Follower(0), None, 3), 1);
     }
 
     #[test]
