@@ -167,6 +167,11 @@ fn checker_finds_an_acknowledgement_the_rules_do_not_give() {
     let mut c = fed(&h);
     c.on_ack(NodeId(1), LogIndex(9), h[8].clone(), put_ok(3));
     assert!(c.check().is_err(), "a client told its forbidden write succeeded went unnoticed");
+    // Told a different refusal than the members' outcome.
+    let mut c = fed(&h);
+    c.on_ack(NodeId(1), LogIndex(9), h[8].clone(), Err(Error::Auth(AuthError::InvalidAuthToken)));
+    let v = c.check().expect_err("another error than the entry's");
+    assert!(v.to_string().contains("told the outcome its entry had"), "{v}");
     // An acknowledgement from an entry holding another proposal.
     let mut c = fed(&h);
     c.on_ack(NodeId(1), LogIndex(8), h[8].clone(), put_ok(2));
@@ -234,7 +239,7 @@ fn a_planted_disagreement_in_a_real_run_is_found() {
 #[test]
 fn auth_profile_seeds_pass_and_decide_both_ways() {
     let count: u64 =
-        std::env::var("SIM_AUTH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+        std::env::var("SIM_AUTH_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
