@@ -1830,7 +1830,7 @@ mod tests {
             (&["put", "--key-size", "2", "--key-space-size", "101"], "cannot number 101 keys"),
             (&["put", "--key-space-size", "0"], "--key-space-size must be greater than 0"),
             (&["mixed", "--read-ratio", "1.5"], "between 0 and 1"),
-            (&["put", "--endpoints", "https://a:1"], "TLS endpoints are not supported"),
+            (&["put", "--endpoints", "unix://a:1"], "unsupported scheme"),
             (&["put", "--endpoints", ","], "no endpoint given"),
             (&["put", "--duration", "0s"], "--duration must be greater than 0"),
             (&["range", "--consistency", "x"], "invalid value 'x'"),

@@ -1761,3 +1761,69 @@ mod tests {
         assert!(parse_hex_lease("zz").is_err());
     }
 }
+
+    #[test]
+    fn tls_flags_are_checked_against_the_urls_and_each_other() {
+        let https = [
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--advertise-client-urls",
+            "https://127.0.0.1:2379",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = https.to_vec();
+            args.extend_from_slice(extra);
+            serve(&args)
+        };
+        let tls_error = |r: Result<ServeConfig, ConfigError>, needle: &str| match r {
+            Err(ConfigError::Tls(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
+            other => panic!("expected a TLS error about {needle:?}, got {other:?}"),
+        };
+        tls_error(with(&[]), "--cert-file");
+        tls_error(with(&["--cert-file", "c.pem"]), "--key-file");
+        tls_error(with(&["--auto-tls", "--client-cert-auth"]), "--trusted-ca-file");
+        tls_error(with(&["--auto-tls", "--tls-min-version", "TLS1.1"]), "tls-min-version");
+        tls_error(serve(&["--cert-file", "c.pem", "--key-file", "k.pem"]), "https://");
+        tls_error(serve(&["--peer-auto-tls"]), "peer");
+        tls_error(
+            with(&[
+                "--auto-tls",
+                "--peer-auto-tls",
+                "--peer-cert-allowed-cn",
+                "m",
+                "--listen-peer-urls",
+                "https://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "https://127.0.0.1:2380",
+            ]),
+            "--peer-client-cert-auth",
+        );
+        // The peer side: another member's https peer URL needs peer TLS here too.
+        let cluster = "default=http://localhost:2380,other=https://10.0.0.2:2380";
+        tls_error(serve(&["--initial-cluster", cluster]), "--peer-cert-file");
+
+        let cfg = with(&[
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "--trusted-ca-file",
+            "ca.pem",
+            "--client-cert-auth",
+            "--tls-min-version",
+            "TLS1.3",
+        ])
+        .unwrap();
+        let client = cfg.client_tls.expect("client TLS");
+        assert_eq!(
+            client.source,
+            crate::tls::CertSource::Files { cert: "c.pem".into(), key: "k.pem".into() }
+        );
+        assert!(client.client_cert_auth);
+        assert_eq!(client.min_version, crate::tls::TlsMinVersion::Tls13);
+        assert_eq!(cfg.peer_tls, None, "http peer URLs");
+        let auto = with(&["--auto-tls"]).unwrap().client_tls.unwrap();
+        assert_eq!(auto.source, crate::tls::CertSource::Auto("fixtures/client".into()));
+        // Plain URLs and no flags: no TLS, as before.
+        assert_eq!(serve(&[]).map(|c| (c.client_tls, c.peer_tls)), Ok((None, None)));
+    }
