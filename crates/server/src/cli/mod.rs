@@ -1760,7 +1760,6 @@ mod tests {
         assert_eq!(parse_hex_lease("ff"), Ok(255));
         assert!(parse_hex_lease("zz").is_err());
     }
-}
 
     #[test]
     fn tls_flags_are_checked_against_the_urls_and_each_other() {
@@ -1827,3 +1826,4 @@ mod tests {
         // Plain URLs and no flags: no TLS, as before.
         assert_eq!(serve(&[]).map(|c| (c.client_tls, c.peer_tls)), Ok((None, None)));
     }
+}
