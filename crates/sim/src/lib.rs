@@ -21,6 +21,10 @@
 //! - [`membership`]: the operator's membership churn (add a learner, promote it, remove a
 //!   voter or the leader, replace a member) and the checkers that every commit and every
 //!   election had a majority of each configuration in force, and that learners never counted.
+//! - [`auth`]: the auth workload (an administrator changing permissions, roles and a
+//!   password while clients write as the user, as root and as no one) and its checker: every
+//!   member's outcome of each auth-carrying entry and auth state at each index are the same,
+//!   and what a model of etcd's rules gives for the log up to there.
 //! - [`run`]: running one seed and classifying its outcome.
 //! - [`linearizability`]: a Wing & Gong / Porcupine style checker that decides whether a
 //!   history of client operations on a map of registers (read, write, cas, append) is

@@ -11,11 +11,16 @@
 //!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
 //!   removed before their core did, each also a safety failure) and the committed entries whose
 //!   quorum was checked
-//!   (`quorum_checked=<n>`). Exit codes: 0 all
+//!   (`quorum_checked=<n>`), and for `--profile auth` the auth checker's member outcomes,
+//!   allowed and denied writes and acknowledgements checked (`auth_outcomes=<n>`,
+//!   `auth_allowed=<n>`, `auth_denied=<n>`, `auth_acks=<n>`, and
+//!   `seeds_with_auth_allowed_and_denied=<n>`). Exit codes: 0 all
 //!   passed, 1 a safety failure (a checker or linearizability), 4 a liveness failure, 5 a crash
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
 //! - `tenure-sim --seed N --trace` replays one seed and prints its event trace.
+//! - `--profile auth` (with either) runs the swarm profile with the auth workload and checker
+//!   (`tenure_sim::auth`); the default is `--profile swarm`.
 //! - `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
 //!   `tenure_sim::history`) and exits 0 if it is linearizable, 1 if not (with an explanation), 2
 //!   if the time bound ran out, and 3 on bad input or usage.
