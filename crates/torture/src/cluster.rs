@@ -10,7 +10,8 @@
 //! an error or Ctrl-C never leaves servers behind; the data directories go with it. Where
 //! util-linux's `setpriv` is installed, members also get SIGKILL when the suite itself is
 //! SIGKILLed (its parent-death signal); the processes are spawned from the thread that runs
-//! the suite's future, which lives as long as the suite.
+//! the suite's future, which lives as long as the suite. The data directories such a run
+//! leaves (named after its pid) are removed by the next run.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
@@ -158,8 +159,9 @@ impl Cluster {
             let what = what.to_string();
             move |source| ClusterError::Io { what, source }
         };
+        remove_stale_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("tenure-torture-")
+            .prefix(&format!("tenure-torture-{}-", std::process::id()))
             .tempdir()
             .map_err(io("creating the data directory"))?;
         set_mode(dir.path(), 0o755).map_err(io("opening the data directory to the members"))?;
@@ -441,6 +443,24 @@ async fn status_of(url: String) -> Option<MemberStatus> {
         })
     };
     tokio::time::timeout(STATUS_TIMEOUT, ask).await.ok().flatten()
+}
+
+/// Removes the data directories (`tenure-torture-<pid>-*` in the temporary directory) of runs
+/// whose process is gone: a run that was SIGKILLed never dropped its [`Cluster`].
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("tenure-torture-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !crate::net::process_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {

@@ -148,8 +148,17 @@ fn remove_stale_chains() {
         let Some(pid) = chain.strip_prefix("tort-").and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !process_alive(pid) {
             remove_chain(chain);
         }
     }
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie (a killed run whose parent has not
+/// reaped it yet is as dead as one that is gone).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z")
+    })
 }
