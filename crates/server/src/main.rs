@@ -75,6 +75,9 @@ fn run_client(command: Command) -> ExitCode {
                 client::endpoint_status(a).await
             }
             Command::Snapshot { command } => tenure_server::cli::snapshot::run(command).await,
+            Command::Auth { command } => tenure_server::cli::auth::auth(command).await,
+            Command::User { command } => tenure_server::cli::auth::user(command).await,
+            Command::Role { command } => tenure_server::cli::auth::role(command).await,
             Command::Serve(_) | Command::Dev(_) | Command::Demo(_) | Command::Bench(_) => {
                 unreachable!("handled by main")
             }

@@ -472,3 +472,70 @@ fn bad_auth_flags_end_start_up_with_one_line() {
         assert!(stderr.contains(want), "{flag} {value}: {stderr}");
     }
 }
+
+/// Runs `tenure ARGS --endpoints=ENDPOINTS`; stdout, or `Error: ...` from stderr.
+fn tenure_cli(endpoints: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(args)
+        .arg(format!("--endpoints={endpoints}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    outcome(&child.wait_with_output().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenures_own_user_role_and_auth_commands_print_what_etcdctl_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, _servers) = cluster(dir.path(), "auth-cli-").await;
+    let ep = plan.clients.join(",");
+    let steps: &[(&[&str], &str, &str)] = &[
+        (&["user", "add", "root:rootpw"], "", "User root created\n"),
+        (&["role", "add", "root"], "", "Role root created\n"),
+        (&["user", "grant-role", "root", "root"], "", "Role root is granted to user root\n"),
+        // The password from stdin, as `etcdctl user add alice --interactive=false`.
+        (&["user", "add", "alice"], "alicepw\n", "User alice created\n"),
+        (&["role", "add", "app"], "", "Role app created\n"),
+        (
+            &["role", "grant-permission", "app", "readwrite", "/a/", "--prefix"],
+            "",
+            "Role app updated\n",
+        ),
+        (&["role", "grant-permission", "app", "read", "k"], "", "Role app updated\n"),
+        (&["user", "grant-role", "alice", "app"], "", "Role app is granted to user alice\n"),
+        (&["auth", "enable"], "", "Authentication Enabled\n"),
+        (&["user", "list"], "", "Error: etcdserver: user name is empty"),
+        (&["user", "list", "--user", "alice:alicepw"], "", "Error: etcdserver: permission denied"),
+        (&["user", "list", "--user", "root:rootpw"], "", "alice\nroot\n"),
+        (&["user", "get", "alice", "--user", "root"], "rootpw\n", "User: alice\nRoles: app\n"),
+        (
+            &["role", "get", "app", "--user", "root:rootpw"],
+            "",
+            "Role app\nKV Read:\n\t[/a/, /a0) (prefix /a/)\n\tk\nKV Write:\n\t[/a/, /a0) (prefix /a/)\n",
+        ),
+        (
+            &["role", "revoke-permission", "app", "k", "--user", "root:rootpw"],
+            "",
+            "Permission of key k is revoked from role app\n",
+        ),
+        (
+            &["auth", "status", "--user", "root:rootpw"],
+            "",
+            "Authentication Status: true\nAuthRevision: 10\n",
+        ),
+        (&["user", "passwd", "alice", "--user", "root:rootpw"], "new\n", "Password updated\n"),
+        (&["role", "list", "--user", "alice:new"], "", "Error: etcdserver: permission denied"),
+        (&["auth", "disable", "--user", "root:rootpw"], "", "Authentication Disabled\n"),
+        (&["role", "list"], "", "app\nroot\n"),
+    ];
+    for (args, stdin, want) in steps {
+        let (ep, owned, stdin) = (ep.clone(), args.to_vec(), stdin.to_string());
+        let got =
+            tokio::task::spawn_blocking(move || tenure_cli(&ep, &owned, &stdin)).await.unwrap();
+        assert_eq!(&got, want, "tenure {args:?}");
+    }
+}

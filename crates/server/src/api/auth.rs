@@ -63,6 +63,8 @@ pub const BCRYPT_VERIFIES_MAX: usize = 2;
 
 /// The metadata key etcd's clients put the token in.
 const TOKEN_METADATA: &str = "token";
+/// Where etcd's JSON gateway puts the token (from the HTTP `Authorization` header).
+const GATEWAY_TOKEN_METADATA: &str = "authorization";
 /// What the HMAC of a token covers first, so a token can never be confused with another MAC
 /// made with the same key.
 const TOKEN_DOMAIN: &[u8] = b"tenure-auth-token-v1";
@@ -223,7 +225,8 @@ pub fn verify_token(key: &[u8], token: &str, now_ms: u64) -> Result<(String, u64
 pub(crate) fn forwarded_token<T>(
     request: &Request<T>,
 ) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-    request.metadata().get(TOKEN_METADATA).cloned()
+    let md = request.metadata();
+    md.get(TOKEN_METADATA).or_else(|| md.get(GATEWAY_TOKEN_METADATA)).cloned()
 }
 
 /// `message` as a request to another member, with the client's token if it had one.
@@ -258,7 +261,9 @@ impl Services {
     /// still carries it, so a write that applies after auth was enabled is refused.
     pub(crate) fn auth_info<T>(&self, request: &Request<T>) -> Result<AuthInfo, Status> {
         let state = self.runtime.auth();
-        if let Some(token) = request.metadata().get(TOKEN_METADATA) {
+        // etcd reads `token`, and `authorization` (what its JSON gateway passes on).
+        let md = request.metadata();
+        if let Some(token) = md.get(TOKEN_METADATA).or_else(|| md.get(GATEWAY_TOKEN_METADATA)) {
             if !state.enabled() {
                 return Ok(AuthInfo { user: String::new(), token_revision: None });
             }

@@ -10,6 +10,7 @@
 //! Submodules: [`client`] (the client subcommands), [`lease`] (`tenure lease`, `lock`,
 //! `elect`), [`dev`] (`tenure dev`), [`demo`] (`tenure demo`), [`bench`] (`tenure bench`).
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod demo;
@@ -80,6 +81,24 @@ pub enum Command {
     /// Load an etcd v3 endpoint (tenure or etcd) and report throughput and latency (like etcd's
     /// `benchmark`).
     Bench(bench::BenchArgs),
+    /// Authentication on or off, and its status (like `etcdctl auth`).
+    Auth {
+        /// The auth subcommand.
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
+    /// Users (like `etcdctl user`).
+    User {
+        /// The user subcommand.
+        #[command(subcommand)]
+        command: auth::UserCommand,
+    },
+    /// Roles and their key permissions (like `etcdctl role`).
+    Role {
+        /// The role subcommand.
+        #[command(subcommand)]
+        command: auth::RoleCommand,
+    },
     /// Backups: save one from a member, check a file, restore a new cluster from one.
     Snapshot {
         /// The snapshot subcommand.

@@ -96,6 +96,18 @@ pub(super) fn routes(services: &Services) -> axum::Router {
     router
 }
 
+/// `request` with the HTTP request's `Authorization` header (etcd's gateway clients send their
+/// token there) as the gRPC `authorization` metadata, where [`Services::auth_info`] looks for
+/// a token as etcd does.
+fn with_token<T>(headers: &axum::http::HeaderMap, mut request: Request<T>) -> Request<T> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION)
+        && let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes())
+    {
+        request.metadata_mut().insert("authorization", v);
+    }
+    request
+}
+
 /// A `POST` route calling the unary method `call`.
 fn unary<Req, Resp, F, Fut>(services: &Services, call: F) -> MethodRouter
 where
@@ -105,7 +117,7 @@ where
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
 {
     let services = services.clone();
-    axum::routing::post(move |body: Body| {
+    axum::routing::post(move |headers: axum::http::HeaderMap, body: Body| {
         let (services, call) = (services.clone(), call.clone());
         async move {
             let mut reader = BodyReader::new(body, &services);
@@ -115,7 +127,7 @@ where
                 Ok(r) => r.unwrap_or_default(),
                 Err(e) => return error_response(&e.status(Code::InvalidArgument)),
             };
-            match call(services, Request::new(request)).await {
+            match call(services, with_token(&headers, Request::new(request))).await {
                 Ok(r) => json_response(StatusCode::OK, r.into_inner().to_json()),
                 Err(status) => error_response(&status),
             }
@@ -145,7 +157,7 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>> + Send + 'static,
 {
     let services = services.clone();
-    axum::routing::post(move |body: Body| {
+    axum::routing::post(move |headers: axum::http::HeaderMap, body: Body| {
         let (services, call) = (services.clone(), call.clone());
         async move {
             let mut reader = BodyReader::new(body, &services);
@@ -176,7 +188,7 @@ where
                 None,
                 None,
             );
-            match call(services, Request::new(requests)).await {
+            match call(services, with_token(&headers, Request::new(requests))).await {
                 Ok(r) => stream_response(r.into_inner(), held_open),
                 Err(status) => error_response(&status),
             }
@@ -195,7 +207,7 @@ where
     Fut: Future<Output = Result<tonic::Response<S>, Status>> + Send + 'static,
 {
     let services = services.clone();
-    axum::routing::post(move |body: Body| {
+    axum::routing::post(move |headers: axum::http::HeaderMap, body: Body| {
         let (services, call) = (services.clone(), call.clone());
         async move {
             let mut reader = BodyReader::new(body, &services);
@@ -203,7 +215,7 @@ where
                 Ok(r) => r.unwrap_or_default(),
                 Err(e) => return error_response(&e.status(Code::InvalidArgument)),
             };
-            match call(services, Request::new(request)).await {
+            match call(services, with_token(&headers, Request::new(request))).await {
                 Ok(r) => stream_response(r.into_inner(), None),
                 Err(status) => error_response(&status),
             }
