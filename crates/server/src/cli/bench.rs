@@ -45,6 +45,15 @@
 //! order of the requests. Values are `--val-size` bytes. Requests carry no tenure session
 //! metadata, so tenure and etcd receive exactly the same bytes.
 //!
+//! With `--user NAME:PASSWORD` (etcd's `benchmark --user`), before the clock starts the bench
+//! calls `Auth.Authenticate` once per endpoint (over the first connection to it: etcd's simple
+//! tokens may be known to the member that issued them only) and every request on a connection
+//! to that endpoint carries the endpoint's token as `token` metadata, set by an interceptor
+//! from a value made once (a reference-count increment per request, no allocation). A login
+//! that fails is exit code 1 before any load. Tokens are not renewed: a run longer than the
+//! token's TTL (`--auth-token-ttl`, 300 s by default; etcd's simple tokens are extended by
+//! use, tenure's are not) ends with `Unauthenticated` errors.
+//!
 //! Latencies of answered requests go into an HDR histogram (microsecond resolution, three
 //! significant digits); requests answered with an error are counted by gRPC status code and
 //! left out of the latencies and the throughput. A progress bar runs on stderr while the load
@@ -106,6 +115,8 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::cli::{Consistency, parse_duration};
@@ -233,6 +244,9 @@ pub struct LoadArgs {
     /// TLS flags (etcdctl's; `https://` endpoints).
     #[command(flatten)]
     pub tls: crate::cli::ClientTlsArgs,
+    /// Authenticate as this user (`NAME:PASSWORD`) and send its token with every request.
+    #[arg(long, global = true, value_name = "NAME:PASSWORD")]
+    pub user: Option<String>,
 }
 
 /// Largest value `--total`, `--clients`, `--conns`, the sizes and the key space may take:
@@ -303,6 +317,9 @@ pub enum BenchError {
     /// No endpoints, or one that cannot be dialled.
     #[error("--endpoints: {0}")]
     Endpoint(String),
+    /// `--user` without a `:` or with an empty name.
+    #[error("--user must be NAME:PASSWORD")]
+    User,
 }
 
 /// When a run stops.
@@ -352,6 +369,8 @@ pub struct Plan {
     pub endpoints: Vec<String>,
     /// TLS flags for the connections.
     pub tls: crate::cli::ClientTlsArgs,
+    /// `--user`: the name and password to authenticate with.
+    pub user: Option<Credentials>,
     /// Concurrent clients.
     pub clients: u64,
     /// Shared connections.
@@ -374,6 +393,35 @@ pub struct Plan {
     pub watch: Option<WatchPlan>,
     /// The leases of the `lease-keepalive` workload.
     pub lease: Option<LeasePlan>,
+}
+
+/// A user name and password (`--user`). Its `Debug` leaves the password out.
+#[derive(Clone, PartialEq)]
+pub struct Credentials {
+    /// The user name (not empty).
+    pub name: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl std::str::FromStr for Credentials {
+    type Err = BenchError;
+
+    /// `NAME:PASSWORD` (split at the first `:`, as etcd's tools do).
+    fn from_str(s: &str) -> Result<Credentials, BenchError> {
+        match s.split_once(':') {
+            Some((name, password)) if !name.is_empty() => {
+                Ok(Credentials { name: name.to_string(), password: password.to_string() })
+            }
+            _ => Err(BenchError::User),
+        }
+    }
 }
 
 /// The leases of a `lease-keepalive` run. Invariant: `1 <= leases <= LEASES_MAX`,
@@ -469,6 +517,7 @@ impl Plan {
         if endpoints.is_empty() {
             return Err(BenchError::Endpoint("no endpoint given".to_string()));
         }
+        let user = a.user.as_deref().map(str::parse).transpose()?;
         let mut watch = None;
         let mut lease = None;
         let (name, op) = match workload {
@@ -516,6 +565,7 @@ impl Plan {
             op,
             endpoints,
             tls: a.tls.clone(),
+            user,
             clients: a.clients,
             conns: a.conns,
             stop,
@@ -909,8 +959,31 @@ impl Shared {
 /// code.
 type Outcome = Result<(&'static str, Option<i64>), tonic::Code>;
 
+/// The gRPC metadata key etcd reads a client's auth token from.
+const TOKEN_METADATA: &str = "token";
+
+/// Puts a connection's auth token, if it has one, on every request sent over it. The value
+/// is parsed once: each request costs a reference-count increment and a header insert.
+#[derive(Debug, Clone, Default)]
+struct TokenInterceptor(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert(TOKEN_METADATA, token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// One of the run's connections: a channel whose requests carry the `--user`'s token.
+type Conn = InterceptedService<Channel, TokenInterceptor>;
+
 /// One closed-loop client.
-async fn client_loop(shared: Arc<Shared>, channel: Channel, seed: u64) -> Tally {
+async fn client_loop(shared: Arc<Shared>, channel: Conn, seed: u64) -> Tally {
     let plan = &shared.plan;
     let mut kv = KvClient::new(channel);
     let mut rng = SplitMix64(seed);
@@ -1027,8 +1100,51 @@ pub fn learned_mod_revision(resp: &pb::TxnResponse) -> Option<i64> {
     }
 }
 
-/// Connects `plan.conns` channels, connection `i` to endpoint `i mod endpoints`.
-async fn connect(plan: &Plan) -> anyhow::Result<Vec<Channel>> {
+/// Connects `plan.conns` channels, connection `i` to endpoint `i mod endpoints`; with
+/// `--user`, authenticates once per endpoint (over its first connection) and has every
+/// connection to it send the token.
+async fn connect(plan: &Plan) -> anyhow::Result<Vec<Conn>> {
+    let channels = dial(plan).await?;
+    let mut tokens = vec![TokenInterceptor::default(); plan.endpoints.len()];
+    if let Some(user) = &plan.user {
+        for (e, token) in tokens.iter_mut().enumerate() {
+            // Connection e goes to endpoint e (there are at least as many connections as
+            // endpoints used: with fewer connections, the endpoints past them are unused).
+            let Some(channel) = channels.get(e) else { break };
+            let uri = &plan.endpoints[e];
+            *token = TokenInterceptor(Some(
+                authenticate(plan, channel.clone(), user)
+                    .await
+                    .with_context(|| format!("cannot authenticate as {} at {uri}", user.name))?,
+            ));
+        }
+    }
+    Ok(channels
+        .into_iter()
+        .enumerate()
+        .map(|(i, ch)| InterceptedService::new(ch, tokens[i % plan.endpoints.len()].clone()))
+        .collect())
+}
+
+/// `Auth.Authenticate` as `user` over `channel`: the token, as metadata.
+async fn authenticate(
+    plan: &Plan,
+    channel: Channel,
+    user: &Credentials,
+) -> anyhow::Result<MetadataValue<Ascii>> {
+    let mut auth = pb::auth_client::AuthClient::new(channel);
+    let request =
+        pb::AuthenticateRequest { name: user.name.clone(), password: user.password.clone() };
+    let token = match tokio::time::timeout(plan.request_timeout, auth.authenticate(request)).await {
+        Ok(Ok(r)) => r.into_inner().token,
+        Ok(Err(status)) => bail!("{}", status.message()),
+        Err(_) => bail!("request timeout"),
+    };
+    MetadataValue::try_from(token.as_str()).map_err(|_| anyhow!("the token is not ASCII"))
+}
+
+/// Dials `plan.conns` channels, connection `i` to endpoint `i mod endpoints`.
+async fn dial(plan: &Plan) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     let tls = plan.tls.client_config()?;
     for i in 0..plan.conns {
@@ -1158,7 +1274,7 @@ struct GrantedLeases {
 async fn grant_leases(
     plan: &Plan,
     l: LeasePlan,
-    channels: &[Channel],
+    channels: &[Conn],
 ) -> anyhow::Result<GrantedLeases> {
     use pb::lease_client::LeaseClient;
     let started = Instant::now();
@@ -1208,7 +1324,7 @@ async fn grant_leases(
 }
 
 /// Revokes every lease, best effort: answers how many were revoked and how many failed.
-async fn revoke_leases(plan: &Plan, ids: &Arc<[i64]>, channels: &[Channel]) -> (u64, u64) {
+async fn revoke_leases(plan: &Plan, ids: &Arc<[i64]>, channels: &[Conn]) -> (u64, u64) {
     use pb::lease_client::LeaseClient;
     let workers = plan.clients.min(LEASE_SETUP_CONCURRENCY_MAX).min(ids.len() as u64);
     let next = Arc::new(AtomicU64::new(0));
@@ -1255,7 +1371,7 @@ struct KeepAliveStream {
 /// after a failure, or if this future is dropped (a timeout), the next renewal opens a new
 /// stream, so that a late answer is never taken for the next renewal's.
 async fn renew(
-    client: &mut pb::lease_client::LeaseClient<Channel>,
+    client: &mut pb::lease_client::LeaseClient<Conn>,
     stream: &mut Option<KeepAliveStream>,
     id: i64,
 ) -> Result<pb::LeaseKeepAliveResponse, tonic::Status> {
@@ -1301,7 +1417,7 @@ fn renewal_outcome(id: i64, r: &pb::LeaseKeepAliveResponse) -> Result<(), &'stat
 
 /// One closed-loop `lease-keepalive` client: request `n` renews lease `n mod leases` on the
 /// client's own stream, one renewal in flight.
-async fn lease_client_loop(shared: Arc<Shared>, channel: Channel, ids: Arc<[i64]>) -> Tally {
+async fn lease_client_loop(shared: Arc<Shared>, channel: Conn, ids: Arc<[i64]>) -> Tally {
     let plan = &shared.plan;
     let mut client = pb::lease_client::LeaseClient::new(channel);
     let mut stream = None;
@@ -1351,7 +1467,7 @@ struct StreamTally {
 impl Watchers {
     /// Opens every stream and creates its watchers from the current revision; returns once
     /// every watcher was created.
-    async fn start(w: &WatchPlan, channels: &[Channel]) -> anyhow::Result<Watchers> {
+    async fn start(w: &WatchPlan, channels: &[Conn]) -> anyhow::Result<Watchers> {
         let (done, _) = tokio::sync::watch::channel(None);
         let mut tasks = Vec::new();
         let mut start_revision = 0;
@@ -1629,7 +1745,7 @@ impl tonic::codec::Codec for TallyCodec {
 /// Opens `etcdserverpb.Watch/Watch` as the generated client does, but reads the responses as
 /// [`TallyResponse`]s.
 async fn open_tally_stream(
-    client: &mut tonic::client::Grpc<Channel>,
+    client: &mut tonic::client::Grpc<Conn>,
     requests: impl tonic::IntoStreamingRequest<Message = pb::WatchRequest>,
 ) -> Result<tonic::Response<tonic::Streaming<TallyResponse>>, tonic::Status> {
     client.ready().await.map_err(|e| tonic::Status::unknown(format!("not ready: {e}")))?;
@@ -1795,6 +1911,27 @@ mod tests {
     }
 
     #[test]
+    fn user_splits_at_the_first_colon_and_debug_hides_the_password() {
+        assert_eq!(plan(&["put"]).unwrap().user, None);
+        let user = plan(&["put", "--user", "alice:pa:ss"]).unwrap().user.unwrap();
+        assert_eq!((user.name.as_str(), user.password.as_str()), ("alice", "pa:ss"));
+        let empty = plan(&["--user", "bob:", "range"]).unwrap().user.unwrap();
+        assert_eq!((empty.name.as_str(), empty.password.as_str()), ("bob", ""));
+        let shown = format!("{:?}", plan(&["put", "--user", "alice:secret"]).unwrap());
+        assert!(shown.contains("alice") && !shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn the_token_interceptor_sets_the_token_metadata_only_when_there_is_one() {
+        use tonic::service::Interceptor as _;
+        let token: MetadataValue<Ascii> = "abc.1".parse().unwrap();
+        let r = TokenInterceptor(Some(token)).call(tonic::Request::new(())).unwrap();
+        assert_eq!(r.metadata().get(TOKEN_METADATA).unwrap(), "abc.1");
+        let r = TokenInterceptor(None).call(tonic::Request::new(())).unwrap();
+        assert!(r.metadata().get(TOKEN_METADATA).is_none());
+    }
+
+    #[test]
     fn a_renewal_answered_with_ttl_0_or_for_another_lease_is_an_error_and_exit_code_1() {
         let answer = |id, ttl| pb::LeaseKeepAliveResponse { header: None, id, ttl };
         assert_eq!(renewal_outcome(7, &answer(7, 60)), Ok(()));
@@ -1839,6 +1976,8 @@ mod tests {
             (&["lease-keepalive", "--leases", "0"], "--leases must be greater than 0"),
             (&["lease-keepalive", "--ttl", "0"], "--ttl must be greater than 0"),
             (&["lease-keepalive", "--ttl", "9000000001"], "--ttl must be at most 9000000000"),
+            (&["put", "--user", "alice"], "--user must be NAME:PASSWORD"),
+            (&["put", "--user", ":pw"], "--user must be NAME:PASSWORD"),
         ];
         for (args, needle) in cases {
             let err = plan(args).unwrap_err();
