@@ -241,7 +241,9 @@ impl Checker {
         let mut why = String::from("no client URL published");
         for url in urls {
             for attempt in 0..=BEHIND_RETRIES {
-                match ask_hash_kv(url, revision, self.timeout, self.tls.clone()).await {
+                // With auth on, HashKV needs the root role: the member mints itself a token.
+                let token = crate::api::auth::member_token(&self.runtime.auth());
+                match ask_hash_kv(url, revision, self.timeout, self.tls.clone(), token).await {
                     Ok(r) => {
                         return PeerHash::Answer {
                             member_id,
@@ -294,11 +296,16 @@ async fn ask_hash_kv(
     revision: i64,
     timeout: Duration,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    token: Option<String>,
 ) -> Result<pb::HashKvResponse, tonic::Status> {
     let configure = |e: tonic::transport::Endpoint| e.connect_timeout(timeout).timeout(timeout);
     let channel = crate::tls::connect_channel(url, tls, configure)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
     let mut client = pb::maintenance_client::MaintenanceClient::new(channel);
-    Ok(client.hash_kv(pb::HashKvRequest { revision }).await?.into_inner())
+    let mut request = tonic::Request::new(pb::HashKvRequest { revision });
+    if let Some(token) = token.and_then(|t| t.parse().ok()) {
+        request.metadata_mut().insert("token", token);
+    }
+    Ok(client.hash_kv(request).await?.into_inner())
 }

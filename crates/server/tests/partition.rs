@@ -146,6 +146,9 @@ impl Cluster {
                     experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
                     experimental_enable_lease_checkpoint: true,
                     max_concurrent_requests: tenure_server::api::REQUESTS_IN_FLIGHT_MAX,
+                    auth_token: "simple".to_string(),
+                    auth_token_ttl: tenure_server::api::auth::TOKEN_TTL_SECS_DEFAULT,
+                    bcrypt_cost: tenure_server::api::auth::BCRYPT_COST_DEFAULT,
                     ..ServeArgs::default()
                 };
                 ServeConfig::from_args(&args).expect("valid config")

@@ -241,6 +241,18 @@ pub(crate) fn forward<T>(
     request
 }
 
+/// A short-lived token for the root user, minted by this member itself (it holds the key), for
+/// the calls members make to each other's client URLs that need the root role (the integrity
+/// checks' `HashKV`); `None` while auth is off.
+pub fn member_token(state: &AuthState) -> Option<String> {
+    if !state.enabled() {
+        return None;
+    }
+    let root = state.user(tenure_kv::auth::ROOT_USER)?;
+    let expiry = now_unix_ms().saturating_add(60_000);
+    Some(issue_token(state.token_key(), tenure_kv::auth::ROOT_USER, root.password_revision, expiry))
+}
+
 /// An auth error as etcd answers it.
 pub(crate) fn auth_status(e: AuthError) -> Status {
     ServerError::Kv(tenure_kv::Error::Auth(e)).into()
@@ -656,6 +668,24 @@ mod tests {
         {
             assert_eq!(verify_token(KEY, bad, 0), Err(AuthError::InvalidAuthToken), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_member_token_names_root_at_its_password_revision_and_only_with_auth_on() {
+        let mut store = tenure_kv::Store::default();
+        let mut index = 0;
+        let mut apply = |store: &mut tenure_kv::Store, req: AuthRequest| {
+            index += 1;
+            let entry = tenure_kv::Proposal::new(Command::Auth(req)).encode();
+            store.apply(index, 0, &entry).unwrap();
+        };
+        apply(&mut store, AuthRequest::UserAdd { name: "root".into(), password_hash: None });
+        apply(&mut store, AuthRequest::UserGrantRole { user: "root".into(), role: "root".into() });
+        assert_eq!(member_token(store.auth()), None);
+        apply(&mut store, AuthRequest::Enable { token_key: Bytes::from_static(&[3; 32]) });
+        let token = member_token(store.auth()).unwrap();
+        let rev = store.auth().user("root").unwrap().password_revision;
+        assert_eq!(verify_token(&[3; 32], &token, now_unix_ms()), Ok(("root".to_string(), rev)));
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub fn configs(
                 experimental_lease_checkpoint_interval: std::time::Duration::from_secs(300),
                 experimental_enable_lease_checkpoint: true,
                 max_concurrent_requests: crate::api::REQUESTS_IN_FLIGHT_MAX,
+                auth_token: "simple".to_string(),
+                auth_token_ttl: crate::api::auth::TOKEN_TTL_SECS_DEFAULT,
+                bcrypt_cost: crate::api::auth::BCRYPT_COST_DEFAULT,
                 ..ServeArgs::default()
             };
             ServeConfig::from_args(&args).map_err(anyhow::Error::from)

@@ -1337,7 +1337,8 @@ impl ServeConfig {
 fn auth_config(a: &ServeArgs) -> Result<crate::api::auth::AuthConfig, ConfigError> {
     let kind = a.auth_token.split(',').next().unwrap_or_default();
     match kind {
-        "simple" => {}
+        // etcd's default; empty as etcd reads an unset flag.
+        "simple" | "" => {}
         "jwt" => {
             return Err(ConfigError::Auth(
                 "--auth-token jwt is not supported by tenure yet; use simple".to_string(),
