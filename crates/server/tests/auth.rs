@@ -539,3 +539,84 @@ async fn tenures_own_user_role_and_auth_commands_print_what_etcdctl_prints() {
         assert_eq!(&got, want, "tenure {args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_client_cert_auth_the_certificates_common_name_is_the_user() {
+    use common::certs::{Ca, path};
+    if etcdctl_path().is_none() {
+        eprintln!("skipped: etcdctl is not installed (apt-get install etcd-client)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "auth-ca");
+    let (member_cert, member_key) = ca.issue(dir.path(), "member", "member", 1);
+    let root = ca.issue(dir.path(), "root", "root", 2);
+    let alice = ca.issue(dir.path(), "alice", "alice", 3);
+    let ports = free_ports(2);
+    let client = format!("https://127.0.0.1:{}", ports[0]);
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["serve", "--name", "cn", "--data-dir"])
+        .arg(dir.path().join("cn"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("cn={peer}")])
+        .args(["--cert-file", path(&member_cert), "--key-file", path(&member_key)])
+        .args(["--trusted-ca-file", path(&ca.file), "--client-cert-auth"])
+        .stdout(Stdio::null())
+        .stderr(common::stderr_for("cn"))
+        .spawn()
+        .unwrap();
+    let _server = Server::from_child(child);
+    let ca_file = ca.file.clone();
+    let ctl = move |who: &(std::path::PathBuf, std::path::PathBuf), args: &[&str]| {
+        let mut all = vec![
+            format!("--cacert={}", path(&ca_file)),
+            format!("--cert={}", path(&who.0)),
+            format!("--key={}", path(&who.1)),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        outcome(&etcdctl(&client, &all).unwrap())
+    };
+    let (root2, alice2, ctl2) = (root, alice, ctl);
+    let setup = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if ctl2(&root2, &["endpoint", "health"]).contains("is healthy") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut out = Vec::new();
+        for step in [
+            &["user", "add", "root", "--no-password"][..],
+            &["role", "add", "root"],
+            &["user", "grant-role", "root", "root"],
+            &["user", "add", "alice", "--no-password"],
+            &["role", "add", "app"],
+            &["role", "grant-permission", "--prefix=true", "app", "readwrite", "/a/"],
+            &["user", "grant-role", "alice", "app"],
+            &["auth", "enable"],
+            // No --user: the certificate's common name is the user.
+            &["put", "/a/x", "1"],
+            &["put", "/b", "1"],
+            &["user", "list"],
+        ] {
+            let who = if step.first() == Some(&"put") || step == ["user", "list"] {
+                &alice2
+            } else {
+                &root2
+            };
+            out.push(ctl2(who, step));
+        }
+        out.push(ctl2(&root2, &["user", "list"]));
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(setup[7].trim(), "Authentication Enabled", "{setup:?}");
+    assert_eq!(setup[8].trim(), "OK", "alice's put under /a/: {setup:?}");
+    assert_eq!(setup[9].trim(), "Error: etcdserver: permission denied");
+    assert_eq!(setup[10].trim(), "Error: etcdserver: permission denied");
+    assert_eq!(setup[11], "alice\nroot\n");
+}

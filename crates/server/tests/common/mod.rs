@@ -5,6 +5,7 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod isolate;
 
 use std::net::TcpListener;
