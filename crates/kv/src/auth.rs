@@ -290,6 +290,9 @@ pub struct AuthState {
     pub(crate) token_key: Bytes,
     pub(crate) users: BTreeMap<String, User>,
     pub(crate) roles: BTreeMap<String, Role>,
+    /// Each user's permissions merged into intervals, rebuilt whenever the state changes (not
+    /// per request, as etcd caches them too); derived from `users` and `roles`.
+    pub(crate) checkers: BTreeMap<String, std::sync::Arc<Checker>>,
 }
 
 impl AuthState {
@@ -426,7 +429,20 @@ impl AuthState {
         if user.roles.contains(ROOT_ROLE) {
             return Ok(());
         }
-        f(&Checker::for_user(self, user))
+        match self.checkers.get(&info.user) {
+            Some(c) => f(c),
+            None => f(&Checker::for_user(self, user)),
+        }
+    }
+
+    /// Rebuilds every user's merged permissions (after a change or a restore).
+    fn rebuild_checkers(&mut self) {
+        let checkers = self
+            .users
+            .iter()
+            .map(|(name, user)| (name.clone(), std::sync::Arc::new(Checker::for_user(self, user))))
+            .collect();
+        self.checkers = checkers;
     }
 
     /// Applies a change; `info` is who asked (`None`: internal, unchecked). An error leaves
@@ -536,6 +552,7 @@ impl AuthState {
             }
         }
         self.revision = next;
+        self.rebuild_checkers();
         Ok(next)
     }
 }
@@ -552,7 +569,7 @@ fn check_name(name: &str, empty: AuthError) -> Result<(), AuthError> {
 
 /// The end of a half-open key interval: a key, or past every key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum End {
+pub(crate) enum End {
     Key(Vec<u8>),
     Unbounded,
 }
@@ -575,6 +592,7 @@ fn interval(key: &[u8], range_end: &[u8]) -> Option<(Vec<u8>, End)> {
 }
 
 /// A user's permissions as merged intervals, one list per direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checker {
     read: Vec<(Vec<u8>, End)>,
     write: Vec<(Vec<u8>, End)>,
@@ -909,7 +927,10 @@ pub(crate) fn get_state(r: &mut Reader<'_>) -> Result<AuthState, &'static str> {
     if enabled && token_key.len() < 16 {
         return Err("auth enabled without a token key");
     }
-    Ok(AuthState { enabled, revision, token_key, users, roles })
+    let mut state =
+        AuthState { enabled, revision, token_key, users, roles, checkers: BTreeMap::new() };
+    state.rebuild_checkers();
+    Ok(state)
 }
 
 #[cfg(test)]
