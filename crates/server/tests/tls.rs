@@ -12,56 +12,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::certs::{Ca, path};
 use common::{Server, free_ports, stderr_for};
 use tenure_server::pb::etcdserverpb as pb;
 use tenure_server::tls::{ClientTlsOptions, common_name, connect_channel, server_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A certificate authority made for one test.
-struct Ca {
-    key: rcgen::KeyPair,
-    cert: rcgen::Certificate,
-    /// Where its certificate is written.
-    file: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let file = dir.join(format!("{name}.pem"));
-        std::fs::write(&file, cert.pem()).unwrap();
-        Ca { key, cert, file }
-    }
-
-    /// A certificate with common name `cn`, for 127.0.0.1 and localhost, usable by servers
-    /// and clients (as etcd's guides make member certificates), with serial `serial`; written
-    /// to `dir/{file}.pem` and `dir/{file}-key.pem`.
-    fn issue(&self, dir: &Path, file: &str, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.serial_number = Some(rcgen::SerialNumber::from(serial));
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}-key.pem")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
-}
 
 /// Names and https URLs for `n` members.
 struct TlsPlan {
