@@ -176,9 +176,17 @@ fn alarm_outcomes_round_trip_through_their_encoding() {
 
 #[test]
 fn entries_of_format_version_2_still_apply() {
-    // Version 3 only added alarms; a version 2 entry is the same bytes with another first byte.
+    // Version 3 only added alarms and version 4 who sent a proposal (a flag after the session
+    // flag): a version 2 or 3 entry is the same bytes without that flag, with its own first
+    // byte.
     let mut entry = Proposal::new(Command::Put(PutRequest::new(b("a"), b("1")))).encode().to_vec();
-    assert_eq!(entry[0], 3);
+    assert_eq!(entry[..3], [4, 0, 0]);
+    entry.remove(2);
+    let mut v3 = entry.clone();
+    v3[0] = 3;
+    let mut store = Store::default();
+    assert!(store.apply(1, 0, &v3).is_ok());
+    assert_eq!(store.revision(), 2);
     entry[0] = 2;
     let mut store = Store::default();
     assert!(store.apply(1, 0, &entry).is_ok());
