@@ -566,3 +566,64 @@ fn s4_a_learner_that_never_acknowledged_anything_is_not_promoted() {
     c.stabilize();
     c.node(n(1)).can_promote(n(4)).unwrap();
 }
+
+/// Dissertation §4.2.2: a server uses the latest configuration in its log, committed or not,
+/// but one that a not yet committed entry removes is still needed until that entry commits,
+/// so it keeps campaigning. The case the simulator found (seed 1813 of its first membership
+/// runs): in {1, 2}, leader 2 removes 1; the entry leaving the joint configuration reaches 1,
+/// then 2 crashes before persisting it. 2 restarts in the joint configuration and needs 1's
+/// vote, which 1 refuses (its log is longer); so 1, whose latest configuration {2} does not
+/// name it, must campaign itself, or nobody is ever elected.
+#[test]
+fn s4_2_2_a_voter_removed_by_an_uncommitted_entry_still_campaigns() {
+    let mut c = Cluster::new(2, |_| {});
+    c.campaign(n(2));
+    assert_eq!(c.leader(), Some(n(2)));
+    c.propose_conf_change(n(2), &[ConfChange::Remove(n(1))]).unwrap();
+    // Run until the leader has the leave entry in memory only.
+    let mut steps = 0;
+    while c.node(n(2)).membership().voters.is_joint() || c.node(n(2)).membership().contains(n(1)) {
+        steps += 1;
+        assert!(steps < 100, "the leader never proposed leaving the joint configuration");
+        c.process(n(2));
+        c.process(n(1));
+        c.deliver_all();
+    }
+    let leave = c.node(n(2)).last_index();
+    assert!(c.node(n(2)).log_view().last_index() < leave, "the leave entry is not yet durable");
+    // The leader sends it to 1 and crashes before persisting it.
+    let rd = c.node_mut(n(2)).ready();
+    assert!(rd.entries.iter().any(|e| e.index() == leave));
+    let to_1: Vec<Message> = rd.messages.into_iter().filter(|m| m.to == n(1)).collect();
+    assert!(
+        to_1.iter().any(|m| matches!(&m.body, MessageBody::Append { entries, .. }
+            if entries.iter().any(|e| e.index() == leave))),
+        "the leave entry is sent to 1 before the leader persists it"
+    );
+    for m in to_1 {
+        c.deliver(m);
+    }
+    c.process(n(1));
+    c.crash(n(2));
+    assert_eq!(c.node(n(1)).last_index(), leave);
+    assert!(!c.node(n(1)).membership().contains(n(1)), "1's latest configuration drops it");
+    assert!(!c.node(n(1)).is_removed(), "the entry removing it is not committed");
+    c.restart(n(2));
+    assert!(c.node(n(2)).membership().voters.is_joint(), "2 lost the leave entry");
+    let term = c.node(n(1)).term();
+    // Someone is elected: 1 (the only one whose log is up to date), which commits the leave
+    // entry and steps down; then 2 leads alone.
+    c.run_until_leader(200);
+    assert!(c.node(n(1)).term() > term, "1 campaigned");
+    for _ in 0..300 {
+        c.run_ticks(1);
+        if c.leader() == Some(n(2)) && c.node(n(1)).is_removed() {
+            break;
+        }
+    }
+    assert_eq!(c.leader(), Some(n(2)));
+    assert!(c.node(n(1)).is_removed());
+    assert_eq!(incoming(&c, 2), vec![2]);
+    assert!(!c.node(n(2)).membership().voters.is_joint());
+    check_commit_quorums(&c, &voters(&[1, 2]));
+}

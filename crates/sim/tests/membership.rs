@@ -237,15 +237,8 @@ fn churning_seeds_pass_and_complete_membership_changes() {
     );
 }
 
-/// Found by `tenure-sim --seeds 0..5000` (seed 1813, a liveness failure): the leader n3 of
-/// {n1, n3} removed n1; the entry leaving the joint configuration reached n1, then n3 crashed
-/// and lost it (not yet synced). n1, whose latest configuration {n3} does not name it, did
-/// not campaign, and refused n3's (pre-)votes, its log being longer; n3, in the joint
-/// configuration, needed n1's vote. Nobody could be elected, forever. Since the fix, a voter
-/// removed by an entry not yet committed still campaigns (dissertation §4.2.2).
-#[test]
-fn seed_1813_a_voter_removed_by_an_uncommitted_entry_still_campaigns() {
-    let r = tenure_sim::run::run_seed(1813, false);
-    assert!(r.failure.is_none(), "{:?}", r.failure);
-    assert!(r.churn.leaders_removed > 0, "{:?}", r.churn);
-}
+// The liveness failure of seed 1813 of the first membership runs (a voter removed by an entry
+// not yet committed must still campaign, dissertation §4.2.2) is pinned by a scripted test in
+// the core, `s4_2_2_a_voter_removed_by_an_uncommitted_entry_still_campaigns` in
+// crates/raft/tests/membership.rs: the seed's schedule changes whenever the entry encoding or
+// the workloads do, so the seed alone stopped reaching that state.

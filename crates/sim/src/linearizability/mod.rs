@@ -183,8 +183,8 @@ pub struct Violation {
 pub struct StaleRead {
     /// The read's index in the checked history, and the read.
     pub read: (usize, Operation),
-    /// Each possible source of the value read, and what rules it out. Empty if nothing writes
-    /// the value.
+    /// Each possible source of the value read, and what rules it out. Empty if no operation
+    /// writes the value or, on a key with appends, no writes and appends can build it.
     pub sources: Vec<RuledOutSource>,
 }
 
@@ -336,7 +336,9 @@ fn check_key(history: &[Operation], indices: &[usize], deadline: Option<Instant>
         let index = ops[op].history_index;
         (index, history[index].clone())
     };
-    let stale_read = overwritten::stale_read(&ops, deadline).map(|proof| StaleRead {
+    let proof = overwritten::stale_read(&ops, deadline)
+        .or_else(|| overwritten::unproducible_read(&ops, &interner));
+    let stale_read = proof.map(|proof| StaleRead {
         read: indexed(proof.reader),
         sources: proof
             .sources
@@ -538,7 +540,7 @@ impl Violation {
             let (index, read) = &stale.read;
             writeln!(f, "{} {read} cannot have seen its value:", name_op(*index))?;
             if stale.sources.is_empty() {
-                writeln!(f, "  no operation writes it")?;
+                writeln!(f, "  no operation writes it, and no appends can build it")?;
             }
             for ruled_out in &stale.sources {
                 let source = match &ruled_out.source {

@@ -110,6 +110,11 @@ impl Interner {
         self.values[id.0 as usize].as_deref()
     }
 
+    /// The string append `suffix` (of [`Step::Append`]) adds.
+    pub(super) fn suffix(&self, suffix: u32) -> &str {
+        &self.suffixes[suffix as usize]
+    }
+
     /// The step an operation contributes to the search, or `None` if it carries no
     /// information: a failed write or append (it did not happen) and a read whose outcome is
     /// unknown or failed (it saw nothing).

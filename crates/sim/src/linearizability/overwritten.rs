@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::model::{StateId, Step};
+use super::model::{Interner, StateId, Step};
 use super::search::KeyOp;
 
 /// Why one operation (indices into the key's operations) could not have seen its value.
@@ -153,9 +153,81 @@ pub(super) fn stale_read(ops: &[KeyOp], deadline: Option<Instant>) -> Option<Pro
     None
 }
 
+/// On a key with appends, the first reader (in call order) of a value no sequence of the key's
+/// operations can produce, or `None`. A value other than absent is produced by a write or a cas
+/// (a *base*), or by one or more appends after a base or after the initial state (which an
+/// append takes for the empty string); a value that is not a base and cannot be split into a
+/// base (or nothing) followed by appended strings has no source at all, so the proof lists
+/// none. The check ignores order and how often each append may be used, so it proves only
+/// impossible values, never a stale one; it costs the value's length times the appends, where
+/// the search would have to try every order of the operations before giving up.
+pub(super) fn unproducible_read(ops: &[KeyOp], interner: &Interner) -> Option<Proof> {
+    let suffixes: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op.step {
+            Step::Append { suffix } => Some(interner.suffix(suffix)),
+            _ => None,
+        })
+        .collect();
+    if suffixes.is_empty() {
+        return None;
+    }
+    let mut bases: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op.step {
+            Step::Write { value }
+            | Step::CasSwapped { value, .. }
+            | Step::CasUnknown { value, .. } => interner.value(value),
+            _ => None,
+        })
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let producible = |value: &str| {
+        if bases.binary_search(&value).is_ok() {
+            return true;
+        }
+        // start[p]: the value's first p bytes are a base, or nothing; appended[p]: they are
+        // that followed by at least one appended string.
+        let n = value.len();
+        let mut start = vec![false; n + 1];
+        start[0] = true;
+        for base in &bases {
+            if value.starts_with(base) {
+                start[base.len()] = true;
+            }
+        }
+        let mut appended = vec![false; n + 1];
+        for p in 0..=n {
+            if !(start[p] || appended[p]) {
+                continue;
+            }
+            for suffix in &suffixes {
+                if value[p..].starts_with(suffix) {
+                    appended[p + suffix.len()] = true;
+                }
+            }
+        }
+        appended[n]
+    };
+    let mut readers: Vec<usize> = (0..ops.len())
+        .filter(|&op| matches!(ops[op].step, Step::Read { .. } | Step::CasSwapped { .. }))
+        .collect();
+    readers.sort_by_key(|&op| (ops[op].call, op));
+    readers.into_iter().find_map(|reader| {
+        let value = match ops[reader].step {
+            Step::Read { value } | Step::CasSwapped { expected: value, .. } => value,
+            _ => unreachable!("readers are reads and successful cas"),
+        };
+        let value = interner.value(value)?;
+        (!producible(value)).then(|| Proof { reader, sources: Vec::new() })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linearizability::{OpKind, Operation, Status};
 
     fn change(ret: u64, value: u32, op: usize) -> Change {
         Change { call: 0, ret, value: StateId::for_test(value), op }
@@ -202,6 +274,59 @@ mod tests {
             key_op(50, 60, Step::Read { value: one }),
         ];
         assert!(stale_read(&ops, None).is_none());
+    }
+
+    fn interned(kinds: &[(OpKind, u64, u64)]) -> (Vec<KeyOp>, Interner) {
+        let mut interner = Interner::default();
+        let ops = kinds
+            .iter()
+            .map(|(kind, call, ret)| {
+                let op = Operation {
+                    client: 0,
+                    key: None,
+                    kind: kind.clone(),
+                    call: *call,
+                    ret: Some(*ret),
+                    status: Status::Ok,
+                };
+                key_op(*call, *ret, interner.step_of(&op).expect("kept"))
+            })
+            .collect();
+        (ops, interner)
+    }
+
+    fn append(value: &str) -> OpKind {
+        OpKind::Append { value: value.to_owned() }
+    }
+
+    fn read(value: &str) -> OpKind {
+        OpKind::Read { value: Some(value.to_owned()) }
+    }
+
+    #[test]
+    fn a_value_no_appends_can_build_has_no_source() {
+        let write = OpKind::Write { value: "w".to_owned() };
+        let (ops, interner) = interned(&[
+            (write, 0, 1),
+            (append("ab"), 2, 3),
+            (append("c"), 4, 5),
+            (read("wabc"), 6, 7),
+            (read("cab"), 8, 9),
+            (read("abab"), 10, 11),
+            (read("w#"), 12, 13),
+            (read("ca"), 14, 15),
+        ]);
+        // Every split is checked, not only the greedy one; repetition is not ruled out.
+        let proof = unproducible_read(&ops, &interner).expect("'w#' cannot be built");
+        assert_eq!(proof, Proof { reader: 6, sources: vec![] });
+        let (ops, interner) = interned(&[(append("ab"), 0, 1), (read("ab"), 2, 3)]);
+        assert!(unproducible_read(&ops, &interner).is_none());
+    }
+
+    #[test]
+    fn keys_without_appends_are_left_to_the_stale_read_proof() {
+        let (ops, interner) = interned(&[(read("x"), 0, 1)]);
+        assert!(unproducible_read(&ops, &interner).is_none());
     }
 
     #[test]
