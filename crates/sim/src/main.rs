@@ -19,6 +19,9 @@
 //!   (a panic or a fatal node error), 3 bad usage. Each failure prints the command that
 //!   replays it.
 //! - `tenure-sim --seed N --trace` replays one seed and prints its event trace.
+//! - `tenure-sim --scenario s8 --trace` runs one seed scenario (`tenure_sim::scenario`) and
+//!   prints its trace, one line per event with what it means in plain words;
+//!   `--scenario list` lists them. Exit code 3 for an unknown scenario.
 //! - `--profile auth` (with either) runs the swarm profile with the auth workload and checker
 //!   (`tenure_sim::auth`); the default is `--profile swarm`.
 //! - `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
@@ -65,9 +68,12 @@ struct Cli {
     /// Run (replay) this one seed.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Print the run's event trace (with --seed).
-    #[arg(long, requires = "seed")]
+    /// Print the run's event trace (with --seed or --scenario).
+    #[arg(long)]
     trace: bool,
+    /// Run one of the seed scenarios S1-S12 (`s8`, `s6b`, ...; `list` lists them).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["seed", "seeds"])]
+    scenario: Option<String>,
     /// Worker threads for --seeds (default: the machine's cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -127,12 +133,16 @@ fn main() -> ExitCode {
         Some(Command::CheckHistory { file, timeout }) => {
             ExitCode::from(check_history(&file, timeout))
         }
+        None if cli.scenario.is_some() => {
+            ExitCode::from(scenario(cli.scenario.as_deref().unwrap_or_default(), cli.trace))
+        }
         None => match (cli.seeds, cli.seed) {
             (Some((a, b)), _) => ExitCode::from(run_seeds(a, b, cli.threads, cli.profile)),
             (None, Some(seed)) => ExitCode::from(replay(seed, cli.trace, cli.profile)),
             (None, None) => {
                 eprintln!(
-                    "usage: tenure-sim --seeds A..B | --seed N [--trace] | check-history FILE"
+                    "usage: tenure-sim --seeds A..B | --seed N [--trace] | --scenario ID \
+                     [--trace] | check-history FILE"
                 );
                 ExitCode::from(EXIT_BAD_INPUT)
             }
@@ -153,6 +163,34 @@ fn describe(failure: &Failure) -> String {
         Failure::Safety(m) => format!("safety failure: {m}"),
         Failure::Liveness(m) => format!("liveness failure: {m}"),
         Failure::Crash(m) => format!("crash: {m}"),
+    }
+}
+
+/// Runs a seed scenario: its trace with `trace`, else one line on what it showed.
+fn scenario(id: &str, trace: bool) -> u8 {
+    use std::io::Write;
+    use tenure_sim::scenario;
+    let mut out = std::io::stdout().lock();
+    if id == "list" {
+        for s in scenario::SCENARIOS {
+            let _ = writeln!(out, "{:<20} {}", s.id, s.title);
+        }
+        return EXIT_LINEARIZABLE;
+    }
+    let run = scenario::find(id).and_then(scenario::run);
+    match run {
+        Err(e) => {
+            eprintln!("tenure-sim: {e}");
+            EXIT_BAD_INPUT
+        }
+        Ok(t) => {
+            if trace {
+                let _ = out.write_all(t.render().as_bytes());
+            } else {
+                let _ = writeln!(out, "{}: {} steps; --trace prints them", t.title, t.steps.len());
+            }
+            EXIT_LINEARIZABLE
+        }
     }
 }
 
