@@ -40,10 +40,27 @@
 
 pub mod disk;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod log;
 pub mod record;
 pub mod sim_disk;
 pub mod snapshot;
+
+/// A crash point of the fault suite (see `failpoints`, feature `failpoints`). `failpoint!("name")`, or `failpoint!("name", || ...)`
+/// to run something just before the crash. Expands to nothing unless the crate that uses it
+/// has its `failpoints` feature on (which must turn on tenure-storage's).
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoints::hit($name, || {});
+    };
+    ($name:literal, $before_crash:expr) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoints::hit($name, $before_crash);
+    };
+}
 
 pub use disk::{DirLock, Disk, DiskFile, RealDisk};
 pub use error::StorageError;

@@ -309,9 +309,11 @@ impl SyncTicket {
     fn run(&mut self, prepared: &mut Option<Arc<dyn DiskFile>>) -> Result<(), StorageError> {
         let dir_failed =
             |dir: &Path, e| StorageError::SyncFailed { file: dir.to_path_buf(), source: e };
+        crate::failpoint!("log-sync-before");
         self.file
             .sync()
             .map_err(|e| StorageError::SyncFailed { file: self.path.clone(), source: e })?;
+        crate::failpoint!("log-sync-after");
         if self.sync_dir {
             self.disk.sync_dir(&self.dir).map_err(|e| dir_failed(&self.dir, e))?;
         }
@@ -1106,6 +1108,10 @@ impl Storage {
         if hard_state == self.hard_state {
             return Ok(());
         }
+        // The entries of this Ready reach the file, the hard state does not.
+        crate::failpoint!("log-before-hard-state", || {
+            let _ = self.flush();
+        });
         self.reserve(record::FRAME_OVERHEAD_BYTES + 26)?;
         record::encode_hard_state(&mut self.buf, &hard_state);
         self.hard_state = hard_state;

@@ -45,11 +45,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn pass(checker: &'static str, detail: String) -> Verdict {
+    pub(crate) fn pass(checker: &'static str, detail: String) -> Verdict {
         Verdict { checker, outcome: Outcome::Pass, detail }
     }
 
-    fn fail(checker: &'static str, detail: String) -> Verdict {
+    pub(crate) fn fail(checker: &'static str, detail: String) -> Verdict {
         Verdict { checker, outcome: Outcome::Fail, detail }
     }
 }

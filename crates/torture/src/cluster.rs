@@ -70,6 +70,12 @@ pub struct ClusterConfig {
     pub run_as_users: bool,
     /// Where the members' logs go (`NAME.log`, appended across restarts); none: discarded.
     pub log_dir: Option<PathBuf>,
+    /// `--snapshot-count` (and, for tenure, `--snapshot-catchup-entries` a tenth of it), so
+    /// that a member killed for a few seconds catches up by snapshot; none: the defaults.
+    pub snapshot_count: Option<u64>,
+    /// Give each member a tmpfs of this many bytes of its own as its disk (needs root), so
+    /// that its disk can be filled ([`Cluster::fill_disk`]).
+    pub disk_bytes: Option<u64>,
 }
 
 /// One member's addresses and identity.
@@ -87,6 +93,9 @@ pub struct MemberSpec {
     pub uid: Option<u32>,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// The tmpfs mounted for it (the data directory's parent), with
+    /// [`ClusterConfig::disk_bytes`].
+    pub disk: Option<PathBuf>,
 }
 
 impl MemberSpec {
@@ -124,6 +133,8 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
     member_ids: Vec<u64>,
+    /// Per member, `FAILPOINTS` for its next start (taken by it).
+    failpoints: Vec<Option<String>>,
     /// Start members through `setpriv --pdeathsig KILL`, so that they die with the suite even
     /// when it is SIGKILLed (and its drop never runs).
     pdeathsig: bool,
@@ -176,7 +187,15 @@ impl Cluster {
             let client_port = free_port(ip, &mut next_port)?;
             let peer_port = free_port(ip, &mut next_port)?;
             let name = format!("n{}", i + 1);
-            let data_dir = dir.path().join(&name);
+            let (data_dir, disk) = match config.disk_bytes {
+                None => (dir.path().join(&name), None),
+                Some(bytes) => {
+                    let disk = dir.path().join(format!("{name}-disk"));
+                    std::fs::create_dir(&disk).map_err(io("creating a member's disk"))?;
+                    mount_tmpfs(&disk, bytes).map_err(io("mounting a tmpfs as a member's disk"))?;
+                    (disk.join("data"), Some(disk))
+                }
+            };
             std::fs::create_dir(&data_dir).map_err(io("creating a member's data directory"))?;
             // Distinct per run (by pid) and per member, so two runs never share a user.
             let uid = config.run_as_users.then(|| 100_000 + (pid % 50_000) * 8 + i as u32);
@@ -184,7 +203,7 @@ impl Cluster {
                 std::os::unix::fs::chown(&data_dir, Some(uid), Some(uid))
                     .map_err(io("giving a member its data directory"))?;
             }
-            specs.push(MemberSpec { name, ip, client_port, peer_port, uid, data_dir });
+            specs.push(MemberSpec { name, ip, client_port, peer_port, uid, data_dir, disk });
         }
         let n = specs.len();
         let mut cluster = Cluster {
@@ -193,6 +212,7 @@ impl Cluster {
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
             member_ids: vec![0; n],
+            failpoints: vec![None; n],
             pdeathsig: Command::new("setpriv")
                 .args(["--pdeathsig", "KILL", "--", "true"])
                 .stdout(Stdio::null())
@@ -258,6 +278,16 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.log_for(&spec.name));
+        if let Some(count) = self.config.snapshot_count {
+            cmd.args(["--snapshot-count", &count.to_string()]);
+            if !self.config.etcd {
+                cmd.args(["--snapshot-catchup-entries", &(count / 10).max(1).to_string()]);
+            }
+        }
+        match self.failpoints[i].take() {
+            Some(points) => cmd.env("FAILPOINTS", points),
+            None => cmd.env_remove("FAILPOINTS"),
+        };
         if let Some(uid) = spec.uid {
             cmd.uid(uid).gid(uid);
         }
@@ -367,6 +397,72 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts member `i` again with `FAILPOINTS=points` (after [`Cluster::kill`]); later
+    /// starts are without.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the process cannot be started.
+    pub fn restart_with_failpoints(
+        &mut self,
+        i: usize,
+        points: String,
+    ) -> Result<(), ClusterError> {
+        self.failpoints[i] = Some(points);
+        let r = self.restart(i);
+        self.failpoints[i] = None;
+        r
+    }
+
+    /// Fills member `i`'s disk (its tmpfs) to the last byte with a file of the suite's, beside
+    /// its data directory. Returns the bytes written.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the cluster has no disks of its own or the file cannot be made.
+    pub fn fill_disk(&self, i: usize) -> Result<u64, ClusterError> {
+        let filler = self.filler(i)?;
+        let io =
+            |source| ClusterError::Io { what: format!("filling {}", filler.display()), source };
+        let mut file = File::create(&filler).map_err(io)?;
+        let block = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        // Whole blocks, then single pages, until the filesystem refuses.
+        for size in [block.len(), 4096, 1] {
+            loop {
+                match std::io::Write::write(&mut file, &block[..size]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Removes the file [`Cluster::fill_disk`] made.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if it cannot be removed.
+    pub fn free_disk(&self, i: usize) -> Result<(), ClusterError> {
+        let filler = self.filler(i)?;
+        match std::fs::remove_file(&filler) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ClusterError::Io { what: format!("removing {}", filler.display()), source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn filler(&self, i: usize) -> Result<PathBuf, ClusterError> {
+        match &self.specs[i].disk {
+            Some(disk) => Ok(disk.join("filler")),
+            None => Err(ClusterError::Io {
+                what: format!("filling {}'s disk", self.specs[i].name),
+                source: std::io::Error::other("the cluster was started without disks of its own"),
+            }),
+        }
+    }
+
     /// SIGSTOPs member `i`.
     ///
     /// # Errors
@@ -403,13 +499,13 @@ impl Cluster {
     }
 
     /// Members whose process exited without being killed by the suite, with how.
-    pub fn exited(&mut self) -> Vec<(usize, String)> {
+    pub fn exited(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
         let mut out = Vec::new();
         for (i, slot) in self.children.iter_mut().enumerate() {
             if let Some(child) = slot
                 && let Ok(Some(status)) = child.try_wait()
             {
-                out.push((i, status.to_string()));
+                out.push((i, status));
                 *slot = None;
             }
         }
@@ -428,7 +524,38 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        for disk in self.specs.iter().filter_map(|s| s.disk.as_ref()) {
+            unmount(disk);
+        }
     }
+}
+
+fn mount_tmpfs(at: &Path, bytes: u64) -> std::io::Result<()> {
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755"), "tenure-torture"])
+        .arg(at)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+/// Unmounts `at` (lazily: a member that was just killed may hold it a moment longer).
+fn unmount(at: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(at).stderr(Stdio::null()).status();
+}
+
+/// Whether tmpfs disks can be mounted here (root, and mount not refused).
+pub fn disks_available() -> Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tenure-torture-{}-probe", std::process::id()))
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    mount_tmpfs(dir.path(), 1 << 20).map_err(|e| format!("cannot mount a tmpfs: {e}"))?;
+    unmount(dir.path());
+    Ok(())
 }
 
 async fn status_of(url: String) -> Option<MemberStatus> {
@@ -458,6 +585,14 @@ fn remove_stale_dirs() {
             continue;
         };
         if !crate::net::process_alive(pid) {
+            // A run with disks of its own mounted a tmpfs per member inside.
+            if let Ok(inner) = std::fs::read_dir(entry.path()) {
+                for e in
+                    inner.flatten().filter(|e| e.file_name().to_string_lossy().ends_with("-disk"))
+                {
+                    unmount(&e.path());
+                }
+            }
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -1,17 +1,20 @@
 //! tenure-torture: a fault-injection suite on real `tenure serve` processes (issue 18).
 //!
 //! A run starts a three-member cluster on loopback, runs a register workload through the etcd
-//! gRPC API and a watch of every key on each member, injects faults from a seeded schedule
-//! (SIGKILL and restart, SIGSTOP and SIGCONT, partitions of one member, of the leader, and one
-//! way), heals them, lets the members converge, and checks what was recorded.
+//! gRPC API, lease and lock clients, and a watch of every key on each member, injects faults
+//! from a seeded schedule (SIGKILL and restart, SIGSTOP and SIGCONT, partitions of one member,
+//! of the leader, and one way, packet loss, throttled links, a full disk, crashes at
+//! failpoints), heals them, lets the members converge, and checks what was recorded.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`schedule`] | faults and their windows, drawn from a seed |
 //! | [`binary`] | finding (or building) the server binary |
-//! | [`cluster`] | the member processes: start, kill, restart, pause, resume, who leads |
-//! | [`net`] | partitions between members with iptables, per-member users and one chain |
+//! | [`cluster`] | the member processes: start, kill, restart (with failpoints armed), pause, resume, fill and free a disk, who leads |
+//! | [`net`] | partitions and packet loss with iptables (per-member users, one chain), throttles with tc HTB |
 //! | [`workload`] | the clients: read, write and cas over a few keys, recorded |
+//! | [`leases`] | lease clients (keep-alives, then let go) and their checker |
+//! | [`locks`] | lock clients (fencing tokens, guarded writes) and their checker |
 //! | [`watchers`] | one watch from revision 1 per member, resumed across kills |
 //! | [`check`] | the checkers: linearizability, watch guarantees, acknowledged writes, convergence, crashes |
 //! | [`report`] | availability per fault window, the report as text and JSON |
@@ -19,15 +22,17 @@
 //! | [`run`] | one run from start to report |
 //!
 //! Contract: a run never leaves anything behind. Every process it starts is killed, and every
-//! firewall rule it installs is removed, when the run ends, fails, or is interrupted (the
-//! [`cluster::Cluster`] and [`net::Firewall`] clean up on drop); rules a SIGKILLed run left are
-//! removed by the next. Partitions are never faked: if the rules cannot be installed, a run
+//! firewall rule, qdisc and tmpfs it installs is removed, when the run ends, fails, or is
+//! interrupted (the [`cluster::Cluster`] and [`net::Firewall`] clean up on drop); what a
+//! SIGKILLed run left is removed by the next. Partitions are never faked: if the rules cannot be installed, a run
 //! that asks for partitions refuses to start.
 
 pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod compare;
+pub mod leases;
+pub mod locks;
 pub mod net;
 pub mod report;
 pub mod run;

@@ -40,9 +40,31 @@ struct Args {
         conflicts_with = "etcd"
     )]
     compare_etcd: Option<PathBuf>,
-    /// Inject kills and pauses only (partitions need root and iptables).
+    /// Inject kills and pauses only (partitions need root and iptables; so do packet loss and
+    /// throttles).
     #[arg(long)]
     no_partitions: bool,
+    /// Leave packet loss and throttled links out of the schedule.
+    #[arg(long)]
+    no_shaping: bool,
+    /// Leave full disks out of the schedule (they need root to mount a tmpfs per member).
+    #[arg(long)]
+    no_disk_full: bool,
+    /// Crash members at failpoints: runs a tenure built with the `failpoints` feature
+    /// [default: $TENURE_FAILPOINTS_BIN, else target/{debug,release}/tenure-failpoints, built
+    /// if there is none; or --tenure PATH, which must have them].
+    #[arg(long)]
+    failpoints: bool,
+    /// Lease clients (keep-alives and expiry, checked).
+    #[arg(long, default_value_t = 2)]
+    lease_clients: usize,
+    /// Lock clients (etcd's Lock with fencing tokens, checked).
+    #[arg(long, default_value_t = 2)]
+    lock_clients: usize,
+    /// The members' --snapshot-count (0: the server's default); small, so that a member down
+    /// for a few seconds catches up by snapshot.
+    #[arg(long, default_value_t = 300)]
+    snapshot_count: u64,
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     clients: usize,
@@ -89,6 +111,13 @@ fn main() -> ExitCode {
             Err(e) => return fail(&format!("{e} (install etcd: apt-get install -y etcd-server)")),
         },
         (None, Some(path)) => match binary::check_executable(path) {
+            Ok(p) if args.failpoints && !binary::has_failpoints(&p) => {
+                return fail(&binary::BinaryError::NoFailpoints { path: p }.to_string());
+            }
+            Ok(p) => (p, false),
+            Err(e) => return fail(&e.to_string()),
+        },
+        (None, None) if args.failpoints => match binary::locate_tenure_failpoints(true) {
             Ok(p) => (p, false),
             Err(e) => return fail(&e.to_string()),
         },
@@ -118,13 +147,23 @@ fn main() -> ExitCode {
     config.verbose = !args.quiet;
     config.history_path = args.history.clone();
     config.serializable_reads = args.serializable_reads;
+    config.extra.shaping = !args.no_shaping && !args.no_partitions;
+    config.extra.disk_full = !args.no_disk_full;
+    config.extra.failpoints = args.failpoints;
+    config.lease_client_count = args.lease_clients;
+    config.lock_client_count = args.lock_clients;
+    config.snapshot_count = (args.snapshot_count > 0).then_some(args.snapshot_count);
+    if !args.dry_run {
+        tenure_torture::run::detect_host(&mut config);
+    }
 
     if args.dry_run {
         let spec = config.schedule_spec();
         println!(
-            "seed {seed}, {} s, partitions {}",
+            "seed {seed}, {} s, partitions {}, extra faults {:?}",
             args.duration,
-            if config.partitions { "on" } else { "off" }
+            if config.partitions { "on" } else { "off" },
+            spec.extra
         );
         for f in tenure_torture::schedule::generate(&spec) {
             println!(

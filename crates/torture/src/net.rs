@@ -50,6 +50,7 @@ pub struct PeerEndpoint {
 #[derive(Debug)]
 pub struct Firewall {
     chain: String,
+    shaper: Option<Shaper>,
 }
 
 fn iptables(args: &[&str]) -> Result<String, FirewallError> {
@@ -77,7 +78,7 @@ impl Firewall {
         // A chain of this name can only be left over from a dead process with our pid.
         remove_chain(&chain);
         iptables(&["-N", &chain])?;
-        let firewall = Firewall { chain };
+        let firewall = Firewall { chain, shaper: None };
         iptables(&["-I", "OUTPUT", "1", "-j", &firewall.chain])?;
         Ok(firewall)
     }
@@ -111,11 +112,99 @@ impl Firewall {
         .map(|_| ())
     }
 
-    /// Removes every cut.
+    /// Drops `percent`% of the packets, chosen at random, on every peer connection of `member`
+    /// (`peer_ports`: every member's peer port): those its user sends to a peer port (its
+    /// messages) or from its own (its keepalives as acceptor), and those anyone sends to its
+    /// peer port (messages to it). TCP retransmits what is lost, so the member's links stay up
+    /// but slow and stuttering, as on a lossy network.
+    ///
+    /// # Errors
+    /// [`FirewallError::Unavailable`] if iptables refuses a rule.
+    pub fn lose(
+        &self,
+        member: &PeerEndpoint,
+        peer_ports: &[u16],
+        percent: u32,
+    ) -> Result<(), FirewallError> {
+        let probability = format!("{:.4}", f64::from(percent.min(100)) / 100.0);
+        for matches in member_peer_traffic(member, peer_ports) {
+            let mut args = vec!["-A".to_string(), self.chain.clone(), "-p".into(), "tcp".into()];
+            args.extend(matches);
+            args.extend(
+                [
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                    "-j",
+                    "DROP",
+                ]
+                .map(String::from),
+            );
+            iptables(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
+    /// Shapes every peer connection of `member` (the packets [`Firewall::lose`] would pick) to
+    /// `kbit` kbit/s on the loopback device, with an HTB class that the packets are put in by
+    /// iptables' CLASSIFY (this kernel has no netem: see [`Shaper`]). What does not fit waits
+    /// in the class's queue (latency that grows with the load) and is dropped when the queue is
+    /// full. Installs the shaper first if it is not in place.
+    ///
+    /// # Errors
+    /// [`FirewallError::Unavailable`] if tc or iptables refuses.
+    pub fn throttle(
+        &mut self,
+        member: &PeerEndpoint,
+        peer_ports: &[u16],
+        kbit: u32,
+    ) -> Result<(), FirewallError> {
+        if self.shaper.is_none() {
+            self.shaper = Some(Shaper::install(&self.chain)?);
+        }
+        tc(&[
+            "class",
+            "replace",
+            "dev",
+            "lo",
+            "parent",
+            SHAPER_ROOT,
+            "classid",
+            SHAPER_SLOW,
+            "htb",
+            "rate",
+            &format!("{kbit}kbit"),
+            "ceil",
+            &format!("{kbit}kbit"),
+            "burst",
+            "4k",
+            "cburst",
+            "4k",
+        ])?;
+        for matches in member_peer_traffic(member, peer_ports) {
+            let mut args = vec!["-t", "mangle", "-A", &self.chain, "-p", "tcp"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            args.extend(matches);
+            args.extend(["-j", "CLASSIFY", "--set-class", SHAPER_SLOW].map(String::from));
+            iptables(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
+    /// Removes every cut, loss and throttle (the shaper goes too, so that loopback is left
+    /// as it was found between faults).
     ///
     /// # Errors
     /// [`FirewallError::Unavailable`] if iptables refuses.
-    pub fn heal(&self) -> Result<(), FirewallError> {
+    pub fn heal(&mut self) -> Result<(), FirewallError> {
+        if let Some(shaper) = self.shaper.take() {
+            shaper.remove();
+        }
         iptables(&["-F", &self.chain]).map(|_| ())
     }
 
@@ -129,15 +218,166 @@ impl Firewall {
 
 impl Drop for Firewall {
     fn drop(&mut self) {
+        if let Some(shaper) = self.shaper.take() {
+            shaper.remove();
+        }
         remove_chain(&self.chain);
     }
 }
 
-/// Removes `chain` and the jump to it, ignoring what is not there.
+/// The iptables matches (after `-p tcp`) of every packet on `member`'s peer connections: its
+/// user's packets to any peer port, its user's packets from its own peer port, and anyone's
+/// packets to its peer port.
+fn member_peer_traffic(member: &PeerEndpoint, peer_ports: &[u16]) -> Vec<Vec<String>> {
+    let ports = peer_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let uid = member.uid.to_string();
+    let own = member.port.to_string();
+    let owner = |dir: &str, ports: &str| {
+        ["-m", "owner", "--uid-owner", &uid, "-m", "multiport", dir, ports]
+            .map(String::from)
+            .to_vec()
+    };
+    vec![
+        owner("--dports", &ports),
+        owner("--sports", &own),
+        ["-d", &member.ip.to_string(), "--dport", &own].map(String::from).to_vec(),
+    ]
+}
+
+/// Whether loss and throttles can be injected: `tc` runs and loopback's root qdisc is the
+/// default one (or a shaper of this suite's that a dead run left, which the next removes).
+///
+/// # Errors
+/// Why not, in a sentence.
+pub fn shaping_available() -> Result<(), String> {
+    let root = tc(&["qdisc", "show", "dev", "lo", "root"]).map_err(|e| e.to_string())?;
+    if root.contains("noqueue") || root.contains("htb 7e57:") {
+        Ok(())
+    } else {
+        Err(format!("loopback's root qdisc is in use ({})", root.trim()))
+    }
+}
+
+/// tc's handle of the shaper's root qdisc on `lo`, its default class (unshaped) and its slow
+/// class.
+const SHAPER_ROOT: &str = "7e57:";
+const SHAPER_FAST: &str = "7e57:1";
+const SHAPER_SLOW: &str = "7e57:2";
+
+fn tc(args: &[&str]) -> Result<String, FirewallError> {
+    let unavailable = |detail: String| FirewallError::Unavailable {
+        args: format!("(tc) {}", args.join(" ")),
+        detail,
+    };
+    let out = Command::new("tc").args(args).output().map_err(|e| unavailable(e.to_string()))?;
+    if !out.status.success() {
+        return Err(unavailable(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An HTB qdisc at the root of `lo` while a throttle is in force: everything goes through its
+/// default class at 100 Gbit/s, except what the run's mangle chain classifies into the slow
+/// class. (tc netem, which would add delay and loss directly, is not in this kernel; loss is
+/// done with iptables' statistic match instead.) Installed only over loopback's default
+/// `noqueue` root, so another user's qdisc is never replaced; removed at the heal and on drop,
+/// with the mangle chain's rules.
+#[derive(Debug)]
+pub struct Shaper {
+    chain: String,
+}
+
+impl Shaper {
+    /// Installs the root qdisc and the run's mangle chain (jumped to from mangle OUTPUT).
+    ///
+    /// # Errors
+    /// [`FirewallError::Unavailable`] if loopback's root qdisc is not the default one, or tc
+    /// or iptables refuses.
+    pub fn install(chain: &str) -> Result<Shaper, FirewallError> {
+        let root = tc(&["qdisc", "show", "dev", "lo", "root"])?;
+        if root.contains("htb 7e57:") {
+            // Left by a run that was SIGKILLed mid-throttle (runs install it only while a
+            // throttle is in force, and a live run's mangle chain would say so).
+            if !live_mangle_chain_exists(chain) {
+                let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
+            }
+        }
+        let root = tc(&["qdisc", "show", "dev", "lo", "root"])?;
+        if !root.contains("noqueue") {
+            return Err(FirewallError::Unavailable {
+                args: "(tc) qdisc show dev lo".into(),
+                detail: format!(
+                    "loopback's root qdisc is in use ({}); not replacing it",
+                    root.trim()
+                ),
+            });
+        }
+        tc(&[
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "handle",
+            SHAPER_ROOT,
+            "htb",
+            "default",
+            "1",
+            "r2q",
+            "100000",
+        ])?;
+        let shaper = Shaper { chain: chain.to_string() };
+        tc(&[
+            "class",
+            "add",
+            "dev",
+            "lo",
+            "parent",
+            SHAPER_ROOT,
+            "classid",
+            SHAPER_FAST,
+            "htb",
+            "rate",
+            "100gbit",
+        ])?;
+        let _ = iptables(&["-t", "mangle", "-N", chain]);
+        iptables(&["-t", "mangle", "-I", "OUTPUT", "1", "-j", chain])?;
+        Ok(shaper)
+    }
+
+    /// Removes the mangle chain and the root qdisc.
+    pub fn remove(self) {
+        remove_mangle_chain(&self.chain);
+        if tc(&["qdisc", "show", "dev", "lo", "root"]).is_ok_and(|r| r.contains("htb 7e57:")) {
+            let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
+        }
+    }
+}
+
+fn remove_mangle_chain(chain: &str) {
+    while iptables(&["-t", "mangle", "-D", "OUTPUT", "-j", chain]).is_ok() {}
+    let _ = iptables(&["-t", "mangle", "-F", chain]);
+    let _ = iptables(&["-t", "mangle", "-X", chain]);
+}
+
+/// Whether a mangle `tort-<pid>` chain other than `ours` belongs to a live run.
+fn live_mangle_chain_exists(ours: &str) -> bool {
+    let Ok(rules) = iptables(&["-t", "mangle", "-S"]) else { return false };
+    rules.lines().filter_map(|l| l.strip_prefix("-N ")).any(|chain| {
+        chain != ours
+            && chain
+                .strip_prefix("tort-")
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(process_alive)
+    })
+}
+
+/// Removes `chain` and the jump to it (and its mangle twin), ignoring what is not there.
 fn remove_chain(chain: &str) {
     while iptables(&["-D", "OUTPUT", "-j", chain]).is_ok() {}
     let _ = iptables(&["-F", chain]);
     let _ = iptables(&["-X", chain]);
+    remove_mangle_chain(chain);
 }
 
 /// Removes the `tort-<pid>` chains whose process is gone.
@@ -151,6 +391,23 @@ fn remove_stale_chains() {
         if !process_alive(pid) {
             remove_chain(chain);
         }
+    }
+    // Mangle chains (throttles) of dead runs, and the shaper such a run left on loopback.
+    if let Ok(rules) = iptables(&["-t", "mangle", "-S"]) {
+        for chain in rules.lines().filter_map(|l| l.strip_prefix("-N ")) {
+            let dead = chain
+                .strip_prefix("tort-")
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !process_alive(pid));
+            if dead {
+                remove_mangle_chain(chain);
+            }
+        }
+    }
+    if tc(&["qdisc", "show", "dev", "lo", "root"]).is_ok_and(|r| r.contains("htb 7e57:"))
+        && !live_mangle_chain_exists("")
+    {
+        let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
     }
 }
 

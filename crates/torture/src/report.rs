@@ -180,6 +180,10 @@ pub struct Report {
     pub partitions: bool,
     /// Why partitions were left out, when they were.
     pub partitions_note: Option<String>,
+    /// The other fault kinds in the schedule.
+    pub extra: crate::schedule::ExtraFaults,
+    /// Why some were left out.
+    pub extra_note: Option<String>,
     /// `--heartbeat-interval` and `--election-timeout`, in milliseconds.
     pub heartbeat_ms: u64,
     /// The election timeout, in milliseconds.
@@ -232,6 +236,15 @@ impl Report {
         if let Some(note) = &self.partitions_note {
             let _ = writeln!(s, "partitions: off ({note})");
         }
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        let _ = writeln!(
+            s,
+            "loss and throttles: {}, full disks: {}, failpoint crashes: {}{}",
+            on_off(self.extra.shaping),
+            on_off(self.extra.disk_full),
+            on_off(self.extra.failpoints),
+            self.extra_note.as_ref().map_or(String::new(), |n| format!(" ({n})"))
+        );
         let _ =
             writeln!(s, "baseline: {:.0} ops/s before the first fault", self.baseline_ops_per_s);
         let _ = writeln!(

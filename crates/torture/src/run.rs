@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use crate::check::{self, MemberHash};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, connect};
+use crate::leases::{self, LeaseRecord};
+use crate::locks::{self, LockLog};
 use crate::net::{Firewall, FirewallError};
 use crate::report::{FaultRecord, HealProbe, Leaders, Report, Totals, availability};
-use crate::schedule::{self, FaultKind, PlannedFault, ScheduleSpec, Target};
+use crate::schedule::{self, ExtraFaults, FaultKind, PlannedFault, ScheduleSpec, Target};
 use crate::watchers::{WatchLog, watch_member};
 use crate::workload::{self, Recorder, WorkloadConfig};
 
@@ -50,6 +52,20 @@ pub struct RunConfig {
     /// Serializable reads: the planted client-side bug the suite must find (see
     /// [`WorkloadConfig::serializable_reads`]).
     pub serializable_reads: bool,
+    /// The fault kinds beyond kills, pauses and partitions in the schedule. Shaping needs
+    /// partitions (the firewall); failpoints need a `tenure` built with the `failpoints`
+    /// feature (with etcd, a crash is a plain kill and restart).
+    pub extra: ExtraFaults,
+    /// Why extra kinds are off, when some are, for the report.
+    pub extra_note: Option<String>,
+    /// Lease clients (keep-alives, expiry; see [`crate::leases`]).
+    pub lease_client_count: usize,
+    /// Lock clients (fencing tokens; see [`crate::locks`]).
+    pub lock_client_count: usize,
+    /// The members' `--snapshot-count` (a small one makes a member killed for a few seconds
+    /// catch up by snapshot, through the snapshot stream and its failpoints); none: the
+    /// server's default.
+    pub snapshot_count: Option<u64>,
 }
 
 impl RunConfig {
@@ -73,7 +89,17 @@ impl RunConfig {
             verbose: false,
             history_path: None,
             serializable_reads: false,
+            extra: ExtraFaults { shaping: true, disk_full: true, failpoints: false },
+            extra_note: None,
+            lease_client_count: 2,
+            lock_client_count: 2,
+            snapshot_count: Some(300),
         }
+    }
+
+    /// Whether crash faults arm failpoints (a tenure built with them), or are plain kills.
+    pub fn failpoints_usable(&self) -> bool {
+        self.extra.failpoints && !self.etcd
     }
 
     /// The schedule's shape.
@@ -82,6 +108,7 @@ impl RunConfig {
             seed: self.seed,
             duration: self.duration,
             partitions: self.partitions,
+            extra: ExtraFaults { shaping: self.extra.shaping && self.partitions, ..self.extra },
             member_count: MEMBER_COUNT,
         }
     }
@@ -102,6 +129,24 @@ impl RunConfig {
         if !self.partitions {
             cmd.push_str(" --no-partitions");
         }
+        let extra = self.schedule_spec().extra;
+        if !extra.shaping {
+            cmd.push_str(" --no-shaping");
+        }
+        if !extra.disk_full {
+            cmd.push_str(" --no-disk-full");
+        }
+        if extra.failpoints {
+            cmd.push_str(" --failpoints");
+        }
+        cmd.push_str(&format!(
+            " --lease-clients {} --lock-clients {}",
+            self.lease_client_count, self.lock_client_count
+        ));
+        match self.snapshot_count {
+            Some(n) => cmd.push_str(&format!(" --snapshot-count {n}")),
+            None => cmd.push_str(" --snapshot-count 0"),
+        }
         if self.serializable_reads {
             cmd.push_str(" --serializable-reads");
         }
@@ -111,8 +156,35 @@ impl RunConfig {
     }
 }
 
+/// Turns off the fault kinds this host cannot inject, noting why in the report: throttles
+/// need `tc` and loopback's default root qdisc; full disks need a tmpfs mount (root). Partitions
+/// are checked by the run itself (it refuses to start without the firewall it was asked for).
+pub fn detect_host(config: &mut RunConfig) {
+    let mut notes = Vec::new();
+    if config.extra.shaping
+        && config.partitions
+        && let Err(e) = crate::net::shaping_available()
+    {
+        config.extra.shaping = false;
+        notes.push(format!("no loss or throttles: {e}"));
+    }
+    if config.extra.disk_full
+        && let Err(e) = crate::cluster::disks_available()
+    {
+        config.extra.disk_full = false;
+        notes.push(format!("no full disks: {e}"));
+    }
+    if !notes.is_empty() {
+        config.extra_note = Some(notes.join("; "));
+    }
+}
+
 /// The suite runs three members.
 pub const MEMBER_COUNT: usize = 3;
+
+/// The size of each member's tmpfs disk when the schedule fills disks: room for the log's
+/// active and prepared segments (64 MiB each, preallocated) and snapshots.
+pub const DISK_BYTES: u64 = 256 << 20;
 
 /// Why a run could not be carried out (as opposed to an anomaly it found).
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +217,26 @@ enum Active {
     Killed(usize),
     Paused(usize),
     Cut,
+    DiskFull(usize),
+    /// A member started with a failpoint armed.
+    Armed(usize),
+}
+
+/// The exit code of a member whose failpoint fired (tenure-storage's
+/// `failpoints::EXIT_CODE`).
+pub const FAILPOINT_EXIT_CODE: i32 = 86;
+
+/// What the fault loop knows about members it expects to exit or to keep down.
+#[derive(Default)]
+struct Expected {
+    /// A member armed with a failpoint: its exit with [`FAILPOINT_EXIT_CODE`] is the fault,
+    /// not a crash; when it fired (µs).
+    armed: Option<(usize, Option<u64>)>,
+    /// A member whose disk is full: if it exits, it stays down until the heal (a start on a
+    /// full disk would fail again at once), and its exit is a crash all the same.
+    held_down: Option<usize>,
+    /// Whether the held-down member exited.
+    held_down_exited: bool,
 }
 
 /// Carries out one run and returns its report.
@@ -160,8 +252,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             eprintln!("{msg}");
         }
     };
-    let firewall = if config.partitions { Some(Firewall::install()?) } else { None };
+    let mut firewall = if config.partitions { Some(Firewall::install()?) } else { None };
     let plan = schedule::generate(&config.schedule_spec());
+    let has_disk_faults = plan.iter().any(|f| matches!(f.kind, FaultKind::DiskFull { .. }));
     let mut cluster = Cluster::start(
         ClusterConfig {
             binary: config.server.clone(),
@@ -171,6 +264,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             election_ms: config.election_ms,
             run_as_users: firewall.is_some(),
             log_dir: config.log_dir.clone(),
+            snapshot_count: config.snapshot_count,
+            disk_bytes: has_disk_faults.then_some(DISK_BYTES),
         },
         Duration::from_secs(30),
     )
@@ -204,6 +299,46 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .collect();
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
+    // Lease and lock clients wait (a lock, a keep-alive stream): channels without a request
+    // timeout, each call bounded by its own.
+    let mut waiting_clients = Vec::new();
+    if config.lease_client_count + config.lock_client_count > 0 {
+        for spec in cluster.specs() {
+            let c =
+                connect(&spec.client_url(), Duration::from_secs(2), None).await.map_err(|e| {
+                    RunError::Connect { member: spec.name.clone(), detail: e.to_string() }
+                })?;
+            waiting_clients.push(c);
+        }
+    }
+    let lease_records: Arc<Mutex<Vec<LeaseRecord>>> = Arc::default();
+    let lock_log: Arc<Mutex<LockLog>> = Arc::default();
+    let lease_tasks: Vec<_> = (0..config.lease_client_count as u64)
+        .map(|id| {
+            tokio::spawn(leases::run_lease_client(
+                id,
+                waiting_clients.clone(),
+                config.seed,
+                config.op_timeout,
+                recorder.clone(),
+                lease_records.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let lock_tasks: Vec<_> = (0..config.lock_client_count as u64)
+        .map(|id| {
+            tokio::spawn(locks::run_lock_client(
+                id,
+                waiting_clients.clone(),
+                config.seed,
+                config.op_timeout,
+                lock_log.clone(),
+                stop.clone(),
+                recorder.clone(),
+            ))
+        })
+        .collect();
     let client_tasks: Vec<_> = (0..config.client_count as u64)
         .map(|id| {
             tokio::spawn(workload::run_client(
@@ -217,12 +352,23 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .collect();
 
     let mut crashes = Vec::new();
+    let mut expected = Expected::default();
     let mut windows: Vec<Window> = Vec::new();
+    let peer_ports: Vec<u16> = cluster.specs().iter().map(|s| s.peer_port).collect();
     for fault in &plan {
-        sleep_until(&recorder, fault.start_ms * 1_000, &mut cluster, &mut crashes, &log).await;
+        sleep_until(
+            &recorder,
+            fault.start_ms * 1_000,
+            &mut cluster,
+            &mut crashes,
+            &mut expected,
+            &log,
+        )
+        .await;
         let leader = cluster.leader().await;
         let who = |t: Target| resolve(t, leader, MEMBER_COUNT);
         let name = |i: usize| format!("n{}", i + 1);
+        let mut pending_arm = None;
         let (active, injected) = match fault.kind {
             FaultKind::Kill { target } => {
                 let i = who(target);
@@ -251,6 +397,43 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 fw.cut(&cluster.specs()[f].peer_endpoint(), &cluster.specs()[t].peer_endpoint())?;
                 (Active::Cut, format!("one-way {} -/-> {}", name(f), name(t)))
             }
+            FaultKind::Loss { target, percent } => {
+                let i = who(target);
+                let fw = firewall.as_ref().expect("shaping is drawn only with a firewall");
+                fw.lose(&cluster.specs()[i].peer_endpoint(), &peer_ports, percent)?;
+                (Active::Cut, format!("lose {percent}% of {}'s peer packets", name(i)))
+            }
+            FaultKind::Throttle { target, kbit } => {
+                let i = who(target);
+                let fw = firewall.as_mut().expect("shaping is drawn only with a firewall");
+                fw.throttle(&cluster.specs()[i].peer_endpoint(), &peer_ports, kbit)?;
+                (Active::Cut, format!("throttle {} to {kbit} kbit/s", name(i)))
+            }
+            FaultKind::DiskFull { target } => {
+                let i = who(target);
+                let bytes = cluster.fill_disk(i)?;
+                expected.held_down = Some(i);
+                expected.held_down_exited = false;
+                (Active::DiskFull(i), format!("fill {}'s disk ({} MiB)", name(i), bytes >> 20))
+            }
+            FaultKind::Crash { target, point, after } => {
+                let i = who(target);
+                cluster.kill(i)?;
+                if config.failpoints_usable() {
+                    let actions = if after == 0 {
+                        "1*return".to_string()
+                    } else {
+                        format!("{after}*off->1*return")
+                    };
+                    // Started again half-way through the window, so that it is behind the
+                    // compacted log by then and the snapshot points are reached too.
+                    pending_arm = Some((i, format!("{point}={actions}")));
+                    (Active::Armed(i), format!("crash {} at {point} after {after}", name(i)))
+                } else {
+                    cluster.restart(i)?;
+                    (Active::Killed(i), format!("kill {} (no failpoints in this binary)", name(i)))
+                }
+            }
         };
         let start_us = recorder.now_us();
         let leader_note =
@@ -260,19 +443,46 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             start_us as f64 / 1e6,
             fault.kind
         ));
+        if let Some((i, points)) = pending_arm {
+            let half_way = (fault.start_ms + fault.duration_ms / 2) * 1_000;
+            sleep_until(&recorder, half_way, &mut cluster, &mut crashes, &mut expected, &log).await;
+            cluster.restart_with_failpoints(i, points)?;
+            expected.armed = Some((i, None));
+        }
         let planned_end = (fault.start_ms + fault.duration_ms) * 1_000;
-        sleep_until(&recorder, planned_end, &mut cluster, &mut crashes, &log).await;
+        sleep_until(&recorder, planned_end, &mut cluster, &mut crashes, &mut expected, &log).await;
         // Who leads just before the heal (asking takes at most one status timeout; the
         // window's end is taken at the heal itself).
         let leader_before_heal = cluster.leader().await;
+        let mut injected = injected;
         match active {
             Active::Killed(i) => cluster.restart(i)?,
             Active::Paused(i) => cluster.resume(i)?,
             Active::Cut => {
-                if let Some(fw) = &firewall {
+                if let Some(fw) = &mut firewall {
                     fw.heal()?;
                 }
             }
+            Active::DiskFull(i) => {
+                cluster.free_disk(i)?;
+                if expected.held_down_exited {
+                    injected.push_str(&format!(": {} exited on the full disk", name(i)));
+                    cluster.restart(i)?;
+                }
+                expected.held_down = None;
+            }
+            Active::Armed(i) => match expected.armed.take() {
+                Some((_, Some(fired_us))) => injected.push_str(&format!(
+                    ": fired at {:.2} s",
+                    fired_us.saturating_sub(start_us) as f64 / 1e6
+                )),
+                _ => {
+                    // Not reached in the window: disarmed by a kill and a plain start.
+                    injected.push_str(": not reached, killed to disarm");
+                    cluster.kill(i)?;
+                    cluster.restart(i)?;
+                }
+            },
         }
         let end_us = recorder.now_us();
         let leaders =
@@ -299,9 +509,14 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         windows.push((*fault, injected, start_us, end_us, leaders, probes));
     }
     let end_us = config.duration.as_micros() as u64;
-    sleep_until(&recorder, end_us, &mut cluster, &mut crashes, &log).await;
+    sleep_until(&recorder, end_us, &mut cluster, &mut crashes, &mut expected, &log).await;
     stop.store(true, Ordering::Relaxed);
     for t in client_tasks {
+        let _ = t.await;
+    }
+    // The lease clients let their last leases go and watch them vanish; the lock clients
+    // finish their hold.
+    for t in lease_tasks.into_iter().chain(lock_tasks) {
         let _ = t.await;
     }
     let workload_end_us = recorder.now_us();
@@ -343,6 +558,17 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     for (i, c) in clients.iter_mut().enumerate() {
         workload::final_reads(i, c, &workload_config, &recorder).await;
     }
+    if config.lease_client_count > 0 {
+        let patience = Duration::from_secs(leases::LEASE_TTL_S as u64) + leases::LEASE_EXPIRY_SLACK;
+        leases::final_expiry_reads(
+            &mut clients[0],
+            &lease_records,
+            config.op_timeout,
+            &recorder,
+            patience,
+        )
+        .await;
+    }
     // The watchers catch up to the final revision (or are given up on).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while tokio::time::Instant::now() < deadline
@@ -373,6 +599,14 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     let (watch_verdict, reference) = check::watches(&logs, final_revision);
     verdicts.push(check::acknowledged_writes(&history, &reference));
     verdicts.push(watch_verdict);
+    if config.lease_client_count > 0 {
+        let records = lease_records.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        verdicts.push(leases::check_leases(&records));
+    }
+    if config.lock_client_count > 0 {
+        let log = lock_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        verdicts.push(locks::check_locks(&log, &reference));
+    }
     let mut convergence = check::convergence(&hashes, final_revision);
     if let Some(note) = converged_note {
         convergence.outcome = check::Outcome::Fail;
@@ -407,6 +641,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         duration_s: config.duration.as_secs_f64(),
         partitions: config.partitions,
         partitions_note: config.partitions_note.clone(),
+        extra: config.schedule_spec().extra,
+        extra_note: config.extra_note.clone(),
         heartbeat_ms: config.heartbeat_ms,
         election_ms: config.election_ms,
         clients: config.client_count,
@@ -440,20 +676,40 @@ fn resolve(target: Target, leader: Option<usize>, members: usize) -> usize {
 }
 
 /// Sleeps until `at_us` on the recorder's clock, meanwhile restarting any member that exited
-/// on its own (and noting the crash).
+/// on its own (and noting the crash); a member whose armed failpoint fired is started again
+/// without it (not a crash), one on a full disk is left down until the heal (a crash).
 async fn sleep_until(
     recorder: &Recorder,
     at_us: u64,
     cluster: &mut Cluster,
     crashes: &mut Vec<String>,
+    expected: &mut Expected,
     log: &dyn Fn(String),
 ) {
     loop {
         for (i, how) in cluster.exited() {
+            let now = recorder.now_us();
+            if let Some((armed, fired)) = &mut expected.armed
+                && *armed == i
+                && fired.is_none()
+                && how.code() == Some(FAILPOINT_EXIT_CODE)
+            {
+                *fired = Some(now);
+                log(format!("{:>8.2} s  n{} crashed at its failpoint", now as f64 / 1e6, i + 1));
+                if let Err(e) = cluster.restart(i) {
+                    crashes.push(format!("n{} could not be restarted: {e}", i + 1));
+                }
+                continue;
+            }
+            let on_full_disk = if expected.held_down == Some(i) { " on its full disk" } else { "" };
             let msg =
-                format!("n{} exited at {:.2} s: {how}", i + 1, recorder.now_us() as f64 / 1e6);
+                format!("n{} exited at {:.2} s{on_full_disk}: {how}", i + 1, now as f64 / 1e6);
             log(msg.clone());
             crashes.push(msg);
+            if expected.held_down == Some(i) {
+                expected.held_down_exited = true;
+                continue;
+            }
             if let Err(e) = cluster.restart(i) {
                 crashes.push(format!("n{} could not be restarted: {e}", i + 1));
             }
@@ -513,6 +769,12 @@ mod tests {
         c.partitions = false;
         let cmd = c.rerun_command();
         assert!(cmd.contains("--seed 42 --duration 60"), "{cmd}");
-        assert!(cmd.ends_with("--no-partitions --tenure /x/tenure"), "{cmd}");
+        assert!(cmd.contains("--no-partitions --no-shaping --lease-clients 2"), "{cmd}");
+        assert!(cmd.ends_with("--snapshot-count 300 --tenure /x/tenure"), "{cmd}");
+        c.partitions = true;
+        c.extra = ExtraFaults { shaping: true, disk_full: false, failpoints: true };
+        let cmd = c.rerun_command();
+        assert!(cmd.contains("--no-disk-full --failpoints"), "{cmd}");
+        assert!(!cmd.contains("--no-shaping"), "{cmd}");
     }
 }

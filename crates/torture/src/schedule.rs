@@ -61,12 +61,65 @@ pub enum FaultKind {
         /// The member that does not hear them.
         to: Target,
     },
+    /// A share of the packets on every peer connection of the member is dropped at random
+    /// (iptables' statistic match; TCP retransmits them).
+    Loss {
+        /// The member whose links are lossy.
+        target: Target,
+        /// Percent of packets dropped.
+        percent: u32,
+    },
+    /// Every peer connection of the member is shaped to a low rate (tc HTB on loopback):
+    /// queueing delay that grows with the load, and drops when the queue is full.
+    Throttle {
+        /// The member whose links are slow.
+        target: Target,
+        /// The rate, in kbit/s.
+        kbit: u32,
+    },
+    /// The member's data directory (a small tmpfs of its own) is filled to the last byte for
+    /// the window, then freed.
+    DiskFull {
+        /// The member whose disk fills.
+        target: Target,
+    },
+    /// The member is SIGKILLed, and started again half-way through the window with a
+    /// failpoint armed (`FAILPOINTS`, a `tenure` built with the `failpoints` feature): it
+    /// crashes itself the `after + 1`-th time it reaches `point`, and is started again without
+    /// it at once (at the heal if the point was not reached).
+    Crash {
+        /// The member armed.
+        target: Target,
+        /// The failpoint's name (see [`FAILPOINTS`]).
+        point: &'static str,
+        /// How many times the point is passed before it fires.
+        after: u32,
+    },
 }
+
+/// The failpoints a [`FaultKind::Crash`] arms: tenure-storage's and tenure-server's (their
+/// `failpoints` feature), with how many passes to let by at most before firing (points reached
+/// on every write get more, so that the member first rejoins and works; the suite's snapshots
+/// are one chunk, and a member gets one snapshot when it comes back).
+pub const FAILPOINTS: [(&str, u32); 6] = [
+    ("log-sync-before", 100),
+    ("log-sync-after", 100),
+    ("log-before-hard-state", 100),
+    ("snapshot-chunk-written", 0),
+    ("snapshot-sealed-before-step", 0),
+    ("kv-put-applied-before-reply", 10),
+];
 
 impl FaultKind {
     /// Whether the fault needs the firewall.
     pub fn is_partition(&self) -> bool {
-        matches!(self, FaultKind::Isolate { .. } | FaultKind::OneWay { .. })
+        matches!(
+            self,
+            FaultKind::Isolate { .. }
+                | FaultKind::OneWay { .. }
+                | FaultKind::Loss { .. }
+                | FaultKind::Throttle { .. }
+        )
     }
 }
 
@@ -77,6 +130,14 @@ impl fmt::Display for FaultKind {
             FaultKind::Pause { target } => write!(f, "pause {target}"),
             FaultKind::Isolate { target } => write!(f, "isolate {target}"),
             FaultKind::OneWay { from, to } => write!(f, "one-way {from} -/-> {to}"),
+            FaultKind::Loss { target, percent } => {
+                write!(f, "lose {percent}% of {target}'s packets")
+            }
+            FaultKind::Throttle { target, kbit } => write!(f, "throttle {target} to {kbit} kbit/s"),
+            FaultKind::DiskFull { target } => write!(f, "fill {target}'s disk"),
+            FaultKind::Crash { target, point, after } => {
+                write!(f, "crash {target} at {point} (after {after} passes)")
+            }
         }
     }
 }
@@ -102,8 +163,22 @@ pub struct ScheduleSpec {
     pub duration: Duration,
     /// Whether partitions may be drawn (they need the firewall).
     pub partitions: bool,
+    /// Which other kinds of fault may be drawn.
+    pub extra: ExtraFaults,
     /// How many members the cluster has.
     pub member_count: usize,
+}
+
+/// The kinds of fault beyond kills, pauses and partitions, each of which needs something of
+/// the host or of the binary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExtraFaults {
+    /// Packet loss and throttled links (iptables' statistic match, tc HTB and CLASSIFY).
+    pub shaping: bool,
+    /// A full disk (a tmpfs per member: mount needs root).
+    pub disk_full: bool,
+    /// Crashes at failpoints (a `tenure` built with the `failpoints` feature).
+    pub failpoints: bool,
 }
 
 fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -136,14 +211,14 @@ pub fn generate(spec: &ScheduleSpec) -> Vec<PlannedFault> {
         if t + duration_ms + COOLDOWN_MS > end_ms {
             break;
         }
-        let kind = draw_kind(&mut rng, members, spec.partitions);
+        let kind = draw_kind(&mut rng, members, spec.partitions, spec.extra);
         faults.push(PlannedFault { kind, start_ms: t, duration_ms });
         t += duration_ms + rng.range(GAP_MS_MIN, GAP_MS_MAX);
     }
     faults
 }
 
-fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool) -> FaultKind {
+fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFaults) -> FaultKind {
     let anyone = |rng: &mut SimRng| {
         if rng.chance(0.5) {
             Target::Leader
@@ -151,8 +226,37 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool) -> FaultKind {
             Target::Member(rng.range(0, members) as usize)
         }
     };
-    let kinds = if partitions { 5 } else { 2 };
-    match rng.range(0, kinds) {
+    // The kinds drawn from: 0 and 1 always, 2..=4 with partitions, then the extras. With no
+    // extras the draw is the one older schedules made, so their seeds replay unchanged.
+    let mut kinds: Vec<u64> = vec![0, 1];
+    if partitions {
+        kinds.extend([2, 3, 4]);
+    }
+    if extra.shaping {
+        kinds.extend([5, 6]);
+    }
+    if extra.disk_full {
+        kinds.push(7);
+    }
+    if extra.failpoints {
+        kinds.push(8);
+    }
+    let drawn = kinds[rng.range(0, kinds.len() as u64) as usize];
+    match drawn {
+        5 => return FaultKind::Loss { target: anyone(rng), percent: rng.range(10, 41) as u32 },
+        6 => {
+            return FaultKind::Throttle { target: anyone(rng), kbit: rng.range(64, 513) as u32 };
+        }
+        7 => return FaultKind::DiskFull { target: anyone(rng) },
+        8 => {
+            let target = anyone(rng);
+            let (point, after_max) = FAILPOINTS[rng.range(0, FAILPOINTS.len() as u64) as usize];
+            let after = rng.range(0, u64::from(after_max) + 1) as u32;
+            return FaultKind::Crash { target, point, after };
+        }
+        _ => {}
+    }
+    match drawn {
         0 => FaultKind::Kill { target: anyone(rng) },
         1 => FaultKind::Pause { target: anyone(rng) },
         2 => FaultKind::Isolate { target: anyone(rng) },
@@ -175,7 +279,13 @@ mod tests {
     use super::*;
 
     fn spec(seed: u64, partitions: bool) -> ScheduleSpec {
-        ScheduleSpec { seed, duration: Duration::from_secs(120), partitions, member_count: 3 }
+        ScheduleSpec {
+            seed,
+            duration: Duration::from_secs(120),
+            partitions,
+            extra: ExtraFaults::default(),
+            member_count: 3,
+        }
     }
 
     #[test]
@@ -194,6 +304,29 @@ mod tests {
         }
         let last = faults.last().expect("faults");
         assert!(last.start_ms + last.duration_ms + COOLDOWN_MS <= 120_000);
+    }
+
+    #[test]
+    fn extras_are_drawn_only_when_allowed_and_all_are_drawn() {
+        let all = ExtraFaults { shaping: true, disk_full: true, failpoints: true };
+        let drawn: Vec<FaultKind> = (0..20)
+            .flat_map(|s| generate(&ScheduleSpec { extra: all, ..spec(s, true) }))
+            .map(|f| f.kind)
+            .collect();
+        let has = |p: fn(&FaultKind) -> bool| drawn.iter().any(p);
+        assert!(has(|k| matches!(k, FaultKind::Loss { .. })));
+        assert!(has(|k| matches!(k, FaultKind::Throttle { .. })));
+        assert!(has(|k| matches!(k, FaultKind::DiskFull { .. })));
+        assert!(has(|k| matches!(k, FaultKind::Crash { .. })));
+        let none: Vec<FaultKind> =
+            (0..20).flat_map(|s| generate(&spec(s, true))).map(|f| f.kind).collect();
+        assert!(none.iter().all(|k| matches!(
+            k,
+            FaultKind::Kill { .. }
+                | FaultKind::Pause { .. }
+                | FaultKind::Isolate { .. }
+                | FaultKind::OneWay { .. }
+        )));
     }
 
     #[test]

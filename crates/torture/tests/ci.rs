@@ -11,6 +11,7 @@ use tenure_torture::binary::locate_tenure;
 use tenure_torture::check::Outcome;
 use tenure_torture::net::Firewall;
 use tenure_torture::run::{RunConfig, run};
+use tenure_torture::schedule::ExtraFaults;
 
 /// Seed 2 draws, in 40 s: with partitions a one-way cut from a follower to the leader, the
 /// leader isolated, the leader paused, a follower killed and restarted, the leader isolated
@@ -25,6 +26,9 @@ fn a_fixed_seed_schedule_of_kills_pauses_and_partitions_finds_no_anomaly() {
     config.duration = Duration::from_secs(40);
     config.check_timeout = Duration::from_secs(60);
     config.verbose = true;
+    // Kills, pauses and partitions only (tests/faults.rs runs the other kinds), with the lease
+    // and lock clients beside the register clients.
+    config.extra = ExtraFaults::default();
     match Firewall::install() {
         Ok(firewall) => drop(firewall),
         Err(e) => {
@@ -44,6 +48,9 @@ fn a_fixed_seed_schedule_of_kills_pauses_and_partitions_finds_no_anomaly() {
     assert_eq!(report.faults.len(), 5, "{text}");
     assert!(report.faults.iter().any(|f| f.injected.starts_with("kill")), "{text}");
     assert!(report.totals.writes_acknowledged > 0, "{text}");
+    for checker in ["leases", "locks"] {
+        assert!(report.verdicts.iter().any(|v| v.checker == checker), "{checker}: {text}");
+    }
     for v in &report.verdicts {
         assert_eq!(v.outcome, Outcome::Pass, "{}: {}\n{text}", v.checker, v.detail);
     }

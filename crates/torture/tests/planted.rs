@@ -11,6 +11,7 @@ use tenure_torture::binary::locate_tenure;
 use tenure_torture::check::Outcome;
 use tenure_torture::net::Firewall;
 use tenure_torture::run::{RunConfig, run};
+use tenure_torture::schedule::ExtraFaults;
 
 #[test]
 fn serializable_reads_are_found_not_linearizable() {
@@ -21,6 +22,11 @@ fn serializable_reads_are_found_not_linearizable() {
     config.seed = 8;
     config.duration = Duration::from_secs(12);
     config.serializable_reads = true;
+    // The schedule and workload this test was written for: register clients only, kills,
+    // pauses and partitions.
+    config.extra = ExtraFaults::default();
+    config.lease_client_count = 0;
+    config.lock_client_count = 0;
     config.verbose = true;
     if let Err(e) = Firewall::install() {
         eprintln!("partitions off: {e}");

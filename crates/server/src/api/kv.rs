@@ -44,7 +44,10 @@ impl pb::kv_server::Kv for Services {
         request: Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutResponse>, Status> {
         let cmd = Command::Put(convert::put_request_from_pb(request.get_ref().clone()));
-        match self.write(&request, cmd).await? {
+        let response = self.write(&request, cmd).await?;
+        // Applied, not yet answered: the client must treat the put as indeterminate.
+        tenure_storage::failpoint!("kv-put-applied-before-reply");
+        match response {
             Response::Put(r) => {
                 Ok(tonic::Response::new(convert::put_response_to_pb(r, &self.ctx())))
             }

@@ -851,6 +851,8 @@ pub async fn receive_snapshot(
                     Err(e) => return ReceiveOutcome::Failed(format!("write task failed: {e}")),
                 };
                 partial.writer = writer;
+                // The fault suite's crash in the middle of an install: a staged partial file.
+                tenure_storage::failpoint!("snapshot-chunk-written");
                 match result {
                     Ok(()) => partial.written += 1,
                     Err(e) => {
@@ -888,6 +890,8 @@ pub async fn receive_snapshot(
                     }
                     Err(e) => return ReceiveOutcome::Failed(format!("seal task failed: {e}")),
                 }
+                // Sealed and renamed into place, the snapshot message not yet stepped.
+                tenure_storage::failpoint!("snapshot-sealed-before-step");
                 if let Err(reason) = sink.deliver(msg).await {
                     let _ = conn.send(&StreamFrame::Refused(reason.clone())).await;
                     return ReceiveOutcome::Failed(reason);
