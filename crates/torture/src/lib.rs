@@ -13,6 +13,7 @@
 //! | [`cluster`] | the member processes: start, kill, restart (with failpoints armed), pause, resume, fill and free a disk, who leads |
 //! | [`net`] | partitions and packet loss with iptables (per-member users, one chain), throttles with tc HTB |
 //! | [`workload`] | the clients: read, write and cas over a few keys, recorded |
+//! | [`k8s`] | Kubernetes-shaped traffic (CAS by mod_revision, paged lists, an informer with prev_kv, compaction) and its checker |
 //! | [`leases`] | lease clients (keep-alives, then let go) and their checker |
 //! | [`locks`] | lock clients (fencing tokens, guarded writes) and their checker |
 //! | [`watchers`] | one watch from revision 1 per member, resumed across kills |
@@ -31,6 +32,7 @@ pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod compare;
+pub mod k8s;
 pub mod leases;
 pub mod locks;
 pub mod net;

@@ -61,6 +61,10 @@ struct Args {
     /// Lock clients (etcd's Lock with fencing tokens, checked).
     #[arg(long, default_value_t = 2)]
     lock_clients: usize,
+    /// Leave out the Kubernetes-shaped client (CAS by mod_revision, paged lists, an informer
+    /// with prev_kv, compaction).
+    #[arg(long)]
+    no_k8s: bool,
     /// The members' --snapshot-count (0: the server's default); small, so that a member down
     /// for a few seconds catches up by snapshot.
     #[arg(long, default_value_t = 300)]
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
     config.extra.failpoints = args.failpoints;
     config.lease_client_count = args.lease_clients;
     config.lock_client_count = args.lock_clients;
+    config.k8s = !args.no_k8s;
     config.snapshot_count = (args.snapshot_count > 0).then_some(args.snapshot_count);
     if !args.dry_run {
         tenure_torture::run::detect_host(&mut config);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::check::{self, MemberHash};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, connect};
+use crate::k8s::{self, K8sLog};
 use crate::leases::{self, LeaseRecord};
 use crate::locks::{self, LockLog};
 use crate::net::{Firewall, FirewallError};
@@ -62,6 +63,9 @@ pub struct RunConfig {
     pub lease_client_count: usize,
     /// Lock clients (fencing tokens; see [`crate::locks`]).
     pub lock_client_count: usize,
+    /// Run the Kubernetes-shaped client and its informer (see [`crate::k8s`]); it compacts,
+    /// below what every watcher has seen.
+    pub k8s: bool,
     /// The members' `--snapshot-count` (a small one makes a member killed for a few seconds
     /// catch up by snapshot, through the snapshot stream and its failpoints); none: the
     /// server's default.
@@ -93,6 +97,7 @@ impl RunConfig {
             extra_note: None,
             lease_client_count: 2,
             lock_client_count: 2,
+            k8s: true,
             snapshot_count: Some(300),
         }
     }
@@ -143,6 +148,9 @@ impl RunConfig {
             " --lease-clients {} --lock-clients {}",
             self.lease_client_count, self.lock_client_count
         ));
+        if !self.k8s {
+            cmd.push_str(" --no-k8s");
+        }
         match self.snapshot_count {
             Some(n) => cmd.push_str(&format!(" --snapshot-count {n}")),
             None => cmd.push_str(" --snapshot-count 0"),
@@ -302,7 +310,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     // Lease and lock clients wait (a lock, a keep-alive stream): channels without a request
     // timeout, each call bounded by its own.
     let mut waiting_clients = Vec::new();
-    if config.lease_client_count + config.lock_client_count > 0 {
+    if config.lease_client_count + config.lock_client_count > 0 || config.k8s {
         for spec in cluster.specs() {
             let c =
                 connect(&spec.client_url(), Duration::from_secs(2), None).await.map_err(|e| {
@@ -310,6 +318,42 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 })?;
             waiting_clients.push(c);
         }
+    }
+    let k8s_log: Arc<Mutex<K8sLog>> = Arc::default();
+    // The lowest revision every watcher (the run's and the informer) has reached: the k8s
+    // client compacts below it, so that no watcher's resume is compacted away.
+    let compact_below = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let informer_seen = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut k8s_tasks = Vec::new();
+    if config.k8s {
+        k8s_tasks.push(tokio::spawn(k8s::run_k8s_client(
+            waiting_clients.clone(),
+            config.seed,
+            config.op_timeout,
+            k8s_log.clone(),
+            stop.clone(),
+            compact_below.clone(),
+        )));
+        let url = cluster.specs()[(config.seed % MEMBER_COUNT as u64) as usize].client_url();
+        k8s_tasks.push(tokio::spawn(k8s::run_informer(
+            url,
+            k8s_log.clone(),
+            informer_seen.clone(),
+        )));
+        let (logs, seen, below) =
+            (watch_logs.clone(), informer_seen.clone(), compact_below.clone());
+        k8s_tasks.push(tokio::spawn(async move {
+            loop {
+                let lowest = logs
+                    .iter()
+                    .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).last.unwrap_or(0))
+                    .chain([seen.load(Ordering::Relaxed)])
+                    .min()
+                    .unwrap_or(0);
+                below.store(lowest, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
     }
     let lease_records: Arc<Mutex<Vec<LeaseRecord>>> = Arc::default();
     let lock_log: Arc<Mutex<LockLog>> = Arc::default();
@@ -581,6 +625,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     for t in &watch_tasks {
         t.abort();
     }
+    for t in &k8s_tasks {
+        t.abort();
+    }
     crashes
         .extend(cluster.exited().into_iter().map(|(i, how)| format!("n{} exited: {how}", i + 1)));
     drop(cluster);
@@ -606,6 +653,10 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     if config.lock_client_count > 0 {
         let log = lock_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         verdicts.push(locks::check_locks(&log, &reference));
+    }
+    if config.k8s {
+        let log = k8s_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        verdicts.push(k8s::check_k8s(&log, &reference));
     }
     let mut convergence = check::convergence(&hashes, final_revision);
     if let Some(note) = converged_note {

@@ -26,8 +26,8 @@ fn a_fixed_seed_schedule_of_kills_pauses_and_partitions_finds_no_anomaly() {
     config.duration = Duration::from_secs(40);
     config.check_timeout = Duration::from_secs(60);
     config.verbose = true;
-    // Kills, pauses and partitions only (tests/faults.rs runs the other kinds), with the lease
-    // and lock clients beside the register clients.
+    // Kills, pauses and partitions only (tests/faults.rs runs the other kinds), with the lease,
+    // lock and Kubernetes-shaped clients beside the register clients.
     config.extra = ExtraFaults::default();
     match Firewall::install() {
         Ok(firewall) => drop(firewall),
@@ -48,7 +48,7 @@ fn a_fixed_seed_schedule_of_kills_pauses_and_partitions_finds_no_anomaly() {
     assert_eq!(report.faults.len(), 5, "{text}");
     assert!(report.faults.iter().any(|f| f.injected.starts_with("kill")), "{text}");
     assert!(report.totals.writes_acknowledged > 0, "{text}");
-    for checker in ["leases", "locks"] {
+    for checker in ["leases", "locks", "kubernetes"] {
         assert!(report.verdicts.iter().any(|v| v.checker == checker), "{checker}: {text}");
     }
     for v in &report.verdicts {

@@ -55,7 +55,7 @@ fn failpoint_crashes_packet_loss_and_throttles_with_leases_and_locks_find_no_ano
     if config.schedule_spec().extra.shaping {
         assert!(injected("lose") && injected("throttle"), "{text}");
     }
-    for checker in ["leases", "locks"] {
+    for checker in ["leases", "locks", "kubernetes"] {
         assert!(report.verdicts.iter().any(|v| v.checker == checker), "{checker}: {text}");
     }
     for v in &report.verdicts {

@@ -27,6 +27,7 @@ fn serializable_reads_are_found_not_linearizable() {
     config.extra = ExtraFaults::default();
     config.lease_client_count = 0;
     config.lock_client_count = 0;
+    config.k8s = false;
     config.verbose = true;
     if let Err(e) = Firewall::install() {
         eprintln!("partitions off: {e}");
