@@ -50,11 +50,16 @@ fn authority(base: &str) -> &str {
 
 /// Sends `method path` with `body` on a new connection.
 async fn send(base: &str, method: &str, path: &str, body: &[u8]) -> TcpStream {
+    send_with(base, method, path, body, "").await
+}
+
+/// [`send`] with `extra` header lines (each ending in CRLF).
+async fn send_with(base: &str, method: &str, path: &str, body: &[u8], extra: &str) -> TcpStream {
     let host = authority(base);
     let mut s = TcpStream::connect(host).await.expect("connect");
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.expect("send head");
@@ -65,7 +70,12 @@ async fn send(base: &str, method: &str, path: &str, body: &[u8]) -> TcpStream {
 
 /// One request; the whole answer (the server closes the connection).
 async fn http(base: &str, method: &str, path: &str, body: &[u8]) -> Reply {
-    let mut s = send(base, method, path, body).await;
+    http_with(base, method, path, body, "").await
+}
+
+/// [`http`] with `extra` header lines.
+async fn http_with(base: &str, method: &str, path: &str, body: &[u8], extra: &str) -> Reply {
+    let mut s = send_with(base, method, path, body, extra).await;
     let mut raw = Vec::new();
     let read = tokio::time::timeout(PATIENCE, s.read_to_end(&mut raw))
         .await
@@ -476,6 +486,121 @@ async fn lease_requests_answer_as_etcds_gateway_does() {
             ("/v3/lease/grant", r#"{"TTL":9999999999,"ID":5}"#),
         ] {
             t.push(line(&format!("{path} {body}"), &post(&base, path, body).await));
+        }
+        t
+    })
+    .await;
+}
+
+// ---- the gateway: Auth -----------------------------------------------------------------------
+
+/// `v` with a token masked: simple tokens are random, and tenure's are signed.
+fn token_masked(mut v: Value) -> Value {
+    if let Some(t) = v.get_mut("token") {
+        *t = Value::String("*".into());
+    }
+    v
+}
+
+/// The etcdctl auth flow through the gateway: users, roles and a prefix permission, `auth
+/// enable`, requests with no token, a bad token and the user's and root's tokens in the
+/// `Authorization` header (as etcd's gateway clients send them), every kind of refusal, then
+/// everything undone and `auth disable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_requests_answer_as_etcds_gateway_does() {
+    compare("auth_requests_answer_as_etcds_gateway_does", |base| async move {
+        let mut t = Transcript::new();
+        let prefix = b64(b"/a/");
+        let end = b64(b"/a0");
+        let setup = [
+            ("/v3/auth/user/add", r#"{"name":"root","password":"rootpw"}"#.to_string()),
+            ("/v3/auth/role/add", r#"{"name":"root"}"#.into()),
+            ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#.into()),
+            ("/v3/auth/user/add", r#"{"name":"alice","password":"alicepw"}"#.into()),
+            ("/v3/auth/user/add", r#"{"name":"alice","password":"again"}"#.into()),
+            ("/v3/auth/role/add", r#"{"name":"app"}"#.into()),
+            (
+                "/v3/auth/role/grant",
+                format!(
+                    r#"{{"name":"app","perm":{{"permType":"READWRITE","key":"{prefix}","range_end":"{end}"}}}}"#
+                ),
+            ),
+            (
+                "/v3/auth/role/grant",
+                format!(r#"{{"name":"app","perm":{{"permType":"READ","key":"{}"}}}}"#, b64(b"k")),
+            ),
+            ("/v3/auth/user/grant", r#"{"user":"alice","role":"app"}"#.into()),
+            ("/v3/auth/user/grant", r#"{"user":"alice","role":"nope"}"#.into()),
+            ("/v3/auth/enable", "{}".into()),
+        ];
+        for (path, body) in setup {
+            t.push(line(&format!("{path} {body}"), &post(&base, path, &body).await));
+        }
+        let as_user = |token: &str| format!("Authorization: {token}\r\n");
+        let put = |key: &[u8]| format!(r#"{{"key":"{}","value":"dg=="}}"#, b64(key));
+        t.push(line("put without a token", &post(&base, "/v3/kv/put", &put(b"/a/x")).await));
+        let r = http_with(&base, "POST", "/v3/kv/put", put(b"/a/x").as_bytes(), &as_user("bad"))
+            .await;
+        t.push(line("put with a bad token", &r));
+        for body in [r#"{"name":"alice","password":"wrong"}"#, r#"{"name":"nobody","password":"x"}"#]
+        {
+            t.push(line(body, &post(&base, "/v3/auth/authenticate", body).await));
+        }
+        let login = |name: &'static str, password: &'static str| {
+            let base = base.clone();
+            async move {
+                let body = format!(r#"{{"name":"{name}","password":"{password}"}}"#);
+                let r = post(&base, "/v3/auth/authenticate", &body).await;
+                let token = r.json()["token"].as_str().expect("a token").to_string();
+                (format!("{} {}", r.status, masked(token_masked(r.json()))), token)
+            }
+        };
+        let (answer, alice) = login("alice", "alicepw").await;
+        t.push(format!("alice logs in -> {answer}"));
+        let (answer, root) = login("root", "rootpw").await;
+        t.push(format!("root logs in -> {answer}"));
+        let steps: Vec<(&str, &str, String)> = vec![
+            ("alice", "/v3/kv/put", put(b"/a/x")),
+            ("alice", "/v3/kv/put", put(b"/b")),
+            ("alice", "/v3/kv/put", put(b"k")),
+            ("alice", "/v3/kv/range", format!(r#"{{"key":"{prefix}","range_end":"{end}"}}"#)),
+            ("alice", "/v3/kv/range", format!(r#"{{"key":"{}","range_end":"AA=="}}"#, b64(b"/"))),
+            ("alice", "/v3/auth/user/list", "{}".into()),
+            ("alice", "/v3/auth/role/add", r#"{"name":"x"}"#.into()),
+            ("alice", "/v3/auth/disable", "{}".into()),
+            ("root", "/v3/auth/user/list", "{}".into()),
+            ("root", "/v3/auth/role/list", "{}".into()),
+            ("root", "/v3/auth/user/get", r#"{"name":"alice"}"#.into()),
+            ("root", "/v3/auth/user/get", r#"{"name":"nope"}"#.into()),
+            ("root", "/v3/auth/role/get", r#"{"role":"app"}"#.into()),
+            ("root", "/v3/auth/role/get", r#"{"role":"nope"}"#.into()),
+            ("root", "/v3/auth/user/delete", r#"{"name":"root"}"#.into()),
+            ("root", "/v3/auth/user/revoke", r#"{"name":"root","role":"root"}"#.into()),
+            ("root", "/v3/auth/role/delete", r#"{"role":"root"}"#.into()),
+            ("root", "/v3/auth/role/revoke", format!(r#"{{"role":"app","key":"{}"}}"#, b64(b"z"))),
+            (
+                "root",
+                "/v3/auth/role/revoke",
+                format!(r#"{{"role":"app","key":"{prefix}","range_end":"{end}"}}"#),
+            ),
+            ("alice", "/v3/kv/put", put(b"/a/x")),
+            ("root", "/v3/auth/user/changepw", r#"{"name":"alice","password":"new"}"#.into()),
+            ("alice", "/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64(b"k"))),
+            ("root", "/v3/auth/user/revoke", r#"{"name":"alice","role":"app"}"#.into()),
+            ("root", "/v3/auth/user/revoke", r#"{"name":"alice","role":"app"}"#.into()),
+            ("root", "/v3/auth/user/delete", r#"{"name":"alice"}"#.into()),
+            ("root", "/v3/auth/role/delete", r#"{"role":"app"}"#.into()),
+            ("root", "/v3/auth/disable", "{}".into()),
+            ("nobody", "/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64(b"/a/x"))),
+        ];
+        for (who, path, body) in steps {
+            let extra = match who {
+                "alice" => as_user(&alice),
+                "root" => as_user(&root),
+                _ => String::new(),
+            };
+            let r = http_with(&base, "POST", path, body.as_bytes(), &extra).await;
+            t.push(line(&format!("{who}: {path} {body}"), &r));
         }
         t
     })

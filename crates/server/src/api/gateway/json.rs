@@ -313,6 +313,18 @@ impl<'a> Fields<'a> {
         self.list(name, "[]byte")?.into_iter().map(decode_base64).collect()
     }
 
+    /// A `string` field.
+    pub fn string(&self, name: &str) -> Result<String, JsonError> {
+        match self.get(name) {
+            None => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(JsonError(format!(
+                "json: cannot unmarshal {} into Go value of type string",
+                show(other)
+            ))),
+        }
+    }
+
     /// A repeated `string` field.
     pub fn strings(&self, name: &str) -> Result<Vec<String>, JsonError> {
         self.list(name, "string")?

@@ -20,6 +20,7 @@
 //! gRPC's allowance is refused as gRPC refuses it ("grpc: received message larger than max"),
 //! and a body cannot grow beyond what such a request could take as JSON.
 
+mod auth_messages;
 pub mod json;
 mod messages;
 
@@ -38,6 +39,7 @@ use tonic::{Code, Request, Status};
 
 use self::json::{FromJson, JsonError, Object, ToJson};
 use super::{GRPC_OVERHEAD_BYTES, Services};
+use crate::pb::etcdserverpb::auth_server::Auth as _;
 use crate::pb::etcdserverpb::cluster_server::Cluster as _;
 use crate::pb::etcdserverpb::kv_server::Kv as _;
 use crate::pb::etcdserverpb::lease_server::Lease as _;
@@ -86,6 +88,23 @@ pub(super) fn routes(services: &Services) -> axum::Router {
             "/maintenance/transfer-leadership",
             unary(s, |s, r| async move { s.move_leader(r).await }),
         ),
+        ("/auth/enable", unary(s, |s, r| async move { s.auth_enable(r).await })),
+        ("/auth/disable", unary(s, |s, r| async move { s.auth_disable(r).await })),
+        ("/auth/status", unary(s, |s, r| async move { s.auth_status(r).await })),
+        ("/auth/authenticate", unary(s, |s, r| async move { s.authenticate(r).await })),
+        ("/auth/user/add", unary(s, |s, r| async move { s.user_add(r).await })),
+        ("/auth/user/get", unary(s, |s, r| async move { s.user_get(r).await })),
+        ("/auth/user/list", unary(s, |s, r| async move { s.user_list(r).await })),
+        ("/auth/user/delete", unary(s, |s, r| async move { s.user_delete(r).await })),
+        ("/auth/user/changepw", unary(s, |s, r| async move { s.user_change_password(r).await })),
+        ("/auth/user/grant", unary(s, |s, r| async move { s.user_grant_role(r).await })),
+        ("/auth/user/revoke", unary(s, |s, r| async move { s.user_revoke_role(r).await })),
+        ("/auth/role/add", unary(s, |s, r| async move { s.role_add(r).await })),
+        ("/auth/role/get", unary(s, |s, r| async move { s.role_get(r).await })),
+        ("/auth/role/list", unary(s, |s, r| async move { s.role_list(r).await })),
+        ("/auth/role/delete", unary(s, |s, r| async move { s.role_delete(r).await })),
+        ("/auth/role/grant", unary(s, |s, r| async move { s.role_grant_permission(r).await })),
+        ("/auth/role/revoke", unary(s, |s, r| async move { s.role_revoke_permission(r).await })),
     ];
     let mut router = axum::Router::new();
     for prefix in PREFIXES {
