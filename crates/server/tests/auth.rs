@@ -540,6 +540,154 @@ async fn tenures_own_user_role_and_auth_commands_print_what_etcdctl_prints() {
     }
 }
 
+/// `--user` on tenure's key-value, lease, lock, member and endpoint commands, as etcdctl's
+/// global flag: each step's output is what etcdctl 3.4 prints for the same arguments against
+/// the same cluster (checked against etcdctl itself where it is installed).
+#[tokio::test(flavor = "multi_thread")]
+async fn tenures_kv_lease_and_lock_commands_take_user_as_etcdctl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, _servers) = cluster(dir.path(), "auth-cli-kv-").await;
+    let ep = plan.clients.join(",");
+    set_up_users(&plan.clients[0]).await;
+    let alice = "--user=alice:alicepw";
+    let denied = "Error: etcdserver: permission denied";
+    let steps: Vec<(Vec<&str>, &str, String)> = vec![
+        (vec!["put", "/a/x", "1"], "", "Error: etcdserver: user name is empty".into()),
+        (
+            vec!["put", "/a/x", "1", alice],
+            "",
+            "OK
+"
+            .into(),
+        ),
+        // The password from --password, or from stdin when neither gives it.
+        (
+            vec!["get", "/a/x", "--user=alice", "--password=alicepw"],
+            "",
+            "/a/x
+1
+"
+            .into(),
+        ),
+        (vec!["put", "/b", "1", alice], "", denied.into()),
+        (vec!["get", "/b", alice], "", denied.into()),
+        (
+            vec!["get", "/a/", "--prefix", "--keys-only", alice],
+            "",
+            "/a/x
+
+"
+            .into(),
+        ),
+        (vec!["get", "/", "--prefix", alice], "", denied.into()),
+        (
+            vec!["del", "/a/none", alice],
+            "",
+            "0
+"
+            .into(),
+        ),
+        (vec!["del", "/b", alice], "", denied.into()),
+        (
+            vec!["lease", "list", alice],
+            "",
+            "found 0 leases
+"
+            .into(),
+        ),
+        (
+            vec!["lease", "revoke", "123", alice],
+            "",
+            "Error: failed to revoke lease (etcdserver: requested lease not found)".into(),
+        ),
+        (vec!["member", "list", "--user=root:rootpw", "-w", "table"], "", String::new()),
+    ];
+    let mut member_table = String::new();
+    for (args, stdin, want) in &steps {
+        let (ep2, owned, stdin2) = (ep.clone(), args.clone(), stdin.to_string());
+        let owned: Vec<String> = owned.iter().map(|s| s.to_string()).collect();
+        let got = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            tenure_cli(&ep2, &refs, &stdin2)
+        })
+        .await
+        .unwrap();
+        if args[0] == "member" {
+            assert!(got.matches(" started ").count() == 3, "tenure member list: {got}");
+            member_table = got.clone();
+        } else {
+            assert_eq!(&got, want, "tenure {args:?}");
+        }
+        if let Some(out) = common::etcdctl(&ep, args) {
+            let theirs = outcome(&out);
+            let want = if args[0] == "member" { &member_table } else { want };
+            assert_eq!(&theirs, want, "etcdctl {args:?} prints something else");
+        }
+    }
+
+    // A lease granted as alice, a key on it, and a lock on her prefix held while a command
+    // runs; the same lock outside her prefix is refused.
+    let granted = tenure_cli(&ep, &["lease", "grant", "60", alice], "");
+    let id = granted.split_whitespace().nth(1).unwrap_or_else(|| panic!("{granted}")).to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
+    let put = tenure_cli(&ep, &["put", "/a/leased", "v", &format!("--lease={id}"), alice], "");
+    assert_eq!(put, "OK\n");
+    let ttl = tenure_cli(&ep, &["lease", "timetolive", &id, "--keys", alice], "");
+    assert!(ttl.contains("attached keys([/a/leased])"), "{ttl}");
+    // The endpoints go before `--` (tenure_cli's own, appended last, become the shell's $0).
+    let endpoints = format!("--endpoints={ep}");
+    let lock = |name| ["lock", name, alice, endpoints.as_str(), "--", "sh", "-c", "echo held"];
+    let locked = tenure_cli(&ep, &lock("/a/l"), "");
+    let lines: Vec<&str> = locked.lines().collect();
+    assert!(lines.len() == 2 && lines[0].starts_with("/a/l/") && lines[1] == "held", "{locked}");
+    let refused = tenure_cli(&ep, &lock("/b/l"), "");
+    assert!(refused.contains("permission denied"), "{refused}");
+    assert_eq!(
+        tenure_cli(&ep, &["lease", "revoke", &id, alice], ""),
+        format!("lease {id} revoked\n")
+    );
+
+    // A watch as alice sees her writes; one outside her prefix is refused.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["watch", "/a/w", alice, &format!("--endpoints={ep}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout).lines().take(3).map(Result::unwrap).collect::<Vec<_>>()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lines.is_finished() && std::time::Instant::now() < deadline {
+        tenure_cli(&ep, &["put", "/a/w", "seen", alice], "");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(lines.join().unwrap(), ["PUT", "/a/w", "seen"]);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking({
+            let ep = ep.clone();
+            move || tenure_cli(&ep, &["watch", "/b", alice], "")
+        }),
+    )
+    .await
+    .expect("a refused watch ends")
+    .unwrap();
+    assert!(refused.contains("permission denied"), "{refused}");
+
+    // Last: failed logins (etcdctl's included) start the lockout.
+    let wrong = ["put", "/a/x", "1", "--user=alice:wrong"];
+    let failed = "Error: etcdserver: authentication failed, invalid user ID or password";
+    assert_eq!(tenure_cli(&ep, &wrong, ""), failed);
+    if let Some(out) = common::etcdctl(&ep, &wrong) {
+        assert_eq!(outcome(&out), failed, "etcdctl {wrong:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn with_client_cert_auth_the_certificates_common_name_is_the_user() {
     use common::certs::{Ca, path};

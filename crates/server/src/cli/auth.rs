@@ -6,10 +6,9 @@ use std::io::BufRead as _;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
-use tonic::transport::Channel;
 
 use crate::cli::ClientArgs;
-use crate::cli::client::with_retries;
+use crate::cli::client::{Authed, with_retries};
 use crate::pb::authpb;
 use crate::pb::etcdserverpb as pb;
 use pb::auth_client::AuthClient;
@@ -36,13 +35,24 @@ pub enum AuthCommand {
     Status(AuthConn),
 }
 
+impl Credentials {
+    /// The name and password to log in with, if `--user` was given: the password from
+    /// `--user NAME:PASSWORD`, else `--password`, else read from stdin (as etcdctl prompts).
+    pub fn login(&self) -> anyhow::Result<Option<(String, String)>> {
+        let Some(user) = &self.user else { return Ok(None) };
+        let (name, password) = split_user(user);
+        let password = match password.or_else(|| self.password.clone()) {
+            Some(p) => p,
+            None => read_password()?,
+        };
+        Ok(Some((name, password)))
+    }
+}
+
 /// Connection and credentials of an auth command.
 #[derive(Debug, Args, Clone)]
 pub struct AuthConn {
-    /// Credentials.
-    #[command(flatten)]
-    pub credentials: Credentials,
-    /// Connection flags.
+    /// Connection flags, `--user` and `--password` among them.
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -216,43 +226,16 @@ fn read_password() -> anyhow::Result<String> {
     Ok(p)
 }
 
-/// Runs `call` through [`with_retries`] with the credentials' token (authenticating on the
-/// same endpoint first) in the request's metadata.
+/// Runs `call` through [`with_retries`], which logs in first if `--user` was given.
 async fn authed<Req, Resp, F, Fut>(conn: &AuthConn, request: Req, call: F) -> anyhow::Result<Resp>
 where
     Req: Clone,
-    F: Fn(AuthClient<Channel>, tonic::Request<Req>) -> Fut + Clone,
+    F: Fn(AuthClient<Authed>, tonic::Request<Req>) -> Fut + Clone,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    let login = match &conn.credentials.user {
-        None => None,
-        Some(u) => {
-            let (name, password) = split_user(u);
-            let password = match password.or_else(|| conn.credentials.password.clone()) {
-                Some(p) => p,
-                None => read_password()?,
-            };
-            Some((name, password))
-        }
-    };
     with_retries(&conn.client, |ch| {
-        let (login, request, call) = (login.clone(), request.clone(), call.clone());
-        async move {
-            let mut client = AuthClient::new(ch);
-            let mut req = tonic::Request::new(request);
-            if let Some((name, password)) = login {
-                let token = client
-                    .authenticate(pb::AuthenticateRequest { name, password })
-                    .await?
-                    .into_inner()
-                    .token;
-                let token = token
-                    .parse()
-                    .map_err(|_| tonic::Status::internal("the server's token is not ASCII"))?;
-                req.metadata_mut().insert("token", token);
-            }
-            call(client, req).await
-        }
+        let (request, call) = (request.clone(), call.clone());
+        async move { call(AuthClient::new(ch), tonic::Request::new(request)).await }
     })
     .await
 }

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::api::convert::{delete_range_request_to_pb, put_request_to_pb, range_request_to_pb};
@@ -77,11 +80,56 @@ pub(crate) async fn connect_one(endpoint: &str, args: &ClientArgs) -> anyhow::Re
     dial(endpoint, &args.tls, args.dial_timeout, |e| e.timeout(timeout)).await
 }
 
-/// Connects to the first endpoint that answers.
-async fn connect_any(args: &ClientArgs) -> anyhow::Result<Channel> {
+/// A channel whose every request (streams included) carries the token of `--user`, if given.
+pub(crate) type Authed = InterceptedService<Channel, TokenInterceptor>;
+
+/// Puts the token, if any, in each request's `token` metadata (where etcd looks for it).
+#[derive(Clone, Default)]
+pub(crate) struct TokenInterceptor(Option<AsciiMetadataValue>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            r.metadata_mut().insert("token", token.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// Logs in on `channel` as `login` (name and password), if given: the interceptor that sends
+/// the token. etcd and tenure accept a token on every member, so one login serves them all.
+pub(crate) async fn log_in(
+    channel: &Channel,
+    login: Option<&(String, String)>,
+) -> Result<TokenInterceptor, tonic::Status> {
+    let Some((name, password)) = login else { return Ok(TokenInterceptor::default()) };
+    let request = pb::AuthenticateRequest { name: name.clone(), password: password.clone() };
+    let token = pb::auth_client::AuthClient::new(channel.clone())
+        .authenticate(request)
+        .await?
+        .into_inner()
+        .token;
+    let token =
+        token.parse().map_err(|_| tonic::Status::internal("the server's token is not ASCII"))?;
+    Ok(TokenInterceptor(Some(token)))
+}
+
+/// Connects to `endpoint` and logs in there with `--user`, if given.
+pub(crate) async fn connect_authed(endpoint: &str, args: &ClientArgs) -> anyhow::Result<Authed> {
+    let channel = connect_one(endpoint, args).await?;
+    let login = args.credentials.login()?;
+    let token = call(args.command_timeout, async {
+        log_in(&channel, login.as_ref()).await.map(tonic::Response::new)
+    })
+    .await?;
+    Ok(InterceptedService::new(channel, token))
+}
+
+/// Connects (and logs in) to the first endpoint that answers.
+async fn connect_any(args: &ClientArgs) -> anyhow::Result<Authed> {
     let mut errors = Vec::new();
     for e in &args.endpoints {
-        match connect_one(e, args).await {
+        match connect_authed(e, args).await {
             Ok(ch) => return Ok(ch),
             Err(err) => errors.push(err.to_string()),
         }
@@ -123,16 +171,20 @@ fn with_session<T>(req: T, client_id: u64) -> tonic::Request<T> {
 /// Sends a request built by `attempt` to each endpoint in turn (from the first, round after
 /// round) until one answers with something other than a retryable error, all within the
 /// command timeout. Returns the answer, or the last error (etcd's exact message). A round in
-/// which no endpoint can be reached ends the retries: nobody is there to answer.
+/// which no endpoint can be reached ends the retries: nobody is there to answer. With
+/// `--user`, the first endpoint that answers is asked for a token first, and every request
+/// carries it.
 pub(crate) async fn with_retries<T, F, Fut>(args: &ClientArgs, mut attempt: F) -> anyhow::Result<T>
 where
-    F: FnMut(Channel) -> Fut,
+    F: FnMut(Authed) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     // A malformed endpoint is the user's mistake, not worth retrying.
     for ep in &args.endpoints {
         endpoint_uri(ep)?;
     }
+    let login = args.credentials.login()?;
+    let mut token: Option<TokenInterceptor> = None;
     let deadline = tokio::time::Instant::now() + args.command_timeout;
     let mut last: Option<anyhow::Error> = None;
     loop {
@@ -149,6 +201,21 @@ where
                 }
                 Err(_) => return Err(anyhow!("context deadline exceeded")),
             };
+            let interceptor = match &token {
+                Some(t) => t.clone(),
+                None => match tokio::time::timeout_at(deadline, log_in(&channel, login.as_ref()))
+                    .await
+                {
+                    Ok(Ok(t)) => token.insert(t).clone(),
+                    Ok(Err(status)) if retryable(&status) => {
+                        last = Some(anyhow!("{}", status.message()));
+                        continue;
+                    }
+                    Ok(Err(status)) => return Err(anyhow!("{}", status.message())),
+                    Err(_) => return Err(anyhow!("context deadline exceeded")),
+                },
+            };
+            let channel = InterceptedService::new(channel, interceptor);
             match tokio::time::timeout_at(deadline, attempt(channel)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) if retryable(&status) => {
@@ -451,7 +518,7 @@ pub async fn endpoint_status(a: &ClientArgs) -> anyhow::Result<String> {
     let mut failed = Vec::new();
     for ep in &a.endpoints {
         let result = async {
-            let mut m = MaintenanceClient::new(connect_one(ep, a).await?);
+            let mut m = MaintenanceClient::new(connect_authed(ep, a).await?);
             call(a.command_timeout, m.status(pb::StatusRequest {})).await
         }
         .await;

@@ -16,9 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 
-use crate::cli::client::{dial, endpoint_uri, with_retries};
+use crate::cli::client::{Authed, dial, endpoint_uri, log_in, with_retries};
 use crate::cli::{ClientArgs, ElectArgs, LeaseCommand, LockArgs};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::v3electionpb as epb;
@@ -40,13 +40,16 @@ pub async fn lease(command: &LeaseCommand) -> anyhow::Result<String> {
                     client,
                     |ch| async move { LeaseClient::new(ch).lease_grant(req).await },
                 )
-                .await?;
+                .await
+                .map_err(|e| anyhow!("failed to grant lease ({e})"))?;
             Ok(format!("lease {} granted with TTL({}s)\n", format_lease(r.id), r.ttl))
         }
         LeaseCommand::Revoke { id, client } => {
             let req = pb::LeaseRevokeRequest { id: *id };
+            // etcdctl's wording around the server's error.
             with_retries(client, |ch| async move { LeaseClient::new(ch).lease_revoke(req).await })
-                .await?;
+                .await
+                .map_err(|e| anyhow!("failed to revoke lease ({e})"))?;
             Ok(format!("lease {} revoked\n", format_lease(*id)))
         }
         LeaseCommand::Timetolive { id, keys, client } => {
@@ -95,12 +98,17 @@ pub fn format_time_to_live(r: &pb::LeaseTimeToLiveResponse, with_keys: bool) -> 
 
 /// Connects to the first endpoint that answers, with no deadline on requests: keep-alive
 /// streams, Lock and Campaign wait as long as they must.
-async fn connect_unbounded(args: &ClientArgs) -> anyhow::Result<Channel> {
+async fn connect_unbounded(args: &ClientArgs) -> anyhow::Result<Authed> {
+    let login = args.credentials.login()?;
     let mut errors = Vec::new();
     for e in &args.endpoints {
         endpoint_uri(e)?;
         match dial(e, &args.tls, args.dial_timeout, |ep| ep).await {
-            Ok(ch) => return Ok(ch),
+            Ok(ch) => {
+                let token =
+                    log_in(&ch, login.as_ref()).await.map_err(|s| anyhow!("{}", s.message()))?;
+                return Ok(InterceptedService::new(ch, token));
+            }
             Err(err) => errors.push(err.to_string()),
         }
     }
@@ -116,7 +124,7 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    async fn start(ch: Channel, id: i64, ttl_secs: i64) -> anyhow::Result<KeepAlive> {
+    async fn start(ch: Authed, id: i64, ttl_secs: i64) -> anyhow::Result<KeepAlive> {
         let period = Duration::from_millis(u64::try_from(ttl_secs.max(1)).unwrap_or(1) * 1000 / 3)
             .max(Duration::from_millis(500));
         let (requests_tx, requests) = mpsc::channel(1);
@@ -203,7 +211,7 @@ async fn keep_alive(id: i64, once: bool, client: &ClientArgs) -> anyhow::Result<
 }
 
 /// A lease of `ttl` for a lock or a campaign, kept alive while the handle lives.
-async fn session(ch: &Channel, ttl: i64) -> anyhow::Result<(i64, KeepAlive)> {
+async fn session(ch: &Authed, ttl: i64) -> anyhow::Result<(i64, KeepAlive)> {
     let r = LeaseClient::new(ch.clone())
         .lease_grant(pb::LeaseGrantRequest { ttl, id: 0 })
         .await
@@ -214,7 +222,7 @@ async fn session(ch: &Channel, ttl: i64) -> anyhow::Result<(i64, KeepAlive)> {
 }
 
 /// Revokes the session's lease (which deletes the lock or candidate key with it).
-async fn end_session(ch: &Channel, lease: i64) {
+async fn end_session(ch: &Authed, lease: i64) {
     let _ = LeaseClient::new(ch.clone()).lease_revoke(pb::LeaseRevokeRequest { id: lease }).await;
 }
 

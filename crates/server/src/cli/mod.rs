@@ -322,6 +322,9 @@ pub struct ClientArgs {
     /// TLS flags (`https://` endpoints; with any of them a `host:port` endpoint uses TLS too).
     #[command(flatten)]
     pub tls: ClientTlsArgs,
+    /// `--user` and `--password`: authenticate first and send the token with every request.
+    #[command(flatten)]
+    pub credentials: crate::cli::auth::Credentials,
 }
 
 /// etcdctl's TLS flags, for `https://` endpoints.
