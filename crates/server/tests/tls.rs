@@ -42,6 +42,11 @@ impl TlsPlan {
 
     /// Starts member `i` with its data under `dir` and `extra` flags (its TLS flags).
     fn start(&self, i: usize, dir: &Path, extra: &[&str]) -> Server {
+        self.start_logging(i, dir, extra, stderr_for(&self.names[i]))
+    }
+
+    /// [`TlsPlan::start`] with the member's log going to `stderr`.
+    fn start_logging(&self, i: usize, dir: &Path, extra: &[&str], stderr: Stdio) -> Server {
         let cluster: Vec<String> =
             self.names.iter().zip(&self.peers).map(|(n, p)| format!("{n}={p}")).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_tenure"))
@@ -56,7 +61,7 @@ impl TlsPlan {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(stderr_for(&self.names[i]))
+            .stderr(stderr)
             .spawn()
             .expect("runs tenure serve");
         Server::from_child(child)
@@ -289,6 +294,91 @@ async fn etcdctl_and_tenure_clients_work_over_tls_against_a_tls_cluster() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains(r#""health":"true""#), "{health}");
     drop(servers);
+}
+
+/// The peer TLS carries the snapshot stream, and the corruption checks' HashKV calls go to
+/// the peers' https client URLs: a follower stopped while the others compact their logs past
+/// what it has gets a snapshot over mutual TLS when it comes back, and its initial corruption
+/// check, asking every peer over https, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_reaches_a_lagging_follower_over_peer_tls_and_corruption_checks_use_https() {
+    tenure_server::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new(dir.path(), 3);
+    let plan = TlsPlan::new("tlssnap", 3);
+    let flags = |i: usize| {
+        let mut f = certs.flags(i);
+        f.extend(
+            ["--snapshot-count=20", "--snapshot-catchup-entries=5"].iter().map(|s| s.to_string()),
+        );
+        f.push("--experimental-initial-corrupt-check".into());
+        f
+    };
+    let mut servers: Vec<Option<Server>> =
+        (0..3).map(|i| Some(plan.start(i, dir.path(), &as_strs(&flags(i))))).collect();
+    let urls: Vec<&String> = plan.clients.iter().collect();
+    let options = certs.client_options();
+    let leader = agreed_leader(&urls, &options, Duration::from_secs(30)).await;
+    let lagging = (leader + 1) % 3;
+    servers[lagging].take().expect("running").kill();
+
+    let mut kv =
+        pb::kv_client::KvClient::new(channel(&plan.clients[leader], &options).await.unwrap());
+    for i in 0..200 {
+        let put = pb::PutRequest {
+            key: format!("k{i:03}").into_bytes().into(),
+            value: b"v".to_vec().into(),
+            ..Default::default()
+        };
+        kv.put(put).await.expect("put");
+    }
+    let log = dir.path().join("lagging.log");
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    servers[lagging] =
+        Some(plan.start_logging(lagging, dir.path(), &as_strs(&flags(lagging)), stderr));
+
+    // Every key, read locally on the member that was away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = async {
+            let ch = channel(&plan.clients[lagging], &options).await?;
+            let get = pb::RangeRequest {
+                key: b"k".to_vec().into(),
+                range_end: b"l".to_vec().into(),
+                serializable: true,
+                count_only: true,
+                ..Default::default()
+            };
+            let r = pb::kv_client::KvClient::new(ch).range(get).await.map_err(|e| e.to_string())?;
+            Ok::<i64, String>(r.into_inner().count)
+        }
+        .await;
+        if count == Ok(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower never caught up: {count:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = https_get(&plan.clients[lagging], "/metrics", &options).await;
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+    };
+    let received = counter("etcd_network_snapshot_receive_success_total");
+    assert_eq!(counter("tenure_snapshots_installed_total"), received, "{metrics}");
+    assert!(received.is_some_and(|n| n >= 1.0), "no snapshot received over peer TLS: {received:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("initial corruption check") || Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(text.contains("initial corruption check passed"), "{text}");
+    assert!(!text.contains("skipped"), "a peer's hash was not fetched over https: {text}");
 }
 
 /// With `--client-cert-auth`, a client without a certificate and one whose certificate
