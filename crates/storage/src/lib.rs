@@ -14,6 +14,7 @@
 //! | [`disk`] | the [`Disk`] / [`DiskFile`] traits (including `allocate`, real preallocation) and [`RealDisk`] (the filesystem; `fallocate` on Linux) |
 //! | [`sim_disk`] | [`SimDisk`]: in-memory, seeded, fault-injecting disk (lost unsynced writes, torn writes, bit flips, failed fsyncs and reads) |
 //! | [`error`] | [`StorageError`] |
+//! | `failpoints` | (feature `failpoints` only) crash points for the fault suite, armed by `FAILPOINTS` |
 //!
 //! ## Contract
 //!
@@ -47,9 +48,10 @@ pub mod record;
 pub mod sim_disk;
 pub mod snapshot;
 
-/// A crash point of the fault suite (see `failpoints`, feature `failpoints`). `failpoint!("name")`, or `failpoint!("name", || ...)`
-/// to run something just before the crash. Expands to nothing unless the crate that uses it
-/// has its `failpoints` feature on (which must turn on tenure-storage's).
+/// A crash point of the fault suite (module `failpoints`, feature `failpoints`):
+/// `failpoint!("name")`, or `failpoint!("name", || ...)` to run something just before the
+/// crash. Expands to nothing unless the crate that uses it has its `failpoints` feature on
+/// (which must turn on tenure-storage's).
 #[macro_export]
 macro_rules! failpoint {
     ($name:literal) => {
