@@ -432,6 +432,31 @@ async fn admin_services_and_lease_revokes_need_their_permissions() {
     assert_eq!(users, ["alice", "root"]);
 }
 
+/// As etcd's simple tokens: a token lives `--auth-token-ttl` from its last use on a member,
+/// so a client that keeps using it keeps it; one left idle for a whole TTL is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_in_use_outlives_its_ttl_and_an_idle_one_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new("auth-ttl-");
+    let _servers: Vec<Server> =
+        (0..3).map(|i| plan.start_with(i, dir.path(), &["--auth-token-ttl=2"])).collect();
+    common::agreed_leader(&plan, &[0, 1, 2], Duration::from_secs(20)).await;
+    set_up_users(&plan.clients[0]).await;
+    let alice = token(&plan.clients[1], "alice", "alicepw").await.unwrap();
+    let mut kv = client(&plan.clients[1], pb::kv_client::KvClient::new).await;
+    let get = || pb::RangeRequest { key: "/a/k".into(), ..Default::default() };
+    // Used every half second for twice its TTL.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        kv.range(with_token(get(), &alice)).await.expect("a token in use stays valid");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Idle for longer than the TTL.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let e = kv.range(with_token(get(), &alice)).await.unwrap_err();
+    assert_eq!(e.message(), "etcdserver: invalid auth token");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_lock_the_user_out_for_a_while() {
     let dir = tempfile::tempdir().unwrap();

@@ -94,11 +94,46 @@ struct Failures {
     last: Instant,
 }
 
-/// The member's authentication machinery: configuration, login rate limits, bcrypt slots.
+/// Tokens this member saw used, by their MAC: until when each stays valid. etcd's simple
+/// tokens live `--auth-token-ttl` from their last use on a member, not from their issue; a
+/// token carries its first expiry, signed, and each use here pushes it back.
+#[derive(Default)]
+struct TokenUses {
+    deadlines: Mutex<HashMap<Box<str>, u64>>,
+}
+
+/// Tokens remembered at most; beyond it the expired ones are dropped first.
+const TOKEN_USES_MAX: usize = 100_000;
+
+impl TokenUses {
+    /// Whether a token whose MAC is `tag`, first valid until `expiry_ms`, is still valid at
+    /// `now_ms`; if it is, its validity now runs until `now_ms + ttl_ms`.
+    fn used(&self, tag: &str, expiry_ms: u64, now_ms: u64, ttl_ms: u64) -> bool {
+        let mut deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = deadlines.get(tag).copied().unwrap_or(0).max(expiry_ms);
+        if now_ms >= deadline {
+            deadlines.remove(tag);
+            return false;
+        }
+        if deadlines.len() >= TOKEN_USES_MAX && !deadlines.contains_key(tag) {
+            deadlines.retain(|_, d| *d > now_ms);
+            if deadlines.len() >= TOKEN_USES_MAX {
+                // Still full of live tokens: this one keeps its signed expiry only.
+                return true;
+            }
+        }
+        deadlines.insert(tag.into(), now_ms.saturating_add(ttl_ms).max(deadline));
+        true
+    }
+}
+
+/// The member's authentication machinery: configuration, login rate limits, bcrypt slots,
+/// and the tokens' extensions on use.
 pub struct Authenticator {
     config: AuthConfig,
     failures: Mutex<HashMap<String, Failures>>,
     bcrypt_slots: tokio::sync::Semaphore,
+    token_uses: TokenUses,
 }
 
 impl Authenticator {
@@ -108,7 +143,24 @@ impl Authenticator {
             config,
             failures: Mutex::new(HashMap::new()),
             bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_VERIFIES_MAX),
+            token_uses: TokenUses::default(),
         }
+    }
+
+    /// The user and password revision `token` names, if `key` signed it and it is still
+    /// valid here: within `--auth-token-ttl` of its issue or of its last use on this member.
+    fn check_token(
+        &self,
+        key: &[u8],
+        token: &str,
+        now_ms: u64,
+    ) -> Result<(String, u64), AuthError> {
+        let signed = verify_signature(key, token)?;
+        let ttl_ms = u64::try_from(self.config.token_ttl.as_millis()).unwrap_or(u64::MAX);
+        if !self.token_uses.used(signed.tag, signed.expiry_ms, now_ms, ttl_ms) {
+            return Err(AuthError::InvalidAuthToken);
+        }
+        Ok((signed.user, signed.password_revision))
     }
 
     /// The lockout left for `user`, if its logins are refused now.
@@ -198,11 +250,30 @@ pub fn issue_token(key: &[u8], user: &str, password_revision: u64, expiry_ms: u6
 }
 
 /// The user and password revision a token names, if `key` signed it and it has not expired
-/// at `now_ms`. Whether the user still exists with that revision is the auth state's check.
+/// at `now_ms` (its signed expiry; a member also extends it on use). Whether the user still
+/// exists with that revision is the auth state's check.
 pub fn verify_token(key: &[u8], token: &str, now_ms: u64) -> Result<(String, u64), AuthError> {
+    let signed = verify_signature(key, token)?;
+    if now_ms >= signed.expiry_ms {
+        return Err(AuthError::InvalidAuthToken);
+    }
+    Ok((signed.user, signed.password_revision))
+}
+
+/// What a token signed with the right key says.
+struct Signed<'a> {
+    user: String,
+    password_revision: u64,
+    expiry_ms: u64,
+    /// The MAC, as the token spells it: the token's identity.
+    tag: &'a str,
+}
+
+/// A token's fields, if `key` signed it (expired or not).
+fn verify_signature<'a>(key: &[u8], token: &'a str) -> Result<Signed<'a>, AuthError> {
     let invalid = AuthError::InvalidAuthToken;
     let mut parts = token.split('.');
-    let (Some(user), Some(rev), Some(expiry), Some(tag), None) =
+    let (Some(user), Some(rev), Some(expiry), Some(tag_text), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(invalid);
@@ -210,15 +281,12 @@ pub fn verify_token(key: &[u8], token: &str, now_ms: u64) -> Result<(String, u64
     let user = unhex(user).and_then(|u| String::from_utf8(u).ok()).ok_or(invalid)?;
     let rev: u64 = rev.parse().map_err(|_| invalid)?;
     let expiry: u64 = expiry.parse().map_err(|_| invalid)?;
-    let tag = unhex(tag).ok_or(invalid)?;
+    let tag = unhex(tag_text).ok_or(invalid)?;
     if key.is_empty() {
         return Err(invalid);
     }
     mac(key, &user, rev, expiry).verify_slice(&tag).map_err(|_| invalid)?;
-    if now_ms >= expiry {
-        return Err(invalid);
-    }
-    Ok((user, rev))
+    Ok(Signed { user, password_revision: rev, expiry_ms: expiry, tag: tag_text })
 }
 
 /// The token `request` carries, to send on with a call this member forwards to the leader.
@@ -280,8 +348,10 @@ impl Services {
                 return Ok(AuthInfo { user: String::new(), token_revision: None });
             }
             let token = token.to_str().map_err(|_| auth_status(AuthError::InvalidAuthToken))?;
-            let (user, rev) =
-                verify_token(state.token_key(), token, now_unix_ms()).map_err(auth_status)?;
+            let (user, rev) = self
+                .auth
+                .check_token(state.token_key(), token, now_unix_ms())
+                .map_err(auth_status)?;
             return Ok(AuthInfo { user, token_revision: Some(rev) });
         }
         if let Some(cn) = crate::tls::client_common_name(request) {
@@ -644,6 +714,19 @@ impl pb::auth_server::Auth for Services {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_lives_its_ttl_from_its_last_use() {
+        let uses = TokenUses::default();
+        // First valid until 1,000; each use pushes its end to the use plus the TTL (500).
+        assert!(uses.used("t", 1_000, 900, 500));
+        assert!(uses.used("t", 1_000, 1_300, 500), "extended to 1,400 by the use at 900");
+        assert!(uses.used("t", 1_000, 1_799, 500));
+        assert!(!uses.used("t", 1_000, 2_299, 500), "idle for a whole TTL");
+        assert!(!uses.used("t", 1_000, 2_300, 500), "and it stays expired");
+        // Never used: its signed expiry alone.
+        assert!(!uses.used("u", 1_000, 1_000, 500));
+    }
 
     const KEY: &[u8] = &[5; 32];
 
