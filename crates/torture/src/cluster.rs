@@ -615,3 +615,70 @@ fn free_port(ip: Ipv4Addr, next: &mut u16) -> Result<u16, ClusterError> {
     }
     Err(ClusterError::NoPort { ip })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// A cluster of no processes whose one member has a small tmpfs disk.
+    fn cluster_with_disk(dir: &tempfile::TempDir, disk: PathBuf) -> Cluster {
+        let spec = MemberSpec {
+            name: "n1".into(),
+            ip: Ipv4Addr::LOCALHOST,
+            client_port: 0,
+            peer_port: 0,
+            uid: None,
+            data_dir: disk.join("data"),
+            disk: Some(disk),
+        };
+        Cluster {
+            config: ClusterConfig {
+                binary: PathBuf::from("/bin/false"),
+                etcd: false,
+                member_count: 1,
+                heartbeat_ms: 100,
+                election_ms: 1_000,
+                run_as_users: false,
+                log_dir: None,
+                snapshot_count: None,
+                disk_bytes: Some(4 << 20),
+            },
+            specs: vec![spec],
+            children: vec![None],
+            paused: vec![false],
+            member_ids: vec![0],
+            failpoints: vec![None],
+            pdeathsig: false,
+            _dir: tempfile::Builder::new().tempdir_in(dir.path()).expect("a directory"),
+        }
+    }
+
+    #[test]
+    fn a_filled_disk_refuses_writes_until_it_is_freed() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let disk = dir.path().join("n1-disk");
+        std::fs::create_dir(&disk).expect("a mount point");
+        if let Err(e) = mount_tmpfs(&disk, 4 << 20) {
+            eprintln!("skipped: no tmpfs here ({e}); full disks need root");
+            return;
+        }
+        let cluster = cluster_with_disk(&dir, disk.clone());
+        std::fs::create_dir(disk.join("data")).expect("a data directory");
+        let write =
+            || File::create(disk.join("data").join("f")).and_then(|mut f| f.write_all(&[7; 8192]));
+        let filled = cluster.fill_disk(0).expect("filled");
+        assert!(filled > 3 << 20, "{filled}");
+        let refused = write().expect_err("a full disk takes no more");
+        assert_eq!(refused.raw_os_error(), Some(28), "{refused}");
+        cluster.free_disk(0).expect("freed");
+        write().expect("a freed disk takes writes again");
+        drop(cluster); // unmounts
+        assert!(
+            !std::fs::read_to_string("/proc/mounts")
+                .expect("mounts")
+                .contains(disk.to_str().expect("a path"))
+        );
+    }
+}

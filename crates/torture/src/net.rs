@@ -419,3 +419,23 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_s_peer_traffic_is_its_user_s_to_peer_ports_from_its_own_and_anyone_s_to_it() {
+        let member = PeerEndpoint { uid: 100_008, ip: Ipv4Addr::new(127, 0, 0, 12), port: 20_002 };
+        let rules = member_peer_traffic(&member, &[20_001, 20_002, 20_003]);
+        let joined: Vec<String> = rules.iter().map(|r| r.join(" ")).collect();
+        assert_eq!(
+            joined,
+            [
+                "-m owner --uid-owner 100008 -m multiport --dports 20001,20002,20003",
+                "-m owner --uid-owner 100008 -m multiport --sports 20002",
+                "-d 127.0.0.12 --dport 20002",
+            ]
+        );
+    }
+}
