@@ -13,6 +13,7 @@
 //! | [`peer`] | talking to other members: the wire format (`wire`), message connections (`transport`), snapshot transfer (`snapshot_stream`) |
 //! | [`runtime`] | the replica thread, its sync, snapshot and tick threads, what it publishes (`status`) and its Prometheus metrics (`metrics`) |
 //! | [`cli`] | the `tenure` command line: `serve` flags and their validation, client subcommands (`client`), `tenure dev` (`dev`), `tenure demo` (`demo`) |
+//! | [`dashboard`] | the live cluster dashboard in the browser (`tenure dev`, `tenure serve --dashboard`): member status and events over server-sent events, the dev cluster's controls, the scenario player |
 //! | [`compactor`] | automatic compaction on the leader (`--auto-compaction-mode`, `-retention`) |
 //! | [`corruption`] | integrity checks across members (HashKV at startup, periodically and after compaction; the `CORRUPT` alarm) |
 //! | [`member`] | [`member::Member`]: listeners, storage, runtime, transport and API of one member |
@@ -20,7 +21,8 @@
 //! | [`tls`] | TLS on the client and peer URLs: certificates re-read when they change, client certificate checks, the client's common name, TLS channels for clients |
 //! | [`pb`] | code generated from `proto/` (etcd's `etcdserverpb`, `mvccpb`, `v3lockpb` and `v3electionpb`): messages, tonic clients and server traits |
 //!
-//! Dependencies between them point one way: `cli` → `member` → (`api`, `peer`) → `runtime`;
+//! Dependencies between them point one way: `cli` → `dashboard` → `member` → (`api`, `peer`) →
+//! `runtime`;
 //! `runtime::status` is a leaf that `metrics` and `api` read.
 //!
 //! ## Contract
@@ -38,6 +40,7 @@ pub mod api;
 pub mod cli;
 pub mod compactor;
 pub mod corruption;
+pub mod dashboard;
 pub mod ids;
 pub mod member;
 pub mod peer;

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 eprintln!("tenure serve: {e}");
                 ExitCode::from(2)
             }
-            Ok(cfg) => serve(cfg),
+            Ok(cfg) => serve(cfg, args.dashboard.clone()),
         },
         Command::Dev(args) => run_dev(args),
         Command::Bench(args) => bench::main(&args),
@@ -144,7 +144,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn serve(cfg: ServeConfig) -> ExitCode {
+fn serve(cfg: ServeConfig, dashboard: Option<String>) -> ExitCode {
     init_logs();
     let runtime = match server_runtime() {
         Ok(rt) => rt,
@@ -160,6 +160,14 @@ fn serve(cfg: ServeConfig) -> ExitCode {
         let urls: Vec<String> = cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect();
         tracing::info!("{} serving clients on {}", cfg.name, urls.join(","));
         let replica = member.handle();
+        let _dashboard = match dashboard {
+            None => None,
+            Some(addr) => {
+                let d = tenure_server::dashboard::watch_member(&addr, &cfg, &member).await?;
+                tracing::info!("{} dashboard on http://{}", cfg.name, d.addr());
+                Some(d)
+            }
+        };
         tokio::select! {
             _ = stop => {}
             // The replica stopped by itself: its storage or state machine failed (logged).
@@ -203,42 +211,8 @@ fn run_dev(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<()> = runtime.block_on(async {
-        // The temporary directory lives until the cluster has stopped.
-        let temp;
-        let data_dir = match args.data_dir {
-            Some(d) => d,
-            None => {
-                temp = tempfile::Builder::new().prefix("tenure-dev-").tempdir()?;
-                temp.path().to_path_buf()
-            }
-        };
-        let mut configs = dev::configs(&dev::DEV_PORTS, &data_dir, dev::Timing::default())?;
-        for c in &mut configs {
-            c.snapshot_count = args.snapshot_count;
-            c.snapshot_catchup_entries = args.snapshot_catchup_entries;
-        }
-        let members = dev::start(&configs).await?;
-        let endpoints = dev::endpoints(&configs);
-        println!("tenure dev: 3 members on loopback, data in {}", data_dir.display());
-        for c in &configs {
-            let client = c.advertise_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
-            let peer =
-                c.initial_advertise_peer_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
-            println!("  {}: clients {}  peers {}", c.name, client.join(","), peer.join(","));
-        }
-        println!("try:");
-        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world");
-        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} get hello");
-        println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table");
-        println!("Ctrl-C stops the cluster.");
-        shutdown_signal().await;
-        println!("tenure dev: stopping");
-        for m in members {
-            m.shutdown().await?;
-        }
-        Ok(())
-    });
+    // The signal handlers are installed inside the runtime, before the cluster starts.
+    let result = runtime.block_on(async { dev::run(args, shutdown_signal()).await });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ClusterInfo, MemberInfo, Services};
 use crate::cli::{ClusterState, Scheme, ServeConfig, Url};
 use crate::peer::stream::{PeerAcceptor, PeerDialer};
-use crate::peer::transport::{self, PeerSender, PeerTiming};
+use crate::peer::transport::{self, PeerGate, PeerSender, PeerTiming};
 use crate::peer::wire::FrameCodec;
 use crate::runtime::Metrics;
 use crate::runtime::{Runtime, RuntimeHandle, SubmitError};
@@ -51,6 +51,8 @@ pub struct Member {
     peer_runtime: Option<tokio::runtime::Runtime>,
     tasks: Vec<JoinHandle<()>>,
     stop_clients: watch::Sender<bool>,
+    /// The switch on this member's peer traffic (see [`PeerGate`]).
+    gate: PeerGate,
 }
 
 async fn bind(url: &Url, what: &str) -> anyhow::Result<TcpListener> {
@@ -125,9 +127,11 @@ impl Member {
             .context("cannot start the peer transport's runtime")?;
         // The sender spawns its connection tasks, and later its snapshot streams, on the
         // runtime it is started in.
+        let gate = PeerGate::default();
         let sender = {
             let _peer_context = peer_runtime.enter();
-            PeerSender::start_with_dialer(codec, &peers, timing, Arc::clone(&metrics), dialer)
+            let metrics = Arc::clone(&metrics);
+            PeerSender::start_with_gate(codec, &peers, timing, metrics, dialer, gate.clone())
         };
         let runtime = Runtime::start_with_metrics(
             cfg.name.clone(),
@@ -161,6 +165,7 @@ impl Member {
                 timing,
                 handle.clone(),
                 Arc::clone(&responder),
+                gate.clone(),
             );
             tasks.push(peer_runtime.spawn(accept));
         }
@@ -240,7 +245,14 @@ impl Member {
             peer_runtime: Some(peer_runtime),
             tasks,
             stop_clients,
+            gate,
         })
+    }
+
+    /// The switch on this member's peer traffic and what its connections tell about its
+    /// peers.
+    pub fn gate(&self) -> &PeerGate {
+        &self.gate
     }
 
     /// This member's name.

@@ -219,12 +219,12 @@ impl Trace {
             let _ = writeln!(out, "# {}", self.summary);
         }
         let mut command = None;
+        let mut note = &self.summary;
         for (i, s) in self.steps.iter().enumerate() {
             if command != Some(&s.command) {
-                if !s.note.is_empty() && (i > 0 || s.note != self.summary) {
-                    for l in s.note.lines() {
-                        let _ = writeln!(out, "# {l}");
-                    }
+                if &s.note != note {
+                    let _ = writeln!(out, "# {}", s.note);
+                    note = &s.note;
                 }
                 let _ = writeln!(out, "> {}    ({})", s.command, s.command_explanation);
                 command = Some(&s.command);
@@ -243,6 +243,7 @@ pub fn run(scenario: &'static Scenario) -> Result<Trace, String> {
     let mut steps = Vec::new();
     let mut nodes: BTreeMap<u64, NodeView> = BTreeMap::new();
     let mut note: Vec<String> = Vec::new();
+    let mut current_note = String::new();
     let mut summary = None;
     let mut lines = output.lines().peekable();
     while let Some(line) = lines.next() {
@@ -259,11 +260,15 @@ pub fn run(scenario: &'static Scenario) -> Result<Trace, String> {
         }
         let command = line.to_string();
         let command_explanation = explain_command(&command);
-        let note_text = note.join(" ");
+        // A comment tells what the scenario does from here on, until the next comment.
+        if !note.is_empty() {
+            current_note = note.join(" ");
+            note.clear();
+        }
+        let note_text = current_note.clone();
         if summary.is_none() {
             summary = Some(note_text.clone());
         }
-        note.clear();
         if let Some(n) = command.strip_prefix("cluster ").and_then(|a| a.split(' ').next()) {
             let n: u64 = n.parse().map_err(|_| format!("bad cluster size in {command:?}"))?;
             nodes = (1..=n)

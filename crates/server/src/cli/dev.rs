@@ -3,12 +3,21 @@
 //! Each member is a full [`Member`] (its own storage directory, replica thread, sync thread,
 //! peer listener and gRPC listener), so etcdctl and etcd clients talk to it exactly as they
 //! would to three `tenure serve` processes. The tests start the same clusters on free ports.
+//!
+//! The dashboard ([`crate::dashboard`]) watches the three and has the buttons that kill,
+//! restart, pause and isolate them: `http://127.0.0.1:8379` unless `--dashboard` says
+//! otherwise.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::cli::{ServeArgs, ServeConfig};
+use crate::cli::{DevArgs, ServeArgs, ServeConfig};
+use crate::dashboard::{Dashboard, DevCluster};
 use crate::member::Member;
+
+/// Where `tenure dev`'s dashboard listens unless `--dashboard` says otherwise.
+pub const DASHBOARD_ADDR: &str = "127.0.0.1:8379";
 
 /// The client and peer ports `tenure dev` uses: clients on 2379, 12379, 22379 and each
 /// member's peers on the next port up.
@@ -108,4 +117,63 @@ pub fn endpoints(configs: &[ServeConfig]) -> String {
         .flat_map(|c| c.advertise_client_urls.iter().map(|u| u.authority()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Puts `members` (started from `configs`, in order) under a dashboard with controls on
+/// `listener`; the returned cluster owns the members (stop them with
+/// [`DevCluster::shutdown`]).
+pub fn start_dashboard(
+    listener: tokio::net::TcpListener,
+    configs: Vec<ServeConfig>,
+    members: Vec<Member>,
+) -> anyhow::Result<(Arc<DevCluster>, Dashboard)> {
+    let (cluster, sources) = DevCluster::new(configs, members);
+    let cluster = Arc::new(cluster);
+    let dashboard = Dashboard::start(listener, sources, Some(Arc::clone(&cluster)))?;
+    Ok((cluster, dashboard))
+}
+
+/// `tenure dev`: starts the cluster and its dashboard, prints what to try, and runs until
+/// `stop` resolves (Ctrl-C).
+pub async fn run(args: DevArgs, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    // The temporary directory lives until the cluster has stopped.
+    let temp;
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => {
+            temp = tempfile::Builder::new().prefix("tenure-dev-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut configs = configs(&DEV_PORTS, &data_dir, Timing::default())?;
+    for c in &mut configs {
+        c.snapshot_count = args.snapshot_count;
+        c.snapshot_catchup_entries = args.snapshot_catchup_entries;
+    }
+    // Bound before the members start: a dashboard port in use is a one-line error.
+    let listener = tokio::net::TcpListener::bind(&args.dashboard).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen for the dashboard on {}: {e}", args.dashboard)
+    })?;
+    let members = start(&configs).await?;
+    let endpoints = endpoints(&configs);
+    println!("tenure dev: 3 members on loopback, data in {}", data_dir.display());
+    for c in &configs {
+        let client = c.advertise_client_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let peer = c.initial_advertise_peer_urls.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        println!("  {}: clients {}  peers {}", c.name, client.join(","), peer.join(","));
+    }
+    let (cluster, dashboard) = start_dashboard(listener, configs, members)?;
+    println!(
+        "dashboard: http://{} (kill, pause, isolate members; scenario player)",
+        dashboard.addr()
+    );
+    println!("try:");
+    println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world");
+    println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} get hello");
+    println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table");
+    println!("Ctrl-C stops the cluster.");
+    stop.await;
+    println!("tenure dev: stopping");
+    drop(dashboard);
+    cluster.shutdown().await
 }

@@ -280,6 +280,9 @@ pub struct DevArgs {
     /// `--snapshot-catchup-entries`).
     #[arg(long, default_value_t = 5_000)]
     pub snapshot_catchup_entries: u64,
+    /// Where the dashboard listens (`host:port`); open it in a browser.
+    #[arg(long, value_name = "ADDR", default_value = crate::cli::dev::DASHBOARD_ADDR)]
+    pub dashboard: String,
 }
 
 /// `tenure demo`.
@@ -595,6 +598,9 @@ pub struct ServeArgs {
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
     pub max_concurrent_requests: usize,
+    /// Serve a watch-only dashboard of this member on `host:port` (tenure's own flag).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<String>,
     /// Writes that would take the store past this many bytes are refused with "database space
     /// exceeded" and raise the NOSPACE alarm (etcd's flag: 0 is the default, 2 GiB; a
     /// negative value disables the quota).

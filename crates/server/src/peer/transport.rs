@@ -97,6 +97,51 @@ const TCP_KEEPALIVE_PROBES: u32 = 3;
 /// Failed connection attempts to a peer before it is worth a warning.
 const CONNECT_FAILURES_QUIET: u32 = 5;
 
+/// A switch on one member's peer traffic and what its connections tell about its peers; clones
+/// share it. Used by `tenure dev`'s dashboard (isolate a member, show who it reaches).
+///
+/// Isolated, the member neither sends nor takes a Raft message, answers no keepalive, refuses
+/// snapshot connections and ignores the keepalives it is sent: both sides' connections go
+/// silent and are found dead within an election timeout, as in a real partition, and come
+/// back within a heartbeat or two of the isolation ending. Reachable means a connection to
+/// the peer is up and a keepalive came back on it.
+#[derive(Clone, Debug, Default)]
+pub struct PeerGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    isolated: std::sync::atomic::AtomicBool,
+    /// Each peer this member dials, and whether it is reachable now.
+    reachable: std::sync::Mutex<BTreeMap<u64, bool>>,
+}
+
+impl PeerGate {
+    /// Cuts (`true`) or restores (`false`) this member's peer traffic.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner.isolated.store(isolated, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this member's peer traffic is cut.
+    pub fn is_isolated(&self) -> bool {
+        self.inner.isolated.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Each peer this member dials, by id, with whether it is reachable now.
+    pub fn reachable(&self) -> BTreeMap<u64, bool> {
+        self.inner.reachable.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mark(&self, peer: u64, reachable: bool) {
+        self.inner.reachable.lock().unwrap_or_else(|e| e.into_inner()).insert(peer, reachable);
+    }
+
+    fn forget(&self, peer: u64) {
+        self.inner.reachable.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer);
+    }
+}
+
 /// How quickly peer connections give up on a silent peer, from the member's Raft timing
 /// (etcd's `--heartbeat-interval` and `--election-timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +196,8 @@ pub struct PeerSender {
     metrics: Arc<Metrics>,
     /// Opens connections: TLS to `https://` peer URLs.
     dialer: PeerDialer,
+    /// Isolation and reachability (see [`PeerGate`]).
+    gate: PeerGate,
 }
 
 impl PeerSender {
@@ -175,6 +222,19 @@ impl PeerSender {
         metrics: Arc<Metrics>,
         dialer: PeerDialer,
     ) -> PeerSender {
+        PeerSender::start_with_gate(codec, peers, timing, metrics, dialer, PeerGate::default())
+    }
+
+    /// [`PeerSender::start_with_dialer`] behind `gate` (shared with the member's
+    /// [`accept_loop`]).
+    pub fn start_with_gate(
+        codec: FrameCodec,
+        peers: &[(u64, String)],
+        timing: PeerTiming,
+        metrics: Arc<Metrics>,
+        dialer: PeerDialer,
+        gate: PeerGate,
+    ) -> PeerSender {
         let stream_codec = StreamCodec { cluster_id: codec.cluster_id, member_id: codec.member_id };
         let tokio = tokio::runtime::Handle::current();
         let backoff = TransferBackoff::default();
@@ -191,6 +251,7 @@ impl PeerSender {
             backoff,
             metrics,
             dialer,
+            gate,
         };
         for (id, addr) in configured {
             sender.connect(id, addr);
@@ -207,6 +268,7 @@ impl PeerSender {
             addr: addr.clone(),
             timing: self.timing,
             dialer: self.dialer.clone(),
+            gate: self.gate.clone(),
         };
         self.tokio.spawn(peer_loop(link, rx, Arc::clone(&self.metrics)));
         self.queues.insert(id, tx);
@@ -227,6 +289,10 @@ fn peer_address(urls: &[String]) -> Option<String> {
 impl Outbox for PeerSender {
     fn send(&mut self, messages: Vec<Message>) {
         // Counted as sent by the connection task once written; only drops are counted here.
+        if self.gate.is_isolated() {
+            self.metrics.peer_messages_dropped(messages.len() as u64);
+            return;
+        }
         let mut dropped = 0;
         for m in messages {
             if let MessageBody::Heartbeat { read_round, .. } = m.body {
@@ -243,6 +309,10 @@ impl Outbox for PeerSender {
     }
 
     fn send_snapshot(&mut self, message: Message, data: SnapshotReader, report: SnapshotReport) {
+        if self.gate.is_isolated() {
+            report(SnapshotStatus::Failed);
+            return;
+        }
         let Some(addr) = self.addrs.get(&message.to).cloned() else {
             report(SnapshotStatus::Failed);
             return;
@@ -316,6 +386,7 @@ impl Outbox for PeerSender {
             tracing::info!("disconnecting from {}: no longer a member", format_id(id.0));
             self.queues.remove(&id);
             self.addrs.remove(&id);
+            self.gate.forget(id.0);
         }
         for (id, addr) in wanted {
             if self.addrs.get(&id) != Some(&addr) {
@@ -356,6 +427,7 @@ struct Link {
     addr: String,
     timing: PeerTiming,
     dialer: PeerDialer,
+    gate: PeerGate,
 }
 
 /// Why a connection to a peer was given up.
@@ -383,6 +455,7 @@ async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Met
                 s
             }
             Err(e) => {
+                link.gate.mark(peer, false);
                 failures += 1;
                 // Members start at different moments: stay quiet through the first few
                 // attempts.
@@ -406,6 +479,7 @@ async fn peer_loop(link: Link, mut rx: mpsc::Receiver<Message>, metrics: Arc<Met
         let began = Instant::now();
         let mut heard = false;
         let ended = run_connection(&link, &mut stream, &mut rx, &metrics, &mut heard).await;
+        link.gate.mark(peer, false);
         if heard && warned {
             tracing::info!("peer {} at {addr} is reachable again", format_id(peer));
             warned = false;
@@ -524,10 +598,13 @@ async fn run_connection(
                 }
                 loop {
                     match codec.decode_keepalive(&mut received) {
-                        Ok(Some(from)) if from == peer => {
+                        // An isolated member hears nothing: the connection goes silent.
+                        Ok(Some(from)) if from == peer && !link.gate.is_isolated() => {
                             last_heard = Instant::now();
                             *heard = true;
+                            link.gate.mark(peer, true);
                         }
+                        Ok(Some(from)) if from == peer => {}
                         Ok(Some(from)) => {
                             let e = WireError::KeepaliveFromStranger { expected: peer, got: from };
                             return Ended::Dead(e.to_string());
@@ -579,6 +656,7 @@ pub async fn accept_loop(
     timing: PeerTiming,
     runtime: RuntimeHandle,
     responder: Arc<Responder>,
+    gate: PeerGate,
 ) {
     let mut readers = tokio::task::JoinSet::new();
     let partials = Partials::default();
@@ -592,6 +670,7 @@ pub async fn accept_loop(
                 let from = from.to_string();
                 let responder = Arc::clone(&responder);
                 let acceptor = acceptor.clone();
+                let gate = gate.clone();
                 readers.spawn(async move {
                     let stream = match acceptor.accept(stream).await {
                         Ok(s) => s,
@@ -602,7 +681,8 @@ pub async fn accept_loop(
                             return;
                         }
                     };
-                    read_loop(stream, from, codec, timing, runtime, partials, &responder).await;
+                    let peers = (runtime, partials, gate);
+                    read_loop(stream, from, codec, timing, peers, &responder).await;
                 });
             }
             Err(e) => {
@@ -622,8 +702,7 @@ async fn read_loop(
     from: String,
     codec: FrameCodec,
     timing: PeerTiming,
-    runtime: RuntimeHandle,
-    partials: Partials,
+    (runtime, partials, gate): (RuntimeHandle, Partials, PeerGate),
     responder: &Responder,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -636,6 +715,10 @@ async fn read_loop(
     if buf[..QUERY_MAGIC.len()] == QUERY_MAGIC {
         tracing::info!("answering a cluster query from {from}");
         join::answer(stream, responder, &runtime).await;
+        return;
+    }
+    if buf[..STREAM_MAGIC.len()] == STREAM_MAGIC && gate.is_isolated() {
+        tracing::debug!("refusing a snapshot transfer from {from}: isolated");
         return;
     }
     if buf[..STREAM_MAGIC.len()] == STREAM_MAGIC {
@@ -670,8 +753,9 @@ async fn read_loop(
             match codec.decode_frame(&mut buf) {
                 Ok(Some(frame)) => {
                     for m in frame.messages {
-                        // A peer speaks only for itself and only to us.
-                        if m.from.0 != frame.from_member || m.to != me {
+                        // A peer speaks only for itself and only to us; an isolated member
+                        // takes nothing.
+                        if m.from.0 != frame.from_member || m.to != me || gate.is_isolated() {
                             continue;
                         }
                         if let MessageBody::HeartbeatResponse { read_round } = m.body {
@@ -703,6 +787,9 @@ async fn read_loop(
         tokio::select! {
             biased;
             _ = ticks.tick() => {
+                if gate.is_isolated() {
+                    continue;
+                }
                 // A dialler that stopped reading is paused or gone: close, and let it dial
                 // again when it can.
                 if let Err(e) = write_within(&mut stream, &keepalive, timing.election_timeout).await {

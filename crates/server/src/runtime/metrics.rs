@@ -25,8 +25,38 @@ use crate::runtime::status::NodeStatus;
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Running totals the dashboard turns into rates and means between two samples (a histogram
+/// keeps its sum and count to itself).
+#[derive(Debug, Default)]
+struct Totals {
+    /// Writes answered (with a result or an error).
+    writes_answered: std::sync::atomic::AtomicU64,
+    /// Their time from being taken by the replica thread to being answered, in microseconds.
+    write_micros: std::sync::atomic::AtomicU64,
+    /// Syncs finished.
+    fsyncs: std::sync::atomic::AtomicU64,
+    /// Their time, in microseconds.
+    fsync_micros: std::sync::atomic::AtomicU64,
+}
+
+/// A reading of a member's running totals (see [`Metrics::sample`]): the difference of two
+/// readings gives a rate and a mean latency over the time between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSample {
+    /// Writes answered so far.
+    pub writes_answered: u64,
+    /// Their summed latency, in microseconds.
+    pub write_micros: u64,
+    /// Syncs finished so far.
+    pub fsyncs: u64,
+    /// Their summed latency, in microseconds.
+    pub fsync_micros: u64,
+}
+
 /// The metrics of one member. Cheap to update from any thread (atomics inside).
 pub struct Metrics {
+    /// Totals for the dashboard, kept beside the Prometheus registry.
+    totals: Totals,
     registry: Registry,
     term: Gauge,
     is_leader: Gauge,
@@ -266,6 +296,7 @@ impl Metrics {
             leases_renewed,
             lease_ttl_seconds,
             heartbeats_in_flight: Mutex::new(HashMap::new()),
+            totals: Totals::default(),
         }
     }
 
@@ -372,6 +403,27 @@ impl Metrics {
     /// Records one sync's latency.
     pub fn fsync(&self, took: Duration) {
         self.fsync_seconds.observe(took.as_secs_f64());
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.totals.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.totals.fsync_micros.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records how long a write took from the replica thread taking it to its answer.
+    pub fn proposal_answered(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.totals.writes_answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.totals.write_micros.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The running totals now (for rates and mean latencies between two readings).
+    pub fn sample(&self) -> MetricsSample {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        MetricsSample {
+            writes_answered: get(&self.totals.writes_answered),
+            write_micros: get(&self.totals.write_micros),
+            fsyncs: get(&self.totals.fsyncs),
+            fsync_micros: get(&self.totals.fsync_micros),
+        }
     }
 
     /// Counts `n` messages written to peer connections.

@@ -56,7 +56,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,9 +70,11 @@ use tenure_replica::{
 use tenure_storage::{FinishedSync, SnapshotReader, SyncTicket};
 use tokio::sync::oneshot;
 
+pub mod events;
 pub mod metrics;
 pub mod status;
 
+pub use self::events::{EventKind, EventLog, MemberEvent};
 pub use self::metrics::Metrics;
 pub use self::status::NodeStatus;
 
@@ -225,9 +227,60 @@ pub struct RuntimeHandle {
     view: Arc<Mutex<Arc<ReadView>>>,
     /// The auth state as of the last turn (see [`RuntimeHandle::auth`]).
     auth: Arc<Mutex<Arc<AuthState>>>,
+    /// What the replica thread saw happen (see [`RuntimeHandle::events`]).
+    events: EventLog,
+    /// Whether the replica thread and its ticker are held still (see
+    /// [`RuntimeHandle::set_paused`]).
+    pause: Arc<PauseState>,
+}
+
+/// Holds the replica thread and its ticker still while `paused` is set, as a stopped process
+/// would be (`tenure dev`'s pause button): no ticks, no input taken, nothing sent.
+#[derive(Debug, Default)]
+struct PauseState {
+    paused: Mutex<bool>,
+    resumed: Condvar,
+}
+
+impl PauseState {
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = paused;
+        self.resumed.notify_all();
+    }
+
+    fn is_paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks while paused.
+    fn wait_until_running(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        while *paused {
+            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl RuntimeHandle {
+    /// What this member's replica thread saw happen recently: role changes, votes, commits,
+    /// snapshots, membership changes (see [`events`]).
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Holds the replica thread still (`true`) or lets it go on (`false`), as SIGSTOP and
+    /// SIGCONT would a process: while paused it ticks no clock and takes no input, so it sends
+    /// nothing; peer messages and client requests wait in their lanes (and are refused or
+    /// dropped once those are full) and are taken when it resumes. Its listeners stay open.
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.set(paused);
+    }
+
+    /// Whether the replica thread is held still by [`RuntimeHandle::set_paused`].
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
     /// The auth state this member has applied, as of its last loop turn: replaced (a new
     /// `Arc`) only when an entry changed it. Published before the turn's events, so a watcher
     /// that looks at it when it gets events sees any change applied before them.
@@ -466,11 +519,19 @@ impl Runtime {
             }
         })?;
 
+        let pause = Arc::new(PauseState::default());
+        let events = EventLog::default();
         let tick_tx = lanes.control.clone();
+        let tick_pause = Arc::clone(&pause);
         std::thread::Builder::new().name(format!("{name}-tick")).spawn(move || {
             // Ends when the replica thread is gone and the send fails.
             loop {
                 std::thread::sleep(tick_interval);
+                // A paused member's clock stands still: no ticks pile up to fire at once
+                // when it resumes.
+                if tick_pause.is_paused() {
+                    continue;
+                }
                 if tick_tx.send(Control::Tick).is_err() {
                     return;
                 }
@@ -496,6 +557,9 @@ impl Runtime {
             start: Instant::now(),
             last: None,
             metrics: Arc::clone(&metrics),
+            events: events.clone(),
+            pause: Arc::clone(&pause),
+            committed_seen: 0,
         };
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let result = worker.run();
@@ -507,7 +571,17 @@ impl Runtime {
             result
         })?;
         Ok(Runtime {
-            handle: RuntimeHandle { lanes, status, exited, metrics, feed, view, auth },
+            handle: RuntimeHandle {
+                lanes,
+                status,
+                exited,
+                metrics,
+                feed,
+                view,
+                auth,
+                events,
+                pause,
+            },
             thread: Some(thread),
         })
     }
@@ -524,6 +598,8 @@ impl Runtime {
 
     fn stop(&mut self) -> Result<(), ReplicaError> {
         let Some(thread) = self.thread.take() else { return Ok(()) };
+        // A paused thread would never take the input.
+        self.handle.pause.set(false);
         // The control lane goes before queued peer messages and clients: those still queued
         // get no answer (their senders drop: "server stopped").
         let _ = self.handle.lanes.control.send(Control::Shutdown);
@@ -559,15 +635,20 @@ struct Worker {
     view: Arc<Mutex<Arc<ReadView>>>,
     /// Where the auth state is published (see [`RuntimeHandle::auth`]).
     auth: Arc<Mutex<Arc<AuthState>>>,
-    /// Clients waiting, by the request id the runtime gave them, with whether each asked for
-    /// a write (for the proposal counters).
-    replies: BTreeMap<RequestId, (Reply, bool)>,
+    /// Clients waiting, by the request id the runtime gave them, with when each write was
+    /// taken (`None` for reads), for the proposal counters and latency.
+    replies: BTreeMap<RequestId, (Reply, Option<Instant>)>,
     /// Invariant: greater than every id in `replies`.
     next_request: u64,
     start: Instant,
     /// Role, term and leader last logged.
     last: Option<(Role, u64, Option<NodeId>)>,
     metrics: Arc<Metrics>,
+    /// Where what happened is recorded for people to watch.
+    events: EventLog,
+    pause: Arc<PauseState>,
+    /// The commit index last recorded as an event.
+    committed_seen: u64,
 }
 
 /// Whether the loop goes on after an input.
@@ -581,6 +662,7 @@ impl Worker {
     fn run(&mut self) -> Result<(), ReplicaError> {
         self.publish();
         loop {
+            self.pause.wait_until_running();
             let mut out = Output::default();
             let mut flow = self.wait_and_take(&mut out)?;
             if flow == Flow::Continue {
@@ -696,6 +778,7 @@ impl Worker {
                 self.replica.finish_snapshot(done)?;
                 self.metrics.snapshot_taken();
                 let stats = self.replica.snapshot_stats();
+                self.events.record(EventKind::SnapshotTaken { index: stats.index });
                 tracing::info!(
                     "{}: snapshot at index {} written ({} bytes); log starts at {}",
                     self.name,
@@ -713,7 +796,7 @@ impl Worker {
     fn register(&mut self, reply: Reply, write: bool) -> RequestId {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        self.replies.insert(id, (reply, write));
+        self.replies.insert(id, (reply, write.then(Instant::now)));
         id
     }
 
@@ -734,6 +817,12 @@ impl Worker {
                 self.send_snapshot(m);
             }
         }
+        for m in &out.messages {
+            if let MessageBody::VoteResponse { granted } = m.body {
+                let (candidate, term) = (m.to.0, m.term.0);
+                self.events.record(EventKind::Vote { candidate, term, granted });
+            }
+        }
         if !out.messages.is_empty() {
             self.outbox.send(out.messages);
         }
@@ -741,14 +830,20 @@ impl Worker {
         // heartbeat telling it the change committed) still leave on its connection.
         if self.replica.take_members_changed() {
             self.outbox.set_peers(&peers_of(&self.replica));
+            let membership = self.replica.membership();
+            self.events.record(EventKind::Members {
+                voters: membership.voters.ids().into_iter().map(|n| n.0).collect(),
+                learners: membership.learners.iter().map(|n| n.0).collect(),
+            });
         }
         for Completion { id, result, .. } in out.completions {
-            if let Some((reply, write)) = self.replies.remove(&id) {
-                if write {
+            if let Some((reply, began)) = self.replies.remove(&id) {
+                if let Some(began) = began {
                     match &result {
                         Ok(_) => self.metrics.proposal_committed(),
                         Err(_) => self.metrics.proposal_failed(),
                     }
+                    self.metrics.proposal_answered(began.elapsed());
                 }
                 // The client may have given up; that is fine.
                 let _ = reply.send(result);
@@ -806,6 +901,9 @@ impl Worker {
     }
 
     fn log_change(&mut self, role: Role, term: u64, leader: Option<NodeId>) {
+        if self.last != Some((role, term, leader)) {
+            self.events.record(EventKind::Role { role, term, leader: leader.map(|n| n.0) });
+        }
         let was_leader = self.last.is_some_and(|(r, _, _)| r == Role::Leader);
         let is_leader = role == Role::Leader;
         if is_leader && self.last != Some((role, term, leader)) {
@@ -817,18 +915,31 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        let installed = self.replica.snapshot_stats().installed;
+        let stats = self.replica.snapshot_stats();
+        let installed = stats.installed;
         self.metrics.snapshots_installed(installed - self.installed_seen);
+        if installed != self.installed_seen {
+            self.events.record(EventKind::SnapshotInstalled { index: stats.index });
+        }
         self.installed_seen = installed;
         let st = self.replica.node().status();
+        if st.committed.0 > self.committed_seen {
+            let (from, to) = (self.committed_seen, st.committed.0);
+            self.events.record(EventKind::Commit { from, to });
+            self.committed_seen = to;
+        }
         let kv = self.replica.kv();
         let status = NodeStatus {
+            role: Some(st.soft.role),
             term: st.soft.term.0,
+            vote: st.vote.map(|n| n.0),
             leader: st.soft.leader.map(|n| n.0),
             is_leader: st.soft.role == Role::Leader,
             last_index: st.last.index.0,
             committed: st.committed.0,
             applied: st.applied.0,
+            snapshot_index: stats.index,
+            first_index: st.first_index.0,
             revision: kv.revision(),
             store_applied: kv.applied_index(),
             key_count: kv.key_count(),

@@ -5,8 +5,12 @@
 /// `Maintenance/Status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
+    /// The role this node plays in its term; `None` until the replica thread's first turn.
+    pub role: Option<tenure_raft::Role>,
     /// The current term.
     pub term: u64,
+    /// The member this node voted for in the current term (Raft §5.2: at most one per term).
+    pub vote: Option<u64>,
     /// The leader this node knows of.
     pub leader: Option<u64>,
     /// Whether this node leads.
@@ -17,6 +21,10 @@ pub struct NodeStatus {
     pub committed: u64,
     /// The applied index.
     pub applied: u64,
+    /// The last index of this node's newest snapshot (taken or installed); 0 before any.
+    pub snapshot_index: u64,
+    /// The first index still in the log (everything before it is in the snapshot).
+    pub first_index: u64,
     /// The store's revision.
     pub revision: i64,
     /// The index of the last entry the store applied (the node's applied index also counts
