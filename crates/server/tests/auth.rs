@@ -467,8 +467,18 @@ async fn failed_logins_lock_the_user_out_for_a_while() {
         let e = token(url, "alice", "wrong").await.unwrap_err();
         assert_eq!(e.message(), "etcdserver: authentication failed, invalid user ID or password");
     }
-    // Locked out: even the right password is refused until the lockout passes.
-    assert!(token(url, "alice", "alicepw").await.is_err());
+    // Locked out: even the right password is refused until the lockout (1 s) passes. On a
+    // machine so loaded that the attempt ends after the lockout, it proves nothing either way.
+    let failed_at = std::time::Instant::now();
+    let during = token(url, "alice", "alicepw").await;
+    if failed_at.elapsed() < Duration::from_millis(900) {
+        assert!(during.is_err(), "a login within the lockout succeeded");
+    } else {
+        eprintln!(
+            "note: the login after the failures took {:?}; lockout unchecked",
+            failed_at.elapsed()
+        );
+    }
     // Other users and other members are not affected.
     assert!(token(url, "root", "rootpw").await.is_ok());
     assert!(token(&plan.clients[1], "alice", "alicepw").await.is_ok());
