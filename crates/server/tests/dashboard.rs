@@ -644,8 +644,17 @@ async fn the_page_in_headless_chromium_shows_the_cluster_a_write_and_a_new_leade
     d.wait_for(Duration::from_secs(10), "the write's commit", |s| commit(s) > before).await;
     let took = clicked.elapsed();
     assert!(took < Duration::from_secs(1), "the page showed the write after {took:?}");
-    let result = d.script("return document.querySelector('#control-result').textContent;").await;
-    assert!(result.as_str().unwrap().contains("revision"), "{result}");
+    // The write's own answer may reach the page after the event stream showed its commit.
+    let result = "return document.querySelector('#control-result').textContent;";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = d.script(result).await;
+        if shown.as_str().unwrap_or_default().contains("revision") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write's answer never showed: {shown}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     // The scenario player has loaded its first scenario and steps forward.
     let step_count = "return document.querySelector('#step-count').textContent;";

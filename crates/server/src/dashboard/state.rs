@@ -91,8 +91,8 @@ pub struct Sources {
 #[derive(Default)]
 struct SourcesInner {
     members: Vec<Source>,
-    /// Control notes not yet taken by the collector: (member, text).
-    notes: Vec<(String, String)>,
+    /// Control notes not yet taken by the collector: (member, when, text).
+    notes: Vec<(String, u64, String)>,
 }
 
 impl Sources {
@@ -124,10 +124,10 @@ impl Sources {
 
     /// Leaves a note about `member` for the event list (a control was used).
     pub fn note(&self, member: &str, text: String) {
-        self.lock().notes.push((member.to_string(), text));
+        self.lock().notes.push((member.to_string(), now_ms(), text));
     }
 
-    fn take_notes(&self) -> Vec<(String, String)> {
+    fn take_notes(&self) -> Vec<(String, u64, String)> {
         std::mem::take(&mut self.lock().notes)
     }
 }
@@ -325,10 +325,10 @@ impl Collector {
                 push_bounded(&mut self.events, v, EVENTS_MAX);
             }
         }
-        for (member, text) in self.sources.take_notes() {
+        for (member, at_ms, text) in self.sources.take_notes() {
             self.note_seq += 1;
             let v = json!({
-                "seq": self.note_seq, "at_ms": now_ms(), "member": member,
+                "seq": self.note_seq, "at_ms": at_ms, "member": member,
                 "kind": "control", "text": text,
             });
             push_bounded(&mut self.events, v, EVENTS_MAX);

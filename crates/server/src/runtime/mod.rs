@@ -156,6 +156,8 @@ pub enum Control {
     },
     /// Finish the sync in flight, make everything written durable, and exit.
     Shutdown,
+    /// Nothing: wakes an idle replica thread so that it sees a pause at once.
+    Wake,
 }
 
 /// Batches of applied events kept for watchers that have not taken them yet; a watcher further
@@ -274,6 +276,9 @@ impl RuntimeHandle {
     /// dropped once those are full) and are taken when it resumes. Its listeners stay open.
     pub fn set_paused(&self, paused: bool) {
         self.pause.set(paused);
+        // An idle thread waits on its lanes, not on the pause: wake it so it ends its turn
+        // and stops before taking anything else. (A turn in progress finishes first.)
+        let _ = self.lanes.control.send(Control::Wake);
     }
 
     /// Whether the replica thread is held still by [`RuntimeHandle::set_paused`].
@@ -789,6 +794,7 @@ impl Worker {
             }
             Control::SnapshotReport { to, status } => self.replica.report_snapshot(to, status),
             Control::Shutdown => return Ok(Flow::Stop),
+            Control::Wake => {}
         }
         Ok(Flow::Continue)
     }
@@ -1231,6 +1237,27 @@ mod tests {
         let w = h.propose(put("still", "served")).expect("the client lane has room");
         drop(release);
         assert!(matches!(w.await.expect("answered"), Ok(Answer::Write(_))));
+        rt.shutdown().expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_paused_replica_takes_nothing_until_it_resumes() {
+        let disk = SimDisk::new(12);
+        let rt = start(&disk);
+        let h = rt.handle();
+        wait_until_leader(&h).await;
+        h.set_paused(true);
+        assert!(h.is_paused());
+        // The wake-up ends the thread's turn; from then on it stands still.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut w = Box::pin(h.propose(put("while-paused", "x")).expect("queued"));
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut w).await;
+        assert!(waited.is_err(), "a paused replica answered {waited:?}");
+        let served = h.events().last_seq();
+        h.set_paused(false);
+        assert!(!h.is_paused());
+        assert!(matches!(w.await.expect("answered"), Ok(Answer::Write(_))));
+        assert!(h.events().last_seq() > served, "the write's commit is an event");
         rt.shutdown().expect("clean shutdown");
     }
 
