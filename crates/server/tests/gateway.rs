@@ -607,6 +607,64 @@ async fn auth_requests_answer_as_etcds_gateway_does() {
     .await;
 }
 
+// ---- the gateway: Lock and Election ----------------------------------------------------------
+
+/// etcd's concurrency services over the gateway: a lock held and released on a lease, an
+/// election campaigned, proclaimed, observed, led and resigned, and their errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_requests_answer_as_etcds_gateway_does() {
+    compare("lock_and_election_requests_answer_as_etcds_gateway_does", |base| async move {
+        let mut t = Transcript::new();
+        t.push(line("grant", &post(&base, "/v3/lease/grant", r#"{"TTL":60,"ID":1000}"#).await));
+        let lock =
+            post(&base, "/v3/lock/lock", &format!(r#"{{"name":"{}","lease":1000}}"#, b64(b"lk")))
+                .await;
+        t.push(line("lock", &lock));
+        let key = lock.json()["key"].as_str().expect("the lock's key").to_string();
+        let held = format!(r#"{{"key":"{}","range_end":"{}"}}"#, b64(b"lk/"), b64(b"lk0"));
+        t.push(line("the lock's key", &post(&base, "/v3/kv/range", &held).await));
+        let unlock = format!(r#"{{"key":"{key}"}}"#);
+        t.push(line("unlock", &post(&base, "/v3/lock/unlock", &unlock).await));
+        t.push(line("after unlock", &post(&base, "/v3/kv/range", &held).await));
+        let on_missing_lease = format!(r#"{{"name":"{}","lease":999}}"#, b64(b"lk"));
+        t.push(line(
+            "lock on a missing lease",
+            &post(&base, "/v3/lock/lock", &on_missing_lease).await,
+        ));
+
+        let name = b64(b"el");
+        let campaign = post(
+            &base,
+            "/v3/election/campaign",
+            &format!(r#"{{"name":"{name}","lease":1000,"value":"{}"}}"#, b64(b"v1")),
+        )
+        .await;
+        t.push(line("campaign", &campaign));
+        let leader_key = campaign.json()["leader"].to_string();
+        let leader = format!(r#"{{"name":"{name}"}}"#);
+        t.push(line("leader", &post(&base, "/v3/election/leader", &leader).await));
+        let mut observe = Lines::open(&base, "/v3/election/observe", &leader).await;
+        t.extend(stream_lines("observe", &observe.next(1).await));
+        let proclaim = format!(r#"{{"leader":{leader_key},"value":"{}"}}"#, b64(b"v2"));
+        t.push(line("proclaim", &post(&base, "/v3/election/proclaim", &proclaim).await));
+        t.extend(stream_lines("observe", &observe.next(1).await));
+        t.push(line("leader after proclaim", &post(&base, "/v3/election/leader", &leader).await));
+        let stranger = format!(
+            r#"{{"leader":{{"name":"{name}","key":"{}","rev":"1","lease":"1000"}},"value":"x"}}"#,
+            b64(b"el/nobody")
+        );
+        t.push(line(
+            "proclaim by a stranger",
+            &post(&base, "/v3/election/proclaim", &stranger).await,
+        ));
+        let resign = format!(r#"{{"leader":{leader_key}}}"#);
+        t.push(line("resign", &post(&base, "/v3/election/resign", &resign).await));
+        t.push(line("leader after resign", &post(&base, "/v3/election/leader", &leader).await));
+        t
+    })
+    .await;
+}
+
 // ---- the gateway: Cluster and Maintenance ----------------------------------------------------
 
 /// The field names of a JSON object.

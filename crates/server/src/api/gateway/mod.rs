@@ -21,6 +21,7 @@
 //! and a body cannot grow beyond what such a request could take as JSON.
 
 mod auth_messages;
+mod concurrency_messages;
 pub mod json;
 mod messages;
 
@@ -45,6 +46,8 @@ use crate::pb::etcdserverpb::kv_server::Kv as _;
 use crate::pb::etcdserverpb::lease_server::Lease as _;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance as _;
 use crate::pb::etcdserverpb::watch_server::Watch as _;
+use crate::pb::v3electionpb::election_server::Election as _;
+use crate::pb::v3lockpb::lock_server::Lock as _;
 
 /// The prefixes etcd 3.4 serves the gateway under (`/v3beta` is deprecated there).
 const PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
@@ -105,6 +108,13 @@ pub(super) fn routes(services: &Services) -> axum::Router {
         ("/auth/role/delete", unary(s, |s, r| async move { s.role_delete(r).await })),
         ("/auth/role/grant", unary(s, |s, r| async move { s.role_grant_permission(r).await })),
         ("/auth/role/revoke", unary(s, |s, r| async move { s.role_revoke_permission(r).await })),
+        ("/lock/lock", unary(s, |s, r| async move { s.lock(r).await })),
+        ("/lock/unlock", unary(s, |s, r| async move { s.unlock(r).await })),
+        ("/election/campaign", unary(s, |s, r| async move { s.campaign(r).await })),
+        ("/election/proclaim", unary(s, |s, r| async move { s.proclaim(r).await })),
+        ("/election/leader", unary(s, |s, r| async move { s.leader(r).await })),
+        ("/election/observe", server_streaming(s, |s, r| async move { s.observe(r).await })),
+        ("/election/resign", unary(s, |s, r| async move { s.resign(r).await })),
     ];
     let mut router = axum::Router::new();
     for prefix in PREFIXES {
