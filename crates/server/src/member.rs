@@ -214,6 +214,7 @@ impl Member {
             .with_watch_config(watch)
             .with_quota(cfg.quota)
             .with_auth_config(cfg.auth)
+            .with_cors(cfg.cors.clone())
             .with_lease_ttl_min_secs(crate::api::lease::lease_ttl_min_secs(
                 u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
                 cfg.election_ticks(),

@@ -665,6 +665,61 @@ async fn lock_and_election_requests_answer_as_etcds_gateway_does() {
     .await;
 }
 
+// ---- CORS -------------------------------------------------------------------------------------
+
+/// The CORS headers of an answer, as transcript text.
+fn cors_line(what: &str, r: &Reply) -> String {
+    let h = |name| r.header(name).unwrap_or("-").to_string();
+    format!(
+        "{what} -> {} origin={} methods={} headers={}",
+        r.status,
+        h("access-control-allow-origin"),
+        h("access-control-allow-methods"),
+        h("access-control-allow-headers")
+    )
+}
+
+/// By default (no `--cors`) etcd allows every origin on its HTTP endpoints: the gateway,
+/// `/health` and a preflight `OPTIONS` all carry its three CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_are_etcds() {
+    compare("cors_headers_are_etcds", |base| async move {
+        let origin = "Origin: http://app.example\r\n";
+        let mut t = Transcript::new();
+        let range = br#"{"key":"YQ=="}"#;
+        let r = http_with(&base, "POST", "/v3/kv/range", range, origin).await;
+        t.push(cors_line("range", &r));
+        let r = http_with(&base, "OPTIONS", "/v3/kv/range", b"", origin).await;
+        t.push(cors_line("preflight", &r));
+        assert!(r.body.is_empty(), "a preflight answer has no body: {:?}", r.body);
+        let r = http_with(&base, "GET", "/health", b"", "").await;
+        t.push(cors_line("health", &r));
+        t
+    })
+    .await;
+}
+
+/// With `--cors` naming origins, only those get the headers, their own origin echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_names_only_the_allowed_origins() {
+    let tenure = Tenure::start_with(|c| {
+        c.cors = tenure_server::api::http::Cors::from_flag(&["http://a.example".to_string()]);
+    })
+    .await;
+    let base = tenure.url(0);
+    let range = br#"{"key":"YQ=="}"#;
+    let allowed =
+        http_with(&base, "POST", "/v3/kv/range", range, "Origin: http://a.example\r\n").await;
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("http://a.example"));
+    let other =
+        http_with(&base, "POST", "/v3/kv/range", range, "Origin: http://b.example\r\n").await;
+    assert_eq!(other.status, 200);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    let none = http_with(&base, "POST", "/v3/kv/range", range, "").await;
+    assert_eq!(none.header("access-control-allow-origin"), None);
+    tenure.shutdown().await;
+}
+
 // ---- the gateway: Cluster and Maintenance ----------------------------------------------------
 
 /// The field names of a JSON object.

@@ -1,6 +1,6 @@
 //! The HTTP endpoints served on the client port beside gRPC and the gateway: etcd's
 //! `/health`, `/livez`, `/readyz` and `/version`, Prometheus' `/metrics`, and the answer to a
-//! path the port does not serve.
+//! path the port does not serve; and etcd's CORS headers on them and on the gateway.
 //!
 //! `/livez` and `/readyz` are etcd 3.5.11's: a list of named checks, `200 ok` when each
 //! passes (with `?verbose`, one `[+]name ok` line per check first), `503` with one
@@ -309,4 +309,63 @@ mod tests {
     fn the_cluster_version_is_the_servers_minor_release() {
         assert_eq!(cluster_version(), format!("{}.0", ETCD_VERSION.rsplit_once('.').unwrap().0));
     }
+}
+
+/// Which origins may call the HTTP endpoints from a browser (etcd's `--cors`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// Every origin (etcd's default: no `--cors`, or `*` among them).
+    #[default]
+    Any,
+    /// Only these.
+    Origins(std::collections::BTreeSet<String>),
+}
+
+impl Cors {
+    /// From `--cors`'s list: empty, or naming `*`, allows every origin.
+    pub fn from_flag(origins: &[String]) -> Cors {
+        let origins: std::collections::BTreeSet<String> =
+            origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect();
+        if origins.is_empty() || origins.contains("*") { Cors::Any } else { Cors::Origins(origins) }
+    }
+
+    /// The `Access-Control-Allow-Origin` to answer a request from `origin` with, if any.
+    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match self {
+            Cors::Any => Some(HeaderValue::from_static("*")),
+            Cors::Origins(allowed) => {
+                let origin = origin?;
+                allowed.contains(origin.to_str().ok()?).then(|| origin.clone())
+            }
+        }
+    }
+}
+
+/// etcd's CORS handling in front of the HTTP endpoints: an allowed origin gets the three
+/// `Access-Control-Allow-*` headers etcd sends, and a preflight `OPTIONS` is answered `200`
+/// with them and nothing else.
+pub(super) async fn with_cors(
+    cors: std::sync::Arc<Cors>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allow = cors.allow(request.headers().get(header::ORIGIN));
+    let mut response = if request.method() == axum::http::Method::OPTIONS {
+        StatusCode::OK.into_response()
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = allow {
+        let h = response.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
+    response
 }

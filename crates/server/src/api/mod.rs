@@ -115,6 +115,8 @@ pub struct Services {
     quota: maintenance::Quota,
     /// Tokens, logins and password hashing (see [`auth`]).
     auth: std::sync::Arc<auth::Authenticator>,
+    /// CORS on the HTTP endpoints (`--cors`).
+    cors: std::sync::Arc<http::Cors>,
     /// TLS for calls to other members' client URLs (forwarding to the leader), when the
     /// client URLs are https: this member's certificate and trusted CA.
     client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -143,6 +145,7 @@ impl Services {
             lease_ttl_min_secs: lease::lease_ttl_min_secs(100, 10),
             quota: maintenance::Quota::default(),
             auth: std::sync::Arc::new(auth::Authenticator::new(auth::AuthConfig::default())),
+            cors: std::sync::Arc::new(http::Cors::default()),
             client_tls: None,
         }
     }
@@ -158,6 +161,13 @@ impl Services {
     }
 
     /// The same services authenticating as `config` says (token TTL, bcrypt cost).
+    /// The same services with `cors` on the HTTP endpoints (etcd's `--cors`).
+    pub fn with_cors(mut self, cors: http::Cors) -> Services {
+        self.cors = std::sync::Arc::new(cors);
+        self
+    }
+
+    /// The same services with `config` for authentication.
     pub fn with_auth_config(mut self, config: auth::AuthConfig) -> Services {
         self.auth = std::sync::Arc::new(auth::Authenticator::new(config));
         self
@@ -205,6 +215,7 @@ impl Services {
         let metrics_runtime = self.runtime.clone();
         let gateway = gateway::routes(&self);
         let health_checks = http_health_checks(&self);
+        let cors = std::sync::Arc::clone(&self.cors);
         let grpc = tonic::service::Routes::new(
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
@@ -220,7 +231,10 @@ impl Services {
             .route("/version", axum::routing::get(http::version))
             .route("/metrics", axum::routing::get(move || http::metrics(metrics_runtime.clone())))
             .merge(health_checks)
-            .merge(gateway);
+            .merge(gateway)
+            .layer(axum::middleware::from_fn(move |request, next| {
+                http::with_cors(std::sync::Arc::clone(&cors), request, next)
+            }));
         // Without this fallback, tonic's answers every unknown path with a gRPC Unimplemented
         // in an HTTP 200, whatever the request.
         let routes = tonic::service::Routes::from(

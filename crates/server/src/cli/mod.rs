@@ -598,6 +598,10 @@ pub struct ServeArgs {
     /// "too many requests" (tenure's own flag; etcd has none).
     #[arg(long, default_value_t = crate::api::REQUESTS_IN_FLIGHT_MAX)]
     pub max_concurrent_requests: usize,
+    /// Origins allowed by CORS on the client port's HTTP endpoints, comma-separated (etcd's
+    /// flag; empty or `*` allows every origin, as etcd does).
+    #[arg(long, env = "ETCD_CORS", value_delimiter = ',')]
+    pub cors: Vec<String>,
     /// Serve a watch-only dashboard of this member on `host:port` (tenure's own flag).
     #[arg(long, value_name = "ADDR")]
     pub dashboard: Option<String>,
@@ -878,6 +882,8 @@ pub struct ServeConfig {
     pub cluster_id: u64,
     /// The backend quota (`--quota-backend-bytes`).
     pub quota: crate::api::maintenance::Quota,
+    /// CORS on the client port's HTTP endpoints (`--cors`).
+    pub cors: crate::api::http::Cors,
     /// Authentication: token TTL and bcrypt cost (`--auth-token-ttl`, `--bcrypt-cost`).
     pub auth: crate::api::auth::AuthConfig,
     /// Automatic compaction, if on (`--auto-compaction-mode` and `-retention`).
@@ -1306,6 +1312,7 @@ impl ServeConfig {
             member_id,
             cluster_id,
             quota: crate::api::maintenance::Quota::from_flag(a.quota_backend_bytes),
+            cors: crate::api::http::Cors::from_flag(&a.cors),
             auth: auth_config(a)?,
             auto_compaction,
             corrupt_check: crate::corruption::CorruptCheck {
