@@ -2,7 +2,7 @@
 //! [`super::messages`] does for the others: requests read, responses written, field by field
 //! under the proto's own field names.
 
-use super::json::{Fields, FromJson, JsonError, Object, ToJson};
+use super::json::{Fields, FromJson, JsonError, Object, ToJson, empty_request, header_only};
 use crate::pb::authpb;
 use crate::pb::etcdserverpb as pb;
 
@@ -62,16 +62,6 @@ impl ToJson for pb::AuthUserListResponse {
     }
 }
 
-/// The responses that are only a header.
-macro_rules! header_only {
-    ($($t:ty),*) => {$(
-        impl ToJson for $t {
-            fn write_fields(&self, o: &mut Object<'_>) {
-                o.message("header", self.header.as_ref());
-            }
-        }
-    )*};
-}
 header_only!(
     pb::AuthEnableResponse,
     pb::AuthDisableResponse,
@@ -177,16 +167,6 @@ named_request!(
     AuthRoleDeleteRequest { role: "role" }
 );
 
-/// The requests without fields.
-macro_rules! empty_request {
-    ($($t:ty),*) => {$(
-        impl FromJson for $t {
-            fn from_fields(_: &Fields<'_>) -> Result<Self, JsonError> {
-                Ok(<$t>::default())
-            }
-        }
-    )*};
-}
 empty_request!(
     pb::AuthEnableRequest,
     pb::AuthDisableRequest,

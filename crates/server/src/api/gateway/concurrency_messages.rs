@@ -1,7 +1,7 @@
 //! The JSON form of the `Lock` and `Election` services' messages (`v3lock.proto`,
 //! `v3election.proto`), as [`super::messages`] does for the others.
 
-use super::json::{Fields, FromJson, JsonError, Object, ToJson};
+use super::json::{Fields, FromJson, JsonError, Object, ToJson, header_only};
 use crate::pb::v3electionpb as epb;
 use crate::pb::v3lockpb as lpb;
 
@@ -37,16 +37,6 @@ impl ToJson for epb::LeaderResponse {
     }
 }
 
-/// The responses that are only a header.
-macro_rules! header_only {
-    ($($t:ty),*) => {$(
-        impl ToJson for $t {
-            fn write_fields(&self, o: &mut Object<'_>) {
-                o.message("header", self.header.as_ref());
-            }
-        }
-    )*};
-}
 header_only!(lpb::UnlockResponse, epb::ProclaimResponse, epb::ResignResponse);
 
 // ---- requests -----------------------------------------------------------------------------

@@ -232,6 +232,33 @@ fn json_name(proto_name: &str) -> String {
     out
 }
 
+/// Implements [`ToJson`] for responses that are only a header.
+macro_rules! header_only {
+    ($($t:ty),*) => {$(
+        impl $crate::api::gateway::json::ToJson for $t {
+            fn write_fields(&self, o: &mut $crate::api::gateway::json::Object<'_>) {
+                o.message("header", self.header.as_ref());
+            }
+        }
+    )*};
+}
+pub(super) use header_only;
+
+/// Implements [`FromJson`] for requests without fields: any object (its fields are unknown,
+/// so ignored) reads as one.
+macro_rules! empty_request {
+    ($($t:ty),*) => {$(
+        impl $crate::api::gateway::json::FromJson for $t {
+            fn from_fields(
+                _: &$crate::api::gateway::json::Fields<'_>,
+            ) -> Result<Self, $crate::api::gateway::json::JsonError> {
+                Ok(<$t>::default())
+            }
+        }
+    )*};
+}
+pub(super) use empty_request;
+
 /// The fields of a JSON object being read as a message.
 pub struct Fields<'a> {
     map: Option<&'a Map<String, Value>>,

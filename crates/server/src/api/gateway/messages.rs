@@ -2,7 +2,7 @@
 //! ([`FromJson`]), responses written ([`ToJson`]), field by field in proto order under the
 //! proto's own field names (`rpc.proto`, `kv.proto`).
 
-use super::json::{Fields, FromJson, JsonError, Object, ToJson};
+use super::json::{Fields, FromJson, JsonError, Object, ToJson, empty_request, header_only};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::mvccpb;
 
@@ -221,16 +221,6 @@ impl ToJson for pb::StatusResponse {
     }
 }
 
-/// The responses that are only a header.
-macro_rules! header_only {
-    ($($t:ty),*) => {$(
-        impl ToJson for $t {
-            fn write_fields(&self, o: &mut Object<'_>) {
-                o.message("header", self.header.as_ref());
-            }
-        }
-    )*};
-}
 header_only!(pb::DefragmentResponse, pb::MoveLeaderResponse);
 
 impl ToJson for pb::HashResponse {
@@ -497,16 +487,6 @@ impl FromJson for pb::MoveLeaderRequest {
     }
 }
 
-/// The requests without fields: any object (its fields are unknown, so ignored) reads as one.
-macro_rules! empty_request {
-    ($($t:ty),*) => {$(
-        impl FromJson for $t {
-            fn from_fields(_: &Fields<'_>) -> Result<Self, JsonError> {
-                Ok(<$t>::default())
-            }
-        }
-    )*};
-}
 empty_request!(
     pb::WatchProgressRequest,
     pb::LeaseLeasesRequest,
