@@ -333,7 +333,10 @@ impl TxnRequest {
 /// `etcdserverpb.TxnResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TxnResponse {
-    /// Store revision after the transaction (also set on every nested response).
+    /// Store revision after the transaction; 0 in a nested transaction, whose header etcd
+    /// leaves empty. Each nested range, put or delete carries the revision as of its own
+    /// operation, as etcd's do: the revision before the transaction until the transaction's
+    /// first write, the new revision from it on.
     pub revision: i64,
     /// Whether the compares held.
     pub succeeded: bool,

@@ -502,8 +502,7 @@ impl Store {
         self.check_path(&t, &path, &mut 0)?;
         let mut w = self.write();
         let mut resp = w.txn(t, &path, &mut 0);
-        let revision = w.finish();
-        set_revision(&mut resp, revision);
+        resp.revision = w.finish();
         Ok(resp)
     }
 
@@ -718,20 +717,6 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// Sets the header revision of a transaction response and all its nested responses to the
-/// revision after the transaction.
-fn set_revision(resp: &mut TxnResponse, revision: i64) {
-    resp.revision = revision;
-    for op in &mut resp.responses {
-        match op {
-            ResponseOp::Range(r) => r.revision = revision,
-            ResponseOp::Put(p) => p.revision = revision,
-            ResponseOp::DeleteRange(d) => d.revision = revision,
-            ResponseOp::Txn(t) => set_revision(t, revision),
-        }
-    }
-}
-
 /// etcd's `Range` (apply layer plus `rangeKeys`) at a store whose current revision is
 /// `current`.
 pub(crate) fn range_at(
@@ -903,7 +888,8 @@ impl WriteTxn<'_> {
             }
         }
         DeleteRangeResponse {
-            revision: self.write_revision(),
+            // As etcd's: the new revision once this transaction wrote, the old one before.
+            revision: self.read_revision(),
             deleted: keys.len() as i64,
             prev_kvs,
         }

@@ -101,6 +101,61 @@ fn txn_that_deletes_nothing_does_not_bump_revision() {
     assert_eq!(kv.revision(), 2);
 }
 
+/// etcd 3.4.23's answer, seen through its gateway: in a txn at revision 2 of
+/// `[range a, put b, range a, delete zz, txn [range a]]`, the first range's header says 2,
+/// the put's 3, the second range's 3, the delete's 3, the nested txn's header is empty and
+/// its range says 3. A txn `[delete zz, put b, delete zz]` at 3: 3, 4, 4.
+#[test]
+fn nested_responses_carry_the_revision_as_of_their_operation() {
+    let mut kv = Kv::new();
+    kv.put("a", "1");
+    let nested = TxnRequest { success: vec![get_op("a")], ..Default::default() };
+    let resp = kv
+        .txn(TxnRequest {
+            success: vec![
+                get_op("a"),
+                put_op("b", "2"),
+                get_op("a"),
+                del_op("zz"),
+                RequestOp::Txn(nested),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(resp.revision, 3);
+    let revisions: Vec<i64> = resp
+        .responses
+        .iter()
+        .map(|op| match op {
+            ResponseOp::Range(r) => r.revision,
+            ResponseOp::Put(p) => p.revision,
+            ResponseOp::DeleteRange(d) => d.revision,
+            ResponseOp::Txn(t) => t.revision,
+        })
+        .collect();
+    assert_eq!(revisions, [2, 3, 3, 3, 0]);
+    let ResponseOp::Txn(t) = &resp.responses[4] else { panic!("nested txn") };
+    let ResponseOp::Range(r) = &t.responses[0] else { panic!("nested range") };
+    assert_eq!(r.revision, 3);
+
+    let resp = kv
+        .txn(TxnRequest {
+            success: vec![del_op("zz"), put_op("b", "2"), del_op("zz")],
+            ..Default::default()
+        })
+        .unwrap();
+    let revisions: Vec<i64> = resp
+        .responses
+        .iter()
+        .map(|op| match op {
+            ResponseOp::Put(p) => p.revision,
+            ResponseOp::DeleteRange(d) => d.revision,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!((resp.revision, revisions), (4, vec![3, 4, 4]));
+}
+
 // ---- key metadata ----------------------------------------------------------------------
 
 #[test]
@@ -908,7 +963,9 @@ fn nested_txn_compares_see_the_state_before_the_txn() {
         panic!("expected a nested txn response");
     };
     assert!(inner.succeeded);
-    assert_eq!(inner.revision, resp.revision);
+    assert_eq!(inner.revision, 0, "etcd leaves a nested txn's header empty");
+    let ResponseOp::Put(put) = &inner.responses[0] else { panic!("nested put") };
+    assert_eq!(put.revision, resp.revision);
 }
 
 #[test]

@@ -215,13 +215,13 @@ impl Model {
                         TxnOp::Put(k, v) => {
                             Model::write(&mut working, key(*k), value(*v), cur + 1);
                             changed = true;
-                            ResponseOp::Put(PutResponse { revision: 0, prev_kv: None })
+                            ResponseOp::Put(PutResponse { revision: cur + 1, prev_kv: None })
                         }
                         TxnOp::Delete(k) => {
                             let deleted = working.remove(&key(*k)).is_some();
                             changed |= deleted;
                             ResponseOp::DeleteRange(DeleteRangeResponse {
-                                revision: 0,
+                                revision: if changed { cur + 1 } else { cur },
                                 deleted: i64::from(deleted),
                                 prev_kvs: Vec::new(),
                             })
@@ -231,15 +231,8 @@ impl Model {
                         }
                     });
                 }
+                // Each response carries the revision as of its operation, as etcd's do.
                 let revision = if changed { cur + 1 } else { cur };
-                for r in &mut responses {
-                    match r {
-                        ResponseOp::Range(x) => x.revision = revision,
-                        ResponseOp::Put(x) => x.revision = revision,
-                        ResponseOp::DeleteRange(x) => x.revision = revision,
-                        ResponseOp::Txn(_) => unreachable!("the model does not nest"),
-                    }
-                }
                 if changed {
                     self.states.push(working);
                 }

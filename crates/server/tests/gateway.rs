@@ -201,23 +201,6 @@ fn masked(mut v: Value) -> Value {
     v
 }
 
-/// `v` with the headers of responses nested in a txn masked where tenure's gRPC answers
-/// (not its gateway) differ from etcd 3.4's: etcd gives a range that runs before the txn's
-/// first write the revision before the txn (tenure: the txn's), and a nested txn an empty
-/// header (tenure: the revision).
-fn nested_revisions_masked(mut v: Value) -> Value {
-    if let Some(Value::Array(ops)) = v.get_mut("responses") {
-        for op in ops {
-            for nested in ["/response_range/header", "/response_txn/header"] {
-                if let Some(Value::Object(h)) = op.pointer_mut(nested) {
-                    h.insert("revision".into(), Value::String("*".into()));
-                }
-            }
-        }
-    }
-    v
-}
-
 /// `v` without the header of an Alarm answer: etcd 3.4's has none, tenure's gRPC answer has
 /// one (a difference of the Maintenance service, not of the gateway).
 fn alarm_header_removed(mut v: Value) -> Value {
@@ -230,7 +213,7 @@ fn alarm_header_removed(mut v: Value) -> Value {
 /// A transcript line: status, content type and the masked JSON body (or the text body).
 fn line(what: &str, r: &Reply) -> String {
     let body = if r.header("content-type") == Some("application/json") && !r.body.is_empty() {
-        nested_revisions_masked(masked(r.json())).to_string()
+        masked(r.json()).to_string()
     } else {
         format!("{:?}", r.body)
     };

@@ -364,7 +364,7 @@ fn txn_response(r: kv::TxnResponse, header: Option<pb::ResponseHeader>) -> pb::T
     }
 }
 
-/// `ResponseOp` (nested in a txn: its header carries only the revision).
+/// `ResponseOp` (nested in a txn: its header carries only the revision as of its operation).
 pub fn response_op_to_pb(op: kv::ResponseOp) -> pb::ResponseOp {
     let response = match op {
         kv::ResponseOp::Range(r) => {
@@ -379,9 +379,9 @@ pub fn response_op_to_pb(op: kv::ResponseOp) -> pb::ResponseOp {
             let h = nested_header(r.revision);
             PbResponse::ResponseDeleteRange(delete_range_response(r, h))
         }
+        // etcd leaves a nested transaction's header empty (its operations carry theirs).
         kv::ResponseOp::Txn(r) => {
-            let h = nested_header(r.revision);
-            PbResponse::ResponseTxn(txn_response(r, h))
+            PbResponse::ResponseTxn(txn_response(r, Some(pb::ResponseHeader::default())))
         }
     };
     pb::ResponseOp { response: Some(response) }
