@@ -267,8 +267,11 @@ pub async fn lock(a: &LockArgs) -> anyhow::Result<String> {
         bail!("lock lost on init");
     };
     let key_text = String::from_utf8_lossy(&key).into_owned();
-    print(&format!("{key_text}\n"))?;
     let outcome = if a.command.is_empty() {
+        // As etcdctl: the lock key and its (empty) value, as `get` prints them. With a
+        // command, nothing but the command's own output (it gets the key in ETCD_LOCK_KEY).
+        let value = got.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        print(&format!("{key_text}\n{}\n", value.unwrap_or_default()))?;
         tokio::select! {
             why = ka.lost() => Err(anyhow!("lock lost: lease {why}")),
             _ = tokio::signal::ctrl_c() => Ok(()),
