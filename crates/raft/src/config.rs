@@ -13,6 +13,12 @@ pub enum ReadMode {
     /// `election_ticks` after hearing from a leader, so no other leader can exist during the
     /// lease, provided no node's clock runs more than `clock_drift_ticks` fast over that span.
     /// Requires `check_quorum`.
+    ///
+    /// Ticks are the lease's clock, so the embedder must deliver every tick that came due
+    /// before it steps other input or asks for a read: a process that was paused (or starved)
+    /// and answers a queued read before its missed ticks arrive takes a lease that ran out
+    /// meanwhile for a live one, and serves a stale read. tenure's server uses [`Self::Safe`].
+    /// The simulator catches a resumed node's clock up first.
     Lease {
         /// How many ticks a lease is shortened by, to cover clock drift between nodes.
         clock_drift_ticks: u32,
@@ -87,6 +93,10 @@ pub struct PlantedBugs {
     /// Count learners as voters toward commit: the commit quorum is a majority of voters and
     /// learners together (violates dissertation §4.2.1: learners never count).
     pub learner_counts_for_commit: bool,
+    /// Keep the read lease after sending `TimeoutNow` to a transfer's target (violates
+    /// dissertation §6.4.1 with §3.10: the target wins at once, without waiting out the old
+    /// leader's lease, so the old leader can serve a stale read from its lease).
+    pub transfer_keeps_lease: bool,
 }
 
 impl Config {

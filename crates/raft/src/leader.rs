@@ -582,7 +582,13 @@ impl<L: LogView> Node<L> {
 
     fn send_timeout_now(&mut self, to: NodeId) {
         // From here another node may win an election without waiting out our lease.
-        self.ls().lease_revoked = true;
+        #[cfg(feature = "planted-bugs")]
+        let revoke = !self.cfg.planted_bugs.transfer_keeps_lease;
+        #[cfg(not(feature = "planted-bugs"))]
+        let revoke = true;
+        if revoke {
+            self.ls().lease_revoked = true;
+        }
         self.send(to, MessageBody::TimeoutNow);
     }
 }

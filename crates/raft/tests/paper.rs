@@ -760,6 +760,30 @@ fn transfer_is_abandoned_after_an_election_timeout() {
     assert!(c.propose(N1, "x").is_ok(), "proposals are accepted again");
 }
 
+/// Dissertation §3.10 with §6.4.1: once the leader sends `TimeoutNow`, its target may win an
+/// election at once, without waiting out the leader's read lease (a transfer's votes are
+/// granted even by voters that heard from the leader within the election timeout). So the
+/// lease ends there: a read asked for afterwards needs a round, never the lease.
+#[test]
+fn transfer_ends_the_read_lease_when_timeout_now_is_sent_dissertation_3_10() {
+    let mut c = Cluster::new(3, |cfg| cfg.read_mode = ReadMode::Lease { clock_drift_ticks: 2 });
+    let leader = c.run_until_leader(100);
+    c.run_ticks(1); // a heartbeat round confirms the lease
+    let target = if leader == N3 { N2 } else { N3 };
+    c.node_mut(leader).read_index(ReadId(1)).unwrap();
+    assert_eq!(c.node_mut(leader).ready().read_states.len(), 1, "the lease answers at once");
+    // The target is caught up, so TimeoutNow goes out with the transfer's start.
+    c.node_mut(leader).transfer_leadership(target).unwrap();
+    c.node_mut(leader).read_index(ReadId(2)).unwrap();
+    let ready = c.node_mut(leader).ready();
+    assert!(ready.messages.iter().any(|m| m.to == target && m.body == MessageBody::TimeoutNow));
+    assert!(
+        ready.read_states.is_empty(),
+        "a read after TimeoutNow was answered from the lease: {:?}",
+        ready.read_states
+    );
+}
+
 #[test]
 fn transfer_errors_name_the_problem() {
     let mut c = elected_leader_of_three();

@@ -39,6 +39,8 @@ use crate::world::Millis;
 pub struct ChurnCounts {
     /// Learners added: the change completed.
     pub learners_added: u64,
+    /// Voters added directly (`MemberAdd` without `is_learner`): the change completed.
+    pub voters_added: u64,
     /// Learners promoted to voters: the change completed (the joint configuration left).
     pub promoted: u64,
     /// Members removed: the change completed.
@@ -55,6 +57,11 @@ pub struct ChurnCounts {
     pub refused: u64,
     /// Changes whose outcome the operator never heard (timed out, leader changed).
     pub unknown: u64,
+    /// Leadership transfers the leader accepted (`MoveLeader`; dissertation §3.10).
+    pub transfers: u64,
+    /// Of those, transfers whose target led a later term before the operator's patience ran
+    /// out (the others were abandoned by the leader or overtaken by faults).
+    pub transfers_completed: u64,
     /// Nodes that [`tenure_replica::Replica::is_removed`] called removed before their core did
     /// (a safety failure since the replica waits for the core; see `World::check_removed`).
     pub told_removed_early: u64,
@@ -63,7 +70,7 @@ pub struct ChurnCounts {
 impl ChurnCounts {
     /// Membership changes that completed.
     pub fn completed(&self) -> u64 {
-        self.learners_added + self.promoted + self.removed
+        self.learners_added + self.voters_added + self.promoted + self.removed
     }
 }
 
@@ -75,8 +82,10 @@ pub(crate) struct Operator {
     pub(crate) requests: u64,
     /// The change in flight.
     pub(crate) in_flight: Option<OperatorRequest>,
-    /// A replacement removed a member: a new learner is added next.
+    /// A replacement removed a member: a new member is added next.
     pub(crate) replace_pending: bool,
+    /// The leadership transfer in progress, if any.
+    pub(crate) transfer: Option<OperatorTransfer>,
     pub(crate) counts: ChurnCounts,
 }
 
@@ -91,6 +100,16 @@ pub(crate) struct OperatorRequest {
     pub(crate) deadline: Millis,
 }
 
+/// A leadership transfer the operator started and watches.
+pub(crate) struct OperatorTransfer {
+    /// The target.
+    pub(crate) to: NodeId,
+    /// The term the transferring leader led.
+    pub(crate) term: Term,
+    /// When the operator stops watching.
+    pub(crate) deadline: Millis,
+}
+
 impl Operator {
     pub(crate) fn new(next_id: u64) -> Operator {
         Operator {
@@ -98,6 +117,7 @@ impl Operator {
             requests: 0,
             in_flight: None,
             replace_pending: false,
+            transfer: None,
             counts: ChurnCounts::default(),
         }
     }

@@ -44,7 +44,7 @@ use crate::checkers::{
 use crate::lease::{LeaseBounds, LeaseWorkload, check_leases};
 use crate::linearizability::{OpKind, Operation as HistOp, Status};
 use crate::lock::{LockRequest, LockWorkload, check_lock};
-use crate::membership::{ChurnCounts, Operator, OperatorRequest, QuorumChecker};
+use crate::membership::{ChurnCounts, Operator, OperatorRequest, OperatorTransfer, QuorumChecker};
 use crate::rng::SimRng;
 use crate::watch::{EventReference, WatchObservation, check_watch};
 
@@ -443,6 +443,10 @@ struct SimNode {
     /// This node's tick interval (drift).
     tick_ms: Millis,
     paused: bool,
+    /// Ticks that came due while the node was paused. A process that resumes catches up its
+    /// clock before it reads its input (`World::resume`), as the lease reads' contract
+    /// requires (see `tenure_raft::ReadMode::Lease`).
+    ticks_missed: u64,
     /// A sync in flight: its ticket and an epoch that a crash invalidates.
     sync: Option<(SyncTicket, u64)>,
     epoch: u64,
@@ -601,6 +605,7 @@ impl World {
                 disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(i)),
                 tick_ms: tick_ms.max(1),
                 paused: false,
+                ticks_missed: 0,
                 sync: None,
                 epoch: 0,
                 next_request: 1,
@@ -739,6 +744,7 @@ impl World {
         let n = self.profile.nodes;
         let node = self.nodes.get_mut(&id).expect("node");
         assert!(!node.removed, "{id} was removed and is never started again");
+        node.ticks_missed = 0;
         let mut cfg = ReplicaConfig::new(id, node.incarnation());
         cfg.raft.election_ticks = ELECTION_TICKS;
         cfg.raft.heartbeat_ticks = 1;
@@ -858,9 +864,9 @@ impl World {
             Event::Tick(id) => {
                 let node = self.nodes.get_mut(&id).expect("node");
                 let next = node.tick_ms;
-                if !node.paused
-                    && let Some(r) = node.replica.as_mut()
-                {
+                if node.paused && node.replica.is_some() {
+                    node.ticks_missed += 1;
+                } else if let Some(r) = node.replica.as_mut() {
                     let mut out = Output::default();
                     // Each node's clock runs at its own rate (its drifted tick length).
                     r.tick(self.now * TICK_MS / next, &mut out);
@@ -907,9 +913,7 @@ impl World {
                 }
             }
             Event::Unpause(id) => {
-                if let Some(n) = self.nodes.get_mut(&id) {
-                    n.paused = false;
-                }
+                self.resume(id)?;
                 self.note(|| format!("{id} resumes"));
                 self.pump(id)?;
             }
@@ -929,6 +933,23 @@ impl World {
             Event::AuthClient(c) => self.auth_step(c)?,
         }
         Ok(())
+    }
+
+    /// Ends a node's pause. Its clock first catches up with the ticks that came due meanwhile,
+    /// before it reads any input: a resumed leader that answered a queued read before its
+    /// clock moved would take a lease that ran out during the pause for a live one (found by
+    /// the membership churn with lease reads: a stale read after a 750 ms pause).
+    fn resume(&mut self, id: NodeId) -> Result<(), Failure> {
+        let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
+        node.paused = false;
+        let missed = std::mem::take(&mut node.ticks_missed);
+        let local_now = self.now * TICK_MS / node.tick_ms;
+        let Some(r) = node.replica.as_mut() else { return Ok(()) };
+        let mut out = Output::default();
+        for _ in 0..missed {
+            r.tick(local_now, &mut out);
+        }
+        self.absorb(id, out)
     }
 
     /// Runs a node's replica loop until idle, sending its messages and starting syncs.
@@ -1497,8 +1518,8 @@ impl World {
         self.note(|| "liveness phase: every fault healed".into());
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
+            self.resume(id)?;
             let node = self.nodes.get_mut(&id).expect("node");
-            node.paused = false;
             if node.removed {
                 // A removed node still running (to show it does not disrupt) stops now.
                 self.stop(id);
@@ -1647,8 +1668,12 @@ impl World {
         let after = self.rng.range(50, 250);
         self.schedule(after, Event::Operator);
         self.operator_reconcile()?;
+        self.operator_watch_transfer();
         let now = self.now;
         let Some(op) = self.operator.as_mut() else { return Ok(()) };
+        if op.transfer.is_some() {
+            return Ok(()); // The leader refuses changes while it hands over.
+        }
         if let Some(f) = &op.in_flight {
             if f.deadline > now {
                 return Ok(());
@@ -1691,10 +1716,16 @@ impl World {
                     choices.extend([0, 0]);
                 }
                 if shrink {
-                    choices.extend([1, 2]);
+                    choices.extend([1, 2, 3]);
                 }
                 self.rng.pick(&choices)
             };
+            if choice == 3 {
+                return self.operator_transfer(leader, &voters);
+            }
+            // Most new members start as learners, as etcd advises; some join as voters at
+            // once, which puts an empty log in the quorum until it catches up.
+            let learner = self.rng.chance(0.7);
             let op = self.operator.as_mut().expect("operator");
             op.replace_pending = false;
             match choice {
@@ -1702,7 +1733,7 @@ impl World {
                     let member_id = op.next_id;
                     op.next_id += 1;
                     let peer_urls = vec![format!("http://n{member_id}:2380")];
-                    MemberRequest::Add { member_id, peer_urls, learner: true }
+                    MemberRequest::Add { member_id, peer_urls, learner }
                 }
                 _ => {
                     replace = choice == 2;
@@ -1726,6 +1757,53 @@ impl World {
         r.change_members(id, request, &mut out);
         self.absorb(target, out)?;
         self.pump(target)
+    }
+
+    /// The operator asks `leader` to hand leadership to another of `voters` (etcd's
+    /// `MoveLeader`, dissertation §3.10), now and then to a node that is down, so that the
+    /// transfer is abandoned after an election timeout.
+    fn operator_transfer(&mut self, leader: NodeId, voters: &[NodeId]) -> Result<(), Failure> {
+        let others: Vec<NodeId> = voters.iter().copied().filter(|v| *v != leader).collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let to = self.rng.pick(&others);
+        let deadline = self.now + OPERATOR_PATIENCE_MS;
+        let r = self.nodes.get_mut(&leader).and_then(|n| n.replica.as_mut()).expect("up");
+        let term = r.node().term();
+        match r.transfer_leadership(to) {
+            Ok(()) => {
+                self.note(|| format!("operator asks {leader} to hand leadership to {to}"));
+                let op = self.operator.as_mut().expect("operator");
+                op.counts.transfers += 1;
+                op.transfer = Some(OperatorTransfer { to, term, deadline });
+                self.pump(leader)
+            }
+            Err(e) => Err(Failure::Safety(format!(
+                "leader {leader} of term {term} refused to hand leadership to voter {to}: {e}"
+            ))),
+        }
+    }
+
+    /// Follows the transfer in progress: done once its target leads a later term; given up
+    /// at the operator's deadline (the leader abandons a transfer after an election timeout,
+    /// and faults may elect someone else).
+    fn operator_watch_transfer(&mut self) {
+        let Some(t) = self.operator.as_ref().and_then(|op| op.transfer.as_ref()) else { return };
+        let (to, term, deadline) = (t.to, t.term, t.deadline);
+        let led = self
+            .nodes
+            .get(&to)
+            .and_then(|n| n.replica.as_ref())
+            .is_some_and(|r| r.is_leader() && r.node().term() > term);
+        let op = self.operator.as_mut().expect("operator");
+        if led {
+            op.counts.transfers_completed += 1;
+            op.transfer = None;
+            self.note(|| format!("operator: {to} leads after the transfer"));
+        } else if self.now >= deadline {
+            op.transfer = None;
+        }
     }
 
     /// The operator heard how its change ended.
@@ -1753,7 +1831,8 @@ impl World {
         };
         // The answer is the configuration once the change took effect.
         let answered_right = match f.request {
-            MemberRequest::Add { .. } => m.learners.contains(&id),
+            MemberRequest::Add { learner: true, .. } => m.learners.contains(&id),
+            MemberRequest::Add { learner: false, .. } => m.is_voter(id),
             MemberRequest::Promote { .. } => m.is_voter(id),
             MemberRequest::Remove { .. } => !m.contains(id),
         };
@@ -1766,8 +1845,12 @@ impl World {
         self.note(|| format!("operator: {:?} done: {m:?}", f.request));
         let op = self.operator.as_mut().expect("operator");
         match f.request {
-            MemberRequest::Add { .. } => {
-                op.counts.learners_added += 1;
+            MemberRequest::Add { learner, .. } => {
+                if learner {
+                    op.counts.learners_added += 1;
+                } else {
+                    op.counts.voters_added += 1;
+                }
                 let after = self.rng.range(0, 200);
                 self.schedule(after, Event::Join(id));
             }
@@ -1821,6 +1904,7 @@ impl World {
             disk: SimDisk::new(self.seed.wrapping_mul(31).wrapping_add(id.0)),
             tick_ms: tick_ms.max(1),
             paused: false,
+            ticks_missed: 0,
             sync: None,
             epoch: 0,
             next_request: 1,
@@ -2791,6 +2875,34 @@ impl World {
         let _ = self.absorb(node, out);
         let _ = self.pump(node);
         req
+    }
+
+    /// A linearizable read of `key` on `node` outside the clients (scripted scenarios); returns
+    /// the request, whose completion [`World::completion`] shows.
+    pub fn read(&mut self, node: NodeId, key: &str) -> RequestId {
+        self.scripted_seq += 1;
+        let req = RequestId(SCRIPTED_REQUEST_BASE + self.scripted_seq);
+        let mut out = Output::default();
+        if let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) {
+            let range = RangeRequest::single(key.to_string());
+            r.read(req, range, Consistency::Linearizable, &mut out);
+        }
+        let _ = self.absorb(node, out);
+        let _ = self.pump(node);
+        req
+    }
+
+    /// Asks leader `from` to hand leadership to `to` (scripted scenarios; etcd's
+    /// `MoveLeader`).
+    pub fn transfer_leadership(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(), tenure_raft::TransferError> {
+        let r = self.nodes.get_mut(&from).and_then(|n| n.replica.as_mut()).expect("running");
+        r.transfer_leadership(to)?;
+        let _ = self.pump(from);
+        Ok(())
     }
 
     /// Asks `node` for a membership change outside the operator (scripted scenarios); returns

@@ -63,6 +63,59 @@ fn simulator_finds_a_learner_counted_toward_commit() {
     );
 }
 
+/// Dissertation §3.10 with §6.4.1, on the real replicas: leader `old` of three, with lease
+/// reads, hands leadership to `new` and hears nothing from the others afterwards (the links
+/// towards it are cut one way, so its own messages still go out). `new` wins at once (a
+/// transfer's votes are granted inside the old leader's lease) and commits a write; then a
+/// read on `old` asks for the key. Returns that read's answer, if it got one.
+fn read_on_the_old_leader_after_a_transfer(hook: fn(&mut ReplicaConfig)) -> Option<String> {
+    let profile = Profile { lease_reads: true, ..Profile::quiet(3) };
+    let mut w = World::new(7, profile, hook);
+    let old = elect(&mut w);
+    let put = w.put(old, "k", "v1", None);
+    answer(&mut w, put);
+    let t = w.now() + 30;
+    w.run_until(t).unwrap(); // heartbeats confirm the lease
+    let others: Vec<NodeId> = (1..=3).map(NodeId).filter(|n| *n != old).collect();
+    let new = others[0];
+    for n in &others {
+        w.cut_link(*n, old);
+    }
+    w.transfer_leadership(old, new).unwrap();
+    let start = w.now();
+    // In steps of 1 ms: all of it must happen well inside the old leader's lease (8 ticks).
+    let step_until = |w: &mut World, done: &dyn Fn(&World) -> bool| {
+        while !done(w) {
+            assert!(w.now() < start + 60, "too slow for the lease to matter");
+            let t = w.now() + 1;
+            w.run_until(t).unwrap();
+        }
+    };
+    step_until(&mut w, &|w| w.leader() == Some(new));
+    assert!(w.replica(old).unwrap().is_leader(), "the old leader has not heard of it");
+    let put = w.put(new, "k", "v2", None);
+    step_until(&mut w, &|w| w.completion(put).is_some());
+    assert!(matches!(w.completion(put).map(|c| &c.result), Some(Ok(Answer::Write(_)))));
+    let read = w.read(old, "k");
+    let t = w.now() + 30;
+    w.run_until(t).unwrap();
+    match w.completion(read).map(|c| &c.result) {
+        Some(Ok(Answer::Read(r))) => {
+            r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn a_leader_that_sent_timeout_now_no_longer_reads_from_its_lease_dissertation_3_10() {
+    assert_eq!(read_on_the_old_leader_after_a_transfer(|_| {}), None, "a stale read was served");
+    // The check has teeth: with the lease kept through the transfer, the old leader answers
+    // the read from its lease, with the value the new leader already overwrote.
+    let planted = |c: &mut ReplicaConfig| c.raft.planted_bugs.transfer_keeps_lease = true;
+    assert_eq!(read_on_the_old_leader_after_a_transfer(planted).as_deref(), Some("v1"));
+}
+
 #[test]
 fn the_same_churning_seeds_pass_without_the_bugs() {
     let found = failures(|_| {});
@@ -221,11 +274,20 @@ fn churning_seeds_pass_and_complete_membership_changes() {
     let changing = results.iter().filter(|(_, _, c)| c.completed() > 0).count() as u64;
     let changes: u64 = results.iter().map(|(_, _, c)| c.completed()).sum();
     let promoted: u64 = results.iter().map(|(_, _, c)| c.promoted).sum();
+    let voters_added: u64 = results.iter().map(|(_, _, c)| c.voters_added).sum();
+    let transfers: u64 = results.iter().map(|(_, _, c)| c.transfers).sum();
+    let transferred: u64 = results.iter().map(|(_, _, c)| c.transfers_completed).sum();
     let leaders_removed: u64 = results.iter().map(|(_, _, c)| c.leaders_removed).sum();
     let joined: u64 = results.iter().map(|(_, _, c)| c.joined).sum();
     println!(
         "{count} seeds: {changing} completed changes ({changes} in all, {promoted} promotions, \
-         {leaders_removed} leaders removed), {joined} members joined"
+         {voters_added} voters added directly, {leaders_removed} leaders removed), {joined} \
+         members joined, {transferred} of {transfers} leadership transfers completed"
+    );
+    assert!(
+        voters_added > 0 && transferred > 0,
+        "the operator added no voter directly ({voters_added}) or completed no leadership \
+         transfer ({transferred} of {transfers})"
     );
     assert!(
         changing * 2 >= count,
