@@ -41,6 +41,32 @@ pub(super) fn plain_text(status: StatusCode, body: impl Into<String>) -> Respons
     r
 }
 
+/// This member's dashboard report (`GET /dashboard/v1/member?after=SEQ`): its status, peers,
+/// metrics' totals and its events after `SEQ` (all it keeps without), as
+/// [`crate::runtime::MemberReport::to_json`] writes it. A dashboard of another process reads
+/// it to show this member.
+pub(super) async fn member_report(
+    runtime: RuntimeHandle,
+    member_id: u64,
+    report: Option<std::sync::Arc<(String, crate::peer::transport::PeerGate)>>,
+    query: Option<String>,
+) -> JsonReply {
+    let after = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (name, isolated, reachable) = match &report {
+        Some(r) => (r.0.clone(), r.1.is_isolated(), r.1.reachable()),
+        None => (String::new(), false, Default::default()),
+    };
+    let report =
+        crate::runtime::MemberReport::read(&runtime, member_id, name, isolated, reachable, after);
+    json(axum::http::StatusCode::OK, report.to_json().to_string())
+}
+
 /// How long `/health` waits for its quorum read, as etcd 3.4 does.
 const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
