@@ -1,6 +1,8 @@
 //! The HTTP endpoints served on the client port beside gRPC and the gateway: etcd's
-//! `/health`, `/livez`, `/readyz` and `/version`, Prometheus' `/metrics`, and the answer to a
-//! path the port does not serve; and etcd's CORS headers on them and on the gateway.
+//! `/health`, `/livez`, `/readyz` and `/version`, Prometheus' `/metrics`, tenure's
+//! `/dashboard/v1/member` (this member's dashboard report, read by the dashboards of other
+//! processes; like `/metrics`, it tells no key or value), and the answer to a path the port does
+//! not serve; and etcd's CORS headers on them and on the gateway.
 //!
 //! `/livez` and `/readyz` are etcd 3.5.11's: a list of named checks, `200 ok` when each
 //! passes (with `?verbose`, one `[+]name ok` line per check first), `503` with one
