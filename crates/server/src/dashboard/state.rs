@@ -608,7 +608,7 @@ fn event_json(
         }
         EventKind::Commit { from, to } => {
             v["index"] = json!(to);
-            if to - from == 1 {
+            if to.saturating_sub(*from) == 1 {
                 format!("{member} knows index {to} committed")
             } else {
                 format!("{member} knows indexes {}..{to} committed", from + 1)

@@ -193,7 +193,14 @@ impl MemberEvent {
                     .as_bool()
                     .ok_or_else(|| ReportError("granted is not a boolean".into()))?,
             },
-            "commit" => EventKind::Commit { from: field_u64(v, "from")?, to: field_u64(v, "to")? },
+            "commit" => {
+                let (from, to) = (field_u64(v, "from")?, field_u64(v, "to")?);
+                // The commit index only moves forward; a report that says otherwise is bad.
+                if to <= from {
+                    return Err(ReportError(format!("a commit from {from} to {to}")));
+                }
+                EventKind::Commit { from, to }
+            }
             "snapshot_taken" => EventKind::SnapshotTaken { index: field_u64(v, "index")? },
             "snapshot_installed" => EventKind::SnapshotInstalled { index: field_u64(v, "index")? },
             "members" => EventKind::Members { voters: ids("voters")?, learners: ids("learners")? },
@@ -474,6 +481,7 @@ mod tests {
             ("term", json!("5")),
             ("reachable", json!([[2, "yes"]])),
             ("events", json!([{"seq": 1, "at_ms": 1, "kind": "gossip"}])),
+            ("events", json!([{"seq": 1, "at_ms": 1, "kind": "commit", "from": 5, "to": 4}])),
         ] {
             let mut v = json.clone();
             v[field] = bad;
