@@ -946,6 +946,28 @@ async fn the_page_in_headless_chromium_shows_the_cluster_a_write_and_a_new_leade
     let shot = d.screenshot("dashboard.png").await;
     eprintln!("screenshot: {}", shot.display());
 
+    // S7 and S10, played on real replicas, are in the player too: pick each, go to its last
+    // step and see the state it ends in.
+    for (id, summary, last) in [
+        ("s7", "sequence number", "store: y=1 version=2"),
+        ("s10", "fsynced", "store: k=v version=1"),
+    ] {
+        d.script(&format!(
+            "const s = document.querySelector('#scenario'); s.value = '{id}'; \
+             s.dispatchEvent(new Event('change'));"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let shown = "return document.querySelector('#summary').textContent;";
+        while !d.script(shown).await.as_str().unwrap_or_default().contains(summary) {
+            assert!(Instant::now() < deadline, "the player never loaded {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        d.click("#last").await;
+        let line = d.script("return document.querySelector('#line').textContent;").await;
+        assert!(line.as_str().unwrap_or_default().contains(last), "{id} ends with {line}");
+    }
+
     // The kill button on the leader: the page shows it down and another member leading.
     d.click(&format!("button[data-action=kill][data-member={leader}]")).await;
     let shown = d
