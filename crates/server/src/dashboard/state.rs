@@ -251,9 +251,11 @@ impl Sources {
 /// Whether the dashboard runs under `tenure dev` (controls allowed) or `tenure serve`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// `tenure dev`: every member is in this process; the controls work.
+    /// `tenure dev`: its three members are in this process and the controls work on them
+    /// (members added later are read remotely, without controls).
     Dev,
-    /// `tenure serve --dashboard`: one member, watched only.
+    /// `tenure serve --dashboard`: its member in this process, the others read remotely;
+    /// watched only.
     Serve,
 }
 
