@@ -53,6 +53,8 @@ pub struct Member {
     stop_clients: watch::Sender<bool>,
     /// The switch on this member's peer traffic (see [`PeerGate`]).
     gate: PeerGate,
+    /// TLS for calls to other members' https client URLs, when its client URLs are https.
+    client_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 async fn bind(url: &Url, what: &str) -> anyhow::Result<TcpListener> {
@@ -219,7 +221,8 @@ impl Member {
                 u64::try_from(cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
                 cfg.election_ticks(),
             ))
-            .with_client_tls(client_tls.as_ref().map(|t| Arc::clone(&t.client)));
+            .with_client_tls(client_tls.as_ref().map(|t| Arc::clone(&t.client)))
+            .with_report(cfg.name.clone(), gate.clone());
         for (l, url) in client_listeners.into_iter().zip(&cfg.listen_client_urls) {
             let router = services.clone().router();
             let tls = match (&client_tls, url.scheme) {
@@ -247,6 +250,7 @@ impl Member {
             tasks,
             stop_clients,
             gate,
+            client_tls: client_tls.as_ref().map(|t| Arc::clone(&t.client)),
         })
     }
 
@@ -254,6 +258,12 @@ impl Member {
     /// peers.
     pub fn gate(&self) -> &PeerGate {
         &self.gate
+    }
+
+    /// TLS for calling other members' https client URLs (its certificate and trusted CA), if
+    /// its client URLs are https.
+    pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.client_tls.clone()
     }
 
     /// This member's name.

@@ -1,8 +1,9 @@
 //! The dashboard (`tenure_server::dashboard`) against real members: the event stream's JSON
-//! schema, the controls (which work under `tenure dev` and are refused elsewhere), the scenario
-//! player's traces (the same on every run), and the page itself in headless Chromium driven
-//! through chromedriver's WebDriver API (skipped, with a note, where Debian's `chromium` and
-//! `chromium-driver` are not installed).
+//! schema, the controls (which work under `tenure dev` and are refused elsewhere), members in
+//! other processes (a member added to a dev cluster with MemberAdd; three `tenure serve`
+//! processes, one with `--dashboard`), the scenario player's traces (the same on every run),
+//! and the page itself in headless Chromium driven through chromedriver's WebDriver API
+//! (skipped, with a note, where Debian's `chromium` and `chromium-driver` are not installed).
 //!
 //! Every cluster runs on free ports, never `tenure dev`'s, so these run beside other tests.
 
@@ -21,6 +22,8 @@ use tokio::net::TcpStream;
 struct Cluster {
     cluster: Arc<DevCluster>,
     dashboard: Dashboard,
+    /// Each member's name and peer URL.
+    peers: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,9 +35,13 @@ impl Cluster {
         let configs = dev::configs(&ports, dir.path(), dev::Timing::default()).expect("configs");
         let members = dev::start(&configs).await.expect("members start");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", p[6])).await.expect("bind");
+        let peers = configs
+            .iter()
+            .map(|c| (c.name.clone(), c.initial_advertise_peer_urls[0].to_string()))
+            .collect();
         let (cluster, dashboard) =
             dev::start_dashboard(listener, configs.clone(), members).expect("dashboard");
-        Cluster { cluster, dashboard, _dir: dir }
+        Cluster { cluster, dashboard, peers, _dir: dir }
     }
 
     fn addr(&self) -> String {
@@ -173,7 +180,7 @@ fn assert_name_or_null(v: &Value, field: &str) {
 
 /// The schema of the document (see `dashboard::state`), every field checked.
 fn check_schema(doc: &Value) {
-    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["version"], 2);
     assert!(doc["mode"] == "dev" || doc["mode"] == "serve", "{doc:#}");
     assert_u64(doc, "now_ms");
     assert_name_or_null(doc, "leader");
@@ -182,8 +189,10 @@ fn check_schema(doc: &Value) {
         for f in ["name", "id", "client_url", "state"] {
             assert!(m[f].is_string(), "{f} in {m:#}");
         }
-        assert!(["up", "paused", "down"].contains(&m["state"].as_str().unwrap()), "{m:#}");
+        let states = ["up", "paused", "down", "unreachable", "removed"];
+        assert!(states.contains(&m["state"].as_str().unwrap()), "{m:#}");
         assert!(m["isolated"].is_boolean());
+        assert!(m["local"].is_boolean() && m["learner"].is_boolean(), "{m:#}");
         let role = &m["role"];
         assert!(
             role.is_null()
@@ -246,9 +255,10 @@ fn check_schema(doc: &Value) {
 #[test]
 fn the_schema_check_fails_on_a_bad_document() {
     let good = json!({
-        "version": 1, "mode": "dev", "now_ms": 1, "leader": null, "events": [], "timeline": [],
+        "version": 2, "mode": "dev", "now_ms": 1, "leader": null, "events": [], "timeline": [],
         "members": [{
-            "name": "n1", "id": "1", "client_url": "http://x", "state": "up",
+            "name": "n1", "id": "1", "client_url": "http://x", "state": "up", "local": true,
+            "learner": false,
             "isolated": false, "role": "follower", "term": 1, "vote": null, "leader": null,
             "last_index": 3, "commit_index": 2, "applied_index": 2, "snapshot_index": 0,
             "first_index": 1, "peers": ["n2"], "peers_reachable": ["n2"],
@@ -258,6 +268,8 @@ fn the_schema_check_fails_on_a_bad_document() {
     check_schema(&good);
     for (path, bad) in [
         ("/members/0/role", json!("king")),
+        ("/members/0/state", json!("lost")),
+        ("/members/0/learner", json!(null)),
         ("/members/0/applied_index", json!(9)),
         ("/members/0/peers_reachable", json!(["n7"])),
         (
@@ -451,7 +463,7 @@ async fn every_scenario_the_page_plays_replays_identically_and_matches_the_simul
     let ids: Vec<String> =
         list.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, tenure_sim::scenario::ids());
-    for required in ["s1", "s2", "s3", "s4", "s5", "s6a", "s8", "s9", "s11a", "s12"] {
+    for required in ["s1", "s2", "s3", "s4", "s5", "s6a", "s7", "s8", "s9", "s10", "s11a", "s12"] {
         assert!(ids.iter().any(|i| i == required), "{required} is playable");
     }
     for id in &ids {
@@ -473,6 +485,253 @@ async fn every_scenario_the_page_plays_replays_identically_and_matches_the_simul
     let (status, _) = http(&addr, "GET", "/api/scenarios/s99", None).await;
     assert_eq!(status, 404);
     c.stop().await;
+}
+
+// ----- members in other processes ----------------------------------------------------------
+
+/// `tenure serve` for a member joining the cluster whose members `cluster` lists (with it),
+/// with `--initial-cluster-state existing`, killed when dropped.
+fn join(
+    dir: &std::path::Path,
+    name: &str,
+    client: &str,
+    peer: &str,
+    cluster: &str,
+    token: &str,
+) -> common::Server {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["serve", "--name", name])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args(["--listen-client-urls", client, "--advertise-client-urls", client])
+        .args(["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer])
+        .args(["--initial-cluster", cluster, "--initial-cluster-state", "existing"])
+        .args(["--initial-cluster-token", token])
+        .stdout(std::process::Stdio::null())
+        .stderr(common::stderr_for(name))
+        .spawn()
+        .expect("runs tenure serve");
+    common::Server::from_child(child)
+}
+
+/// Calls `f` until it succeeds (membership calls are refused while a change is in progress or
+/// during an election), bounded.
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "{what}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Adds a learner on `peer` through the member at `via`; returns its id.
+async fn add_learner(via: &str, peer: &str) -> u64 {
+    use tenure_server::pb::etcdserverpb as pb;
+    let added = retry("member add", || async {
+        let mut c = pb::cluster_client::ClusterClient::connect(via.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = pb::MemberAddRequest { peer_ur_ls: vec![peer.to_string()], is_learner: true };
+        c.member_add(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string())
+    })
+    .await;
+    added.member.expect("the added member").id
+}
+
+/// Removes member `id` through the member at `via`.
+async fn remove_member(via: &str, id: u64) {
+    use tenure_server::pb::etcdserverpb as pb;
+    retry("member remove", || async {
+        let mut c = pb::cluster_client::ClusterClient::connect(via.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        c.member_remove(pb::MemberRemoveRequest { id }).await.map_err(|s| s.to_string())
+    })
+    .await;
+}
+
+fn member<'d>(doc: &'d Value, name: &str) -> Option<&'d Value> {
+    doc["members"].as_array().unwrap().iter().find(|m| m["name"] == name)
+}
+
+/// Polls `GET /api/state` (bounded) until `done` accepts it.
+async fn poll_until(
+    addr: &str,
+    patience: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + patience;
+    loop {
+        let doc = get_json(addr, "/api/state").await;
+        if done(&doc) {
+            return doc;
+        }
+        assert!(Instant::now() < deadline, "the dashboard never showed {what}: {doc:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_with_member_add_shows_up_as_a_member_and_goes_when_removed() {
+    let c = Cluster::start().await;
+    let addr = c.addr();
+    follow_until(&addr, Duration::from_secs(30), |d| leaders(d).len() == 1).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = common::free_ports(2);
+    let (client, peer) =
+        (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+    let doc = get_json(&addr, "/api/state").await;
+    let n1 = member(&doc, "n1").expect("n1")["client_url"].as_str().unwrap().to_string();
+    let id = add_learner(&n1, &peer).await;
+    // In the configuration before it runs: shown as a learner that cannot be read yet.
+    let doc = poll_until(&addr, Duration::from_secs(10), "the added learner", |d| {
+        d["members"].as_array().unwrap().len() == 4
+    })
+    .await;
+    check_schema(&doc);
+    let added = doc["members"].as_array().unwrap().iter().find(|m| m["local"] == false).unwrap();
+    assert_eq!(added["learner"], true, "{added:#}");
+    assert_eq!(added["state"], "unreachable", "{added:#}");
+
+    // Started in a process of its own, it is read from its client URL: a full member with its
+    // role, indexes and events, and the others list it as a peer by name.
+    let cluster = c
+        .peers
+        .iter()
+        .map(|(name, url)| format!("{name}={url}"))
+        .chain(std::iter::once(format!("n4={peer}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let _n4 = join(dir.path(), "n4", &client, &peer, &cluster, "tenure-dev");
+    let doc = poll_until(&addr, Duration::from_secs(30), "n4 as a member", |d| {
+        let Some(n4) = member(d, "n4") else { return false };
+        let leader_commit = d["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "leader")
+            .and_then(|m| m["commit_index"].as_u64());
+        n4["state"] == "up"
+            && n4["role"] == "follower"
+            && n4["applied_index"].as_u64().is_some_and(|a| a > 0)
+            && n4["applied_index"].as_u64() >= leader_commit.map(|c| c.saturating_sub(5))
+    })
+    .await;
+    check_schema(&doc);
+    let n4 = member(&doc, "n4").unwrap();
+    assert_eq!((n4["learner"].as_bool(), n4["local"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(n4["client_url"], client.as_str());
+    assert_eq!(n4["id"], format!("{id:x}").as_str());
+    assert!(n4["leader"].as_str().is_some_and(|l| l.starts_with('n')), "{n4:#}");
+    let doc = poll_until(&addr, Duration::from_secs(10), "n4's events", |d| {
+        d["events"].as_array().unwrap().iter().any(|e| e["member"] == "n4")
+    })
+    .await;
+    assert!(
+        doc["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["peers"].as_array().unwrap().contains(&json!("n4"))),
+        "a member lists n4 as a peer by name: {doc:#}"
+    );
+    // Its controls are not the dev cluster's.
+    let (status, _) = post(&addr, "/api/members/n4/kill", None).await;
+    assert_eq!(status, 404);
+
+    remove_member(&n1, id).await;
+    let doc =
+        poll_until(&addr, Duration::from_secs(20), "n4 gone", |d| member(d, "n4").is_none()).await;
+    assert_eq!(doc["members"].as_array().unwrap().len(), 3);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenure_serve_dashboard_shows_every_member_of_three_processes() {
+    let plan = common::Plan::new("s");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dashboard = format!("127.0.0.1:{}", common::free_port());
+    let _s1 = plan.start_with(0, dir.path(), &["--dashboard", &dashboard]);
+    let _s2 = plan.start(1, dir.path());
+    let s3 = plan.start(2, dir.path());
+    // The dashboard of s1 lists all three, read from their client URLs, each with its role:
+    // exactly one leader, the same term everywhere.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&dashboard).await.is_err() {
+        assert!(Instant::now() < deadline, "the dashboard never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let doc = poll_until(&dashboard, Duration::from_secs(30), "three members, one leader", |d| {
+        let members = d["members"].as_array().unwrap();
+        members.len() == 3
+            && members.iter().all(|m| m["state"] == "up" && !m["leader"].is_null())
+            && leaders(d).len() == 1
+    })
+    .await;
+    check_schema(&doc);
+    assert_eq!(doc["mode"], "serve");
+    let mut names: Vec<&str> =
+        doc["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["s1", "s2", "s3"]);
+    for m in doc["members"].as_array().unwrap() {
+        assert_eq!(m["local"], m["name"] == "s1", "{m:#}");
+        assert_eq!(m["learner"], false);
+        assert_eq!(
+            m["client_url"],
+            plan.clients[m["name"].as_str().unwrap()[1..].parse::<usize>().unwrap() - 1].as_str()
+        );
+    }
+    let leader = leaders(&doc).remove(0);
+    for m in doc["members"].as_array().unwrap() {
+        assert_eq!(m["leader"], leader.as_str(), "{m:#}");
+    }
+    // Events of the other processes reach it (their elections, votes and commits).
+    poll_until(&dashboard, Duration::from_secs(10), "events of s2 and s3", |d| {
+        let events = d["events"].as_array().unwrap();
+        ["s2", "s3"].iter().all(|n| events.iter().any(|e| e["member"] == *n))
+    })
+    .await;
+    // Watch only.
+    for path in ["/api/members/s2/kill", "/api/leader/isolate", "/api/put"] {
+        let (status, r) = post(&dashboard, path, Some(&json!({"key": "k", "value": "v"}))).await;
+        assert_eq!(status, 403, "{path}: {r}");
+    }
+    // A member added later, in a process of its own, shows up as a learner member.
+    let ports = common::free_ports(2);
+    let (client, peer) =
+        (format!("http://127.0.0.1:{}", ports[0]), format!("http://127.0.0.1:{}", ports[1]));
+    add_learner(&plan.clients[0], &peer).await;
+    let cluster = plan
+        .names
+        .iter()
+        .zip(&plan.peers)
+        .map(|(n, p)| format!("{n}={p}"))
+        .chain(std::iter::once(format!("s4={peer}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let _s4 = join(dir.path(), "s4", &client, &peer, &cluster, "etcd-cluster");
+    poll_until(&dashboard, Duration::from_secs(30), "s4 as a learner member", |d| {
+        member(d, "s4")
+            .is_some_and(|m| m["state"] == "up" && m["learner"] == true && m["role"] == "follower")
+    })
+    .await;
+    // A member that stops answering is shown unreachable, the others go on.
+    s3.kill();
+    let doc = poll_until(&dashboard, Duration::from_secs(20), "s3 unreachable", |d| {
+        member(d, "s3").is_some_and(|m| m["state"] == "unreachable")
+    })
+    .await;
+    check_schema(&doc);
+    assert_eq!(member(&doc, "s2").unwrap()["state"], "up");
 }
 
 // ----- the page in headless Chromium ------------------------------------------------------
@@ -686,6 +945,28 @@ async fn the_page_in_headless_chromium_shows_the_cluster_a_write_and_a_new_leade
     assert!(!explained.as_str().unwrap().is_empty(), "each step is explained");
     let shot = d.screenshot("dashboard.png").await;
     eprintln!("screenshot: {}", shot.display());
+
+    // S7 and S10, played on real replicas, are in the player too: pick each, go to its last
+    // step and see the state it ends in.
+    for (id, summary, last) in [
+        ("s7", "sequence number", "store: y=1 version=2"),
+        ("s10", "fsynced", "store: k=v version=1"),
+    ] {
+        d.script(&format!(
+            "const s = document.querySelector('#scenario'); s.value = '{id}'; \
+             s.dispatchEvent(new Event('change'));"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let shown = "return document.querySelector('#summary').textContent;";
+        while !d.script(shown).await.as_str().unwrap_or_default().contains(summary) {
+            assert!(Instant::now() < deadline, "the player never loaded {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        d.click("#last").await;
+        let line = d.script("return document.querySelector('#line').textContent;").await;
+        assert!(line.as_str().unwrap_or_default().contains(last), "{id} ends with {line}");
+    }
 
     // The kill button on the leader: the page shows it down and another member leading.
     d.click(&format!("button[data-action=kill][data-member={leader}]")).await;

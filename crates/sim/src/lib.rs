@@ -32,9 +32,10 @@
 //! - [`history`]: the history file format (one JSON object per operation per line), read and
 //!   written.
 //! - [`rng`]: the world's one seeded generator.
-//! - [`scenario`]: the seed scenarios S1-S12 as the core's scenario scripts, run afresh and
-//!   explained line by line in plain words (`tenure-sim --scenario s8 --trace`, and the
-//!   dashboard's scenario player).
+//! - [`scenario`]: the seed scenarios S1-S12 as the core's scenario scripts (S7 and S10 played
+//!   on three real replicas over simulated disks instead), run afresh and explained line by
+//!   line in plain words (`tenure-sim --scenario s8 --trace`, and the dashboard's scenario
+//!   player).
 //!
 //! ## Contract
 //! The simulator runs the same replica code as production; a seed and the code's commit

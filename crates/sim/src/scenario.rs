@@ -10,22 +10,38 @@
 //! script, which the core's own tests check. Every trace line gets an explanation from
 //! [`explain`]; a line it does not know is an error, never a blank.
 //!
-//! S7 (a retried request applied once) is a property of the state machine's client sessions,
-//! not of the core, and has no script; S10 (a vote or acknowledgement leaves only once
-//! durable) shows in S2 and S3, whose votes are persisted before their replies.
+//! Two scenarios are not the core's alone and have no script: S7 (a retried request applied
+//! once) is the state machine's client sessions, and S10 (nothing leaves before it is durable)
+//! is the replica's write, fsync and send order. They are played on three real replicas over
+//! simulated disks ([`stage`], [`plays`]): the replica code the server runs, with a network
+//! that delivers and disks that sync only when the scenario says so, and crashes that lose
+//! every unsynced write. Their lines are what the replicas did, explained as they happen.
+
+mod plays;
+mod stage;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// One scenario: its id on the command line and in the page, what it shows, and its script.
+/// What a scenario runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Play {
+    /// A core scenario script (`crates/raft/tests/scenarios/`), with the trace it produced
+    /// when it was recorded, run on the testkit's cluster.
+    Script(&'static str),
+    /// A scenario played on real replicas by the stage (S7, S10).
+    Replicas(fn() -> Trace),
+}
+
+/// One scenario: its id on the command line and in the page, what it shows, and what runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Scenario {
     /// The id (`s8`, `s6b`, ...).
     pub id: &'static str,
     /// One line on what it shows.
     pub title: &'static str,
-    /// The script, with the trace it produced when it was recorded.
-    pub script: &'static str,
+    /// What runs.
+    pub play: Play,
 }
 
 macro_rules! script {
@@ -39,102 +55,114 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         id: "s1",
         title: "S1: the term is a logical clock",
-        script: script!("s1_term_is_a_logical_clock.txt"),
+        play: Play::Script(script!("s1_term_is_a_logical_clock.txt")),
     },
     Scenario {
         id: "s2",
         title: "S2: at most one leader per term",
-        script: script!("s2_one_leader_per_term.txt"),
+        play: Play::Script(script!("s2_one_leader_per_term.txt")),
     },
     Scenario {
         id: "s3",
         title: "S3: votes only for an up-to-date log",
-        script: script!("s3_vote_only_for_up_to_date_log.txt"),
+        play: Play::Script(script!("s3_vote_only_for_up_to_date_log.txt")),
     },
     Scenario {
         id: "s4",
         title: "S4: a leader crash starts a new term",
-        script: script!("s4_term_changes_on_leader_crash.txt"),
+        play: Play::Script(script!("s4_term_changes_on_leader_crash.txt")),
     },
     Scenario {
         id: "s5",
         title: "S5: data flows only from the leader",
-        script: script!("s5_data_flows_only_from_leader.txt"),
+        play: Play::Script(script!("s5_data_flows_only_from_leader.txt")),
     },
     Scenario {
         id: "s6a",
         title: "S6(a): the leader crashes before replicating",
-        script: script!("s6a_leader_crash_before_replicating.txt"),
+        play: Play::Script(script!("s6a_leader_crash_before_replicating.txt")),
     },
     Scenario {
         id: "s6b",
         title: "S6(b): the leader crashes after replicating to a minority",
-        script: script!("s6b_leader_crash_after_replicating_to_minority.txt"),
+        play: Play::Script(script!("s6b_leader_crash_after_replicating_to_minority.txt")),
     },
     Scenario {
         id: "s6c",
         title: "S6(c): the leader crashes after replicating to all",
-        script: script!("s6c_leader_crash_after_replicating_to_all.txt"),
+        play: Play::Script(script!("s6c_leader_crash_after_replicating_to_all.txt")),
     },
     Scenario {
         id: "s6d",
         title: "S6(d): the leader crashes after commit, before the followers learn it",
-        script: script!("s6d_leader_crash_after_commit_before_followers_learn.txt"),
+        play: Play::Script(script!("s6d_leader_crash_after_commit_before_followers_learn.txt")),
     },
     Scenario {
         id: "s6e",
         title: "S6(e): the leader crashes after commit everywhere",
-        script: script!("s6e_leader_crash_after_commit_everywhere.txt"),
+        play: Play::Script(script!("s6e_leader_crash_after_commit_everywhere.txt")),
+    },
+    Scenario {
+        id: "s7",
+        title: "S7: a retried write is applied once (client sessions)",
+        play: Play::Replicas(plays::s7),
     },
     Scenario {
         id: "s8",
         title: "S8: a split brain cannot commit twice",
-        script: script!("s8_split_brain_cannot_commit_twice.txt"),
+        play: Play::Script(script!("s8_split_brain_cannot_commit_twice.txt")),
     },
     Scenario {
         id: "s9",
         title: "S9: a rejoining node does not disrupt (Pre-Vote)",
-        script: script!("s9_rejoining_node_does_not_disrupt.txt"),
+        play: Play::Script(script!("s9_rejoining_node_does_not_disrupt.txt")),
     },
     Scenario {
         id: "s9-without-prevote",
         title: "S9 without Pre-Vote: a rejoining node disrupts",
-        script: script!("s9_without_prevote_rejoining_node_disrupts.txt"),
+        play: Play::Script(script!("s9_without_prevote_rejoining_node_disrupts.txt")),
+    },
+    Scenario {
+        id: "s10",
+        title: "S10: durable before anything depends on it",
+        play: Play::Replicas(plays::s10),
     },
     Scenario {
         id: "s11a",
         title: "S11(a): a follower behind the compacted log gets a snapshot",
-        script: script!("s11a_follower_behind_compacted_log_gets_snapshot.txt"),
+        play: Play::Script(script!("s11a_follower_behind_compacted_log_gets_snapshot.txt")),
     },
     Scenario {
         id: "s11b",
         title: "S11(b): a follower crashes while installing a snapshot",
-        script: script!("s11b_follower_crash_during_snapshot_install.txt"),
+        play: Play::Script(script!("s11b_follower_crash_during_snapshot_install.txt")),
     },
     Scenario {
         id: "s11c",
         title: "S11(c): the leader crashes during a snapshot transfer",
-        script: script!("s11c_leader_crash_during_snapshot_transfer.txt"),
+        play: Play::Script(script!("s11c_leader_crash_during_snapshot_transfer.txt")),
     },
     Scenario {
         id: "s11d",
         title: "S11(d): the leader changes during a snapshot transfer",
-        script: script!("s11d_leader_change_during_snapshot_transfer.txt"),
+        play: Play::Script(script!("s11d_leader_change_during_snapshot_transfer.txt")),
     },
     Scenario {
         id: "s11e",
         title: "S11(e): a snapshot races newer appends",
-        script: script!("s11e_snapshot_races_newer_appends.txt"),
+        play: Play::Script(script!("s11e_snapshot_races_newer_appends.txt")),
     },
     Scenario {
         id: "s11f",
         title: "S11(f): a divergent follower gets a snapshot and drops its conflicts",
-        script: script!("s11f_divergent_follower_gets_snapshot_and_drops_conflicts.txt"),
+        play: Play::Script(script!(
+            "s11f_divergent_follower_gets_snapshot_and_drops_conflicts.txt"
+        )),
     },
     Scenario {
         id: "s12",
         title: "S12: reads are linearizable (ReadIndex)",
-        script: script!("s12_reads_are_linearizable.txt"),
+        play: Play::Script(script!("s12_reads_are_linearizable.txt")),
     },
 ];
 
@@ -237,9 +265,24 @@ impl Trace {
     }
 }
 
-/// Runs `scenario`'s script afresh and explains every line of its trace.
+/// Runs `scenario` afresh and explains every line of its trace.
 pub fn run(scenario: &'static Scenario) -> Result<Trace, String> {
-    let output = tenure_raft::testkit::run_script(scenario.script);
+    match scenario.play {
+        Play::Script(script) => run_script(scenario, script),
+        Play::Replicas(play) => std::panic::catch_unwind(play).map_err(|e| {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            format!("{}: the scenario failed: {why}", scenario.id)
+        }),
+    }
+}
+
+/// Runs a core scenario script and explains every line of its trace.
+fn run_script(scenario: &'static Scenario, script: &'static str) -> Result<Trace, String> {
+    let output = tenure_raft::testkit::run_script(script);
     let mut steps = Vec::new();
     let mut nodes: BTreeMap<u64, NodeView> = BTreeMap::new();
     let mut note: Vec<String> = Vec::new();
@@ -657,8 +700,10 @@ mod tests {
             assert!(first.steps.len() > 5, "{}: {} steps", s.id, first.steps.len());
             assert!(first.steps.iter().all(|st| !st.command_explanation.is_empty()));
             assert_eq!(run(s).unwrap(), first, "{} replays identically", s.id);
-            // The run is the one recorded in the script, line for line.
-            assert_eq!(tenure_raft::testkit::run_script(s.script), s.script, "{}", s.id);
+            // A script's run is the one recorded in it, line for line.
+            if let Play::Script(script) = s.play {
+                assert_eq!(tenure_raft::testkit::run_script(script), script, "{}", s.id);
+            }
         }
     }
 
@@ -667,6 +712,72 @@ mod tests {
         assert_eq!(explain("n1 sings"), None);
         assert_eq!(explain("n1->n2 @1 Gossip"), None);
         assert!(explain("n1->n2 @3 VoteResponse yes").unwrap().contains("votes for n2"));
+    }
+
+    fn lines(t: &Trace) -> Vec<&str> {
+        t.steps.iter().map(|s| s.line.as_str()).filter(|l| !l.is_empty()).collect()
+    }
+
+    #[test]
+    fn s7_a_retry_on_the_new_leader_gets_the_first_answer_and_applies_once() {
+        let t = run(find("s7").unwrap()).unwrap();
+        let lines = lines(&t);
+        // The first attempt was answered (and lost) with the same revision the retry gets.
+        let first = lines.iter().position(|l| l.contains("answered request 1: ok, revision 2"));
+        let crash = lines.iter().position(|l| l.contains("crashed;"));
+        assert!(first.is_some() && first < crash, "{lines:#?}");
+        assert!(lines.contains(&"retry answered revision 2, first answer revision 2"));
+        // After the retry, x was written once; the late duplicate is refused; the restarted
+        // member ends like the leader; without a session the retry applies twice.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with("store: x=1 version=1 mod_revision=2 revision=2 sessions=1"))
+        );
+        assert!(lines.iter().any(|l| l.ends_with("error: session: stale sequence")));
+        let finals: Vec<&&str> =
+            lines.iter().filter(|l| l.contains("store: x=2 version=2")).collect();
+        assert!(finals.len() >= 3, "{finals:?}");
+        assert!(lines.iter().any(|l| l.contains("store: y=1 version=2")), "{lines:#?}");
+        // The new leader is not the crashed one.
+        let last = &t.steps.last().unwrap().nodes;
+        assert_eq!(last.values().filter(|n| n.role == "leader").count(), 1, "{last:?}");
+    }
+
+    #[test]
+    fn s10_nothing_leaves_before_its_fsync_and_an_acknowledged_write_survives_a_power_cut() {
+        let t = run(find("s10").unwrap()).unwrap();
+        let lines = lines(&t);
+        let position = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no line with {needle:?}: {lines:#?}"))
+        };
+        // A vote reply leaves only after the voter's fsync of that vote.
+        let vote = position(" VoteResponse yes");
+        let voter = &lines[vote][..2];
+        let synced = lines[..vote]
+            .iter()
+            .rposition(|l| l.starts_with(&format!("{voter} fsync done")))
+            .expect("the voter synced before replying");
+        let started = lines[..synced]
+            .iter()
+            .rposition(|l| l.starts_with(&format!("{voter} fsync started")))
+            .expect("the voter's fsync started before");
+        let candidate = lines[vote].split_once("->").unwrap().1.split(' ').next().unwrap();
+        assert!(lines[started].ends_with(&format!("vote {candidate}")), "{}", lines[started]);
+        // No acknowledgement before the followers' fsyncs; one durable follower copy does not
+        // commit while the leader's own copy is not durable; the answer comes after.
+        let in_flight = position("acknowledgements in flight:");
+        assert_eq!(lines[in_flight].matches("false").count(), 2, "{}", lines[in_flight]);
+        let waiting = position("commit=1 persisted=1 last=1/2");
+        let answered = position("answered request 1: ok, revision 2");
+        assert!(waiting < answered);
+        // After the power cut every member holds the acknowledged write.
+        let stores = lines.iter().filter(|l| l.contains("store: k=v version=1")).count();
+        assert_eq!(stores, 3, "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("answered request 2: [k=v]")));
     }
 
     #[test]

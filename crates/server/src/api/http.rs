@@ -1,6 +1,8 @@
 //! The HTTP endpoints served on the client port beside gRPC and the gateway: etcd's
-//! `/health`, `/livez`, `/readyz` and `/version`, Prometheus' `/metrics`, and the answer to a
-//! path the port does not serve; and etcd's CORS headers on them and on the gateway.
+//! `/health`, `/livez`, `/readyz` and `/version`, Prometheus' `/metrics`, tenure's
+//! `/dashboard/v1/member` (this member's dashboard report, read by the dashboards of other
+//! processes; like `/metrics`, it tells no key or value), and the answer to a path the port does
+//! not serve; and etcd's CORS headers on them and on the gateway.
 //!
 //! `/livez` and `/readyz` are etcd 3.5.11's: a list of named checks, `200 ok` when each
 //! passes (with `?verbose`, one `[+]name ok` line per check first), `503` with one
@@ -39,6 +41,32 @@ pub(super) fn plain_text(status: StatusCode, body: impl Into<String>) -> Respons
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
+}
+
+/// This member's dashboard report (`GET /dashboard/v1/member?after=SEQ`): its status, peers,
+/// metrics' totals and its events after `SEQ` (all it keeps without), as
+/// [`crate::runtime::MemberReport::to_json`] writes it. A dashboard of another process reads
+/// it to show this member.
+pub(super) async fn member_report(
+    runtime: RuntimeHandle,
+    member_id: u64,
+    report: Option<std::sync::Arc<(String, crate::peer::transport::PeerGate)>>,
+    query: Option<String>,
+) -> JsonReply {
+    let after = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (name, isolated, reachable) = match &report {
+        Some(r) => (r.0.clone(), r.1.is_isolated(), r.1.reachable()),
+        None => (String::new(), false, Default::default()),
+    };
+    let report =
+        crate::runtime::MemberReport::read(&runtime, member_id, name, isolated, reachable, after);
+    json(axum::http::StatusCode::OK, report.to_json().to_string())
 }
 
 /// How long `/health` waits for its quorum read, as etcd 3.4 does.

@@ -120,6 +120,9 @@ pub struct Services {
     /// TLS for calls to other members' client URLs (forwarding to the leader), when the
     /// client URLs are https: this member's certificate and trusted CA.
     client_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// This member's name and peer switch, for its dashboard report
+    /// (`GET /dashboard/v1/member`, see [`crate::runtime::MemberReport`]).
+    report: Option<std::sync::Arc<(String, crate::peer::transport::PeerGate)>>,
 }
 
 /// Client requests (reads and writes) a member works on at once at most. Beyond it a request
@@ -147,7 +150,16 @@ impl Services {
             auth: std::sync::Arc::new(auth::Authenticator::new(auth::AuthConfig::default())),
             cors: std::sync::Arc::new(http::Cors::default()),
             client_tls: None,
+            report: None,
         }
+    }
+
+    /// The same services answering `GET /dashboard/v1/member` with this member's report
+    /// under `name`, with what `gate` tells of its peers (without, the report has no name and
+    /// no peers).
+    pub fn with_report(mut self, name: String, gate: crate::peer::transport::PeerGate) -> Services {
+        self.report = Some(std::sync::Arc::new((name, gate)));
+        self
     }
 
     /// The same services calling other members' client URLs with `tls` (see
@@ -216,6 +228,8 @@ impl Services {
         let gateway = gateway::routes(&self);
         let health_checks = http_health_checks(&self);
         let cors = std::sync::Arc::clone(&self.cors);
+        let report_runtime = self.runtime.clone();
+        let report_member = (self.cluster.member_id, self.report.clone());
         let grpc = tonic::service::Routes::new(
             pb::kv_server::KvServer::new(self.clone()).max_decoding_message_size(decode_max),
         )
@@ -229,6 +243,13 @@ impl Services {
         let http = axum::Router::new()
             .route("/health", axum::routing::get(move || http::health(runtime.clone())))
             .route("/version", axum::routing::get(http::version))
+            .route(
+                "/dashboard/v1/member",
+                axum::routing::get(move |query: axum::extract::RawQuery| {
+                    let (id, report) = report_member.clone();
+                    http::member_report(report_runtime.clone(), id, report, query.0)
+                }),
+            )
             .route("/metrics", axum::routing::get(move || http::metrics(metrics_runtime.clone())))
             .merge(health_checks)
             .merge(gateway)

@@ -602,7 +602,7 @@ pub struct ServeArgs {
     /// flag; empty or `*` allows every origin, as etcd does).
     #[arg(long, env = "ETCD_CORS", value_delimiter = ',')]
     pub cors: Vec<String>,
-    /// Serve a watch-only dashboard of this member on `host:port` (tenure's own flag).
+    /// Serve a watch-only dashboard of this member's cluster on `host:port` (tenure's own flag).
     #[arg(long, value_name = "ADDR")]
     pub dashboard: Option<String>,
     /// Writes that would take the store past this many bytes are refused with "database space

@@ -1,11 +1,18 @@
 //! A live dashboard of the cluster in the browser: `tenure dev` serves it (with buttons that
 //! kill, restart, pause and isolate members and write keys), `tenure serve --dashboard ADDR`
-//! serves a watch-only one for its member. Plain HTML, JavaScript and CSS compiled into the
+//! serves a watch-only one of its cluster. Plain HTML, JavaScript and CSS compiled into the
 //! binary ([`assets`]); no build step.
+//!
+//! Every member of the configuration in force is shown: those of this process read in place,
+//! the others (the other machines under `tenure serve`, members added to a `tenure dev`
+//! cluster) read from their client URLs, where every member answers `GET
+//! /dashboard/v1/member` with its report ([`cluster`]); one that cannot be read is shown
+//! unreachable.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`state`] | the members the page shows and the collector that turns their status, events and metrics into one JSON document (its schema is there) |
+//! | [`cluster`] | the fetcher: the configuration in force, and the reports of members in other processes |
 //! | [`controls`] | the buttons (`tenure dev` only; refused with 403 elsewhere) |
 //! | [`scenarios`] | the scenario player's data: the seed scenarios' traces, explained step by step |
 //! | [`assets`] | the page itself |
@@ -26,6 +33,7 @@
 //! status; under `tenure serve` every one is refused with 403.
 
 pub mod assets;
+pub mod cluster;
 pub mod controls;
 pub mod scenarios;
 pub mod state;
@@ -42,7 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::controls::{Action, ControlError, DevCluster};
-pub use self::state::{Collector, Live, Mode, Source, Sources};
+pub use self::state::{ClusterView, Collector, Live, Mode, Remote, Source, Sources, ViewMember};
 
 /// The longest the event stream goes without a `state` message.
 const REPUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -66,7 +74,19 @@ impl Dashboard {
         sources: Sources,
         controls: Option<Arc<DevCluster>>,
     ) -> std::io::Result<Dashboard> {
+        Dashboard::start_with_tls(listener, sources, controls, None)
+    }
+
+    /// [`Dashboard::start`], reading members of other processes over https with `tls` (the
+    /// member's own client certificate and trusted CA).
+    pub fn start_with_tls(
+        listener: tokio::net::TcpListener,
+        sources: Sources,
+        controls: Option<Arc<DevCluster>>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Dashboard> {
         let addr = listener.local_addr()?;
+        let fetch = tokio::spawn(cluster::run(sources.clone(), tls));
         let mode = if controls.is_some() { Mode::Dev } else { Mode::Serve };
         let mut collector = Collector::new(sources, mode);
         let (tx, doc) = watch::channel(Arc::new(collector.collect().to_string()));
@@ -98,7 +118,7 @@ impl Dashboard {
                 tracing::error!("dashboard listener failed: {e}");
             }
         });
-        Ok(Dashboard { tasks: vec![collect, serve], addr })
+        Ok(Dashboard { tasks: vec![fetch, collect, serve], addr })
     }
 
     /// Where the dashboard listens.
@@ -115,8 +135,8 @@ impl Drop for Dashboard {
     }
 }
 
-/// Serves a watch-only dashboard of `member` (started from `cfg`) on `addr` (`tenure serve
-/// --dashboard ADDR`).
+/// Serves a watch-only dashboard of `member` (started from `cfg`) and the other members of its
+/// cluster on `addr` (`tenure serve --dashboard ADDR`).
 pub async fn watch_member(
     addr: &str,
     cfg: &crate::cli::ServeConfig,
@@ -131,7 +151,7 @@ pub async fn watch_member(
         client_url: cfg.advertise_client_urls.first().map(|u| u.to_string()).unwrap_or_default(),
         live: Some(Live { handle: member.handle(), gate: member.gate().clone() }),
     };
-    Ok(Dashboard::start(listener, Sources::new(vec![source]), None)?)
+    Ok(Dashboard::start_with_tls(listener, Sources::new(vec![source]), None, member.client_tls())?)
 }
 
 fn router(shared: Arc<Shared>) -> axum::Router {

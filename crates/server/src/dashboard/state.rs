@@ -2,19 +2,30 @@
 //! events, a timeline of terms and leaders, and throughput and latency samples; published as
 //! one JSON document (the event stream's `state` message, and `GET /api/state`).
 //!
-//! A [`Collector`] task reads every member every [`COLLECT_INTERVAL`]: the status the replica
-//! thread publishes after each turn, the events it recorded since the last read
-//! ([`crate::runtime::EventLog`]), its peer gate (isolated, peers reachable) and once a second
-//! its metrics' running totals. It never asks the replica thread for anything, so watching
-//! costs the members nothing but a few lock acquisitions.
+//! A [`Collector`] task reads every member every [`COLLECT_INTERVAL`], each as a
+//! [`MemberReport`]: the status the replica thread publishes after each turn, the events it
+//! recorded since the last read ([`crate::runtime::EventLog`]), its peer gate (isolated, peers
+//! reachable) and once a second its metrics' running totals. A member of this process is read
+//! in place ([`MemberReport::read`]: a few locks, never a request to the replica thread); a
+//! member of another process is read by the fetcher ([`super::cluster`]) from its client URL
+//! (`GET /dashboard/v1/member`), which keeps the newest report and the events not yet taken.
 //!
-//! # The JSON document (version 1)
+//! Which members there are comes from the configuration in force ([`ClusterView`]), which the
+//! fetcher asks a running member of this process for: members added later (`tenure member
+//! add`) appear once they are in it, with their learner flag, and are read remotely; members
+//! removed from it disappear (a member of this process that was removed stays, shown as
+//! `removed`, until it stops).
+//!
+//! # The JSON document (version 2)
 //!
 //! ```text
-//! { "version": 1, "mode": "dev" | "serve", "now_ms": u64,
+//! { "version": 2, "mode": "dev" | "serve", "now_ms": u64,
 //!   "leader": name | null,                         (the leader of the highest term known)
 //!   "members": [ { "name", "id" (hex), "client_url",
-//!                  "state": "up" | "paused" | "down", "isolated": bool,
+//!                  "local": bool,                   (in this process: the controls apply)
+//!                  "learner": bool,                 (per the configuration in force)
+//!                  "state": "up" | "paused" | "down" | "unreachable" | "removed",
+//!                  "isolated": bool,
 //!                  "role": "leader" | "follower" | "candidate" | "pre-candidate" | null,
 //!                  "term", "vote": name | null, "leader": name | null,
 //!                  "last_index", "commit_index", "applied_index", "snapshot_index",
@@ -29,6 +40,10 @@
 //!
 //! `kind` is one of the member events' names (`role`, `vote`, `commit`, `snapshot_taken`,
 //! `snapshot_installed`, `members`) or `control` (a dashboard button was used).
+//!
+//! `down` is a member of this process that was killed; `unreachable` one of another process
+//! whose report could not be read (down, cut off, or not started yet); its fields are then
+//! zero and its role `null`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -40,7 +55,7 @@ use tenure_raft::Role;
 use crate::ids::format_id;
 use crate::peer::transport::PeerGate;
 use crate::runtime::metrics::MetricsSample;
-use crate::runtime::{EventKind, MemberEvent, RuntimeHandle};
+use crate::runtime::{EventKind, MemberEvent, MemberReport, RuntimeHandle};
 
 /// How often the collector reads the members and publishes a new document when anything
 /// changed.
@@ -56,7 +71,7 @@ pub const EVENTS_MAX: usize = 200;
 pub const TIMELINE_MAX: usize = 100;
 
 /// The schema version of the document.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// A running member as the dashboard reads it.
 #[derive(Clone)]
@@ -88,17 +103,56 @@ pub struct Sources {
     inner: Arc<Mutex<SourcesInner>>,
 }
 
+/// A member of the configuration in force, as a running member's replica sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewMember {
+    /// Its name (empty until it published one).
+    pub name: String,
+    /// Its client URLs (empty until it published them).
+    pub client_urls: Vec<String>,
+    /// Whether it is a learner.
+    pub learner: bool,
+}
+
+/// The configuration in force with the member table's names and client URLs, by member id.
+pub type ClusterView = BTreeMap<u64, ViewMember>;
+
+/// A member that runs in another process, read from its client URL.
+#[derive(Clone, Debug, Default)]
+pub struct Remote {
+    /// What the configuration and member table say of it.
+    pub member: ViewMember,
+    /// The newest report read (its events moved to `events`), or why the last read failed.
+    pub report: Option<Result<MemberReport, String>>,
+    /// Events read and not yet taken by the collector, oldest first.
+    pub events: Vec<MemberEvent>,
+    /// The run (see [`crate::runtime::EventLog::run`]) of the newest report.
+    pub run: u64,
+    /// The sequence number of the last event read of that run: the next read asks for the
+    /// events after it.
+    pub after: u64,
+}
+
 #[derive(Default)]
 struct SourcesInner {
     members: Vec<Source>,
     /// Control notes not yet taken by the collector: (member, when, text).
     notes: Vec<(String, u64, String)>,
+    /// Members of the configuration that are not in `members`, by id.
+    remote: BTreeMap<u64, Remote>,
+    /// The configuration in force, once read.
+    view: Option<ClusterView>,
 }
 
 impl Sources {
     /// The members `sources`, in display order.
     pub fn new(sources: Vec<Source>) -> Sources {
-        Sources { inner: Arc::new(Mutex::new(SourcesInner { members: sources, notes: vec![] })) }
+        Sources {
+            inner: Arc::new(Mutex::new(SourcesInner {
+                members: sources,
+                ..SourcesInner::default()
+            })),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SourcesInner> {
@@ -130,14 +184,78 @@ impl Sources {
     fn take_notes(&self) -> Vec<(String, u64, String)> {
         std::mem::take(&mut self.lock().notes)
     }
+
+    /// Sets the configuration in force: members of it not in this process become remote
+    /// members (kept if known already), remote members no longer in it are dropped.
+    pub fn set_view(&self, view: ClusterView) {
+        let mut inner = self.lock();
+        let local: Vec<u64> = inner.members.iter().map(|s| s.id).collect();
+        inner.remote.retain(|id, _| view.contains_key(id) && !local.contains(id));
+        for (id, m) in &view {
+            if !local.contains(id) {
+                inner.remote.entry(*id).or_default().member = m.clone();
+            }
+        }
+        inner.view = Some(view);
+    }
+
+    /// The configuration in force as last set, if any.
+    pub fn view(&self) -> Option<ClusterView> {
+        self.lock().view.clone()
+    }
+
+    /// The remote members now, by id (with their newest report).
+    pub fn remotes(&self) -> BTreeMap<u64, Remote> {
+        self.lock().remote.clone()
+    }
+
+    /// Records a read of remote member `id` (asked for its events after
+    /// [`Remote::after`]): a report, whose events are kept for the collector, or why the read
+    /// failed. A report of a new run (the member restarted) starts over: its events are read
+    /// again from the first.
+    pub fn set_report(&self, id: u64, report: Result<MemberReport, String>) {
+        let mut inner = self.lock();
+        let Some(remote) = inner.remote.get_mut(&id) else { return };
+        match report {
+            Ok(mut r) => {
+                if remote.run != r.run {
+                    // Read after a sequence number of the old run: the first events of this
+                    // run may be missing, so they are all read again next time.
+                    if remote.after != 0 {
+                        r.events.clear();
+                    }
+                    remote.run = r.run;
+                    remote.after = 0;
+                }
+                if let Some(e) = r.events.last() {
+                    remote.after = remote.after.max(e.seq);
+                }
+                remote.events.append(&mut r.events);
+                let max = crate::runtime::events::EVENT_LOG_MAX;
+                if remote.events.len() > max {
+                    let extra = remote.events.len() - max;
+                    remote.events.drain(..extra);
+                }
+                remote.report = Some(Ok(r));
+            }
+            Err(e) => remote.report = Some(Err(e)),
+        }
+    }
+
+    /// The events of remote member `id` not yet taken.
+    fn take_remote_events(&self, id: u64) -> Vec<MemberEvent> {
+        self.lock().remote.get_mut(&id).map(|r| std::mem::take(&mut r.events)).unwrap_or_default()
+    }
 }
 
 /// Whether the dashboard runs under `tenure dev` (controls allowed) or `tenure serve`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// `tenure dev`: every member is in this process; the controls work.
+    /// `tenure dev`: its three members are in this process and the controls work on them
+    /// (members added later are read remotely, without controls).
     Dev,
-    /// `tenure serve --dashboard`: one member, watched only.
+    /// `tenure serve --dashboard`: its member in this process, the others read remotely;
+    /// watched only.
     Serve,
 }
 
@@ -160,10 +278,12 @@ struct Sampled {
 /// What the collector remembers of one member between reads.
 #[derive(Default)]
 struct Tracked {
-    /// The last event sequence number taken from its current run.
+    /// The last event sequence number taken from its current run (members of this process;
+    /// the fetcher keeps it for the others).
     seq: u64,
-    /// Which run (`RuntimeHandle`) `seq` belongs to: a restart starts numbering again.
-    run: usize,
+    /// Which run ([`crate::runtime::EventLog::run`]) `seq` belongs to: a restart starts
+    /// numbering again.
+    run: u64,
     last_sample: Option<Sampled>,
     applied_per_s: VecDeque<f64>,
     write_latency_ms: VecDeque<Option<f64>>,
@@ -223,15 +343,97 @@ impl Collector {
     /// [`COLLECT_INTERVAL`]) also takes a throughput and latency sample.
     pub fn collect(&mut self) -> Value {
         let sources = self.sources.all();
-        let names: BTreeMap<u64, String> = sources.iter().map(|s| (s.id, s.name.clone())).collect();
+        let remotes = self.sources.remotes();
+        let view = self.sources.view();
+        let mut names: BTreeMap<u64, String> = BTreeMap::new();
+        for (id, m) in view.iter().flatten() {
+            if !m.name.is_empty() {
+                names.insert(*id, m.name.clone());
+            }
+        }
+        for s in &sources {
+            names.insert(s.id, s.name.clone());
+        }
         let name_of =
             |id: Option<u64>| id.map(|i| names.get(&i).cloned().unwrap_or_else(|| format_id(i)));
+        let learner = |id: u64| view.as_ref().and_then(|v| v.get(&id)).is_some_and(|m| m.learner);
         let sample_now = self.ticks.is_multiple_of(10);
         self.ticks += 1;
-        let mut members = Vec::new();
+
+        // Every member as one reading: in this process read in place, elsewhere the newest
+        // report the fetcher read.
+        let mut readings: Vec<Reading> = Vec::new();
         for s in &sources {
             let tracked = self.tracked.entry(s.name.clone()).or_default();
-            let Some(live) = &s.live else {
+            let report = s.live.as_ref().map(|live| {
+                let run = live.handle.events().run();
+                if tracked.run != run || live.handle.events().last_seq() < tracked.seq {
+                    tracked.run = run;
+                    tracked.seq = 0;
+                }
+                let r = MemberReport::read(
+                    &live.handle,
+                    s.id,
+                    s.name.clone(),
+                    live.gate.is_isolated(),
+                    live.gate.reachable(),
+                    tracked.seq,
+                );
+                if let Some(e) = r.events.last() {
+                    tracked.seq = e.seq;
+                }
+                r
+            });
+            let state = match &report {
+                None => "down",
+                Some(r) if r.status.removed => "removed",
+                Some(r) if r.status.stopped => "down",
+                Some(r) if r.paused => "paused",
+                Some(_) => "up",
+            };
+            readings.push(Reading {
+                name: s.name.clone(),
+                id: s.id,
+                client_url: s.client_url.clone(),
+                local: true,
+                learner: learner(s.id),
+                state,
+                report,
+            });
+        }
+        for (id, remote) in &remotes {
+            let events = self.sources.take_remote_events(*id);
+            let report = match &remote.report {
+                Some(Ok(r)) => Some(MemberReport { events, ..r.clone() }),
+                _ => None,
+            };
+            let state = match &report {
+                None => "unreachable",
+                Some(r) if r.status.removed => "removed",
+                Some(r) if r.status.stopped => "down",
+                Some(r) if r.paused => "paused",
+                Some(_) => "up",
+            };
+            let name = if remote.member.name.is_empty() {
+                report.as_ref().map(|r| r.name.clone()).filter(|n| !n.is_empty())
+            } else {
+                Some(remote.member.name.clone())
+            };
+            readings.push(Reading {
+                name: name.unwrap_or_else(|| format_id(*id)),
+                id: *id,
+                client_url: remote.member.client_urls.first().cloned().unwrap_or_default(),
+                local: false,
+                learner: remote.member.learner,
+                state,
+                report,
+            });
+        }
+
+        let mut members = Vec::new();
+        for reading in readings {
+            let tracked = self.tracked.entry(reading.name.clone()).or_default();
+            let Some(report) = reading.report.filter(|_| reading.state != "down") else {
                 tracked.last_sample = None;
                 if sample_now {
                     push_bounded(&mut tracked.applied_per_s, 0.0, SAMPLES_MAX);
@@ -239,8 +441,10 @@ impl Collector {
                     push_bounded(&mut tracked.fsync_ms, None, SAMPLES_MAX);
                 }
                 members.push(json!({
-                    "name": s.name, "id": format_id(s.id), "client_url": s.client_url,
-                    "state": "down", "isolated": false, "role": null, "term": 0,
+                    "name": reading.name, "id": format_id(reading.id),
+                    "client_url": reading.client_url, "local": reading.local,
+                    "learner": reading.learner,
+                    "state": reading.state, "isolated": false, "role": null, "term": 0,
                     "vote": null, "leader": null, "last_index": 0, "commit_index": 0,
                     "applied_index": 0, "snapshot_index": 0, "first_index": 0,
                     "peers": [], "peers_reachable": [],
@@ -249,19 +453,9 @@ impl Collector {
                 }));
                 continue;
             };
-            let st = live.handle.status();
-            // A restart is a new handle with events numbered from 1 again.
-            let run = Arc::as_ptr(live.handle.metrics()) as usize;
-            if tracked.run != run || live.handle.events().last_seq() < tracked.seq {
-                tracked.run = run;
-                tracked.seq = 0;
-            }
-            let fresh = live.handle.events().since(tracked.seq);
-            if let Some(e) = fresh.last() {
-                tracked.seq = e.seq;
-            }
+            let st = report.status;
             if sample_now {
-                let now = Sampled { metrics: live.handle.metrics().sample(), applied: st.applied };
+                let now = Sampled { metrics: report.metrics, applied: st.applied };
                 if let Some(before) = tracked.last_sample {
                     let (a, b) = (before.metrics, now.metrics);
                     let mean = |micros: u64, count: u64| {
@@ -287,24 +481,20 @@ impl Collector {
                 }
                 tracked.last_sample = Some(now);
             }
-            let reachable = live.gate.reachable();
-            let isolated = live.gate.is_isolated();
-            let peers: Vec<String> = reachable.keys().filter_map(|&i| name_of(Some(i))).collect();
-            let peers_reachable: Vec<String> = reachable
+            let isolated = report.isolated;
+            let peers: Vec<String> =
+                report.reachable.keys().filter_map(|&i| name_of(Some(i))).collect();
+            let peers_reachable: Vec<String> = report
+                .reachable
                 .iter()
                 .filter(|(_, up)| **up && !isolated)
                 .filter_map(|(&i, _)| name_of(Some(i)))
                 .collect();
-            let state = if st.stopped {
-                "down"
-            } else if live.handle.is_paused() {
-                "paused"
-            } else {
-                "up"
-            };
             members.push(json!({
-                "name": s.name, "id": format_id(s.id), "client_url": s.client_url,
-                "state": state, "isolated": isolated,
+                "name": reading.name, "id": format_id(reading.id),
+                "client_url": reading.client_url, "local": reading.local,
+                "learner": reading.learner,
+                "state": reading.state, "isolated": isolated,
                 "role": st.role.map(role_name), "term": st.term,
                 "vote": name_of(st.vote), "leader": name_of(st.leader),
                 "last_index": st.last_index, "commit_index": st.committed,
@@ -314,14 +504,15 @@ impl Collector {
                 "applied_per_s": tracked.applied_per_s,
                 "write_latency_ms": tracked.write_latency_ms, "fsync_ms": tracked.fsync_ms,
             }));
-            if st.role == Some(Role::Leader) && !st.stopped {
+            let running = reading.state == "up" || reading.state == "paused";
+            if st.role == Some(Role::Leader) && running {
                 let entry = self.timeline.entry(st.term).or_insert_with(|| (None, now_ms()));
-                entry.0 = Some(s.name.clone());
-            } else if st.term > 0 && !st.stopped {
+                entry.0 = Some(reading.name.clone());
+            } else if st.term > 0 && running {
                 self.timeline.entry(st.term).or_insert_with(|| (None, now_ms()));
             }
-            for e in fresh {
-                let v = event_json(&s.name, &e, &name_of);
+            for e in &report.events {
+                let v = event_json(&reading.name, e, &name_of);
                 push_bounded(&mut self.events, v, EVENTS_MAX);
             }
         }
@@ -362,6 +553,20 @@ impl Collector {
             "timeline": timeline,
         })
     }
+}
+
+/// One member as the collector read it this round.
+struct Reading {
+    name: String,
+    id: u64,
+    client_url: String,
+    /// In this process.
+    local: bool,
+    learner: bool,
+    /// The document's `state`.
+    state: &'static str,
+    /// `None` when it could not be read (down, unreachable).
+    report: Option<MemberReport>,
 }
 
 /// One member event as the document carries it, with a sentence for people.
@@ -405,7 +610,7 @@ fn event_json(
         }
         EventKind::Commit { from, to } => {
             v["index"] = json!(to);
-            if to - from == 1 {
+            if to.saturating_sub(*from) == 1 {
                 format!("{member} knows index {to} committed")
             } else {
                 format!("{member} knows indexes {}..{to} committed", from + 1)
@@ -430,4 +635,136 @@ fn event_json(
     };
     v["text"] = json!(text);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::NodeStatus;
+
+    fn report(
+        id: u64,
+        name: &str,
+        run: u64,
+        role: Role,
+        events: &[(u64, EventKind)],
+    ) -> MemberReport {
+        MemberReport {
+            id,
+            name: name.to_string(),
+            run,
+            status: NodeStatus {
+                role: Some(role),
+                term: 3,
+                vote: Some(1),
+                leader: Some(1),
+                is_leader: role == Role::Leader,
+                last_index: 9,
+                committed: 8,
+                applied: 7,
+                snapshot_index: 2,
+                first_index: 3,
+                ..NodeStatus::default()
+            },
+            reachable: [(1, true), (3, false)].into_iter().collect(),
+            events: events
+                .iter()
+                .map(|(seq, kind)| MemberEvent { seq: *seq, at_ms: 1000 + seq, kind: kind.clone() })
+                .collect(),
+            ..MemberReport::default()
+        }
+    }
+
+    fn view() -> ClusterView {
+        let member = |name: &str, learner: bool| ViewMember {
+            name: name.to_string(),
+            client_urls: vec![format!("http://{name}:2379")],
+            learner,
+        };
+        [(1, member("a", false)), (2, member("b", false)), (3, member("c", true))]
+            .into_iter()
+            .collect()
+    }
+
+    fn member<'d>(doc: &'d Value, name: &str) -> &'d Value {
+        doc["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no member {name} in {doc:#}"))
+    }
+
+    fn texts(doc: &Value) -> Vec<String> {
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["text"].as_str().unwrap().into())
+            .collect()
+    }
+
+    #[test]
+    fn remote_reports_merge_into_the_document_and_unreadable_members_show_unreachable() {
+        let sources = Sources::new(vec![]);
+        sources.set_view(view());
+        let vote = EventKind::Vote { candidate: 1, term: 3, granted: true };
+        sources.set_report(2, Ok(report(2, "b", 7, Role::Follower, &[(1, vote.clone())])));
+        sources.set_report(3, Err("connection refused".into()));
+        let mut c = Collector::new(sources.clone(), Mode::Serve);
+        let doc = c.collect();
+        assert_eq!(doc["version"], VERSION);
+        assert_eq!(doc["members"].as_array().unwrap().len(), 3, "{doc:#}");
+        let b = member(&doc, "b");
+        assert_eq!(b["state"], "up");
+        assert_eq!(b["local"], false);
+        assert_eq!(b["learner"], false);
+        assert_eq!(b["role"], "follower");
+        assert_eq!((b["term"].as_u64(), b["commit_index"].as_u64()), (Some(3), Some(8)));
+        assert_eq!(b["leader"], "a", "ids are named from the member table");
+        assert_eq!(b["peers"], json!(["a", "c"]));
+        assert_eq!(b["peers_reachable"], json!(["a"]));
+        let c3 = member(&doc, "c");
+        assert_eq!(
+            (c3["state"].as_str(), c3["learner"].as_bool()),
+            (Some("unreachable"), Some(true))
+        );
+        assert!(c3["role"].is_null());
+        // "a" is in the configuration but never read: unreachable too.
+        assert_eq!(member(&doc, "a")["state"], "unreachable");
+        assert_eq!(texts(&doc), vec!["b voted for a in term 3".to_string()]);
+
+        // The same run again: only the new events are added; a collect without a new report
+        // adds nothing.
+        assert_eq!(sources.remotes()[&2].after, 1, "the next read asks after event 1");
+        let commit = EventKind::Commit { from: 7, to: 8 };
+        sources.set_report(2, Ok(report(2, "b", 7, Role::Follower, &[(2, commit)])));
+        let doc = c.collect();
+        let doc2 = c.collect();
+        assert_eq!(texts(&doc).len(), 2, "{:?}", texts(&doc));
+        assert_eq!(texts(&doc), texts(&doc2));
+        // A new run (the member restarted) is read again from its first event: events of it
+        // read after an old run's number are dropped.
+        let role = EventKind::Role { role: Role::Leader, term: 4, leader: Some(2) };
+        sources.set_report(2, Ok(report(2, "b", 8, Role::Leader, &[(3, role.clone())])));
+        assert_eq!(sources.remotes()[&2].after, 0);
+        assert_eq!(texts(&c.collect()).len(), 2);
+        sources.set_report(2, Ok(report(2, "b", 8, Role::Leader, &[(1, role)])));
+        let doc = c.collect();
+        assert!(texts(&doc).iter().any(|t| t == "b became leader of term 4"), "{doc:#}");
+        assert_eq!(doc["leader"], "b");
+
+        // Removed from the configuration: gone from the document.
+        let mut smaller = view();
+        smaller.remove(&3);
+        sources.set_view(smaller);
+        let doc = c.collect();
+        let names: Vec<&str> = doc["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["a", "b"]);
+    }
 }

@@ -74,7 +74,7 @@ pub mod events;
 pub mod metrics;
 pub mod status;
 
-pub use self::events::{EventKind, EventLog, MemberEvent};
+pub use self::events::{EventKind, EventLog, MemberEvent, MemberReport, ReportError};
 pub use self::metrics::Metrics;
 pub use self::status::NodeStatus;
 

@@ -54,11 +54,14 @@ function sparkline(values, label, unit) {
 }
 
 function memberCard(m, dev) {
-  const role = m.state === "down" ? "down" : m.role || "starting";
+  const gone = ["down", "unreachable", "removed"].includes(m.state);
+  const role = gone ? m.state : m.role || "starting";
   const card = el("div", { class: "member", "data-member": m.name, "data-role": m.state === "up" ? (m.role || "") : "", "data-state": m.state });
   const flags = el("span", {});
   if (m.state === "paused") flags.append(el("span", { class: "flag" }, "PAUSED"));
   if (m.isolated) flags.append(el("span", { class: "flag" }, "ISOLATED"));
+  if (m.learner) flags.append(el("span", { class: "flag", "data-field": "learner", title: "a learner gets the log but does not vote or count for commits" }, "LEARNER"));
+  if (!m.local && dev) flags.append(el("span", { class: "flag", title: "runs in another process: read from its client URL, no controls" }, "REMOTE"));
   card.append(el("div", { class: "head" },
     el("span", {}, el("span", { class: "name" }, m.name), " ", el("span", { class: "note" }, m.client_url.replace("http://", ""))),
     el("span", {}, el("span", { class: "role", "data-field": "role" }, role), flags)));
@@ -72,12 +75,12 @@ function memberCard(m, dev) {
   for (const p of m.peers) {
     peers.append(el("span", { class: m.peers_reachable.includes(p) ? "chip" : "chip unreachable" }, p));
   }
-  if (m.peers.length === 0) peers.append(m.state === "down" ? "–" : "none yet");
+  if (m.peers.length === 0) peers.append(gone ? "–" : "none yet");
   card.append(peers);
   card.append(sparkline(m.applied_per_s, "applied/s", ""));
   card.append(sparkline(m.write_latency_ms, "write ms", ""));
   card.append(sparkline(m.fsync_ms, "fsync ms", ""));
-  if (dev) {
+  if (dev && m.local) {
     const b = (action, label, enabled, title) =>
       el("button", { "data-action": action, "data-member": m.name, disabled: !enabled, title, onclick: () => control(`/api/members/${m.name}/${action}`) }, label);
     const up = m.state !== "down";
