@@ -23,10 +23,11 @@
 #                          with the leader): add→promotable is the clock at the accepted
 #                          promote's start, promote latency that call's own time;
 #                voter     `etcdctl endpoint status` on m4 says it is no longer a learner.
-#              Bytes: the new member's data directory once it is a voter (`du`), what the
-#              process read through read syscalls (rchar in /proc/PID/io: the snapshot and the
-#              log over its sockets, plus its own file reads), and the snapshot size the leader
-#              logged when it sent it, where its log says.
+#              Bytes: the new member's data directory once it is a voter (`du`), and the
+#              snapshot size the leader logged when it sent it (tenure: "sent snapshot ...: N
+#              bytes"; etcd 3.4: "wrote database snapshot out [total bytes: N]"). (rchar in
+#              /proc/PID/io is no measure: Go reads sockets with read(2), which it counts,
+#              Rust's std with recv(2), which it does not.)
 #              With DIRECT=1 (the default) then also the direct path: `member add m5` as a voter,
 #              m5 started, and timed until its applied index reaches the leader's index at the
 #              add (etcd's `endpoint status` raftAppliedIndex; for etcd 3.4, which lacks that
@@ -40,8 +41,10 @@
 #                voter-add    `member add m5` (3 voters to 4, then m5 started),
 #                remove2      `member remove m5`.
 #              For each: the time the etcdctl call took, the median throughput over the 3 s
-#              before it (its baseline), and the lowest 100 ms interval from its start to 1 s
-#              after it ended, as ops/s and as a fraction of the baseline.
+#              before it (its baseline), the lowest 100 ms interval from its start to 1 s
+#              after it ended, as ops/s and as a fraction of the baseline, and the lowest
+#              interval of the 3 s before (how low the throughput dips with no change: on a
+#              shared machine, not zero).
 #
 # The figures of every round go to stderr as they come, and a Markdown table of the medians
 # (tenure, etcd, ratio tenure/etcd, and every round's figure) to stdout at the end.
@@ -104,7 +107,8 @@ cleanup() {
     done
     if [[ -n "${KEEP:-}" ]]; then
         mkdir -p "$KEEP"
-        cp "$WORK"/*.log "$WORK"/*.json "$WORK"/results.tsv "$KEEP"/ 2>/dev/null || true
+        (cd "$WORK" && find . \( -name '*.log' -o -name '*.json' -o -name '*.tsv' \) \
+            -exec cp --parents {} "$KEEP"/ \;) 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
@@ -202,7 +206,10 @@ member_add() {
         say "member add $name: unhealthy cluster; retrying"
         sleep 0.2
     done
-    awk '/^Member [0-9a-f]+ added/ { print $2; exit }' <<<"$out"
+    local id
+    id=$(awk '/^Member [0-9a-f]+ added/ { print $2; exit }' <<<"$out")
+    [[ -n $id ]] || { say "member add $name: no member ID in: $out"; return 1; }
+    echo "$id"
 }
 
 # promote_until EPS ID: retries `member promote` until accepted; sets PROMOTE_START (epoch s of
@@ -226,12 +233,12 @@ promote_until() {
     done
 }
 
-rchar() { awk '/^rchar/ { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
-
 # applied URL: the member's applied index (raftIndex where raftAppliedIndex is absent).
 applied() {
-    ctl "$1" --command-timeout 2s endpoint status -w json 2>/dev/null |
-        jq -r '.[0].Status | (.raftAppliedIndex // .raftIndex) // 0' 2>/dev/null || echo 0
+    local v
+    v=$(ctl "$1" --command-timeout 2s endpoint status -w json 2>/dev/null |
+        jq -r '.[0].Status | (.raftAppliedIndex // .raftIndex) // 0' 2>/dev/null | tail -1) || true
+    echo "${v:-0}"
 }
 
 # The size of the snapshot the leader logged it sent (MB), or "-".
@@ -275,8 +282,6 @@ phase_voter() { # phase_voter SYSTEM ROUND
     record "$system" "$round" add_s "$(since "$t")"
     start_member "$system" "$base" 4 existing "$INITIAL,m4=$p4" "mv-$system-$round" "$dir"
     promote_until "$EPS" "$id"
-    local r4
-    r4=$(rchar "${MPID[m4]}")
     record "$system" "$round" promotable_s \
         "$(awk -v a="$t" -v b="$PROMOTE_START" 'BEGIN { printf "%.3f", b - a }')"
     record "$system" "$round" promote_s "$PROMOTE_S"
@@ -288,13 +293,14 @@ phase_voter() { # phase_voter SYSTEM ROUND
         sleep 0.05
     done
     record "$system" "$round" voter_s "$(since "$t")"
-    record "$system" "$round" m4_read_mb "$(awk -v b="$r4" 'BEGIN { printf "%.0f", b / 1e6 }')"
     record "$system" "$round" m4_dir_mb "$(du -sb "$dir/m4" | awk '{ printf "%.0f", $1 / 1e6 }')"
     record "$system" "$round" sent_snapshot_mb "$(sent_snapshot_mb "$system" "$dir")"
 
     if [[ $DIRECT == 1 ]]; then
         # The direct path: a voter added and started, until it has applied what the leader
-        # had at the add.
+        # had at the add. First 6 s off the clock: etcd refuses a change ("unhealthy
+        # cluster") until every voter has been connected for 5 s, and m4 has just joined.
+        sleep 6
         local p5 c5 target
         p5=$(peer_url "$base" 5)
         c5=$(client_url "$base" 5)
@@ -317,7 +323,8 @@ phase_voter() { # phase_voter SYSTEM ROUND
 }
 
 # The timeline's figures around one change: median ops/s over the 3 s before START_MS, lowest
-# interval from START_MS to END_MS + 1 s. Prints "baseline min".
+# interval from START_MS to END_MS + 1 s, lowest interval in the 3 s before (the noise floor).
+# Prints "baseline min min-before".
 window() { # window TIMELINE.json START_MS END_MS
     jq -r --argjson s "$2" --argjson e "$3" '
         .timeline as $t | ($t.interval_ms) as $i | (1000 / $i) as $f
@@ -329,8 +336,9 @@ window() { # window TIMELINE.json START_MS END_MS
                           and ($t.start_unix_ms + . * $i) < $e + 1000) | $t.ops[.]]
           as $during
         | [($before | if length == 0 then 0 else .[(length / 2 | floor)] end) * $f,
-           ($during | if length == 0 then 0 else min end) * $f]
-        | "\(.[0]) \(.[1])"' "$1"
+           ($during | if length == 0 then 0 else min end) * $f,
+           ($before | if length == 0 then 0 else min end) * $f]
+        | "\(.[0]) \(.[1]) \(.[2])"' "$1"
 }
 
 phase_dip() { # phase_dip SYSTEM ROUND
@@ -359,7 +367,7 @@ phase_dip() { # phase_dip SYSTEM ROUND
 
     at 11
     promote_until "$EPS" "$id4"
-    S[promote]=$(awk -v t="$PROMOTE_START" 'BEGIN { printf "%d", t * 1000 }')
+    S[promote]=$(awk -v t="$PROMOTE_START" 'BEGIN { printf "%.0f", t * 1000 }')
     E[promote]=$(now_ms)
     record "$system" "$round" dip_promote_tries "$PROMOTE_TRIES"
 
@@ -384,16 +392,17 @@ phase_dip() { # phase_dip SYSTEM ROUND
     cp "$dir/dip.json" "$WORK/$system-r$round-dip.json"
     record "$system" "$round" dip_ops_s "$(jq '.throughput_ops_per_second | floor' "$dir/dip.json")"
     record "$system" "$round" dip_errors "$(jq '.errors_count' "$dir/dip.json")"
-    local change base_ops min_ops
+    local change base_ops min_ops min_before
     for change in learner_add promote remove voter_add remove2; do
         s=${S[$change]}
         e=${E[$change]}
-        read -r base_ops min_ops < <(window "$dir/dip.json" "$s" "$e")
+        read -r base_ops min_ops min_before < <(window "$dir/dip.json" "$s" "$e")
         record "$system" "$round" "${change}_ms" "$((e - s))"
         record "$system" "$round" "${change}_base" "$(printf '%.0f' "$base_ops")"
         record "$system" "$round" "${change}_min" "$(printf '%.0f' "$min_ops")"
+        record "$system" "$round" "${change}_min_before" "$(printf '%.0f' "$min_before")"
         record "$system" "$round" "${change}_frac" \
-            "$(awk -v a="$min_ops" -v b="$base_ops" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')"
+            "$(awk -v a="$min_ops" -v b="$base_ops" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')"
     done
     stop_cluster
     rm -rf "$dir"/m[0-9]
@@ -444,7 +453,6 @@ row "**add → promote accepted (s)**" promotable_s
 row "promote call (s)" promote_s
 row "promote attempts" promote_tries
 row "**add → voter (s)**" voter_s
-row "new member read (rchar, MB)" m4_read_mb
 row "new member's data dir (MB)" m4_dir_mb
 row "snapshot sent, from the leader's log (MB)" sent_snapshot_mb
 if [[ $DIRECT == 1 ]]; then
@@ -456,7 +464,8 @@ row "dip run: put errors" dip_errors
 for change in learner_add promote remove voter_add remove2; do
     row "$change: call (ms)" "${change}_ms"
     row "$change: baseline puts/s (median, 3 s before)" "${change}_base"
-    row "$change: lowest ${INTERVAL} interval (puts/s)" "${change}_min"
+    row "$change: lowest ${INTERVAL} interval, 3 s before (puts/s)" "${change}_min_before"
+    row "$change: lowest ${INTERVAL} interval, from the call to 1 s after (puts/s)" "${change}_min"
     row "**$change: lowest / baseline**" "${change}_frac"
 done
 row "load average (1 min) at the round's start" loadavg
