@@ -191,7 +191,8 @@ leader_url() { # leader_url EPS: the client URL of the member that is the leader
         jq -r '.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint' | head -1
 }
 
-# member_add EPS NAME PEER-URL [--learner]: prints the new member's hex ID. Retried while
+# member_add EPS NAME PEER-URL [--learner]: prints the new member's hex ID (etcdctl pads it
+# to 16 characters with spaces). Retried while
 # the answer is "unhealthy cluster" (etcd refuses changes until every member has been
 # connected for 5 s; the script's clusters are older than that when it adds, so it should not
 # happen), each retry said on stderr.
@@ -207,7 +208,7 @@ member_add() {
         sleep 0.2
     done
     local id
-    id=$(awk '/^Member [0-9a-f]+ added/ { print $2; exit }' <<<"$out")
+    id=$(awk '/^Member +[0-9a-f]+ added/ { print $2; exit }' <<<"$out")
     [[ -n $id ]] || { say "member add $name: no member ID in: $out"; return 1; }
     echo "$id"
 }
