@@ -40,11 +40,11 @@
 #                remove       `member remove m4` (4 voters to 3),
 #                voter-add    `member add m5` (3 voters to 4, then m5 started),
 #                remove2      `member remove m5`.
-#              For each: the time the etcdctl call took, the median throughput over the 3 s
-#              before it (its baseline), the lowest 100 ms interval from its start to 1 s
-#              after it ended, as ops/s and as a fraction of the baseline, and the lowest
-#              interval of the 3 s before (how low the throughput dips with no change: on a
-#              shared machine, not zero).
+#              For each: the time the etcdctl call took; the mean throughput over the 3 s
+#              before it (its baseline) and over the 1 s from its start, and their ratio; the
+#              lowest 100 ms interval from its start to 1 s after it ended, next to the lowest
+#              of the 3 s before (how low the throughput dips with no change: on a shared
+#              machine, well below the baseline).
 #
 # The figures of every round go to stderr as they come, and a Markdown table of the medians
 # (tenure, etcd, ratio tenure/etcd, and every round's figure) to stdout at the end.
@@ -323,23 +323,25 @@ phase_voter() { # phase_voter SYSTEM ROUND
     rm -rf "$dir"/m[0-9]
 }
 
-# The timeline's figures around one change: median ops/s over the 3 s before START_MS, lowest
-# interval from START_MS to END_MS + 1 s, lowest interval in the 3 s before (the noise floor).
-# Prints "baseline min min-before".
+# The timeline's figures around one change starting at START_MS and ending at END_MS, from
+# the intervals that lie wholly inside each window: "BASE FIRST MIN MIN-BEFORE", puts/s:
+#   BASE        mean over the 3 s before START_MS (the baseline);
+#   FIRST       mean over the 1 s from START_MS;
+#   MIN         the lowest interval from START_MS to END_MS + 1 s;
+#   MIN-BEFORE  the lowest interval of the 3 s before START_MS (how low it dips with no change:
+#               on a shared machine, not to the baseline).
 window() { # window TIMELINE.json START_MS END_MS
     jq -r --argjson s "$2" --argjson e "$3" '
         .timeline as $t | ($t.interval_ms) as $i | (1000 / $i) as $f
-        | [range(0; $t.ops | length)] as $idx
-        | [$idx[] | select(($t.start_unix_ms + (. + 1) * $i) <= $s - 0
-                          and ($t.start_unix_ms + . * $i) >= $s - 3000) | $t.ops[.]]
-          | sort as $before
-        | [$idx[] | select(($t.start_unix_ms + (. + 1) * $i) > $s
-                          and ($t.start_unix_ms + . * $i) < $e + 1000) | $t.ops[.]]
-          as $during
-        | [($before | if length == 0 then 0 else .[(length / 2 | floor)] end) * $f,
-           ($during | if length == 0 then 0 else min end) * $f,
-           ($before | if length == 0 then 0 else min end) * $f]
-        | "\(.[0]) \(.[1]) \(.[2])"' "$1"
+        | def within($a; $b): [range(0; $t.ops | length)
+              | select($t.start_unix_ms + . * $i >= $a and $t.start_unix_ms + (. + 1) * $i <= $b)
+              | $t.ops[.]];
+          def mean: if length == 0 then 0 else add / length end;
+          def low: if length == 0 then 0 else min end;
+        within($s - 3000; $s) as $before | within($s; $s + 1000) as $first
+        | within($s; $e + 1000) as $during
+        | "\($before | mean * $f) \($first | mean * $f) \($during | low * $f) \($before | low * $f)"
+        ' "$1"
 }
 
 phase_dip() { # phase_dip SYSTEM ROUND
@@ -393,17 +395,19 @@ phase_dip() { # phase_dip SYSTEM ROUND
     cp "$dir/dip.json" "$WORK/$system-r$round-dip.json"
     record "$system" "$round" dip_ops_s "$(jq '.throughput_ops_per_second | floor' "$dir/dip.json")"
     record "$system" "$round" dip_errors "$(jq '.errors_count' "$dir/dip.json")"
-    local change base_ops min_ops min_before
+    local change base_ops first_ops min_ops min_before
     for change in learner_add promote remove voter_add remove2; do
         s=${S[$change]}
         e=${E[$change]}
-        read -r base_ops min_ops min_before < <(window "$dir/dip.json" "$s" "$e")
+        read -r base_ops first_ops min_ops min_before < <(window "$dir/dip.json" "$s" "$e")
+        record "$system" "$round" "${change}_start_ms" "$s"
         record "$system" "$round" "${change}_ms" "$((e - s))"
         record "$system" "$round" "${change}_base" "$(printf '%.0f' "$base_ops")"
+        record "$system" "$round" "${change}_first" "$(printf '%.0f' "$first_ops")"
+        record "$system" "$round" "${change}_first_frac" \
+            "$(awk -v a="$first_ops" -v b="$base_ops" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')"
         record "$system" "$round" "${change}_min" "$(printf '%.0f' "$min_ops")"
         record "$system" "$round" "${change}_min_before" "$(printf '%.0f' "$min_before")"
-        record "$system" "$round" "${change}_frac" \
-            "$(awk -v a="$min_ops" -v b="$base_ops" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')"
     done
     stop_cluster
     rm -rf "$dir"/m[0-9]
@@ -464,10 +468,11 @@ row "dip run: puts/s over the whole run" dip_ops_s
 row "dip run: put errors" dip_errors
 for change in learner_add promote remove voter_add remove2; do
     row "$change: call (ms)" "${change}_ms"
-    row "$change: baseline puts/s (median, 3 s before)" "${change}_base"
-    row "$change: lowest ${INTERVAL} interval, 3 s before (puts/s)" "${change}_min_before"
-    row "$change: lowest ${INTERVAL} interval, from the call to 1 s after (puts/s)" "${change}_min"
-    row "**$change: lowest / baseline**" "${change}_frac"
+    row "$change: puts/s, 3 s before (baseline)" "${change}_base"
+    row "$change: puts/s, the 1 s from the call" "${change}_first"
+    row "**$change: that second / baseline**" "${change}_first_frac"
+    row "$change: lowest ${INTERVAL}, 3 s before (puts/s)" "${change}_min_before"
+    row "$change: lowest ${INTERVAL}, call to 1 s after it (puts/s)" "${change}_min"
 done
 row "load average (1 min) at the round's start" loadavg
 echo
