@@ -28,6 +28,10 @@
 #              bytes"; etcd 3.4: "wrote database snapshot out [total bytes: N]"). (rchar in
 #              /proc/PID/io is no measure: Go reads sockets with read(2), which it counts,
 #              Rust's std with recv(2), which it does not.)
+#              With LEARNER_AT_INDEX=N the learner is added while the load still runs, as soon
+#              as the leader has applied index N (15030: while the leaders write their first
+#              snapshot), and the load's time and dbSize are taken when it ends. Leader changes
+#              after the first election are counted from the members' logs.
 #              With DIRECT=1 (the default) then also the direct path: `member add m5` as a voter,
 #              m5 started, and timed until its applied index reaches the leader's index at the
 #              add (etcd's `endpoint status` raftAppliedIndex; for etcd 3.4, which lacks that
@@ -52,9 +56,9 @@
 # Usage: bench/membership.sh            (from the repository root)
 # Environment: ROUNDS (3), KEYS (16384), VAL_SIZE (65536), LOAD_CLIENTS (32), SNAPSHOT_COUNT
 #   (15000), QUOTA (8589934592), DIRECT (1), DIP_SECONDS (30), DIP_CLIENTS (16), INTERVAL
-#   (100ms), PROMOTE_RETRY (0.2), SYSTEMS ("etcd tenure"), ETCD (etcd), ETCDCTL (etcdctl),
-#   TENURE (builds and uses target/release/tenure), BASE_PORT (23400), KEEP (a directory to
-#   copy the logs, timelines and raw figures into).
+#   (100ms), PROMOTE_RETRY (0.2), SYSTEMS ("etcd tenure"), LEARNER_AT_INDEX (unset), ETCD
+#   (etcd), ETCDCTL (etcdctl), TENURE (builds and uses target/release/tenure), BASE_PORT
+#   (23400), KEEP (a directory to copy the logs, timelines and raw figures into).
 # Without etcd the etcd half is skipped with a note. Everything started is killed on exit (by
 # pid) and the data directories (under /tmp/bench-membership-*) removed.
 
@@ -72,6 +76,7 @@ DIP_CLIENTS=${DIP_CLIENTS:-16}
 INTERVAL=${INTERVAL:-100ms}
 PROMOTE_RETRY=${PROMOTE_RETRY:-0.2}
 SYSTEMS=${SYSTEMS:-etcd tenure}
+LEARNER_AT_INDEX=${LEARNER_AT_INDEX:-}
 ETCD=${ETCD:-etcd}
 ETCDCTL=${ETCDCTL:-etcdctl}
 BASE_PORT=${BASE_PORT:-23400}
@@ -256,23 +261,47 @@ sent_snapshot_mb() { # sent_snapshot_mb SYSTEM DIR
     if ((bytes > 0)); then awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1e6 }'; else echo -; fi
 }
 
+wait_load() { # wait_load SYSTEM ROUND DIR PID START: the 1 GiB load's end, its time, dbSize
+    local system=$1 round=$2 dir=$3 leader
+    wait "$4" || { say "$system: the load failed: $(tail -c 300 "$dir/load.json")"; exit 1; }
+    record "$system" "$round" load_s "$(since "$5")"
+    record "$system" "$round" load_errors "$(jq '.errors_count' "$dir/load.json")"
+    # Errors are a broken run, except when the learner comes during the load: then they are
+    # what is measured (puts that failed while the cluster took the new member in).
+    [[ -n $LEARNER_AT_INDEX ]] || jq -e '.errors_count == 0' "$dir/load.json" >/dev/null ||
+        { say "$system: load had errors: $(jq -c .errors "$dir/load.json")"; exit 1; }
+    leader=$(leader_url "$EPS")
+    record "$system" "$round" db_mb "$(ctl "$leader" endpoint status -w json |
+        jq '.[0].Status.dbSize / 1e6 | floor')"
+}
+
+# leader_changes DIR: elections after the first one, from the members' logs ("became leader
+# at term" is in both systems' logs).
+leader_changes() {
+    cat "$1"/m[0-9].log | awk '/became leader at term/ { n++ } END { print (n > 0) ? n - 1 : 0 }'
+}
+
 phase_voter() { # phase_voter SYSTEM ROUND
     local system=$1 round=$2 base dir t id voter_deadline
     base=$(port_base "$system" "$round" 0)
     dir=$WORK/$system-r$round-voter
     say "$system round $round: time to voter, 3 members on ports $base+"
     start_cluster "$system" "$base" "$dir" "mv-$system-$round"
-    t=$(now)
+    local load_t load_pid leader
+    load_t=$(now)
     "$TENURE" bench put --endpoints "$EPS" --clients "$LOAD_CLIENTS" --conns 6 \
         --total "$KEYS" --key-space-size "$KEYS" --sequential-keys --key-size 8 \
-        --val-size "$VAL_SIZE" --quiet --json >"$dir/load.json"
-    record "$system" "$round" load_s "$(since "$t")"
-    jq -e '.errors_count == 0' "$dir/load.json" >/dev/null ||
-        { say "$system: load had errors: $(jq -c .errors "$dir/load.json")"; exit 1; }
-    local leader
-    leader=$(leader_url "$EPS")
-    record "$system" "$round" db_mb "$(ctl "$leader" endpoint status -w json |
-        jq '.[0].Status.dbSize / 1e6 | floor')"
+        --val-size "$VAL_SIZE" --quiet --json >"$dir/load.json" &
+    load_pid=$!
+    PIDS+=("$load_pid")
+    if [[ -n $LEARNER_AT_INDEX ]]; then
+        # The learner comes while the load runs, once the leader's index reaches the mark.
+        leader=$(leader_url "$EPS")
+        until (($(applied "$leader") >= LEARNER_AT_INDEX)); do sleep 0.05; done
+        say "$system: leader at index $LEARNER_AT_INDEX: adding the learner during the load"
+    else
+        wait_load "$system" "$round" "$dir" "$load_pid" "$load_t"
+    fi
 
     # The learner path.
     local p4 c4
@@ -294,6 +323,7 @@ phase_voter() { # phase_voter SYSTEM ROUND
         sleep 0.05
     done
     record "$system" "$round" voter_s "$(since "$t")"
+    [[ -z $LEARNER_AT_INDEX ]] || wait_load "$system" "$round" "$dir" "$load_pid" "$load_t"
     record "$system" "$round" m4_dir_mb "$(du -sb "$dir/m4" | awk '{ printf "%.0f", $1 / 1e6 }')"
     record "$system" "$round" sent_snapshot_mb "$(sent_snapshot_mb "$system" "$dir")"
 
@@ -319,6 +349,7 @@ phase_voter() { # phase_voter SYSTEM ROUND
         done
         record "$system" "$round" direct_caught_up_s "$(since "$t")"
     fi
+    record "$system" "$round" leader_changes "$(leader_changes "$dir")"
     stop_cluster
     rm -rf "$dir"/m[0-9]
 }
@@ -393,6 +424,7 @@ phase_dip() { # phase_dip SYSTEM ROUND
 
     wait "$bench_pid" || { say "$system: the put load failed"; exit 1; }
     cp "$dir/dip.json" "$WORK/$system-r$round-dip.json"
+    record "$system" "$round" dip_leader_changes "$(leader_changes "$dir")"
     record "$system" "$round" dip_ops_s "$(jq '.throughput_ops_per_second | floor' "$dir/dip.json")"
     record "$system" "$round" dip_errors "$(jq '.errors_count' "$dir/dip.json")"
     local change base_ops first_ops min_ops min_before
@@ -452,6 +484,7 @@ echo
 echo "| figure | tenure | etcd | tenure/etcd | tenure, rounds | etcd, rounds |"
 echo "|---|---:|---:|---:|---|---|"
 row "load: seconds for the $KEYS puts" load_s
+row "load: puts that failed" load_errors
 row "dbSize after the load (MB)" db_mb
 row "member add --learner answered (s)" add_s
 row "**add → promote accepted (s)**" promotable_s
@@ -460,12 +493,14 @@ row "promote attempts" promote_tries
 row "**add → voter (s)**" voter_s
 row "new member's data dir (MB)" m4_dir_mb
 row "snapshot sent, from the leader's log (MB)" sent_snapshot_mb
+row "leader changes after the first election, time-to-voter cluster" leader_changes
 if [[ $DIRECT == 1 ]]; then
     row "direct: member add (voter) answered (s)" direct_add_s
     row "**direct: add → caught up (s)**" direct_caught_up_s
 fi
 row "dip run: puts/s over the whole run" dip_ops_s
 row "dip run: put errors" dip_errors
+row "dip run: leader changes after the first election" dip_leader_changes
 for change in learner_add promote remove voter_add remove2; do
     row "$change: call (ms)" "${change}_ms"
     row "$change: puts/s, 3 s before (baseline)" "${change}_base"
