@@ -95,7 +95,13 @@
 //!     "grant_seconds": float,                  // time to grant them all
 //!     "expired_renewals": int,                 // renewals answered with TTL <= 0
 //!     "revoked": int, "revoke_errors": int     // the revokes after the run
-//!   }
+//!   },
+//!   "timeline": {                              // with --interval-report D only
+//!     "interval_ms": float,                    // D
+//!     "start_unix_ms": int,                    // wall clock when the run's clock started
+//!     "ops": [int],                            // answered without error, per interval
+//!     "errors": [int]                          // answered with an error, per interval
+//!   }                                          // (the last interval may be partial)
 //! }
 //! ```
 //!
@@ -247,6 +253,10 @@ pub struct LoadArgs {
     /// Authenticate as this user (`NAME:PASSWORD`) and send its token with every request.
     #[arg(long, global = true, value_name = "NAME:PASSWORD")]
     pub user: Option<String>,
+    /// Count answers per interval of this length (e.g. `100ms`): the JSON summary gets a
+    /// `timeline` of throughput over the run.
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval_report: Option<Duration>,
 }
 
 /// Largest value `--total`, `--clients`, `--conns`, the sizes and the key space may take:
@@ -393,6 +403,8 @@ pub struct Plan {
     pub watch: Option<WatchPlan>,
     /// The leases of the `lease-keepalive` workload.
     pub lease: Option<LeasePlan>,
+    /// `--interval-report`: answers are counted per interval of this length (non-zero).
+    pub interval: Option<Duration>,
 }
 
 /// A user name and password (`--user`). Its `Debug` leaves the password out.
@@ -518,6 +530,9 @@ impl Plan {
             return Err(BenchError::Endpoint("no endpoint given".to_string()));
         }
         let user = a.user.as_deref().map(str::parse).transpose()?;
+        if a.interval_report.is_some_and(|d| d.is_zero()) {
+            return Err(BenchError::Zero("interval-report"));
+        }
         let mut watch = None;
         let mut lease = None;
         let (name, op) = match workload {
@@ -577,6 +592,7 @@ impl Plan {
             request_timeout: a.request_timeout,
             watch,
             lease,
+            interval: a.interval_report,
         })
     }
 
@@ -689,6 +705,38 @@ pub struct Report {
     /// The leases of a `lease-keepalive` run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseSummary>,
+    /// Answers per interval, with `--interval-report`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
+}
+
+/// Answers per interval of a run with `--interval-report` (the JSON schema is in the module
+/// doc).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Timeline {
+    /// The interval's length.
+    pub interval_ms: f64,
+    /// Wall-clock time the run's clock started, in milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// Requests answered without error in each interval, the first starting at
+    /// `start_unix_ms`; the last interval may be partial (it ends with the last answer).
+    pub ops: Vec<u64>,
+    /// Requests answered with an error in each interval.
+    pub errors: Vec<u64>,
+}
+
+/// Per-interval counts from counters sampled at the end of each interval (cumulative, so
+/// non-decreasing): the differences between consecutive samples, the first from 0.
+pub fn per_interval(cumulative: &[u64]) -> Vec<u64> {
+    let mut previous = 0;
+    cumulative
+        .iter()
+        .map(|&c| {
+            let d = c.saturating_sub(previous);
+            previous = previous.max(c);
+            d
+        })
+        .collect()
 }
 
 /// The leases of a `lease-keepalive` run (the JSON schema is in the module doc).
@@ -792,6 +840,7 @@ impl Report {
             latency_ms: latency(&tally.latencies),
             watch: None,
             lease: None,
+            timeline: None,
         }
     }
 
@@ -936,6 +985,9 @@ struct Shared {
     value: Bytes,
     issued: AtomicU64,
     answered: AtomicU64,
+    /// Answers without error and with one (for `--interval-report`).
+    succeeded: AtomicU64,
+    failed: AtomicU64,
     deadline: Option<Instant>,
 }
 
@@ -1047,9 +1099,11 @@ async fn client_loop(shared: Arc<Shared>, channel: Conn, seed: u64) -> Tally {
                 tally.latencies.saturating_record(micros.max(1));
                 tally.last_put_revision = tally.last_put_revision.max(revision.unwrap_or(0));
                 *tally.counts.entry(kind.to_string()).or_default() += 1;
+                shared.succeeded.fetch_add(1, Ordering::Relaxed);
             }
             Err(code) => {
                 *tally.errors.entry(format!("{code:?}")).or_default() += 1;
+                shared.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         shared.answered.fetch_add(1, Ordering::Relaxed);
@@ -1186,11 +1240,16 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
         None => None,
     };
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let shared = Arc::new(Shared {
         plan: plan.clone(),
         value: Bytes::from(vec![b'v'; plan.val_size as usize]),
         issued: AtomicU64::new(0),
         answered: AtomicU64::new(0),
+        succeeded: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         deadline: match plan.stop {
             Stop::Duration(d) => Some(started + d),
             Stop::Total(_) => None,
@@ -1203,6 +1262,23 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
             loop {
                 update_bar(&bar, &shared, started);
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    // --interval-report: the counters sampled at the end of each interval.
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+    let sampler = plan.interval.map(|every| {
+        let (shared, samples) = (shared.clone(), samples.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at((started + every).into(), every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            loop {
+                ticks.tick().await;
+                let sample = (
+                    shared.succeeded.load(Ordering::Relaxed),
+                    shared.failed.load(Ordering::Relaxed),
+                );
+                samples.lock().expect("samples lock").push(sample);
             }
         })
     });
@@ -1226,10 +1302,33 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
     if let Some(t) = ticker {
         t.abort();
     }
+    let timeline = match (plan.interval, sampler) {
+        (Some(every), Some(sampler)) => {
+            sampler.abort();
+            let _ = sampler.await;
+            let mut samples = std::mem::take(&mut *samples.lock().expect("samples lock"));
+            // The last, partial interval: up to the last answer.
+            let last =
+                (shared.succeeded.load(Ordering::Relaxed), shared.failed.load(Ordering::Relaxed));
+            if samples.last() != Some(&last) {
+                samples.push(last);
+            }
+            let ok: Vec<u64> = samples.iter().map(|s| s.0).collect();
+            let failed: Vec<u64> = samples.iter().map(|s| s.1).collect();
+            Some(Timeline {
+                interval_ms: every.as_secs_f64() * 1000.0,
+                start_unix_ms: started_unix_ms,
+                ops: per_interval(&ok),
+                errors: per_interval(&failed),
+            })
+        }
+        _ => None,
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let mut report = Report::new(plan, elapsed, &tally);
+    report.timeline = timeline;
     if let (Some(w), Some(watchers)) = (&plan.watch, watchers) {
         let acked = tally.counts.get("put").copied().unwrap_or(0);
         report.watch = Some(watchers.finish(w, started, acked, tally.last_put_revision).await);
@@ -1438,8 +1537,12 @@ async fn lease_client_loop(shared: Arc<Shared>, channel: Conn, ids: Arc<[i64]>) 
             Ok(()) => {
                 tally.latencies.saturating_record(micros.max(1));
                 *tally.counts.entry("renew".to_string()).or_default() += 1;
+                shared.succeeded.fetch_add(1, Ordering::Relaxed);
             }
-            Err(name) => *tally.errors.entry(name).or_default() += 1,
+            Err(name) => {
+                *tally.errors.entry(name).or_default() += 1;
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         shared.answered.fetch_add(1, Ordering::Relaxed);
     }
@@ -2054,6 +2157,37 @@ mod tests {
             plan(&["put", "--key-space-size", "9"]).unwrap().key(7),
             Bytes::from_static(b"00000007")
         );
+    }
+
+    #[test]
+    fn interval_report_parses_and_is_counted_per_interval() {
+        let p = plan(&["put", "--duration", "3s", "--interval-report", "100ms"]).unwrap();
+        assert_eq!(p.interval, Some(Duration::from_millis(100)));
+        assert_eq!(
+            plan(&["--interval-report", "1s", "put"]).unwrap().interval,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(plan(&["put"]).unwrap().interval, None);
+        let err = plan(&["put", "--interval-report", "0s"]).unwrap_err();
+        assert!(err.contains("--interval-report must be greater than 0"), "{err}");
+        // Cumulative counts sampled at each interval's end, to counts per interval.
+        assert_eq!(per_interval(&[5, 12, 12, 30]), [5, 7, 0, 18]);
+        assert_eq!(per_interval(&[]), Vec::<u64>::new());
+        // The timeline is in the JSON only when asked for.
+        let report = Report::new(&p, Duration::from_secs(3), &Tally::new());
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("timeline").is_none(), "{json}");
+        let mut report = report;
+        report.timeline = Some(Timeline {
+            interval_ms: 100.0,
+            start_unix_ms: 1_700_000_000_000,
+            ops: vec![5, 7],
+            errors: vec![0, 1],
+        });
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["timeline"]["ops"], serde_json::json!([5, 7]));
+        assert_eq!(json["timeline"]["errors"], serde_json::json!([0, 1]));
+        assert_eq!(json["timeline"]["interval_ms"], serde_json::json!(100.0));
     }
 
     #[test]
