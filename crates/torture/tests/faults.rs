@@ -30,7 +30,13 @@ fn failpoint_crashes_packet_loss_and_throttles_with_leases_and_locks_find_no_ano
     config.duration = Duration::from_secs(24);
     config.check_timeout = Duration::from_secs(60);
     config.verbose = true;
-    config.extra = ExtraFaults { shaping: true, disk_full: false, failpoints: true };
+    config.extra = ExtraFaults {
+        shaping: true,
+        disk_full: false,
+        failpoints: true,
+        membership: false,
+        clock: false,
+    };
     match Firewall::install() {
         Ok(firewall) => drop(firewall),
         Err(e) => {
