@@ -171,6 +171,12 @@ pub struct Cluster {
     /// Per slot that joined a running cluster: the `--initial-cluster` it joined with (its
     /// restarts pass the same, with `--initial-cluster-state existing`).
     joined: Vec<Option<String>>,
+    /// When each slot's process was last started (libfaketime's rates count from there).
+    spawned_at: Vec<Option<Instant>>,
+    /// Per slot, the seconds its clock keeps off the host's between faults.
+    clock_offset_s: Vec<f64>,
+    /// Per slot, the clock fault in force: since when, its step and its rate.
+    clock_fault: Vec<Option<(Instant, f64, f64)>>,
     /// Per member, `FAILPOINTS` for its next start (taken by it).
     failpoints: Vec<Option<String>>,
     /// Start members through `setpriv --pdeathsig KILL`, so that they die with the suite even
@@ -283,6 +289,9 @@ impl Cluster {
             member_ids: vec![0; n],
             active: (0..n).map(|i| i < member_count).collect(),
             joined: vec![None; n],
+            spawned_at: vec![None; n],
+            clock_offset_s: vec![0.0; n],
+            clock_fault: vec![None; n],
             failpoints: vec![None; n],
             pdeathsig: Command::new("setpriv")
                 .args(["--pdeathsig", "KILL", "--", "true"])
@@ -383,6 +392,7 @@ impl Cluster {
             source,
         })?;
         self.children[i] = Some(child);
+        self.spawned_at[i] = Some(Instant::now());
         self.paused[i] = false;
         Ok(())
     }
@@ -618,29 +628,63 @@ impl Cluster {
         }
     }
 
-    /// Sets slot `i`'s clock to run `offset_s` seconds off the host's, at `rate` times its
-    /// speed (libfaketime's `+N xR`); `(0, 1.0)` puts it back.
+    /// From now on slot `i`'s clock is `step_s` seconds further off the host's and runs at
+    /// `rate` times real speed, until [`Cluster::end_clock_fault`].
+    ///
+    /// libfaketime applies a rate to the time elapsed since the process loaded it (`+N xR`
+    /// reads `real + N + (now - start)(R - 1)`), so the offset written makes up for the
+    /// member's age: the clock moves by `step_s` now and drifts from here on, with no jump by
+    /// its age.
     ///
     /// # Errors
     /// [`ClusterError::Io`] if the cluster was started without fake clocks or the file cannot
     /// be written.
-    pub fn set_clock(&self, i: usize, offset_s: i64, rate: f64) -> Result<(), ClusterError> {
+    pub fn start_clock_fault(
+        &mut self,
+        i: usize,
+        step_s: f64,
+        rate: f64,
+    ) -> Result<(), ClusterError> {
+        let now = Instant::now();
+        let age_s = self.spawned_at[i].map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        let offset_s = self.clock_offset_s[i] + step_s - age_s * (rate - 1.0);
+        self.clock_fault[i] = Some((now, step_s, rate));
+        self.write_clock(i, &format!("{offset_s:+.3} x{rate}"))
+    }
+
+    /// Ends slot `i`'s clock fault: with `keep`, the clock keeps what it gained or lost and
+    /// runs at real speed from here on (a monotonic clock never steps back); otherwise it
+    /// steps back to the host's time (as NTP would step a wall clock). Returns the seconds it
+    /// was off at the end.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the file cannot be written.
+    pub fn end_clock_fault(&mut self, i: usize, keep: bool) -> Result<f64, ClusterError> {
+        let Some((started, step_s, rate)) = self.clock_fault[i].take() else { return Ok(0.0) };
+        let gained_s = step_s + started.elapsed().as_secs_f64() * (rate - 1.0);
+        if keep {
+            self.clock_offset_s[i] += gained_s;
+        }
+        let offset_s = self.clock_offset_s[i];
+        self.write_clock(i, &format!("{offset_s:+.3}"))?;
+        Ok(gained_s)
+    }
+
+    fn write_clock(&self, i: usize, spec: &str) -> Result<(), ClusterError> {
         let Some(file) = &self.specs[i].clock_file else {
             return Err(ClusterError::Io {
                 what: format!("stepping {}'s clock", self.specs[i].name),
                 source: std::io::Error::other("the cluster was started without fake clocks"),
             });
         };
-        let spec = if (rate - 1.0).abs() < f64::EPSILON {
-            format!("{offset_s:+}\n")
-        } else {
-            format!("{offset_s:+} x{rate}\n")
-        };
         // Written beside and renamed over, so that a member never reads half a line.
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, spec).and_then(|()| std::fs::rename(&tmp, file)).map_err(|source| {
-            ClusterError::Io { what: format!("writing {}", file.display()), source }
-        })
+        std::fs::write(&tmp, format!("{spec}\n"))
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|source| ClusterError::Io {
+                what: format!("writing {}", file.display()),
+                source,
+            })
     }
 
     /// The member most of the answering members name as leader, if any.
@@ -941,6 +985,9 @@ mod tests {
             member_ids: vec![0],
             active: vec![true],
             joined: vec![None],
+            spawned_at: vec![None],
+            clock_offset_s: vec![0.0],
+            clock_fault: vec![None],
             failpoints: vec![None],
             pdeathsig: false,
             _dir: tempfile::Builder::new().tempdir_in(dir.path()).expect("a directory"),

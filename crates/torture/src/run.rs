@@ -562,9 +562,16 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             }
             FaultKind::Clock { target, offset_s, rate_percent } => {
                 let i = who(target);
-                cluster.set_clock(i, offset_s, f64::from(rate_percent) / 100.0)?;
-                let clocks = if config.clock_monotonic { "wall and monotonic" } else { "wall" };
-                (Active::Clock(i), format!("{} {clocks} clock {}", name(i), fault.kind))
+                // A monotonic clock never steps back: with it faked, steps are forward only
+                // and what the clock gained is kept after the window.
+                let (offset_s, clocks) = if config.clock_monotonic {
+                    (offset_s.abs(), "wall and monotonic")
+                } else {
+                    (offset_s, "wall clock only")
+                };
+                cluster.start_clock_fault(i, offset_s as f64, f64::from(rate_percent) / 100.0)?;
+                let kind = FaultKind::Clock { target: Target::Member(i), offset_s, rate_percent };
+                (Active::Clock(i), format!("{kind} ({clocks})"))
             }
             FaultKind::DiskFull { target } => {
                 let i = who(target);
@@ -649,7 +656,14 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 }
                 injected.push_str("; remove them again");
             }
-            Active::Clock(i) => cluster.set_clock(i, 0, 1.0)?,
+            Active::Clock(i) => {
+                let off_s = cluster.end_clock_fault(i, config.clock_monotonic)?;
+                if config.clock_monotonic {
+                    injected.push_str(&format!(", {off_s:+.1} s kept"));
+                } else {
+                    injected.push_str(&format!(", stepped back {:.1} s", -off_s));
+                }
+            }
             Active::DiskFull(i) => {
                 cluster.free_disk(i)?;
                 if expected.held_down_exited {

@@ -163,12 +163,14 @@ impl fmt::Display for FaultKind {
             }
             FaultKind::Replace { target } => write!(f, "replace {target}"),
             FaultKind::Grow => write!(f, "grow to 5 members and shrink back"),
+            FaultKind::Clock { target, offset_s, rate_percent: 100 } => {
+                write!(f, "step {target}'s clock {offset_s:+} s")
+            }
+            FaultKind::Clock { target, offset_s: 0, rate_percent } => {
+                write!(f, "run {target}'s clock at {rate_percent}% speed")
+            }
             FaultKind::Clock { target, offset_s, rate_percent } => {
-                write!(f, "step {target}'s clock {offset_s:+} s")?;
-                if *rate_percent != 100 {
-                    write!(f, " at {rate_percent}% speed")?;
-                }
-                Ok(())
+                write!(f, "step {target}'s clock {offset_s:+} s, at {rate_percent}% speed")
             }
         }
     }
