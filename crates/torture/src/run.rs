@@ -621,6 +621,20 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         if let Some((i, points)) = pending_arm {
             let half_way = (fault.start_ms + fault.duration_ms / 2) * 1_000;
             sleep_until(&recorder, half_way, &mut cluster, &mut crashes, &mut expected, &log).await;
+            if points.starts_with("snapshot-")
+                && let Some(count) = config.snapshot_count
+            {
+                // The snapshot points are reached only if the member comes back behind the
+                // leader's compacted log: two snapshots' worth of writes while it is down
+                // make sure of that, whatever the clients managed in the window.
+                let via = clients[(i + 1) % MEMBER_COUNT].clone();
+                let written = write_filler(via, 2 * count as usize, config.op_timeout).await;
+                log(format!(
+                    "{:>8.2} s  {written} filler writes while {} is down (to force a snapshot)",
+                    recorder.now_us() as f64 / 1e6,
+                    name(i)
+                ));
+            }
             cluster.restart_with_failpoints(i, points)?;
             expected.armed = Some((i, None));
         }
@@ -914,6 +928,32 @@ async fn sleep_until(
         }
         tokio::time::sleep(Duration::from_micros((at_us - now).min(200_000))).await;
     }
+}
+
+/// Puts `count` values to keys under `/torture/filler/` through `client`, eight at a time;
+/// returns how many were acknowledged. They are not part of the recorded history (no checker
+/// reads those keys; the watchers see them as any other revision).
+async fn write_filler(client: etcd_client::Client, count: usize, op_timeout: Duration) -> usize {
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for k in (t..count).step_by(8) {
+                    let put = c.put(format!("/torture/filler/{}", k % 64), vec![0u8; 64], None);
+                    if matches!(tokio::time::timeout(op_timeout, put).await, Ok(Ok(_))) {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap_or(0);
+    }
+    ok
 }
 
 /// Member `spec`'s HashKV at `revision`.
