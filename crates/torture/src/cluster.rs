@@ -104,6 +104,14 @@ pub struct ClockConfig {
     pub monotonic: bool,
 }
 
+/// The line for libfaketime's timestamp file that puts a clock `base_s + step_s` seconds off
+/// the host's now and has it run at `rate` from here on, for a process that loaded the library
+/// `age_s` seconds ago (libfaketime reads `+N xR` as `real + N + (now - start)(R - 1)`).
+pub fn faketime_spec(base_s: f64, step_s: f64, rate: f64, age_s: f64) -> String {
+    let offset_s = base_s + step_s - age_s * (rate - 1.0);
+    format!("{offset_s:+.3} x{rate}")
+}
+
 /// Where Debian's `faketime` package puts libfaketime.
 pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -647,9 +655,8 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let now = Instant::now();
         let age_s = self.spawned_at[i].map_or(0.0, |t| now.duration_since(t).as_secs_f64());
-        let offset_s = self.clock_offset_s[i] + step_s - age_s * (rate - 1.0);
         self.clock_fault[i] = Some((now, step_s, rate));
-        self.write_clock(i, &format!("{offset_s:+.3} x{rate}"))
+        self.write_clock(i, &faketime_spec(self.clock_offset_s[i], step_s, rate, age_s))
     }
 
     /// Ends slot `i`'s clock fault: with `keep`, the clock keeps what it gained or lost and
@@ -992,6 +999,17 @@ mod tests {
             pdeathsig: false,
             _dir: tempfile::Builder::new().tempdir_in(dir.path()).expect("a directory"),
         }
+    }
+
+    #[test]
+    fn a_clock_fault_moves_the_clock_by_its_step_now_whatever_the_member_s_age() {
+        // A member 100 s old, its clock 2 s ahead already: stepped 5 s more, at double speed.
+        assert_eq!(faketime_spec(2.0, 5.0, 2.0, 100.0), "-93.000 x2");
+        // libfaketime's reading of that line now: real + N + age (R - 1) = real + 7 s.
+        let (offset, age, rate) = (-93.0, 100.0, 2.0);
+        assert_eq!(offset + age * (rate - 1.0), 7.0);
+        assert_eq!(faketime_spec(0.0, -30.0, 1.0, 55.5), "-30.000 x1");
+        assert_eq!(faketime_spec(0.0, 0.0, 0.5, 10.0), "+5.000 x0.5");
     }
 
     #[test]
