@@ -503,6 +503,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let who = |t: Target| resolve(t, leader, MEMBER_COUNT);
         let name = |i: usize| format!("n{}", i + 1);
         let mut pending_arm = None;
+        // Taken before the fault is injected: a membership change takes seconds (a learner
+        // catches up before its promotion), and its window starts when it is asked for.
+        let start_us = recorder.now_us();
         let (active, injected) = match fault.kind {
             FaultKind::Kill { target } => {
                 let i = who(target);
@@ -599,7 +602,6 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 }
             }
         };
-        let start_us = recorder.now_us();
         let leader_note =
             leader.map_or("no leader known".to_string(), |l| format!("leader {}", name(l)));
         log(format!(
