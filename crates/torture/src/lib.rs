@@ -16,6 +16,7 @@
 //! | [`netns`] | each member in a network namespace of its own on a bridge: cuts, loss and throttles inside its namespace |
 //! | [`workload`] | the clients: read, write and cas over a few keys, recorded |
 //! | [`k8s`] | Kubernetes-shaped traffic (CAS by mod_revision, paged lists, an informer with prev_kv, compaction) and its checker |
+//! | [`election`] | Kubernetes-shaped leader election (a Lease object created where absent, renewed by CAS, on a TTL'd etcd lease) and its checker |
 //! | [`leases`] | lease clients (keep-alives, then let go) and their checker |
 //! | [`locks`] | lock clients (fencing tokens, guarded writes) and their checker |
 //! | [`watchers`] | one watch from revision 1 per member, resumed across kills |
@@ -34,6 +35,7 @@ pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod compare;
+pub mod election;
 pub mod k8s;
 pub mod leases;
 pub mod locks;

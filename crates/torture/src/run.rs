@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::check::{self, MemberHash};
 use crate::cluster::{ClockConfig, Cluster, ClusterConfig, ClusterError, MemberSpec, connect};
+use crate::election::{self, ElectionLog};
 use crate::k8s::{self, K8sLog};
 use crate::leases::{self, LeaseRecord};
 use crate::locks::{self, LockLog};
@@ -460,6 +461,21 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             ))
         })
         .collect();
+    // Two candidates for a Kubernetes-shaped Lease object, with the Kubernetes client.
+    let election_log: Arc<Mutex<ElectionLog>> = Arc::default();
+    let election_tasks: Vec<_> = (0..if config.k8s { 2 } else { 0 })
+        .map(|id| {
+            tokio::spawn(election::run_candidate(
+                id,
+                waiting_clients.clone(),
+                config.seed,
+                config.op_timeout,
+                recorder.clone(),
+                election_log.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let lock_tasks: Vec<_> = (0..config.lock_client_count as u64)
         .map(|id| {
             tokio::spawn(locks::run_lock_client(
@@ -733,7 +749,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     }
     // The lease clients let their last leases go and watch them vanish; the lock clients
     // finish their hold.
-    for t in lease_tasks.into_iter().chain(lock_tasks) {
+    for t in lease_tasks.into_iter().chain(lock_tasks).chain(election_tasks) {
         let _ = t.await;
     }
     let workload_end_us = recorder.now_us();
@@ -815,6 +831,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     if config.k8s {
         let log = k8s_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         verdicts.push(k8s::check_k8s(&log, &reference));
+        let terms = election_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        verdicts.push(election::check_election(&terms));
     }
     let mut convergence = check::convergence(&hashes, final_revision);
     if let Some(note) = converged_note {
