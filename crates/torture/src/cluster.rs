@@ -41,6 +41,14 @@ pub enum ClusterError {
         /// The address.
         ip: Ipv4Addr,
     },
+    /// A membership change was not accepted in time.
+    #[error("{what}: {detail}")]
+    Membership {
+        /// The change.
+        what: String,
+        /// The last answer.
+        detail: String,
+    },
     /// The members did not all answer and agree on a leader in time.
     #[error("the cluster did not come up within {waited:?} ({detail}); logs: {logs}")]
     NotReady {
@@ -76,7 +84,36 @@ pub struct ClusterConfig {
     /// Give each member a tmpfs of this many bytes of its own as its disk (needs root), so
     /// that its disk can be filled ([`Cluster::fill_disk`]).
     pub disk_bytes: Option<u64>,
+    /// Member slots beyond `member_count` that membership changes may add members in (started
+    /// only when added).
+    pub spare_slots: usize,
+    /// Each slot's network namespace and address ([`crate::netns`]); none: loopback.
+    pub namespaces: Option<Vec<(String, Ipv4Addr)>>,
+    /// Start every member under libfaketime, so that its clock can be stepped
+    /// ([`Cluster::set_clock`]).
+    pub clock: Option<ClockConfig>,
 }
+
+/// How members run under libfaketime.
+#[derive(Clone, Debug)]
+pub struct ClockConfig {
+    /// The library (`libfaketime.so.1`).
+    pub library: PathBuf,
+    /// Fake `CLOCK_MONOTONIC` too (and with it every timer: elections, heartbeats, lease
+    /// expiry); otherwise only the wall clock (`CLOCK_REALTIME`) is stepped.
+    pub monotonic: bool,
+}
+
+/// The line for libfaketime's timestamp file that puts a clock `base_s + step_s` seconds off
+/// the host's now and has it run at `rate` from here on, for a process that loaded the library
+/// `age_s` seconds ago (libfaketime reads `+N xR` as `real + N + (now - start)(R - 1)`).
+pub fn faketime_spec(base_s: f64, step_s: f64, rate: f64, age_s: f64) -> String {
+    let offset_s = base_s + step_s - age_s * (rate - 1.0);
+    format!("{offset_s:+.3} x{rate}")
+}
+
+/// Where Debian's `faketime` package puts libfaketime.
+pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// One member's addresses and identity.
 #[derive(Clone, Debug)]
@@ -93,6 +130,10 @@ pub struct MemberSpec {
     pub uid: Option<u32>,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
+    /// Its libfaketime timestamp file, with [`ClusterConfig::clock`].
+    pub clock_file: Option<PathBuf>,
     /// The tmpfs mounted for it (the data directory's parent), with
     /// [`ClusterConfig::disk_bytes`].
     pub disk: Option<PathBuf>,
@@ -133,6 +174,17 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
     member_ids: Vec<u64>,
+    /// Which slots are members of the cluster now (the first `member_count` at the start).
+    active: Vec<bool>,
+    /// Per slot that joined a running cluster: the `--initial-cluster` it joined with (its
+    /// restarts pass the same, with `--initial-cluster-state existing`).
+    joined: Vec<Option<String>>,
+    /// When each slot's process was last started (libfaketime's rates count from there).
+    spawned_at: Vec<Option<Instant>>,
+    /// Per slot, the seconds its clock keeps off the host's between faults.
+    clock_offset_s: Vec<f64>,
+    /// Per slot, the clock fault in force: since when, its step and its rate.
+    clock_fault: Vec<Option<(Instant, f64, f64)>>,
     /// Per member, `FAILPOINTS` for its next start (taken by it).
     failpoints: Vec<Option<String>>,
     /// Start members through `setpriv --pdeathsig KILL`, so that they die with the suite even
@@ -143,6 +195,8 @@ pub struct Cluster {
 
 /// How long one status question may take.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(700);
+/// How long one membership request may take.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to `url` within `timeout`, each request bounded by `request_timeout` (none for a
 /// client that holds a watch stream open). The channel reconnects by itself afterwards.
@@ -182,10 +236,20 @@ impl Cluster {
         let pid = std::process::id();
         let mut specs = Vec::new();
         let mut next_port = 20_000 + (pid.wrapping_mul(2_654_435_761) % 12_000) as u16;
-        for i in 0..config.member_count {
-            let ip = Ipv4Addr::new(127, 0, 0, 11 + i as u8);
-            let client_port = free_port(ip, &mut next_port)?;
-            let peer_port = free_port(ip, &mut next_port)?;
+        let slot_count = config.member_count + config.spare_slots;
+        for i in 0..slot_count {
+            let (ip, client_port, peer_port, netns) = match &config.namespaces {
+                Some(places) => {
+                    let (ns, ip) = places[i].clone();
+                    (ip, crate::netns::CLIENT_PORT, crate::netns::PEER_PORT, Some(ns))
+                }
+                None => {
+                    let ip = Ipv4Addr::new(127, 0, 0, 11 + i as u8);
+                    let client_port = free_port(ip, &mut next_port)?;
+                    let peer_port = free_port(ip, &mut next_port)?;
+                    (ip, client_port, peer_port, None)
+                }
+            };
             let name = format!("n{}", i + 1);
             let (data_dir, disk) = match config.disk_bytes {
                 None => (dir.path().join(&name), None),
@@ -203,15 +267,39 @@ impl Cluster {
                 std::os::unix::fs::chown(&data_dir, Some(uid), Some(uid))
                     .map_err(io("giving a member its data directory"))?;
             }
-            specs.push(MemberSpec { name, ip, client_port, peer_port, uid, data_dir, disk });
+            let clock_file = match &config.clock {
+                Some(_) => {
+                    let file = dir.path().join(format!("{name}.faketime"));
+                    std::fs::write(&file, "+0\n").map_err(io("writing a member's clock file"))?;
+                    Some(file)
+                }
+                None => None,
+            };
+            specs.push(MemberSpec {
+                name,
+                ip,
+                client_port,
+                peer_port,
+                uid,
+                data_dir,
+                disk,
+                netns,
+                clock_file,
+            });
         }
         let n = specs.len();
+        let member_count = config.member_count;
         let mut cluster = Cluster {
             config,
             specs,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
             member_ids: vec![0; n],
+            active: (0..n).map(|i| i < member_count).collect(),
+            joined: vec![None; n],
+            spawned_at: vec![None; n],
+            clock_offset_s: vec![0.0; n],
+            clock_fault: vec![None; n],
             failpoints: vec![None; n],
             pdeathsig: Command::new("setpriv")
                 .args(["--pdeathsig", "KILL", "--", "true"])
@@ -221,7 +309,7 @@ impl Cluster {
                 .is_ok_and(|s| s.success()),
             _dir: dir,
         };
-        for i in 0..n {
+        for i in 0..cluster.config.member_count {
             cluster.spawn(i)?;
         }
         cluster.wait_ready(patience).await?;
@@ -252,15 +340,21 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
         let spec = &self.specs[i];
-        let cluster: Vec<String> =
-            self.specs.iter().map(|s| format!("{}={}", s.name, s.peer_url())).collect();
-        let mut cmd = if self.pdeathsig {
-            let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "KILL", "--"]).arg(&self.config.binary);
-            c
-        } else {
-            Command::new(&self.config.binary)
+        let (initial_cluster, state) = match &self.joined[i] {
+            Some(cluster) => (cluster.clone(), "existing"),
+            None => (self.initial_cluster((0..self.config.member_count).collect()), "new"),
         };
+        // `ip netns exec` and `setpriv` exec what follows, so the child's pid is the member's.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &spec.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(Into::into));
+        }
+        if self.pdeathsig {
+            argv.extend(["setpriv", "--pdeathsig", "KILL", "--"].map(Into::into));
+        }
+        argv.push(self.config.binary.clone().into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         if !self.config.etcd {
             cmd.arg("serve");
         }
@@ -271,8 +365,8 @@ impl Cluster {
             .args(["--advertise-client-urls", &spec.client_url()])
             .args(["--listen-peer-urls", &spec.peer_url()])
             .args(["--initial-advertise-peer-urls", &spec.peer_url()])
-            .args(["--initial-cluster", &cluster.join(",")])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--initial-cluster-state", state])
             .args(["--heartbeat-interval", &self.config.heartbeat_ms.to_string()])
             .args(["--election-timeout", &self.config.election_ms.to_string()])
             .stdin(Stdio::null())
@@ -291,11 +385,22 @@ impl Cluster {
         if let Some(uid) = spec.uid {
             cmd.uid(uid).gid(uid);
         }
+        if let (Some(clock), Some(file)) = (&self.config.clock, &spec.clock_file) {
+            // libfaketime reads the file again on every clock read (FAKETIME_NO_CACHE), so a
+            // write to it steps the member's clock at once (`+N` seconds, `xR` a rate).
+            cmd.env("LD_PRELOAD", &clock.library)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_NO_CACHE", "1");
+            if !clock.monotonic {
+                cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
+        }
         let child = cmd.spawn().map_err(|source| ClusterError::Io {
             what: format!("starting {} ({})", spec.name, self.config.binary.display()),
             source,
         })?;
         self.children[i] = Some(child);
+        self.spawned_at[i] = Some(Instant::now());
         self.paused[i] = false;
         Ok(())
     }
@@ -321,21 +426,25 @@ impl Cluster {
                     logs: self.logs(),
                 });
             }
-            let statuses = self.statuses().await;
+            let active = self.active_members();
+            let all = self.statuses().await;
+            let statuses: Vec<Option<MemberStatus>> = active.iter().map(|&i| all[i]).collect();
             let detail = if statuses.iter().all(Option::is_some) {
                 let statuses: Vec<MemberStatus> = statuses.into_iter().flatten().collect();
                 let leader = statuses[0].leader_id;
                 if leader != 0 && statuses.iter().all(|s| s.leader_id == leader) {
-                    self.member_ids = statuses.iter().map(|s| s.member_id).collect();
+                    for (&i, s) in active.iter().zip(&statuses) {
+                        self.member_ids[i] = s.member_id;
+                    }
                     return Ok(());
                 }
                 format!("no agreed leader: {statuses:?}")
             } else {
                 let down: Vec<&str> = statuses
                     .iter()
-                    .zip(&self.specs)
+                    .zip(&active)
                     .filter(|(s, _)| s.is_none())
-                    .map(|(_, spec)| spec.name.as_str())
+                    .map(|(_, &i)| self.specs[i].name.as_str())
                     .collect();
                 format!("no answer from {}", down.join(", "))
             };
@@ -346,22 +455,249 @@ impl Cluster {
         }
     }
 
-    /// Each member's status, `None` for those that do not answer in time.
+    /// Each slot's status, `None` for those that do not answer in time and for slots that are
+    /// not members now.
     pub async fn statuses(&self) -> Vec<Option<MemberStatus>> {
         // Asked at once: a paused member costs one timeout, not one per member.
-        let asks: Vec<_> =
-            self.specs.iter().map(|s| tokio::spawn(status_of(s.client_url()))).collect();
+        let asks: Vec<_> = self
+            .specs
+            .iter()
+            .zip(&self.active)
+            .map(|(s, active)| active.then(|| tokio::spawn(status_of(s.client_url()))))
+            .collect();
         let mut out = Vec::new();
         for ask in asks {
-            out.push(ask.await.ok().flatten());
+            out.push(match ask {
+                Some(ask) => ask.await.ok().flatten(),
+                None => None,
+            });
         }
         out
+    }
+
+    /// The slots that are members now, in order.
+    pub fn active_members(&self) -> Vec<usize> {
+        (0..self.specs.len()).filter(|&i| self.active[i]).collect()
+    }
+
+    /// `--initial-cluster` for these slots.
+    fn initial_cluster(&self, slots: Vec<usize>) -> String {
+        let entries: Vec<String> = slots
+            .into_iter()
+            .map(|i| format!("{}={}", self.specs[i].name, self.specs[i].peer_url()))
+            .collect();
+        entries.join(",")
+    }
+
+    /// A client of any member but `not`, asked in turn, for a membership change: returns the
+    /// first answer that is not a transport error or a timeout (the change is then decided),
+    /// or the last error after `patience`.
+    async fn ask_cluster<T, F, Fut>(
+        &self,
+        not: Option<usize>,
+        patience: Duration,
+        what: &str,
+        ask: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + patience;
+        let mut last = String::from("no member to ask");
+        loop {
+            for i in self.active_members().into_iter().filter(|&i| Some(i) != not) {
+                let url = self.specs[i].client_url();
+                let answer = async {
+                    let client = connect(&url, STATUS_TIMEOUT, Some(MEMBERSHIP_TIMEOUT)).await?;
+                    ask(client).await
+                };
+                match tokio::time::timeout(MEMBERSHIP_TIMEOUT, answer).await {
+                    Ok(Ok(t)) => return Ok(t),
+                    Ok(Err(e)) => last = format!("{}: {e}", self.specs[i].name),
+                    Err(_) => last = format!("{}: timed out", self.specs[i].name),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Membership { what: what.to_string(), detail: last });
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Removes slot `i`'s member from the cluster (asking the others; a member that is gone
+    /// already counts as removed), then SIGKILLs its process (a removed tenure member stops by
+    /// itself, etcd's does not always) and wipes its data directory.
+    ///
+    /// # Errors
+    /// [`ClusterError`] if no member accepts the removal within `patience`, or the directory
+    /// cannot be wiped.
+    pub async fn remove_member(
+        &mut self,
+        i: usize,
+        patience: Duration,
+    ) -> Result<(), ClusterError> {
+        let id = self.member_ids[i];
+        let what = format!("removing {} ({id:x})", self.specs[i].name);
+        let removed = self
+            .ask_cluster(Some(i), patience, &what, |mut c| async move {
+                match c.member_remove(id).await {
+                    Ok(_) => Ok(()),
+                    // A retry of a removal that was applied.
+                    Err(e) if e.to_string().contains("member not found") => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        removed?;
+        self.kill(i)?;
+        self.active[i] = false;
+        self.member_ids[i] = 0;
+        self.wipe(i)
+    }
+
+    /// Empties slot `i`'s data directory (the member is stopped).
+    fn wipe(&self, i: usize) -> Result<(), ClusterError> {
+        let dir = &self.specs[i].data_dir;
+        let io = |source| ClusterError::Io { what: format!("wiping {}", dir.display()), source };
+        std::fs::remove_dir_all(dir).map_err(io)?;
+        std::fs::create_dir(dir).map_err(io)?;
+        if let Some(uid) = self.specs[i].uid {
+            std::os::unix::fs::chown(dir, Some(uid), Some(uid)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Adds slot `i` (not a member, its directory empty) to the cluster as a learner, then
+    /// starts it with `--initial-cluster-state existing`. Returns its new member id.
+    ///
+    /// # Errors
+    /// [`ClusterError`] if no member accepts the addition within `patience`, or the process
+    /// cannot be started.
+    pub async fn add_learner(&mut self, i: usize, patience: Duration) -> Result<u64, ClusterError> {
+        let url = self.specs[i].peer_url();
+        let what = format!("adding {} as a learner", self.specs[i].name);
+        let id = self
+            .ask_cluster(Some(i), patience, &what, |mut c| {
+                let url = url.clone();
+                async move {
+                    let options = etcd_client::MemberAddOptions::new().with_is_learner();
+                    let r = c.member_add([url], Some(options)).await?;
+                    Ok(r.member().map_or(0, |m| m.id()))
+                }
+            })
+            .await?;
+        let mut slots = self.active_members();
+        slots.push(i);
+        slots.sort_unstable();
+        self.joined[i] = Some(self.initial_cluster(slots));
+        self.member_ids[i] = id;
+        self.active[i] = true;
+        self.spawn(i)?;
+        Ok(id)
+    }
+
+    /// Promotes slot `i`'s learner to voter, asking again while the leader says it is not in
+    /// sync yet (it catches up by snapshot and log first). Returns how many times it asked.
+    ///
+    /// # Errors
+    /// [`ClusterError`] if it is not promoted within `patience`.
+    pub async fn promote(&mut self, i: usize, patience: Duration) -> Result<u32, ClusterError> {
+        let id = self.member_ids[i];
+        let what = format!("promoting {} ({id:x})", self.specs[i].name);
+        let deadline = Instant::now() + patience;
+        let mut asked = 0;
+        loop {
+            asked += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self
+                .ask_cluster(Some(i), left.min(Duration::from_secs(5)), &what, |mut c| async move {
+                    match c.member_promote(id).await {
+                        Ok(_) => Ok(Ok(())),
+                        // Not in sync yet (etcd's words, which tenure keeps): ask again.
+                        Err(e) if e.to_string().contains("in sync with leader") => {
+                            Ok(Err(e.to_string()))
+                        }
+                        // A voter already: an earlier ask that timed out promoted it.
+                        Err(e) if e.to_string().contains("can only promote a learner") => {
+                            Ok(Ok(()))
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            match answer {
+                Ok(()) => return Ok(asked),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(ClusterError::Membership { what, detail: e });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+
+    /// From now on slot `i`'s clock is `step_s` seconds further off the host's and runs at
+    /// `rate` times real speed, until [`Cluster::end_clock_fault`].
+    ///
+    /// libfaketime applies a rate to the time elapsed since the process loaded it (`+N xR`
+    /// reads `real + N + (now - start)(R - 1)`), so the offset written makes up for the
+    /// member's age: the clock moves by `step_s` now and drifts from here on, with no jump by
+    /// its age.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the cluster was started without fake clocks or the file cannot
+    /// be written.
+    pub fn start_clock_fault(
+        &mut self,
+        i: usize,
+        step_s: f64,
+        rate: f64,
+    ) -> Result<(), ClusterError> {
+        let now = Instant::now();
+        let age_s = self.spawned_at[i].map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        self.clock_fault[i] = Some((now, step_s, rate));
+        self.write_clock(i, &faketime_spec(self.clock_offset_s[i], step_s, rate, age_s))
+    }
+
+    /// Ends slot `i`'s clock fault: with `keep`, the clock keeps what it gained or lost and
+    /// runs at real speed from here on (a monotonic clock never steps back); otherwise it
+    /// steps back to the host's time (as NTP would step a wall clock). Returns the seconds it
+    /// was off at the end.
+    ///
+    /// # Errors
+    /// [`ClusterError::Io`] if the file cannot be written.
+    pub fn end_clock_fault(&mut self, i: usize, keep: bool) -> Result<f64, ClusterError> {
+        let Some((started, step_s, rate)) = self.clock_fault[i].take() else { return Ok(0.0) };
+        let gained_s = step_s + started.elapsed().as_secs_f64() * (rate - 1.0);
+        if keep {
+            self.clock_offset_s[i] += gained_s;
+        }
+        let offset_s = self.clock_offset_s[i];
+        self.write_clock(i, &format!("{offset_s:+.3}"))?;
+        Ok(gained_s)
+    }
+
+    fn write_clock(&self, i: usize, spec: &str) -> Result<(), ClusterError> {
+        let Some(file) = &self.specs[i].clock_file else {
+            return Err(ClusterError::Io {
+                what: format!("stepping {}'s clock", self.specs[i].name),
+                source: std::io::Error::other("the cluster was started without fake clocks"),
+            });
+        };
+        // Written beside and renamed over, so that a member never reads half a line.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{spec}\n"))
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|source| ClusterError::Io {
+                what: format!("writing {}", file.display()),
+                source,
+            })
     }
 
     /// The member most of the answering members name as leader, if any.
     pub async fn leader(&self) -> Option<usize> {
         let mut votes = vec![0usize; self.specs.len()];
-        for s in self.statuses().await.into_iter().flatten() {
+        for s in self.statuses().await.into_iter().flatten().filter(|s| s.leader_id != 0) {
             if let Some(i) = self.member_ids.iter().position(|&id| id == s.leader_id) {
                 votes[i] += 1;
             }
@@ -632,6 +968,8 @@ mod tests {
             uid: None,
             data_dir: disk.join("data"),
             disk: Some(disk),
+            netns: None,
+            clock_file: None,
         };
         Cluster {
             config: ClusterConfig {
@@ -644,15 +982,34 @@ mod tests {
                 log_dir: None,
                 snapshot_count: None,
                 disk_bytes: Some(4 << 20),
+                spare_slots: 0,
+                namespaces: None,
+                clock: None,
             },
             specs: vec![spec],
             children: vec![None],
             paused: vec![false],
             member_ids: vec![0],
+            active: vec![true],
+            joined: vec![None],
+            spawned_at: vec![None],
+            clock_offset_s: vec![0.0],
+            clock_fault: vec![None],
             failpoints: vec![None],
             pdeathsig: false,
             _dir: tempfile::Builder::new().tempdir_in(dir.path()).expect("a directory"),
         }
+    }
+
+    #[test]
+    fn a_clock_fault_moves_the_clock_by_its_step_now_whatever_the_member_s_age() {
+        // A member 100 s old, its clock 2 s ahead already: stepped 5 s more, at double speed.
+        assert_eq!(faketime_spec(2.0, 5.0, 2.0, 100.0), "-93.000 x2");
+        // libfaketime's reading of that line now: real + N + age (R - 1) = real + 7 s.
+        let (offset, age, rate) = (-93.0, 100.0, 2.0);
+        assert_eq!(offset + age * (rate - 1.0), 7.0);
+        assert_eq!(faketime_spec(0.0, -30.0, 1.0, 55.5), "-30.000 x1");
+        assert_eq!(faketime_spec(0.0, 0.0, 0.5, 10.0), "+5.000 x0.5");
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! tenure-torture: a fault-injection suite on real `tenure serve` processes (issue 18).
 //!
-//! A run starts a three-member cluster on loopback, runs a register workload through the etcd
+//! A run starts a three-member cluster, each member in a network namespace of its own (on
+//! loopback where namespaces cannot be made), runs a register workload through the etcd
 //! gRPC API, lease and lock clients, and a watch of every key on each member, injects faults
 //! from a seeded schedule (SIGKILL and restart, SIGSTOP and SIGCONT, partitions of one member,
 //! of the leader, and one way, packet loss, throttled links, a full disk, crashes at
-//! failpoints), heals them, lets the members converge, and checks what was recorded.
+//! failpoints, membership changes, clock steps), heals them, lets the members converge, and checks what was recorded.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`schedule`] | faults and their windows, drawn from a seed |
 //! | [`binary`] | finding (or building) the server binary |
 //! | [`cluster`] | the member processes: start, kill, restart (with failpoints armed), pause, resume, fill and free a disk, who leads |
-//! | [`net`] | partitions and packet loss with iptables (per-member users, one chain), throttles with tc HTB |
+//! | [`net`] | on loopback: partitions and packet loss with iptables (per-member users, one chain), throttles with tc HTB; [`net::Network`], either this or [`netns`] |
+//! | [`netns`] | each member in a network namespace of its own on a bridge: cuts, loss and throttles inside its namespace |
 //! | [`workload`] | the clients: read, write and cas over a few keys, recorded |
 //! | [`k8s`] | Kubernetes-shaped traffic (CAS by mod_revision, paged lists, an informer with prev_kv, compaction) and its checker |
+//! | [`election`] | Kubernetes-shaped leader election (a Lease object created where absent, renewed by CAS, on a TTL'd etcd lease) and its checker |
 //! | [`leases`] | lease clients (keep-alives, then let go) and their checker |
 //! | [`locks`] | lock clients (fencing tokens, guarded writes) and their checker |
 //! | [`watchers`] | one watch from revision 1 per member, resumed across kills |
@@ -32,10 +35,12 @@ pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod compare;
+pub mod election;
 pub mod k8s;
 pub mod leases;
 pub mod locks;
 pub mod net;
+pub mod netns;
 pub mod report;
 pub mod run;
 pub mod schedule;

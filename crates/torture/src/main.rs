@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use tenure_torture::binary;
 use tenure_torture::report::Report;
-use tenure_torture::run::{RunConfig, RunError, run};
+use tenure_torture::run::{NetworkMode, RunConfig, RunError, run};
 
 /// Runs a seeded fault schedule against a three-member cluster of real processes and checks
 /// the history.
@@ -55,6 +55,22 @@ struct Args {
     /// if there is none; or --tenure PATH, which must have them].
     #[arg(long)]
     failpoints: bool,
+    /// Leave membership changes out of the schedule (a member replaced, the leader removed,
+    /// three voters grown to five and back).
+    #[arg(long)]
+    no_membership: bool,
+    /// Leave clock steps out of the schedule (they need libfaketime: apt-get install -y
+    /// faketime).
+    #[arg(long)]
+    no_clock: bool,
+    /// Clock faults step the monotonic clock too (every timer of the member), not only the
+    /// wall clock; a leader whose clock jumps ahead expires leases early by its own clock.
+    #[arg(long)]
+    clock_monotonic: bool,
+    /// Where the members run: each in a network namespace of its own (netns), on loopback, or
+    /// namespaces where they can be made (auto).
+    #[arg(long, value_enum, default_value_t = NetworkMode::Auto)]
+    network: NetworkMode,
     /// Lease clients (keep-alives and expiry, checked).
     #[arg(long, default_value_t = 2)]
     lease_clients: usize,
@@ -154,6 +170,10 @@ fn main() -> ExitCode {
     config.extra.shaping = !args.no_shaping && !args.no_partitions;
     config.extra.disk_full = !args.no_disk_full;
     config.extra.failpoints = args.failpoints;
+    config.extra.membership = !args.no_membership;
+    config.extra.clock = !args.no_clock;
+    config.clock_monotonic = args.clock_monotonic;
+    config.network = args.network;
     config.lease_client_count = args.lease_clients;
     config.lock_client_count = args.lock_clients;
     config.k8s = !args.no_k8s;

@@ -19,6 +19,8 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
+use crate::cluster::MemberSpec;
+
 /// Why the firewall cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -408,6 +410,90 @@ fn remove_stale_chains() {
         && !live_mangle_chain_exists("")
     {
         let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
+    }
+}
+
+/// Where the members' network faults are injected: per-member users on loopback (this
+/// module's [`Firewall`]) or each member's own namespace ([`crate::netns`]).
+#[derive(Debug)]
+pub enum Network {
+    /// Members on 127.0.0.11..., told apart by their users (partitions, loss, throttles).
+    Loopback(Firewall),
+    /// Members in namespaces of their own.
+    Namespaces(crate::netns::Namespaces),
+}
+
+/// Why a network fault could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// On loopback.
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// In the namespaces.
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+}
+
+impl Network {
+    /// Member `from`'s messages to member `to` are lost.
+    ///
+    /// # Errors
+    /// [`NetworkError`] if a rule is refused.
+    pub fn cut(&self, specs: &[MemberSpec], from: usize, to: usize) -> Result<(), NetworkError> {
+        match self {
+            Network::Loopback(fw) => {
+                fw.cut(&specs[from].peer_endpoint(), &specs[to].peer_endpoint())?
+            }
+            Network::Namespaces(ns) => ns.cut(from, to)?,
+        }
+        Ok(())
+    }
+
+    /// `percent`% of member `i`'s peer packets are dropped.
+    ///
+    /// # Errors
+    /// [`NetworkError`] if a rule is refused.
+    pub fn lose(&self, specs: &[MemberSpec], i: usize, percent: u32) -> Result<(), NetworkError> {
+        match self {
+            Network::Loopback(fw) => {
+                let ports: Vec<u16> = specs.iter().map(|s| s.peer_port).collect();
+                fw.lose(&specs[i].peer_endpoint(), &ports, percent)?;
+            }
+            Network::Namespaces(ns) => ns.lose(i, percent)?,
+        }
+        Ok(())
+    }
+
+    /// Member `i`'s peer links are shaped to `kbit` kbit/s.
+    ///
+    /// # Errors
+    /// [`NetworkError`] if tc or a rule is refused.
+    pub fn throttle(
+        &mut self,
+        specs: &[MemberSpec],
+        i: usize,
+        kbit: u32,
+    ) -> Result<(), NetworkError> {
+        match self {
+            Network::Loopback(fw) => {
+                let ports: Vec<u16> = specs.iter().map(|s| s.peer_port).collect();
+                fw.throttle(&specs[i].peer_endpoint(), &ports, kbit)?;
+            }
+            Network::Namespaces(ns) => ns.throttle(i, kbit)?,
+        }
+        Ok(())
+    }
+
+    /// Removes every cut, loss and throttle.
+    ///
+    /// # Errors
+    /// [`NetworkError`] if a flush is refused.
+    pub fn heal(&mut self) -> Result<(), NetworkError> {
+        match self {
+            Network::Loopback(fw) => fw.heal()?,
+            Network::Namespaces(ns) => ns.heal()?,
+        }
+        Ok(())
     }
 }
 

@@ -180,6 +180,8 @@ pub struct Report {
     pub partitions: bool,
     /// Why partitions were left out, when they were.
     pub partitions_note: Option<String>,
+    /// Where the members ran: network namespaces or loopback, and why.
+    pub network: String,
     /// The other fault kinds in the schedule.
     pub extra: crate::schedule::ExtraFaults,
     /// Why some were left out.
@@ -233,16 +235,20 @@ impl Report {
             self.heartbeat_ms,
             self.election_ms
         );
+        let _ = writeln!(s, "network: {}", self.network);
         if let Some(note) = &self.partitions_note {
             let _ = writeln!(s, "partitions: off ({note})");
         }
         let on_off = |b: bool| if b { "on" } else { "off" };
         let _ = writeln!(
             s,
-            "loss and throttles: {}, full disks: {}, failpoint crashes: {}{}",
+            "loss and throttles: {}, full disks: {}, failpoint crashes: {}, membership changes: \
+             {}, clock steps: {}{}",
             on_off(self.extra.shaping),
             on_off(self.extra.disk_full),
             on_off(self.extra.failpoints),
+            on_off(self.extra.membership),
+            on_off(self.extra.clock),
             self.extra_note.as_ref().map_or(String::new(), |n| format!(" ({n})"))
         );
         let _ =

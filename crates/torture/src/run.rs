@@ -1,17 +1,19 @@
 //! One run: start the cluster, run the workload and the watchers, inject the schedule's faults,
 //! heal, let the members converge, then check everything and write the report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::check::{self, MemberHash};
-use crate::cluster::{Cluster, ClusterConfig, ClusterError, connect};
+use crate::cluster::{ClockConfig, Cluster, ClusterConfig, ClusterError, MemberSpec, connect};
+use crate::election::{self, ElectionLog};
 use crate::k8s::{self, K8sLog};
 use crate::leases::{self, LeaseRecord};
 use crate::locks::{self, LockLog};
-use crate::net::{Firewall, FirewallError};
+use crate::net::{Firewall, FirewallError, Network, NetworkError};
+use crate::netns::{Namespaces, NetnsError};
 use crate::report::{FaultRecord, HealProbe, Leaders, Report, Totals, availability};
 use crate::schedule::{self, ExtraFaults, FaultKind, PlannedFault, ScheduleSpec, Target};
 use crate::watchers::{WatchLog, watch_member};
@@ -70,6 +72,23 @@ pub struct RunConfig {
     /// catch up by snapshot, through the snapshot stream and its failpoints); none: the
     /// server's default.
     pub snapshot_count: Option<u64>,
+    /// Where the members run: each in a network namespace of its own, or on loopback.
+    pub network: NetworkMode,
+    /// Clock faults step the monotonic clock too (libfaketime fakes `CLOCK_MONOTONIC`, and
+    /// with it every timer of the member), not only the wall clock.
+    pub clock_monotonic: bool,
+}
+
+/// Where the members run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Namespaces where they can be made (root), else loopback; the report says which.
+    Auto,
+    /// Each member in a network namespace of its own (fails if they cannot be made).
+    Netns,
+    /// Every member on loopback (127.0.0.11...), told apart by user ids.
+    Loopback,
 }
 
 impl RunConfig {
@@ -93,12 +112,20 @@ impl RunConfig {
             verbose: false,
             history_path: None,
             serializable_reads: false,
-            extra: ExtraFaults { shaping: true, disk_full: true, failpoints: false },
+            extra: ExtraFaults {
+                shaping: true,
+                disk_full: true,
+                failpoints: false,
+                membership: true,
+                clock: true,
+            },
             extra_note: None,
             lease_client_count: 2,
             lock_client_count: 2,
             k8s: true,
             snapshot_count: Some(300),
+            network: NetworkMode::Auto,
+            clock_monotonic: false,
         }
     }
 
@@ -144,6 +171,19 @@ impl RunConfig {
         if extra.failpoints {
             cmd.push_str(" --failpoints");
         }
+        if !extra.membership {
+            cmd.push_str(" --no-membership");
+        }
+        if !extra.clock {
+            cmd.push_str(" --no-clock");
+        } else if self.clock_monotonic {
+            cmd.push_str(" --clock-monotonic");
+        }
+        match self.network {
+            NetworkMode::Auto => {}
+            NetworkMode::Netns => cmd.push_str(" --network netns"),
+            NetworkMode::Loopback => cmd.push_str(" --network loopback"),
+        }
         cmd.push_str(&format!(
             " --lease-clients {} --lock-clients {}",
             self.lease_client_count, self.lock_client_count
@@ -169,8 +209,12 @@ impl RunConfig {
 /// are checked by the run itself (it refuses to start without the firewall it was asked for).
 pub fn detect_host(config: &mut RunConfig) {
     let mut notes = Vec::new();
+    // In namespaces throttles shape the members' own links; on loopback they need lo's
+    // root qdisc.
+    let namespaces = config.network != NetworkMode::Loopback && crate::netns::available().is_ok();
     if config.extra.shaping
         && config.partitions
+        && !namespaces
         && let Err(e) = crate::net::shaping_available()
     {
         config.extra.shaping = false;
@@ -182,6 +226,18 @@ pub fn detect_host(config: &mut RunConfig) {
         config.extra.disk_full = false;
         notes.push(format!("no full disks: {e}"));
     }
+    if config.extra.clock && !Path::new(crate::cluster::FAKETIME_LIBRARY).exists() {
+        config.extra.clock = false;
+        notes.push(format!(
+            "no clock steps: {} is not installed (apt-get install -y faketime)",
+            crate::cluster::FAKETIME_LIBRARY
+        ));
+    }
+    if config.extra.clock && config.etcd {
+        // etcd is a static Go binary: libfaketime is never loaded into it.
+        config.extra.clock = false;
+        notes.push("no clock steps: etcd is statically linked (libfaketime cannot load)".into());
+    }
     if !notes.is_empty() {
         config.extra_note = Some(notes.join("; "));
     }
@@ -189,6 +245,12 @@ pub fn detect_host(config: &mut RunConfig) {
 
 /// The suite runs three members.
 pub const MEMBER_COUNT: usize = 3;
+
+/// Slots beyond [`MEMBER_COUNT`] that [`FaultKind::Grow`] adds members in.
+pub const SPARE_SLOTS: usize = 2;
+
+/// How long a membership change may take (a learner catches up by snapshot first).
+const MEMBERSHIP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The size of each member's tmpfs disk when the schedule fills disks: room for the log's
 /// active and prepared segments (64 MiB each, preallocated) and snapshots.
@@ -200,6 +262,12 @@ pub enum RunError {
     /// Partitions were asked for and the firewall cannot be installed.
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    /// Network namespaces were asked for and cannot be made.
+    #[error("network namespaces: {0}")]
+    Netns(#[from] NetnsError),
+    /// A network fault could not be injected or healed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     /// The cluster could not be started or driven.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -228,6 +296,12 @@ enum Active {
     DiskFull(usize),
     /// A member started with a failpoint armed.
     Armed(usize),
+    /// A member removed and wiped; added back half-way through the window.
+    Replaced(usize),
+    /// Members added in these spare slots.
+    Grown(Vec<usize>),
+    /// A member's clock off.
+    Clock(usize),
 }
 
 /// The exit code of a member whose failpoint fired (tenure-storage's
@@ -260,9 +334,21 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             eprintln!("{msg}");
         }
     };
-    let mut firewall = if config.partitions { Some(Firewall::install()?) } else { None };
     let plan = schedule::generate(&config.schedule_spec());
     let has_disk_faults = plan.iter().any(|f| matches!(f.kind, FaultKind::DiskFull { .. }));
+    let has_membership =
+        plan.iter().any(|f| matches!(f.kind, FaultKind::Replace { .. } | FaultKind::Grow));
+    let has_clock = plan.iter().any(|f| matches!(f.kind, FaultKind::Clock { .. }));
+    let spare_slots = if has_membership { SPARE_SLOTS } else { 0 };
+    let (mut network, network_note) =
+        choose_network(config.network, config.partitions, MEMBER_COUNT + spare_slots)?;
+    log(format!("network: {network_note}"));
+    let namespaces = match &network {
+        Some(Network::Namespaces(ns)) => {
+            Some((0..ns.slot_count()).map(|i| (ns.member(i), ns.address(i))).collect())
+        }
+        _ => None,
+    };
     let mut cluster = Cluster::start(
         ClusterConfig {
             binary: config.server.clone(),
@@ -270,17 +356,23 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             member_count: MEMBER_COUNT,
             heartbeat_ms: config.heartbeat_ms,
             election_ms: config.election_ms,
-            run_as_users: firewall.is_some(),
+            run_as_users: matches!(network, Some(Network::Loopback(_))),
             log_dir: config.log_dir.clone(),
             snapshot_count: config.snapshot_count,
             disk_bytes: has_disk_faults.then_some(DISK_BYTES),
+            spare_slots,
+            namespaces,
+            clock: has_clock.then(|| ClockConfig {
+                library: PathBuf::from(crate::cluster::FAKETIME_LIBRARY),
+                monotonic: config.clock_monotonic,
+            }),
         },
         Duration::from_secs(30),
     )
     .await?;
     log(format!(
         "cluster up: {:?}",
-        cluster.specs().iter().map(|s| s.client_url()).collect::<Vec<_>>()
+        cluster.specs()[..MEMBER_COUNT].iter().map(|s| s.client_url()).collect::<Vec<_>>()
     ));
 
     let workload_config = WorkloadConfig {
@@ -291,16 +383,15 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         serializable_reads: config.serializable_reads,
     };
     let mut clients = Vec::new();
-    for spec in cluster.specs() {
+    for spec in &cluster.specs()[..MEMBER_COUNT] {
         let c = connect(&spec.client_url(), Duration::from_secs(2), Some(config.op_timeout))
             .await
             .map_err(|e| RunError::Connect { member: spec.name.clone(), detail: e.to_string() })?;
         clients.push(c);
     }
     let watch_logs: Vec<Arc<Mutex<WatchLog>>> =
-        cluster.specs().iter().map(|_| Arc::new(Mutex::new(WatchLog::default()))).collect();
-    let watch_tasks: Vec<_> = cluster
-        .specs()
+        (0..MEMBER_COUNT).map(|_| Arc::new(Mutex::new(WatchLog::default()))).collect();
+    let watch_tasks: Vec<_> = cluster.specs()[..MEMBER_COUNT]
         .iter()
         .enumerate()
         .map(|(i, s)| tokio::spawn(watch_member(i, s.client_url(), watch_logs[i].clone())))
@@ -311,7 +402,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     // timeout, each call bounded by its own.
     let mut waiting_clients = Vec::new();
     if config.lease_client_count + config.lock_client_count > 0 || config.k8s {
-        for spec in cluster.specs() {
+        for spec in &cluster.specs()[..MEMBER_COUNT] {
             let c =
                 connect(&spec.client_url(), Duration::from_secs(2), None).await.map_err(|e| {
                     RunError::Connect { member: spec.name.clone(), detail: e.to_string() }
@@ -370,6 +461,21 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             ))
         })
         .collect();
+    // Two candidates for a Kubernetes-shaped Lease object, with the Kubernetes client.
+    let election_log: Arc<Mutex<ElectionLog>> = Arc::default();
+    let election_tasks: Vec<_> = (0..if config.k8s { 2 } else { 0 })
+        .map(|id| {
+            tokio::spawn(election::run_candidate(
+                id,
+                waiting_clients.clone(),
+                config.seed,
+                config.op_timeout,
+                recorder.clone(),
+                election_log.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
     let lock_tasks: Vec<_> = (0..config.lock_client_count as u64)
         .map(|id| {
             tokio::spawn(locks::run_lock_client(
@@ -396,9 +502,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         .collect();
 
     let mut crashes = Vec::new();
+    let mut grown_verdicts: Vec<check::Verdict> = Vec::new();
     let mut expected = Expected::default();
     let mut windows: Vec<Window> = Vec::new();
-    let peer_ports: Vec<u16> = cluster.specs().iter().map(|s| s.peer_port).collect();
     for fault in &plan {
         sleep_until(
             &recorder,
@@ -413,6 +519,9 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         let who = |t: Target| resolve(t, leader, MEMBER_COUNT);
         let name = |i: usize| format!("n{}", i + 1);
         let mut pending_arm = None;
+        // Taken before the fault is injected: a membership change takes seconds (a learner
+        // catches up before its promotion), and its window starts when it is asked for.
+        let start_us = recorder.now_us();
         let (active, injected) = match fault.kind {
             FaultKind::Kill { target } => {
                 let i = who(target);
@@ -426,32 +535,62 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             }
             FaultKind::Isolate { target } => {
                 let i = who(target);
-                let fw = firewall.as_ref().expect("partitions are drawn only with a firewall");
+                let net = network.as_ref().expect("partitions are drawn only with a network");
                 for j in (0..MEMBER_COUNT).filter(|&j| j != i) {
-                    let (a, b) =
-                        (cluster.specs()[i].peer_endpoint(), cluster.specs()[j].peer_endpoint());
-                    fw.cut(&a, &b)?;
-                    fw.cut(&b, &a)?;
+                    net.cut(cluster.specs(), i, j)?;
+                    net.cut(cluster.specs(), j, i)?;
                 }
                 (Active::Cut, format!("isolate {}", name(i)))
             }
             FaultKind::OneWay { from, to } => {
                 let (f, t) = (who(from), who(to));
-                let fw = firewall.as_ref().expect("partitions are drawn only with a firewall");
-                fw.cut(&cluster.specs()[f].peer_endpoint(), &cluster.specs()[t].peer_endpoint())?;
+                let net = network.as_ref().expect("partitions are drawn only with a network");
+                net.cut(cluster.specs(), f, t)?;
                 (Active::Cut, format!("one-way {} -/-> {}", name(f), name(t)))
             }
             FaultKind::Loss { target, percent } => {
                 let i = who(target);
-                let fw = firewall.as_ref().expect("shaping is drawn only with a firewall");
-                fw.lose(&cluster.specs()[i].peer_endpoint(), &peer_ports, percent)?;
+                let net = network.as_ref().expect("shaping is drawn only with a network");
+                net.lose(cluster.specs(), i, percent)?;
                 (Active::Cut, format!("lose {percent}% of {}'s peer packets", name(i)))
             }
             FaultKind::Throttle { target, kbit } => {
                 let i = who(target);
-                let fw = firewall.as_mut().expect("shaping is drawn only with a firewall");
-                fw.throttle(&cluster.specs()[i].peer_endpoint(), &peer_ports, kbit)?;
+                let net = network.as_mut().expect("shaping is drawn only with a network");
+                net.throttle(cluster.specs(), i, kbit)?;
                 (Active::Cut, format!("throttle {} to {kbit} kbit/s", name(i)))
+            }
+            FaultKind::Replace { target } => {
+                let i = who(target);
+                let was_leader = leader == Some(i);
+                cluster.remove_member(i, MEMBERSHIP_PATIENCE).await?;
+                let what = if was_leader { "remove the leader" } else { "remove" };
+                (Active::Replaced(i), format!("{what} {}, wipe it", name(i)))
+            }
+            FaultKind::Grow => {
+                let mut added = Vec::new();
+                let mut notes = Vec::new();
+                for slot in MEMBER_COUNT..MEMBER_COUNT + SPARE_SLOTS {
+                    // One learner at a time (etcd allows one), promoted before the next.
+                    let id = cluster.add_learner(slot, MEMBERSHIP_PATIENCE).await?;
+                    added.push(slot);
+                    let asked = cluster.promote(slot, MEMBERSHIP_PATIENCE).await?;
+                    notes.push(format!("{} ({id:x}, promoted at ask {asked})", name(slot)));
+                }
+                (Active::Grown(added), format!("grow: add {}", notes.join(", ")))
+            }
+            FaultKind::Clock { target, offset_s, rate_percent } => {
+                let i = who(target);
+                // A monotonic clock never steps back: with it faked, steps are forward only
+                // and what the clock gained is kept after the window.
+                let (offset_s, clocks) = if config.clock_monotonic {
+                    (offset_s.abs(), "wall and monotonic")
+                } else {
+                    (offset_s, "wall clock only")
+                };
+                cluster.start_clock_fault(i, offset_s as f64, f64::from(rate_percent) / 100.0)?;
+                let kind = FaultKind::Clock { target: Target::Member(i), offset_s, rate_percent };
+                (Active::Clock(i), format!("{kind} ({clocks})"))
             }
             FaultKind::DiskFull { target } => {
                 let i = who(target);
@@ -479,7 +618,6 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 }
             }
         };
-        let start_us = recorder.now_us();
         let leader_note =
             leader.map_or("no leader known".to_string(), |l| format!("leader {}", name(l)));
         log(format!(
@@ -487,9 +625,34 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             start_us as f64 / 1e6,
             fault.kind
         ));
+        if let Active::Replaced(i) = &active {
+            let i = *i;
+            let half_way = (fault.start_ms + fault.duration_ms / 2) * 1_000;
+            sleep_until(&recorder, half_way, &mut cluster, &mut crashes, &mut expected, &log).await;
+            let id = cluster.add_learner(i, MEMBERSHIP_PATIENCE).await?;
+            log(format!(
+                "{:>8.2} s  {} added back as learner {id:x}",
+                recorder.now_us() as f64 / 1e6,
+                name(i)
+            ));
+        }
         if let Some((i, points)) = pending_arm {
             let half_way = (fault.start_ms + fault.duration_ms / 2) * 1_000;
             sleep_until(&recorder, half_way, &mut cluster, &mut crashes, &mut expected, &log).await;
+            if points.starts_with("snapshot-")
+                && let Some(count) = config.snapshot_count
+            {
+                // The snapshot points are reached only if the member comes back behind the
+                // leader's compacted log: two snapshots' worth of writes while it is down
+                // make sure of that, whatever the clients managed in the window.
+                let via = clients[(i + 1) % MEMBER_COUNT].clone();
+                let written = write_filler(via, 2 * count as usize, config.op_timeout).await;
+                log(format!(
+                    "{:>8.2} s  {written} filler writes while {} is down (to force a snapshot)",
+                    recorder.now_us() as f64 / 1e6,
+                    name(i)
+                ));
+            }
             cluster.restart_with_failpoints(i, points)?;
             expected.armed = Some((i, None));
         }
@@ -503,8 +666,34 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             Active::Killed(i) => cluster.restart(i)?,
             Active::Paused(i) => cluster.resume(i)?,
             Active::Cut => {
-                if let Some(fw) = &mut firewall {
-                    fw.heal()?;
+                if let Some(net) = &mut network {
+                    net.heal()?;
+                }
+            }
+            Active::Replaced(i) => {
+                let asked = cluster.promote(i, MEMBERSHIP_PATIENCE).await?;
+                injected.push_str(&format!(
+                    ", add back as learner {:x}, promoted at ask {asked}",
+                    cluster.member_ids()[i]
+                ));
+            }
+            Active::Grown(slots) => {
+                // Five members, compared before two go: the same HashKV at one revision.
+                let (revision, hashes) = hash_members(&cluster).await;
+                let mut verdict = check::convergence(&hashes, revision);
+                verdict.checker = "convergence (five members)";
+                grown_verdicts.push(verdict);
+                for &slot in slots.iter().rev() {
+                    cluster.remove_member(slot, MEMBERSHIP_PATIENCE).await?;
+                }
+                injected.push_str("; remove them again");
+            }
+            Active::Clock(i) => {
+                let off_s = cluster.end_clock_fault(i, config.clock_monotonic)?;
+                if config.clock_monotonic {
+                    injected.push_str(&format!(", {off_s:+.1} s kept"));
+                } else {
+                    injected.push_str(&format!(", stepped back {:.1} s", -off_s));
                 }
             }
             Active::DiskFull(i) => {
@@ -560,7 +749,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     }
     // The lease clients let their last leases go and watch them vanish; the lock clients
     // finish their hold.
-    for t in lease_tasks.into_iter().chain(lock_tasks) {
+    for t in lease_tasks.into_iter().chain(lock_tasks).chain(election_tasks) {
         let _ = t.await;
     }
     let workload_end_us = recorder.now_us();
@@ -580,24 +769,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     // Every member up, every rule gone: wait for equal revisions twice in a row.
     let (final_revision, converged_note) = converge(&cluster).await;
     let mut hashes = Vec::new();
-    for spec in cluster.specs() {
-        let answer = async {
-            let mut c =
-                connect(&spec.client_url(), Duration::from_secs(2), Some(Duration::from_secs(10)))
-                    .await?;
-            c.hash_kv(final_revision).await
-        }
-        .await;
-        hashes.push(match answer {
-            Ok(h) => MemberHash {
-                member: spec.name.clone(),
-                hash: Some((h.hash(), h.compact_version())),
-                error: None,
-            },
-            Err(e) => {
-                MemberHash { member: spec.name.clone(), hash: None, error: Some(e.to_string()) }
-            }
-        });
+    for i in cluster.active_members() {
+        hashes.push(hash_of(&cluster.specs()[i], final_revision).await);
     }
     for (i, c) in clients.iter_mut().enumerate() {
         workload::final_reads(i, c, &workload_config, &recorder).await;
@@ -631,7 +804,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     crashes
         .extend(cluster.exited().into_iter().map(|(i, how)| format!("n{} exited: {how}", i + 1)));
     drop(cluster);
-    drop(firewall);
+    drop(network);
 
     let history = recorder.ops();
     if let Some(path) = &config.history_path {
@@ -643,6 +816,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     let logs: Vec<WatchLog> =
         watch_logs.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
     let mut verdicts = vec![check::linearizable(&history, config.check_timeout)];
+    verdicts.extend(grown_verdicts);
     let (watch_verdict, reference) = check::watches(&logs, final_revision);
     verdicts.push(check::acknowledged_writes(&history, &reference));
     verdicts.push(watch_verdict);
@@ -657,6 +831,8 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
     if config.k8s {
         let log = k8s_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
         verdicts.push(k8s::check_k8s(&log, &reference));
+        let terms = election_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        verdicts.push(election::check_election(&terms));
     }
     let mut convergence = check::convergence(&hashes, final_revision);
     if let Some(note) = converged_note {
@@ -692,6 +868,7 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         duration_s: config.duration.as_secs_f64(),
         partitions: config.partitions,
         partitions_note: config.partitions_note.clone(),
+        network: network_note,
         extra: config.schedule_spec().extra,
         extra_note: config.extra_note.clone(),
         heartbeat_ms: config.heartbeat_ms,
@@ -773,6 +950,118 @@ async fn sleep_until(
     }
 }
 
+/// Puts `count` values to keys under `/torture/filler/` through `client`, eight at a time;
+/// returns how many were acknowledged. They are not part of the recorded history (no checker
+/// reads those keys; the watchers see them as any other revision).
+async fn write_filler(client: etcd_client::Client, count: usize, op_timeout: Duration) -> usize {
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for k in (t..count).step_by(8) {
+                    let put = c.put(format!("/torture/filler/{}", k % 64), vec![0u8; 64], None);
+                    if matches!(tokio::time::timeout(op_timeout, put).await, Ok(Ok(_))) {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap_or(0);
+    }
+    ok
+}
+
+/// Member `spec`'s HashKV at `revision`.
+async fn hash_of(spec: &MemberSpec, revision: i64) -> MemberHash {
+    let answer = async {
+        let mut c =
+            connect(&spec.client_url(), Duration::from_secs(2), Some(Duration::from_secs(10)))
+                .await?;
+        c.hash_kv(revision).await
+    }
+    .await;
+    match answer {
+        Ok(h) => MemberHash {
+            member: spec.name.clone(),
+            hash: Some((h.hash(), h.compact_version())),
+            error: None,
+        },
+        Err(e) => MemberHash { member: spec.name.clone(), hash: None, error: Some(e.to_string()) },
+    }
+}
+
+/// Every member's HashKV at the highest revision all of them have applied, taken while the
+/// workload runs: asked again (up to 20 times) while a member does not answer or the members
+/// differ in how far they have compacted (the Kubernetes client compacts every few seconds,
+/// and a member that has not applied the latest compaction hashes more history). Returns the
+/// revision and the last answers.
+async fn hash_members(cluster: &Cluster) -> (i64, Vec<MemberHash>) {
+    let mut last = (0, Vec::new());
+    for _ in 0..20 {
+        let statuses = cluster.statuses().await;
+        let active = cluster.active_members();
+        let revision =
+            active.iter().filter_map(|&i| statuses[i].map(|s| s.revision)).min().unwrap_or(0);
+        let mut hashes = Vec::new();
+        for &i in &active {
+            hashes.push(hash_of(&cluster.specs()[i], revision).await);
+        }
+        let compactions: Vec<Option<i64>> =
+            hashes.iter().map(|h| h.hash.map(|(_, compact)| compact)).collect();
+        let comparable =
+            compactions.iter().all(Option::is_some) && compactions.windows(2).all(|w| w[0] == w[1]);
+        last = (revision, hashes);
+        if comparable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    last
+}
+
+/// The network the members run on: namespaces if asked or possible, else loopback with the
+/// firewall if partitions are asked for (refusing to start without it), else plain loopback.
+/// Returns it and a line for the report.
+///
+/// # Errors
+/// [`RunError`] if namespaces were asked for and cannot be made, or partitions on loopback
+/// without the firewall.
+fn choose_network(
+    mode: NetworkMode,
+    partitions: bool,
+    slot_count: usize,
+) -> Result<(Option<Network>, String), RunError> {
+    let why_not = match mode {
+        NetworkMode::Loopback => "--network loopback".to_string(),
+        NetworkMode::Netns => {
+            let ns = Namespaces::create(slot_count)?;
+            let note = ns.describe();
+            return Ok((Some(Network::Namespaces(ns)), note));
+        }
+        NetworkMode::Auto => match crate::netns::available() {
+            Ok(()) => {
+                let ns = Namespaces::create(slot_count)?;
+                let note = ns.describe();
+                return Ok((Some(Network::Namespaces(ns)), note));
+            }
+            Err(e) => e,
+        },
+    };
+    let addresses = format!("127.0.0.11-{}", 10 + slot_count);
+    if partitions {
+        let fw = Firewall::install()?;
+        let note = format!("loopback ({addresses}, a user per member; {why_not})");
+        Ok((Some(Network::Loopback(fw)), note))
+    } else {
+        Ok((None, format!("loopback ({addresses}, no network faults; {why_not})")))
+    }
+}
+
 /// Waits (up to 30 s) until every member answers with the same revision twice in a row;
 /// returns it, with a note if they never did (then the highest revision seen).
 async fn converge(cluster: &Cluster) -> (i64, Option<String>) {
@@ -782,7 +1071,8 @@ async fn converge(cluster: &Cluster) -> (i64, Option<String>) {
     let mut last_seen = String::new();
     while tokio::time::Instant::now() < deadline {
         let statuses = cluster.statuses().await;
-        let revisions: Vec<Option<i64>> = statuses.iter().map(|s| s.map(|s| s.revision)).collect();
+        let revisions: Vec<Option<i64>> =
+            cluster.active_members().into_iter().map(|i| statuses[i].map(|s| s.revision)).collect();
         highest = highest.max(revisions.iter().flatten().copied().max().unwrap_or(0));
         last_seen = format!("{revisions:?}");
         let first = revisions[0];
@@ -823,9 +1113,18 @@ mod tests {
         assert!(cmd.contains("--no-partitions --no-shaping --lease-clients 2"), "{cmd}");
         assert!(cmd.ends_with("--snapshot-count 300 --tenure /x/tenure"), "{cmd}");
         c.partitions = true;
-        c.extra = ExtraFaults { shaping: true, disk_full: false, failpoints: true };
+        c.extra = ExtraFaults {
+            shaping: true,
+            disk_full: false,
+            failpoints: true,
+            membership: false,
+            clock: true,
+        };
+        c.clock_monotonic = true;
+        c.network = NetworkMode::Loopback;
         let cmd = c.rerun_command();
-        assert!(cmd.contains("--no-disk-full --failpoints"), "{cmd}");
+        assert!(cmd.contains("--no-disk-full --failpoints --no-membership"), "{cmd}");
+        assert!(cmd.contains("--clock-monotonic --network loopback"), "{cmd}");
         assert!(!cmd.contains("--no-shaping"), "{cmd}");
     }
 }

@@ -95,6 +95,29 @@ pub enum FaultKind {
         /// How many times the point is passed before it fires.
         after: u32,
     },
+    /// The member is removed from the cluster (the leader: it steps down and stops), its data
+    /// wiped; half-way through the window its slot is added back as a learner with a new id
+    /// and started with `--initial-cluster-state existing`; at the end it is promoted once in
+    /// sync with the leader.
+    Replace {
+        /// The member replaced.
+        target: Target,
+    },
+    /// Two learners are added in the spare slots, started, and promoted one after the other
+    /// (three voters to five); at the end every member's HashKV is compared and the two are
+    /// removed again (five to three).
+    Grow,
+    /// The member's clock (under libfaketime) runs `offset_s` seconds off the host's and at
+    /// `rate_percent`% of its speed for the window, then is put back (a step back by whatever
+    /// it gained). Only the wall clock unless the run fakes the monotonic clock too.
+    Clock {
+        /// The member whose clock is off.
+        target: Target,
+        /// The step, in seconds (either way).
+        offset_s: i64,
+        /// The rate, in percent of real time (100: only a step).
+        rate_percent: u32,
+    },
 }
 
 /// The failpoints a [`FaultKind::Crash`] arms: tenure-storage's and tenure-server's (their
@@ -138,6 +161,17 @@ impl fmt::Display for FaultKind {
             FaultKind::Crash { target, point, after } => {
                 write!(f, "crash {target} at {point} (after {after} passes)")
             }
+            FaultKind::Replace { target } => write!(f, "replace {target}"),
+            FaultKind::Grow => write!(f, "grow to 5 members and shrink back"),
+            FaultKind::Clock { target, offset_s, rate_percent: 100 } => {
+                write!(f, "step {target}'s clock {offset_s:+} s")
+            }
+            FaultKind::Clock { target, offset_s: 0, rate_percent } => {
+                write!(f, "run {target}'s clock at {rate_percent}% speed")
+            }
+            FaultKind::Clock { target, offset_s, rate_percent } => {
+                write!(f, "step {target}'s clock {offset_s:+} s, at {rate_percent}% speed")
+            }
         }
     }
 }
@@ -179,6 +213,11 @@ pub struct ExtraFaults {
     pub disk_full: bool,
     /// Crashes at failpoints (a `tenure` built with the `failpoints` feature).
     pub failpoints: bool,
+    /// Membership changes: a member replaced (the leader half the time), three voters grown to
+    /// five and back.
+    pub membership: bool,
+    /// Clock steps and rates (libfaketime).
+    pub clock: bool,
 }
 
 fn serialize_duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -241,8 +280,28 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFault
     if extra.failpoints {
         kinds.push(8);
     }
+    if extra.membership {
+        kinds.extend([9, 10]);
+    }
+    if extra.clock {
+        kinds.push(11);
+    }
     let drawn = kinds[rng.range(0, kinds.len() as u64) as usize];
     match drawn {
+        9 => return FaultKind::Replace { target: anyone(rng) },
+        10 => return FaultKind::Grow,
+        11 => {
+            let target = anyone(rng);
+            // Half steps (up to ten minutes either way), half a rate off (50% to 200%).
+            return if rng.chance(0.5) {
+                let offset_s = rng.range(5, 601) as i64;
+                let offset_s = if rng.chance(0.5) { -offset_s } else { offset_s };
+                FaultKind::Clock { target, offset_s, rate_percent: 100 }
+            } else {
+                let rate_percent = [50, 75, 150, 200][rng.range(0, 4) as usize];
+                FaultKind::Clock { target, offset_s: 0, rate_percent }
+            };
+        }
         5 => return FaultKind::Loss { target: anyone(rng), percent: rng.range(10, 41) as u32 },
         6 => {
             return FaultKind::Throttle { target: anyone(rng), kbit: rng.range(64, 513) as u32 };
@@ -308,7 +367,13 @@ mod tests {
 
     #[test]
     fn extras_are_drawn_only_when_allowed_and_all_are_drawn() {
-        let all = ExtraFaults { shaping: true, disk_full: true, failpoints: true };
+        let all = ExtraFaults {
+            shaping: true,
+            disk_full: true,
+            failpoints: true,
+            membership: true,
+            clock: true,
+        };
         let drawn: Vec<FaultKind> = (0..20)
             .flat_map(|s| generate(&ScheduleSpec { extra: all, ..spec(s, true) }))
             .map(|f| f.kind)
@@ -318,6 +383,11 @@ mod tests {
         assert!(has(|k| matches!(k, FaultKind::Throttle { .. })));
         assert!(has(|k| matches!(k, FaultKind::DiskFull { .. })));
         assert!(has(|k| matches!(k, FaultKind::Crash { .. })));
+        assert!(has(|k| matches!(k, FaultKind::Replace { target: Target::Leader })));
+        assert!(has(|k| matches!(k, FaultKind::Grow)));
+        assert!(has(|k| matches!(k, FaultKind::Clock { offset_s: ..0, .. })));
+        assert!(has(|k| matches!(k, FaultKind::Clock { offset_s: 1.., .. })));
+        assert!(has(|k| matches!(k, FaultKind::Clock { rate_percent: 101.., .. })));
         let none: Vec<FaultKind> =
             (0..20).flat_map(|s| generate(&spec(s, true))).map(|f| f.kind).collect();
         assert!(none.iter().all(|k| matches!(
