@@ -454,10 +454,29 @@ async fn etcdctl_lock_holders_never_overlap_while_the_leader_is_killed() {
         children.push(child);
     }
 
-    // The first holder is inside: kill the leader.
+    // The first holder is inside and the second waits in line (its key is under the
+    // prefix): kill the leader. Not before the second is in line: a write in flight when the
+    // leader dies may time out ("etcdserver: request timed out", as with etcd), and etcdctl
+    // does not retry a txn.
     let deadline = Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("enter")) {
-        assert!(Instant::now() < deadline, "neither etcdctl got the lock");
+    let mut kv = pb::kv_client::KvClient::connect(plan.clients[followers[0]].clone())
+        .await
+        .expect("connects");
+    loop {
+        let entered = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("enter"));
+        let in_line = kv
+            .range(pb::RangeRequest {
+                key: Bytes::from_static(b"lp-shared/"),
+                range_end: Bytes::from_static(b"lp-shared0"),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().count == 2);
+        if entered && in_line {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not one holder inside and one in line");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     servers[first_leader].take().expect("running").kill();
@@ -472,9 +491,6 @@ async fn etcdctl_lock_holders_never_overlap_while_the_leader_is_killed() {
         assert!(o.status.success(), "etcdctl lock failed: {o:?}");
     }
     // Both unlocked: no lock key is left.
-    let mut kv = pb::kv_client::KvClient::connect(plan.clients[followers[0]].clone())
-        .await
-        .expect("connects");
     let held = kv
         .range(pb::RangeRequest {
             key: Bytes::from_static(b"lp-shared/"),
