@@ -490,6 +490,9 @@ fn write_ids(cfg: &ServeConfig) -> anyhow::Result<()> {
     write().with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Bytes of entries in flight to one follower (see `open_replica`).
+const INFLIGHT_BYTES_MAX: u64 = 8 << 20;
+
 /// Opens (or bootstraps, with `bootstrap`) the member's storage and replica.
 fn open_replica(cfg: &ServeConfig, bootstrap: Membership) -> anyhow::Result<Replica> {
     let mut rc = ReplicaConfig::new(NodeId(cfg.member_id), new_incarnation());
@@ -498,6 +501,12 @@ fn open_replica(cfg: &ServeConfig, bootstrap: Membership) -> anyhow::Result<Repl
     // Ticks are heartbeat intervals: a request waits at most about one election timeout
     // times five before it times out (etcd waits a fixed 5 s plus the election timeout).
     rc.request_timeout_ticks = u64::from(cfg.election_ticks()) * 5;
+    // Entries for a follower that is far behind are read from the log files on the replica
+    // thread, as much per turn as its in-flight window frees: 64 MiB at once (the core's
+    // default) delayed heartbeats past the election timeout on a loaded machine while a
+    // learner caught up on a 1 GiB log (BENCHMARKS, "Membership changes"). 8 MiB still
+    // keeps a loopback or LAN link full (one window per round trip).
+    rc.raft.inflight_bytes_max = INFLIGHT_BYTES_MAX;
     rc.kv.request_bytes_max = cfg.max_request_bytes;
     rc.kv.txn_ops_max = cfg.max_txn_ops;
     // A log entry holds one request plus its envelope; leave room for both.
