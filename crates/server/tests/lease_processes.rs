@@ -464,15 +464,7 @@ async fn etcdctl_lock_holders_never_overlap_while_the_leader_is_killed() {
         .expect("connects");
     loop {
         let entered = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("enter"));
-        let in_line = kv
-            .range(pb::RangeRequest {
-                key: Bytes::from_static(b"lp-shared/"),
-                range_end: Bytes::from_static(b"lp-shared0"),
-                count_only: true,
-                ..Default::default()
-            })
-            .await
-            .is_ok_and(|r| r.into_inner().count == 2);
+        let in_line = lock_keys(&mut kv).await.is_ok_and(|n| n == 2);
         if entered && in_line {
             break;
         }
@@ -491,21 +483,24 @@ async fn etcdctl_lock_holders_never_overlap_while_the_leader_is_killed() {
         assert!(o.status.success(), "etcdctl lock failed: {o:?}");
     }
     // Both unlocked: no lock key is left.
-    let held = kv
-        .range(pb::RangeRequest {
-            key: Bytes::from_static(b"lp-shared/"),
-            range_end: Bytes::from_static(b"lp-shared0"),
-            count_only: true,
-            ..Default::default()
-        })
-        .await
-        .expect("reads")
-        .into_inner()
-        .count;
+    let held = lock_keys(&mut kv).await.expect("reads");
     assert_eq!(held, 0, "a lock key was left behind");
     for s in servers.into_iter().flatten() {
         s.terminate();
     }
+}
+
+/// How many `etcdctl lock lp-shared` keys there are (holder and waiters).
+async fn lock_keys(
+    kv: &mut pb::kv_client::KvClient<tonic::transport::Channel>,
+) -> Result<i64, tonic::Status> {
+    let range = pb::RangeRequest {
+        key: Bytes::from_static(b"lp-shared/"),
+        range_end: Bytes::from_static(b"lp-shared0"),
+        count_only: true,
+        ..Default::default()
+    };
+    Ok(kv.range(range).await?.into_inner().count)
 }
 
 /// Where `name` is on the `PATH`, if it is.

@@ -128,23 +128,10 @@ impl Firewall {
         peer_ports: &[u16],
         percent: u32,
     ) -> Result<(), FirewallError> {
-        let probability = format!("{:.4}", f64::from(percent.min(100)) / 100.0);
         for matches in member_peer_traffic(member, peer_ports) {
             let mut args = vec!["-A".to_string(), self.chain.clone(), "-p".into(), "tcp".into()];
             args.extend(matches);
-            args.extend(
-                [
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &probability,
-                    "-j",
-                    "DROP",
-                ]
-                .map(String::from),
-            );
+            args.extend(random_drop(percent));
             iptables(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         Ok(())
@@ -504,6 +491,14 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         // The state follows the command name, which is in parentheses and may hold spaces.
         stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z")
     })
+}
+
+/// The end of an iptables rule that drops `percent`% of the packets it matches, chosen at
+/// random (the `statistic` match): for packet loss on loopback and in namespaces alike.
+pub(crate) fn random_drop(percent: u32) -> [String; 8] {
+    let probability = format!("{:.4}", f64::from(percent.min(100)) / 100.0);
+    ["-m", "statistic", "--mode", "random", "--probability", &probability, "-j", "DROP"]
+        .map(String::from)
 }
 
 #[cfg(test)]

@@ -194,7 +194,6 @@ impl Namespaces {
     /// [`NetnsError`] if iptables refuses.
     pub fn lose(&self, i: usize, percent: u32) -> Result<(), NetnsError> {
         let ns = self.member(i);
-        let probability = format!("{:.4}", f64::from(percent.min(100)) / 100.0);
         let port = PEER_PORT.to_string();
         for (chain, dir) in [
             ("OUTPUT", "--dport"),
@@ -202,27 +201,10 @@ impl Namespaces {
             ("INPUT", "--dport"),
             ("INPUT", "--sport"),
         ] {
-            run_in(
-                &ns,
-                &[
-                    "iptables",
-                    "-w",
-                    "-A",
-                    chain,
-                    "-p",
-                    "tcp",
-                    dir,
-                    &port,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &probability,
-                    "-j",
-                    "DROP",
-                ],
-            )?;
+            let drop = crate::net::random_drop(percent);
+            let mut args = vec!["iptables", "-w", "-A", chain, "-p", "tcp", dir, &port];
+            args.extend(drop.iter().map(String::as_str));
+            run_in(&ns, &args)?;
         }
         Ok(())
     }
