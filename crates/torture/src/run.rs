@@ -766,8 +766,17 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
         workload_end_us as f64 / 1e6
     ));
 
+    // A lease whose owner stopped (or whose grant's answer was lost) still expires later and
+    // deletes its keys at a new revision; the final revision is read once none is left.
+    let lease_patience =
+        Duration::from_secs(leases::LEASE_TTL_S as u64) + leases::LEASE_EXPIRY_SLACK;
+    let leases_note = wait_for_no_leases(&mut clients[0], lease_patience, config.op_timeout).await;
     // Every member up, every rule gone: wait for equal revisions twice in a row.
     let (final_revision, converged_note) = converge(&cluster).await;
+    let converged_note = match (converged_note, leases_note) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     let mut hashes = Vec::new();
     for i in cluster.active_members() {
         hashes.push(hash_of(&cluster.specs()[i], final_revision).await);
@@ -1064,6 +1073,31 @@ fn choose_network(
 
 /// Waits (up to 30 s) until every member answers with the same revision twice in a row;
 /// returns it, with a note if they never did (then the highest revision seen).
+/// Waits until the cluster lists no lease (every owner has stopped, so each one left is revoked
+/// by expiry), for at most `patience`; a note if some remained.
+async fn wait_for_no_leases(
+    client: &mut etcd_client::Client,
+    patience: Duration,
+    op_timeout: Duration,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let last = match tokio::time::timeout(op_timeout, client.leases()).await {
+            Ok(Ok(answer)) if answer.leases().is_empty() => return None,
+            Ok(Ok(answer)) => format!("{} leases left", answer.leases().len()),
+            Ok(Err(e)) => format!("lease list failed: {e}"),
+            Err(_) => "lease list timed out".to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Some(format!(
+                "leases still listed {:.0} s after the workload stopped ({last})",
+                patience.as_secs_f64()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn converge(cluster: &Cluster) -> (i64, Option<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut previous: Option<i64> = None;
