@@ -477,10 +477,11 @@ pub fn alarm_status_error(m: kv::AlarmMember) -> String {
     format!("memberID:{} alarm:{} ", m.member_id, m.alarm.name())
 }
 
-/// `AlarmResponse` → protobuf.
-pub fn alarm_response_to_pb(r: kv::AlarmResponse, ctx: &HeaderContext) -> pb::AlarmResponse {
+/// `AlarmResponse` → protobuf. Without a header, as etcd 3.4 answers (`etcdctl alarm list -w
+/// json` prints `{}` there when no alarm is raised).
+pub fn alarm_response_to_pb(r: kv::AlarmResponse) -> pb::AlarmResponse {
     pb::AlarmResponse {
-        header: Some(ctx.header(r.revision)),
+        header: None,
         alarms: r.alarms.into_iter().map(alarm_member_to_pb).collect(),
     }
 }

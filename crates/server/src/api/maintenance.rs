@@ -190,7 +190,7 @@ impl pb::maintenance_server::Maintenance for Services {
     ) -> Result<tonic::Response<pb::AlarmResponse>, Status> {
         let alarm = alarm_request_from_pb(request.get_ref()).map_err(ServerError::from)?;
         match self.write(&request, Command::Alarm(alarm)).await? {
-            Response::Alarm(r) => Ok(tonic::Response::new(alarm_response_to_pb(r, &self.ctx()))),
+            Response::Alarm(r) => Ok(tonic::Response::new(alarm_response_to_pb(r))),
             _ => Err(unexpected("Alarm")),
         }
     }
