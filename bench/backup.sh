@@ -45,43 +45,17 @@ ETCD=${ETCD:-etcd}
 ETCDCTL=${ETCDCTL:-etcdctl}
 BASE_PORT=${BASE_PORT:-32379}
 
-say() { echo "backup: $*" >&2; }
+BENCH_NAME=backup
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-for tool in "$ETCD" "$ETCDCTL" jq awk; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        say "skipped: needs $tool (Debian: apt-get install etcd-server etcd-client jq)"
-        exit 0
-    fi
-done
-
-if [[ -z "${TENURE:-}" ]]; then
-    say "building the release binary"
-    cargo build --release --quiet -p tenure-server --bin tenure
-    TENURE=$PWD/target/release/tenure
-fi
-
-WORK=$(mktemp -d -t tenure-backup-XXXXXX)
-PIDS=()
+need_tools "Debian: apt-get install etcd-server etcd-client jq" "$ETCD" "$ETCDCTL" jq awk
+tenure_binary
+work_dir
 stop() { # stop PID: kill one process we started and wait for it
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "${KEEP:-}" ]]; then
-        mkdir -p "$KEEP"
-        cp -r "$WORK"/*.log "$WORK"/*.json "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }

@@ -70,41 +70,14 @@ WORKLOADS=(
     "range serializable, 64 clients|range --consistency s --clients 64 --conns $CONNS"
 )
 
-say() { echo "compare: $*" >&2; }
+BENCH_NAME=compare
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-if ! command -v "$ETCD" >/dev/null 2>&1; then
-    say "skipped: no etcd binary ($ETCD) installed (Debian: apt-get install etcd-server)"
-    exit 0
-fi
-for tool in jq awk; do
-    command -v "$tool" >/dev/null 2>&1 || { say "needs $tool"; exit 2; }
-done
-
-if [[ -z "${TENURE:-}" ]]; then
-    say "building the release binary"
-    cargo build --release --quiet -p tenure-server --bin tenure
-    TENURE=$PWD/target/release/tenure
-fi
+need_tools "Debian: apt-get install etcd-server jq" "$ETCD" jq awk
+tenure_binary
 BENCH=${BENCH:-$TENURE}
-
-WORK=$(mktemp -d -t tenure-compare-XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "${KEEP:-}" ]]; then
-        mkdir -p "$KEEP"
-        cp -r "$WORK"/*.log "$WORK"/*.json "$WORK"/results.tsv "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_dir
 
 declare -A SERVER_PIDS ENDPOINTS LEADER
 

@@ -60,7 +60,7 @@
 #   (etcd), ETCDCTL (etcdctl), TENURE (builds and uses target/release/tenure), BASE_PORT
 #   (23400), KEEP (a directory to copy the logs, timelines and raw figures into).
 # Without etcd the etcd half is skipped with a note. Everything started is killed on exit (by
-# pid) and the data directories (under /tmp/bench-membership-*) removed.
+# pid) and the data directories (under /tmp/tenure-membership-*) removed.
 
 set -euo pipefail
 
@@ -81,44 +81,17 @@ ETCD=${ETCD:-etcd}
 ETCDCTL=${ETCDCTL:-etcdctl}
 BASE_PORT=${BASE_PORT:-23400}
 
-say() { echo "membership: $*" >&2; }
+BENCH_NAME=membership
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-for tool in "$ETCDCTL" jq awk du; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        say "skipped: needs $tool (Debian: apt-get install etcd-client jq)"
-        exit 0
-    fi
-done
+need_tools "Debian: apt-get install etcd-client jq" "$ETCDCTL" jq awk du
 if [[ $SYSTEMS == *etcd* ]] && ! command -v "$ETCD" >/dev/null 2>&1; then
     say "NOTE: $ETCD not found: the etcd half is skipped (Debian: apt-get install etcd-server)"
     SYSTEMS=tenure
 fi
-
-if [[ -z "${TENURE:-}" ]]; then
-    say "building the release binary"
-    cargo build --release --quiet -p tenure-server --bin tenure
-    TENURE=$PWD/target/release/tenure
-fi
-
-WORK=$(mktemp -d /tmp/bench-membership-XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n "${KEEP:-}" ]]; then
-        mkdir -p "$KEEP"
-        (cd "$WORK" && find . \( -name '*.log' -o -name '*.json' -o -name '*.tsv' \) \
-            -exec cp --parents {} "$KEEP"/ \;) 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+tenure_binary
+work_dir
 
 now() { date +%s.%N; }
 now_ms() { date +%s%3N; }

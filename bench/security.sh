@@ -63,43 +63,14 @@ WORKLOADS=(
     "put, 1 client|put --clients 1 --conns 1"
 )
 
-say() { echo "security: $*" >&2; }
+BENCH_NAME=security
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-for tool in "$ETCD" "$ETCDCTL" openssl jq awk; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        say "skipped: needs $tool (Debian: apt-get install etcd-server etcd-client openssl jq)"
-        exit 0
-    fi
-done
-
-if [[ -z "${TENURE:-}" ]]; then
-    say "building the release binary"
-    cargo build --release --quiet -p tenure-server --bin tenure
-    TENURE=$PWD/target/release/tenure
-fi
-
-WORK=$(mktemp -d -t tenure-security-XXXXXX)
-PIDS=()
-stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-}
-cleanup() {
-    stop_all
-    if [[ -n "${KEEP:-}" ]]; then
-        mkdir -p "$KEEP"
-        cp -r "$WORK"/*.log "$WORK"/*.json "$WORK"/results.tsv "$KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+need_tools "Debian: apt-get install etcd-server etcd-client openssl jq" \
+    "$ETCD" "$ETCDCTL" openssl jq awk
+tenure_binary
+work_dir
 
 # The CA and one certificate for every member of both systems (127.0.0.1 in the SAN; server
 # and client use, since members present it to each other).
