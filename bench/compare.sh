@@ -120,27 +120,6 @@ ready() {
     say "$system ready, leader at ${LEADER[$system]}"
 }
 
-cpu_ticks() { # sum of utime + stime over PIDS
-    local pid total=0
-    for pid in "$@"; do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
-
-peak_rss_kib() { # largest VmHWM over PIDS
-    local pid max=0 kib
-    for pid in "$@"; do
-        kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
-        ((kib > max)) && max=$kib
-    done
-    echo "$max"
-}
-
-TICKS_PER_SECOND=$(getconf CLK_TCK)
-RESULTS=$WORK/results.tsv
-: >"$RESULTS"
-
 # round SYSTEM NAME ARGS ROUND: one timed run; appends a line to RESULTS.
 round() {
     local system=$1 name=$2 args=$3 n=$4 eps pid

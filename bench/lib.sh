@@ -11,7 +11,10 @@
 #                         every process in PIDS is killed and waited for, the logs, JSON
 #                         summaries and TSV results under WORK are copied into KEEP (when
 #                         set, keeping their sub-directories), and WORK is removed
+#                         and makes the empty results file RESULTS in it
 # stop_all                kills and waits for every process in PIDS, and empties it
+# cpu_ticks PID...        the sum of their utime + stime, in TICKS_PER_SECOND units
+# peak_rss_kib PID...     the largest VmHWM among them
 
 say() { echo "$BENCH_NAME: $*" >&2; }
 
@@ -58,6 +61,27 @@ bench_cleanup() {
 work_dir() {
     WORK=$(mktemp -d -t "tenure-$BENCH_NAME-XXXXXX")
     PIDS=()
+    RESULTS=$WORK/results.tsv
+    : >"$RESULTS"
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
+}
+
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+peak_rss_kib() {
+    local pid max=0 kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+        ((kib > max)) && max=$kib
+    done
+    echo "$max"
 }

@@ -96,8 +96,6 @@ work_dir
 now() { date +%s.%N; }
 now_ms() { date +%s%3N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-RESULTS=$WORK/results.tsv
-: >"$RESULTS"
 record() { # record SYSTEM ROUND FIGURE VALUE
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
     say "$1 round $2: $3 = $4"

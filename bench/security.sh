@@ -183,17 +183,6 @@ ready() {
     say "$system ready, leader at ${LEADER[$system]}"
 }
 
-cpu_ticks() { # sum of utime + stime over PIDS
-    local pid total=0
-    for pid in "$@"; do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
-
-TICKS_PER_SECOND=$(getconf CLK_TCK)
-RESULTS=$WORK/results.tsv
-: >"$RESULTS"
 
 # round CONFIG SYSTEM NAME ARGS ROUND: one timed run; appends a line to RESULTS.
 round() {
