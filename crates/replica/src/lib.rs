@@ -1214,6 +1214,32 @@ impl Replica {
         }
     }
 
+    /// Entries `lo..=hi` of the log as the consensus core sees it: the storage's, with the
+    /// writes a full disk holds back laid over them in order (they may replace a suffix). For
+    /// checkers; `lo` must not be below the storage's first index.
+    pub fn log_entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+    ) -> Result<Vec<Entry>, tenure_raft::LogError> {
+        let storage = self.node.log_view();
+        let stored_hi = hi.min(storage.last_index());
+        let mut out =
+            if lo <= stored_hi { storage.read_entries(lo, stored_hi)? } else { Vec::new() };
+        for w in &self.unwritten {
+            if w.reset.is_some() {
+                out.clear();
+            }
+            if let Some(first) = w.entries.first() {
+                out.retain(|e| e.index() < first.index());
+                out.extend(
+                    w.entries.iter().filter(|e| lo <= e.index() && e.index() <= hi).cloned(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether this replica's disk is full: its log writes or syncs wait for space (see the
     /// crate documentation, "A full disk"). While it is, proposals through it fail with
     /// [`ClientError::DiskFull`].
