@@ -1167,7 +1167,9 @@ impl Replica {
             None => {
                 tracing::warn!(
                     replica = %self.id,
-                    "the disk is full ({what}: {e}): this member writes nothing new, acknowledges                      and votes for nothing it has not made durable, and tries again every                      {DISK_FULL_RETRY_MS_MIN}..{DISK_FULL_RETRY_MS_MAX} ms"
+                    "the disk is full ({what}: {e}): this member writes nothing new, acknowledges \
+                     and votes for nothing it has not made durable, and tries again every \
+                     {DISK_FULL_RETRY_MS_MIN}..{DISK_FULL_RETRY_MS_MAX} ms"
                 );
                 DiskFull {
                     since_ms: now,
