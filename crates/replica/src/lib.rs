@@ -952,7 +952,9 @@ impl Replica {
         let keep = self.cfg.snapshot.catchup_entries;
         let upto = LogIndex(index.0.saturating_sub(keep));
         let storage = self.node.log_view_mut();
-        if upto > storage.snapshot_point().index {
+        // Not past what the storage took: a log a full disk holds writes back for may end
+        // before the snapshot (the core's view runs ahead of it until they are written).
+        if upto > storage.snapshot_point().index && upto <= storage.last_index() {
             match storage.compact(upto) {
                 Ok(()) => {}
                 // The compaction record did not fit (the active segment is full and the next
