@@ -32,6 +32,22 @@
 //! it. The pointer chain `first - 1 <= snapshot <= applied <= committed <= last` is checked
 //! after every change.
 //!
+//! ## A full disk
+//!
+//! A storage write or sync that finds no space ([`StorageError::NoSpace`]) does not stop the
+//! replica. The ready's writes wait in order (later readies' writes queue behind them) and are
+//! tried again after 100 ms, doubling to 1 s while the disk stays full; a sync covers only
+//! readies whose writes the storage took, so nothing that depends on them happens meanwhile:
+//! no append acknowledgement or vote leaves and nothing is applied past the durable log (Raft
+//! Figure 2: persistent state is updated on stable storage before responding). The replica
+//! goes on stepping messages, sending what needs nothing durable and serving serializable
+//! reads; [`Replica::propose`] fails with [`ClientError::DiskFull`]; a leader hands leadership
+//! to its most up-to-date voter (it could not apply anything new). A snapshot that finds no
+//! space is abandoned (its file removed) and tried again after the policy's count of entries;
+//! a compaction that finds no space waits for the next snapshot. Once the storage takes every
+//! write and a sync begins, [`Replica::disk_full`] clears and the replica catches up as any
+//! follower does.
+//!
 //! ## Modules
 //! - [`envelope`]: what wraps a state-machine proposal in a log entry (log time, origin,
 //!   request id).
@@ -55,8 +71,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tenure_kv::{Proposal, RangeRequest, RangeResponse, Response, Store};
 use tenure_raft::{
-    ConfigError, Entry, EntryId, EntryKind, LogIndex, LogView, Membership, Message, Node, NodeId,
-    ProposeError, Proposed, ReadId, Role, SnapshotMeta, SnapshotStatus, SoftState, Term,
+    ConfigError, Entry, EntryId, EntryKind, HardState, LogIndex, LogView, Membership, Message,
+    Node, NodeId, ProposeError, Proposed, ReadId, Role, SnapshotMeta, SnapshotStatus, SoftState,
+    Term,
 };
 use tenure_storage::{
     Disk, FinishedSync, SnapshotReader, SnapshotWriter, Storage, StorageError, SyncTicket,
@@ -108,6 +125,9 @@ pub struct PlantedBugs {
     /// applied, instead of at the next tick: a process that was stopped applies entries
     /// before its clock moves, and cuts leases short.
     pub lease_deadline_from_last_tick: bool,
+    /// When a write finds the disk full, send the acknowledgements and votes that wait for it
+    /// anyway, as if the write had been made durable (Raft Figure 2 broken).
+    pub ack_before_durable_on_full_disk: bool,
 }
 
 impl ReplicaConfig {
@@ -165,6 +185,12 @@ pub enum ClientError {
     /// A membership change was refused before it was proposed (etcd's reasons).
     #[error("{0}")]
     Member(MemberRefusal),
+    /// This replica's disk is full: it writes nothing new until space is freed, so it takes no
+    /// proposal (it could not apply it). Another member may take it.
+    #[error(
+        "no space left on this member's disk: writes through it are paused until space is freed"
+    )]
+    DiskFull,
 }
 
 /// The answer to a client request.
@@ -351,6 +377,66 @@ impl Pending {
     }
 }
 
+/// What a `Ready` asks the storage to write, kept until the storage took all of it: while the
+/// disk is full, writes wait here in order (see [`Replica::disk_full`]).
+struct UnwrittenReady {
+    number: u64,
+    /// A snapshot installed from the leader: the log is reset to it first.
+    reset: Option<SnapshotMeta>,
+    entries: Vec<Entry>,
+    membership: Option<Membership>,
+    hard_state: Option<HardState>,
+}
+
+impl UnwrittenReady {
+    fn is_empty(&self) -> bool {
+        self.reset.is_none()
+            && self.entries.is_empty()
+            && self.membership.is_none()
+            && self.hard_state.is_none()
+    }
+
+    /// Hands everything to the storage, in the order the crash rules need (module docs of
+    /// `poll`). Safe to call again after a [`StorageError::NoSpace`]: the reset and the
+    /// membership and hard state are idempotent, and an append of the same batch replaces the
+    /// prefix an earlier try left.
+    fn write(&self, storage: &mut Storage) -> Result<(), StorageError> {
+        if let Some(meta) = &self.reset {
+            storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
+        }
+        // Entries before the hard state: a crash keeps some prefix of the writes, and a
+        // durable commit index must never point past durable entries (found by the simulator,
+        // seed 217).
+        if !self.entries.is_empty() {
+            storage.append(&self.entries)?;
+        }
+        // The configuration at the new commit index goes before the hard state, so a durable
+        // commit index never runs ahead of the durable configuration (the core reads the
+        // configuration entries after it back from the log on restart).
+        if let Some(m) = &self.membership {
+            storage.set_membership(m.clone())?;
+        }
+        if let Some(hs) = self.hard_state {
+            storage.set_hard_state(hs)?;
+        }
+        Ok(())
+    }
+}
+
+/// The first wait before writing again after the disk was found full; it doubles up to
+/// [`DISK_FULL_RETRY_MS_MAX`] while the disk stays full.
+pub const DISK_FULL_RETRY_MS_MIN: u64 = 100;
+/// The longest wait between two tries to write to a full disk.
+pub const DISK_FULL_RETRY_MS_MAX: u64 = 1_000;
+
+/// Since when the disk is full, and when to try writing again.
+#[derive(Clone, Copy, Debug)]
+struct DiskFull {
+    since_ms: u64,
+    retry_at_ms: u64,
+    backoff_ms: u64,
+}
+
 /// A `Ready` that was written and waits for a sync before its messages may leave.
 struct Unsynced {
     number: u64,
@@ -389,6 +475,15 @@ pub struct Replica {
     awaiting_simple: Vec<RequestId>,
     /// Whether a configuration entry or a snapshot was applied since the caller last asked.
     members_changed: bool,
+    /// Storage writes of readies not yet taken, oldest first (the disk was full). Readies are
+    /// written in order, so while this is not empty every new ready's writes join it.
+    /// Invariant: empty unless `disk_full` is set.
+    unwritten: VecDeque<UnwrittenReady>,
+    /// Set while the log cannot be written or synced for lack of space; cleared once every
+    /// write was taken and a sync began (or none was needed).
+    disk_full: Option<DiskFull>,
+    /// Operations that found no space: log writes, syncs, snapshots taken or received.
+    no_space_total: u64,
 }
 
 /// Snapshot counters, for metrics.
@@ -447,6 +542,9 @@ impl Replica {
             conf_requests: BTreeSet::new(),
             awaiting_simple: Vec::new(),
             members_changed: true,
+            unwritten: VecDeque::new(),
+            disk_full: None,
+            no_space_total: 0,
         };
         r.check_pointers();
         Ok(r)
@@ -564,6 +662,16 @@ impl Replica {
     /// Proposes a state-machine command on behalf of a client. The answer comes back as a
     /// [`Completion`] with the same `id` once the entry is applied here.
     pub fn propose(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
+        if self.disk_full.is_some() {
+            // It would never be applied here until space is freed: say so now rather than let
+            // the client wait for its deadline.
+            out.completions.push(Completion {
+                id,
+                result: Err(ClientError::DiskFull),
+                entry: None,
+            });
+            return;
+        }
         if let Err(e) = self.kv.validate(&proposal.command) {
             out.completions.push(Completion { id, result: Err(ClientError::Kv(e)), entry: None });
             return;
@@ -660,43 +768,56 @@ impl Replica {
     /// result to [`Replica::finish_sync`]. Returns whether there was any work.
     pub fn poll(&mut self, out: &mut Output) -> Result<(bool, Option<SyncTicket>), ReplicaError> {
         if !self.node.has_ready() {
-            return Ok((false, None));
+            // Nothing new; but writes held back by a full disk are tried again when due.
+            if !self.disk_full_retry_due() {
+                return Ok((false, None));
+            }
+            let waiting = self.unwritten.len();
+            self.write_unwritten()?;
+            let ticket = self.maybe_begin_sync()?;
+            let worked = ticket.is_some() || self.unwritten.len() < waiting;
+            return Ok((worked, ticket));
         }
         let mut rd = self.node.ready();
         if let Some(ss) = rd.soft_state {
             out.changes.push(ss);
         }
-        // 0. A snapshot from the leader replaces the state machine and the log before this
-        //    ready's entries are written.
-        if let Some(meta) = rd.snapshot.take() {
-            self.install_snapshot(meta)?;
-        }
+        // 0. A snapshot from the leader replaces the state machine (now) and the log (with
+        //    this ready's writes, before its entries).
+        let reset = match rd.snapshot.take() {
+            Some(meta) => Some(self.install_snapshot(meta)?),
+            None => None,
+        };
         // 1. Messages that depend on nothing durable leave at once (the leader's appends go
         //    out while its own write is in progress).
         out.messages.append(&mut rd.messages);
         // 2. Write; the sync comes later and may cover several readies.
         // A commit-index-only hard state is written now and made durable by the next sync
         // (or at shutdown): it needs no fsync of its own (see `Ready::must_sync`).
+        // The storage may refuse for lack of space: the writes then wait, in order, and
+        // nothing that depends on them (acknowledgements, votes, applying) happens meanwhile,
+        // since the sync that would cover them waits too (Raft's persistence rule, Figure 2).
         let needs_sync = rd.must_sync();
-        let storage = self.node.log_view_mut();
-        // Entries before the hard state: a crash keeps some prefix of the writes, and a
-        // durable commit index must never point past durable entries (found by the simulator,
-        // seed 217).
-        if !rd.entries.is_empty() {
-            storage.append(&rd.entries)?;
+        let write = UnwrittenReady {
+            number: rd.number,
+            reset,
+            entries: std::mem::take(&mut rd.entries),
+            membership: rd.membership.take(),
+            hard_state: rd.hard_state,
+        };
+        if !write.is_empty() {
+            self.unwritten.push_back(write);
         }
-        // The configuration at the new commit index goes before the hard state, so a durable
-        // commit index never runs ahead of the durable configuration (the core reads the
-        // configuration entries after it back from the log on restart).
-        if let Some(m) = rd.membership.take() {
-            storage.set_membership(m)?;
-        }
-        if let Some(hs) = rd.hard_state {
-            storage.set_hard_state(hs)?;
-        }
+        self.write_unwritten()?;
         if needs_sync || !rd.persisted_messages.is_empty() {
             let messages = std::mem::take(&mut rd.persisted_messages);
             self.unsynced.push_back(Unsynced { number: rd.number, needs_sync, messages });
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bugs.ack_before_durable_on_full_disk && !self.unwritten.is_empty() {
+            for u in &mut self.unsynced {
+                out.messages.append(&mut u.messages);
+            }
         }
         // 3. Apply what is committed and durable here.
         for entry in std::mem::take(&mut rd.committed_entries) {
@@ -769,7 +890,24 @@ impl Replica {
         if applied <= self.snapshot_index {
             return Ok(None);
         }
-        self.snapshot_job_at(applied).map(Some)
+        match self.snapshot_job_at(applied) {
+            Ok(job) => Ok(Some(job)),
+            Err(ReplicaError::Storage(e)) if e.is_no_space() => {
+                self.snapshot_no_space(&e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn snapshot_no_space(&mut self, e: &StorageError) {
+        self.no_space_total += 1;
+        tracing::warn!(
+            replica = %self.id,
+            "snapshot abandoned, the disk is full ({e}); the log is kept and a snapshot is \
+             tried again after the next {} entries",
+            self.cfg.snapshot.entries
+        );
     }
 
     fn snapshot_job_at(&mut self, applied: LogIndex) -> Result<SnapshotJob, ReplicaError> {
@@ -780,17 +918,28 @@ impl Replica {
             last_included: EntryId::new(term, applied),
             membership: self.node.membership_at(applied).clone(),
         };
+        // Counted from now whether or not the writer can start: a snapshot that finds no space
+        // is tried again after as many entries as the policy asks between two.
+        self.applied_since_snapshot = (0, 0);
         let writer = self.node.log_view().snapshot_writer(meta.clone())?;
         self.snapshot_in_flight = true;
-        self.applied_since_snapshot = (0, 0);
         Ok(SnapshotJob { store: self.kv.clone(), writer, meta })
     }
 
     /// Completes a snapshot job: records the snapshot and compacts the log up to the policy's
-    /// trailing window behind it. A failed job is fatal (its error is a storage error).
+    /// trailing window behind it. A failed job is fatal (its error is a storage error), unless
+    /// it found no space: then the snapshot is abandoned (its file is gone) and tried again
+    /// after the policy's count of entries.
     pub fn finish_snapshot(&mut self, done: SnapshotDone) -> Result<(), ReplicaError> {
         self.snapshot_in_flight = false;
-        let (meta, bytes) = done.result?;
+        let (meta, bytes) = match done.result {
+            Ok(r) => r,
+            Err(e) if e.is_no_space() => {
+                self.snapshot_no_space(&e);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let index = meta.last_included.index;
         let storage = self.node.log_view_mut();
         storage.note_snapshot(meta);
@@ -803,8 +952,16 @@ impl Replica {
         let keep = self.cfg.snapshot.catchup_entries;
         let upto = LogIndex(index.0.saturating_sub(keep));
         let storage = self.node.log_view_mut();
-        if upto > storage.snapshot_point().index {
-            storage.compact(upto)?;
+        // Not past what the storage took: a log a full disk holds writes back for may end
+        // before the snapshot (the core's view runs ahead of it until they are written).
+        if upto > storage.snapshot_point().index && upto <= storage.last_index() {
+            match storage.compact(upto) {
+                Ok(()) => {}
+                // The compaction record did not fit (the active segment is full and the next
+                // cannot be made): the next snapshot compacts instead.
+                Err(e) if e.is_no_space() => self.no_space_total += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
         self.check_pointers();
         Ok(())
@@ -856,7 +1013,9 @@ impl Replica {
 
     /// Installs a snapshot the core accepted from the leader: the state machine is restored
     /// from the staged file and the log replaced by one that starts after it.
-    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<(), ReplicaError> {
+    /// The log's part (noting the snapshot and resetting the log to it) is the ready's first
+    /// write: the returned metadata, for [`UnwrittenReady::reset`].
+    fn install_snapshot(&mut self, meta: SnapshotMeta) -> Result<SnapshotMeta, ReplicaError> {
         let storage = self.node.log_view_mut();
         let reader = storage.open_snapshot(meta.last_included)?;
         // The old state goes first, so that only one copy of the state is ever in memory.
@@ -865,9 +1024,8 @@ impl Replica {
         self.kv = restore_store(reader, &self.cfg.kv, &meta)?;
         self.lessor.rebuild(&self.kv);
         self.members_changed = true;
-        let storage = self.node.log_view_mut();
-        storage.note_snapshot(meta.clone());
-        storage.reset_to_snapshot(meta.last_included, meta.membership.clone())?;
+        // The file is durable already (staged before the message was stepped).
+        self.node.log_view_mut().note_snapshot(meta.clone());
         self.snapshot_index = meta.last_included.index;
         self.applied = self.snapshot_index;
         self.applied_since_snapshot = (0, 0);
@@ -878,7 +1036,7 @@ impl Replica {
             snapshot = %meta.last_included,
             "installed a snapshot from the leader"
         );
-        Ok(())
+        Ok(meta)
     }
 
     /// Asserts the pointer chain `first - 1 <= snapshot <= applied <= committed <= last` (with
@@ -901,9 +1059,32 @@ impl Replica {
 
     /// Makes everything written so far durable, inline, including a commit index that was
     /// written lazily (see `Ready::must_sync`): for shutdown, once no sync is in flight.
+    ///
+    /// On a full disk, what could not be written is dropped as a crash would drop it (it was
+    /// never acknowledged), with a warning, rather than failing the shutdown.
     pub fn sync_for_shutdown(&mut self) -> Result<(), ReplicaError> {
         assert!(self.sync_in_flight.is_none(), "sync_for_shutdown with a sync in flight");
-        self.node.log_view_mut().sync()?;
+        if let Err(e) =
+            self.write_unwritten_now().and_then(|()| Ok(self.node.log_view_mut().sync()?))
+        {
+            match &e {
+                ReplicaError::Storage(se) if se.is_no_space() => tracing::warn!(
+                    replica = %self.id,
+                    "shutting down with writes the full disk did not take (never acknowledged): {e}"
+                ),
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every waiting write now, whatever the backoff; fails on the first that finds no
+    /// space.
+    fn write_unwritten_now(&mut self) -> Result<(), ReplicaError> {
+        while let Some(w) = self.unwritten.front() {
+            w.write(self.node.log_view_mut())?;
+            self.unwritten.pop_front();
+        }
         Ok(())
     }
 
@@ -913,15 +1094,173 @@ impl Replica {
     }
 
     fn maybe_begin_sync(&mut self) -> Result<Option<SyncTicket>, ReplicaError> {
-        if self.sync_in_flight.is_some() {
+        if self.sync_in_flight.is_some() || self.disk_full_waiting() {
             return Ok(None);
         }
-        let Some(last) = self.unsynced.iter().rev().find(|u| u.needs_sync).map(|u| u.number) else {
+        // A sync covers only readies whose writes the storage took.
+        let first_unwritten = self.unwritten.front().map_or(u64::MAX, |w| w.number);
+        let last = self
+            .unsynced
+            .iter()
+            .rev()
+            .find(|u| u.needs_sync && u.number < first_unwritten)
+            .map(|u| u.number);
+        let Some(last) = last else {
+            if self.unwritten.is_empty() {
+                self.disk_full_cleared();
+            }
             return Ok(None);
         };
-        let ticket = self.node.log_view_mut().begin_sync()?;
-        self.sync_in_flight = Some(last);
-        Ok(Some(ticket))
+        match self.node.log_view_mut().begin_sync() {
+            Ok(ticket) => {
+                self.sync_in_flight = Some(last);
+                if self.unwritten.is_empty() {
+                    self.disk_full_cleared();
+                }
+                Ok(Some(ticket))
+            }
+            Err(e) if e.is_no_space() => {
+                self.note_no_space("sync", &e);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Hands the waiting writes to the storage, oldest first, unless the disk is full and the
+    /// next try is not due. Stops at the first that finds no space.
+    fn write_unwritten(&mut self) -> Result<(), ReplicaError> {
+        if self.unwritten.is_empty() || self.disk_full_waiting() {
+            return Ok(());
+        }
+        while let Some(w) = self.unwritten.front() {
+            match w.write(self.node.log_view_mut()) {
+                Ok(()) => {
+                    self.unwritten.pop_front();
+                }
+                Err(e) if e.is_no_space() => {
+                    self.note_no_space("log write", &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the disk is full and the next try to write is not due yet.
+    fn disk_full_waiting(&self) -> bool {
+        self.disk_full.is_some_and(|f| self.now_ms < f.retry_at_ms)
+    }
+
+    /// Whether the disk is full and the next try to write is due.
+    fn disk_full_retry_due(&self) -> bool {
+        self.disk_full.is_some_and(|f| self.now_ms >= f.retry_at_ms)
+    }
+
+    /// The log found no space: wait before trying again (doubling the wait while it stays
+    /// full), and, as leader, hand leadership to the most up-to-date voter: a leader that
+    /// cannot make its own log durable cannot apply anything new, so a member with space
+    /// should lead.
+    fn note_no_space(&mut self, what: &str, e: &StorageError) {
+        self.no_space_total += 1;
+        let now = self.now_ms;
+        let full = match self.disk_full {
+            None => {
+                tracing::warn!(
+                    replica = %self.id,
+                    "the disk is full ({what}: {e}): this member writes nothing new, acknowledges \
+                     and votes for nothing it has not made durable, and tries again every \
+                     {DISK_FULL_RETRY_MS_MIN}..{DISK_FULL_RETRY_MS_MAX} ms"
+                );
+                DiskFull {
+                    since_ms: now,
+                    retry_at_ms: now + DISK_FULL_RETRY_MS_MIN,
+                    backoff_ms: DISK_FULL_RETRY_MS_MIN,
+                }
+            }
+            Some(f) => {
+                let backoff_ms = (f.backoff_ms * 2).min(DISK_FULL_RETRY_MS_MAX);
+                DiskFull { retry_at_ms: now + backoff_ms, backoff_ms, ..f }
+            }
+        };
+        self.disk_full = Some(full);
+        if self.is_leader() {
+            self.hand_over_leadership();
+        }
+    }
+
+    fn disk_full_cleared(&mut self) {
+        if let Some(f) = self.disk_full.take() {
+            tracing::info!(
+                replica = %self.id,
+                full_ms = self.now_ms.saturating_sub(f.since_ms),
+                "the disk has space again: writing and syncing as before"
+            );
+        }
+    }
+
+    /// Starts a leadership transfer to the voter whose log matches the most of ours.
+    fn hand_over_leadership(&mut self) {
+        let status = self.node.status();
+        let membership = self.node.membership();
+        let target = status
+            .matched
+            .iter()
+            .filter(|(id, _)| **id != self.id && membership.is_voter(**id))
+            .max_by_key(|(id, matched)| (**matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        if let Some(to) = target {
+            tracing::info!(replica = %self.id, %to, "handing leadership over: the disk is full");
+            if let Err(e) = self.node.transfer_leadership(to) {
+                tracing::debug!(replica = %self.id, "no leadership transfer: {e}");
+            }
+        }
+    }
+
+    /// Entries `lo..=hi` of the log as the consensus core sees it: the storage's, with the
+    /// writes a full disk holds back laid over them in order (they may replace a suffix). For
+    /// checkers; `lo` must not be below the storage's first index.
+    pub fn log_entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+    ) -> Result<Vec<Entry>, tenure_raft::LogError> {
+        let storage = self.node.log_view();
+        let stored_hi = hi.min(storage.last_index());
+        let mut out =
+            if lo <= stored_hi { storage.read_entries(lo, stored_hi)? } else { Vec::new() };
+        for w in &self.unwritten {
+            if w.reset.is_some() {
+                out.clear();
+            }
+            if let Some(first) = w.entries.first() {
+                out.retain(|e| e.index() < first.index());
+                out.extend(
+                    w.entries.iter().filter(|e| lo <= e.index() && e.index() <= hi).cloned(),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this replica's disk is full: its log writes or syncs wait for space (see the
+    /// crate documentation, "A full disk"). While it is, proposals through it fail with
+    /// [`ClientError::DiskFull`].
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.is_some()
+    }
+
+    /// Operations that found no space on the disk so far: log writes, syncs, snapshots taken
+    /// or received here. For metrics.
+    pub fn no_space_total(&self) -> u64 {
+        self.no_space_total
+    }
+
+    /// Counts a snapshot that was abandoned for lack of space (the caller's receiver, or a
+    /// job): not fatal, it is retried later.
+    pub fn note_snapshot_no_space(&mut self) {
+        self.no_space_total += 1;
     }
 
     /// Releases, in order, the messages of readies that are durable: those covered by a

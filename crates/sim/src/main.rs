@@ -23,7 +23,8 @@
 //!   prints its trace, one line per event with what it means in plain words;
 //!   `--scenario list` lists them. Exit code 3 for an unknown scenario.
 //! - `--profile auth` (with either) runs the swarm profile with the auth workload and checker
-//!   (`tenure_sim::auth`); the default is `--profile swarm`.
+//!   (`tenure_sim::auth`); `--profile disk-full` the swarm profile with disks that fill up
+//!   for a while (issue 18); the default is `--profile swarm`.
 //! - `tenure-sim check-history FILE [--timeout SECS]` checks a history file (see
 //!   `tenure_sim::history`) and exits 0 if it is linearizable, 1 if not (with an explanation), 2
 //!   if the time bound ran out, and 3 on bad input or usage.
@@ -77,8 +78,9 @@ struct Cli {
     /// Worker threads for --seeds (default: the machine's cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// The profile every seed runs with: `swarm` (each seed picks its faults and workloads)
-    /// or `auth` (the same, with the auth workload and its checker).
+    /// The profile every seed runs with: `swarm` (each seed picks its faults and workloads),
+    /// `auth` (the same, with the auth workload and its checker) or `disk-full` (the same,
+    /// with disks that fill up for a while).
     #[arg(long, value_name = "NAME", value_parser = parse_profile, default_value = "swarm")]
     profile: ProfileKind,
 }
@@ -87,7 +89,8 @@ fn parse_profile(text: &str) -> Result<ProfileKind, String> {
     match text {
         "swarm" => Ok(ProfileKind::Swarm),
         "auth" => Ok(ProfileKind::Auth),
-        _ => Err(format!("unknown profile {text} (expected swarm or auth)")),
+        "disk-full" => Ok(ProfileKind::DiskFull),
+        _ => Err(format!("unknown profile {text} (expected swarm, auth or disk-full)")),
     }
 }
 
@@ -253,6 +256,7 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) ->
                         let profile = match kind {
                             ProfileKind::Swarm => "",
                             ProfileKind::Auth => " --profile auth",
+                            ProfileKind::DiskFull => " --profile disk-full",
                         };
                         println!(
                             "  replay: cargo run --release -p tenure-sim --{profile} --seed {seed} --trace"

@@ -36,6 +36,8 @@ pub struct SeedResult {
     pub quorum_checked: u64,
     /// What the auth checker checked (all zero unless the profile runs the auth workload).
     pub auth: AuthCounts,
+    /// Disk operations refused for lack of space, on all nodes (zero unless disks fill up).
+    pub no_space: u64,
     /// The failure, if any.
     pub failure: Option<Failure>,
     /// The readable trace, when asked for.
@@ -55,6 +57,8 @@ pub enum ProfileKind {
     Swarm,
     /// [`Profile::auth`]: the swarm's with the auth workload and its checker.
     Auth,
+    /// [`Profile::disk_full`]: the swarm's with disks that fill up and are freed (issue 18).
+    DiskFull,
 }
 
 impl ProfileKind {
@@ -63,6 +67,7 @@ impl ProfileKind {
         match self {
             ProfileKind::Swarm => Profile::swarm(seed),
             ProfileKind::Auth => Profile::auth(seed),
+            ProfileKind::DiskFull => Profile::disk_full(seed),
         }
     }
 }
@@ -95,6 +100,7 @@ pub fn run_seed_with(
             world.churn(),
             world.quorum_checked(),
             world.auth_counts(),
+            world.no_space_count(),
         );
         let trace = world.trace.take().unwrap_or_default();
         (world.ops_done, world.messages_delivered, counts, outcome, trace)
@@ -112,6 +118,7 @@ pub fn run_seed_with(
                 churn,
                 quorum_checked,
                 auth,
+                no_space,
             ),
             outcome,
             trace,
@@ -127,6 +134,7 @@ pub fn run_seed_with(
             churn,
             quorum_checked,
             auth,
+            no_space,
             failure: outcome.err(),
             trace,
         },
@@ -148,6 +156,7 @@ pub fn run_seed_with(
                 churn: ChurnCounts::default(),
                 quorum_checked: 0,
                 auth: AuthCounts::default(),
+                no_space: 0,
                 failure: Some(Failure::Crash(msg)),
                 trace: vec![],
             }

@@ -154,6 +154,13 @@ pub struct Profile {
     /// invalidates), as root and as no one. Each member's outcome of every such entry is
     /// observed and checked against a model of the auth rules at that point of the log.
     pub auth: bool,
+    /// Mean time between disks filling up (`None`: never; issue 18). A node's disk fills
+    /// ([`SimDisk::set_full`]: everything that needs new space fails with `ENOSPC`) for 0.1 to
+    /// 1.2 s; the node keeps running, writes nothing new and acknowledges nothing it has not
+    /// made durable, and catches up once the space is freed. A crashed node whose disk is full
+    /// is restarted only once it is freed (its storage cannot open without space). With it,
+    /// segments are small (32 KiB), so that logs need new segments while disks are full.
+    pub disk_full_every: Option<Millis>,
 }
 
 impl Profile {
@@ -193,6 +200,7 @@ impl Profile {
             locks: false,
             membership: false,
             auth: false,
+            disk_full_every: None,
         };
         p.lease_reads = p.pause_every.is_none() && r.chance(0.3);
         // Aggressive compaction, so that nearly every seed takes, sends and installs
@@ -231,6 +239,14 @@ impl Profile {
         p
     }
 
+    /// The swarm profile of `seed` with full disks (`--profile disk-full`): every seed fills
+    /// disks, besides its own faults.
+    pub fn disk_full(seed: u64) -> Profile {
+        let mut r = SimRng::new(seed ^ 0x4449_534b_4655_4c4c);
+        let p = Profile::swarm(seed);
+        Profile { disk_full_every: Some(r.pick(&[150, 300, 600])), ..p }
+    }
+
     /// No faults at all (for scripted scenarios that inject their own).
     pub fn quiet(nodes: u64) -> Profile {
         Profile {
@@ -261,6 +277,7 @@ impl Profile {
             locks: false,
             membership: false,
             auth: false,
+            disk_full_every: None,
         }
     }
 
@@ -363,6 +380,8 @@ enum Event {
     SyncDone(NodeId, u64),
     Restart(NodeId),
     Unpause(NodeId),
+    /// The node's disk gets its space back (see [`Profile::disk_full_every`]).
+    DiskFreed(NodeId),
     Nemesis,
     /// A client's next step: start an operation or retry the current one.
     Client(u64),
@@ -683,6 +702,7 @@ impl World {
         if w.profile.partition_every.is_some()
             || w.profile.crash_every.is_some()
             || w.profile.pause_every.is_some()
+            || w.profile.disk_full_every.is_some()
         {
             let at = w.rng.range(50, 200);
             w.schedule(at, Event::Nemesis);
@@ -751,6 +771,12 @@ impl World {
         cfg.raft.seed = self.seed.wrapping_mul(1_000_003).wrapping_add(id.0 + 7 * node.epoch);
         cfg.storage.segment_bytes_max = 256 << 10;
         cfg.storage.entry_bytes_max = 64 << 10;
+        if self.profile.disk_full_every.is_some() {
+            cfg.storage.segment_bytes_max = 4 << 10;
+            cfg.storage.entry_bytes_max = 2 << 10;
+            cfg.storage.membership_bytes_max = 1 << 10;
+            cfg.storage.write_buffer_bytes_max = 1 << 10;
+        }
         cfg.storage.cache_bytes_max = 1 << 20;
         cfg.storage.write_buffer_bytes_max = 64 << 10;
         cfg.request_timeout_ticks = 40;
@@ -897,6 +923,15 @@ impl World {
                     self.pump(id)?;
                 }
             }
+            Event::Restart(id) if self.nodes[&id].disk.is_full() => {
+                // Its storage cannot open on a full disk: a supervisor tries again later.
+                self.schedule(50, Event::Restart(id));
+            }
+            Event::DiskFreed(id) => {
+                self.nodes[&id].disk.set_full(false);
+                self.note(|| format!("{id}'s disk has space again"));
+                self.pump(id)?;
+            }
             Event::Restart(id) => {
                 if self.nodes[&id].replica.is_none() && !self.nodes[&id].removed {
                     self.note(|| format!("{id} restarts"));
@@ -988,7 +1023,13 @@ impl World {
             return Ok(());
         }
         node.installed_seen = installed;
-        let last = r.node().log_view().snapshot_point();
+        // The snapshot noted at the install (the log is reset to it with the ready's writes,
+        // which a full disk may hold back).
+        let last = r
+            .node()
+            .log_view()
+            .snapshot()
+            .map_or_else(|| r.node().log_view().snapshot_point(), |m| m.last_included);
         // The state is compared only if nothing was applied after the install in that poll.
         let state = (r.node().status().applied == last.index).then(|| state_digest(r.kv()));
         self.snapshots_installed += 1;
@@ -1041,8 +1082,14 @@ impl World {
             }
             Some(SnapshotWork::Done(done)) => {
                 let r = node.replica.as_mut().expect("up");
+                let taken = r.snapshot_stats().taken;
                 r.finish_snapshot(done)
                     .map_err(|e| Failure::Crash(format!("{id} stopped: {e}")))?;
+                if r.snapshot_stats().taken == taken {
+                    // Abandoned for lack of space; the replica tries again later.
+                    self.note(|| format!("{id} abandoned a snapshot: the disk is full"));
+                    return self.pump(id);
+                }
                 let first = r.node().log_view().first_index();
                 self.snapshots_taken += 1;
                 self.note(|| format!("{id} finished a snapshot; log starts at {first}"));
@@ -1131,19 +1178,40 @@ impl World {
             return Ok(());
         }
         let stopped = |e: &dyn std::fmt::Display| Failure::Crash(format!("{to} stopped: {e}"));
+        let to_epoch = self.nodes[&to].epoch;
         let r = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()).expect("up");
         let point = match t.stage {
             Stage::Streaming => {
                 let MessageBody::Snapshot { meta } = &t.msg.body else {
                     unreachable!("a transfer carries a Snapshot message")
                 };
+                // The receiver's disk is full: it refuses the transfer (the server answers
+                // Refused) and the leader tries again later.
+                let refused = |e: &tenure_storage::StorageError| e.is_no_space();
                 if t.writer.is_none() {
-                    t.writer = Some(r.snapshot_receiver(meta.clone()).map_err(|e| stopped(&e))?);
-                    t.to_epoch = Some(self.nodes[&to].epoch);
+                    match r.snapshot_receiver(meta.clone()) {
+                        Ok(w) => t.writer = Some(w),
+                        Err(tenure_replica::ReplicaError::Storage(e)) if refused(&e) => {
+                            r.note_snapshot_no_space();
+                            self.note(|| format!("{to} refuses a snapshot from {from}: {e}"));
+                            self.transfers_failed += 1;
+                            return self.report_snapshot(from, to, SnapshotStatus::Failed);
+                        }
+                        Err(e) => return Err(stopped(&e)),
+                    }
+                    t.to_epoch = Some(to_epoch);
                 }
                 let writer = t.writer.as_mut().expect("created");
                 if let Some(chunk) = t.chunks.pop_front() {
-                    writer.write_chunk(&chunk).map_err(|e| stopped(&e))?;
+                    if let Err(e) = writer.write_chunk(&chunk) {
+                        if !refused(&e) {
+                            return Err(stopped(&e));
+                        }
+                        r.note_snapshot_no_space();
+                        self.note(|| format!("{to} refuses a snapshot from {from}: {e}"));
+                        self.transfers_failed += 1;
+                        return self.report_snapshot(from, to, SnapshotStatus::Failed);
+                    }
                     t.chunks_done += 1;
                     let delay = (chunk.len() as u64).div_ceil(self.profile.transfer_bytes_per_ms);
                     let point = TransferPoint::AfterChunks(t.chunks_done);
@@ -1153,7 +1221,16 @@ impl World {
                     return Ok(());
                 }
                 let writer = t.writer.take().expect("created");
-                writer.finish().map_err(|e| stopped(&e))?;
+                if let Err(e) = writer.finish() {
+                    if !refused(&e) {
+                        return Err(stopped(&e));
+                    }
+                    let r = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()).expect("up");
+                    r.note_snapshot_no_space();
+                    self.note(|| format!("{to} refuses a snapshot from {from}: {e}"));
+                    self.transfers_failed += 1;
+                    return self.report_snapshot(from, to, SnapshotStatus::Failed);
+                }
                 t.stage = Stage::Staged;
                 let last = meta.last_included;
                 self.note(|| format!("{to} staged snapshot {last} from {from}"));
@@ -1282,7 +1359,7 @@ impl World {
         }
         self.checkers.on_leader_commit(term, committed);
         if committed > self.quorums.frontier() {
-            let configs = config_entries(n, self.quorums.frontier().next(), committed)?;
+            let configs = config_entries(r, self.quorums.frontier().next(), committed)?;
             let persisted = n.status().persisted;
             self.quorums.on_commit(id, term, committed, persisted, &configs).map_err(safety)?;
         }
@@ -1300,7 +1377,7 @@ impl World {
             while last.0 > 0 && n.entry_term(last) == Some(term) {
                 last = LogIndex(last.0 - 1);
             }
-            let configs = config_entries(n, committed.next(), last)?;
+            let configs = config_entries(r, committed.next(), last)?;
             self.quorums.on_elected(id, term, committed, last, &configs).map_err(safety)?;
         }
         self.checkers.on_leader_log(id, term, &log).map_err(safety)
@@ -1365,6 +1442,9 @@ impl World {
         if self.profile.pause_every.is_some() {
             choices.push(2);
         }
+        if self.profile.disk_full_every.is_some() {
+            choices.push(3);
+        }
         match self.rng.pick(&choices) {
             0 => {
                 self.partition(&ids);
@@ -1381,6 +1461,20 @@ impl World {
                     self.schedule(after, Event::Restart(victim));
                 }
             }
+            3 => {
+                // A running node: one not started yet would not start on a full disk.
+                let up: Vec<NodeId> =
+                    ids.iter().copied().filter(|i| self.nodes[i].replica.is_some()).collect();
+                let victim = if up.is_empty() { None } else { Some(self.pick_victim(&up)) };
+                if let Some(victim) = victim
+                    && !self.nodes[&victim].disk.is_full()
+                {
+                    self.nodes[&victim].disk.set_full(true);
+                    self.note(|| format!("{victim}'s disk is full"));
+                    let after = self.rng.range(100, 1200);
+                    self.schedule(after, Event::DiskFreed(victim));
+                }
+            }
             _ => {
                 let victim = self.pick_victim(&ids);
                 if !self.nodes[&victim].paused {
@@ -1391,12 +1485,16 @@ impl World {
                 }
             }
         }
-        let mean =
-            [self.profile.partition_every, self.profile.crash_every, self.profile.pause_every]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(1000);
+        let mean = [
+            self.profile.partition_every,
+            self.profile.crash_every,
+            self.profile.pause_every,
+            self.profile.disk_full_every,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(1000);
         let next = self.rng.range(mean / 2, mean * 3 / 2 + 1);
         self.schedule(next, Event::Nemesis);
         Ok(())
@@ -1520,6 +1618,7 @@ impl World {
         for id in ids {
             self.resume(id)?;
             let node = self.nodes.get_mut(&id).expect("node");
+            node.disk.set_full(false);
             if node.removed {
                 // A removed node still running (to show it does not disrupt) stops now.
                 self.stop(id);
@@ -2831,6 +2930,11 @@ impl World {
         self.pump(id)
     }
 
+    /// Disk operations refused for lack of space so far, on all nodes' disks.
+    pub fn no_space_count(&self) -> u64 {
+        self.nodes.values().map(|n| n.disk.no_space_count()).sum()
+    }
+
     /// The replica of a running node.
     pub fn replica(&self, id: NodeId) -> Option<&Replica> {
         self.nodes.get(&id).and_then(|n| n.replica.as_ref())
@@ -3049,28 +3153,26 @@ fn node_is_leader(nodes: &BTreeMap<NodeId, SimNode>, id: NodeId) -> bool {
 }
 
 /// The configuration entries of a node's log from `lo` through `hi` (from its first index, if
-/// `lo` was compacted): each one's index and the configuration it puts in force.
-fn config_entries<L: LogView>(
-    n: &tenure_raft::Node<L>,
+/// `lo` was compacted): each one's index and the configuration it puts in force. The log is the
+/// core's: what a full disk has not taken yet counts (`Replica::log_entries`).
+fn config_entries(
+    r: &Replica,
     lo: LogIndex,
     hi: LogIndex,
 ) -> Result<Vec<(LogIndex, Membership)>, Failure> {
-    let log = n.log_view();
+    let n = r.node();
     let unreadable = |what: String| Failure::Crash(format!("{}'s log: {what}", n.id()));
+    let at = lo.max(n.log_view().first_index());
+    if at > hi {
+        return Ok(Vec::new());
+    }
+    let entries =
+        r.log_entries(at, hi).map_err(|e| unreadable(format!("entries {at}..={hi}: {e:?}")))?;
     let mut configs = Vec::new();
-    let mut at = lo.max(log.first_index());
-    let mut batch = Vec::new();
-    while at <= hi {
-        batch.clear();
-        log.entries(at, hi, 1 << 20, &mut batch)
-            .map_err(|e| unreadable(format!("entries {at}..={hi}: {e:?}")))?;
-        for e in batch.iter().filter(|e| e.kind == EntryKind::Config) {
-            let entry = ConfigEntry::decode(&e.data)
-                .map_err(|err| unreadable(format!("configuration entry {}: {err}", e.id)))?;
-            configs.push((e.index(), entry.next));
-        }
-        let Some(last) = batch.last() else { break };
-        at = last.index().next();
+    for e in entries.iter().filter(|e| e.kind == EntryKind::Config) {
+        let entry = ConfigEntry::decode(&e.data)
+            .map_err(|err| unreadable(format!("configuration entry {}: {err}", e.id)))?;
+        configs.push((e.index(), entry.next));
     }
     Ok(configs)
 }

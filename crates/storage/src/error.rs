@@ -13,7 +13,9 @@ use tenure_raft::{EntryId, LogError};
 /// [`StorageError::InvalidOptions`], [`StorageError::EntryTooLarge`],
 /// [`StorageError::MembershipTooLarge`], [`StorageError::InvalidAppend`] and
 /// [`StorageError::InvalidRequest`] reject a request and change nothing (the storage stays
-/// usable). Every other variant
+/// usable). [`StorageError::NoSpace`] (the disk or the user's quota is full) leaves the storage
+/// usable too: the operation can be retried once space is freed (see each operation for what a
+/// failed call left behind). Every other variant
 /// is fatal for the node: after a failed write or sync the storage refuses further writes (see
 /// [`crate::Storage::sync`]), and corruption found by [`crate::Storage::open`] must be repaired
 /// by an operator.
@@ -30,6 +32,19 @@ pub enum StorageError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// A write, allocation or file creation failed because the filesystem is full (`ENOSPC`)
+    /// or the user's disk quota is used up (`EDQUOT`). Not fatal, unlike [`StorageError::Io`]:
+    /// nothing was lost, the storage stays usable, and the same operation succeeds once space is
+    /// freed. A failed fsync is never this variant, whatever its error code, since after it the
+    /// kernel may have dropped the dirty pages ([`StorageError::SyncFailed`]).
+    #[error("no space left for {}: {source}", file.display())]
+    NoSpace {
+        /// The file or directory being written.
+        file: PathBuf,
+        /// The underlying error (`ENOSPC` or `EDQUOT`).
+        #[source]
+        source: io::Error,
     },
     /// An I/O operation other than a sync failed.
     #[error("I/O error on {}: {source}", file.display())]
@@ -106,9 +121,20 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Wraps an I/O error on `file`.
+    /// Wraps an I/O error on `file`: [`StorageError::NoSpace`] if it says the disk or the
+    /// quota is full, [`StorageError::Io`] otherwise.
     pub(crate) fn io(file: impl Into<PathBuf>, source: io::Error) -> StorageError {
-        StorageError::Io { file: file.into(), source }
+        if is_no_space(&source) {
+            StorageError::NoSpace { file: file.into(), source }
+        } else {
+            StorageError::Io { file: file.into(), source }
+        }
+    }
+
+    /// Whether this is [`StorageError::NoSpace`]: the operation may be retried once space is
+    /// freed, and the storage is still usable.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::NoSpace { .. })
     }
 
     /// A corruption error.
@@ -119,6 +145,22 @@ impl StorageError {
     ) -> StorageError {
         StorageError::Corrupt { file: file.into(), offset, reason: reason.into() }
     }
+}
+
+/// `ENOSPC` on Linux and most Unixes.
+const ENOSPC: i32 = 28;
+/// `EDQUOT` on Linux (it differs elsewhere: 69 on the BSDs and macOS).
+#[cfg(target_os = "linux")]
+const EDQUOT: i32 = 122;
+#[cfg(not(target_os = "linux"))]
+const EDQUOT: i32 = 69;
+
+/// Whether an I/O error says the filesystem is full (`ENOSPC`) or the user's quota is used up
+/// (`EDQUOT`), by its OS code or its kind (a disk that is not a real one, such as
+/// [`crate::SimDisk`], may report either).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 impl From<StorageError> for LogError {

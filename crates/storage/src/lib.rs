@@ -26,6 +26,10 @@
 //!   panic. A torn tail is cut off with a `tracing` warning.
 //! - **Failed fsyncs are fatal.** After one, the storage refuses further writes and never
 //!   retries the fsync.
+//! - **A full disk is not fatal.** A write, allocation or file creation that fails with
+//!   `ENOSPC` or `EDQUOT` is [`StorageError::NoSpace`] ([`StorageError::is_no_space`]): the
+//!   storage stays usable and the operation can be retried once space is freed; a snapshot
+//!   that did not fit removes its temporary file. See "A full disk" in [`log`].
 //! - **One process per directory.** [`Storage::open`] takes an exclusive lock on the data
 //!   directory and fails with [`StorageError::Locked`] if it is taken.
 //! - **Bad input is an error, not a panic.** A request that does not fit the log (a gap in
@@ -65,7 +69,7 @@ macro_rules! failpoint {
 }
 
 pub use disk::{DirLock, Disk, DiskFile, RealDisk};
-pub use error::StorageError;
+pub use error::{StorageError, is_no_space};
 pub use log::{FinishedSync, Options, Storage, SyncTicket};
 pub use sim_disk::{CrashMode, SimDisk};
 pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter};

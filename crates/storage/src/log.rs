@@ -51,6 +51,32 @@
 //! later write ([`StorageError::Poisoned`]); it never retries the same fsync, because after a
 //! failure the kernel may already have dropped the dirty pages.
 //!
+//! # A full disk
+//!
+//! Running out of space (`ENOSPC`, or `EDQUOT` for a quota) is not a failure of the disk, and
+//! it is not fatal: the operation that found no space returns [`StorageError::NoSpace`], the
+//! storage is not poisoned, and the caller retries once space is freed. Segments are
+//! preallocated, so appends into the active segment never run out of space on a filesystem
+//! that supports `fallocate`; what can are the things that need new space:
+//!
+//! - **A rollover** that must create the next segment (no prepared file at hand): the full
+//!   segment stays active and the operation that needed the room fails. An [`Storage::append`]
+//!   may then have taken a prefix of its batch; calling it again with the same batch (the
+//!   caller's retry) truncates that prefix and writes the whole batch, so a retry is always
+//!   safe. The other operations fail before they change anything.
+//! - **A segment preparation** in [`SyncTicket::wait`]: its file is removed, the sync still
+//!   counts (its fsync succeeded), and the preparation is tried again only after
+//!   [`PREPARE_SKIP_SYNCS_AFTER_NO_SPACE`] syncs.
+//! - **A write of the buffer** on a filesystem without preallocation: the buffer is kept and
+//!   `write_offset` stays at the last good offset, so the retry writes the same bytes over any
+//!   prefix a short write left (see `flush`); a buffered operation counts as done, and the
+//!   failure is reported by the next [`Storage::begin_sync`], which makes no ticket.
+//! - **Snapshot files** ([`crate::snapshot`]): the temporary file is removed.
+//!
+//! Nothing written is ever reported durable without a successful fsync, so a caller that
+//! acknowledges only what a finished sync covers (the replica, by Raft's rules) never
+//! acknowledges what a full disk refused. A failed fsync stays fatal whatever its error code.
+//!
 //! # The crash guarantee
 //!
 //! After a crash, [`Storage::open`] recovers the state reached by **some prefix of the
@@ -238,7 +264,14 @@ pub struct Storage {
     released: Vec<PathBuf>,
     /// The newest durable snapshot file's metadata, found at open or noted since.
     snapshot: Option<SnapshotMeta>,
+    /// See [`Storage::no_space_count`].
+    no_space_count: u64,
+    /// Sync tickets to issue without a segment preparation, after one found no space.
+    prepare_skip_syncs: u32,
 }
+
+/// After a segment preparation found no space, this many syncs go by before the next try.
+pub const PREPARE_SKIP_SYNCS_AFTER_NO_SPACE: u32 = 64;
 
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -276,6 +309,9 @@ pub struct SyncTicket {
     release: Vec<PathBuf>,
     /// Prepare the next segment file, of this size.
     prepare_bytes: Option<u64>,
+    /// Set once the fsyncs and deletions succeeded, before the preparation: a failure after
+    /// it is the preparation's.
+    fsync_done: bool,
 }
 
 /// The outcome of [`SyncTicket::wait`], to hand to [`Storage::finish_sync`].
@@ -285,6 +321,9 @@ pub struct FinishedSync {
     ticket: SyncTicket,
     result: Result<(), StorageError>,
     prepared: Option<Arc<dyn DiskFile>>,
+    /// The preparation of the next segment failed for lack of space (not fatal: the sync
+    /// itself succeeded, and a rollover without a prepared file creates one inline).
+    prepare_no_space: Option<StorageError>,
 }
 
 impl SyncTicket {
@@ -299,11 +338,24 @@ impl SyncTicket {
     /// [`PREPARED_SEGMENT_NAME`], preallocated ([`DiskFile::allocate`]) and fsynced. Its name
     /// is made durable only by the rename that puts it into use; a leftover is removed at
     /// open. Any failure is reported by [`Storage::finish_sync`] and is fatal, like every
-    /// failed disk operation of a write.
+    /// failed disk operation of a write, except a preparation that finds no space: its file
+    /// is removed and the sync counts as done (see "A full disk" in the module documentation).
     pub fn wait(mut self) -> FinishedSync {
         let mut prepared = None;
-        let result = self.run(&mut prepared);
-        FinishedSync { ticket: self, result, prepared }
+        let mut prepare_no_space = None;
+        let mut result = self.run(&mut prepared);
+        if let Err(e) = &result
+            && e.is_no_space()
+            && self.fsync_done
+        {
+            let path = self.dir.join(PREPARED_SEGMENT_NAME);
+            tracing::warn!(file = %path.display(), "no space to prepare the next segment: {e}");
+            // Give the space back; a leftover is removed at open or reused by the next try.
+            let _ = self.disk.remove(&path);
+            prepare_no_space = result.err();
+            result = Ok(());
+        }
+        FinishedSync { ticket: self, result, prepared, prepare_no_space }
     }
 
     fn run(&mut self, prepared: &mut Option<Arc<dyn DiskFile>>) -> Result<(), StorageError> {
@@ -326,6 +378,8 @@ impl SyncTicket {
             }
             self.disk.sync_dir(&self.dir).map_err(|e| dir_failed(&self.dir, e))?;
         }
+        // Everything the ticket covers is durable; what follows is the file work.
+        self.fsync_done = true;
         if let Some(len) = self.prepare_bytes {
             let path = self.dir.join(PREPARED_SEGMENT_NAME);
             let io = |e| StorageError::io(&path, e);
@@ -592,6 +646,8 @@ impl Storage {
             names_unsynced: false,
             released: Vec::new(),
             snapshot: None,
+            no_space_count: 0,
+            prepare_skip_syncs: 0,
         };
         storage.snapshot =
             SnapshotReader::open_latest(&*storage.disk, &storage.dir)?.map(|r| r.meta().clone());
@@ -780,7 +836,7 @@ impl Storage {
     /// [`Storage::start_prepared_segment`]), and the first segment of a new log.
     fn start_segment(&mut self, seq: u64) -> Result<(), StorageError> {
         let path = self.path_of(seq);
-        let result = (|| {
+        let result: Result<Arc<dyn DiskFile>, StorageError> = (|| {
             let file = self.disk.open(&path, true).map_err(|e| StorageError::io(&path, e))?;
             file.allocate(self.options.segment_bytes_max)
                 .map_err(|e| StorageError::io(&path, e))?;
@@ -790,6 +846,16 @@ impl Storage {
                 .map_err(|e| StorageError::SyncFailed { file: self.dir.clone(), source: e })?;
             Ok(file)
         })();
+        if let Err(e) = &result
+            && e.is_no_space()
+        {
+            // Give back what the failed allocation took. The file holds no header yet: if the
+            // removal fails too, recovery drops it as a segment created just before a crash,
+            // and the next attempt reuses it.
+            if self.disk.remove(&path).is_ok() {
+                let _ = self.disk.sync_dir(&self.dir);
+            }
+        }
         let file = self.poison_on_error(result)?;
         self.push_segment(seq, path, file);
         Ok(())
@@ -828,11 +894,16 @@ impl Storage {
         record::encode_segment_header(&mut self.buf, &header);
     }
 
+    /// Poisons the storage on a failure, unless it is [`StorageError::NoSpace`]: a write that
+    /// did not fit changed nothing durable and is retried as a whole (see "A full disk" in the
+    /// module documentation), so the storage stays usable.
     fn poison_on_error<T>(&mut self, r: Result<T, StorageError>) -> Result<T, StorageError> {
-        if let Err(e) = &r
-            && self.poisoned.is_none()
-        {
-            self.poisoned = Some(e.to_string());
+        if let Err(e) = &r {
+            if e.is_no_space() {
+                self.no_space_count += 1;
+            } else if self.poisoned.is_none() {
+                self.poisoned = Some(e.to_string());
+            }
         }
         r
     }
@@ -848,7 +919,11 @@ impl Storage {
         self.segments.back().expect("there is always an active segment")
     }
 
-    /// Writes the buffer to the active segment.
+    /// Writes the buffer to the active segment. `write_offset` moves only once the whole
+    /// buffer is written: after a failure for lack of space (a short write possibly before it)
+    /// the buffer is kept, and the next flush writes it again from the last good offset, over
+    /// whatever prefix of it reached the file. The bytes there are the same, so no torn or
+    /// stale record is ever left between good ones.
     fn flush(&mut self) -> Result<(), StorageError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -884,9 +959,17 @@ impl Storage {
             let last = self.last_index();
             let seq = self.active().seq + 1;
             self.segments.back_mut().expect("active").sealed_last = Some(last);
-            match self.prepared.take() {
-                Some(file) => self.start_prepared_segment(seq, file)?,
-                None => self.start_segment(seq)?,
+            let started = match self.prepared.take() {
+                Some(file) => self.start_prepared_segment(seq, file),
+                None => self.start_segment(seq),
+            };
+            if let Err(e) = started {
+                // No room for the next segment: the full one stays active (its sealing fsync
+                // did no harm) and the caller retries once space is freed.
+                if e.is_no_space() {
+                    self.segments.back_mut().expect("active").sealed_last = None;
+                }
+                return Err(e);
             }
         }
         let offset = self.write_offset + self.buf.len() as u64;
@@ -899,7 +982,13 @@ impl Storage {
 
     fn after_encode(&mut self) -> Result<(), StorageError> {
         if self.buf.len() as u64 >= self.options.write_buffer_bytes_max {
-            self.flush()?;
+            match self.flush() {
+                // The records stay buffered (the operation is done as far as the log's view
+                // goes); the next flush, at the latest `begin_sync`'s, tries again and reports
+                // the failure if the disk is still full.
+                Err(e) if e.is_no_space() => {}
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -914,6 +1003,9 @@ impl Storage {
     /// at or below the snapshot point, or a term lower than the entry before it. The consensus
     /// core never asks for those, but entries can come from a faulty peer, and storage is not
     /// the place for a node to crash on them.
+    ///
+    /// With [`StorageError::NoSpace`] (no room for the next segment) a prefix of the batch
+    /// may have been taken: call `append` again with the same batch once space is freed.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_usable()?;
         let Some(first) = entries.first() else {
@@ -1186,7 +1278,8 @@ impl Storage {
             dir: self.dir.clone(),
             sync_dir: std::mem::take(&mut self.names_unsynced),
             release: std::mem::take(&mut self.released),
-            prepare_bytes: self.prepared.is_none().then_some(self.options.segment_bytes_max),
+            prepare_bytes: self.take_prepare_turn().then_some(self.options.segment_bytes_max),
+            fsync_done: false,
         })
     }
 
@@ -1199,7 +1292,11 @@ impl Storage {
     pub fn finish_sync(&mut self, done: FinishedSync) -> Result<LogIndex, StorageError> {
         assert!(self.sync_in_flight, "finish_sync without begin_sync");
         self.sync_in_flight = false;
-        let FinishedSync { ticket, result, prepared } = done;
+        let FinishedSync { ticket, result, prepared, prepare_no_space } = done;
+        if prepare_no_space.is_some() {
+            self.no_space_count += 1;
+            self.prepare_skip_syncs = PREPARE_SKIP_SYNCS_AFTER_NO_SPACE;
+        }
         self.poison_on_error(result)?;
         self.check_usable()?;
         if let Some(file) = prepared {
@@ -1208,6 +1305,27 @@ impl Storage {
         }
         self.release_obsolete_segments(ticket.seq, ticket.base);
         Ok(ticket.last_index)
+    }
+
+    /// Whether the next sync ticket should prepare a segment file: none is ready, and no
+    /// preparation failed for lack of space in the last
+    /// [`PREPARE_SKIP_SYNCS_AFTER_NO_SPACE`] syncs (so that a full disk is not asked to
+    /// allocate a whole segment after every fsync).
+    fn take_prepare_turn(&mut self) -> bool {
+        if self.prepared.is_some() {
+            return false;
+        }
+        if self.prepare_skip_syncs > 0 {
+            self.prepare_skip_syncs -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// How many times an operation found no space on the disk: writes, new segments, segment
+    /// preparations (each [`StorageError::NoSpace`] returned or absorbed). For metrics.
+    pub fn no_space_count(&self) -> u64 {
+        self.no_space_count
     }
 
     /// Releases sealed segments older than `synced_seq` (whose header is durable) whose every

@@ -16,6 +16,12 @@
 //! - [`SimDisk::fail_next_syncs`]: the next syncs fail with `EIO` and, as on Linux, the
 //!   unsynced writes are then lost at the next crash even though reads still see them.
 //! - [`SimDisk::fail_next_reads`]: the next reads fail with `EIO`.
+//! - [`SimDisk::set_full`]: the disk is full. Until it is freed, everything that needs new
+//!   space fails with `ENOSPC`: a write past a file's end writes what fits in the file's
+//!   length (a short write) and then fails, and growing a file (`set_len`, `allocate`) fails
+//!   without effect. Writes within a file's length, as into a preallocated segment, still
+//!   succeed, as on a real filesystem after `fallocate`. [`SimDisk::set_free_bytes`] leaves
+//!   room for a given number of bytes first.
 //!
 //! Everything is deterministic given the seed. A `SimDisk` is a cheap handle (`Arc<Mutex<..>>`
 //! inside): clone it to share one disk, create one per node to give each node its own disk.
@@ -101,6 +107,10 @@ struct SimState {
     /// Syncs to let through before one fails (see [`SimDisk::fail_sync_after`]).
     sync_fail_countdown: Option<u64>,
     reads_to_fail: u64,
+    /// Bytes by which files may still grow; `None`: unlimited. See [`SimDisk::set_full`].
+    free_bytes: Option<u64>,
+    /// Operations refused for lack of space so far.
+    no_space_count: u64,
 }
 
 fn apply(data: &mut Vec<u8>, op: &Pending) {
@@ -120,6 +130,10 @@ fn apply(data: &mut Vec<u8>, op: &Pending) {
             }
         }
     }
+}
+
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(28)
 }
 
 fn power_lost() -> io::Error {
@@ -165,6 +179,23 @@ impl SimState {
         false
     }
 
+    /// Takes the space for growing `node` to `len` bytes (nothing if it is that long already),
+    /// or fails with `ENOSPC` without taking any.
+    fn take_space(&mut self, node: u64, len: u64) -> io::Result<()> {
+        let growth = len.saturating_sub(self.nodes[&node].data.len() as u64);
+        match self.free_bytes.as_mut() {
+            Some(f) if growth > *f => {
+                self.no_space_count += 1;
+                Err(no_space())
+            }
+            Some(f) => {
+                *f -= growth;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Counts a mutating operation, or refuses it once the power is cut.
     fn mutate(&mut self) -> io::Result<()> {
         if let Some(limit) = self.halt_after
@@ -200,6 +231,8 @@ impl SimDisk {
                 syncs_to_fail: 0,
                 sync_fail_countdown: None,
                 reads_to_fail: 0,
+                free_bytes: None,
+                no_space_count: 0,
             })),
         }
     }
@@ -248,6 +281,8 @@ impl SimDisk {
                 syncs_to_fail: s.syncs_to_fail,
                 sync_fail_countdown: s.sync_fail_countdown,
                 reads_to_fail: s.reads_to_fail,
+                free_bytes: s.free_bytes,
+                no_space_count: s.no_space_count,
             })),
         }
     }
@@ -384,6 +419,29 @@ impl SimDisk {
     pub fn fail_next_reads(&self, n: u64) {
         self.lock_state().reads_to_fail = n;
     }
+
+    /// Fills the disk (`true`) or frees space on it (`false`). While it is full, every
+    /// operation that needs new space fails with `ENOSPC` (see the module documentation). A
+    /// crash does not free the disk: the space is still taken when the process comes back.
+    pub fn set_full(&self, full: bool) {
+        self.lock_state().free_bytes = full.then_some(0);
+    }
+
+    /// Lets files grow by `bytes` more in all before the disk is full (`None`: no limit).
+    /// Space given back by removing or shrinking files is not counted.
+    pub fn set_free_bytes(&self, bytes: Option<u64>) {
+        self.lock_state().free_bytes = bytes;
+    }
+
+    /// Whether the disk is full (see [`SimDisk::set_full`]).
+    pub fn is_full(&self) -> bool {
+        self.lock_state().free_bytes == Some(0)
+    }
+
+    /// How many operations failed for lack of space so far.
+    pub fn no_space_count(&self) -> u64 {
+        self.lock_state().no_space_count
+    }
 }
 
 #[derive(Debug)]
@@ -426,10 +484,28 @@ impl DiskFile for SimFile {
         let node = self.node;
         self.with(|s| {
             s.mutate()?;
+            let free = s.free_bytes;
             let n = s.nodes.get_mut(&node).expect("open node");
-            let op = Pending::Write { offset, bytes: buf.to_vec() };
-            apply(&mut n.data, &op);
-            n.pending.push(op);
+            let len = n.data.len() as u64;
+            let end = offset + buf.len() as u64;
+            let growth = end.saturating_sub(len);
+            let fits = free.is_none_or(|f| growth <= f);
+            // A full disk takes what fits (a short write), then fails.
+            let room = len.saturating_sub(offset) + free.unwrap_or(0);
+            let bytes = if fits { buf } else { &buf[..(room as usize).min(buf.len())] };
+            let grown = (offset + bytes.len() as u64).saturating_sub(len);
+            if !bytes.is_empty() {
+                let op = Pending::Write { offset, bytes: bytes.to_vec() };
+                apply(&mut n.data, &op);
+                n.pending.push(op);
+            }
+            if let Some(f) = s.free_bytes.as_mut() {
+                *f -= grown;
+            }
+            if !fits {
+                s.no_space_count += 1;
+                return Err(no_space());
+            }
             Ok(())
         })
     }
@@ -443,6 +519,7 @@ impl DiskFile for SimFile {
         let node = self.node;
         self.with(|s| {
             s.mutate()?;
+            s.take_space(node, len)?;
             let n = s.nodes.get_mut(&node).expect("open node");
             let op = Pending::SetLen(len);
             apply(&mut n.data, &op);
@@ -455,6 +532,7 @@ impl DiskFile for SimFile {
         let node = self.node;
         self.with(|s| {
             s.mutate()?;
+            s.take_space(node, len)?;
             let n = s.nodes.get_mut(&node).expect("open node");
             let op = Pending::Allocate(len);
             apply(&mut n.data, &op);
@@ -677,6 +755,27 @@ mod tests {
         let mut buf = [0u8; 1];
         assert!(f.read_at(&mut buf, 0).is_err());
         assert!(f.read_at(&mut buf, 0).is_ok());
+    }
+
+    #[test]
+    fn a_full_disk_refuses_new_space_but_not_writes_within_a_file() {
+        let disk = SimDisk::new(1);
+        let path = file_with_synced_and_unsynced(&disk);
+        let f = disk.open(&path, false).unwrap();
+        let len = f.size_bytes().unwrap();
+        disk.set_full(true);
+        f.write_at(b"S", 0).expect("within the file's length: no new space needed");
+        let e = f.write_at(b"-tail", len - 2).unwrap_err();
+        assert!(crate::is_no_space(&e), "{e}");
+        assert_eq!(f.size_bytes().unwrap(), len, "a short write stops at the end");
+        assert_eq!(&disk.read_raw(&path).unwrap()[len as usize - 2..], b"-t");
+        assert!(crate::is_no_space(&f.allocate(len + 100).unwrap_err()));
+        assert!(crate::is_no_space(&f.set_len(len + 1).unwrap_err()));
+        assert!(f.set_len(3).is_ok(), "shrinking needs no space");
+        assert_eq!(disk.no_space_count(), 3);
+        disk.set_full(false);
+        assert!(f.allocate(len + 100).is_ok());
+        assert!(f.write_at(b"-tail", len + 100).is_ok());
     }
 
     #[test]

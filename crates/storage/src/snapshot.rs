@@ -66,6 +66,11 @@ fn list_snapshots(disk: &dyn Disk, dir: &Path) -> Result<Vec<(EntryId, String)>,
 
 /// Writes one snapshot, chunk by chunk. Dropping it without [`SnapshotWriter::finish`] leaves
 /// a `.tmp` file that the next open removes; the previous snapshot stays in force.
+///
+/// A write that finds no space ([`StorageError::NoSpace`]) removes the temporary file at once
+/// (a full disk must get its space back without a restart), and every later call on the
+/// writer fails with the same kind of error: the snapshot is abandoned, the previous one stays
+/// in force, and the caller starts a new writer later.
 #[derive(Debug)]
 pub struct SnapshotWriter {
     disk: Arc<dyn Disk>,
@@ -76,6 +81,8 @@ pub struct SnapshotWriter {
     offset: u64,
     total_crc: u32,
     meta: SnapshotMeta,
+    /// Set once a write found no space and the temporary file was removed.
+    abandoned: bool,
 }
 
 impl SnapshotWriter {
@@ -92,7 +99,13 @@ impl SnapshotWriter {
         let nonce = NEXT_TEMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp_path = dir.join(format!("{name}.{nonce}{TEMP_SUFFIX}"));
         let file = disk.open(&tmp_path, true).map_err(|e| StorageError::io(&tmp_path, e))?;
-        file.set_len(0).map_err(|e| StorageError::io(&tmp_path, e))?;
+        let abandon = |e: StorageError| {
+            if e.is_no_space() {
+                remove_temp(&*disk, &tmp_path);
+            }
+            e
+        };
+        file.set_len(0).map_err(|e| abandon(StorageError::io(&tmp_path, e)))?;
         let mut head = MAGIC.to_vec();
         let mut body = Vec::new();
         body.extend_from_slice(&meta.last_included.term.0.to_le_bytes());
@@ -101,7 +114,7 @@ impl SnapshotWriter {
         head.extend_from_slice(&(body.len() as u32).to_le_bytes());
         head.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         head.extend_from_slice(&body);
-        file.write_at(&head, 0).map_err(|e| StorageError::io(&tmp_path, e))?;
+        file.write_at(&head, 0).map_err(|e| abandon(StorageError::io(&tmp_path, e)))?;
         Ok(SnapshotWriter {
             disk,
             dir: dir.to_path_buf(),
@@ -111,20 +124,46 @@ impl SnapshotWriter {
             offset: head.len() as u64,
             total_crc: 0,
             meta,
+            abandoned: false,
         })
+    }
+
+    /// Wraps a failed write of the temporary file; one that found no space abandons the
+    /// snapshot (see the type's documentation).
+    fn write_failed(&mut self, e: std::io::Error) -> StorageError {
+        let e = StorageError::io(&self.tmp_path, e);
+        if e.is_no_space() && !self.abandoned {
+            self.abandoned = true;
+            remove_temp(&*self.disk, &self.tmp_path);
+        }
+        e
+    }
+
+    fn check_not_abandoned(&self) -> Result<(), StorageError> {
+        if self.abandoned {
+            return Err(StorageError::NoSpace {
+                file: self.tmp_path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "the snapshot was abandoned after a write found no space",
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Appends data. Chunks larger than [`SNAPSHOT_CHUNK_BYTES_MAX`] are split; empty ones are
     /// ignored.
     pub fn write_chunk(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.check_not_abandoned()?;
         for chunk in data.chunks(SNAPSHOT_CHUNK_BYTES_MAX) {
             let mut frame = Vec::with_capacity(8 + chunk.len());
             frame.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
             frame.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
             frame.extend_from_slice(chunk);
-            self.file
-                .write_at(&frame, self.offset)
-                .map_err(|e| StorageError::io(&self.tmp_path, e))?;
+            if let Err(e) = self.file.write_at(&frame, self.offset) {
+                return Err(self.write_failed(e));
+            }
             self.offset += frame.len() as u64;
             self.total_crc = crc32c::crc32c_append(self.total_crc, chunk);
         }
@@ -140,16 +179,22 @@ impl SnapshotWriter {
     /// Gives the snapshot up: its temporary file is removed now rather than at the next
     /// open (a transfer that will not be resumed must not leave its bytes on disk).
     pub fn abort(self) -> Result<(), StorageError> {
+        if self.abandoned {
+            return Ok(());
+        }
         self.disk.remove(&self.tmp_path).map_err(|e| StorageError::io(&self.tmp_path, e))
     }
 
     /// Seals the snapshot: writes the end, fsyncs, renames into place, fsyncs the directory,
     /// then deletes older snapshots (never a newer one). When this returns `Ok`, the snapshot
     /// is durable and [`SnapshotReader::open_latest`] finds it unless a newer one exists.
-    pub fn finish(self) -> Result<SnapshotMeta, StorageError> {
+    pub fn finish(mut self) -> Result<SnapshotMeta, StorageError> {
+        self.check_not_abandoned()?;
         let mut end = 0u32.to_le_bytes().to_vec();
         end.extend_from_slice(&self.total_crc.to_le_bytes());
-        self.file.write_at(&end, self.offset).map_err(|e| StorageError::io(&self.tmp_path, e))?;
+        if let Err(e) = self.file.write_at(&end, self.offset) {
+            return Err(self.write_failed(e));
+        }
         self.file
             .sync()
             .map_err(|e| StorageError::SyncFailed { file: self.tmp_path.clone(), source: e })?;
@@ -175,6 +220,17 @@ impl SnapshotWriter {
             sync_dir(&*self.disk, &self.dir)?;
         }
         Ok(self.meta)
+    }
+}
+
+/// Removes an abandoned snapshot's temporary file and makes that durable, logging the path.
+/// Best effort: a leftover is removed at the next open.
+fn remove_temp(disk: &dyn Disk, tmp_path: &Path) {
+    tracing::warn!(file = %tmp_path.display(), "no space left for a snapshot file: removing it");
+    if disk.remove(tmp_path).is_ok()
+        && let Some(dir) = tmp_path.parent()
+    {
+        let _ = disk.sync_dir(dir);
     }
 }
 

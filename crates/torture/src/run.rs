@@ -314,10 +314,12 @@ struct Expected {
     /// A member armed with a failpoint: its exit with [`FAILPOINT_EXIT_CODE`] is the fault,
     /// not a crash; when it fired (µs).
     armed: Option<(usize, Option<u64>)>,
-    /// A member whose disk is full: if it exits, it stays down until the heal (a start on a
-    /// full disk would fail again at once), and its exit is a crash all the same.
+    /// A member whose disk is full. It must keep running (issue 18: it pauses its log and
+    /// refuses writes until space is freed); if it exits all the same, the exit is a crash (a
+    /// failure of the run) and it stays down until the heal, since a start on a full disk fails
+    /// at once.
     held_down: Option<usize>,
-    /// Whether the held-down member exited.
+    /// Whether the held-down member exited (a crash, reported as such).
     held_down_exited: bool,
 }
 
@@ -914,7 +916,8 @@ fn resolve(target: Target, leader: Option<usize>, members: usize) -> usize {
 
 /// Sleeps until `at_us` on the recorder's clock, meanwhile restarting any member that exited
 /// on its own (and noting the crash); a member whose armed failpoint fired is started again
-/// without it (not a crash), one on a full disk is left down until the heal (a crash).
+/// without it (not a crash), one on a full disk is left down until the heal (a crash: a full
+/// disk must not stop a member).
 async fn sleep_until(
     recorder: &Recorder,
     at_us: u64,

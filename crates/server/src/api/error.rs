@@ -58,6 +58,13 @@ pub enum ServerError {
     /// The storage quota is exhausted (a NOSPACE alarm is active).
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// This member's disk is full: it writes nothing new until space is freed, so it takes no
+    /// proposal. Not etcd's NOSPACE alarm (a cluster-wide quota that stops writes everywhere):
+    /// only this member is affected, and `Unavailable` sends the client to another member.
+    #[error(
+        "tenure: no space left on this member's disk: writes through it are paused until space is freed; use another member"
+    )]
+    DiskFull,
     /// A member id named in a request is not in the cluster.
     #[error("etcdserver: member not found")]
     MemberNotFound,
@@ -111,6 +118,7 @@ impl ServerError {
             | ServerError::UnhealthyCluster
             | ServerError::MembershipBusy(_)
             | ServerError::LeaderTransferTimeout
+            | ServerError::DiskFull
             | ServerError::Stopped => Code::Unavailable,
             ServerError::NotLeader
             | ServerError::MemberExists

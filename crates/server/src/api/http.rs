@@ -74,8 +74,17 @@ const HEALTH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// etcd 3.4's `/health`: healthy when no alarm is raised, the member knows a leader and a
 /// linearizable read (which needs a quorum to confirm the leader) completes within a second.
+/// A member whose disk is full is unhealthy, with a reason (it refuses writes).
 pub(super) async fn health(runtime: RuntimeHandle) -> JsonReply {
     let st = runtime.status();
+    if st.disk_full {
+        // etcd 3.5's `reason` field; etcd 3.4's clients read only `health`.
+        return json(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"health":"false","reason":"DISK FULL: no space left on this member's disk"}"#
+                .to_string(),
+        );
+    }
     let healthy = st.leader.is_some()
         && !st.stopped
         && no_alarm_raised(&runtime).await

@@ -365,6 +365,7 @@ pub(super) fn client_status(e: ClientError) -> Status {
         ClientError::Kv(e) => ServerError::Kv(e),
         ClientError::Invalid(why) => return Status::invalid_argument(why),
         ClientError::Member(r) => ServerError::from(r),
+        ClientError::DiskFull => ServerError::DiskFull,
     };
     err.into()
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     proposals_failed: Counter,
     apply_lag: Gauge,
     db_total_bytes: Gauge,
+    disk_full: Gauge,
+    no_space: Counter,
     fsync_seconds: Histogram,
     peer_sent: Counter,
     peer_dropped: Counter,
@@ -134,6 +136,20 @@ impl Metrics {
             "etcd_mvcc_db_total_size_in_bytes",
             "What the store holds, in bytes (kv::Store::size_bytes; the figure the quota checks).",
             db_total_bytes.clone(),
+        );
+        let disk_full = Gauge::default();
+        registry.register(
+            "tenure_disk_full",
+            "Whether this member's disk is full (1): its log writes wait for space and writes \
+             through it are refused; 0 once it writes again.",
+            disk_full.clone(),
+        );
+        let no_space = Counter::default();
+        registry.register(
+            "tenure_disk_no_space",
+            "Disk operations that found no space (ENOSPC or EDQUOT): log writes, syncs, \
+             snapshots taken.",
+            no_space.clone(),
         );
         registry.register(
             "etcd_server_is_leader",
@@ -276,6 +292,8 @@ impl Metrics {
             proposals_failed,
             apply_lag,
             db_total_bytes,
+            disk_full,
+            no_space,
             fsync_seconds,
             peer_sent,
             peer_dropped,
@@ -385,6 +403,11 @@ impl Metrics {
         let lag = status.committed.saturating_sub(status.applied);
         self.apply_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
         self.db_total_bytes.set(i64::try_from(status.db_bytes).unwrap_or(i64::MAX));
+        self.disk_full.set(i64::from(status.disk_full));
+        let no_space = status.no_space_total.saturating_sub(previous.no_space_total);
+        if no_space > 0 {
+            self.no_space.inc_by(no_space);
+        }
         if status.leader.is_some() && status.leader != previous.leader {
             self.leader_changes.inc();
         }

@@ -780,7 +780,12 @@ impl Worker {
                 }
             }
             Control::SnapshotDone(done) => {
+                let taken = self.replica.snapshot_stats().taken;
                 self.replica.finish_snapshot(done)?;
+                if self.replica.snapshot_stats().taken == taken {
+                    // Abandoned for lack of space (the replica logged it); tried again later.
+                    return Ok(Flow::Continue);
+                }
                 self.metrics.snapshot_taken();
                 let stats = self.replica.snapshot_stats();
                 self.events.record(EventKind::SnapshotTaken { index: stats.index });
@@ -953,6 +958,8 @@ impl Worker {
             leases_expired: self.replica.leases_expired(),
             stopped: false,
             removed: self.replica.is_removed(),
+            disk_full: self.replica.disk_full(),
+            no_space_total: self.replica.no_space_total(),
         };
         let mut published = self.status.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.observe_status(&published, &status);

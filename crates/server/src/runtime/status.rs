@@ -41,4 +41,10 @@ pub struct NodeStatus {
     pub stopped: bool,
     /// Whether this member was removed from the cluster (it should stop).
     pub removed: bool,
+    /// Whether this member's disk is full: its log writes wait for space, it acknowledges and
+    /// votes for nothing new and refuses writes (`tenure_replica::Replica::disk_full`).
+    pub disk_full: bool,
+    /// Operations that found no space on the disk since the process started (log writes,
+    /// syncs, snapshots taken); only grows.
+    pub no_space_total: u64,
 }
