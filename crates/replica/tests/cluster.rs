@@ -2,198 +2,31 @@
 //! loop carries the core's output through storage and the state machine in the contract's
 //! order, so acknowledged writes survive crashes that lose every unsynced write (S10).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use tenure_kv::{Command, Proposal, PutRequest, RangeRequest, Response};
-use tenure_raft::{LogIndex, LogView, SnapshotStatus};
+use tenure_kv::{Command, PutRequest, RangeRequest, Response};
+use tenure_raft::{LogIndex, LogView};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
-    Answer, ClientError, Completion, Consistency, LeaseConfig, MemberRefusal, MemberRequest,
-    Output, Replica, ReplicaConfig, RequestId, SnapshotPolicy,
+    Answer, ClientError, Consistency, LeaseConfig, MemberRefusal, MemberRequest, Output, Replica,
+    ReplicaConfig, RequestId, SnapshotPolicy,
 };
-use tenure_storage::{CrashMode, SimDisk};
+use tenure_storage::SimDisk;
 
-struct Net {
-    replicas: BTreeMap<NodeId, Replica>,
-    disks: BTreeMap<NodeId, SimDisk>,
-    wire: VecDeque<Message>,
-    done: BTreeMap<RequestId, Completion>,
-    ticks: u64,
-    next_request: u64,
-    /// Nodes cut off from everyone.
-    isolated: BTreeSet<NodeId>,
-    policy: SnapshotPolicy,
-    lease: LeaseConfig,
+mod common;
+
+use common::{Net, Setup, members, open};
+
+/// A net whose replicas take snapshots by `policy`.
+fn with_policy(policy: SnapshotPolicy) -> Net {
+    Net::with(Setup { policy, ..Setup::default() })
 }
 
-fn members() -> Membership {
-    Membership::voters([NodeId(1), NodeId(2), NodeId(3)])
-}
-
-/// Opens a replica; each run of a process gets a new incarnation, as the server draws one.
-fn open(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy) -> Replica {
-    open_with(id, disk, policy, LeaseConfig::default())
-}
-
-fn open_with(id: NodeId, disk: &SimDisk, policy: &SnapshotPolicy, lease: LeaseConfig) -> Replica {
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let incarnation = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut cfg = ReplicaConfig::new(id, incarnation);
-    cfg.snapshot = policy.clone();
-    cfg.lease = lease;
-    Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members()).expect("open")
-}
-
-impl Net {
-    fn new() -> Net {
-        Net::with_policy(SnapshotPolicy::default())
-    }
-
-    fn with_policy(policy: SnapshotPolicy) -> Net {
-        Net::with(policy, LeaseConfig::default())
-    }
-
-    fn with(policy: SnapshotPolicy, lease: LeaseConfig) -> Net {
-        let mut net = Net {
-            replicas: BTreeMap::new(),
-            disks: BTreeMap::new(),
-            wire: VecDeque::new(),
-            done: BTreeMap::new(),
-            ticks: 0,
-            next_request: 1,
-            isolated: BTreeSet::new(),
-            policy,
-            lease,
-        };
-        for i in 1..=3 {
-            let id = NodeId(i);
-            let disk = SimDisk::new(i);
-            net.replicas.insert(id, open_with(id, &disk, &net.policy, net.lease));
-            net.disks.insert(id, disk);
-        }
-        net
-    }
-
-    /// Delivers one message; a snapshot's data is copied into the receiver's directory first
-    /// and the transfer reported to the sender.
-    fn deliver(&mut self, m: Message) {
-        let (from, to) = (m.from, m.to);
-        let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
-        let is_snapshot = matches!(m.body, MessageBody::Snapshot { .. });
-        if cut || !self.replicas.contains_key(&to) {
-            if is_snapshot && let Some(r) = self.replicas.get_mut(&from) {
-                r.report_snapshot(to, SnapshotStatus::Failed);
-            }
-            return;
-        }
-        let m = if is_snapshot {
-            let sender = &self.replicas[&from];
-            sender.copy_snapshot_to(&self.replicas[&to], &m).expect("snapshot copy")
-        } else {
-            m
-        };
-        self.replicas.get_mut(&to).unwrap().step(m);
-        if is_snapshot {
-            self.replicas.get_mut(&from).unwrap().report_snapshot(to, SnapshotStatus::Delivered);
-        }
-    }
-
-    fn absorb(&mut self, out: Output) {
-        self.wire.extend(out.messages);
-        for c in out.completions {
-            self.done.insert(c.id, c);
-        }
-    }
-
-    /// Runs every replica's loop and delivers messages until quiet.
-    fn settle(&mut self) {
-        for _ in 0..1000 {
-            for r in self.replicas.values_mut() {
-                let mut out = Output::default();
-                r.run_until_idle(&mut out).expect("replica loop");
-                self.wire.extend(out.messages);
-                for c in out.completions {
-                    self.done.insert(c.id, c);
-                }
-            }
-            if self.wire.is_empty() {
-                return;
-            }
-            while let Some(m) = self.wire.pop_front() {
-                self.deliver(m);
-            }
-        }
-        panic!("did not settle");
-    }
-
-    fn tick(&mut self, n: u32) {
-        for _ in 0..n {
-            self.ticks += 1;
-            let now = self.ticks * 10;
-            let mut outs = Vec::new();
-            for r in self.replicas.values_mut() {
-                let mut out = Output::default();
-                r.tick(now, &mut out);
-                outs.push(out);
-            }
-            for out in outs {
-                self.absorb(out);
-            }
-            self.settle();
-        }
-    }
-
-    fn leader(&mut self) -> NodeId {
-        for _ in 0..100 {
-            if let Some((id, _)) = self.replicas.iter().find(|(_, r)| r.is_leader()) {
-                return *id;
-            }
-            self.tick(1);
-        }
-        panic!("no leader");
-    }
-
-    fn put(&mut self, on: NodeId, key: &str, value: &str) -> RequestId {
-        self.exec(on, Command::Put(PutRequest::new(key.to_string(), value.to_string())))
-    }
-
-    fn exec(&mut self, on: NodeId, command: Command) -> RequestId {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        let p = Proposal::new(command);
-        let mut out = Output::default();
-        self.replicas.get_mut(&on).unwrap().propose(id, &p, &mut out);
-        self.absorb(out);
-        id
-    }
-
-    fn get(&mut self, on: NodeId, key: &str, c: Consistency) -> RequestId {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        let mut out = Output::default();
-        let req = RangeRequest::single(key.to_string());
-        self.replicas.get_mut(&on).unwrap().read(id, req, c, &mut out);
-        self.absorb(out);
-        id
-    }
-
-    fn value(&self, id: RequestId) -> Option<String> {
-        match &self.done.get(&id).expect("completed").result {
-            Ok(Answer::Read(r)) => {
-                r.kvs.first().map(|kv| String::from_utf8_lossy(&kv.value).into())
-            }
-            other => panic!("not a read answer: {other:?}"),
-        }
-    }
-
-    fn crash_and_restart(&mut self, id: NodeId) {
-        self.replicas.remove(&id);
-        let disk = self.disks[&id].clone();
-        disk.crash(CrashMode::LoseUnsynced);
-        self.replicas.insert(id, open_with(id, &disk, &self.policy, self.lease));
-    }
+/// A net with the snapshot `policy` and the lease configuration `lease`.
+fn with(policy: SnapshotPolicy, lease: LeaseConfig) -> Net {
+    Net::with(Setup { policy, lease, storage: None })
 }
 
 #[test]
@@ -252,7 +85,7 @@ fn vote_and_append_acks_wait_for_sync() {
     // Drive one follower by hand: its append acknowledgement must not leave before the sync
     // that makes the entries durable.
     let disk = SimDisk::new(9);
-    let mut r = open(NodeId(2), &disk, &SnapshotPolicy::default());
+    let mut r = open(NodeId(2), &disk, &Setup::default());
     let mut out = Output::default();
     let entry = tenure_raft::Entry::new(tenure_raft::Term(1), tenure_raft::LogIndex(1), "x".into());
     r.step(Message {
@@ -323,7 +156,7 @@ fn put_all(net: &mut Net, on: NodeId, range: std::ops::Range<u32>) {
 
 #[test]
 fn s11_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
-    let mut net = Net::with_policy(small_snapshots());
+    let mut net = with_policy(small_snapshots());
     let leader = net.leader();
     let lagging = NodeId(leader.0 % 3 + 1);
     net.isolated.insert(lagging);
@@ -346,7 +179,7 @@ fn s11_follower_behind_the_compacted_log_catches_up_from_a_snapshot() {
 #[test]
 fn s11_a_follower_within_the_catchup_window_is_served_from_the_log() {
     let policy = SnapshotPolicy { entries: 10, bytes: 0, catchup_entries: 50 };
-    let mut net = Net::with_policy(policy);
+    let mut net = with_policy(policy);
     let leader = net.leader();
     let lagging = NodeId(leader.0 % 3 + 1);
     net.isolated.insert(lagging);
@@ -360,7 +193,7 @@ fn s11_a_follower_within_the_catchup_window_is_served_from_the_log() {
 
 #[test]
 fn s11_restart_from_snapshot_plus_log_tail() {
-    let mut net = Net::with_policy(small_snapshots());
+    let mut net = with_policy(small_snapshots());
     let leader = net.leader();
     put_all(&mut net, leader, 0..37);
     net.tick(2);
@@ -384,7 +217,7 @@ fn s11_restart_from_snapshot_plus_log_tail() {
 
 #[test]
 fn s11_crash_after_receiving_a_snapshot_before_installing_it() {
-    let mut net = Net::with_policy(small_snapshots());
+    let mut net = with_policy(small_snapshots());
     let leader = net.leader();
     let lagging = NodeId(leader.0 % 3 + 1);
     net.isolated.insert(lagging);
@@ -407,7 +240,7 @@ fn s11_crash_after_receiving_a_snapshot_before_installing_it() {
 
 #[test]
 fn a_snapshot_message_without_its_data_is_dropped_not_fatal() {
-    let mut net = Net::with_policy(small_snapshots());
+    let mut net = with_policy(small_snapshots());
     let leader = net.leader();
     put_all(&mut net, leader, 0..5);
     let follower = NodeId(leader.0 % 3 + 1);
@@ -576,7 +409,7 @@ fn etcd_13508_a_leader_change_neither_resets_the_remaining_ttl_nor_expires_befor
 #[test]
 fn a_cluster_restarted_continues_from_the_checkpointed_remaining_time() {
     let lease = LeaseConfig { checkpoint_interval_ms: 1_000, ..LeaseConfig::default() };
-    let mut net = Net::with(SnapshotPolicy::default(), lease);
+    let mut net = with(SnapshotPolicy::default(), lease);
     let leader = net.leader();
     net.tick(120);
     grant_with_key(&mut net, leader, 1, 5, "k");
@@ -604,7 +437,7 @@ fn a_cluster_restarted_continues_from_the_checkpointed_remaining_time() {
 #[test]
 fn a_snapshot_carries_leases_and_their_checkpoints_to_a_follower_that_was_behind() {
     let lease = LeaseConfig { checkpoint_interval_ms: 500, ..LeaseConfig::default() };
-    let mut net = Net::with(small_snapshots(), lease);
+    let mut net = with(small_snapshots(), lease);
     let leader = net.leader();
     net.tick(120);
     let behind = NodeId(leader.0 % 3 + 1);
@@ -712,7 +545,7 @@ impl Net {
     fn join(&mut self, id: NodeId, current: Membership) {
         let disk = SimDisk::new(id.0);
         let mut cfg = ReplicaConfig::new(id, 100 + id.0);
-        cfg.snapshot = self.policy.clone();
+        cfg.snapshot = self.setup.policy.clone();
         let r = Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), current).unwrap();
         self.replicas.insert(id, r);
         self.disks.insert(id, disk);
@@ -739,7 +572,7 @@ fn add(member_id: u64, url: &str, learner: bool) -> MemberRequest {
 
 #[test]
 fn s4_2_learner_added_catches_up_is_promoted_and_the_member_table_follows_the_configuration() {
-    let mut net = Net::with_policy(small_snapshots());
+    let mut net = with_policy(small_snapshots());
     let leader = net.leader();
     put_all(&mut net, leader, 0..40);
     let a = net.change_members(leader, add(4, "http://n4:2380", true));
