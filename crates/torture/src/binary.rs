@@ -84,8 +84,10 @@ pub fn has_failpoints(path: &Path) -> bool {
 }
 
 /// A tenure binary built with the `failpoints` feature: the one `TENURE_FAILPOINTS_BIN`
-/// names if set, else the newest `target/{debug,release}/tenure-failpoints`. With `build`,
-/// when there is none, runs `cargo build -p tenure-server --bin tenure --features failpoints`
+/// names if set, else the newest of `target/{debug,release}/tenure-failpoints` and of the
+/// `target/{debug,release}/tenure` that have failpoints (`cargo test --workspace` builds
+/// `target/debug/tenure` with them: this crate's dev-dependency turns the feature on). With
+/// `build`, when there is none, runs `cargo build -p tenure-server --bin tenure --features failpoints`
 /// and copies the result to `target/debug/tenure-failpoints` (the build shares the target
 /// directory: only the storage, replica and server crates are compiled again, and the
 /// `tenure` it leaves behind behaves as any other until `FAILPOINTS` arms a point). Checked
@@ -102,11 +104,14 @@ pub fn locate_tenure_failpoints(build: bool) -> Result<PathBuf, BinaryError> {
     let newest = || {
         ["debug", "release"]
             .iter()
-            .map(|profile| target.join(profile).join(FAILPOINTS_BINARY_NAME))
+            .flat_map(|profile| {
+                [FAILPOINTS_BINARY_NAME, "tenure"].map(|name| target.join(profile).join(name))
+            })
             .filter_map(|p| {
                 let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
                 Some((modified, p))
             })
+            .filter(|(_, p)| check_executable(p).is_ok() && has_failpoints(p))
             .max()
             .map(|(_, p)| p)
     };

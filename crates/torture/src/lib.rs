@@ -4,7 +4,7 @@
 //! loopback where namespaces cannot be made), runs a register workload through the etcd
 //! gRPC API, lease and lock clients, and a watch of every key on each member, injects faults
 //! from a seeded schedule (SIGKILL and restart, SIGSTOP and SIGCONT, partitions of one member,
-//! of the leader, and one way, packet loss, throttled links, a full disk, crashes at
+//! of the leader, and one way, packet loss, added delay, throttled links, a full disk, crashes at
 //! failpoints, membership changes, clock steps), heals them, lets the members converge, and checks what was recorded.
 //!
 //! | module | what it holds |
@@ -12,8 +12,9 @@
 //! | [`schedule`] | faults and their windows, drawn from a seed |
 //! | [`binary`] | finding (or building) the server binary |
 //! | [`cluster`] | the member processes: start, kill, restart (with failpoints armed), pause, resume, fill and free a disk, who leads |
-//! | [`net`] | on loopback: partitions and packet loss with iptables (per-member users, one chain), throttles with tc HTB; [`net::Network`], either this or [`netns`] |
-//! | [`netns`] | each member in a network namespace of its own on a bridge: cuts, loss and throttles inside its namespace |
+//! | [`net`] | on loopback: partitions and packet loss with iptables (per-member users, one chain), delay through a [`delay::Delayer`], throttles with tc HTB; [`net::Network`], either this or [`netns`] |
+//! | [`netns`] | each member in a network namespace of its own on a bridge: cuts, loss, delay and throttles inside its namespace |
+//! | [`delay`] | added delay without netem: a thread holding the packets of a netfilter queue for a fixed time |
 //! | [`workload`] | the clients: read, write and cas over a few keys, recorded |
 //! | [`k8s`] | Kubernetes-shaped traffic (CAS by mod_revision, paged lists, an informer with prev_kv, compaction) and its checker |
 //! | [`election`] | Kubernetes-shaped leader election (a Lease object created where absent, renewed by CAS, on a TTL'd etcd lease) and its checker |
@@ -35,6 +36,7 @@ pub mod binary;
 pub mod check;
 pub mod cluster;
 pub mod compare;
+pub mod delay;
 pub mod election;
 pub mod k8s;
 pub mod leases;

@@ -40,11 +40,11 @@ struct Args {
         conflicts_with = "etcd"
     )]
     compare_etcd: Option<PathBuf>,
-    /// Inject kills and pauses only (partitions need root and iptables; so do packet loss and
-    /// throttles).
+    /// Inject kills and pauses only (partitions need root and iptables; so do packet loss,
+    /// delay and throttles).
     #[arg(long)]
     no_partitions: bool,
-    /// Leave packet loss and throttled links out of the schedule.
+    /// Leave packet loss, added delay and throttled links out of the schedule.
     #[arg(long)]
     no_shaping: bool,
     /// Leave full disks out of the schedule (they need root to mount a tmpfs per member).

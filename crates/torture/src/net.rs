@@ -53,6 +53,9 @@ pub struct PeerEndpoint {
 pub struct Firewall {
     chain: String,
     shaper: Option<Shaper>,
+    /// The thread holding delayed packets, while a delay is in force (its rules are in the
+    /// raw table's chain of the same name).
+    delayer: Option<crate::delay::Delayer>,
 }
 
 fn iptables(args: &[&str]) -> Result<String, FirewallError> {
@@ -80,7 +83,7 @@ impl Firewall {
         // A chain of this name can only be left over from a dead process with our pid.
         remove_chain(&chain);
         iptables(&["-N", &chain])?;
-        let firewall = Firewall { chain, shaper: None };
+        let firewall = Firewall { chain, shaper: None, delayer: None };
         iptables(&["-I", "OUTPUT", "1", "-j", &firewall.chain])?;
         Ok(firewall)
     }
@@ -185,14 +188,60 @@ impl Firewall {
         Ok(())
     }
 
-    /// Removes every cut, loss and throttle (the shaper goes too, so that loopback is left
-    /// as it was found between faults).
+    /// Delays every packet on `member`'s peer connections by `delay` (the packets
+    /// [`Firewall::lose`] would pick: its messages to its peers and theirs to it, each held
+    /// once), with a [`crate::delay::Delayer`] thread of this process and NFQUEUE rules in the
+    /// raw table (this kernel has no netem).
+    ///
+    /// # Errors
+    /// [`FirewallError::Unavailable`] if the queue cannot be bound or iptables refuses.
+    pub fn delay(
+        &mut self,
+        member: &PeerEndpoint,
+        peer_ports: &[u16],
+        delay: std::time::Duration,
+    ) -> Result<(), FirewallError> {
+        if self.delayer.is_none() {
+            let delayer = crate::delay::Delayer::start(None, delay).map_err(|e| {
+                FirewallError::Unavailable { args: "(nfqueue)".into(), detail: e.to_string() }
+            })?;
+            self.delayer = Some(delayer);
+        }
+        let target = self.delayer.as_ref().expect("a delayer").target();
+        let _ = iptables(&["-t", "raw", "-N", &self.chain]);
+        if iptables(&["-t", "raw", "-C", "OUTPUT", "-j", &self.chain]).is_err() {
+            iptables(&["-t", "raw", "-I", "OUTPUT", "1", "-j", &self.chain])?;
+        }
+        for matches in member_peer_traffic(member, peer_ports) {
+            let mut args = vec!["-t", "raw", "-A", &self.chain, "-p", "tcp"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+            args.extend(matches);
+            args.extend(target.iter().cloned());
+            iptables(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
+    /// How many packets the delay in force has held (0 without one).
+    pub fn delayed_packets(&self) -> u64 {
+        self.delayer.as_ref().map_or(0, crate::delay::Delayer::held)
+    }
+
+    /// Removes every cut, loss, delay and throttle (the shaper goes too, so that loopback is
+    /// left as it was found between faults). A delay's rules go before its thread, which lets
+    /// what it still holds through as it stops.
     ///
     /// # Errors
     /// [`FirewallError::Unavailable`] if iptables refuses.
     pub fn heal(&mut self) -> Result<(), FirewallError> {
         if let Some(shaper) = self.shaper.take() {
             shaper.remove();
+        }
+        if let Some(delayer) = self.delayer.take() {
+            remove_table_chain("raw", &self.chain);
+            drop(delayer);
         }
         iptables(&["-F", &self.chain]).map(|_| ())
     }
@@ -211,6 +260,7 @@ impl Drop for Firewall {
             shaper.remove();
         }
         remove_chain(&self.chain);
+        self.delayer.take();
     }
 }
 
@@ -344,9 +394,14 @@ impl Shaper {
 }
 
 fn remove_mangle_chain(chain: &str) {
-    while iptables(&["-t", "mangle", "-D", "OUTPUT", "-j", chain]).is_ok() {}
-    let _ = iptables(&["-t", "mangle", "-F", chain]);
-    let _ = iptables(&["-t", "mangle", "-X", chain]);
+    remove_table_chain("mangle", chain);
+}
+
+/// Removes `chain` from `table` (mangle: throttles; raw: delays) and OUTPUT's jump to it.
+fn remove_table_chain(table: &str, chain: &str) {
+    while iptables(&["-t", table, "-D", "OUTPUT", "-j", chain]).is_ok() {}
+    let _ = iptables(&["-t", table, "-F", chain]);
+    let _ = iptables(&["-t", table, "-X", chain]);
 }
 
 /// Whether a mangle `tort-<pid>` chain other than `ours` belongs to a live run.
@@ -361,12 +416,14 @@ fn live_mangle_chain_exists(ours: &str) -> bool {
     })
 }
 
-/// Removes `chain` and the jump to it (and its mangle twin), ignoring what is not there.
+/// Removes `chain` and the jump to it (and its mangle and raw twins), ignoring what is not
+/// there.
 fn remove_chain(chain: &str) {
     while iptables(&["-D", "OUTPUT", "-j", chain]).is_ok() {}
     let _ = iptables(&["-F", chain]);
     let _ = iptables(&["-X", chain]);
     remove_mangle_chain(chain);
+    remove_table_chain("raw", chain);
 }
 
 /// Removes the `tort-<pid>` chains whose process is gone.
@@ -381,15 +438,18 @@ fn remove_stale_chains() {
             remove_chain(chain);
         }
     }
-    // Mangle chains (throttles) of dead runs, and the shaper such a run left on loopback.
-    if let Ok(rules) = iptables(&["-t", "mangle", "-S"]) {
+    // Mangle chains (throttles) and raw chains (delays) of dead runs, and the shaper such a
+    // run left on loopback. (A dead run's NFQUEUE rules pass packets undelayed meanwhile:
+    // they carry --queue-bypass.)
+    for table in ["mangle", "raw"] {
+        let Ok(rules) = iptables(&["-t", table, "-S"]) else { continue };
         for chain in rules.lines().filter_map(|l| l.strip_prefix("-N ")) {
             let dead = chain
                 .strip_prefix("tort-")
                 .and_then(|p| p.parse::<u32>().ok())
                 .is_some_and(|pid| !process_alive(pid));
             if dead {
-                remove_mangle_chain(chain);
+                remove_table_chain(table, chain);
             }
         }
     }
@@ -471,7 +531,36 @@ impl Network {
         Ok(())
     }
 
-    /// Removes every cut, loss and throttle.
+    /// Every peer packet of member `i` is delayed by `delay` (its messages to its peers and
+    /// theirs to it, each once).
+    ///
+    /// # Errors
+    /// [`NetworkError`] if the queue cannot be bound or a rule is refused.
+    pub fn delay(
+        &mut self,
+        specs: &[MemberSpec],
+        i: usize,
+        delay: std::time::Duration,
+    ) -> Result<(), NetworkError> {
+        match self {
+            Network::Loopback(fw) => {
+                let ports: Vec<u16> = specs.iter().map(|s| s.peer_port).collect();
+                fw.delay(&specs[i].peer_endpoint(), &ports, delay)?;
+            }
+            Network::Namespaces(ns) => ns.delay(i, delay)?,
+        }
+        Ok(())
+    }
+
+    /// How many packets the delay in force has held so far (0 without one).
+    pub fn delayed_packets(&self) -> u64 {
+        match self {
+            Network::Loopback(fw) => fw.delayed_packets(),
+            Network::Namespaces(ns) => ns.delayed_packets(),
+        }
+    }
+
+    /// Removes every cut, loss, delay and throttle.
     ///
     /// # Errors
     /// [`NetworkError`] if a flush is refused.

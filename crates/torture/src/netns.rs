@@ -11,6 +11,8 @@
 //! 2380 for peers), so its peer traffic is told apart by port and address alone: a cut "from A
 //! to B" is an iptables rule in A's namespace dropping what A sends to B's 2380; packet loss is
 //! the statistic match on all of a member's peer traffic, in and out, in its namespace; a
+//! delay is NFQUEUE rules on the same traffic in its namespace's raw table, the packets held by
+//! a thread of the suite's that entered the namespace ([`crate::delay`]); a
 //! throttle is an HTB qdisc on both ends of its link (its `eth0` for what it sends, the router's
 //! `m<i>` for what it receives), peer packets classified by tc's u32 match on port 2380. Nothing
 //! is installed in the host's own tables: the bridge lives in a namespace of its own, so the
@@ -78,6 +80,8 @@ pub struct Namespaces {
     subnet: u8,
     /// How many member namespaces there are.
     slot_count: usize,
+    /// The thread holding a member's delayed packets, while a delay is in force.
+    delayer: Option<crate::delay::Delayer>,
 }
 
 impl Namespaces {
@@ -91,7 +95,8 @@ impl Namespaces {
         let pid = std::process::id();
         let prefix = format!("tort-{pid}");
         let subnet = free_subnet(pid)?;
-        let namespaces = Namespaces { prefix, host_link: format!("tv{pid}"), subnet, slot_count };
+        let namespaces =
+            Namespaces { prefix, host_link: format!("tv{pid}"), subnet, slot_count, delayer: None };
         // A namespace of this name can only be a dead process's with our pid.
         namespaces.delete();
         namespaces.build()?;
@@ -242,24 +247,72 @@ impl Namespaces {
         Ok(())
     }
 
-    /// Removes every cut, loss and throttle.
+    /// Delays every peer packet of member `i` by `delay`, both ways: what it sends to or from
+    /// port 2380 (raw OUTPUT) and what it receives to or from port 2380 (raw PREROUTING), held
+    /// by a [`crate::delay::Delayer`] thread inside its namespace.
     ///
     /// # Errors
-    /// [`NetnsError`] if iptables refuses a flush.
-    pub fn heal(&self) -> Result<(), NetnsError> {
-        for i in 0..self.slot_count {
-            let ns = self.member(i);
-            run_in(&ns, &["iptables", "-w", "-F"])?;
-            let _ = run_in(&ns, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
-            let _ = run_in(&self.router(), &["tc", "qdisc", "del", "dev", &router_port(i), "root"]);
+    /// [`NetnsError`] if the queue cannot be bound or iptables refuses.
+    pub fn delay(&mut self, i: usize, delay: std::time::Duration) -> Result<(), NetnsError> {
+        let ns = self.member(i);
+        if let Some(old) = self.delayer.take() {
+            // One delay at a time: a new one replaces the old, rules and all.
+            for j in 0..self.slot_count {
+                let _ = run_in(&self.member(j), &["iptables", "-w", "-t", "raw", "-F"]);
+            }
+            drop(old);
+        }
+        let delayer = crate::delay::Delayer::start(Some(&ns), delay).map_err(|e| {
+            NetnsError::Command { command: format!("(nfqueue in {ns})"), detail: e.to_string() }
+        })?;
+        let target = delayer.target();
+        self.delayer = Some(delayer);
+        let port = PEER_PORT.to_string();
+        for (chain, dir) in [
+            ("OUTPUT", "--dport"),
+            ("OUTPUT", "--sport"),
+            ("PREROUTING", "--dport"),
+            ("PREROUTING", "--sport"),
+        ] {
+            let mut args =
+                vec!["iptables", "-w", "-t", "raw", "-A", chain, "-p", "tcp", dir, &port];
+            args.extend(target.iter().map(String::as_str));
+            run_in(&ns, &args)?;
         }
         Ok(())
     }
 
-    /// How many iptables rules are in force in the members' namespaces.
+    /// How many packets the delay in force has held so far (0 without one).
+    pub fn delayed_packets(&self) -> u64 {
+        self.delayer.as_ref().map_or(0, crate::delay::Delayer::held)
+    }
+
+    /// Removes every cut, loss, delay and throttle. A delay's rules go before its thread,
+    /// which lets what it still holds through as it stops.
+    ///
+    /// # Errors
+    /// [`NetnsError`] if iptables refuses a flush.
+    pub fn heal(&mut self) -> Result<(), NetnsError> {
+        for i in 0..self.slot_count {
+            let ns = self.member(i);
+            run_in(&ns, &["iptables", "-w", "-F"])?;
+            run_in(&ns, &["iptables", "-w", "-t", "raw", "-F"])?;
+            let _ = run_in(&ns, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
+            let _ = run_in(&self.router(), &["tc", "qdisc", "del", "dev", &router_port(i), "root"]);
+        }
+        self.delayer.take();
+        Ok(())
+    }
+
+    /// How many iptables rules are in force in the members' namespaces (filter and raw).
     pub fn rule_count(&self) -> usize {
         (0..self.slot_count)
-            .filter_map(|i| run_in(&self.member(i), &["iptables", "-w", "-S"]).ok())
+            .flat_map(|i| {
+                let ns = self.member(i);
+                [["iptables", "-w", "-S"].as_slice(), &["iptables", "-w", "-t", "raw", "-S"]]
+                    .map(|cmd| run_in(&ns, cmd).ok())
+            })
+            .flatten()
             .map(|s| s.lines().filter(|l| l.starts_with("-A ")).count())
             .sum()
     }
@@ -276,6 +329,8 @@ impl Namespaces {
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
+        // The thread first: its socket is in a namespace about to go.
+        self.delayer.take();
         self.delete();
     }
 }
@@ -337,7 +392,7 @@ mod tests {
             eprintln!("skipped: {e}");
             return;
         }
-        let ns = Namespaces::create(2).expect("namespaces");
+        let mut ns = Namespaces::create(2).expect("namespaces");
         let ping = |from: Option<usize>, to: Ipv4Addr| {
             let to = to.to_string();
             let cmd = ["ping", "-c", "1", "-W", "1", &to];
@@ -356,6 +411,10 @@ mod tests {
         ns.lose(1, 20).expect("loss");
         ns.throttle(1, 100).expect("a throttle");
         assert_eq!(ns.rule_count(), 5);
+        match ns.delay(0, std::time::Duration::from_millis(30)) {
+            Ok(()) => assert_eq!(ns.rule_count(), 9),
+            Err(e) => eprintln!("no delay here: {e}"),
+        }
         let qdisc = run_in(&ns.member(1), &["tc", "qdisc", "show", "dev", "eth0"]).expect("tc");
         assert!(qdisc.contains("htb 7e57:"), "{qdisc}");
         ns.heal().expect("healed");

@@ -242,7 +242,7 @@ impl Report {
         let on_off = |b: bool| if b { "on" } else { "off" };
         let _ = writeln!(
             s,
-            "loss and throttles: {}, full disks: {}, failpoint crashes: {}, membership changes: \
+            "loss, delay and throttles: {}, full disks: {}, failpoint crashes: {}, membership changes: \
              {}, clock steps: {}{}",
             on_off(self.extra.shaping),
             on_off(self.extra.disk_full),

@@ -205,7 +205,7 @@ impl RunConfig {
 }
 
 /// Turns off the fault kinds this host cannot inject, noting why in the report: throttles
-/// need `tc` and loopback's default root qdisc; full disks need a tmpfs mount (root). Partitions
+/// need `tc` and loopback's default root qdisc, delays a netfilter queue; full disks need a tmpfs mount (root). Partitions
 /// are checked by the run itself (it refuses to start without the firewall it was asked for).
 pub fn detect_host(config: &mut RunConfig) {
     let mut notes = Vec::new();
@@ -218,7 +218,14 @@ pub fn detect_host(config: &mut RunConfig) {
         && let Err(e) = crate::net::shaping_available()
     {
         config.extra.shaping = false;
-        notes.push(format!("no loss or throttles: {e}"));
+        notes.push(format!("no loss, delay or throttles: {e}"));
+    }
+    if config.extra.shaping
+        && config.partitions
+        && let Err(e) = crate::delay::available()
+    {
+        config.extra.shaping = false;
+        notes.push(format!("no loss, delay or throttles: {e}"));
     }
     if config.extra.disk_full
         && let Err(e) = crate::cluster::disks_available()
@@ -556,6 +563,12 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 net.lose(cluster.specs(), i, percent)?;
                 (Active::Cut, format!("lose {percent}% of {}'s peer packets", name(i)))
             }
+            FaultKind::Delay { target, ms } => {
+                let i = who(target);
+                let net = network.as_mut().expect("shaping is drawn only with a network");
+                net.delay(cluster.specs(), i, Duration::from_millis(u64::from(ms)))?;
+                (Active::Cut, format!("delay {}'s peer packets {ms} ms each way", name(i)))
+            }
             FaultKind::Throttle { target, kbit } => {
                 let i = who(target);
                 let net = network.as_mut().expect("shaping is drawn only with a network");
@@ -669,6 +682,10 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
             Active::Paused(i) => cluster.resume(i)?,
             Active::Cut => {
                 if let Some(net) = &mut network {
+                    let held = net.delayed_packets();
+                    if held > 0 {
+                        injected.push_str(&format!(" ({held} packets held)"));
+                    }
                     net.heal()?;
                 }
             }

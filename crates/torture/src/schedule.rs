@@ -69,6 +69,16 @@ pub enum FaultKind {
         /// Percent of packets dropped.
         percent: u32,
     },
+    /// Every packet on the member's peer connections is held for `ms` milliseconds (its
+    /// messages to its peers and theirs to it: each way), through a netfilter queue and a
+    /// thread of the suite's ([`crate::delay`]; this kernel has no netem). The delay is fixed,
+    /// so nothing is reordered.
+    Delay {
+        /// The member whose links are slow to cross.
+        target: Target,
+        /// The delay, in milliseconds, each way.
+        ms: u32,
+    },
     /// Every peer connection of the member is shaped to a low rate (tc HTB on loopback):
     /// queueing delay that grows with the load, and drops when the queue is full.
     Throttle {
@@ -141,6 +151,7 @@ impl FaultKind {
             FaultKind::Isolate { .. }
                 | FaultKind::OneWay { .. }
                 | FaultKind::Loss { .. }
+                | FaultKind::Delay { .. }
                 | FaultKind::Throttle { .. }
         )
     }
@@ -156,6 +167,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Loss { target, percent } => {
                 write!(f, "lose {percent}% of {target}'s packets")
             }
+            FaultKind::Delay { target, ms } => write!(f, "delay {target}'s packets {ms} ms"),
             FaultKind::Throttle { target, kbit } => write!(f, "throttle {target} to {kbit} kbit/s"),
             FaultKind::DiskFull { target } => write!(f, "fill {target}'s disk"),
             FaultKind::Crash { target, point, after } => {
@@ -207,7 +219,8 @@ pub struct ScheduleSpec {
 /// the host or of the binary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ExtraFaults {
-    /// Packet loss and throttled links (iptables' statistic match, tc HTB and CLASSIFY).
+    /// Packet loss, added delay and throttled links (iptables' statistic match, NFQUEUE, tc
+    /// HTB and CLASSIFY).
     pub shaping: bool,
     /// A full disk (a tmpfs per member: mount needs root).
     pub disk_full: bool,
@@ -266,13 +279,14 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFault
         }
     };
     // The kinds drawn from: 0 and 1 always, 2..=4 with partitions, then the extras. With no
-    // extras the draw is the one older schedules made, so their seeds replay unchanged.
+    // extras the draw is the one older schedules made, so their seeds replay unchanged (delay,
+    // 12, joined shaping later: schedules with shaping drawn before it differ from today's).
     let mut kinds: Vec<u64> = vec![0, 1];
     if partitions {
         kinds.extend([2, 3, 4]);
     }
     if extra.shaping {
-        kinds.extend([5, 6]);
+        kinds.extend([5, 6, 12]);
     }
     if extra.disk_full {
         kinds.push(7);
@@ -306,6 +320,7 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFault
         6 => {
             return FaultKind::Throttle { target: anyone(rng), kbit: rng.range(64, 513) as u32 };
         }
+        12 => return FaultKind::Delay { target: anyone(rng), ms: rng.range(10, 401) as u32 },
         7 => return FaultKind::DiskFull { target: anyone(rng) },
         8 => {
             let target = anyone(rng);
@@ -381,6 +396,7 @@ mod tests {
         let has = |p: fn(&FaultKind) -> bool| drawn.iter().any(p);
         assert!(has(|k| matches!(k, FaultKind::Loss { .. })));
         assert!(has(|k| matches!(k, FaultKind::Throttle { .. })));
+        assert!(has(|k| matches!(k, FaultKind::Delay { ms: 10..=400, .. })));
         assert!(has(|k| matches!(k, FaultKind::DiskFull { .. })));
         assert!(has(|k| matches!(k, FaultKind::Crash { .. })));
         assert!(has(|k| matches!(k, FaultKind::Replace { target: Target::Leader })));

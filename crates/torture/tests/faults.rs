@@ -1,13 +1,13 @@
 //! The fault suite's second short run for CI: the faults beyond kills, pauses and partitions,
-//! on a `tenure` built with the `failpoints` feature (`target/debug/tenure-failpoints`, built
-//! by the test if missing: `cargo build -p tenure-server --bin tenure --features failpoints`,
-//! then copied), with the lease and lock workloads, and clock steps (libfaketime; left out with
-//! a note where it is not installed). 30 s of workload, about a minute in all.
+//! on a `tenure` with the `failpoints` feature (under `cargo test --workspace` that is
+//! `target/debug/tenure` itself, this crate's dev-dependency turning the feature on; otherwise
+//! `target/debug/tenure-failpoints`, built by the test if missing), with the lease and lock
+//! workloads, and clock steps (libfaketime; left out with a note where it is not installed).
+//! 34 s of workload, about a minute in all.
 //!
-//! Full disks are left out here: a member whose disk fills stops with an error (its snapshot
-//! file write fails with ENOSPC and the replica stops), which the suite reports as a crash
-//! (found by this suite; see README's fault suite section). `tenure-torture` without
-//! `--no-disk-full` still draws them.
+//! Full disks are left out of this short run (`tenure-torture` draws them unless
+//! `--no-disk-full`; a member whose disk fills keeps running and refuses writes until space is
+//! freed).
 
 use std::time::Duration;
 
@@ -17,18 +17,20 @@ use tenure_torture::net::Firewall;
 use tenure_torture::run::{RunConfig, detect_host, run};
 use tenure_torture::schedule::ExtraFaults;
 
-/// Seed 203 draws, in 30 s with shaping, failpoints and clock steps: n2's peer links throttled
-/// to 358 kbit/s, the leader's wall clock stepped back 281 s, 27% of n3's peer packets lost,
-/// then the leader killed and started again with `log-sync-after` armed to fire at its third
-/// log sync (which it reaches as soon as it rejoins).
-const SEED: u64 = 203;
+/// Seed 118332 draws, in 34 s with shaping, failpoints and clock steps: 16% of the leader's
+/// peer packets lost, n3's peer links throttled to 420 kbit/s, the leader's wall clock stepped
+/// back 189 s, every peer packet of n1 delayed 45 ms each way, then n3 killed and started
+/// again with `log-sync-before` armed to fire at its seventh log sync (which it reaches as
+/// soon as it rejoins).
+const SEED: u64 = 118_332;
 
 #[test]
-fn failpoint_crashes_packet_loss_throttles_and_clock_steps_with_leases_and_locks_find_no_anomaly() {
+fn failpoint_crashes_packet_loss_delay_throttles_and_clock_steps_with_leases_and_locks_find_no_anomaly()
+ {
     let tenure = locate_tenure_failpoints(true).unwrap_or_else(|e| panic!("{e}"));
     let mut config = RunConfig::new(tenure);
     config.seed = SEED;
-    config.duration = Duration::from_secs(30);
+    config.duration = Duration::from_secs(34);
     config.check_timeout = Duration::from_secs(60);
     config.verbose = true;
     config.extra = ExtraFaults {
@@ -63,6 +65,9 @@ fn failpoint_crashes_packet_loss_throttles_and_clock_steps_with_leases_and_locks
     assert!(crash.injected.contains("fired at"), "{text}");
     if config.schedule_spec().extra.shaping {
         assert!(injected("lose") && injected("throttle"), "{text}");
+        let delay =
+            report.faults.iter().find(|f| f.injected.starts_with("delay")).expect("a delay");
+        assert!(delay.injected.contains("packets held"), "the delay held no packet: {text}");
     }
     let spec = config.schedule_spec();
     if spec.extra.clock && spec.extra.shaping {
