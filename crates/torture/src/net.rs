@@ -318,7 +318,8 @@ fn tc(args: &[&str]) -> Result<String, FirewallError> {
 /// An HTB qdisc at the root of `lo` while a throttle is in force: everything goes through its
 /// default class at 100 Gbit/s, except what the run's mangle chain classifies into the slow
 /// class. (tc netem, which would add delay and loss directly, is not in this kernel; loss is
-/// done with iptables' statistic match instead.) Installed only over loopback's default
+/// done with iptables' statistic match instead, and delay with a netfilter queue and a thread,
+/// [`crate::delay`].) Installed only over loopback's default
 /// `noqueue` root, so another user's qdisc is never replaced; removed at the heal and on drop,
 /// with the mangle chain's rules.
 #[derive(Debug)]
