@@ -14,20 +14,19 @@
 //! a late bug but never fails a correct server.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tenure_server::cli::ServeConfig;
-use tenure_server::cli::dev::{self, Timing};
-use tenure_server::member::Member;
+use tenure_server::cli::dev::Timing;
 use tenure_server::pb::etcdserverpb as pb;
 use tenure_server::pb::mvccpb;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 mod common;
+mod servers;
+
+use servers::{Etcd, Tenure, connect};
 
 const TIMING: Timing = Timing { heartbeat_ms: 50, election_ms: 500 };
 /// How long anything may take before a test fails (generous: machines are shared).
@@ -40,120 +39,12 @@ const DECODE_BYTES_MAX: usize = 64 * 1024 * 1024;
 type Transcript = Vec<pb::WatchResponse>;
 
 // ---------------------------------------------------------------------------------------------
-// The servers.
+// The servers: `servers::Tenure` with this file's faster timing (the tests wait for leaders
+// often), and `servers::Etcd`.
 
-/// An in-process three-member tenure cluster.
-struct Tenure {
-    configs: Vec<ServeConfig>,
-    members: Vec<Option<Member>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Tenure {
-    async fn start() -> Tenure {
-        Tenure::start_with(|_| {}).await
-    }
-
-    /// A cluster whose members' configurations `adjust` changed first.
-    async fn start_with(adjust: impl Fn(&mut ServeConfig)) -> Tenure {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> =
-            common::free_ports(6).chunks(2).map(|c| (c[0], c[1])).collect();
-        let mut configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
-        configs.iter_mut().for_each(adjust);
-        let members = dev::start(&configs).await.expect("cluster starts");
-        let t = Tenure { configs, members: members.into_iter().map(Some).collect(), _dir: dir };
-        t.leader().await;
-        t
-    }
-
-    /// Waits until one running member leads and every running member knows it.
-    async fn leader(&self) -> usize {
-        common::wait_for_leader(&self.members, &self.configs, PATIENCE).await
-    }
-
-    async fn follower(&self) -> usize {
-        (self.leader().await + 1) % 3
-    }
-
-    async fn channel(&self, i: usize) -> Channel {
-        connect(&self.configs[i].advertise_client_urls[0].to_string()).await
-    }
-
-    async fn stop(&mut self, i: usize) {
-        let m = self.members[i].take().expect("running");
-        m.shutdown().await.expect("clean shutdown");
-    }
-
-    async fn shutdown(mut self) {
-        for i in 0..3 {
-            if self.members[i].is_some() {
-                self.stop(i).await;
-            }
-        }
-    }
-}
-
-/// One real etcd on loopback, killed (by its own pid) when dropped.
-struct Etcd {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("etcd")).find(|p| p.exists())
-}
-
-impl Etcd {
-    /// A fresh single-member etcd, or `None` with a note when it is not installed.
-    async fn start(test: &str) -> Option<Etcd> {
-        let Some(bin) = etcd_binary() else {
-            println!(
-                "{test}: etcd is not installed (apt-get install etcd-server); skipping the etcd half"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports = common::free_ports(2);
-        let client = format!("http://127.0.0.1:{}", ports[0]);
-        let peer = format!("http://127.0.0.1:{}", ports[1]);
-        let child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runs etcd");
-        let etcd = Etcd { child, url: client, _dir: dir };
-        // Ready once it answers a linearizable read (it has elected itself).
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(ch) = Channel::from_shared(etcd.url.clone()).unwrap().connect().await {
-                let mut kv = pb::kv_client::KvClient::new(ch);
-                if kv.range(range("ready")).await.is_ok() {
-                    return Some(etcd);
-                }
-            }
-            assert!(Instant::now() < deadline, "etcd did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-async fn connect(url: &str) -> Channel {
-    Channel::from_shared(url.to_string()).unwrap().connect().await.expect("connect")
+/// A fresh three-member tenure cluster with [`TIMING`].
+async fn tenure() -> Tenure {
+    Tenure::start_timed(TIMING, |_| {}).await
 }
 
 /// Runs `scenario` against a fresh tenure cluster (watching and writing through a follower)
@@ -164,7 +55,7 @@ where
     F: Fn(Channel) -> Fut,
     Fut: Future<Output = Transcript>,
 {
-    let tenure = Tenure::start().await;
+    let tenure = tenure().await;
     let ours = scenario(tenure.channel(tenure.follower().await).await).await;
     tenure.shutdown().await;
     if let Some(etcd) = Etcd::start(test).await {
@@ -335,10 +226,6 @@ fn watch(key: &str) -> pb::WatchCreateRequest {
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn range(key: &str) -> pb::RangeRequest {
-    pb::RangeRequest { key: b(key), ..Default::default() }
 }
 
 /// KV writes through one connection; each returns the revision it made.
@@ -859,7 +746,7 @@ async fn progress_request_is_answered_with_id_minus_one_and_the_current_revision
 /// revision it names. Tenure only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_response_follows_every_event_up_to_its_revision() {
-    let tenure = Tenure::start().await;
+    let tenure = tenure().await;
     let ch = tenure.channel(tenure.follower().await).await;
     let mut s = Stream::open(&ch).await;
     s.created(pb::WatchCreateRequest { range_end: b("\0"), ..watch("a") }).await;
@@ -889,7 +776,7 @@ async fn progress_notify_watchers_alone_get_an_empty_response_after_a_quiet_inte
     // etcd 3.5's --experimental-watch-progress-notify-interval; a single etcd here would take
     // 10 minutes, so there is no etcd half.
     let interval = Duration::from_millis(300);
-    let tenure = Tenure::start_with(|c| c.watch_progress_notify_interval = interval).await;
+    let tenure = Tenure::start_timed(TIMING, |c| c.watch_progress_notify_interval = interval).await;
     let ch = tenure.channel(tenure.follower().await).await;
     let mut s = Stream::open(&ch).await;
     let notified = s.created(pb::WatchCreateRequest { progress_notify: true, ..watch("p") }).await;
@@ -975,7 +862,7 @@ async fn fragment_splits_a_response_over_the_request_limit_into_parts_that_reass
 /// has one, so this is tenure only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hasleader_watch_is_closed_and_refused_with_no_leader_on_a_member_without_one() {
-    let mut tenure = Tenure::start().await;
+    let mut tenure = tenure().await;
     let ch = tenure.channel(0).await;
     // With a leader, such a stream opens and serves.
     let mut s = Stream::try_open(&ch, true).await.expect("opens with a leader");
@@ -1012,7 +899,7 @@ async fn hasleader_watch_is_closed_and_refused_with_no_leader_on_a_member_withou
 async fn a_watcher_on_a_follower_sees_every_put_through_other_members_once_in_order() {
     const PUTS: usize = 500;
     const WRITERS: usize = 10;
-    let tenure = Tenure::start().await;
+    let tenure = tenure().await;
     let leader = tenure.leader().await;
     let follower = (leader + 1) % 3;
     let other = (leader + 2) % 3;

@@ -38,10 +38,16 @@ impl Tenure {
 
     /// A cluster whose configurations `adjust` changes first.
     pub async fn start_with(adjust: impl Fn(&mut ServeConfig)) -> Tenure {
+        Tenure::start_timed(TIMING, adjust).await
+    }
+
+    /// A cluster with `timing` instead of etcd's defaults, whose configurations `adjust`
+    /// changes first.
+    pub async fn start_timed(timing: Timing, adjust: impl Fn(&mut ServeConfig)) -> Tenure {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<(u16, u16)> =
             common::free_ports(6).chunks(2).map(|c| (c[0], c[1])).collect();
-        let mut configs = dev::configs(&ports, dir.path(), TIMING).expect("configs");
+        let mut configs = dev::configs(&ports, dir.path(), timing).expect("configs");
         configs.iter_mut().for_each(adjust);
         let members = dev::start(&configs).await.expect("cluster starts");
         let t = Tenure { configs, members: members.into_iter().map(Some).collect(), _dir: dir };
