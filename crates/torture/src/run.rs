@@ -551,6 +551,27 @@ pub async fn run(config: &RunConfig) -> Result<Report, RunError> {
                 }
                 (Active::Cut, format!("isolate {}", name(i)))
             }
+            FaultKind::Bridge { bridge } => {
+                let b = who(bridge);
+                let net = network.as_ref().expect("partitions are drawn only with a network");
+                // The others in member order, split in two halves cut from each other.
+                let others: Vec<usize> = (0..MEMBER_COUNT).filter(|&j| j != b).collect();
+                let (left, right) = others.split_at(others.len() / 2);
+                for &l in left {
+                    for &r in right {
+                        net.cut(cluster.specs(), l, r)?;
+                        net.cut(cluster.specs(), r, l)?;
+                    }
+                }
+                let names = |side: &[usize]| side.iter().map(|&j| name(j)).collect::<Vec<_>>();
+                let what = format!(
+                    "bridge: {} and {} cut from each other, {} reaching both",
+                    names(left).join(","),
+                    names(right).join(","),
+                    name(b)
+                );
+                (Active::Cut, what)
+            }
             FaultKind::OneWay { from, to } => {
                 let (f, t) = (who(from), who(to));
                 let net = network.as_ref().expect("partitions are drawn only with a network");

@@ -54,6 +54,14 @@ pub enum FaultKind {
         /// The member cut off.
         target: Target,
     },
+    /// The other members are split into two halves that cannot reach each other, both ways;
+    /// `bridge` still reaches both (Jepsen's "bridge"). With three members: the two others cut
+    /// from each other. When `bridge` is a follower, the leader and the follower beyond the
+    /// bridge lose each other while the bridge hears both.
+    Bridge {
+        /// The member that still reaches everyone.
+        bridge: Target,
+    },
     /// Messages from `from` to `to` are lost; those from `to` to `from` still arrive.
     OneWay {
         /// The member whose messages are lost.
@@ -149,6 +157,7 @@ impl FaultKind {
         matches!(
             self,
             FaultKind::Isolate { .. }
+                | FaultKind::Bridge { .. }
                 | FaultKind::OneWay { .. }
                 | FaultKind::Loss { .. }
                 | FaultKind::Delay { .. }
@@ -163,6 +172,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Kill { target } => write!(f, "kill {target}"),
             FaultKind::Pause { target } => write!(f, "pause {target}"),
             FaultKind::Isolate { target } => write!(f, "isolate {target}"),
+            FaultKind::Bridge { bridge } => write!(f, "split the others, {bridge} bridging"),
             FaultKind::OneWay { from, to } => write!(f, "one-way {from} -/-> {to}"),
             FaultKind::Loss { target, percent } => {
                 write!(f, "lose {percent}% of {target}'s packets")
@@ -278,12 +288,12 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFault
             Target::Member(rng.range(0, members) as usize)
         }
     };
-    // The kinds drawn from: 0 and 1 always, 2..=4 with partitions, then the extras. With no
-    // extras the draw is the one older schedules made, so their seeds replay unchanged (delay,
-    // 12, joined shaping later: schedules with shaping drawn before it differ from today's).
+    // The kinds drawn from: 0 and 1 always, 2..=4 and 13 with partitions, then the extras.
+    // Kinds added later change what a seed draws: the bridge (13) and the delay (12, with
+    // shaping) came on 2026-12-07, and seeds quoted from before then drew other schedules.
     let mut kinds: Vec<u64> = vec![0, 1];
     if partitions {
-        kinds.extend([2, 3, 4]);
+        kinds.extend([2, 3, 4, 13]);
     }
     if extra.shaping {
         kinds.extend([5, 6, 12]);
@@ -320,6 +330,7 @@ fn draw_kind(rng: &mut SimRng, members: u64, partitions: bool, extra: ExtraFault
         6 => {
             return FaultKind::Throttle { target: anyone(rng), kbit: rng.range(64, 513) as u32 };
         }
+        13 => return FaultKind::Bridge { bridge: anyone(rng) },
         12 => return FaultKind::Delay { target: anyone(rng), ms: rng.range(10, 401) as u32 },
         7 => return FaultKind::DiskFull { target: anyone(rng) },
         8 => {
@@ -397,6 +408,8 @@ mod tests {
         assert!(has(|k| matches!(k, FaultKind::Loss { .. })));
         assert!(has(|k| matches!(k, FaultKind::Throttle { .. })));
         assert!(has(|k| matches!(k, FaultKind::Delay { ms: 10..=400, .. })));
+        assert!(has(|k| matches!(k, FaultKind::Bridge { bridge: Target::Leader })));
+        assert!(has(|k| matches!(k, FaultKind::Bridge { bridge: Target::Member(_) })));
         assert!(has(|k| matches!(k, FaultKind::DiskFull { .. })));
         assert!(has(|k| matches!(k, FaultKind::Crash { .. })));
         assert!(has(|k| matches!(k, FaultKind::Replace { target: Target::Leader })));
@@ -411,6 +424,7 @@ mod tests {
             FaultKind::Kill { .. }
                 | FaultKind::Pause { .. }
                 | FaultKind::Isolate { .. }
+                | FaultKind::Bridge { .. }
                 | FaultKind::OneWay { .. }
         )));
     }
