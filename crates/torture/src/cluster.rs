@@ -81,6 +81,8 @@ pub struct ClusterConfig {
     /// `--snapshot-count` (and, for tenure, `--snapshot-catchup-entries` a tenth of it), so
     /// that a member killed for a few seconds catches up by snapshot; none: the defaults.
     pub snapshot_count: Option<u64>,
+    /// tenure's `--snapshot-catchup-entries` over the tenth of `snapshot_count`.
+    pub snapshot_catchup_entries: Option<u64>,
     /// Give each member a tmpfs of this many bytes of its own as its disk (needs root), so
     /// that its disk can be filled ([`Cluster::fill_disk`]).
     pub disk_bytes: Option<u64>,
@@ -375,7 +377,8 @@ impl Cluster {
         if let Some(count) = self.config.snapshot_count {
             cmd.args(["--snapshot-count", &count.to_string()]);
             if !self.config.etcd {
-                cmd.args(["--snapshot-catchup-entries", &(count / 10).max(1).to_string()]);
+                let keep = self.config.snapshot_catchup_entries.unwrap_or((count / 10).max(1));
+                cmd.args(["--snapshot-catchup-entries", &keep.to_string()]);
             }
         }
         match self.failpoints[i].take() {
@@ -981,6 +984,7 @@ mod tests {
                 run_as_users: false,
                 log_dir: None,
                 snapshot_count: None,
+                snapshot_catchup_entries: None,
                 disk_bytes: Some(4 << 20),
                 spare_slots: 0,
                 namespaces: None,

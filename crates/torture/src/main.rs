@@ -85,6 +85,11 @@ struct Args {
     /// for a few seconds catches up by snapshot.
     #[arg(long, default_value_t = 300)]
     snapshot_count: u64,
+    /// tenure's --snapshot-catchup-entries (entries kept behind each snapshot for followers
+    /// to catch up from); default: a tenth of --snapshot-count, so that snapshots are sent
+    /// often. 5000 is etcd 3.4's fixed figure, for side-by-side runs.
+    #[arg(long)]
+    snapshot_catchup_entries: Option<u64>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     clients: usize,
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
     config.lock_client_count = args.lock_clients;
     config.k8s = !args.no_k8s;
     config.snapshot_count = (args.snapshot_count > 0).then_some(args.snapshot_count);
+    config.snapshot_catchup_entries = args.snapshot_catchup_entries;
     if !args.dry_run {
         tenure_torture::run::detect_host(&mut config);
     }
