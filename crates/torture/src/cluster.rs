@@ -81,7 +81,8 @@ pub struct ClusterConfig {
     /// `--snapshot-count` (and, for tenure, `--snapshot-catchup-entries` a tenth of it), so
     /// that a member killed for a few seconds catches up by snapshot; none: the defaults.
     pub snapshot_count: Option<u64>,
-    /// tenure's `--snapshot-catchup-entries` over the tenth of `snapshot_count`.
+    /// tenure's `--snapshot-catchup-entries`; none: a tenth of `snapshot_count` (when that is
+    /// set), else the server's default.
     pub snapshot_catchup_entries: Option<u64>,
     /// Give each member a tmpfs of this many bytes of its own as its disk (needs root), so
     /// that its disk can be filled ([`Cluster::fill_disk`]).
@@ -376,10 +377,13 @@ impl Cluster {
             .stderr(self.log_for(&spec.name));
         if let Some(count) = self.config.snapshot_count {
             cmd.args(["--snapshot-count", &count.to_string()]);
-            if !self.config.etcd {
-                let keep = self.config.snapshot_catchup_entries.unwrap_or((count / 10).max(1));
-                cmd.args(["--snapshot-catchup-entries", &keep.to_string()]);
-            }
+        }
+        let keep = self
+            .config
+            .snapshot_catchup_entries
+            .or(self.config.snapshot_count.map(|c| (c / 10).max(1)));
+        if let Some(keep) = keep.filter(|_| !self.config.etcd) {
+            cmd.args(["--snapshot-catchup-entries", &keep.to_string()]);
         }
         match self.failpoints[i].take() {
             Some(points) => cmd.env("FAILPOINTS", points),
@@ -784,6 +788,13 @@ impl Cluster {
     /// [`ClusterError::Io`] if it cannot be removed.
     pub fn free_disk(&self, i: usize) -> Result<(), ClusterError> {
         let filler = self.filler(i)?;
+        // Emptied before it is unlinked: an unlinked file's blocks are freed only when the
+        // last descriptor on it closes, and a process forked by another thread of this one
+        // (the suite runs ip, iptables and tc) holds a copy of every descriptor until it execs.
+        // Truncation frees them at once. (The test below failed now and then without it.)
+        if let Ok(file) = File::options().write(true).open(&filler) {
+            let _ = file.set_len(0);
+        }
         match std::fs::remove_file(&filler) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(ClusterError::Io { what: format!("removing {}", filler.display()), source: e })

@@ -44,12 +44,6 @@ const QUEUE_MAX_LEN: u32 = 16_384;
 /// The thread looks for new packets and due releases this often at least.
 const POLL: Duration = Duration::from_millis(1);
 
-/// What the thread has done, for the report.
-#[derive(Debug, Default)]
-struct Counters {
-    held: AtomicU64,
-}
-
 /// A thread holding the packets of one netfilter queue for a fixed time. Dropping it stops the
 /// thread, which first lets every packet it still holds through.
 #[derive(Debug)]
@@ -57,7 +51,8 @@ pub struct Delayer {
     queue_num: u16,
     delay: Duration,
     stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    /// Packets held so far, for the report.
+    held: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -71,11 +66,11 @@ impl Delayer {
     /// [`DelayError`] if the namespace cannot be entered or no queue can be bound.
     pub fn start(netns: Option<&str>, delay: Duration) -> Result<Delayer, DelayError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let held = Arc::new(AtomicU64::new(0));
         let (bound_tx, bound_rx) = mpsc::channel();
         let netns = netns.map(str::to_string);
         let thread = {
-            let (stop, counters) = (stop.clone(), counters.clone());
+            let (stop, held) = (stop.clone(), held.clone());
             std::thread::Builder::new()
                 .name("torture-delay".into())
                 .spawn(move || {
@@ -86,7 +81,7 @@ impl Delayer {
                     match queue {
                         Ok((queue, num)) => {
                             let _ = bound_tx.send(Ok(num));
-                            hold(queue, num, delay, &stop, &counters);
+                            hold(queue, num, delay, &stop, &held);
                         }
                         Err(e) => {
                             let _ = bound_tx.send(Err(e));
@@ -102,7 +97,7 @@ impl Delayer {
             })
         });
         match bound {
-            Ok(queue_num) => Ok(Delayer { queue_num, delay, stop, counters, thread: Some(thread) }),
+            Ok(queue_num) => Ok(Delayer { queue_num, delay, stop, held, thread: Some(thread) }),
             Err(e) => {
                 let _ = thread.join();
                 Err(e)
@@ -122,7 +117,7 @@ impl Delayer {
 
     /// How many packets have been held so far.
     pub fn held(&self) -> u64 {
-        self.counters.held.load(Ordering::Relaxed)
+        self.held.load(Ordering::Relaxed)
     }
 
     /// The end of an iptables rule (after its matches) that sends what it matches here.
@@ -199,7 +194,7 @@ fn bind_free_queue(pid: u32) -> Result<(nfq::Queue, u16), DelayError> {
 
 /// The thread's loop: take what the kernel queued, let through what has waited `delay`, until
 /// asked to stop; then let everything still held through and unbind.
-fn hold(mut queue: nfq::Queue, num: u16, delay: Duration, stop: &AtomicBool, c: &Counters) {
+fn hold(mut queue: nfq::Queue, num: u16, delay: Duration, stop: &AtomicBool, count: &AtomicU64) {
     let mut held: VecDeque<(Instant, nfq::Message)> = VecDeque::new();
     let accept = |queue: &mut nfq::Queue, mut msg: nfq::Message| {
         msg.set_verdict(nfq::Verdict::Accept);
@@ -211,7 +206,7 @@ fn hold(mut queue: nfq::Queue, num: u16, delay: Duration, stop: &AtomicBool, c: 
         loop {
             match queue.recv() {
                 Ok(msg) => {
-                    c.held.fetch_add(1, Ordering::Relaxed);
+                    count.fetch_add(1, Ordering::Relaxed);
                     held.push_back((Instant::now() + delay, msg));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -273,7 +268,11 @@ mod tests {
                     s.write_all(&buf[..n]).expect("echo");
                 }
             });
-            let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            // Bounded, so that packets dropped instead of passed fail the test, not hang it.
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let bound = Duration::from_secs(5);
+            let mut client = TcpStream::connect_timeout(&addr, bound).expect("connect");
+            client.set_read_timeout(Some(bound)).expect("read timeout");
             client.set_nodelay(true).expect("nodelay");
             let mut times = Vec::new();
             for i in 0..20u8 {
@@ -327,16 +326,20 @@ mod tests {
                 return;
             }
         }
-        let other = round_trip(&ns.0, port + 1);
-        assert!(other < delay / 2, "{other:?} on another port: the rules match port {port} only");
+        // Another port's packets never reach the queue.
+        round_trip(&ns.0, port + 1);
+        assert_eq!(delayer.held(), 0, "the rules match port {port} only");
+        // No packet arrives before its hold ends: a round trip takes two holds at least (the
+        // bound above it only catches a thread that holds far too long, not a slow machine).
         let delayed = round_trip(&ns.0, port);
         assert!(delayed >= 2 * delay, "{delayed:?} with {delay:?} each way (before: {before:?})");
-        assert!(delayed < 2 * delay + Duration::from_millis(60), "{delayed:?}: held too long");
+        assert!(delayed < 2 * delay + Duration::from_secs(1), "{delayed:?}: held too long");
         assert!(delayer.held() >= 40, "{} packets held", delayer.held());
 
-        // The thread gone, the rules (still there) let everything through undelayed.
+        // The thread gone, the rules (still there) let everything through: --queue-bypass.
         drop(delayer);
-        let after = round_trip(&ns.0, port);
-        assert!(after < delay, "{after:?} after the delayer stopped");
+        let rules = run(&["ip", "netns", "exec", &ns.0, "iptables", "-w", "-t", "raw", "-S"]);
+        assert_eq!(rules.expect("rules").matches("NFQUEUE").count(), 2);
+        round_trip(&ns.0, port);
     }
 }

@@ -201,13 +201,16 @@ impl Firewall {
         peer_ports: &[u16],
         delay: std::time::Duration,
     ) -> Result<(), FirewallError> {
-        if self.delayer.is_none() {
-            let delayer = crate::delay::Delayer::start(None, delay).map_err(|e| {
-                FirewallError::Unavailable { args: "(nfqueue)".into(), detail: e.to_string() }
-            })?;
-            self.delayer = Some(delayer);
+        if let Some(old) = self.delayer.take() {
+            // One delay at a time: a new one replaces the old, rules and all.
+            remove_table_chain("raw", &self.chain);
+            drop(old);
         }
-        let target = self.delayer.as_ref().expect("a delayer").target();
+        let delayer = crate::delay::Delayer::start(None, delay).map_err(|e| {
+            FirewallError::Unavailable { args: "(nfqueue)".into(), detail: e.to_string() }
+        })?;
+        let target = delayer.target();
+        self.delayer = Some(delayer);
         let _ = iptables(&["-t", "raw", "-N", &self.chain]);
         if iptables(&["-t", "raw", "-C", "OUTPUT", "-j", &self.chain]).is_err() {
             iptables(&["-t", "raw", "-I", "OUTPUT", "1", "-j", &self.chain])?;
@@ -387,15 +390,11 @@ impl Shaper {
 
     /// Removes the mangle chain and the root qdisc.
     pub fn remove(self) {
-        remove_mangle_chain(&self.chain);
+        remove_table_chain("mangle", &self.chain);
         if tc(&["qdisc", "show", "dev", "lo", "root"]).is_ok_and(|r| r.contains("htb 7e57:")) {
             let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
         }
     }
-}
-
-fn remove_mangle_chain(chain: &str) {
-    remove_table_chain("mangle", chain);
 }
 
 /// Removes `chain` from `table` (mangle: throttles; raw: delays) and OUTPUT's jump to it.
@@ -423,7 +422,7 @@ fn remove_chain(chain: &str) {
     while iptables(&["-D", "OUTPUT", "-j", chain]).is_ok() {}
     let _ = iptables(&["-F", chain]);
     let _ = iptables(&["-X", chain]);
-    remove_mangle_chain(chain);
+    remove_table_chain("mangle", chain);
     remove_table_chain("raw", chain);
 }
 

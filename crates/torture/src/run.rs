@@ -213,8 +213,9 @@ impl RunConfig {
 }
 
 /// Turns off the fault kinds this host cannot inject, noting why in the report: throttles
-/// need `tc` and loopback's default root qdisc, delays a netfilter queue; full disks need a tmpfs mount (root). Partitions
-/// are checked by the run itself (it refuses to start without the firewall it was asked for).
+/// need `tc` and loopback's default root qdisc, delays a netfilter queue; full disks need a
+/// tmpfs mount (root). Partitions are checked by the run itself (it refuses to start without
+/// the firewall it was asked for).
 pub fn detect_host(config: &mut RunConfig) {
     let mut notes = Vec::new();
     // In namespaces throttles shape the members' own links; on loopback they need lo's
