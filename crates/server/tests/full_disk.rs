@@ -70,6 +70,21 @@ async fn get(url: &str, path: &'static str) -> (String, String) {
     tokio::task::spawn_blocking(move || http_get(&url, path)).await.expect("task")
 }
 
+/// A put that waits out a leader change, as etcd's clients do (right after start-up the
+/// cluster may change leaders once: "etcdserver: no leader").
+async fn put_patiently(c: &mut etcd_client::Client, key: &str, value: &[u8], what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match c.put(key, value, None).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("no leader") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 async fn client(url: &str) -> etcd_client::Client {
     etcd_client::Client::connect([url], None).await.expect("connects")
 }
@@ -96,7 +111,7 @@ async fn a_member_whose_disk_fills_keeps_running_refuses_writes_and_catches_up_o
     let mut written = 0;
     loop {
         for _ in 0..10 {
-            writer.put(format!("big{written}"), value.clone(), None).await.expect("put");
+            put_patiently(&mut writer, &format!("big{written}"), &value, "put").await;
             written += 1;
         }
         let (status, body) = get(full, "/health").await;
@@ -114,7 +129,7 @@ async fn a_member_whose_disk_fills_keeps_running_refuses_writes_and_catches_up_o
     assert!(metrics.lines().any(|l| l == "tenure_disk_full 1"), "{metrics}");
     // The others go on; writes through the full member are refused with a clear error, and
     // serializable reads through it still work.
-    writer.put("after-full", "x", None).await.expect("the others still commit");
+    put_patiently(&mut writer, "after-full", b"x", "the others still commit").await;
     let mut through_full = client(full).await;
     let refused = through_full.put("through-full", "x", None).await.expect_err("refused");
     assert!(refused.to_string().contains("no space left on this member's disk"), "{refused}");
@@ -129,7 +144,7 @@ async fn a_member_whose_disk_fills_keeps_running_refuses_writes_and_catches_up_o
         assert!(Instant::now() < deadline, "the member never became healthy again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    through_full.put("through-freed", "x", None).await.expect("writes through it again");
+    put_patiently(&mut through_full, "through-freed", b"x", "writes through it again").await;
     let deadline = Instant::now() + PATIENCE;
     loop {
         let mut hashes = Vec::new();
