@@ -400,12 +400,31 @@ pub struct LeaseRevokeResponse {
 
 /// `etcdserverpb.LeaseKeepAliveRequest` as a log command: one renewal of one lease.
 ///
-/// Renewals go through the log, so every member learns of them at the same position and a
-/// new leader has every renewal a client was told about (see [`crate::lease`]).
+/// A renewal through the log is ordered against the leader's expiries and checkpoints, so
+/// every member learns of it at the same position (see [`crate::lease`]). The leader may
+/// also answer one without the log (see [`LeaseRefreshRequest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LeaseRenewRequest {
     /// The lease to renew.
     pub id: i64,
+}
+
+/// Renewals the leader made without the log, recorded after the fact (proposed by the
+/// leader's replica, never by clients): each lease still present restarts its TTL from this
+/// entry, as a [`LeaseRenewRequest`] would, so followers' deadlines follow the leader's. The
+/// leader answered those renewals before this entry existed; a new leader does not rely on it
+/// (see [`crate::Lease::remaining_ms`]). Does not bump the revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseRefreshRequest {
+    /// The leases renewed, in any order; ids of leases that are gone are skipped.
+    pub ids: Vec<i64>,
+}
+
+/// The answer to a [`LeaseRefreshRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseRefreshResponse {
+    /// Store revision for the response header.
+    pub revision: i64,
 }
 
 /// The answer to a [`LeaseRenewRequest`].

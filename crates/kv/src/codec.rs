@@ -15,9 +15,10 @@ use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpoint, LeaseCheckpointRequest,
     LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseExpiry,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRefreshRequest, LeaseRefreshResponse,
+    LeaseRenewRequest, LeaseRenewResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
+    TxnRequest, TxnResponse,
 };
 use crate::command::{Command, Proposal, Response, SessionTag};
 use crate::error::{DecodeError, Error};
@@ -315,6 +316,13 @@ fn put_command(w: &mut Writer, c: &Command) {
             w.u8(13);
             crate::auth::put_auth_request(w, a);
         }
+        Command::LeaseRefresh(f) => {
+            w.u8(14);
+            w.len(f.ids.len());
+            for id in &f.ids {
+                w.i64(*id);
+            }
+        }
         Command::LeaseExpire(e) => {
             w.u8(11);
             w.len(e.leases.len());
@@ -433,6 +441,14 @@ fn get_command(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
                 leases.push(LeaseExpiry { id: r.i64()?, renewed_at: r.u64()? });
             }
             Command::LeaseExpire(LeaseExpireRequest { leases })
+        }
+        14 => {
+            let n = r.count()?;
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                ids.push(r.i64()?);
+            }
+            Command::LeaseRefresh(LeaseRefreshRequest { ids })
         }
         tag => return Err(DecodeError::InvalidTag { what: "command", tag }),
     })
@@ -833,6 +849,10 @@ pub(crate) fn put_outcome(w: &mut Writer, outcome: &Result<Response, Error>) {
                     w.u8(10);
                     w.i64(c.revision);
                 }
+                Response::LeaseRefresh(f) => {
+                    w.u8(14);
+                    w.i64(f.revision);
+                }
                 Response::LeaseExpire(e) => {
                     w.u8(11);
                     w.i64(e.revision);
@@ -879,6 +899,7 @@ pub(crate) fn get_outcome(r: &mut Reader<'_>) -> Result<Result<Response, Error>,
                 ttl: r.i64()?,
             }),
             10 => Response::LeaseCheckpoint(LeaseCheckpointResponse { revision: r.i64()? }),
+            14 => Response::LeaseRefresh(LeaseRefreshResponse { revision: r.i64()? }),
             12 => Response::MemberPeers(MemberPeersResponse { revision: r.i64()? }),
             13 => Response::Auth(crate::auth::AuthResponse {
                 revision: r.i64()?,

@@ -9,8 +9,9 @@ use crate::alarm::{AlarmRequest, AlarmResponse};
 use crate::api::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRefreshRequest, LeaseRefreshResponse,
+    LeaseRenewRequest, LeaseRenewResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, TxnRequest, TxnResponse,
 };
 use crate::auth::{AuthInfo, AuthRequest, AuthResponse};
 use crate::members::{
@@ -42,6 +43,9 @@ pub enum Command {
     LeaseRenew(LeaseRenewRequest),
     /// The leader's record of leases' remaining time. Does not bump the revision.
     LeaseCheckpoint(LeaseCheckpointRequest),
+    /// The leader's record of renewals it answered without the log. Does not bump the
+    /// revision.
+    LeaseRefresh(LeaseRefreshRequest),
     /// The leader's revokes of expired leases; each revoke that deletes keys is a revision.
     LeaseExpire(LeaseExpireRequest),
     /// Records the founding members' peer URLs, or changes one member's (`MemberUpdate`).
@@ -116,6 +120,8 @@ pub enum Response {
     LeaseRenew(LeaseRenewResponse),
     /// Result of [`Command::LeaseCheckpoint`].
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// Result of [`Command::LeaseRefresh`].
+    LeaseRefresh(LeaseRefreshResponse),
     /// Result of [`Command::LeaseExpire`].
     LeaseExpire(LeaseExpireResponse),
     /// Result of [`Command::MemberPeers`].
@@ -138,6 +144,7 @@ impl Response {
             Response::Alarm(r) => r.revision,
             Response::LeaseRenew(r) => r.revision,
             Response::LeaseCheckpoint(r) => r.revision,
+            Response::LeaseRefresh(r) => r.revision,
             Response::LeaseExpire(r) => r.revision,
             Response::MemberPeers(r) => r.revision,
             Response::Auth(r) => r.revision,

@@ -1,8 +1,9 @@
 //! The lease table: granted leases and the keys attached to each.
 //!
 //! Everything that changes a lease goes through the log, so every replica holds the same
-//! table: grants, revokes, renewals ([`crate::LeaseRenewRequest`]: a keep-alive is a log
-//! entry), checkpoints of the remaining time ([`crate::LeaseCheckpointRequest`]) and expiries
+//! table: grants, revokes, renewals ([`crate::LeaseRenewRequest`], or the leader's record of
+//! renewals it answered without the log, [`crate::LeaseRefreshRequest`]), checkpoints of the
+//! remaining time ([`crate::LeaseCheckpointRequest`]) and expiries
 //! ([`crate::LeaseExpireRequest`]).
 //!
 //! Time is not here. The store has no clock: each replica measures a lease's deadline on its
@@ -32,14 +33,20 @@ pub struct Lease {
     /// The log index of the grant or of the last renewal (0 for a lease restored from a
     /// snapshot format without it).
     pub renewed_at: u64,
-    /// The time left, in milliseconds, as of the last checkpoint since `renewed_at`; `None`
-    /// when there was none (the full TTL).
+    /// What the log knows of the time left, in milliseconds:
+    /// - `Some(t)`: exactly `t` as of the last entry that set it (the grant, with the whole
+    ///   TTL, or a checkpoint): every renewal since went through the log, so a member's
+    ///   deadline measured from its entries is the leader's;
+    /// - `None`: renewed through the log since (or restored from a snapshot format that did
+    ///   not say). The leader may then renew the lease without the log (dissertation §6.4's
+    ///   leadership check instead of a commit), so no member knows its last renewal: a new
+    ///   leader gives it at least the whole TTL from its promotion, as etcd does.
     pub remaining_ms: Option<u64>,
 }
 
 impl Lease {
-    /// The time the lease has left as of the last entry that set it: the checkpointed time,
-    /// or the whole TTL.
+    /// The time the lease has left as of the last entry that set it: the granted or
+    /// checkpointed time, or the whole TTL.
     pub fn remaining_ms(&self) -> u64 {
         self.remaining_ms.unwrap_or_else(|| ttl_ms(self.ttl))
     }

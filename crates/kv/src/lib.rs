@@ -104,10 +104,10 @@ pub use api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpoint, LeaseCheckpointRequest,
     LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseExpiry,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
-    prefix_end,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRefreshRequest, LeaseRefreshResponse,
+    LeaseRenewRequest, LeaseRenewResponse, LeaseRevokeRequest, LeaseRevokeResponse, NO_LEASE,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder,
+    SortTarget, TxnRequest, TxnResponse, prefix_end,
 };
 pub use auth::{
     AuthError, AuthInfo, AuthRequest, AuthResponse, AuthState, Permission, PermissionKind, Role,

@@ -9,9 +9,10 @@ use crate::api::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
     DeleteRangeRequest, DeleteRangeResponse, KeyValue, LeaseCheckpointRequest,
     LeaseCheckpointResponse, LeaseExpireRequest, LeaseExpireResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRenewRequest, LeaseRenewResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    LeaseGrantResponse, LeaseRefreshRequest, LeaseRefreshResponse, LeaseRenewRequest,
+    LeaseRenewResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
+    TxnResponse,
 };
 use crate::auth::{AuthInfo, AuthRequest, AuthResponse, AuthState, PermissionKind};
 use crate::command::{Command, Proposal, Response};
@@ -372,6 +373,7 @@ impl Store {
             Command::Alarm(a) => Ok(Response::Alarm(self.alarm(&a))),
             Command::LeaseRenew(r) => self.lease_renew(&r).map(Response::LeaseRenew),
             Command::LeaseCheckpoint(c) => Ok(Response::LeaseCheckpoint(self.lease_checkpoint(&c))),
+            Command::LeaseRefresh(f) => Ok(Response::LeaseRefresh(self.lease_refresh(&f))),
             Command::LeaseExpire(e) => Ok(Response::LeaseExpire(self.lease_expire(&e))),
             Command::Auth(_) => unreachable!("applied above"),
         }
@@ -404,6 +406,7 @@ impl Store {
             | Command::PublishMember(_)
             | Command::MemberPeers(_)
             | Command::LeaseCheckpoint(_)
+            | Command::LeaseRefresh(_)
             | Command::LeaseExpire(_) => auth.check_admin(info),
             Command::Auth(_) => Ok(()),
         };
@@ -447,6 +450,7 @@ impl Store {
                 | Command::Alarm(_)
                 | Command::LeaseRenew(_)
                 | Command::LeaseCheckpoint(_)
+                | Command::LeaseRefresh(_)
                 | Command::Auth(_) => false,
             };
             if writes {
@@ -580,6 +584,9 @@ impl Store {
         }
         self.leases.grant(id, g.ttl, auto, self.applied_index);
         let remaining_ms = lease::ttl_ms(g.ttl);
+        if let Some(lease) = self.leases.get_mut(id) {
+            lease.remaining_ms = Some(remaining_ms);
+        }
         self.events.lease_changes.push(LeaseChange::Reset { id, remaining_ms });
         Ok(LeaseGrantResponse { revision: self.revision, id, ttl: g.ttl })
     }
@@ -605,6 +612,23 @@ impl Store {
         revision
     }
 
+    /// The answer a [`Command::LeaseRenew`] from `auth` would get if it were applied now,
+    /// without applying it: for a leader that renews without the log (see
+    /// [`crate::Lease::remaining_ms`]) and must refuse what the entry would refuse.
+    pub fn renew_check(
+        &self,
+        r: &LeaseRenewRequest,
+        auth: Option<&AuthInfo>,
+    ) -> Result<LeaseRenewResponse, Error> {
+        let command = Command::LeaseRenew(*r);
+        if let Some(info) = auth {
+            self.authorize(info, &command)?;
+        }
+        self.check_alarms(&command)?;
+        let lease = self.leases.get(r.id).ok_or(Error::LeaseNotFound)?;
+        Ok(LeaseRenewResponse { revision: self.revision, id: lease.id, ttl: lease.ttl })
+    }
+
     /// A renewal restarts the lease's TTL from this entry and forgets any checkpoint.
     fn lease_renew(&mut self, r: &LeaseRenewRequest) -> Result<LeaseRenewResponse, Error> {
         let index = self.applied_index;
@@ -614,6 +638,20 @@ impl Store {
         let (id, ttl) = (lease.id, lease.ttl);
         self.events.lease_changes.push(LeaseChange::Reset { id, remaining_ms: lease::ttl_ms(ttl) });
         Ok(LeaseRenewResponse { revision: self.revision, id, ttl })
+    }
+
+    /// Each lease still present restarts its TTL from this entry, as a renewal does.
+    fn lease_refresh(&mut self, f: &LeaseRefreshRequest) -> LeaseRefreshResponse {
+        let index = self.applied_index;
+        for &id in &f.ids {
+            if let Some(lease) = self.leases.get_mut(id) {
+                lease.renewed_at = index;
+                lease.remaining_ms = None;
+                let remaining_ms = lease::ttl_ms(lease.ttl);
+                self.events.lease_changes.push(LeaseChange::Reset { id, remaining_ms });
+            }
+        }
+        LeaseRefreshResponse { revision: self.revision }
     }
 
     /// Checkpoints of leases renewed since the leader measured them are skipped.

@@ -31,6 +31,7 @@ pub fn validate_command(command: &Command, config: &Config) -> Result<(), Error>
         | Command::LeaseRevoke(_)
         | Command::LeaseRenew(_)
         | Command::LeaseCheckpoint(_)
+        | Command::LeaseRefresh(_)
         | Command::LeaseExpire(_)
         | Command::Alarm(_)
         | Command::Auth(_) => Ok(()),

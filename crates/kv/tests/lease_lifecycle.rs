@@ -7,8 +7,8 @@ mod common;
 use common::{Kv, b};
 use tenure_kv::{
     Command, Error, LeaseChange, LeaseCheckpoint, LeaseCheckpointRequest, LeaseExpireRequest,
-    LeaseExpiry, LeaseGrantRequest, LeaseRenewRequest, LeaseRevokeRequest, PutRequest, Response,
-    Store,
+    LeaseExpiry, LeaseGrantRequest, LeaseRefreshRequest, LeaseRenewRequest, LeaseRevokeRequest,
+    PutRequest, Response, Store,
 };
 
 fn grant(kv: &mut Kv, id: i64, ttl: i64) {
@@ -41,7 +41,8 @@ fn a_grant_records_its_index_and_reports_the_full_ttl() {
     grant(&mut kv, 7, 10);
     let lease = kv.store.lease(7).unwrap();
     assert_eq!(lease.renewed_at, 2);
-    assert_eq!(lease.remaining_ms, None);
+    // The log knows its time left exactly: nothing but the log has renewed it.
+    assert_eq!(lease.remaining_ms, Some(10_000));
     assert_eq!(lease.remaining_ms(), 10_000);
     assert_eq!(
         kv.store.take_lease_changes(),
@@ -71,6 +72,49 @@ fn a_renewal_restarts_the_ttl_forgets_the_checkpoint_and_keeps_the_revision() {
             LeaseChange::Reset { id: 7, remaining_ms: 10_000 },
         ]
     );
+}
+
+#[test]
+fn a_refresh_restarts_the_ttl_of_each_lease_still_there_as_a_renewal_would() {
+    let mut kv = Kv::new();
+    grant(&mut kv, 7, 10);
+    grant(&mut kv, 8, 20);
+    checkpoint(&mut kv, 8, 2, 1_500);
+    kv.store.take_lease_changes();
+    let revision = kv.store.revision();
+    let ids = vec![8, 99, 7];
+    let r = kv.exec(Command::LeaseRefresh(LeaseRefreshRequest { ids })).unwrap();
+    assert_eq!(r, Response::LeaseRefresh(tenure_kv::LeaseRefreshResponse { revision }));
+    for (id, ttl_ms) in [(7, 10_000), (8, 20_000)] {
+        let lease = kv.store.lease(id).unwrap();
+        assert_eq!((lease.renewed_at, lease.remaining_ms, lease.remaining_ms()), (4, None, ttl_ms));
+    }
+    assert!(kv.store.lease(99).is_none(), "a refresh grants nothing");
+    assert_eq!(
+        kv.store.take_lease_changes(),
+        vec![
+            LeaseChange::Reset { id: 8, remaining_ms: 20_000 },
+            LeaseChange::Reset { id: 7, remaining_ms: 10_000 },
+        ]
+    );
+    // An expiry measured before the refresh is ignored, as after a renewal.
+    assert_eq!(expire(&mut kv, &[(7, 1)]), Vec::<i64>::new());
+}
+
+#[test]
+fn a_renew_check_answers_as_the_renewal_would_without_changing_anything() {
+    let mut kv = Kv::new();
+    grant(&mut kv, 7, 10);
+    checkpoint(&mut kv, 7, 1, 4_000);
+    kv.store.take_lease_changes();
+    let before = kv.store.clone();
+    let check = kv.store.renew_check(&LeaseRenewRequest { id: 7 }, None).unwrap();
+    assert_eq!(kv.store, before, "a check changes nothing");
+    assert!(kv.store.take_lease_changes().is_empty(), "and reports no change");
+    assert_eq!(kv.store.lease(7).unwrap().remaining_ms, Some(4_000));
+    let applied = kv.exec(Command::LeaseRenew(LeaseRenewRequest { id: 7 })).unwrap();
+    assert_eq!(Response::LeaseRenew(check), applied);
+    assert_eq!(kv.store.renew_check(&LeaseRenewRequest { id: 9 }, None), Err(Error::LeaseNotFound));
 }
 
 #[test]
@@ -191,6 +235,8 @@ fn lease_commands_round_trip_through_the_codec() {
         Command::LeaseExpire(LeaseExpireRequest {
             leases: vec![LeaseExpiry { id: 4, renewed_at: 5 }],
         }),
+        Command::LeaseRefresh(LeaseRefreshRequest { ids: vec![] }),
+        Command::LeaseRefresh(LeaseRefreshRequest { ids: vec![-1, 7, i64::MAX] }),
     ];
     for c in commands {
         let p = Proposal::new(c);

@@ -20,22 +20,39 @@
 //!   within the interval get their remaining time written to the log, so a member that did not
 //!   see the lease's history (restarted, or restored from a snapshot) continues from it rather
 //!   than from the full TTL: a leader change never resets a lease's TTL (etcd issue 13508).
-//! - **Promotion.** A replica that becomes leader adds [`LeaseConfig::promotion_extension_ms`]
-//!   (the election timeout) to every deadline, as etcd does: a renewal the old leader
-//!   acknowledged just before it was replaced is covered even if this replica measured it late.
+//! - **Renewals without the log.** A lease whose last entry was a renewal (its
+//!   [`tenure_kv::Lease::remaining_ms`] is `None`) may be renewed by the leader without an
+//!   entry, once a heartbeat round confirms its leadership (the replica runs a ReadIndex for
+//!   it), as etcd's leader renews in memory: the deadline restarts, and the next tick records
+//!   the renewals of the last tick in one `LeaseRefresh` entry so followers' deadlines follow.
+//!   A granted or checkpointed lease is renewed through the log first (the log knows its time
+//!   left exactly, and a new leader relies on that), and so is one with an expiry of its own
+//!   under way.
+//! - **Promotion.** A replica that becomes leader gives every lease renewed since its last
+//!   grant or checkpoint at least its whole TTL from now (the old leader may have renewed it
+//!   without the log until it was replaced; etcd's `Promote` does the same), then adds
+//!   [`LeaseConfig::promotion_extension_ms`] (the election timeout) to every deadline, as etcd
+//!   does: a renewal the old leader acknowledged just before it was replaced is covered even if
+//!   this replica measured it late.
 //!
-//! Why this is safe: a client sent its renewal at `t` and was answered once the renewal entry
-//! was applied on the member it asked, so the entry was committed. Every replica that applies
-//! it later (a future leader included) starts its deadline at its own apply time, which is
-//! after `t`, so no replica expires the lease before `t + TTL` on a clock running at the
-//! client's rate. Clock-rate drift is what the promotion extension covers.
+//! Why this is safe: a client sent its renewal at `t`. If it was answered through the log, the
+//! entry was committed; every replica that applies it later (a future leader included) starts
+//! its deadline at its own apply time, which is after `t`. If the leader answered it without
+//! the log, a quorum confirmed that leader after the renewal arrived, so any later leader was
+//! elected after `t` and starts the lease's whole TTL at its promotion. Either way no replica
+//! expires the lease before `t + TTL` on a clock running at the client's rate. Clock-rate drift
+//! is what the promotion extension covers. The price, as in etcd: a lease renewed shortly
+//! before a leader change may live up to a TTL longer than its last renewal asked.
 
 use std::collections::{BTreeSet, HashMap};
 
 use tenure_kv::{
     Command, LeaseChange, LeaseCheckpoint, LeaseCheckpointRequest, LeaseExpireRequest, LeaseExpiry,
-    Store,
+    LeaseRefreshRequest, Store,
 };
+
+/// Most lease ids in one `LeaseRefresh` entry (8 bytes each).
+const REFRESH_BATCH_MAX: usize = 8192;
 
 /// How the leader expires and checkpoints leases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +108,17 @@ pub(crate) struct Lessor {
     proposed: HashMap<i64, u64>,
     /// When the leader last wrote checkpoints.
     last_checkpoint_ms: u64,
+    /// Leases this replica renewed as leader without the log since the last tick, to record
+    /// in a `LeaseRefresh` entry at the next one.
+    refreshed: BTreeSet<i64>,
     /// Leases revoked by expiry, as applied here.
     pub(crate) expired_total: u64,
+    /// Renewals this replica answered as leader without the log.
+    pub(crate) renewed_locally_total: u64,
+    /// Planted bug: a new leader keeps its own deadlines for leases the old leader may have
+    /// renewed without the log.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) promotion_keeps_deadlines: bool,
 }
 
 impl Lessor {
@@ -107,6 +133,7 @@ impl Lessor {
         self.by_deadline.clear();
         self.proposed.clear();
         self.unclocked.clear();
+        self.refreshed.clear();
         for lease in store.leases() {
             self.unclocked.insert(lease.id, lease.remaining_ms());
         }
@@ -158,8 +185,29 @@ impl Lessor {
         self.deadlines.get(&id).map(|d| d.at_ms.saturating_sub(now_ms))
     }
 
-    /// Advances to `now_ms`; on the leader, returns the commands to propose: expiries of
-    /// leases past their deadline and, when due, checkpoints.
+    /// Whether this replica, as leader, may renew lease `id` without the log now: the lease
+    /// says the log does not know its last renewal anyway (`remaining_ms` is `None`, see
+    /// [`tenure_kv::Lease::remaining_ms`]), it has time left here, and no expiry of it is
+    /// under way. The caller also makes sure that no checkpoint or expiry this leader proposed
+    /// is still unapplied, and that its leadership was confirmed after the request arrived.
+    pub(crate) fn renewable_locally(&self, id: i64, now_ms: u64, store: &Store) -> bool {
+        self.leading
+            && store.lease(id).is_some_and(|l| l.remaining_ms.is_none())
+            && !self.proposed.contains_key(&id)
+            && self.remaining_ms(id, now_ms).is_some_and(|left| left > 0)
+    }
+
+    /// Renews lease `id` without the log: its deadline restarts at the next tick with
+    /// `ttl_ms`, and the next tick records the renewal in a `LeaseRefresh` entry.
+    pub(crate) fn renew_locally(&mut self, id: i64, ttl_ms: u64) {
+        self.unclocked.insert(id, ttl_ms);
+        self.refreshed.insert(id);
+        self.renewed_locally_total += 1;
+    }
+
+    /// Advances to `now_ms`; on the leader, returns the commands to propose: records of the
+    /// renewals made without the log, expiries of leases past their deadline and, when due,
+    /// checkpoints.
     pub(crate) fn tick(&mut self, now_ms: u64, leader: bool, store: &Store) -> Vec<Command> {
         let mut unclocked: Vec<(i64, u64)> = self.unclocked.drain().collect();
         unclocked.sort_unstable();
@@ -168,8 +216,11 @@ impl Lessor {
         }
         let mut out = Vec::new();
         if leader && !self.leading {
-            // Promotion: every deadline moves out by the extension, and checkpoints restart
-            // their interval from here.
+            // Promotion. The old leader may have renewed any lease whose last entry was a
+            // renewal without the log, up to the moment this replica was elected: those
+            // get at least their whole TTL from now. Then every deadline moves out by the
+            // extension, and checkpoints restart their interval from here.
+            self.promote(now_ms, store);
             self.shift_all(self.cfg.promotion_extension_ms);
             self.proposed.clear();
             self.last_checkpoint_ms = now_ms;
@@ -177,7 +228,14 @@ impl Lessor {
         self.leading = leader;
         if !leader {
             self.proposed.clear();
+            self.refreshed.clear();
             return out;
+        }
+        if !self.refreshed.is_empty() {
+            let ids: Vec<i64> = std::mem::take(&mut self.refreshed).into_iter().collect();
+            for chunk in ids.chunks(REFRESH_BATCH_MAX) {
+                out.push(Command::LeaseRefresh(LeaseRefreshRequest { ids: chunk.to_vec() }));
+            }
         }
         let expired = self.expired(now_ms, store);
         if !expired.is_empty() {
@@ -189,6 +247,26 @@ impl Lessor {
             out.extend(self.checkpoints(now_ms, store));
         }
         out
+    }
+
+    /// At promotion: every lease the log does not know the last renewal of lasts at least
+    /// its whole TTL from `now_ms` (the deadlines of the others are copies of the old
+    /// leader's, measured from the entries that set them).
+    fn promote(&mut self, now_ms: u64, store: &Store) {
+        #[cfg(feature = "planted-bugs")]
+        if self.promotion_keeps_deadlines {
+            return;
+        }
+        for lease in store.leases() {
+            if lease.remaining_ms.is_some() {
+                continue;
+            }
+            let full = lease.remaining_ms();
+            let short = self.deadlines.get(&lease.id).is_none_or(|d| d.at_ms < now_ms + full);
+            if short {
+                self.set(lease.id, now_ms, full);
+            }
+        }
     }
 
     /// Moves every deadline (and when it was set) `by_ms` later.

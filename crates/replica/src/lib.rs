@@ -69,7 +69,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tenure_kv::{Proposal, RangeRequest, RangeResponse, Response, Store};
+use tenure_kv::{Command, Proposal, RangeRequest, RangeResponse, Response, Store};
 use tenure_raft::{
     ConfigError, Entry, EntryId, EntryKind, HardState, LogIndex, LogView, Membership, Message,
     Node, NodeId, ProposeError, Proposed, ReadId, Role, SnapshotMeta, SnapshotStatus, SoftState,
@@ -128,6 +128,9 @@ pub struct PlantedBugs {
     /// When a write finds the disk full, send the acknowledgements and votes that wait for it
     /// anyway, as if the write had been made durable (Raft Figure 2 broken).
     pub ack_before_durable_on_full_disk: bool,
+    /// A new leader keeps its own deadlines for leases the old leader may have renewed
+    /// without the log, instead of giving them their whole TTL from its promotion.
+    pub promotion_keeps_lease_deadlines: bool,
 }
 
 impl ReplicaConfig {
@@ -276,8 +279,11 @@ struct PendingWrite {
 }
 
 struct PendingRead {
-    /// `None` for a barrier (see [`Replica::read_barrier`]).
+    /// `None` for a barrier (see [`Replica::read_barrier`]) or a renewal.
     request: Option<RangeRequest>,
+    /// A `LeaseRenew` proposal the leader answers without the log once its leadership is
+    /// confirmed (see [`Replica::propose`]).
+    renew: Option<Box<Proposal>>,
     /// The index the read waits for, once confirmed.
     index: Option<LogIndex>,
     deadline_tick: u64,
@@ -469,6 +475,9 @@ pub struct Replica {
     applied: LogIndex,
     /// Lease deadlines on this replica's clock.
     lessor: lessor::Lessor,
+    /// The last index at which this replica appended a lease expiry or checkpoint of its own;
+    /// leases are renewed without the log only once it is applied.
+    lessor_appended: LogIndex,
     /// Pending requests that are membership changes (see `members`).
     conf_requests: BTreeSet<RequestId>,
     /// Membership changes applied in a joint configuration, answered once it is left.
@@ -522,6 +531,10 @@ impl Replica {
         let node = Node::new(raft_cfg, storage)?;
         let mut lessor = lessor::Lessor::new(cfg.lease);
         lessor.rebuild(&kv);
+        #[cfg(feature = "planted-bugs")]
+        {
+            lessor.promotion_keeps_deadlines = cfg.planted_bugs.promotion_keeps_lease_deadlines;
+        }
         let r = Replica {
             id: cfg.raft.id,
             node,
@@ -539,6 +552,7 @@ impl Replica {
             stats: SnapshotStats { index: snapshot_index.0, ..SnapshotStats::default() },
             applied: snapshot_index,
             lessor,
+            lessor_appended: LogIndex(0),
             conf_requests: BTreeSet::new(),
             awaiting_simple: Vec::new(),
             members_changed: true,
@@ -590,6 +604,12 @@ impl Replica {
         self.lessor.expired_total
     }
 
+    /// Lease renewals this replica answered as leader without the log since it started
+    /// (see [`Replica::propose`]).
+    pub fn leases_renewed_locally(&self) -> u64 {
+        self.lessor.renewed_locally_total
+    }
+
     /// Requests waiting for an answer.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
@@ -624,7 +644,12 @@ impl Replica {
         self.now_ms = self.now_ms.max(now_ms);
         self.node.tick();
         for command in self.lessor.tick(self.now_ms, self.is_leader(), &self.kv) {
-            self.propose_internal(&Proposal::new(command));
+            let settles = matches!(command, Command::LeaseExpire(_) | Command::LeaseCheckpoint(_));
+            if let Some(index) = self.propose_internal(&Proposal::new(command))
+                && settles
+            {
+                self.lessor_appended = self.lessor_appended.max(index);
+            }
         }
         while let Some(id) = self.pending.next_expired(self.ticks) {
             self.conf_requests.remove(&id);
@@ -676,6 +701,24 @@ impl Replica {
             out.completions.push(Completion { id, result: Err(ClientError::Kv(e)), entry: None });
             return;
         }
+        if let Command::LeaseRenew(r) = &proposal.command
+            && self.is_leader()
+            && self.lessor.renewable_locally(r.id, self.now_ms, &self.kv)
+            && self.node.read_index(self.read_id(id)).is_ok()
+        {
+            // Renewed without the log once a heartbeat round confirms that this replica
+            // still leads (see `serve_reads`).
+            let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+            let renew = Some(Box::new(proposal.clone()));
+            self.pending
+                .add_read(id, PendingRead { request: None, renew, index: None, deadline_tick });
+            return;
+        }
+        self.append(id, proposal, out);
+    }
+
+    /// Proposes `proposal` as a log entry (see [`Replica::propose`]).
+    fn append(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
         let env = Envelope {
             log_time_ms: self.now_ms,
             origin: self.id.0,
@@ -709,18 +752,23 @@ impl Replica {
         }
     }
 
-    /// Proposes a command of the replica's own (lease expiries and checkpoints): no client
-    /// waits for it (request id 0), and if it cannot be proposed now it is proposed again
-    /// later by whoever needs it.
-    fn propose_internal(&mut self, proposal: &Proposal) {
+    /// Proposes a command of the replica's own (lease expiries, checkpoints and refreshes):
+    /// no client waits for it (request id 0), and if it cannot be proposed now it is proposed
+    /// again later by whoever needs it. Returns the index it was appended at, as leader.
+    fn propose_internal(&mut self, proposal: &Proposal) -> Option<LogIndex> {
         let env = Envelope {
             log_time_ms: self.now_ms,
             origin: self.id.0,
             incarnation: self.incarnation(),
             request: 0,
         };
-        if let Err(e) = self.node.propose(env.encode(&proposal.encode())) {
-            tracing::debug!(replica = %self.id, "lease proposal not made: {e}");
+        match self.node.propose(env.encode(&proposal.encode())) {
+            Ok(Proposed::Appended(at)) => Some(at.index),
+            Ok(Proposed::Forwarded { .. }) => None,
+            Err(e) => {
+                tracing::debug!(replica = %self.id, "lease proposal not made: {e}");
+                None
+            }
         }
     }
 
@@ -754,7 +802,8 @@ impl Replica {
         match self.node.read_index(self.read_id(id)) {
             Ok(()) => {
                 let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
-                self.pending.add_read(id, PendingRead { request, index: None, deadline_tick });
+                let read = PendingRead { request, renew: None, index: None, deadline_tick };
+                self.pending.add_read(id, read);
             }
             Err(_) => {
                 let result = Err(ClientError::NoLeader);
@@ -1370,6 +1419,10 @@ impl Replica {
         let applied = self.applied;
         while let Some(id) = self.pending.next_servable_read(applied) {
             let r = self.pending.take_read(id).expect("an indexed read is pending");
+            if let Some(proposal) = r.renew {
+                self.renew_locally(id, &proposal, out);
+                continue;
+            }
             let result = match &r.request {
                 Some(request) => self.kv.range(request).map(Answer::Read).map_err(ClientError::Kv),
                 None => Ok(Answer::Read(RangeResponse {
@@ -1379,6 +1432,42 @@ impl Replica {
             };
             out.completions.push(Completion { id, result, entry: None });
         }
+    }
+}
+
+impl Replica {
+    /// Answers a `LeaseRenew` whose read index is confirmed and applied: renewed without the
+    /// log if this replica still leads and may (see `lessor::Lessor::renewable_locally`),
+    /// otherwise through the log after all.
+    ///
+    /// Why an answer without the log is safe (etcd's renewals work the same way): the
+    /// confirmation came from a quorum after the request arrived, so any later leader was
+    /// elected after the client sent it, and a new leader gives every lease whose last entry
+    /// is a renewal (`remaining_ms` `None`) its whole TTL from its promotion, plus the
+    /// promotion extension for clock drift. The read index covers this leader's first entry of
+    /// its term, so every expiry or checkpoint an earlier leader (or an earlier run of this
+    /// one) proposed has been applied; this leader's own must be applied too
+    /// (`lessor_appended`): a checkpoint applied after the renewal would shorten it.
+    fn renew_locally(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
+        let Command::LeaseRenew(r) = &proposal.command else {
+            unreachable!("only renewals wait as renewals")
+        };
+        let may = self.is_leader()
+            && self.applied >= self.lessor_appended
+            && self.lessor.renewable_locally(r.id, self.now_ms, &self.kv);
+        if !may {
+            self.append(id, proposal, out);
+            return;
+        }
+        let result = match self.kv.renew_check(r, proposal.auth.as_ref()) {
+            Ok(response) => {
+                let ttl_ms = u64::try_from(response.ttl).unwrap_or(0).saturating_mul(1000);
+                self.lessor.renew_locally(r.id, ttl_ms);
+                Ok(Answer::Write(Response::LeaseRenew(response)))
+            }
+            Err(e) => Err(ClientError::Kv(e)),
+        };
+        out.completions.push(Completion { id, result, entry: None });
     }
 }
 

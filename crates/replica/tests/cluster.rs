@@ -10,7 +10,7 @@ use tenure_kv::{Command, PutRequest, RangeRequest, Response};
 use tenure_raft::{LogIndex, LogView};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
-    Answer, ClientError, Consistency, LeaseConfig, MemberRefusal, MemberRequest, Output, Replica,
+    Answer, Completion, ClientError, Consistency, LeaseConfig, MemberRefusal, MemberRequest, Output, Replica,
     ReplicaConfig, RequestId, SnapshotPolicy,
 };
 use tenure_storage::SimDisk;
@@ -404,6 +404,105 @@ fn etcd_13508_a_leader_change_neither_resets_the_remaining_ttl_nor_expires_befor
     assert!((2_300..=2_600).contains(&remaining), "remaining {remaining} ms on the new leader");
     let t = ticks_until_gone(&mut net, "k", 400);
     assert!((200..=280).contains(&t), "expired {t} ticks after the change");
+}
+
+/// Renews lease `id` on `on`; returns the answer's TTL and whether it named a log entry.
+fn renew(net: &mut Net, on: NodeId, id: i64) -> (i64, bool) {
+    let r = net.exec(on, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id }));
+    net.settle();
+    match &net.done[&r] {
+        Completion { result: Ok(Answer::Write(Response::LeaseRenew(a))), entry, .. } => {
+            (a.ttl, entry.is_some())
+        }
+        other => panic!("renewal failed: {other:?}"),
+    }
+}
+
+#[test]
+fn dissertation_6_4_the_leader_renews_a_renewed_lease_after_a_heartbeat_round_without_the_log() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120);
+    grant_with_key(&mut net, leader, 1, 1, "k");
+    // Only the log knows a granted lease's deadline exactly, so the first renewal is an
+    // entry; after it, the leader may renew without one.
+    assert_eq!(renew(&mut net, leader, 1), (1, true));
+    let last = net.replicas[&leader].node().log_view().last_index();
+    assert_eq!(renew(&mut net, leader, 1), (1, false));
+    assert_eq!(net.replicas[&leader].node().log_view().last_index(), last, "no entry");
+    assert_eq!(net.replicas[&leader].leases_renewed_locally(), 1);
+    // The next tick records it (a LeaseRefresh entry), and the followers' deadlines follow.
+    net.tick(30);
+    assert!(net.replicas[&leader].node().log_view().last_index() > last, "recorded");
+    for r in net.replicas.values() {
+        let left = r.lease_remaining_ms(1).unwrap();
+        assert!((650..=1000).contains(&left), "{left} ms left on n{}", r.id().0);
+    }
+    // Renewed on the leader alone, the lease outlives its TTL many times over...
+    for _ in 0..10 {
+        net.tick(40);
+        assert_eq!(renew(&mut net, leader, 1), (1, false));
+        assert!(held_everywhere(&net, "k"));
+    }
+    // ...and expires once the renewals stop, as after a renewal through the log.
+    let t = ticks_until_gone(&mut net, "k", 130);
+    assert!(t >= 95, "expired {t} ticks after the last renewal of a 1,000 ms lease");
+}
+
+#[test]
+fn a_checkpointed_lease_and_a_lease_past_its_deadline_are_renewed_through_the_log() {
+    let lease = LeaseConfig { checkpoint_interval_ms: 1_000, ..LeaseConfig::default() };
+    let mut net = with(SnapshotPolicy::default(), lease);
+    let leader = net.leader();
+    net.tick(120);
+    grant_with_key(&mut net, leader, 1, 30, "k");
+    assert_eq!(renew(&mut net, leader, 1), (30, true));
+    net.tick(300);
+    assert!(net.replicas[&leader].kv().lease(1).unwrap().remaining_ms.is_some(), "checkpointed");
+    // The log now knows the time left: a renewal must reach it, or a new leader would use
+    // the checkpoint and cut the renewal short.
+    assert_eq!(renew(&mut net, leader, 1), (30, true));
+    assert_eq!(renew(&mut net, leader, 1), (30, false));
+    // A lease unknown here is "not found", as through the log.
+    let r = net.exec(leader, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 2 }));
+    net.settle();
+    assert_eq!(net.done[&r].result, Err(ClientError::Kv(tenure_kv::Error::LeaseNotFound)));
+}
+
+#[test]
+fn a_new_leader_gives_a_lease_renewed_without_the_log_its_whole_ttl_from_its_promotion() {
+    // etcd's lessor does the same at promotion (`Promote`): the old leader may have renewed
+    // the lease just before it was replaced, and no entry says so.
+    let mut net = Net::new();
+    let old = net.leader();
+    net.tick(120);
+    grant_with_key(&mut net, old, 1, 3, "k");
+    assert_eq!(renew(&mut net, old, 1), (3, true));
+    net.tick(150);
+    // Renewed without the log, and the old leader gone before its next tick records it.
+    assert_eq!(renew(&mut net, old, 1), (3, false));
+    net.replicas.remove(&old);
+    let new = net.leader();
+    net.tick(1);
+    let left = net.replicas[&new].lease_remaining_ms(1).unwrap();
+    // Its own copy said about 3,000 - 1,500 ms; it gives 3,000 ms from its promotion plus the
+    // 1,000 ms extension.
+    assert!(left >= 3_000, "{left} ms left on the new leader: the renewal could be cut short");
+    assert!(left <= 4_000, "{left}");
+    let t = ticks_until_gone(&mut net, "k", 500);
+    assert!(t >= 290, "expired {t} ticks after the promotion");
+}
+
+#[test]
+fn renewals_through_a_follower_stay_log_entries() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % 3 + 1);
+    grant_with_key(&mut net, leader, 1, 5, "k");
+    assert_eq!(renew(&mut net, leader, 1), (5, true));
+    assert_eq!(renew(&mut net, follower, 1), (5, true));
+    assert_eq!(net.replicas[&follower].leases_renewed_locally(), 0);
 }
 
 #[test]

@@ -131,6 +131,9 @@ pub(crate) struct LeaseWorkload {
     records: BTreeMap<i64, LeaseRecord>,
     deletions: LeaseDeletions,
     requests: Outstanding,
+    /// Renewals acknowledged without a log entry (the leader's renewals after a heartbeat
+    /// round; a renewal through the log names its entry).
+    pub(crate) renewed_without_log: u64,
 }
 
 /// The TTL the lease clients ask for, in seconds (etcd's TTLs are whole seconds).
@@ -245,6 +248,9 @@ impl LeaseWorkload {
             }
             (Ok(Answer::Write(Response::LeaseRenew(_))), LeaseState::Renewing) => {
                 record.acknowledged.push(sent_at);
+                if completion.entry.is_none() {
+                    self.renewed_without_log += 1;
+                }
                 client.renewals_left -= 1;
                 if client.renewals_left == 0 {
                     client.state = LeaseState::Idle;

@@ -5,7 +5,8 @@
 //!   installed and the seeds that installed any (`seeds_with_installs=<n>`), and the events
 //!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`), and
 //!   the lease clients' leases that expired (`leases_expired=<n>`,
-//!   `seeds_with_lease_expiries=<n>`) and the lock clients' fenced writes (`lock_writes=<n>`),
+//!   `seeds_with_lease_expiries=<n>`) and renewals the leader answered without the log
+//!   (`lease_renewals_without_log=<n>`), and the lock clients' fenced writes (`lock_writes=<n>`),
 //!   the membership operator's completed changes (`member_changes=<n>`,
 //!   `seeds_with_member_changes=<n>`, of them `leaders_removed=<n>`, and `members_joined=<n>`
 //!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
@@ -278,6 +279,7 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) ->
     let seeds_watching = results.iter().filter(|r| r.watch_events > 0).count();
     let leases_expired: u64 = results.iter().map(|r| r.leases_expired).sum();
     let seeds_expiring = results.iter().filter(|r| r.leases_expired > 0).count();
+    let renewals_without_log: u64 = results.iter().map(|r| r.lease_renewals_without_log).sum();
     let lock_writes: u64 = results.iter().map(|r| r.lock_writes).sum();
     let member_changes: u64 = results.iter().map(|r| r.churn.completed()).sum();
     let seeds_changing = results.iter().filter(|r| r.churn.completed() > 0).count();
@@ -296,7 +298,8 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) ->
         "seeds={} passed={} failed={} ops={ops} messages={messages} snapshots={snapshots} \
          installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
          seeds_with_watch_events={seeds_watching} leases_expired={leases_expired} \
-         seeds_with_lease_expiries={seeds_expiring} lock_writes={lock_writes} \
+         seeds_with_lease_expiries={seeds_expiring} \
+         lease_renewals_without_log={renewals_without_log} lock_writes={lock_writes} \
          member_changes={member_changes} seeds_with_member_changes={seeds_changing} \
          leaders_removed={leaders_removed} members_joined={joined} \
          told_removed_early={told_early} \

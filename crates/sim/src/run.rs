@@ -28,6 +28,8 @@ pub struct SeedResult {
     pub watch_events: u64,
     /// Leases of the lease clients whose key was deleted by expiry.
     pub leases_expired: u64,
+    /// Renewals of the lease clients the leader acknowledged without the log.
+    pub lease_renewals_without_log: u64,
     /// Guarded writes the lock clients were told took effect.
     pub lock_writes: u64,
     /// What the membership operator did (all zero unless the profile churns members).
@@ -95,7 +97,7 @@ pub fn run_seed_with(
             world.snapshots_taken,
             world.snapshots_installed,
             world.watch_events_delivered,
-            world.leases_expired(),
+            (world.leases_expired(), world.lease_renewals_without_log()),
             world.lock_writes(),
             world.churn(),
             world.quorum_checked(),
@@ -113,7 +115,7 @@ pub fn run_seed_with(
                 snapshots_taken,
                 snapshots_installed,
                 watch_events,
-                leases_expired,
+                (leases_expired, lease_renewals_without_log),
                 lock_writes,
                 churn,
                 quorum_checked,
@@ -130,6 +132,7 @@ pub fn run_seed_with(
             snapshots_installed,
             watch_events,
             leases_expired,
+            lease_renewals_without_log,
             lock_writes,
             churn,
             quorum_checked,
@@ -152,6 +155,7 @@ pub fn run_seed_with(
                 snapshots_installed: 0,
                 watch_events: 0,
                 leases_expired: 0,
+                lease_renewals_without_log: 0,
                 lock_writes: 0,
                 churn: ChurnCounts::default(),
                 quorum_checked: 0,

@@ -2262,6 +2262,11 @@ impl World {
             .map_or(0, |l| l.records().iter().filter(|r| r.deleted_at.is_some()).count() as u64)
     }
 
+    /// Lease renewals the lease clients saw acknowledged without a log entry.
+    pub fn lease_renewals_without_log(&self) -> u64 {
+        self.leases.as_ref().map_or(0, |l| l.renewed_without_log)
+    }
+
     /// The lease checkers, at the end of the run.
     fn check_leases(&self) -> Result<(), Failure> {
         let Some(leases) = self.leases.as_ref() else { return Ok(()) };

@@ -111,4 +111,21 @@ fn simulator_finds_leases_cut_short_when_deadlines_start_at_the_last_tick() {
     );
     let clean = failures_in(leasing, |_| {});
     assert!(clean.is_empty(), "the same seeds fail without the bug: {clean:?}");
+    // The leader's renewals without the log are part of what those seeds check.
+    let without_log: u64 = (0..ID_REUSE_SEEDS)
+        .map(|seed| run_seed_with(seed, leasing(seed), false, |_| {}).lease_renewals_without_log)
+        .sum();
+    assert!(without_log > 0, "no renewal was answered without the log in {ID_REUSE_SEEDS} seeds");
+}
+
+#[test]
+fn simulator_finds_leases_cut_short_when_a_new_leader_keeps_deadlines_renewed_without_the_log() {
+    // The leader answers renewals of a renewed lease after a heartbeat round, without the log;
+    // a new leader that measured the lease from its last entry (not from its own promotion)
+    // expires it before a renewal the old leader acknowledged has run out.
+    let found = failures_in(leasing, |c| c.planted_bugs.promotion_keeps_lease_deadlines = true);
+    assert!(
+        found.iter().any(|(_, f)| matches!(f, Failure::Safety(v) if v.contains("expired early"))),
+        "the planted promotion bug went unnoticed in {ID_REUSE_SEEDS} seeds: {found:?}"
+    );
 }
