@@ -119,6 +119,13 @@ pub enum StepError {
     /// The message claims to come from this node itself.
     #[error("message from self")]
     FromSelf,
+    /// An application's message ([`crate::MessageBody::App`]) was stepped into the core,
+    /// which has nothing to do with it; the application takes its own messages out first.
+    #[error("application message from {from} stepped into the consensus core")]
+    NotForTheCore {
+        /// The sender.
+        from: NodeId,
+    },
     /// The message is malformed: no correct peer sends it (see [`Malformed`]). It was dropped
     /// before it touched any state.
     #[error("malformed {kind} from {from}: {reason}")]

@@ -116,6 +116,14 @@ pub enum MessageBody {
         /// Which snapshot: its last included entry and configuration.
         meta: SnapshotMeta,
     },
+    /// A message of the embedding application, carried by the same transport as the core's
+    /// (in tenure: a follower's lease renewal forwarded to the leader, and its answer). The
+    /// core never sends one and refuses to step one ([`crate::StepError::NotForTheCore`]): the
+    /// application takes its own messages out before it steps the rest.
+    App {
+        /// The application's bytes.
+        data: bytes::Bytes,
+    },
 }
 
 /// Why a follower rejected an `Append`, and where the leader should look next.
@@ -152,6 +160,7 @@ impl MessageBody {
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::Snapshot { .. } => "Snapshot",
+            MessageBody::App { .. } => "App",
         }
     }
 
@@ -164,6 +173,7 @@ impl MessageBody {
             MessageBody::Propose { entries } => {
                 16 + entries.iter().map(|e| e.len() as u64 + 8).sum::<u64>()
             }
+            MessageBody::App { data } => 8 + data.len() as u64,
             _ => 48,
         }
     }
@@ -249,7 +259,8 @@ impl Message {
             | MessageBody::Propose { .. }
             | MessageBody::ReadIndex { .. }
             | MessageBody::ReadIndexResponse { index: None, .. }
-            | MessageBody::TimeoutNow => Ok(()),
+            | MessageBody::TimeoutNow
+            | MessageBody::App { .. } => Ok(()),
         }
     }
 
@@ -333,6 +344,7 @@ impl fmt::Debug for MessageBody {
             },
             MessageBody::TimeoutNow => write!(f, "TimeoutNow"),
             MessageBody::Snapshot { meta } => write!(f, "Snapshot last={}", meta.last_included),
+            MessageBody::App { data } => write!(f, "App {} bytes", data.len()),
         }
     }
 }

@@ -230,6 +230,9 @@ impl<L: LogView> Node<L> {
         if msg.from == self.id {
             return Err(StepError::FromSelf);
         }
+        if matches!(msg.body, MessageBody::App { .. }) {
+            return Err(StepError::NotForTheCore { from: msg.from });
+        }
         msg.validate().map_err(|reason| StepError::Malformed {
             from: msg.from,
             kind: msg.body.kind(),
@@ -297,6 +300,7 @@ impl<L: LogView> Node<L> {
                     self.on_snapshot(from, meta);
                 }
             }
+            MessageBody::App { .. } => unreachable!("refused above"),
         }
         Ok(())
     }

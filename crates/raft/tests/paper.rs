@@ -1046,6 +1046,17 @@ fn misaddressed_and_self_sent_messages_are_errors_not_panics() {
 }
 
 #[test]
+fn an_application_message_stepped_into_the_core_is_refused_and_changes_nothing() {
+    let mut n = node(N1, log_with(&[], 0));
+    let before = n.soft_state();
+    // Even from a higher term: the core never adopts the term of a message that is not its.
+    let app = MessageBody::App { data: Bytes::from_static(b"lease") };
+    assert_eq!(n.step(msg(N2, N1, 9, app)), Err(StepError::NotForTheCore { from: N2 }));
+    assert_eq!(n.soft_state(), before);
+    assert!(!n.has_ready());
+}
+
+#[test]
 fn malformed_append_with_gaps_is_dropped() {
     let mut n = node(N2, log_with(&[], 1));
     let entries = vec![

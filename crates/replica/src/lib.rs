@@ -53,18 +53,21 @@
 //!   request id).
 //! - [`snapshot`]: snapshot jobs, the policy, and chunked adapters between the state machine
 //!   and snapshot files.
-//! - `lessor`: lease deadlines on this replica's clock; the leader's expiry and checkpoint
-//!   proposals ([`LeaseConfig`]).
+//! - `lessor`: lease deadlines on this replica's clock; the leader's renewals without the log,
+//!   and its expiry, checkpoint and refresh proposals ([`LeaseConfig`]).
+//! - `forward`: lease renewals a follower forwards to the leader outside the log, as
+//!   [`tenure_raft::MessageBody::App`] messages, and the answers.
 //! - this file: [`Replica`], its configuration, requests, completions and errors.
 
 #![warn(missing_docs)]
 
 pub mod envelope;
+mod forward;
 mod lessor;
 mod members;
 pub mod snapshot;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -278,12 +281,31 @@ struct PendingWrite {
     deadline_tick: u64,
 }
 
+/// A lease renewal waiting for the leader's read index.
+enum Renewal {
+    /// A client's `LeaseRenew` proposal on this replica.
+    Local(Box<Proposal>),
+    /// A follower's, forwarded (see `forward`): answered with a message.
+    Remote { from: NodeId, request: u64, incarnation: u64, lease: i64 },
+}
+
+/// A renewal this follower forwarded to the leader: proposed through the log if the leader
+/// says so, or if no answer comes by `fallback_tick`.
+struct Forwarded {
+    proposal: Box<Proposal>,
+    fallback_tick: u64,
+}
+
+/// Request ids with this bit set are the replica's own (forwarded renewals it serves as
+/// leader); callers' ids must leave it clear.
+const OWN_REQUEST_BIT: u64 = 1 << 63;
+
 struct PendingRead {
     /// `None` for a barrier (see [`Replica::read_barrier`]) or a renewal.
     request: Option<RangeRequest>,
-    /// A `LeaseRenew` proposal the leader answers without the log once its leadership is
-    /// confirmed (see [`Replica::propose`]).
-    renew: Option<Box<Proposal>>,
+    /// A renewal the leader answers without the log once its leadership is confirmed (see
+    /// [`Replica::propose`]).
+    renew: Option<Renewal>,
     /// The index the read waits for, once confirmed.
     index: Option<LogIndex>,
     deadline_tick: u64,
@@ -478,6 +500,12 @@ pub struct Replica {
     /// The last index at which this replica appended a lease expiry or checkpoint of its own;
     /// leases are renewed without the log only once it is applied.
     lessor_appended: LogIndex,
+    /// Renewals this follower forwarded to the leader, by request.
+    forwarded: BTreeMap<RequestId, Forwarded>,
+    /// Forwarded renewals (and answers) received, handled at the next `poll`.
+    forward_inbox: Vec<(NodeId, forward::Forward)>,
+    /// The next id (below [`OWN_REQUEST_BIT`]) for a forwarded renewal served as leader.
+    next_own_request: u64,
     /// Pending requests that are membership changes (see `members`).
     conf_requests: BTreeSet<RequestId>,
     /// Membership changes applied in a joint configuration, answered once it is left.
@@ -553,6 +581,9 @@ impl Replica {
             applied: snapshot_index,
             lessor,
             lessor_appended: LogIndex(0),
+            forwarded: BTreeMap::new(),
+            forward_inbox: Vec::new(),
+            next_own_request: 0,
             conf_requests: BTreeSet::new(),
             awaiting_simple: Vec::new(),
             members_changed: true,
@@ -653,10 +684,26 @@ impl Replica {
         }
         while let Some(id) = self.pending.next_expired(self.ticks) {
             self.conf_requests.remove(&id);
-            if self.pending.take_write(id).is_none() {
-                self.pending.take_read(id);
+            if self.pending.take_write(id).is_none()
+                && let Some(read) = self.pending.take_read(id)
+                && let Some(renewal) = &read.renew
+                && id.0 & OWN_REQUEST_BIT != 0
+            {
+                self.refuse_remote(renewal, out);
+                continue;
             }
             out.completions.push(Completion { id, result: Err(ClientError::Timeout), entry: None });
+        }
+        let ticks = self.ticks;
+        let late: Vec<RequestId> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.fallback_tick <= ticks)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let fwd = self.forwarded.remove(&id).expect("listed");
+            self.append(id, &fwd.proposal, out);
         }
     }
 
@@ -664,6 +711,16 @@ impl Replica {
     /// dropped and logged with the sender's id, and so is a `Snapshot` message whose data was
     /// not staged first (see [`Replica::snapshot_receiver`]).
     pub fn step(&mut self, msg: Message) {
+        if let tenure_raft::MessageBody::App { data } = &msg.body {
+            if msg.to != self.id || msg.from == self.id {
+                tracing::warn!(replica = %self.id, from = %msg.from, "dropping a misaddressed message");
+            } else if let Some(f) = forward::Forward::decode(data) {
+                self.forward_inbox.push((msg.from, f));
+            } else {
+                tracing::warn!(replica = %self.id, from = %msg.from, "dropping a malformed lease message");
+            }
+            return;
+        }
         if let tenure_raft::MessageBody::Snapshot { meta } = &msg.body {
             let staged = self.node.log_view().open_snapshot(meta.last_included);
             if let Err(e) = staged {
@@ -686,6 +743,11 @@ impl Replica {
 
     /// Proposes a state-machine command on behalf of a client. The answer comes back as a
     /// [`Completion`] with the same `id` once the entry is applied here.
+    ///
+    /// A `LeaseRenew` may be answered without an entry (its completion then names none): on
+    /// the leader, once a heartbeat round confirms its leadership; on a follower, by the leader
+    /// it forwards the renewal to (see `lessor` and `forward`). Ids with the top bit set are
+    /// reserved for the replica's own use.
     pub fn propose(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) {
         if self.disk_full.is_some() {
             // It would never be applied here until space is freed: say so now rather than let
@@ -701,20 +763,122 @@ impl Replica {
             out.completions.push(Completion { id, result: Err(ClientError::Kv(e)), entry: None });
             return;
         }
-        if let Command::LeaseRenew(r) = &proposal.command
-            && self.is_leader()
-            && self.lessor.renewable_locally(r.id, self.now_ms, &self.kv)
-            && self.node.read_index(self.read_id(id)).is_ok()
-        {
-            // Renewed without the log once a heartbeat round confirms that this replica
-            // still leads (see `serve_reads`).
-            let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
-            let renew = Some(Box::new(proposal.clone()));
-            self.pending
-                .add_read(id, PendingRead { request: None, renew, index: None, deadline_tick });
-            return;
+        debug_assert_eq!(id.0 & OWN_REQUEST_BIT, 0, "request ids with the top bit are reserved");
+        if let Command::LeaseRenew(r) = &proposal.command {
+            if self.is_leader()
+                && self.lessor.renewable_locally(r.id, self.now_ms, &self.kv)
+                && self.node.read_index(self.read_id(id)).is_ok()
+            {
+                // Renewed without the log once a heartbeat round confirms that this replica
+                // still leads (see `renew_locally`).
+                let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+                let renew = Some(Renewal::Local(Box::new(proposal.clone())));
+                let read = PendingRead { request: None, renew, index: None, deadline_tick };
+                self.pending.add_read(id, read);
+                return;
+            }
+            if self.forward_renewal(id, proposal, out) {
+                return;
+            }
         }
         self.append(id, proposal, out);
+    }
+
+    /// On a follower that knows its leader: sends a client's renewal to the leader to be
+    /// renewed without the log (see `forward`). Returns whether it was sent or answered.
+    fn forward_renewal(&mut self, id: RequestId, proposal: &Proposal, out: &mut Output) -> bool {
+        let Command::LeaseRenew(r) = &proposal.command else { return false };
+        let ss = self.node.soft_state();
+        let Some(leader) = ss.leader.filter(|&l| l != self.id && ss.role == Role::Follower) else {
+            return false;
+        };
+        // Refused here what the entry would refuse anywhere (auth, alarms); a lease unknown
+        // here may be one whose grant this follower has not applied yet: the leader says.
+        match self.kv.renew_check(r, proposal.auth.as_ref()) {
+            Ok(_) | Err(tenure_kv::Error::LeaseNotFound) => {}
+            Err(e) => {
+                out.completions.push(Completion {
+                    id,
+                    result: Err(ClientError::Kv(e)),
+                    entry: None,
+                });
+                return true;
+            }
+        }
+        let incarnation = self.incarnation();
+        let f = forward::Forward::Renew { request: id.0, incarnation, lease: r.id };
+        self.send_app(leader, f, out);
+        let fallback_tick = self.ticks + u64::from(self.cfg.raft.election_ticks);
+        self.forwarded
+            .insert(id, Forwarded { proposal: Box::new(proposal.clone()), fallback_tick });
+        true
+    }
+
+    fn send_app(&self, to: NodeId, f: forward::Forward, out: &mut Output) {
+        let body = tenure_raft::MessageBody::App { data: f.encode() };
+        out.messages.push(Message { from: self.id, to, term: self.node.term(), body });
+    }
+
+    /// Handles the forwarded renewals and answers that arrived since the last call.
+    fn handle_forwards(&mut self, out: &mut Output) {
+        use forward::{Forward, Outcome};
+        for (from, f) in std::mem::take(&mut self.forward_inbox) {
+            match f {
+                Forward::Renew { request, incarnation, lease } => {
+                    let answer = |outcome| Forward::Answer { request, incarnation, outcome };
+                    if !self.is_leader()
+                        || !self.lessor.renewable_locally(lease, self.now_ms, &self.kv)
+                    {
+                        self.send_app(from, answer(Outcome::UseLog), out);
+                        continue;
+                    }
+                    let own = RequestId(OWN_REQUEST_BIT | self.next_own_request);
+                    self.next_own_request = (self.next_own_request + 1) & !OWN_REQUEST_BIT;
+                    if self.node.read_index(self.read_id(own)).is_err() {
+                        self.send_app(from, answer(Outcome::UseLog), out);
+                        continue;
+                    }
+                    let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+                    let renew = Some(Renewal::Remote { from, request, incarnation, lease });
+                    let read = PendingRead { request: None, renew, index: None, deadline_tick };
+                    self.pending.add_read(own, read);
+                }
+                Forward::Answer { request, incarnation, outcome } => {
+                    if incarnation != self.incarnation() {
+                        continue;
+                    }
+                    let id = RequestId(request);
+                    let Some(fwd) = self.forwarded.remove(&id) else { continue };
+                    let Command::LeaseRenew(r) = &fwd.proposal.command else {
+                        unreachable!("only renewals are forwarded")
+                    };
+                    let result = match outcome {
+                        Outcome::Renewed { ttl, revision } => {
+                            let response =
+                                tenure_kv::LeaseRenewResponse { revision, id: r.id, ttl };
+                            Ok(Answer::Write(Response::LeaseRenew(response)))
+                        }
+                        Outcome::NotFound { .. } => {
+                            Err(ClientError::Kv(tenure_kv::Error::LeaseNotFound))
+                        }
+                        Outcome::UseLog => {
+                            self.append(id, &fwd.proposal, out);
+                            continue;
+                        }
+                    };
+                    out.completions.push(Completion { id, result, entry: None });
+                }
+            }
+        }
+    }
+
+    /// A forwarded renewal served as leader whose read could not be served: the follower
+    /// proposes it through the log.
+    fn refuse_remote(&self, renewal: &Renewal, out: &mut Output) {
+        if let Renewal::Remote { from, request, incarnation, .. } = *renewal {
+            let outcome = forward::Outcome::UseLog;
+            self.send_app(from, forward::Forward::Answer { request, incarnation, outcome }, out);
+        }
     }
 
     /// Proposes `proposal` as a log entry (see [`Replica::propose`]).
@@ -816,7 +980,14 @@ impl Replica {
     /// ticket when written state must be made durable: wait on it (on any thread) and hand the
     /// result to [`Replica::finish_sync`]. Returns whether there was any work.
     pub fn poll(&mut self, out: &mut Output) -> Result<(bool, Option<SyncTicket>), ReplicaError> {
+        let forwards = !self.forward_inbox.is_empty();
+        if forwards {
+            self.handle_forwards(out);
+        }
         if !self.node.has_ready() {
+            if forwards {
+                return Ok((true, None));
+            }
             // Nothing new; but writes held back by a full disk are tried again when due.
             if !self.disk_full_retry_due() {
                 return Ok((false, None));
@@ -879,7 +1050,13 @@ impl Replica {
         }
         for read in rd.dropped_reads {
             let id = self.request_of_read(read);
-            if self.pending.take_read(id).is_some() {
+            if let Some(r) = self.pending.take_read(id) {
+                if id.0 & OWN_REQUEST_BIT != 0 {
+                    if let Some(renewal) = &r.renew {
+                        self.refuse_remote(renewal, out);
+                    }
+                    continue;
+                }
                 let result = Err(ClientError::LeaderChanged);
                 out.completions.push(Completion { id, result, entry: None });
             }
@@ -1419,9 +1596,18 @@ impl Replica {
         let applied = self.applied;
         while let Some(id) = self.pending.next_servable_read(applied) {
             let r = self.pending.take_read(id).expect("an indexed read is pending");
-            if let Some(proposal) = r.renew {
-                self.renew_locally(id, &proposal, out);
-                continue;
+            match r.renew {
+                Some(Renewal::Local(proposal)) => {
+                    self.renew_locally(id, &proposal, out);
+                    continue;
+                }
+                Some(Renewal::Remote { from, request, incarnation, lease }) => {
+                    let outcome = self.renew_remote(lease);
+                    let answer = forward::Forward::Answer { request, incarnation, outcome };
+                    self.send_app(from, answer, out);
+                    continue;
+                }
+                None => {}
             }
             let result = match &r.request {
                 Some(request) => self.kv.range(request).map(Answer::Read).map_err(ClientError::Kv),
@@ -1452,10 +1638,7 @@ impl Replica {
         let Command::LeaseRenew(r) = &proposal.command else {
             unreachable!("only renewals wait as renewals")
         };
-        let may = self.is_leader()
-            && self.applied >= self.lessor_appended
-            && self.lessor.renewable_locally(r.id, self.now_ms, &self.kv);
-        if !may {
+        if !self.may_renew_locally(r.id) {
             self.append(id, proposal, out);
             return;
         }
@@ -1468,6 +1651,30 @@ impl Replica {
             Err(e) => Err(ClientError::Kv(e)),
         };
         out.completions.push(Completion { id, result, entry: None });
+    }
+
+    /// Whether the leader may renew `lease` without the log now that its read index is
+    /// confirmed and applied (see `renew_locally`).
+    fn may_renew_locally(&self, lease: i64) -> bool {
+        self.is_leader()
+            && self.applied >= self.lessor_appended
+            && self.lessor.renewable_locally(lease, self.now_ms, &self.kv)
+    }
+
+    /// A follower's forwarded renewal of `lease`, its read index confirmed and applied: the
+    /// same rules as `renew_locally`. The follower checked the client's permissions.
+    fn renew_remote(&mut self, lease: i64) -> forward::Outcome {
+        let revision = self.kv.revision();
+        if self.may_renew_locally(lease) {
+            let ttl = self.kv.lease(lease).map_or(0, |l| l.ttl);
+            self.lessor.renew_locally(lease, u64::try_from(ttl).unwrap_or(0).saturating_mul(1000));
+            return forward::Outcome::Renewed { ttl, revision };
+        }
+        if self.is_leader() && self.kv.lease(lease).is_none() {
+            // Linearizable: everything committed before the renewal arrived is applied here.
+            return forward::Outcome::NotFound { revision };
+        }
+        forward::Outcome::UseLog
     }
 }
 

@@ -10,8 +10,8 @@ use tenure_kv::{Command, PutRequest, RangeRequest, Response};
 use tenure_raft::{LogIndex, LogView};
 use tenure_raft::{Membership, Message, MessageBody, NodeId};
 use tenure_replica::{
-    Answer, Completion, ClientError, Consistency, LeaseConfig, MemberRefusal, MemberRequest, Output, Replica,
-    ReplicaConfig, RequestId, SnapshotPolicy,
+    Answer, ClientError, Completion, Consistency, LeaseConfig, MemberRefusal, MemberRequest,
+    Output, Replica, ReplicaConfig, RequestId, SnapshotPolicy,
 };
 use tenure_storage::SimDisk;
 
@@ -494,15 +494,57 @@ fn a_new_leader_gives_a_lease_renewed_without_the_log_its_whole_ttl_from_its_pro
 }
 
 #[test]
-fn renewals_through_a_follower_stay_log_entries() {
+fn a_follower_forwards_a_renewal_to_the_leader_which_renews_it_without_the_log() {
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % 3 + 1);
+    grant_with_key(&mut net, leader, 1, 1, "k");
+    // The first renewal of a granted lease is an entry, wherever it is sent.
+    assert_eq!(renew(&mut net, follower, 1), (1, true));
+    let last = net.replicas[&leader].node().log_view().last_index();
+    assert_eq!(renew(&mut net, follower, 1), (1, false));
+    assert_eq!(net.replicas[&leader].node().log_view().last_index(), last, "no entry");
+    assert_eq!(net.replicas[&leader].leases_renewed_locally(), 1, "renewed by the leader");
+    assert_eq!(net.replicas[&follower].leases_renewed_locally(), 0);
+    // Kept alive through the follower alone, then let go.
+    for _ in 0..10 {
+        net.tick(40);
+        assert_eq!(renew(&mut net, follower, 1), (1, false));
+        assert!(held_everywhere(&net, "k"));
+    }
+    let t = ticks_until_gone(&mut net, "k", 130);
+    assert!(t >= 95, "expired {t} ticks after the last renewal of a 1,000 ms lease");
+    // A lease that is gone is "not found", as through the log.
+    let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
+    net.settle();
+    assert_eq!(net.done[&r].result, Err(ClientError::Kv(tenure_kv::Error::LeaseNotFound)));
+}
+
+#[test]
+fn a_forwarded_renewal_whose_messages_are_lost_goes_through_the_log_after_an_election_timeout() {
     let mut net = Net::new();
     let leader = net.leader();
     net.tick(120);
     let follower = NodeId(leader.0 % 3 + 1);
     grant_with_key(&mut net, leader, 1, 5, "k");
-    assert_eq!(renew(&mut net, leader, 1), (5, true));
     assert_eq!(renew(&mut net, follower, 1), (5, true));
-    assert_eq!(net.replicas[&follower].leases_renewed_locally(), 0);
+    net.drop_app = true;
+    let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
+    net.settle();
+    assert!(!net.done.contains_key(&r), "waits for the leader's answer");
+    net.tick(9);
+    assert!(!net.done.contains_key(&r), "still within the election timeout");
+    net.tick(3);
+    net.settle();
+    match &net.done[&r] {
+        Completion { result: Ok(Answer::Write(Response::LeaseRenew(a))), entry, .. } => {
+            assert_eq!(a.ttl, 5);
+            assert!(entry.is_some(), "renewed through the log");
+        }
+        other => panic!("renewal failed: {other:?}"),
+    }
+    assert_eq!(net.replicas[&leader].leases_renewed_locally(), 0);
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct Net {
     pub isolated: BTreeSet<NodeId>,
     /// The highest index each node acknowledged in an `AppendResponse`.
     pub acked: BTreeMap<NodeId, LogIndex>,
+    /// Whether the replicas' own messages (`MessageBody::App`) are lost.
+    pub drop_app: bool,
     pub setup: Setup,
 }
 
@@ -71,6 +73,7 @@ impl Net {
             next_request: 1,
             isolated: BTreeSet::new(),
             acked: BTreeMap::new(),
+            drop_app: false,
             setup,
         };
         for i in 1..=3 {
@@ -87,7 +90,9 @@ impl Net {
     /// transfer is).
     pub fn deliver(&mut self, m: Message) {
         let (from, to) = (m.from, m.to);
-        let cut = self.isolated.contains(&from) || self.isolated.contains(&to);
+        let cut = self.isolated.contains(&from)
+            || self.isolated.contains(&to)
+            || (self.drop_app && matches!(m.body, MessageBody::App { .. }));
         let is_snapshot = matches!(m.body, MessageBody::Snapshot { .. });
         if cut || !self.replicas.contains_key(&to) {
             if is_snapshot && let Some(r) = self.replicas.get_mut(&from) {

@@ -47,7 +47,9 @@
 //! commit count entry*`; 6 AppendResponse `0 match` or `1 rejected hint.term hint.index
 //! last_index`; 7 Heartbeat `commit read_round`; 8 HeartbeatResponse `read_round`; 9 Propose
 //! `count (len data)*`; 10 ReadIndex `id`; 11 ReadIndexResponse `id (0 | 1 index)`;
-//! 12 TimeoutNow (no body). Numbers other than ids are unsigned LEB128 varints; ids are fixed
+//! 12 TimeoutNow (no body); 13 Snapshot `last.term last.index` and the membership's three id
+//! sets; 14 App `len data` (the replica's own messages: lease renewals forwarded to the leader
+//! and their answers). Numbers other than ids are unsigned LEB128 varints; ids are fixed
 //! 8 bytes because member ids are hashes and would take 9–10 varint bytes.
 //!
 //! # Guarantees
@@ -585,6 +587,7 @@ const TAG_READ_INDEX: u8 = 10;
 const TAG_READ_INDEX_RESPONSE: u8 = 11;
 const TAG_TIMEOUT_NOW: u8 = 12;
 const TAG_SNAPSHOT: u8 = 13;
+const TAG_APP: u8 = 14;
 
 /// Smallest possible encoded entry (kind, three one-byte varints); bounds preallocation.
 const ENTRY_BYTES_MIN: usize = 4;
@@ -649,6 +652,7 @@ pub fn encoded_len(m: &Message) -> usize {
         MessageBody::Snapshot { meta } => {
             entry_id_len(meta.last_included) + membership_len(&meta.membership)
         }
+        MessageBody::App { data } => varint_len(data.len() as u64) + data.len(),
     };
     1 + 8 + 8 + varint_len(m.term.0) + body
 }
@@ -670,6 +674,7 @@ pub fn encode_message(m: &Message, out: &mut BytesMut) {
         MessageBody::ReadIndexResponse { .. } => TAG_READ_INDEX_RESPONSE,
         MessageBody::TimeoutNow => TAG_TIMEOUT_NOW,
         MessageBody::Snapshot { .. } => TAG_SNAPSHOT,
+        MessageBody::App { .. } => TAG_APP,
     });
     out.put_u64_le(m.from.0);
     out.put_u64_le(m.to.0);
@@ -728,6 +733,10 @@ pub fn encode_message(m: &Message, out: &mut BytesMut) {
             }
         }
         MessageBody::TimeoutNow => {}
+        MessageBody::App { data } => {
+            put_varint(out, data.len() as u64);
+            out.extend_from_slice(data);
+        }
         MessageBody::Snapshot { meta } => {
             put_entry_id(out, meta.last_included);
             for set in membership_sets(&meta.membership) {
@@ -920,6 +929,7 @@ impl Reader {
                 MessageBody::ReadIndexResponse { id, index }
             }
             TAG_TIMEOUT_NOW => MessageBody::TimeoutNow,
+            TAG_APP => MessageBody::App { data: self.data()? },
             TAG_SNAPSHOT => {
                 let last_included = self.entry_id()?;
                 let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
@@ -1358,6 +1368,7 @@ mod tests {
                 MessageBody::ReadIndexResponse { id: ReadId(id), index: index.map(LogIndex) }
             }),
             Just(MessageBody::TimeoutNow),
+            data().prop_map(|data| MessageBody::App { data }),
         ]
     }
 
