@@ -69,7 +69,9 @@ fn simulator_finds_acknowledgements_of_writes_a_full_disk_refused() {
     let seeds: u64 = std::env::var("SIM_DISK_FULL_PLANTED_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        // About one seed in 260 shows it (seeds 470, 1095, 1200, 1268 and 1314 of the first
+        // 1,314 at f677c0d; the search stops at the first).
+        .unwrap_or(1500);
     let mut other = Vec::new();
     let found = (0..seeds).find_map(|seed| {
         let r = run_seed_with(seed, crashing(seed), false, |c| {
