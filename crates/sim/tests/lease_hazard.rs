@@ -9,7 +9,7 @@ use tenure_sim::world::{Failure, Profile};
 #[test]
 fn lease_reads_with_process_pauses_are_caught_as_stale_reads() {
     let mut found = Vec::new();
-    for seed in 0..300 {
+    for seed in 0..3000 {
         let mut p = Profile::swarm(seed);
         if p.nodes < 3 {
             continue;

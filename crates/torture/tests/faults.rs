@@ -24,6 +24,12 @@ use tenure_torture::schedule::ExtraFaults;
 /// stepped back 65 s.
 const SEED: u64 = 143_832;
 
+/// Where libfaketime is not installed the schedule has no clock kind and a seed draws other
+/// faults; seed 226 then draws: one-way leader -/-> follower0, n3 throttled to 481 kbit/s, 39% of
+/// n3's peer packets lost, n3 killed at its 63rd pass through `log-sync-before`, and the
+/// leader's peer packets delayed 206 ms each way.
+const SEED_WITHOUT_CLOCK: u64 = 226;
+
 #[test]
 fn failpoint_crashes_packet_loss_delay_throttles_and_clock_steps_with_leases_and_locks_find_no_anomaly()
  {
@@ -51,6 +57,9 @@ fn failpoint_crashes_packet_loss_delay_throttles_and_clock_steps_with_leases_and
         }
     }
     detect_host(&mut config);
+    if !config.extra.clock {
+        config.seed = SEED_WITHOUT_CLOCK;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
