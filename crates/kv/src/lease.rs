@@ -48,7 +48,12 @@ impl Lease {
     /// The time the lease has left as of the last entry that set it: the granted or
     /// checkpointed time, or the whole TTL.
     pub fn remaining_ms(&self) -> u64 {
-        self.remaining_ms.unwrap_or_else(|| ttl_ms(self.ttl))
+        self.remaining_ms.unwrap_or_else(|| self.ttl_ms())
+    }
+
+    /// The granted TTL in milliseconds: the time a renewal gives the lease.
+    pub fn ttl_ms(&self) -> u64 {
+        ttl_ms(self.ttl)
     }
 }
 

@@ -199,10 +199,11 @@ impl Lessor {
             && self.remaining_ms(id, now_ms).is_some_and(|left| left > 0)
     }
 
-    /// Renews lease `id` without the log: its deadline restarts at the next tick with
-    /// `ttl_ms`, and the next tick records the renewal in a `LeaseRefresh` entry.
-    pub(crate) fn renew_locally(&mut self, id: i64, ttl_ms: u64) {
-        self.unclocked.insert(id, ttl_ms);
+    /// Renews lease `id` of `store` without the log: its deadline restarts at the next tick
+    /// with its whole TTL, and the next tick records the renewal in a `LeaseRefresh` entry.
+    pub(crate) fn renew_locally(&mut self, id: i64, store: &Store) {
+        let Some(lease) = store.lease(id) else { return };
+        self.unclocked.insert(id, lease.ttl_ms());
         self.refreshed.insert(id);
         self.renewed_locally_total += 1;
     }
@@ -263,7 +264,7 @@ impl Lessor {
             if lease.remaining_ms.is_some() {
                 continue;
             }
-            let full = lease.remaining_ms();
+            let full = lease.ttl_ms();
             let short = self.deadlines.get(&lease.id).is_none_or(|d| d.at_ms < now_ms + full);
             if short {
                 self.set(lease.id, now_ms, full);

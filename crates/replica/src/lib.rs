@@ -1644,8 +1644,7 @@ impl Replica {
         }
         let result = match self.kv.renew_check(r, proposal.auth.as_ref()) {
             Ok(response) => {
-                let ttl_ms = u64::try_from(response.ttl).unwrap_or(0).saturating_mul(1000);
-                self.lessor.renew_locally(r.id, ttl_ms);
+                self.lessor.renew_locally(r.id, &self.kv);
                 Ok(Answer::Write(Response::LeaseRenew(response)))
             }
             Err(e) => Err(ClientError::Kv(e)),
@@ -1667,7 +1666,7 @@ impl Replica {
         let revision = self.kv.revision();
         if self.may_renew_locally(lease) {
             let ttl = self.kv.lease(lease).map_or(0, |l| l.ttl);
-            self.lessor.renew_locally(lease, u64::try_from(ttl).unwrap_or(0).saturating_mul(1000));
+            self.lessor.renew_locally(lease, &self.kv);
             return forward::Outcome::Renewed { ttl, revision };
         }
         if self.is_leader() && self.kv.lease(lease).is_none() {
