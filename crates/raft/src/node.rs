@@ -534,6 +534,35 @@ impl<L: LogView> Node<L> {
         Ok(())
     }
 
+    /// Whether this leader and `peer`, which sent it a message of the current term as its
+    /// follower, together show that no leader of a later term had been elected when `peer`
+    /// sent it (leader only). That holds when the two are a quorum of the configuration in
+    /// force and no other configuration can be in force anywhere: this leader has committed
+    /// an entry of its term (so any configuration a candidate could hold that this log lacks
+    /// lost to that entry's quorum, which meets every quorum of it: §4.1 and the 2015
+    /// correction, "a leader may not append a configuration entry until it has committed an
+    /// entry of its term"), its latest configuration is committed, not joint, and names both
+    /// as voters, and no leadership transfer is under way. A candidate of a later term would
+    /// then need the vote of one of the two; `peer` had not voted in a later term when it
+    /// sent the message (its term was the current one), and this node has not either (it
+    /// still leads in that term).
+    ///
+    /// An application uses this to answer a follower's request that needs a quorum's
+    /// confirmation of the leadership (a ReadIndex round) without one: the follower's message
+    /// is the other half of the quorum. Only clusters of two or three voters qualify.
+    pub fn quorum_with(&self, peer: NodeId) -> bool {
+        let Some(ls) = &self.leader_state else { return false };
+        let voters = &self.membership.voters;
+        ls.committed_in_term
+            && ls.transfer.is_none()
+            && self.configs.latest_index() <= self.log.committed
+            && !voters.is_joint()
+            && peer != self.id
+            && voters.contains(peer)
+            && voters.contains(self.id)
+            && voters.incoming.quorum() <= 2
+    }
+
     /// Whether `learner` may be promoted now (leader only): it must be a learner whose log
     /// matches the leader's within [`crate::membership::PROMOTE_LAG_ENTRIES_MAX`] entries of
     /// the leader's last index (etcd: "can only promote a learner member which is in sync

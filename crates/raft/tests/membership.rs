@@ -627,3 +627,69 @@ fn s4_2_2_a_voter_removed_by_an_uncommitted_entry_still_campaigns() {
     assert!(!c.node(n(2)).membership().voters.is_joint());
     check_commit_quorums(&c, &voters(&[1, 2]));
 }
+
+/// `Node::quorum_with`: a follower's message of the current term and the leader make a
+/// quorum only when no other configuration can be in force (§4.1: one change at a time, none
+/// before an entry of the term commits) and two voters are a majority of it.
+#[test]
+fn s4_1_leader_and_one_follower_are_a_quorum_only_in_a_settled_small_configuration() {
+    let mut c = cluster(3);
+    let l = c.node(n(1));
+    assert!(l.quorum_with(n(2)) && l.quorum_with(n(3)), "three voters, settled");
+    assert!(!l.quorum_with(n(1)), "the leader itself is not a second voter");
+    assert!(!l.quorum_with(n(9)), "not a member");
+    assert!(!c.node(n(2)).quorum_with(n(1)), "only a leader answers");
+    // A configuration entry not yet committed: another configuration may be in force.
+    c.add_node(n(4), voters(&[1, 2, 3]), |_| {});
+    c.propose_conf_change(n(1), &[ConfChange::AddLearner(n(4))]).unwrap();
+    assert!(!c.node(n(1)).quorum_with(n(2)), "a change in flight");
+    c.stabilize();
+    assert!(c.node(n(1)).quorum_with(n(2)), "the learner added, committed");
+    assert!(!c.node(n(1)).quorum_with(n(4)), "a learner does not vote");
+    // Joint while the promotion is under way, then four voters: two are not a majority.
+    c.propose_conf_change(n(1), &[ConfChange::Promote(n(4))]).unwrap();
+    assert!(c.node(n(1)).membership().voters.is_joint());
+    assert!(!c.node(n(1)).quorum_with(n(2)), "joint");
+    c.stabilize();
+    assert_eq!(incoming(&c, 1), vec![1, 2, 3, 4]);
+    assert!(!c.node(n(1)).quorum_with(n(2)), "2 of 4 voters");
+    assert!(!c.node(n(1)).quorum_with(n(4)), "2 of 4 voters");
+}
+
+#[test]
+fn s4_1_new_leader_is_no_quorum_with_a_follower_until_an_entry_of_its_term_commits() {
+    let mut c = Cluster::new(3, |_| {});
+    c.node_mut(n(1)).campaign();
+    // Elect 1, but hold its appends: its first entry of the term does not commit.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        c.process_all();
+        held.extend(
+            c.hold_where(|m| m.from == n(1) && matches!(m.body, MessageBody::Append { .. })),
+        );
+        if c.deliver_all() == 0 && c.node(n(1)).role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(c.node(n(1)).role(), Role::Leader);
+    assert!(!held.is_empty());
+    assert!(!c.node(n(1)).quorum_with(n(2)), "nothing of its term committed yet");
+    for m in held {
+        c.deliver(m);
+    }
+    c.stabilize();
+    assert_eq!(c.leader(), Some(n(1)));
+    assert!(c.node(n(1)).quorum_with(n(2)) && c.node(n(1)).quorum_with(n(3)));
+    // A leadership transfer under way: the target may be elected at any moment.
+    c.node_mut(n(1)).transfer_leadership(n(3)).unwrap();
+    assert!(!c.node(n(1)).quorum_with(n(2)), "transfer under way");
+}
+
+#[test]
+fn s4_1_two_voters_are_a_quorum_of_two_but_not_of_five() {
+    let mut two = cluster(2);
+    assert!(two.node(n(1)).quorum_with(n(2)));
+    two.stabilize();
+    let five = cluster(5);
+    assert!(!five.node(n(1)).quorum_with(n(2)));
+}

@@ -3,7 +3,9 @@
 //! A follower that holds a client's keep-alive sends the renewal to the leader as an
 //! application message ([`tenure_raft::MessageBody::App`], carried by the same transport as
 //! the core's messages). The leader renews the lease without the log once a heartbeat round
-//! confirms its leadership, exactly as for a renewal of its own client (see `lessor`), and
+//! confirms its leadership, exactly as for a renewal of its own client (see `lessor`), or at
+//! once where the message, written in the leader's term, and the leader are the quorum that
+//! round would ask for (two or three voters: [`tenure_raft::Node::quorum_with`]), and
 //! answers; when it may not (it no longer leads, the lease must be renewed through the log, or
 //! its leadership could not be confirmed) it answers [`Outcome::UseLog`] and the follower
 //! proposes the renewal as a log entry after all. A follower that hears nothing within an

@@ -26,7 +26,8 @@
 //!   it), as etcd's leader renews in memory: the deadline restarts, and the next tick records
 //!   the renewals of the last tick in one `LeaseRefresh` entry so followers' deadlines follow.
 //!   A follower's clients' renewals reach the leader the same way, forwarded as messages
-//!   outside the log (`crate::forward`).
+//!   outside the log (`crate::forward`); with two or three voters the follower's message and
+//!   the leader are the quorum, and no round is needed (`Replica::quorum_with`).
 //!   A granted or checkpointed lease is renewed through the log first (the log knows its time
 //!   left exactly, and a new leader relies on that), and so is one with an expiry of its own
 //!   under way.

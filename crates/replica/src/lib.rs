@@ -503,9 +503,11 @@ pub struct Replica {
     /// Renewals this follower forwarded to the leader, by request.
     forwarded: BTreeMap<RequestId, Forwarded>,
     /// Forwarded renewals (and answers) received, handled at the next `poll`.
-    forward_inbox: Vec<(NodeId, forward::Forward)>,
+    forward_inbox: Vec<(NodeId, Term, forward::Forward)>,
     /// The next id (below [`OWN_REQUEST_BIT`]) for a forwarded renewal served as leader.
     next_own_request: u64,
+    /// Forwarded renewals served without a heartbeat round (see `quorum_with`).
+    renewals_without_round: u64,
     /// Pending requests that are membership changes (see `members`).
     conf_requests: BTreeSet<RequestId>,
     /// Membership changes applied in a joint configuration, answered once it is left.
@@ -584,6 +586,7 @@ impl Replica {
             forwarded: BTreeMap::new(),
             forward_inbox: Vec::new(),
             next_own_request: 0,
+            renewals_without_round: 0,
             conf_requests: BTreeSet::new(),
             awaiting_simple: Vec::new(),
             members_changed: true,
@@ -633,6 +636,13 @@ impl Replica {
     /// Leases revoked because they expired, as applied by this replica since it started.
     pub fn leases_expired(&self) -> u64 {
         self.lessor.expired_total
+    }
+
+    /// Followers' forwarded renewals this replica took as leader without a heartbeat round
+    /// since it started: the follower's message and this leader were the quorum (see
+    /// [`tenure_raft::Node::quorum_with`]).
+    pub fn renewals_without_round(&self) -> u64 {
+        self.renewals_without_round
     }
 
     /// Lease renewals this replica answered as leader without the log since it started
@@ -715,7 +725,7 @@ impl Replica {
             if msg.to != self.id || msg.from == self.id {
                 tracing::warn!(replica = %self.id, from = %msg.from, "dropping a misaddressed message");
             } else if let Some(f) = forward::Forward::decode(data) {
-                self.forward_inbox.push((msg.from, f));
+                self.forward_inbox.push((msg.from, msg.term, f));
             } else {
                 tracing::warn!(replica = %self.id, from = %msg.from, "dropping a malformed lease message");
             }
@@ -822,7 +832,7 @@ impl Replica {
     /// Handles the forwarded renewals and answers that arrived since the last call.
     fn handle_forwards(&mut self, out: &mut Output) {
         use forward::{Forward, Outcome};
-        for (from, f) in std::mem::take(&mut self.forward_inbox) {
+        for (from, term, f) in std::mem::take(&mut self.forward_inbox) {
             match f {
                 Forward::Renew { request, incarnation, lease } => {
                     let answer = |outcome| Forward::Answer { request, incarnation, outcome };
@@ -834,13 +844,22 @@ impl Replica {
                     }
                     let own = RequestId(OWN_REQUEST_BIT | self.next_own_request);
                     self.next_own_request = (self.next_own_request + 1) & !OWN_REQUEST_BIT;
+                    let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
+                    let renew = Some(Renewal::Remote { from, request, incarnation, lease });
+                    let read = PendingRead { request: None, renew, index: None, deadline_tick };
+                    if self.quorum_with(from, term) {
+                        // The follower's message and this leader are the quorum a heartbeat
+                        // round would ask for: served once everything committed when it
+                        // arrived is applied (see `quorum_with`).
+                        self.pending.add_read(own, read);
+                        self.pending.confirm_read(own, self.node.committed());
+                        self.renewals_without_round += 1;
+                        continue;
+                    }
                     if self.node.read_index(self.read_id(own)).is_err() {
                         self.send_app(from, answer(Outcome::UseLog), out);
                         continue;
                     }
-                    let deadline_tick = self.ticks + self.cfg.request_timeout_ticks;
-                    let renew = Some(Renewal::Remote { from, request, incarnation, lease });
-                    let read = PendingRead { request: None, renew, index: None, deadline_tick };
                     self.pending.add_read(own, read);
                 }
                 Forward::Answer { request, incarnation, outcome } => {
@@ -986,6 +1005,8 @@ impl Replica {
         }
         if !self.node.has_ready() {
             if forwards {
+                // A renewal served without a round may be servable at once.
+                self.serve_reads(out);
                 return Ok((true, None));
             }
             // Nothing new; but writes held back by a full disk are tried again when due.
@@ -1658,6 +1679,18 @@ impl Replica {
         self.is_leader()
             && self.applied >= self.lessor_appended
             && self.lessor.renewable_locally(lease, self.now_ms, &self.kv)
+    }
+
+    /// Whether a renewal that `from` forwarded in `term` may be served without a heartbeat
+    /// round. The follower wrote it as this leader's follower in this leader's term, and the
+    /// two are a quorum that no leader of a later term could have been elected without
+    /// ([`tenure_raft::Node::quorum_with`]: two or three voters, the configuration settled),
+    /// so no later leader existed when the follower sent it: the confirmation a heartbeat
+    /// round gives (see `renew_locally`), obtained from the message itself. Its read index is
+    /// this leader's commit index when it arrived, which covers every expiry, checkpoint or
+    /// revoke acknowledged before (the leader has committed an entry of its term).
+    fn quorum_with(&self, from: NodeId, term: Term) -> bool {
+        term == self.node.term() && self.node.quorum_with(from)
     }
 
     /// A follower's forwarded renewal of `lease`, its read index confirmed and applied: the

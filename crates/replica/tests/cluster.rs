@@ -26,7 +26,7 @@ fn with_policy(policy: SnapshotPolicy) -> Net {
 
 /// A net with the snapshot `policy` and the lease configuration `lease`.
 fn with(policy: SnapshotPolicy, lease: LeaseConfig) -> Net {
-    Net::with(Setup { policy, lease, storage: None })
+    Net::with(Setup { policy, lease, ..Setup::default() })
 }
 
 #[test]
@@ -519,6 +519,59 @@ fn a_follower_forwards_a_renewal_to_the_leader_which_renews_it_without_the_log()
     let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
     net.settle();
     assert_eq!(net.done[&r].result, Err(ClientError::Kv(tenure_kv::Error::LeaseNotFound)));
+}
+
+#[test]
+fn a_forwarded_renewal_needs_no_heartbeat_round_in_three_voters() {
+    // The follower's message, written in the leader's term, and the leader are a quorum of
+    // three voters: the confirmation a heartbeat round would give (raft's `quorum_with`).
+    let mut net = Net::new();
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % 3 + 1);
+    grant_with_key(&mut net, leader, 1, 1, "k");
+    assert_eq!(renew(&mut net, follower, 1), (1, true));
+    net.drop_heartbeats = true;
+    let last = net.replicas[&leader].node().log_view().last_index();
+    assert_eq!(renew(&mut net, follower, 1), (1, false), "answered with no heartbeat delivered");
+    assert_eq!(net.replicas[&leader].node().log_view().last_index(), last, "no entry");
+    assert_eq!(net.replicas[&leader].renewals_without_round(), 1);
+    // The leader's own client still needs a round: without heartbeats it waits.
+    let r = net.exec(leader, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
+    net.settle();
+    assert!(!net.done.contains_key(&r), "the leader alone is no quorum");
+    net.drop_heartbeats = false;
+    net.tick(2);
+    net.settle();
+    assert!(matches!(&net.done[&r].result, Ok(Answer::Write(Response::LeaseRenew(_)))));
+    assert_eq!(net.replicas[&leader].renewals_without_round(), 1);
+    // Kept alive through the follower alone, without rounds, then let go.
+    net.drop_heartbeats = true;
+    for _ in 0..5 {
+        assert_eq!(renew(&mut net, follower, 1), (1, false));
+    }
+    net.drop_heartbeats = false;
+    renew_without_the_log_then_let_go(&mut net, follower);
+    assert!(net.replicas[&leader].renewals_without_round() >= 16);
+}
+
+#[test]
+fn a_leader_cut_off_with_one_follower_of_five_never_answers_its_renewals_without_a_round() {
+    // Two of five voters are no quorum: the other three may have elected a leader that will
+    // expire the lease, so the follower's message is no proof of leadership.
+    let mut net = Net::with(Setup { voters: Some(5), ..Setup::default() });
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % 5 + 1);
+    grant_with_key(&mut net, leader, 1, 5, "k");
+    assert_eq!(renew(&mut net, follower, 1), (5, true));
+    assert_eq!(renew(&mut net, follower, 1), (5, false), "after a heartbeat round");
+    assert_eq!(net.replicas[&leader].renewals_without_round(), 0);
+    net.side = [leader, follower].into();
+    let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
+    net.settle();
+    assert!(!net.done.contains_key(&r), "answered by a leader cut off with one of five");
+    assert_eq!(net.replicas[&leader].renewals_without_round(), 0);
 }
 
 #[test]

@@ -19,7 +19,6 @@ const LARGE_SEGMENT_BYTES: u64 = 64 << 20;
 fn net(policy: SnapshotPolicy, segment_bytes: u64) -> Net {
     Net::with(Setup {
         policy,
-        lease: Default::default(),
         storage: Some(tenure_storage::Options {
             segment_bytes_max: segment_bytes,
             entry_bytes_max: 1024,
@@ -27,6 +26,7 @@ fn net(policy: SnapshotPolicy, segment_bytes: u64) -> Net {
             write_buffer_bytes_max: 700,
             cache_bytes_max: 1 << 20,
         }),
+        ..Setup::default()
     })
 }
 

@@ -6,7 +6,8 @@
 //!   delivered to simulated watchers (`watch_events=<n>`, `seeds_with_watch_events=<n>`), and
 //!   the lease clients' leases that expired (`leases_expired=<n>`,
 //!   `seeds_with_lease_expiries=<n>`) and renewals the leader answered without the log
-//!   (`lease_renewals_without_log=<n>`), and the lock clients' fenced writes (`lock_writes=<n>`),
+//!   (`lease_renewals_without_log=<n>`; those of followers that leaders took without a
+//!   heartbeat round, `lease_renewals_without_round=<n>`), and the lock clients' fenced writes (`lock_writes=<n>`),
 //!   the membership operator's completed changes (`member_changes=<n>`,
 //!   `seeds_with_member_changes=<n>`, of them `leaders_removed=<n>`, and `members_joined=<n>`
 //!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
@@ -280,6 +281,7 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) ->
     let leases_expired: u64 = results.iter().map(|r| r.leases_expired).sum();
     let seeds_expiring = results.iter().filter(|r| r.leases_expired > 0).count();
     let renewals_without_log: u64 = results.iter().map(|r| r.lease_renewals_without_log).sum();
+    let renewals_without_round: u64 = results.iter().map(|r| r.lease_renewals_without_round).sum();
     let lock_writes: u64 = results.iter().map(|r| r.lock_writes).sum();
     let member_changes: u64 = results.iter().map(|r| r.churn.completed()).sum();
     let seeds_changing = results.iter().filter(|r| r.churn.completed() > 0).count();
@@ -299,7 +301,8 @@ fn run_seeds(first: u64, end: u64, threads: Option<usize>, kind: ProfileKind) ->
          installs={installs} seeds_with_installs={seeds_installing} watch_events={watch_events} \
          seeds_with_watch_events={seeds_watching} leases_expired={leases_expired} \
          seeds_with_lease_expiries={seeds_expiring} \
-         lease_renewals_without_log={renewals_without_log} lock_writes={lock_writes} \
+         lease_renewals_without_log={renewals_without_log} \
+         lease_renewals_without_round={renewals_without_round} lock_writes={lock_writes} \
          member_changes={member_changes} seeds_with_member_changes={seeds_changing} \
          leaders_removed={leaders_removed} members_joined={joined} \
          told_removed_early={told_early} \

@@ -30,6 +30,8 @@ pub struct SeedResult {
     pub leases_expired: u64,
     /// Renewals of the lease clients the leader acknowledged without the log.
     pub lease_renewals_without_log: u64,
+    /// Followers' renewals leaders took without a heartbeat round.
+    pub lease_renewals_without_round: u64,
     /// Guarded writes the lock clients were told took effect.
     pub lock_writes: u64,
     /// What the membership operator did (all zero unless the profile churns members).
@@ -97,7 +99,11 @@ pub fn run_seed_with(
             world.snapshots_taken,
             world.snapshots_installed,
             world.watch_events_delivered,
-            (world.leases_expired(), world.lease_renewals_without_log()),
+            (
+                world.leases_expired(),
+                world.lease_renewals_without_log(),
+                world.lease_renewals_without_round(),
+            ),
             world.lock_writes(),
             world.churn(),
             world.quorum_checked(),
@@ -115,7 +121,7 @@ pub fn run_seed_with(
                 snapshots_taken,
                 snapshots_installed,
                 watch_events,
-                (leases_expired, lease_renewals_without_log),
+                (leases_expired, lease_renewals_without_log, lease_renewals_without_round),
                 lock_writes,
                 churn,
                 quorum_checked,
@@ -133,6 +139,7 @@ pub fn run_seed_with(
             watch_events,
             leases_expired,
             lease_renewals_without_log,
+            lease_renewals_without_round,
             lock_writes,
             churn,
             quorum_checked,
@@ -156,6 +163,7 @@ pub fn run_seed_with(
                 watch_events: 0,
                 leases_expired: 0,
                 lease_renewals_without_log: 0,
+                lease_renewals_without_round: 0,
                 lock_writes: 0,
                 churn: ChurnCounts::default(),
                 quorum_checked: 0,

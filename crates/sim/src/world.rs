@@ -529,6 +529,8 @@ pub struct World {
     event_seq: u64,
     messages: BTreeMap<u64, Message>,
     nodes: BTreeMap<NodeId, SimNode>,
+    /// `Replica::renewals_without_round` of the runs of nodes that ended.
+    renewals_without_round_gone: u64,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     clients: Vec<Client>,
@@ -650,6 +652,7 @@ impl World {
             event_seq: 0,
             messages: BTreeMap::new(),
             nodes,
+            renewals_without_round_gone: 0,
             cut: BTreeSet::new(),
             clients,
             waiting: BTreeMap::new(),
@@ -1590,9 +1593,8 @@ impl World {
     /// Ends a node's process: whatever it had in flight is gone. Returns whether it was up.
     fn take_down(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node");
-        if node.replica.take().is_none() {
-            return false;
-        }
+        let Some(gone) = node.replica.take() else { return false };
+        self.renewals_without_round_gone += gone.renewals_without_round();
         node.sync = None;
         node.snapshot = None;
         node.epoch += 1;
@@ -2265,6 +2267,18 @@ impl World {
     /// Lease renewals the lease clients saw acknowledged without a log entry.
     pub fn lease_renewals_without_log(&self) -> u64 {
         self.leases.as_ref().map_or(0, |l| l.renewed_without_log)
+    }
+
+    /// Followers' forwarded renewals that leaders took without a heartbeat round (the
+    /// follower's message and the leader were the quorum), over every run of every node.
+    pub fn lease_renewals_without_round(&self) -> u64 {
+        let running: u64 = self
+            .nodes
+            .values()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| r.renewals_without_round())
+            .sum();
+        self.renewals_without_round_gone + running
     }
 
     /// The lease checkers, at the end of the run.

@@ -111,11 +111,15 @@ fn simulator_finds_leases_cut_short_when_deadlines_start_at_the_last_tick() {
     );
     let clean = failures_in(leasing, |_| {});
     assert!(clean.is_empty(), "the same seeds fail without the bug: {clean:?}");
-    // The leader's renewals without the log are part of what those seeds check.
-    let without_log: u64 = (0..ID_REUSE_SEEDS)
-        .map(|seed| run_seed_with(seed, leasing(seed), false, |_| {}).lease_renewals_without_log)
-        .sum();
+    // The leader's renewals without the log, and followers' renewals it took without a
+    // heartbeat round, are part of what those seeds check.
+    let (without_log, without_round) = (0..ID_REUSE_SEEDS)
+        .map(|seed| run_seed_with(seed, leasing(seed), false, |_| {}))
+        .fold((0, 0), |(l, r), s| {
+            (l + s.lease_renewals_without_log, r + s.lease_renewals_without_round)
+        });
     assert!(without_log > 0, "no renewal was answered without the log in {ID_REUSE_SEEDS} seeds");
+    assert!(without_round > 0, "no renewal was taken without a round in {ID_REUSE_SEEDS} seeds");
 }
 
 /// Lease clients, crashes, and disks that fill up for a while: a leader whose disk is full

@@ -23,10 +23,16 @@ pub struct Setup {
     pub lease: LeaseConfig,
     /// The storage's options; the defaults where `None`.
     pub storage: Option<tenure_storage::Options>,
+    /// How many voters (ids 1..=n); three where `None`.
+    pub voters: Option<u64>,
 }
 
 pub fn members() -> Membership {
     Membership::voters([NodeId(1), NodeId(2), NodeId(3)])
+}
+
+fn voter_count(setup: &Setup) -> u64 {
+    setup.voters.unwrap_or(3)
 }
 
 /// Opens a replica; each run of a process gets a new incarnation, as the server draws one.
@@ -39,7 +45,8 @@ pub fn open(id: NodeId, disk: &SimDisk, setup: &Setup) -> Replica {
     if let Some(storage) = &setup.storage {
         cfg.storage = storage.clone();
     }
-    Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members()).expect("open")
+    let members = Membership::voters((1..=voter_count(setup)).map(NodeId));
+    Replica::open(cfg, Arc::new(disk.clone()), Path::new("/data"), members).expect("open")
 }
 
 pub struct Net {
@@ -51,10 +58,14 @@ pub struct Net {
     pub next_request: u64,
     /// Nodes cut off from everyone.
     pub isolated: BTreeSet<NodeId>,
+    /// Nodes that hear only each other (none: no split).
+    pub side: BTreeSet<NodeId>,
     /// The highest index each node acknowledged in an `AppendResponse`.
     pub acked: BTreeMap<NodeId, LogIndex>,
     /// Whether the replicas' own messages (`MessageBody::App`) are lost.
     pub drop_app: bool,
+    /// Whether heartbeats (and so heartbeat rounds: a leader's ReadIndex) are lost.
+    pub drop_heartbeats: bool,
     pub setup: Setup,
 }
 
@@ -72,11 +83,13 @@ impl Net {
             ticks: 0,
             next_request: 1,
             isolated: BTreeSet::new(),
+            side: BTreeSet::new(),
             acked: BTreeMap::new(),
             drop_app: false,
+            drop_heartbeats: false,
             setup,
         };
-        for i in 1..=3 {
+        for i in 1..=voter_count(&net.setup) {
             let id = NodeId(i);
             let disk = SimDisk::new(i);
             net.replicas.insert(id, open(id, &disk, &net.setup));
@@ -92,7 +105,9 @@ impl Net {
         let (from, to) = (m.from, m.to);
         let cut = self.isolated.contains(&from)
             || self.isolated.contains(&to)
-            || (self.drop_app && matches!(m.body, MessageBody::App { .. }));
+            || (self.side.contains(&from) != self.side.contains(&to) && !self.side.is_empty())
+            || (self.drop_app && matches!(m.body, MessageBody::App { .. }))
+            || (self.drop_heartbeats && matches!(m.body, MessageBody::Heartbeat { .. }));
         let is_snapshot = matches!(m.body, MessageBody::Snapshot { .. });
         if cut || !self.replicas.contains_key(&to) {
             if is_snapshot && let Some(r) = self.replicas.get_mut(&from) {
