@@ -194,6 +194,32 @@ fn bench(c: &mut Criterion) {
             black_box(resp)
         })
     });
+
+    // One key with 10,000 versions, written while a copy of the store is held (what a
+    // published read view or a snapshot job is): the write copies only the part of the
+    // history it changes (a bounded tail), not every version the copy shares.
+    let mut hot = Store::default();
+    let hot_entry = put_entry(0);
+    let mut hot_index = 0;
+    for _ in 0..10_000 {
+        hot_index += 1;
+        hot.apply(hot_index, 0, &hot_entry).expect("hot put");
+        drop(hot.take_events());
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("apply_put_hot_key_10k_versions_while_copied", |b| {
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            for _ in 0..iters {
+                let view = hot.clone();
+                hot_index += 1;
+                black_box(hot.apply(hot_index, 0, &hot_entry).expect("put"));
+                black_box(hot.take_events());
+                drop(view);
+            }
+            started.elapsed()
+        })
+    });
     group.finish();
 }
 

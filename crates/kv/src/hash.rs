@@ -105,7 +105,6 @@ impl Store {
         let Some(history) = self.index.keys.get_mut(key) else {
             return false;
         };
-        let history = std::sync::Arc::make_mut(history);
         let Some(version) = history.last_mut().filter(|v| v.value.is_some()) else {
             return false;
         };

@@ -89,6 +89,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod hash;
+mod history;
 pub mod lease;
 pub mod members;
 mod mvcc;

@@ -123,10 +123,11 @@ pub(crate) struct Index {
     /// node; a write after a clone copies only the nodes on its path. So a snapshot costs
     /// neither a pause proportional to the key count nor a second copy of the index.
     ///
-    /// Each history sits behind an `Arc`: copying a leaf of the map (which a write does when
-    /// the leaf is shared with a snapshot job's copy or a published read view) then copies
-    /// pointers, not every key's versions; the one history the write changes is copied only if
-    /// a copy still holds it.
+    /// Each history is a persistent sequence behind an `Arc` ([`History`]): copying a leaf of
+    /// the map (which a write does when the leaf is shared with a snapshot job's copy or a
+    /// published read view) then copies pointers, not every key's versions; and the one
+    /// history the write changes copies only its newest few versions if a copy still holds it,
+    /// so a write to a hot key costs the same however long its history.
     pub(crate) keys: OrdMap<Bytes, History>,
     /// Keys compaction may shrink: those with more than one version. A key with one version
     /// always has a live one, which compaction keeps, so compaction only walks this set.
@@ -138,11 +139,10 @@ pub(crate) struct Index {
     pub(crate) bytes: u64,
 }
 
-/// A key's versions, oldest first, shared between copies of the index (see [`Index::keys`]).
-pub(crate) type History = std::sync::Arc<Vec<Version>>;
+pub(crate) use crate::history::History;
 
-/// Appends to a history without `Vec`'s default minimum capacity of four: most keys hold one
-/// or two versions, and with a million keys the slack would outweigh the data.
+/// Appends to a history being built without `Vec`'s default minimum capacity of four: most
+/// keys hold one or two versions, and with a million keys the slack would outweigh the data.
 pub(crate) fn push_version(history: &mut Vec<Version>, v: Version) {
     if history.len() < 8 {
         history.reserve_exact(1);
@@ -151,7 +151,7 @@ pub(crate) fn push_version(history: &mut Vec<Version>, v: Version) {
 }
 
 /// The version visible at `revision` in a history, if any (tombstones included).
-fn visible(history: &[Version], revision: i64) -> Option<&Version> {
+fn visible(history: &History, revision: i64) -> Option<&Version> {
     let n = history.partition_point(|v| v.mod_revision <= revision);
     n.checked_sub(1).map(|i| &history[i])
 }
@@ -206,7 +206,6 @@ impl Index {
                 (key, v.insert(History::default()))
             }
         };
-        let history = std::sync::Arc::make_mut(history);
         if let Some(last) = history.last() {
             assert!(
                 last.mod_revision < revision,
@@ -235,7 +234,7 @@ impl Index {
         };
         let kv = written.to_kv(&stored_key).expect("a put is live");
         let added = crate::size::version_bytes(&stored_key, &written);
-        push_version(history, written);
+        history.push(written);
         self.bytes += added;
         if history.len() == 2 {
             self.dirty.insert(stored_key);
@@ -254,7 +253,6 @@ impl Index {
         let (key, history) = self.keys.get_key_value(key)?;
         let prev = history.last()?.to_kv(key)?;
         let history = self.keys.get_mut(prev.key.as_ref()).expect("key was just found");
-        let history = std::sync::Arc::make_mut(history);
         assert!(prev.mod_revision < revision, "delete at a past revision");
         let tombstone = Version {
             mod_revision: revision,
@@ -265,7 +263,7 @@ impl Index {
             value: None,
         };
         self.bytes += crate::size::version_bytes(&prev.key, &tombstone);
-        push_version(history, tombstone);
+        history.push(tombstone);
         if history.len() == 2 {
             self.dirty.insert(prev.key.clone());
         }
@@ -306,13 +304,12 @@ impl Index {
             let mut left = history.len();
             if keep_from > 0 {
                 let history = keys.get_mut(&key[..]).expect("dirty keys are in the index");
-                let history = std::sync::Arc::make_mut(history);
-                freed += history[..keep_from]
+                freed += history
                     .iter()
+                    .take(keep_from)
                     .map(|v| crate::size::version_bytes(key, v))
                     .sum::<u64>();
-                history.drain(..keep_from);
-                history.shrink_to_fit();
+                history.drop_oldest(keep_from);
                 left = history.len();
             }
             if left == 0 {
@@ -450,7 +447,7 @@ struct Candidate<'a> {
     revision: i64,
     sub_revision: u32,
     key: &'a Bytes,
-    history: &'a [Version],
+    history: &'a History,
     /// Position of the version in `history`.
     at: usize,
 }

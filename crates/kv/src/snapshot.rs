@@ -657,7 +657,7 @@ impl Restorer<'_> {
             ensure(self.store.leases.contains(last.lease), "key attached to a missing lease")?;
             self.store.leases.attach(last.lease, &key);
         }
-        self.store.index.keys.insert(key, std::sync::Arc::new(history));
+        self.store.index.keys.insert(key, crate::mvcc::History::from_vec(history));
         Ok(())
     }
 }
