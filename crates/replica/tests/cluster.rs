@@ -521,16 +521,28 @@ fn a_follower_forwards_a_renewal_to_the_leader_which_renews_it_without_the_log()
     assert_eq!(net.done[&r].result, Err(ClientError::Kv(tenure_kv::Error::LeaseNotFound)));
 }
 
+/// Elects a leader, grants lease 1 (`ttl` seconds, key `k`) and renews it once through a
+/// follower of the `voters` (an entry: the first renewal of a granted lease goes through the
+/// log). Returns the leader and that follower.
+fn granted_and_renewed_through_a_follower(
+    net: &mut Net,
+    voters: u64,
+    ttl: i64,
+) -> (NodeId, NodeId) {
+    let leader = net.leader();
+    net.tick(120);
+    let follower = NodeId(leader.0 % voters + 1);
+    grant_with_key(net, leader, 1, ttl, "k");
+    assert_eq!(renew(net, follower, 1), (ttl, true));
+    (leader, follower)
+}
+
 #[test]
 fn a_forwarded_renewal_needs_no_heartbeat_round_in_three_voters() {
     // The follower's message, written in the leader's term, and the leader are a quorum of
     // three voters: the confirmation a heartbeat round would give (raft's `quorum_with`).
     let mut net = Net::new();
-    let leader = net.leader();
-    net.tick(120);
-    let follower = NodeId(leader.0 % 3 + 1);
-    grant_with_key(&mut net, leader, 1, 1, "k");
-    assert_eq!(renew(&mut net, follower, 1), (1, true));
+    let (leader, follower) = granted_and_renewed_through_a_follower(&mut net, 3, 1);
     net.drop_heartbeats = true;
     let last = net.replicas[&leader].node().log_view().last_index();
     assert_eq!(renew(&mut net, follower, 1), (1, false), "answered with no heartbeat delivered");
@@ -560,11 +572,7 @@ fn a_leader_cut_off_with_one_follower_of_five_never_answers_its_renewals_without
     // Two of five voters are no quorum: the other three may have elected a leader that will
     // expire the lease, so the follower's message is no proof of leadership.
     let mut net = Net::with(Setup { voters: Some(5), ..Setup::default() });
-    let leader = net.leader();
-    net.tick(120);
-    let follower = NodeId(leader.0 % 5 + 1);
-    grant_with_key(&mut net, leader, 1, 5, "k");
-    assert_eq!(renew(&mut net, follower, 1), (5, true));
+    let (leader, follower) = granted_and_renewed_through_a_follower(&mut net, 5, 5);
     assert_eq!(renew(&mut net, follower, 1), (5, false), "after a heartbeat round");
     assert_eq!(net.replicas[&leader].renewals_without_round(), 0);
     net.side = [leader, follower].into();
@@ -577,11 +585,7 @@ fn a_leader_cut_off_with_one_follower_of_five_never_answers_its_renewals_without
 #[test]
 fn a_forwarded_renewal_whose_messages_are_lost_goes_through_the_log_after_an_election_timeout() {
     let mut net = Net::new();
-    let leader = net.leader();
-    net.tick(120);
-    let follower = NodeId(leader.0 % 3 + 1);
-    grant_with_key(&mut net, leader, 1, 5, "k");
-    assert_eq!(renew(&mut net, follower, 1), (5, true));
+    let (leader, follower) = granted_and_renewed_through_a_follower(&mut net, 3, 5);
     net.drop_app = true;
     let r = net.exec(follower, Command::LeaseRenew(tenure_kv::LeaseRenewRequest { id: 1 }));
     net.settle();
