@@ -74,6 +74,8 @@ impl History {
     }
 
     /// The newest version, to change in place (copying what a copy of this history shares).
+    /// Only the corruption hook of tests changes a version in place.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn last_mut(&mut self) -> Option<&mut Version> {
         let parts = Arc::make_mut(&mut self.0);
         if parts.open.is_empty() {
