@@ -7,7 +7,8 @@
 //!   the lease clients' leases that expired (`leases_expired=<n>`,
 //!   `seeds_with_lease_expiries=<n>`) and renewals the leader answered without the log
 //!   (`lease_renewals_without_log=<n>`; those of followers that leaders took without a
-//!   heartbeat round, `lease_renewals_without_round=<n>`), and the lock clients' fenced writes (`lock_writes=<n>`),
+//!   heartbeat round, `lease_renewals_without_round=<n>`), and the lock clients' fenced
+//!   writes (`lock_writes=<n>`),
 //!   the membership operator's completed changes (`member_changes=<n>`,
 //!   `seeds_with_member_changes=<n>`, of them `leaders_removed=<n>`, and `members_joined=<n>`
 //!   new nodes started, and `told_removed_early=<n>`: nodes `Replica::is_removed` called
