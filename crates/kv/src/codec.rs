@@ -84,11 +84,19 @@ impl Writer {
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The buffer as shared bytes, when the caller has it so: see [`Reader::value`].
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader { buf, pos: 0, shared: None }
+    }
+
+    /// A reader over shared bytes: values that are most of them are taken as slices of them
+    /// rather than copied (see [`Reader::value`]).
+    pub(crate) fn shared(buf: &'a Bytes) -> Self {
+        Reader { buf, pos: 0, shared: Some(buf) }
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -145,6 +153,19 @@ impl<'a> Reader<'a> {
         Ok(Bytes::copy_from_slice(self.slice()?))
     }
 
+    /// A stored value. Over shared bytes, a value that is at least half of them is a slice of
+    /// them, not a copy: the store then holds the value in the very allocation that the log's
+    /// entry cache holds (one copy in memory instead of two), and the rest of the buffer it
+    /// keeps alive is at most as large as the value. Anything smaller is copied, so a small
+    /// value never pins a large entry.
+    pub(crate) fn value(&mut self) -> Result<Bytes, DecodeError> {
+        let s = self.slice()?;
+        match self.shared {
+            Some(all) if s.len() * 2 >= all.len() && !s.is_empty() => Ok(all.slice_ref(s)),
+            _ => Ok(Bytes::copy_from_slice(s)),
+        }
+    }
+
     /// A byte string that must be UTF-8.
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let s = std::str::from_utf8(self.slice()?).map_err(|_| DecodeError::InvalidUtf8)?;
@@ -183,7 +204,15 @@ impl Proposal {
 
     /// Decodes [`Proposal::encode`]'s output; any other input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        decode_proposal(bytes)
+        decode_proposal(Reader::new(bytes))
+    }
+
+    /// As [`Proposal::decode`], but a put's value that is at least half of `bytes` is a slice
+    /// of them instead of a copy. Give it bytes that are their own allocation (a log entry's
+    /// payload, not a slice of a larger network or file buffer), or the values kept from it
+    /// keep that larger buffer alive.
+    pub fn decode_shared(bytes: &Bytes) -> Result<Proposal, DecodeError> {
+        decode_proposal(Reader::shared(bytes))
     }
 }
 
@@ -209,8 +238,7 @@ fn encode_proposal(p: &Proposal) -> Bytes {
     Bytes::from(w.buf)
 }
 
-fn decode_proposal(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-    let mut r = Reader::new(bytes);
+fn decode_proposal(mut r: Reader<'_>) -> Result<Proposal, DecodeError> {
     let version = check_version(&mut r)?;
     let session =
         if r.bool()? { Some(SessionTag { client_id: r.u64()?, sequence: r.u64()? }) } else { None };
@@ -524,7 +552,7 @@ fn put_put(w: &mut Writer, p: &PutRequest) {
 fn get_put(r: &mut Reader<'_>) -> Result<PutRequest, DecodeError> {
     Ok(PutRequest {
         key: r.bytes()?,
-        value: r.bytes()?,
+        value: r.value()?,
         lease: r.i64()?,
         prev_kv: r.bool()?,
         ignore_value: r.bool()?,
@@ -1129,7 +1157,7 @@ mod tests {
             encode_proposal(&Proposal::new(Command::LeaseRevoke(LeaseRevokeRequest { id: 1 })))
                 .to_vec();
         bytes[0] = 9;
-        assert_eq!(decode_proposal(&bytes), Err(DecodeError::UnsupportedVersion(9)));
+        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::UnsupportedVersion(9)));
     }
 
     #[test]
@@ -1138,7 +1166,7 @@ mod tests {
             encode_proposal(&Proposal::new(Command::LeaseRevoke(LeaseRevokeRequest { id: 1 })))
                 .to_vec();
         bytes.push(0);
-        assert_eq!(decode_proposal(&bytes), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(Proposal::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]
@@ -1149,9 +1177,9 @@ mod tests {
             txn = TxnRequest { success: vec![RequestOp::Txn(txn)], ..Default::default() };
         }
         let ok = encode_proposal(&Proposal::new(Command::Txn(txn.clone())));
-        assert!(decode_proposal(&ok).is_ok());
+        assert!(Proposal::decode(&ok).is_ok());
         let deeper = TxnRequest { success: vec![RequestOp::Txn(txn)], ..Default::default() };
         let bad = encode_proposal(&Proposal::new(Command::Txn(deeper)));
-        assert_eq!(decode_proposal(&bad), Err(DecodeError::TooDeep));
+        assert_eq!(Proposal::decode(&bad), Err(DecodeError::TooDeep));
     }
 }

@@ -229,11 +229,34 @@ impl Store {
     /// sessions are as before. A non-deterministic error leaves the store untouched and means
     /// this replica must stop.
     pub fn apply(&mut self, index: u64, log_time_ms: u64, entry: &[u8]) -> Result<Response, Error> {
+        self.apply_with(index, log_time_ms, entry.len(), || Proposal::decode(entry))
+    }
+
+    /// As [`Store::apply`], but a put's value that is at least half of `entry` is kept as a
+    /// slice of it rather than a copy, so the value and the log's cached entry share one
+    /// allocation. `entry` should be its own allocation (as the log's entries are), not a
+    /// slice of a larger buffer, which the kept values would keep alive.
+    pub fn apply_shared(
+        &mut self,
+        index: u64,
+        log_time_ms: u64,
+        entry: &bytes::Bytes,
+    ) -> Result<Response, Error> {
+        self.apply_with(index, log_time_ms, entry.len(), || Proposal::decode_shared(entry))
+    }
+
+    fn apply_with(
+        &mut self,
+        index: u64,
+        log_time_ms: u64,
+        len: usize,
+        decode: impl FnOnce() -> Result<Proposal, crate::error::DecodeError>,
+    ) -> Result<Response, Error> {
         self.check_index(index)?;
-        let decoded = if entry.len() > self.config.request_bytes_max {
+        let decoded = if len > self.config.request_bytes_max {
             Err(Error::RequestTooLarge)
         } else {
-            Proposal::decode(entry).map_err(Error::from)
+            decode().map_err(Error::from)
         };
         if let Err(e) = &decoded
             && !e.is_deterministic()

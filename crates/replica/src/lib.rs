@@ -1537,7 +1537,11 @@ impl Replica {
                     return Ok(());
                 }
             };
-            let outcome = self.kv.apply(index.0, env.log_time_ms, proposal);
+            // The entry's payload is its own allocation (the log and the peer transport copy
+            // each entry out of the buffers they read), so the store may keep values as
+            // slices of it: one copy in memory, shared with the log's entry cache.
+            let outcome =
+                self.kv.apply_shared(index.0, env.log_time_ms, &entry.data.slice_ref(proposal));
             if let Some(e) = outcome.as_ref().err().filter(|e| !e.is_deterministic()) {
                 return Err(ReplicaError::StateMachine { index, error: e.clone() });
             }

@@ -1425,14 +1425,16 @@ impl Storage {
         let start = u64::from(first.offset);
         let last = self.slots[to - 1];
         let end = u64::from(last.offset) + u64::from(last.frame_bytes);
-        let bytes: Bytes = if seg.sealed_last.is_none() && start >= self.write_offset {
+        let read;
+        let bytes: &[u8] = if seg.sealed_last.is_none() && start >= self.write_offset {
             let s = (start - self.write_offset) as usize;
             let e = (end - self.write_offset) as usize;
-            Bytes::copy_from_slice(&self.buf[s..e])
+            &self.buf[s..e]
         } else {
             let mut v = vec![0u8; (end - start) as usize];
             seg.file.read_at(&mut v, start).map_err(|e| StorageError::io(&seg.path, e))?;
-            Bytes::from(v)
+            read = v;
+            &read
         };
         let mut pos = 0usize;
         for i in from..to {
@@ -1444,13 +1446,10 @@ impl Storage {
                 .map_err(|e| corrupt(e.describe()))?;
             match record::decode_record(frame.body).map_err(corrupt)? {
                 Record::Entry { id, kind, data } if id == EntryId::new(slot.term, index) => {
-                    let data_start =
-                        pos + record::FRAME_HEADER_BYTES + record::ENTRY_BODY_PREFIX_BYTES;
-                    out.push(Entry {
-                        id,
-                        kind,
-                        data: bytes.slice(data_start..data_start + data.len()),
-                    });
+                    // Each entry gets an allocation of its own rather than a slice of the run:
+                    // the state machine keeps values as slices of entries, which would
+                    // otherwise keep the whole run alive.
+                    out.push(Entry { id, kind, data: Bytes::copy_from_slice(data) });
                 }
                 other => {
                     return Err(corrupt(format!(

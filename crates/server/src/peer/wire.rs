@@ -856,6 +856,13 @@ impl Reader {
         Ok(data)
     }
 
+    /// A log entry's payload, copied into an allocation of its own: the log caches entries
+    /// and the state machine keeps values as slices of them (`Store::apply_shared`), so a
+    /// slice of the frame would keep the whole frame alive for as long as any of its values.
+    fn entry_data(&mut self) -> Result<Bytes, WireError> {
+        Ok(Bytes::copy_from_slice(&self.data()?))
+    }
+
     /// A count of items each taking at least `item_bytes_min`, refused if the rest of the
     /// buffer could not hold them (so a hostile count cannot force a huge allocation).
     fn count(&mut self, item_bytes_min: usize) -> Result<usize, WireError> {
@@ -890,7 +897,7 @@ impl Reader {
                     let kind = EntryKind::from_code(code)
                         .ok_or(WireError::UnknownTag { what: "entry kind", tag: code })?;
                     let id = self.entry_id()?;
-                    entries.push(Entry { id, kind, data: self.data()? });
+                    entries.push(Entry { id, kind, data: self.entry_data()? });
                 }
                 MessageBody::Append { prev, entries, commit }
             }
@@ -914,7 +921,7 @@ impl Reader {
                 let n = self.count(1)?;
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
-                    entries.push(self.data()?);
+                    entries.push(self.entry_data()?);
                 }
                 MessageBody::Propose { entries }
             }
@@ -1043,7 +1050,7 @@ mod tests {
     }
 
     #[test]
-    fn decoded_entry_payloads_share_the_received_buffer() {
+    fn decoded_entry_payloads_are_copied_out_of_the_received_buffer() {
         let big = Bytes::from(vec![7u8; 4096]);
         let m = msg(MessageBody::Append {
             prev: eid(1, 1),
@@ -1056,7 +1063,10 @@ mod tests {
         let range = received.as_ptr_range();
         let frame = codec().decode_frame_bytes(received.clone()).unwrap();
         let MessageBody::Append { entries, .. } = &frame.messages[0].body else { panic!() };
-        assert!(range.contains(&entries[0].data.as_ptr()), "payload is a slice, not a copy");
+        // The state machine keeps values as slices of entries: a slice of the frame would keep
+        // the whole frame alive for as long as one of its values.
+        assert!(!range.contains(&entries[0].data.as_ptr()), "payload is a copy, not a slice");
+        assert_eq!(entries[0].data, Bytes::from(vec![7u8; 4096]));
     }
 
     #[test]
