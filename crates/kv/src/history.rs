@@ -121,12 +121,7 @@ impl History {
                 runs.push(older.iter().chain(newer.iter()).cloned().collect());
             }
         }
-        // No slack for the few versions most keys have: with a million keys it would outweigh
-        // the data.
-        if parts.open.len() < 8 {
-            parts.open.reserve_exact(1);
-        }
-        parts.open.push(v);
+        crate::mvcc::push_version(&mut parts.open, v);
     }
 
     /// Drops the `n` oldest versions.

@@ -141,8 +141,9 @@ pub(crate) struct Index {
 
 pub(crate) use crate::history::History;
 
-/// Appends to a history being built without `Vec`'s default minimum capacity of four: most
-/// keys hold one or two versions, and with a million keys the slack would outweigh the data.
+/// Appends to a list of versions (a history being built, or a [`History`]'s open tail)
+/// without `Vec`'s default minimum capacity of four: most keys hold one or two versions, and
+/// with a million keys the slack would outweigh the data.
 pub(crate) fn push_version(history: &mut Vec<Version>, v: Version) {
     if history.len() < 8 {
         history.reserve_exact(1);
